@@ -1,0 +1,8 @@
+"""cnndsl: a declarative language and compiler for convolutional neural networks."""
+
+from .errors import CnnDslError, Diagnostic
+from .network import Network, check_source, load, parse
+from .shapes import Shape
+
+__all__ = ["CnnDslError", "Diagnostic", "Network", "Shape", "check_source", "load", "parse"]
+__version__ = "0.1.0"

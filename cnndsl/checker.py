@@ -1,0 +1,765 @@
+"""AST to checked IR: expands blocks and repetition, evaluates arguments, infers shapes.
+
+Every problem is reported to a DiagnosticSink with its position; checking goes on past
+errors where it can (an unknown shape poisons what follows, but names and arguments
+are still checked). Resource limits are enforced before anything large is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+from . import ast
+from .errors import DiagnosticSink, Position
+from .ir import Layer, Node, Parallel, Sequence
+from .layers import KINDS, LayerError, LayerKind, lookup
+from .layers.base import REQUIRED, ArgSpec, SameAs, format_value
+from .limits import MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
+from .shapes import Pair, Shape
+
+Value = Any  # int | float | bool | Word | tuple[int, int]
+MERGES = {name.lower(): kind for name, kind in KINDS.items() if kind.is_merge}
+BUILTIN_WORDS = {"true": True, "false": False}
+MAX_EXPR_DEPTH = 500
+
+
+@dataclass(frozen=True)
+class Word:
+    """A bare word used as a value (`same`)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Abort(Exception):
+    """A resource limit was hit: the error is in the sink; stop checking at once."""
+
+
+class Poisoned(Exception):
+    """A value depends on a shape that an earlier error left unknown: skip silently."""
+
+
+class EvalError(Exception):
+    def __init__(self, message: str, pos: Position, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.pos, self.hint = message, pos, hint
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Names visible to an expression and the chain of block calls that led here."""
+
+    values: Mapping[str, Value]
+    calls: tuple[tuple[str, str, Position], ...] = ()
+    """(block name, call as written, call position), outermost first."""
+
+    def notes(self) -> list[str]:
+        return [f"in block `{name}`, reached from `{text}` at line {pos.line}, column {pos.column}" for name, text, pos in reversed(self.calls)]
+
+
+@dataclass
+class State:
+    """What flows between elements: the shape (None once unknown) and the receptive field."""
+
+    shape: Shape | None
+    field: Pair = (1, 1)
+    jump: Pair = (1, 1)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    input_shape: Shape
+    root: Sequence
+    params: dict[str, Value]
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str | None:
+    """A did-you-mean hint, comparing case-insensitively."""
+    lowered = {c.lower(): c for c in candidates}
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"did you mean `{lowered[match[0]]}`?" if match else None
+
+
+def ordinal(n: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
+def parse_value(text: str) -> Value:
+    """A value given as text on the command line (`--set k=v`)."""
+    low = text.strip().lower()
+    if low in BUILTIN_WORDS:
+        return BUILTIN_WORDS[low]
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if "x" in low and all(p.isdigit() for p in low.split("x")) and low.count("x") == 1:
+        a, b = low.split("x")
+        return (int(a), int(b))
+    return Word(text.strip())
+
+
+class Checker:
+    def __init__(
+        self,
+        program: ast.Program,
+        sink: DiagnosticSink,
+        input_override: Shape | None = None,
+        params: Mapping[str, Value] | None = None,
+        strict: bool = False,
+        default_name: str = "Network",
+    ) -> None:
+        self.program = program
+        self.sink = sink
+        self.input_override = input_override
+        self.param_overrides = dict(params or {})
+        self.strict = strict
+        self.default_name = default_name
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.defaults: dict[str, dict[str, ast.Arg]] = {}
+        self.leaf_count = 0
+        self._network_values: dict[str, Value] = {}
+
+    # -- entry point -------------------------------------------------------------------
+
+    def run(self) -> CheckResult | None:
+        old_limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old_limit, 50_000))
+        try:
+            return self._run()
+        except Abort:
+            return None
+        finally:
+            sys.setrecursionlimit(old_limit)
+
+    def _run(self) -> CheckResult | None:
+        network: ast.NetworkDecl | None = None
+        input_decl: ast.InputDecl | None = None
+        defaults: ast.DefaultsDecl | None = None
+        body: list[ast.Element] = []
+        header_rank = {ast.NetworkDecl: 0, ast.InputDecl: 1, ast.DefaultsDecl: 2}
+        header_words = {ast.NetworkDecl: "network", ast.InputDecl: "input", ast.DefaultsDecl: "defaults"}
+        last_rank = -1
+        seen_body = False
+        for item in self.program.items:
+            if type(item) in header_rank:
+                word = header_words[type(item)]
+                rank = header_rank[type(item)]
+                if seen_body:
+                    self.sink.error(f"`{word}` must come before the blocks and layers", item.pos,
+                                    "header lines come first, in the order network, input, defaults")
+                elif rank == last_rank:
+                    self.sink.error(f"a second `{word}` line", item.pos, "give each header line once")
+                elif rank < last_rank:
+                    self.sink.error(f"`{word}` is out of order", item.pos,
+                                    "header lines come first, in the order network, input, defaults")
+                last_rank = max(last_rank, rank)
+                if isinstance(item, ast.NetworkDecl):
+                    network = network or item
+                elif isinstance(item, ast.InputDecl):
+                    input_decl = input_decl or item
+                else:
+                    defaults = defaults or item
+                continue
+            seen_body = True
+            if isinstance(item, ast.BlockDef):
+                self._define_block(item)
+            else:
+                body.append(item)
+
+        params = self._network_params(network)
+        self._network_values = params
+        if defaults is not None:
+            self._collect_defaults(defaults)
+        shape = self._input_shape(input_decl)
+        if not body:
+            self.sink.error("the network has no layers", input_decl.pos if input_decl else Position(1, 1),
+                            "add layers after the header, for example `Conv(32, 3), ReLU`")
+            return None
+        scope = Scope(params)
+        state = State(shape)
+        children = self._sequence(body, scope, state, "")
+        if shape is None or state.shape is None or self.sink.has_errors:
+            return None
+        name = network.name if network else self.default_name
+        root = self._make_sequence("", "", None, body[0].pos if body else Position(1, 1), shape, state.shape,
+                                   children, "network", name)
+        return CheckResult(name, shape, root, dict(params))
+
+    # -- header ------------------------------------------------------------------------
+
+    def _define_block(self, block: ast.BlockDef) -> None:
+        if lookup(block.name) is not None:
+            self.sink.error(f"block `{block.name}` has the name of a built-in layer", block.pos,
+                            "choose another name; layer names are case-insensitive")
+            return
+        if block.name in self.blocks:
+            first = self.blocks[block.name].pos
+            self.sink.error(f"block `{block.name}` is defined twice", block.pos,
+                            f"the first definition is at line {first.line}, column {first.column}")
+            return
+        seen: set[str] = set()
+        for param in block.params:
+            if param.name in seen:
+                self.sink.error(f"parameter `{param.name}` appears twice in block `{block.name}`", param.pos)
+            seen.add(param.name)
+        self.blocks[block.name] = block
+
+    def _network_params(self, network: ast.NetworkDecl | None) -> dict[str, Value]:
+        declared = {p.name: p for p in network.params} if network else {}
+        values: dict[str, Value] = {}
+        for name, value in self.param_overrides.items():
+            if name not in declared:
+                where = network.pos if network else None
+                options = ", ".join(declared) or "none"
+                hint = suggest(name, declared) or f"the network's parameters: {options}"
+                self.sink.error(f"unknown network parameter `{name}`", where, hint)
+        for param in declared.values():
+            if param.name in self.param_overrides:
+                values[param.name] = self._check_override(param, self.param_overrides[param.name])
+            elif param.default is not None:
+                try:
+                    values[param.name] = self._eval(param.default, Scope(dict(values)), None)
+                except EvalError as err:
+                    self.sink.error(err.message, err.pos, err.hint)
+                except Poisoned:
+                    pass
+            else:
+                self.sink.error(f"network parameter `{param.name}` has no default and was not set", param.pos,
+                                f"give it a default (`{param.name}=...`) or set it with --set {param.name}=VALUE")
+        return values
+
+    def _check_override(self, param: ast.Param, value: Value) -> Value:
+        if isinstance(value, str):
+            value = parse_value(value)
+        ok = isinstance(value, (bool, int, float, Word)) or (
+            isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        )
+        if not ok:
+            self.sink.error(f"network parameter `{param.name}` must be a number, a boolean or a word; got {value!r}", param.pos)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+            self.sink.error(f"network parameter `{param.name}` is too large ({value}); the limit is 2^62", param.pos)
+        return value
+
+    def _collect_defaults(self, decl: ast.DefaultsDecl) -> None:
+        for call in decl.calls:
+            kind = lookup(call.name)
+            if kind is None:
+                hint = suggest(call.name, self._layer_names()) or "defaults name built-in layers, such as Conv or Pool"
+                self.sink.error(f"unknown layer `{call.name}` in defaults", call.pos, hint)
+                continue
+            entries = self.defaults.setdefault(kind.name, {})
+            bound = self._bind_names(kind.name, kind.signature, kind.signature_text(), call)
+            if bound is not None:
+                entries.update(bound)
+
+    def _input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
+        if self.input_override is not None:
+            return self.input_override
+        if decl is None:
+            self.sink.error("no `input` line", Position(1, 1),
+                            "add `input CxHxW` (for example `input 3x224x224`) or `input N`, or pass --input")
+            return None
+        if len(decl.dims) not in (1, 3):
+            self.sink.error(f"`input` takes CxHxW or N; got {len(decl.dims)} dimensions", decl.pos,
+                            "for a grey image write 1xHxW, for example `input 1x28x28`")
+            return None
+        if any(d < 1 for d in decl.dims):
+            self.sink.error("input sizes must be positive", decl.pos)
+            return None
+        shape = Shape(decl.dims)
+        if shape.numel > MAX_ELEMENTS:
+            self.sink.error(f"the input has {shape.numel:,} elements; the limit is 2^40", decl.pos)
+            return None
+        return shape
+
+    # -- structure ---------------------------------------------------------------------
+
+    def _sequence(self, items: Iterable[ast.Element], scope: Scope, state: State, path: str) -> list[Node]:
+        nodes: list[Node] = []
+        labels: dict[str, Position] = {}
+        for index, item in enumerate(items):
+            name = str(index)
+            if isinstance(item, ast.Labeled):
+                name = item.label
+                if item.label in labels:
+                    first = labels[item.label]
+                    self.sink.error(f"label `{item.label}` is used twice in the same sequence", item.pos,
+                                    f"the first is at line {first.line}, column {first.column}; labels name modules, so they must differ")
+                labels[item.label] = item.pos
+            node = self._element(item, scope, state, name, _join(path, name), 0)
+            if node is not None:
+                nodes.append(node)
+        return nodes
+
+    def _element(self, el: ast.Element, scope: Scope, state: State, name: str, path: str, depth: int) -> Node | None:
+        if depth > MAX_NESTING * 4:
+            self.sink.error(f"elements nested deeper than {MAX_NESTING * 4} levels", el.pos, "flatten the structure")
+            raise Abort
+        label = None
+        while isinstance(el, ast.Labeled):
+            if label is not None:
+                self.sink.error("an element has two labels", el.pos, "give each element one label")
+            label = el.label
+            el = el.body
+        if isinstance(el, ast.Call):
+            return self._call(el, scope, state, name, path, label)
+        if isinstance(el, ast.Group):
+            start = state.shape
+            children = self._sequence(el.items, scope, state, path)
+            return self._finish_sequence(name, path, label, el.pos, start, state, children, "group", "[...]")
+        if isinstance(el, ast.Merge):
+            return self._merge(el, scope, state, name, path, label, depth)
+        if isinstance(el, ast.Repeat):
+            return self._repeat(el, scope, state, name, path, label, depth)
+        raise AssertionError(f"unknown element {el!r}")
+
+    def _finish_sequence(self, name: str, path: str, label: str | None, pos: Position, start: Shape | None,
+                         state: State, children: list[Node], role: str, title: str,
+                         block: str | None = None, block_args: dict[str, Value] | None = None) -> Sequence | None:
+        if start is None or state.shape is None:
+            return None
+        return self._make_sequence(name, path, label, pos, start, state.shape, children, role, title, block, block_args)
+
+    @staticmethod
+    def _make_sequence(name: str, path: str, label: str | None, pos: Position, start: Shape, out: Shape,
+                       children: list[Node], role: Any, title: str, block: str | None = None,
+                       block_args: dict[str, Value] | None = None) -> Sequence:
+        return Sequence(
+            name, path, label, pos, start, out,
+            params=sum(c.params for c in children),
+            buffers=sum(c.buffers for c in children),
+            macs=sum(c.macs for c in children),
+            role=role, children=children, title=title, block=block, block_args=block_args,
+        )
+
+    def _merge(self, el: ast.Merge, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int) -> Node | None:
+        kind = MERGES.get(el.op.lower())
+        if kind is None:
+            hint = suggest(el.op, [k.name for k in MERGES.values()]) or "`name[ a | b ]` is a merge: Add, Concat or Mul"
+            self.sink.error(f"unknown merge `{el.op}`", el.pos, hint)
+        start = state.shape
+        branches: list[Sequence] = []
+        ends: list[State] = []
+        for index, branch in enumerate(el.branches):
+            branch_state = State(start, state.field, state.jump)
+            children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
+            ends.append(branch_state)
+            node = self._finish_sequence(str(index), _join(path, str(index)), None, branch.pos, start, branch_state,
+                                         children, "group", "branch")
+            if node is not None:
+                branches.append(node)
+        if kind is None or start is None or any(s.shape is None for s in ends):
+            state.shape = None
+            return None
+        shapes = [s.shape for s in ends if s.shape is not None]
+        try:
+            out = kind.merge(shapes)
+        except LayerError as err:
+            self.sink.error(err.message, el.pos, err.hint, scope.notes())
+            state.shape = None
+            return None
+        field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
+        jump = (max(s.jump[0] for s in ends), max(s.jump[1] for s in ends))
+        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, jump)
+        state.shape, state.field, state.jump = out, field, jump
+        return Parallel(
+            name, path, label, el.pos, start, out,
+            params=sum(b.params for b in branches), buffers=sum(b.buffers for b in branches),
+            macs=sum(b.macs for b in branches), branches=branches, merge=merge,
+        )
+
+    def _repeat(self, el: ast.Repeat, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int) -> Node | None:
+        try:
+            count = self._eval(el.count, scope, state.shape)
+        except EvalError as err:
+            self.sink.error(err.message, err.pos, err.hint, scope.notes())
+            count = None
+        except Poisoned:
+            count = None
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            self.sink.error(f"a repetition count must be a whole number of at least 1; got {format_value(count)}",
+                            el.count.pos, "for example `[Conv(64, 3), ReLU] x 3`", scope.notes())
+            count = None
+        if count is not None and count > MAX_LAYERS:
+            self.sink.error(f"repeating {count:,} times exceeds the limit of {MAX_LAYERS:,} layers", el.count.pos,
+                            "networks are limited to 100,000 layers after expansion", scope.notes())
+            raise Abort
+        start = state.shape
+        iterations: list[Node] = []
+        for index in range(count or 1):
+            before = self.leaf_count
+            node = self._element(el.body, scope, state, str(index), _join(path, str(index)), depth + 1)
+            if node is not None:
+                iterations.append(node)
+            if index == 0 and count:
+                per_iteration = self.leaf_count - before
+                if before + per_iteration * count > MAX_LAYERS:
+                    self.sink.error(
+                        f"this repetition expands to {count:,} x {per_iteration:,} = {count * per_iteration:,} layers; "
+                        f"the limit is {MAX_LAYERS:,}",
+                        el.pos, "networks are limited to 100,000 layers after expansion", scope.notes())
+                    raise Abort
+            if state.shape is None or count is None:
+                break
+        if count is None:
+            state.shape = None
+            return None
+        return self._finish_sequence(name, path, label, el.pos, start, state, iterations, "repeat", f"x {count}")
+
+    def _call(self, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None) -> Node | None:
+        kind = lookup(call.name)
+        if kind is not None and not kind.is_merge:
+            return self._layer(kind, call, scope, state, name, path, label)
+        if kind is not None:
+            self.sink.error(f"`{kind.name}` combines branches and needs them in brackets", call.pos,
+                            f"write `{kind.name}[ a | b ]`", scope.notes())
+            state.shape = None
+            return None
+        block = self.blocks.get(call.name)
+        if block is not None:
+            return self._block_call(block, call, scope, state, name, path, label)
+        hint = suggest(call.name, [*self._layer_names(), *self.blocks]) or "see the layer table in LANGUAGE.md, or define a `block`"
+        self.sink.error(f"unknown layer or block `{call.name}`", call.pos, hint, scope.notes())
+        for arg in call.args:  # still check the argument expressions
+            self._try_eval(arg.value, scope, state.shape)
+        state.shape = None
+        return None
+
+    def _layer_names(self) -> list[str]:
+        return [spelling for kind in KINDS.values() for spelling in (kind.name, *kind.aliases)]
+
+    # -- blocks ------------------------------------------------------------------------
+
+    def _block_call(self, block: ast.BlockDef, call: ast.Call, scope: Scope, state: State, name: str, path: str,
+                    label: str | None) -> Node | None:
+        text = _call_text(call)
+        if any(b == block.name for b, _, _ in scope.calls):
+            chain = " -> ".join([*(b for b, _, _ in scope.calls), block.name])
+            self.sink.error(f"block `{block.name}` calls itself ({chain})", call.pos,
+                            "blocks may call other blocks, but not recursively", scope.notes())
+            state.shape = None
+            return None
+        if len(scope.calls) >= MAX_BLOCK_DEPTH:
+            self.sink.error(f"block calls nested deeper than {MAX_BLOCK_DEPTH}", call.pos, None, scope.notes())
+            raise Abort
+        signature = f"{block.name}({', '.join(p.name + ('=...' if p.default else '') for p in block.params)})"
+        specs = tuple(ArgSpec(p.name, "float", REQUIRED if p.default is None else p.default) for p in block.params)
+        bound = self._bind_names(block.name, specs, signature, call, case_sensitive=True)
+        values: dict[str, Value] = dict(self._network_values)
+        ok = bound is not None
+        if bound is not None:
+            for param in block.params:
+                try:
+                    if param.name in bound:
+                        values[param.name] = self._eval(bound[param.name].value, scope, state.shape)
+                    elif param.default is not None:
+                        values[param.name] = self._eval(param.default, Scope(dict(values), scope.calls), state.shape)
+                    else:
+                        self.sink.error(f"block `{block.name}` needs `{param.name}`", call.pos,
+                                        f"the block's parameters: {signature}", scope.notes())
+                        ok = False
+                except EvalError as err:
+                    self.sink.error(err.message, err.pos, err.hint, scope.notes())
+                    ok = False
+                except Poisoned:
+                    ok = False
+        inner = Scope(values, (*scope.calls, (block.name, text, call.pos)))
+        start = state.shape
+        if not ok:
+            state.shape = None
+        body = block.body
+        while isinstance(body, ast.Labeled):
+            body = body.body
+        if isinstance(body, ast.Group):
+            children = self._sequence(body.items, inner, state, path)
+        else:
+            node = self._element(block.body, inner, state, "0", _join(path, "0"), 0)
+            children = [node] if node is not None else []
+        if not ok:
+            return None
+        args = {p.name: values[p.name] for p in block.params if p.name in values}
+        title = f"{block.name}({', '.join(format_value(_plain(v)) for v in args.values())})"
+        return self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+
+    # -- layers ------------------------------------------------------------------------
+
+    def _layer(self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str,
+               label: str | None) -> Layer | None:
+        shape = state.shape
+        args = self._layer_args(kind, call, scope, shape)
+        if args is None or shape is None:
+            state.shape = None
+            return None
+        arg_pos = {a.name.lower(): a.pos for a in call.args if a.name}
+        arg_pos.update({kind.signature[i].name: a.pos for i, a in enumerate(call.args) if a.name is None and i < len(kind.signature)})
+        try:
+            args = kind.resolve(args, shape)
+            out = kind.infer(args, shape)
+        except LayerError as err:
+            self.sink.error(err.message, arg_pos.get(err.arg or "", call.pos), err.hint or f"signature: {kind.signature_text()}",
+                            scope.notes())
+            state.shape = None
+            return None
+        if out.numel > MAX_ELEMENTS:
+            self.sink.error(f"{kind.name} would produce {out.numel:,} elements ({out}); the limit is 2^40", call.pos,
+                            "check the channel counts and sizes", scope.notes())
+            raise Abort
+        if any(d < 1 for d in out):
+            self.sink.error(f"{kind.name}: the output would be {out}, with a size below 1", call.pos, None, scope.notes())
+            state.shape = None
+            return None
+        self._fit_warnings(kind, args, shape, call, scope)
+        field, jump = kind.receptive(args, shape, state.field, state.jump)
+        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, jump)
+        state.shape, state.field, state.jump = out, field, jump
+        return layer
+
+    def _new_layer(self, kind: LayerKind, args: dict[str, Value], name: str, path: str, label: str | None,
+                   pos: Position, shape: Shape, out: Shape, scope: Scope, field: Pair, jump: Pair) -> Layer:
+        self.leaf_count += 1
+        if self.leaf_count > MAX_LAYERS:
+            self.sink.error(f"the network expands to more than {MAX_LAYERS:,} layers", pos,
+                            "networks are limited to 100,000 layers after expanding blocks and repetition", scope.notes())
+            raise Abort
+        params = kind.param_count(args, shape)
+        if params > MAX_ELEMENTS:
+            self.sink.error(f"{kind.name} would have {params:,} parameters; the limit is 2^40", pos, None, scope.notes())
+            raise Abort
+        return Layer(
+            name, path, label, pos, shape, out, params=params, buffers=kind.buffer_count(args, shape),
+            macs=kind.macs(args, shape, out), kind=kind, args=args, receptive_field=field, jump=jump,
+            block_calls=tuple(text for _, text, _ in scope.calls),
+        )
+
+    def _fit_warnings(self, kind: LayerKind, args: dict[str, Value], shape: Shape, call: ast.Call, scope: Scope) -> None:
+        window = kind.window(args)
+        if window is None:
+            return
+        problems = []
+        for axis, (size, word) in enumerate(zip(shape.spatial, ("rows", "columns"))):
+            dropped = window.dropped_pixels(size, axis)
+            if dropped:
+                problems.append(f"{window.arithmetic(size, axis)} leaves the last {dropped} input {word} unread")
+        if problems:
+            if len(problems) == 2 and problems[0].replace("rows", "") == problems[1].replace("columns", ""):
+                problems = [problems[0].replace("rows", "rows and columns")]
+            severity = "error" if self.strict else "warning"
+            self.sink.add(severity, f"{kind.name} doesn't fit its input {shape}: " + "; ".join(problems), call.pos,
+                          "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input",
+                          scope.notes())
+
+    def _layer_args(self, kind: LayerKind, call: ast.Call, scope: Scope, shape: Shape | None) -> dict[str, Value] | None:
+        bound = self._bind_names(kind.name, kind.signature, kind.signature_text(), call)
+        if bound is None:
+            return None
+        defaults = self.defaults.get(kind.name, {})
+        network_scope = Scope(self._network_values, scope.calls)
+        values: dict[str, Value] = {}
+        ok = True
+        for spec in kind.signature:
+            if spec.name in bound:
+                source, arg_scope = bound[spec.name], scope
+            elif spec.name in defaults:
+                source, arg_scope = defaults[spec.name], network_scope
+            else:
+                continue
+            try:
+                values[spec.name] = self._coerce(kind.name, spec, self._eval(source.value, arg_scope, shape), source.value.pos)
+            except EvalError as err:
+                self.sink.error(err.message, err.pos, err.hint or f"signature: {kind.signature_text()}", scope.notes())
+                ok = False
+            except Poisoned:
+                ok = False
+        for index, spec in enumerate(kind.signature):
+            if spec.name in values or not ok:
+                continue
+            if isinstance(spec.default, SameAs):
+                values[spec.name] = values.get(spec.default.name)
+            elif spec.default is REQUIRED:
+                self.sink.error(f"{kind.name} needs `{spec.name}` (its {ordinal(index + 1)} argument)", call.pos,
+                                f"signature: {kind.signature_text()}", scope.notes())
+                ok = False
+            else:
+                values[spec.name] = spec.default
+        return values if ok else None
+
+    def _bind_names(self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call,
+                    case_sensitive: bool = False) -> dict[str, ast.Arg] | None:
+        """Match a call's arguments to parameter names: positional first, then keywords."""
+        names = [s.name for s in specs]
+        bound: dict[str, ast.Arg] = {}
+        ok = True
+        seen_keyword = False
+        for index, arg in enumerate(call.args):
+            if arg.name is None:
+                if seen_keyword:
+                    self.sink.error("a positional argument after a keyword argument", arg.pos,
+                                    f"signature: {signature}")
+                    ok = False
+                    continue
+                if index >= len(specs):
+                    count = len(specs)
+                    self.sink.error(f"{owner} takes {'no' if count == 0 else f'at most {count}'} argument{'s' if count != 1 else ''}; "
+                                    f"got {len(call.args)}", arg.pos, f"signature: {signature}")
+                    ok = False
+                    break
+                bound[names[index]] = arg
+                continue
+            seen_keyword = True
+            key = arg.name if case_sensitive else arg.name.lower()
+            match = next((n for n in names if (n if case_sensitive else n.lower()) == key), None)
+            if match is None:
+                hint = suggest(arg.name, names)
+                hint = f"{hint} signature: {signature}" if hint else f"signature: {signature}"
+                self.sink.error(f"{owner} has no argument `{arg.name}`", arg.pos, hint)
+                ok = False
+                continue
+            if match in bound:
+                self.sink.error(f"`{match}` is given twice", arg.pos, f"signature: {signature}")
+                ok = False
+                continue
+            bound[match] = arg
+        return bound if ok else None
+
+    # -- values ------------------------------------------------------------------------
+
+    @staticmethod
+    def _coerce(owner: str, spec: ArgSpec, value: Value, pos: Position) -> Value:
+        """Check a value against its argument type: expected vs received."""
+
+        def whole(v: Value) -> int | None:
+            if isinstance(v, bool):
+                return None
+            if isinstance(v, int):
+                return v
+            if isinstance(v, float) and v.is_integer():
+                return int(v)
+            return None
+
+        def fail(expected: str) -> EvalError:
+            return EvalError(f"{owner}: `{spec.name}` must be {expected}; got {format_value(_plain(value))}", pos)
+
+        minimum = spec.minimum
+        bound_word = "a positive integer" if minimum == 1 else "a non-negative integer" if minimum == 0 else "an integer"
+        if spec.type == "int":
+            n = whole(value)
+            if n is None or (minimum is not None and n < minimum):
+                raise fail(bound_word)
+            return n
+        if spec.type in ("pair", "pad"):
+            if spec.type == "pad" and isinstance(value, Word) and value.text.lower() == "same":
+                return "same"
+            items = value if isinstance(value, tuple) else (value,)
+            ints = [whole(v) for v in items]
+            if any(n is None or (minimum is not None and n < minimum) for n in ints):
+                extra = ", a pair (h, w)" + (" or `same`" if spec.type == "pad" else "")
+                raise fail(bound_word + extra)
+            return tuple(ints) if isinstance(value, tuple) else ints[0]
+        if spec.type == "bool":
+            if not isinstance(value, bool):
+                raise fail("true or false")
+            return value
+        if spec.type == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise fail("a number")
+            return float(value)
+        raise AssertionError(spec.type)
+
+    def _try_eval(self, expr: ast.Expr, scope: Scope, shape: Shape | None) -> None:
+        try:
+            self._eval(expr, scope, shape)
+        except EvalError as err:
+            self.sink.error(err.message, err.pos, err.hint, scope.notes())
+        except Poisoned:
+            pass
+
+    def _eval(self, expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) -> Value:
+        if depth > MAX_EXPR_DEPTH:
+            raise EvalError(f"expression nested deeper than {MAX_EXPR_DEPTH} levels", expr.pos)
+        if isinstance(expr, ast.Number):
+            return _checked(expr.value, expr.pos)
+        if isinstance(expr, ast.Name):
+            if expr.id in scope.values:
+                return scope.values[expr.id]
+            low = expr.id.lower()
+            if low == "in_channels":
+                if shape is None:
+                    raise Poisoned
+                return shape.channels
+            if low in BUILTIN_WORDS:
+                return BUILTIN_WORDS[low]
+            return Word(expr.id)
+        if isinstance(expr, ast.Neg):
+            value = self._number(self._eval(expr.operand, scope, shape, depth + 1), expr.operand, scope)
+            return -value
+        if isinstance(expr, ast.Pair):
+            return (self._eval(expr.first, scope, shape, depth + 1), self._eval(expr.second, scope, shape, depth + 1))
+        if isinstance(expr, ast.BinOp):
+            left = self._number(self._eval(expr.left, scope, shape, depth + 1), expr.left, scope)
+            right = self._number(self._eval(expr.right, scope, shape, depth + 1), expr.right, scope)
+            if expr.op in ("/", "//", "%") and right == 0:
+                raise EvalError(f"division by zero in `{_expr_text(expr)}`", expr.pos)
+            if expr.op == "+":
+                result = left + right
+            elif expr.op == "-":
+                result = left - right
+            elif expr.op == "*":
+                result = left * right
+            elif expr.op == "/":
+                result = left // right if isinstance(left, int) and isinstance(right, int) and left % right == 0 else left / right
+            elif expr.op == "//":
+                result = left // right
+            else:
+                result = left % right
+            return _checked(result, expr.pos)
+        raise AssertionError(f"unknown expression {expr!r}")
+
+    def _number(self, value: Value, expr: ast.Expr, scope: Scope) -> int | float:
+        if isinstance(value, Word):
+            names = [*scope.values, "in_channels"]
+            hint = suggest(value.text, names) or (f"names here: {', '.join(names)}" if names else None)
+            raise EvalError(f"unknown name `{value.text}`", expr.pos, hint)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EvalError(f"arithmetic needs numbers; got {format_value(_plain(value))}", expr.pos)
+        return value
+
+
+def _checked(value: int | float, pos: Position) -> int | float:
+    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+        raise EvalError("the expression is not a finite number", pos)
+    if abs(value) > MAX_NUMBER:
+        raise EvalError(f"the value {value:.3g} is too large; numbers are limited to 2^62", pos)
+    return value
+
+
+def _plain(value: Value) -> Value:
+    return value.text if isinstance(value, Word) else value
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _expr_text(expr: ast.Expr) -> str:
+    if isinstance(expr, ast.Number):
+        return str(expr.value)
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Neg):
+        return f"-{_expr_text(expr.operand)}"
+    if isinstance(expr, ast.Pair):
+        return f"({_expr_text(expr.first)}, {_expr_text(expr.second)})"
+    return f"{_expr_text(expr.left)} {expr.op} {_expr_text(expr.right)}"
+
+
+def _call_text(call: ast.Call) -> str:
+    args = [(f"{a.name}=" if a.name else "") + _expr_text(a.value) for a in call.args]
+    return f"{call.name}({', '.join(args)})" if args else call.name

@@ -1,0 +1,107 @@
+"""The `cnndsl` command line: thin click commands over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .checker import parse_value
+from .errors import Diagnostic, use_color
+from .network import Network, check_source
+from .shapes import Shape
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected k=v; got {item!r}", param_hint="--set")
+        params[key.strip()] = parse_value(value)
+    return params
+
+
+def _parse_input(value: str | None) -> Shape | None:
+    if value is None:
+        return None
+    try:
+        return Shape.parse(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--input") from None
+
+
+def read_source(path: str) -> tuple[bytes | None, str, str | None]:
+    """(data, display name, error) for a path or `-` (standard input)."""
+    if path == "-":
+        return sys.stdin.buffer.read(), "<stdin>", None
+    try:
+        return Path(path).read_bytes(), path, None
+    except OSError as err:
+        return None, path, f"{path}: error: cannot read the file: {err.strerror or err}"
+
+
+def load_for_command(path: str, input_text: str | None, sets: tuple[str, ...], strict: bool = False) -> Network:
+    """Check a file for a command; print diagnostics to stderr and exit 1 on errors."""
+    data, name, error = read_source(path)
+    if data is None:
+        click.echo(error, err=True)
+        sys.exit(1)
+    network, diagnostics = check_source(data, name, _parse_input(input_text), _parse_sets(sets), strict)
+    _print_diagnostics(diagnostics)
+    if network is None:
+        sys.exit(1)
+    return network
+
+
+def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    color = use_color(sys.stderr)
+    for diagnostic in diagnostics:
+        click.echo(diagnostic.format(color), err=True)
+
+
+input_option = click.option("--input", "input_text", metavar="CxHxW", help="Override the file's input shape.")
+set_option = click.option("--set", "sets", multiple=True, metavar="K=V", help="Set a network parameter (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cnndsl")
+def main() -> None:
+    """cnndsl: write a CNN in a .cnn file; check, compile, render, run and train it."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (LANGUAGE.md's schema).")
+@click.option("--strict", is_flag=True, help="Treat \"doesn't fit\" warnings as errors.")
+@set_option
+@input_option
+@click.option("-q", "--quiet", is_flag=True, help="Print diagnostics only.")
+def check(files: tuple[str, ...], as_json: bool, strict: bool, sets: tuple[str, ...], input_text: str | None,
+          quiet: bool) -> None:
+    """Check FILES (`-` for standard input) and print each network's summary."""
+    input_shape = _parse_input(input_text)
+    params = _parse_sets(sets)
+    failed = False
+    for index, path in enumerate(files):
+        data, name, error = read_source(path)
+        if data is None:
+            click.echo(error, err=True)
+            failed = True
+            continue
+        network, diagnostics = check_source(data, name, input_shape, params, strict)
+        failed = failed or network is None
+        if as_json:
+            report: dict[str, Any] = network.to_json() if network else {"file": name, "diagnostics": []}
+            report["diagnostics"] = [d.to_json() for d in diagnostics]
+            click.echo(json.dumps(report))
+            continue
+        _print_diagnostics(diagnostics)
+        if network is not None and not quiet:
+            if index:
+                click.echo()
+            click.echo(network.summary())
+    sys.exit(1 if failed else 0)

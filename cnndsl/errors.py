@@ -1,0 +1,146 @@
+"""Diagnostics: positioned errors and warnings, and the exception that carries them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Position:
+    """A 1-based line and column in a source file."""
+
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a source file."""
+
+    severity: Severity
+    message: str
+    position: Position | None = None
+    hint: str | None = None
+    notes: tuple[str, ...] = ()
+    filename: str = "<string>"
+    source_line: str | None = None
+
+    def format(self, color: bool = False) -> str:
+        """Render as `FILE:LINE:COL: severity: message`, the source line, a caret and hints."""
+        where = self.filename
+        if self.position is not None:
+            where += f":{self.position.line}:{self.position.column}"
+        sev = self.severity
+        if color:
+            code = "31" if sev == "error" else "33"
+            sev = f"\x1b[1;{code}m{sev}\x1b[0m"
+            where = f"\x1b[1m{where}\x1b[0m"
+        lines = [f"{where}: {sev}: {self.message}"]
+        if self.source_line is not None and self.position is not None:
+            text = self.source_line.expandtabs(1)
+            lines.append(f"    {text}")
+            caret = " " * (self.position.column - 1) + "^"
+            lines.append(f"    {caret}")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        """The diagnostic as LANGUAGE.md's machine-readable schema, with hint and notes."""
+        return {
+            "severity": self.severity,
+            "line": self.position.line if self.position else 0,
+            "column": self.position.column if self.position else 0,
+            "message": self.message,
+            "hint": self.hint,
+            "notes": list(self.notes),
+        }
+
+
+class CnnDslError(Exception):
+    """Raised for any problem in a .cnn program; carries every diagnostic found."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        super().__init__(self.format())
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    def format(self, color: bool = False) -> str:
+        return "\n".join(d.format(color) for d in self.diagnostics)
+
+
+@dataclass
+class DiagnosticSink:
+    """Collects diagnostics for one source text, each location reported once."""
+
+    filename: str
+    text: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    _seen: set[tuple[int, int, str]] = field(default_factory=set)
+    _lines: list[str] | None = None
+
+    def source_line(self, line: int) -> str | None:
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        if 1 <= line <= len(self._lines):
+            return self._lines[line - 1]
+        return None
+
+    def add(
+        self,
+        severity: Severity,
+        message: str,
+        position: Position | None,
+        hint: str | None = None,
+        notes: Iterable[str] = (),
+    ) -> None:
+        key = (position.line, position.column, severity) if position else (0, 0, message)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.diagnostics.append(
+            Diagnostic(
+                severity,
+                message,
+                position,
+                hint,
+                tuple(notes),
+                self.filename,
+                self.source_line(position.line) if position else None,
+            )
+        )
+
+    def error(self, message: str, position: Position | None, hint: str | None = None, notes: Iterable[str] = ()) -> None:
+        self.add("error", message, position, hint, notes)
+
+    def warning(self, message: str, position: Position | None, hint: str | None = None, notes: Iterable[str] = ()) -> None:
+        self.add("warning", message, position, hint, notes)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def raise_if_errors(self) -> None:
+        if self.has_errors:
+            raise CnnDslError(sorted(self.diagnostics, key=_order))
+
+
+def _order(d: Diagnostic) -> tuple[int, int]:
+    return (d.position.line, d.position.column) if d.position else (0, 0)
+
+
+def use_color(stream: object = None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set."""
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ

@@ -1,0 +1,86 @@
+"""Channel plumbing: Identity, ChannelShuffle and Chunk (ShuffleNet's channel split)."""
+
+from __future__ import annotations
+
+from ..shapes import Shape
+from .base import ArgSpec, Args, LayerError, LayerKind, register, require_image
+
+
+@register
+class Identity(LayerKind):
+    """Passes its input through (nn.Identity); an empty branch means the same.
+
+    Example: `Add[ Conv(64, 3, pad=1) | Identity ]`.
+    """
+
+    name = "Identity"
+    family = "identity"
+    is_view = True
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        return shape
+
+
+@register
+class ChannelShuffle(LayerKind):
+    """Interleaves channels across `groups` (nn.ChannelShuffle), as ShuffleNet does.
+
+    Args: groups.
+    Shape: unchanged; channels must divide by groups.
+    Example: `ChannelShuffle(2)`.
+    """
+
+    name = "ChannelShuffle"
+    family = "reshape"
+    input_rank = "image"
+    signature = (ArgSpec("groups", "int", minimum=1),)
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        require_image(self.name, shape)
+        if shape.channels % args["groups"]:
+            raise LayerError(
+                f"ChannelShuffle: groups={args['groups']} must divide the channels; got {shape.channels}",
+                arg="groups",
+            )
+        return shape
+
+    def describe(self, args: Args) -> str:
+        return f"ChannelShuffle {args['groups']}"
+
+
+@register
+class Chunk(LayerKind):
+    """Selects one of `chunks` equal slices of the channels (x.chunk(chunks, dim=1)[index]).
+
+    With Concat it expresses ShuffleNetV2's channel split:
+    `Concat[ Chunk(2, 0) | Chunk(2, 1), Conv(c, 1), ... ]`.
+
+    Args: chunks, index (0-based, below chunks).
+    Shape: C x H x W -> C/chunks x H x W (N -> N/chunks for flat input).
+    Example: `Chunk(2, 1)`.
+    """
+
+    name = "Chunk"
+    family = "reshape"
+    is_view = True
+    signature = (ArgSpec("chunks", "int", minimum=1), ArgSpec("index", "int", minimum=0))
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        if args["index"] >= args["chunks"]:
+            raise LayerError(
+                f"Chunk: index must be below chunks ({args['chunks']}); got {args['index']}",
+                "indices count from 0",
+                arg="index",
+            )
+        return args
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        if shape.channels % args["chunks"]:
+            raise LayerError(
+                f"Chunk: {args['chunks']} chunks must divide the channels; got {shape.channels}",
+                arg="chunks",
+            )
+        return Shape((shape.channels // args["chunks"], *shape[1:]))
+
+    def describe(self, args: Args) -> str:
+        return f"Chunk {args['index']}/{args['chunks']}"

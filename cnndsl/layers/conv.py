@@ -1,0 +1,169 @@
+"""Convolutions: Conv and the depthwise DWConv."""
+
+from __future__ import annotations
+
+from ..shapes import Shape, Window
+from .base import ArgSpec, Args, LayerError, LayerKind, as_pair, pair_text, register, require_image
+
+
+def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Shape:
+    """Output shape of a sliding-window layer; errors when the kernel does not fit."""
+    require_image(kind, shape)
+    dims = []
+    for axis, size in enumerate(shape.spatial):
+        padded = size + 2 * window.pad[axis]
+        span = window.span(axis)
+        if span > padded:
+            what = "dilated kernel" if window.dilation[axis] > 1 else "kernel"
+            raise LayerError(
+                f"{kind}: the {what} ({span}) is larger than the padded input ({size} + 2*{window.pad[axis]} = {padded})",
+                "use a smaller kernel, more padding, or apply it earlier, where the map is larger",
+                arg="kernel",
+            )
+        dims.append(window.output_size(size, axis))
+    return Shape((channels, *dims))
+
+
+def conv_window(args: Args) -> Window:
+    return Window(args["kernel"], args["stride"], args["pad"], args.get("dilation", (1, 1)), args.get("ceil", False))
+
+
+def resolve_window_args(kind: str, args: Args) -> Args:
+    """Pairs for kernel/stride/dilation, and `pad=same` as the symmetric padding it means."""
+    out = dict(args)
+    for name in ("kernel", "stride", "dilation"):
+        if name in out:
+            out[name] = as_pair(out[name])
+    if out.get("pad") == "same":
+        dilation = out.get("dilation", (1, 1))
+        spans = [dilation[a] * (out["kernel"][a] - 1) for a in (0, 1)]
+        if any(s % 2 for s in spans):
+            raise LayerError(
+                f"{kind}: pad=same needs an odd kernel (after dilation) to pad both sides equally; got kernel {pair_text(out['kernel'])}",
+                "use an odd kernel or give pad explicitly",
+                arg="pad",
+            )
+        out["pad"] = (spans[0] // 2, spans[1] // 2)
+    else:
+        out["pad"] = as_pair(out["pad"])
+    return out
+
+
+def describe_window(name: str, args: Args, prefix: str = "") -> str:
+    parts = [name]
+    if prefix:
+        parts.append(prefix)
+    parts.append(f"{args['kernel'][0]}x{args['kernel'][1]}")
+    if args["stride"] != (1, 1):
+        parts.append("/" + pair_text(args["stride"]))
+    if args["pad"] != (0, 0):
+        parts.append("pad " + pair_text(args["pad"]))
+    if args.get("dilation", (1, 1)) != (1, 1):
+        parts.append("dil " + pair_text(args["dilation"]))
+    return " ".join(parts)
+
+
+@register
+class Conv(LayerKind):
+    """2-D convolution.
+
+    Args: out channels, kernel, stride=1, pad=0 (int, pair or `same`), dilation=1,
+    groups=1, bias=true.
+    Shape: C x H x W -> out x H' x W', H' = floor((H + 2P - D(F-1) - 1)/S) + 1.
+    Example: `Conv(64, 3, stride=2, pad=1)`.
+    """
+
+    name = "Conv"
+    aliases = ("Conv2d",)
+    family = "conv"
+    input_rank = "image"
+    signature = (
+        ArgSpec("out", "int", minimum=1),
+        ArgSpec("kernel", "pair", minimum=1),
+        ArgSpec("stride", "pair", 1, minimum=1),
+        ArgSpec("pad", "pad", 0, minimum=0),
+        ArgSpec("dilation", "pair", 1, minimum=1),
+        ArgSpec("groups", "int", 1, minimum=1),
+        ArgSpec("bias", "bool", True),
+    )
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return resolve_window_args(self.name, args)
+
+    def window(self, args: Args) -> Window:
+        return conv_window(args)
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        require_image(self.name, shape)
+        groups = args["groups"]
+        if shape.channels % groups:
+            raise LayerError(
+                f"Conv: groups={groups} must divide the input channels; got {shape.channels} input channels",
+                f"choose groups among the divisors of {shape.channels}",
+                arg="groups",
+            )
+        if args["out"] % groups:
+            raise LayerError(
+                f"Conv: groups={groups} must divide the output channels; got out={args['out']}",
+                "make out a multiple of groups",
+                arg="groups",
+            )
+        return windowed_shape(self.name, self.window(args), shape, args["out"])
+
+    def param_count(self, args: Args, shape: Shape) -> int:
+        kh, kw = args["kernel"]
+        return args["out"] * (shape.channels // args["groups"]) * kh * kw + (args["out"] if args["bias"] else 0)
+
+    def macs(self, args: Args, shape: Shape, out: Shape) -> int:
+        kh, kw = args["kernel"]
+        return out.numel * (shape.channels // args["groups"]) * kh * kw
+
+    def describe(self, args: Args) -> str:
+        text = describe_window("Conv", args, str(args["out"]))
+        if args["groups"] != 1:
+            text += f" g{args['groups']}"
+        return text
+
+
+@register
+class DWConv(LayerKind):
+    """Depthwise convolution: one filter (times `multiplier`) per input channel.
+
+    Args: kernel, stride=1, pad=0, multiplier=1, bias=true.
+    Shape: C x H x W -> C*multiplier x H' x W' (nn.Conv2d with groups=C).
+    Example: `DWConv(3, stride=2, pad=1, bias=false)`.
+    """
+
+    name = "DWConv"
+    family = "conv"
+    input_rank = "image"
+    signature = (
+        ArgSpec("kernel", "pair", minimum=1),
+        ArgSpec("stride", "pair", 1, minimum=1),
+        ArgSpec("pad", "pad", 0, minimum=0),
+        ArgSpec("multiplier", "int", 1, minimum=1),
+        ArgSpec("bias", "bool", True),
+    )
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return resolve_window_args(self.name, args)
+
+    def window(self, args: Args) -> Window:
+        return conv_window(args)
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        require_image(self.name, shape)
+        return windowed_shape(self.name, self.window(args), shape, shape.channels * args["multiplier"])
+
+    def param_count(self, args: Args, shape: Shape) -> int:
+        kh, kw = args["kernel"]
+        out = shape.channels * args["multiplier"]
+        return out * kh * kw + (out if args["bias"] else 0)
+
+    def macs(self, args: Args, shape: Shape, out: Shape) -> int:
+        kh, kw = args["kernel"]
+        return out.numel * kh * kw
+
+    def describe(self, args: Args) -> str:
+        mult = f" x{args['multiplier']}" if args["multiplier"] != 1 else ""
+        return describe_window("DWConv", args) + mult

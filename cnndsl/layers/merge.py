@@ -1,0 +1,72 @@
+"""Merges of parallel branches: Add, Concat and Mul."""
+
+from __future__ import annotations
+
+from ..shapes import Shape
+from .base import LayerError, MergeKind, register
+
+
+def _listing(shapes: list[Shape]) -> str:
+    return ", ".join(str(s) for s in shapes)
+
+
+@register
+class Add(MergeKind):
+    """Element-wise sum of the branches (residual connections); shapes must agree.
+
+    Example: `Add[ Conv(64, 3, pad=1), BN | Identity ]`.
+    """
+
+    name = "Add"
+
+    def merge(self, shapes: list[Shape]) -> Shape:
+        if any(s != shapes[0] for s in shapes):
+            raise LayerError(
+                f"Add: branch shapes disagree: {_listing(shapes)}",
+                "every branch of Add must produce the same shape; on a shortcut use Conv(c, 1, stride=s) to match",
+            )
+        return shapes[0]
+
+
+@register
+class Concat(MergeKind):
+    """Concatenation of the branches along channels (features, for flat input).
+
+    Example: `Concat[ Conv(64, 1) | Conv(64, 3, pad=1) ]`.
+    """
+
+    name = "Concat"
+
+    def merge(self, shapes: list[Shape]) -> Shape:
+        first = shapes[0]
+        if any(len(s) != len(first) or s[1:] != first[1:] for s in shapes):
+            raise LayerError(
+                f"Concat: branch shapes disagree outside the channel axis: {_listing(shapes)}",
+                "Concat joins along channels; the other dimensions (height and width) must be equal",
+            )
+        return Shape((sum(s[0] for s in shapes), *first[1:]))
+
+
+@register
+class Mul(MergeKind):
+    """Element-wise product of the branches, with broadcasting (squeeze-excitation gates).
+
+    Example: `Mul[ Identity | GlobalAvgPool, Conv(16, 1), ReLU, Conv(64, 1), Sigmoid ]`.
+    """
+
+    name = "Mul"
+
+    def merge(self, shapes: list[Shape]) -> Shape:
+        rank = len(shapes[0])
+        if any(len(s) != rank for s in shapes):
+            raise LayerError(f"Mul: branches differ in rank: {_listing(shapes)}", "Mul multiplies tensors of the same rank")
+        dims = []
+        for axis in range(rank):
+            sizes = {s[axis] for s in shapes} - {1}
+            if len(sizes) > 1:
+                raise LayerError(
+                    f"Mul: branch shapes do not broadcast: {_listing(shapes)}",
+                    "each dimension must be equal or 1 (for example 64x56x56 and 64x1x1)",
+                )
+            dims.append(sizes.pop() if sizes else 1)
+        return Shape(dims)

@@ -1,0 +1,124 @@
+"""Pooling: windowed max/average pooling and adaptive/global average pooling."""
+
+from __future__ import annotations
+
+from ..shapes import Pair, Shape, Window
+from .base import ArgSpec, Args, LayerError, LayerKind, SameAs, as_pair, pair_text, register, require_image
+from .conv import conv_window, describe_window, resolve_window_args, windowed_shape
+
+_POOL_SIGNATURE = (
+    ArgSpec("kernel", "pair", 2, minimum=1),
+    ArgSpec("stride", "pair", SameAs("kernel"), minimum=1),
+    ArgSpec("pad", "pad", 0, minimum=0),
+    ArgSpec("ceil", "bool", False),
+)
+
+
+class WindowPool(LayerKind):
+    family = "pool"
+    input_rank = "image"
+    signature = _POOL_SIGNATURE
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        out = resolve_window_args(self.name, args)
+        for axis in (0, 1):
+            if out["pad"][axis] * 2 > out["kernel"][axis]:
+                raise LayerError(
+                    f"{self.name}: pad should be at most half the kernel; got pad {out['pad'][axis]} with kernel {out['kernel'][axis]}",
+                    "PyTorch refuses larger padding for pooling",
+                    arg="pad",
+                )
+        return out
+
+    def window(self, args: Args) -> Window:
+        return conv_window(args)
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        return windowed_shape(self.name, self.window(args), shape, shape.channels)
+
+    def describe(self, args: Args) -> str:
+        text = describe_window(self.name, args)
+        return text + " ceil" if args["ceil"] else text
+
+
+@register
+class MaxPool(WindowPool):
+    """Max pooling (nn.MaxPool2d); padding counts as -inf.
+
+    Args: kernel=2, stride=kernel, pad=0, ceil=false.
+    Shape: C x H x W -> C x H' x W'.
+    Example: `MaxPool(3, stride=2, pad=1)`.
+    """
+
+    name = "MaxPool"
+    aliases = ("Pool", "MaxPool2d")
+
+
+@register
+class AvgPool(WindowPool):
+    """Average pooling (nn.AvgPool2d); padding counts as zeros in the average.
+
+    Args: kernel=2, stride=kernel, pad=0, ceil=false.
+    Shape: C x H x W -> C x H' x W'.
+    Example: `AvgPool(2)`.
+    """
+
+    name = "AvgPool"
+    aliases = ("AvgPool2d",)
+
+
+@register
+class GlobalAvgPool(LayerKind):
+    """Average over the whole map (nn.AdaptiveAvgPool2d(1)).
+
+    Shape: C x H x W -> C x 1 x 1.
+    Example: `GlobalAvgPool, flatten, FC(10)`.
+    """
+
+    name = "GlobalAvgPool"
+    aliases = ("GAP",)
+    family = "pool"
+    input_rank = "image"
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        require_image(self.name, shape)
+        return Shape((shape.channels, 1, 1))
+
+    def global_window(self, args: Args, shape: Shape) -> bool:
+        return True
+
+
+@register
+class AdaptiveAvgPool(LayerKind):
+    """Average pooling to a fixed output size (nn.AdaptiveAvgPool2d).
+
+    Args: size (an int or a pair).
+    Shape: C x H x W -> C x size_h x size_w.
+    Example: `AdaptiveAvgPool(7)`.
+    """
+
+    name = "AdaptiveAvgPool"
+    aliases = ("AdaptiveAvgPool2d",)
+    family = "pool"
+    input_rank = "image"
+    signature = (ArgSpec("size", "pair", minimum=1),)
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return {"size": as_pair(args["size"])}
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        require_image(self.name, shape)
+        return Shape((shape.channels, *args["size"]))
+
+    def receptive(self, args: Args, shape: Shape, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
+        # Each bin spans at most ceil(size / out) inputs and bins start floor(size / out) apart.
+        sizes = shape.spatial
+        bins = [-(-sizes[a] // args["size"][a]) for a in (0, 1)]
+        steps = [max(1, sizes[a] // args["size"][a]) for a in (0, 1)]
+        return (
+            (field[0] + (bins[0] - 1) * jump[0], field[1] + (bins[1] - 1) * jump[1]),
+            (jump[0] * steps[0], jump[1] * steps[1]),
+        )
+
+    def describe(self, args: Args) -> str:
+        return f"AdaptiveAvgPool {pair_text(args['size'])}"

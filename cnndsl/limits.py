@@ -1,0 +1,22 @@
+"""Resource limits, enforced before work is done so hostile input is refused quickly."""
+
+MAX_FILE_BYTES = 1_000_000
+"""Largest source accepted."""
+
+MAX_NESTING = 200
+"""Deepest bracket nesting, checked on the raw text before parsing."""
+
+MAX_LAYERS = 100_000
+"""Most leaf layers after expanding blocks and repetition."""
+
+MAX_BLOCK_DEPTH = 200
+"""Deepest chain of block calls (recursion is an error anyway)."""
+
+MAX_ELEMENTS = 2**40
+"""Largest tensor (elements, batch 1) or parameter count of one layer or in total."""
+
+MAX_NUMBER = 2**62
+"""Largest magnitude an argument expression may reach."""
+
+MAX_REPEAT = MAX_LAYERS
+"""Largest repetition count (more would exceed MAX_LAYERS anyway)."""

@@ -1,0 +1,153 @@
+"""The checked network: what `cnndsl.parse` and `cnndsl.load` return, and what backends read."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from .checker import Checker, Value
+from .errors import CnnDslError, Diagnostic, DiagnosticSink
+from .ir import Layer, Sequence
+from .parser import check_text, decode_source, parse_program
+from .shapes import Pair, Shape
+
+
+
+class Network:
+    """A checked network: shapes, counts and the IR tree, with every leaf in execution order."""
+
+    def __init__(self, name: str, input_shape: Shape, root: Sequence, parameters: Mapping[str, Value],
+                 diagnostics: list[Diagnostic], filename: str) -> None:
+        self.name = name
+        self.input_shape = input_shape
+        self.root = root
+        self.parameters = dict(parameters)
+        """The network parameters' values, after overrides."""
+        self.diagnostics = diagnostics
+        self.filename = filename
+        self.layers: list[Layer] = list(root.leaves())
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.root.out_shape
+
+    @property
+    def params(self) -> int:
+        return self.root.params
+
+    @property
+    def trainable_params(self) -> int:
+        # Every parameter of the v1 layers is trainable; BatchNorm statistics are buffers.
+        return self.root.params
+
+    @property
+    def buffers(self) -> int:
+        return self.root.buffers
+
+    @property
+    def macs(self) -> int:
+        return self.root.macs
+
+    @property
+    def activation_bytes(self) -> int:
+        """float32 bytes of the input and of every leaf's output that is not a view, batch 1."""
+        return 4 * (self.input_shape.numel + sum(layer.activation_elements for layer in self.layers))
+
+    @property
+    def receptive_field(self) -> Pair:
+        return self.layers[-1].receptive_field
+
+    @property
+    def effective_stride(self) -> Pair:
+        return self.layers[-1].jump
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    def summary(self) -> str:
+        """The torchinfo-like table with totals, as `cnndsl check` prints it."""
+        from .summary import summary_table
+
+        return summary_table(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """LANGUAGE.md's machine-readable schema (with a few extra fields)."""
+        from .summary import network_json
+
+        return network_json(self)
+
+    def __repr__(self) -> str:
+        return (f"<Network {self.name}: {self.input_shape} -> {self.output_shape}, "
+                f"{self.params:,} params, {len(self.layers)} layers>")
+
+
+def coerce_input(value: Any) -> Shape | None:
+    """`(3, 64, 64)`, `[3, 64, 64]`, `"3x64x64"` or a Shape to a Shape; None stays None."""
+    if value is None or isinstance(value, Shape):
+        return value
+    if isinstance(value, str):
+        return Shape.parse(value)
+    if isinstance(value, int):
+        value = (value,)
+    dims = tuple(value)
+    if len(dims) not in (1, 3) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(f"input must be (C, H, W) or (N,) with positive integers; got {value!r}")
+    return Shape(dims)
+
+
+def _default_name(filename: str) -> str:
+    stem = Path(filename).stem if not filename.startswith("<") else "Network"
+    return re.sub(r"\W", "_", stem) or "Network"
+
+
+def check_source(
+    source: str | bytes,
+    filename: str = "<string>",
+    input: Any = None,
+    params: Mapping[str, Value] | None = None,
+    strict: bool = False,
+) -> tuple[Network | None, list[Diagnostic]]:
+    """Check a source text; return the network (None on error) and every diagnostic. Never raises CnnDslError."""
+    text = source if isinstance(source, str) else None
+    sink = DiagnosticSink(filename, text or "")
+    if isinstance(source, bytes):
+        text = decode_source(source, sink)
+        sink.text = text or ""
+    elif not check_text(source, sink):
+        text = None
+    try:
+        input_shape = coerce_input(input)
+    except ValueError as err:
+        sink.error(f"bad input shape: {err}", None, "give it as CxHxW, for example 3x224x224")
+        input_shape = None
+    if text is None or sink.has_errors:
+        return None, sink.diagnostics
+    program = parse_program(text, sink)
+    if program is None:
+        return None, sink.diagnostics
+    checker = Checker(program, sink, input_shape, params, strict, _default_name(filename))
+    result = checker.run()
+    diagnostics = sorted(sink.diagnostics, key=lambda d: (d.position.line, d.position.column) if d.position else (0, 0))
+    if result is None or sink.has_errors:
+        return None, diagnostics
+    return Network(result.name, result.input_shape, result.root, result.params, diagnostics, filename), diagnostics
+
+
+def parse(text: str | bytes, filename: str = "<string>", input: Any = None, *, strict: bool = False, **params: Value) -> Network:
+    """Check `.cnn` source text; raise CnnDslError with every diagnostic if it has errors."""
+    network, diagnostics = check_source(text, filename, input, params, strict)
+    if network is None:
+        raise CnnDslError(diagnostics)
+    return network
+
+
+def load(path: str | Path, input: Any = None, *, strict: bool = False, **params: Value) -> Network:
+    """Read and check a `.cnn` file; raise CnnDslError with every diagnostic if it has errors."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CnnDslError([Diagnostic("error", f"cannot read the file: {err.strerror or err}", None, None, (), str(path))]) from None
+    return parse(data, str(path), input, strict=strict, **params)

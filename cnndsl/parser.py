@@ -1,0 +1,391 @@
+"""Text to AST: a cached Lark LALR parser, a separator post-lexer, and friendly syntax errors."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from lark import Lark, Token, Transformer_NonRecursive, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
+from lark.lark import PostLex
+from lark.tree import Meta
+
+from . import ast
+from .errors import DiagnosticSink, Position
+from .limits import MAX_FILE_BYTES, MAX_NESTING
+
+GRAMMAR_FILE = "cnn.lark"
+
+_OPENERS = {"LSQB", "VBAR", "EQUAL", "COLON"}
+_CLOSERS = {"RSQB", "VBAR"}
+_ELEMENT_ENDS = {"RSQB", "RPAR", "NAME"}
+
+
+def grammar_text() -> str:
+    """The grammar, from the installed package or, in a source checkout, from grammars/."""
+    packaged = resources.files("cnndsl").joinpath("grammars").joinpath(GRAMMAR_FILE)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_FILE).read_text(encoding="utf-8")
+
+
+class SeparatorPostLex(PostLex):
+    """Normalises commas and newlines into the separators the grammar expects.
+
+    Doing this here keeps the grammar LALR(1): the rules never need optional
+    separators, and `x` is only a repetition operator right after an element.
+    """
+
+    always_accept = ("_NEWLINE",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        prev: Token | None = None
+        before_prev: Token | None = None
+        pending: Token | None = None
+        pending_newline = False
+        for tok in stream:
+            kind = tok.type
+            if kind == "_NEWLINE" or (kind == "_COMMA" and depth == 0):
+                if depth == 0:
+                    pending = pending or tok
+                    pending_newline = pending_newline or kind == "_NEWLINE"
+                continue
+            if pending is not None:
+                if prev is not None and prev.type not in _OPENERS and kind not in _CLOSERS:
+                    sep = "_NL" if pending_newline else "_SEP"
+                    yield Token.new_borrow_pos(sep, pending.value, pending)
+                    before_prev, prev = prev, None
+                pending, pending_newline = None, False
+            if kind == "LPAR":
+                depth += 1
+            elif kind == "RPAR":
+                depth = max(0, depth - 1)
+            if depth == 0 and prev is not None and self._ends_element(prev, before_prev):
+                if kind == "STAR" or (kind == "NAME" and tok.value in ("x", "X")):
+                    tok = Token.new_borrow_pos("REPEAT", tok.value, tok)
+                elif kind == "NAME" and tok.value[:1] in "xX" and tok.value[1:].isdigit():
+                    yield Token.new_borrow_pos("REPEAT", tok.value[0], tok)
+                    count = Token("INT", tok.value[1:], tok.start_pos + 1, tok.line, tok.column + 1,
+                                  tok.end_line, tok.end_column, tok.end_pos)
+                    before_prev, prev = Token("REPEAT", "x"), count
+                    yield count
+                    continue
+            yield tok
+            before_prev, prev = prev, tok
+
+    @staticmethod
+    def _ends_element(prev: Token, before_prev: Token | None) -> bool:
+        if prev.type in _ELEMENT_ENDS:
+            return before_prev is None or before_prev.type not in ("NETWORK", "BLOCK")
+        return prev.type == "INT" and before_prev is not None and before_prev.type == "REPEAT"
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        lexer="basic",
+        postlex=SeparatorPostLex(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+        cache=False,
+    )
+
+
+def _pos(meta: Meta | Token) -> Position:
+    return Position(meta.line or 1, meta.column or 1)
+
+
+@v_args(meta=True)
+class ToAst(Transformer_NonRecursive):
+    """Parse tree to frozen AST dataclasses, keeping each node's position."""
+
+    def start(self, meta: Meta, children: list) -> ast.Program:
+        return ast.Program(tuple(c for c in children if c is not None))
+
+    def network_decl(self, meta: Meta, children: list) -> ast.NetworkDecl:
+        _, name, params = children
+        return ast.NetworkDecl(str(name), tuple(params or ()), _pos(meta))
+
+    def input_decl(self, meta: Meta, children: list) -> ast.InputDecl:
+        text = str(children[1]).lower().replace("×", "x")
+        return ast.InputDecl(tuple(int(d) for d in text.split("x")), _pos(children[1]))
+
+    def defaults_decl(self, meta: Meta, children: list) -> ast.DefaultsDecl:
+        return ast.DefaultsDecl(tuple(children[1:]), _pos(meta))
+
+    def block_def(self, meta: Meta, children: list) -> ast.BlockDef:
+        _, name, params, body = children
+        return ast.BlockDef(str(name), tuple(params or ()), body, _pos(name))
+
+    def param_list(self, meta: Meta, children: list) -> list[ast.Param]:
+        return [c for c in children if c is not None]
+
+    def param(self, meta: Meta, children: list) -> ast.Param:
+        name, default = children
+        return ast.Param(str(name), default, _pos(name))
+
+    def labeled(self, meta: Meta, children: list) -> ast.Labeled:
+        label, body = children
+        return ast.Labeled(str(label), body, _pos(label))
+
+    def repeat(self, meta: Meta, children: list) -> ast.Repeat:
+        body, op, count = children
+        return ast.Repeat(body, count, _pos(op))
+
+    def call(self, meta: Meta, children: list) -> ast.Call:
+        name, args = children
+        return ast.Call(str(name), tuple(args or ()), _pos(name))
+
+    def arg_list(self, meta: Meta, children: list) -> list[ast.Arg]:
+        return [c for c in children if c is not None]
+
+    def positional_arg(self, meta: Meta, children: list) -> ast.Arg:
+        value = children[0]
+        return ast.Arg(None, value, value.pos)
+
+    def keyword_arg(self, meta: Meta, children: list) -> ast.Arg:
+        name, value = children
+        return ast.Arg(str(name), value, _pos(name))
+
+    def group(self, meta: Meta, children: list) -> ast.Group:
+        return ast.Group(tuple(children[0] or ()), _pos(meta))
+
+    def merge(self, meta: Meta, children: list) -> ast.Merge:
+        name, *branches = children
+        groups = []
+        for branch in branches:
+            pos = branch[0].pos if branch else _pos(name)
+            groups.append(ast.Group(tuple(branch or ()), pos))
+        return ast.Merge(str(name), tuple(groups), _pos(name))
+
+    def sequence(self, meta: Meta, children: list) -> list:
+        return list(children)
+
+    def number(self, meta: Meta, children: list) -> ast.Number:
+        tok = children[0]
+        text = str(tok)
+        value: int | float = int(text) if tok.type == "INT" else float(text)
+        return ast.Number(value, _pos(tok))
+
+    def name(self, meta: Meta, children: list) -> ast.Name:
+        return ast.Name(str(children[0]), _pos(children[0]))
+
+    def pair(self, meta: Meta, children: list) -> ast.Pair:
+        return ast.Pair(children[0], children[1], _pos(meta))
+
+    def neg(self, meta: Meta, children: list) -> ast.Neg:
+        return ast.Neg(children[0], _pos(meta))
+
+    def pos(self, meta: Meta, children: list) -> ast.Expr:
+        return children[0]
+
+    def _binop(op: str):  # type: ignore[misc]
+        def build(self: ToAst, meta: Meta, children: list) -> ast.BinOp:
+            return ast.BinOp(op, children[0], children[1], _pos(meta))
+
+        return build
+
+    add = _binop("+")
+    sub = _binop("-")
+    mul = _binop("*")
+    div = _binop("/")
+    floordiv = _binop("//")
+    mod = _binop("%")
+    del _binop
+
+
+# -- syntax errors -------------------------------------------------------------------
+
+_TOKEN_WORDS = {
+    "NAME": "a name",
+    "INT": "a number",
+    "DECIMAL": "a number",
+    "DIMS": "a shape such as 3x32x32",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "VBAR": "`|`",
+    "EQUAL": "`=`",
+    "COLON": "`:`",
+    "REPEAT": "`x`",
+    "_SEP": "`,`",
+    "_COMMA": "`,`",
+    "_NL": "a new line",
+    "$END": "the end of the file",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+}
+
+
+def _describe(token_type: str, value: str | None = None) -> str:
+    if token_type in ("NAME", "INT", "DECIMAL", "DIMS") and value:
+        return f"`{value}`"
+    if token_type in ("NETWORK", "INPUT", "DEFAULTS", "BLOCK"):
+        return f"`{(value or token_type).lower()}`"
+    if token_type == "_NL":
+        return "a new line"
+    return _TOKEN_WORDS.get(token_type, f"`{value}`" if value else token_type)
+
+
+def _syntax_message(err: UnexpectedInput) -> tuple[str, str | None]:
+    if isinstance(err, UnexpectedCharacters):
+        char = err.char
+        return f"unexpected character `{char}`", "layer names, numbers, `[ ]`, `( )`, `|`, `,`, `:` and `x` make up the language"
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
+    got = _describe(tok.type, str(tok.value) if tok.type != "$END" else None)
+    words = sorted({_describe(e) for e in expected if not e.startswith("__")})
+    if tok.type == "$END":
+        message = "unexpected end of file"
+    else:
+        message = f"unexpected {got}"
+    hint: str | None = None
+    if "INT" in expected and "NAME" in expected and "LPAR" in expected and "LSQB" not in expected and "DECIMAL" not in expected:
+        message = "`x` needs a count" if tok.type in ("$END", "_NL", "_SEP", "RSQB", "VBAR") else message
+        hint = "write a repetition as `element x 3` or `[a, b]x2`"
+    elif tok.type == "NAME" and ("_SEP" in expected or "_NL" in expected):
+        hint = "separate elements with `,` or a new line"
+    elif tok.type in ("INT", "DECIMAL") and "_NL" in expected:
+        hint = "write the input shape as CxHxW (for example `input 3x32x32`) or N for a flat vector"
+    elif words and len(words) <= 8:
+        hint = "expected " + ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
+    return message, hint
+
+
+def _bracket_scan(text: str, sink: DiagnosticSink) -> bool:
+    """Check brackets balance and nesting depth before Lark sees the text (cheap, no recursion)."""
+    stack: list[tuple[str, int, int]] = []
+    line, col = 1, 1
+    in_comment = False
+    pairs = {")": "(", "]": "["}
+    ok = True
+    for ch in text:
+        if ch == "\n":
+            line, col, in_comment = line + 1, 1, False
+            continue
+        if not in_comment:
+            if ch == "#":
+                in_comment = True
+            elif ch in "([":
+                stack.append((ch, line, col))
+                if len(stack) > MAX_NESTING:
+                    sink.error(
+                        f"nesting deeper than {MAX_NESTING} levels",
+                        Position(line, col),
+                        "flatten the structure, or use repetition (`x N`) instead of nesting",
+                    )
+                    return False
+            elif ch in ")]":
+                if not stack or stack[-1][0] != pairs[ch]:
+                    if stack:
+                        opener, oline, ocol = stack[-1]
+                        closer = ")" if opener == "(" else "]"
+                        sink.error(f"`{ch}` does not match the `{opener}` opened at line {oline}, column {ocol}",
+                                   Position(line, col), f"missing `{closer}`?")
+                    else:
+                        sink.error(f"`{ch}` has no matching `{pairs[ch]}`", Position(line, col), "remove it, or add the opening bracket")
+                    return False
+                stack.pop()
+        col += 1
+    if stack:
+        opener, oline, ocol = stack[-1]
+        closer = ")" if opener == "(" else "]"
+        sink.error(f"`{opener}` is never closed", Position(oline, ocol), f"missing `{closer}`")
+        ok = False
+    return ok
+
+
+def _statement_span(text: str, offset: int) -> tuple[int, int]:
+    """The top-level line (newline at bracket depth 0 to the next) holding `offset`."""
+    depth = 0
+    start = 0
+    in_comment = False
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            in_comment = False
+            if depth == 0:
+                if i >= offset:
+                    return start, i
+                start = i + 1
+        elif in_comment:
+            continue
+        elif ch == "#":
+            in_comment = True
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+    return start, len(text)
+
+
+MAX_SYNTAX_ERRORS = 20
+
+
+def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
+    """Parse text into a Program, adding every syntax error found to `sink`."""
+    if not text.strip() or all(line.split("#", 1)[0].strip() == "" for line in text.splitlines()):
+        sink.error("the file is empty", Position(1, 1), "a network needs at least an `input` line and one layer")
+        return None
+    if not _bracket_scan(text, sink):
+        return None
+    parser = _parser()
+    current = text
+    for _ in range(MAX_SYNTAX_ERRORS):
+        try:
+            tree = parser.parse(current)
+        except UnexpectedInput as err:
+            message, hint = _syntax_message(err)
+            line = err.line if isinstance(err.line, int) and err.line > 0 else current.count("\n") + 1
+            column = err.column if isinstance(err.column, int) and err.column > 0 else 1
+            sink.error(message, Position(line, column), hint)
+            offset = err.pos_in_stream if isinstance(err.pos_in_stream, int) else len(current)
+            start, end = _statement_span(current, offset)
+            if start >= end or not current[start:end].strip():
+                return None
+            # Blank the broken statement, keeping positions, and look for further errors.
+            current = current[:start] + "".join(c if c == "\n" else " " for c in current[start:end]) + current[end:]
+            continue
+        if sink.has_errors:
+            return None
+        return ToAst().transform(tree)
+    return None
+
+
+def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
+    """Bytes to text: reject oversized input, invalid UTF-8 and NUL bytes with a position."""
+    if len(data) > MAX_FILE_BYTES:
+        sink.error(f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}", None,
+                   "a network description is normally a few kilobytes")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[: err.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        sink.error(f"invalid UTF-8 byte 0x{data[err.start]:02x}", Position(line, column), "save the file as UTF-8")
+        return None
+    text = text.removeprefix("\ufeff")
+    return text if check_text(text, sink) else None
+
+
+def check_text(text: str, sink: DiagnosticSink) -> bool:
+    """Reject NUL bytes and oversized text (for text that did not come from bytes)."""
+    if len(text) > MAX_FILE_BYTES:
+        sink.error(f"the text is {len(text):,} characters; the limit is {MAX_FILE_BYTES:,}", None)
+        return False
+    nul = text.find("\x00")
+    if nul >= 0:
+        before = text[:nul]
+        sink.error("NUL byte in the source", Position(before.count("\n") + 1, nul - (before.rfind("\n") + 1) + 1),
+                   "the file looks binary; a .cnn file is plain text")
+        return False
+    return True
