@@ -572,7 +572,10 @@ class Checker:
             else:
                 continue
             try:
-                values[spec.name] = self._coerce(kind.name, spec, self._eval(source.value, arg_scope, shape), source.value.pos)
+                value = self._eval(source.value, arg_scope, shape)
+                if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same"):
+                    self._number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
+                values[spec.name] = self._coerce(kind.name, spec, value, source.value.pos)
             except EvalError as err:
                 self.sink.error(err.message, err.pos, err.hint or f"signature: {kind.signature_text()}", scope.notes())
                 ok = False

@@ -42,10 +42,9 @@ class Diagnostic:
             where = f"\x1b[1m{where}\x1b[0m"
         lines = [f"{where}: {sev}: {self.message}"]
         if self.source_line is not None and self.position is not None:
-            text = self.source_line.expandtabs(1)
+            text, caret_at = _excerpt(self.source_line.expandtabs(1), self.position.column - 1)
             lines.append(f"    {text}")
-            caret = " " * (self.position.column - 1) + "^"
-            lines.append(f"    {caret}")
+            lines.append("    " + " " * caret_at + "^")
         for note in self.notes:
             lines.append(f"note: {note}")
         if self.hint:
@@ -62,6 +61,20 @@ class Diagnostic:
             "hint": self.hint,
             "notes": list(self.notes),
         }
+
+
+EXCERPT_WIDTH = 100
+
+
+def _excerpt(line: str, index: int) -> tuple[str, int]:
+    """At most EXCERPT_WIDTH characters of a long line around `index`, and the caret's offset in them."""
+    if len(line) <= EXCERPT_WIDTH:
+        return line, index
+    start = max(0, min(index - EXCERPT_WIDTH // 2, len(line) - EXCERPT_WIDTH))
+    text = line[start : start + EXCERPT_WIDTH]
+    prefix = "..." if start > 0 else ""
+    suffix = "..." if start + EXCERPT_WIDTH < len(line) else ""
+    return prefix + text + suffix, index - start + len(prefix)
 
 
 class CnnDslError(Exception):

@@ -91,7 +91,7 @@ def _parser() -> Lark:
         postlex=SeparatorPostLex(),
         propagate_positions=True,
         maybe_placeholders=True,
-        cache=False,
+        cache=True,
     )
 
 
@@ -221,6 +221,8 @@ _TOKEN_WORDS = {
     "MINUS": "`-`",
     "STAR": "`*`",
     "SLASH": "`/`",
+    "PERCENT": "`%`",
+    "DOUBLESLASH": "`//`",
 }
 
 
@@ -248,7 +250,10 @@ def _syntax_message(err: UnexpectedInput) -> tuple[str, str | None]:
     else:
         message = f"unexpected {got}"
     hint: str | None = None
-    if "INT" in expected and "NAME" in expected and "LPAR" in expected and "LSQB" not in expected and "DECIMAL" not in expected:
+    if tok.type == "VBAR":
+        message = "`|` outside a merge"
+        hint = "`|` separates branches inside Add[...], Concat[...] or Mul[...]"
+    elif "INT" in expected and "NAME" in expected and "LPAR" in expected and "LSQB" not in expected and "DECIMAL" not in expected:
         message = "`x` needs a count" if tok.type in ("$END", "_NL", "_SEP", "RSQB", "VBAR") else message
         hint = "write a repetition as `element x 3` or `[a, b]x2`"
     elif tok.type == "NAME" and ("_SEP" in expected or "_NL" in expected):

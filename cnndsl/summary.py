@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .ir import Layer, Node, Parallel, Sequence, walk
+from .ir import Layer, Node, Parallel, Sequence
 from .layers.base import format_value
 
 if TYPE_CHECKING:
@@ -29,16 +29,22 @@ def _human(n: int, unit: str = "") -> str:
 
 
 def summary_rows(network: Network) -> list[tuple[str, str, str, str, str]]:
-    """(indented path, kind, output shape, params, MACs) for every node below the root."""
+    """(indented path, kind, output shape, params, MACs) for every node below the root.
+
+    Parents come before their children and a merge after its branches, as they run.
+    """
     rows = []
-    for node, depth in walk(network.root):
-        if node is network.root:
+    stack: list[tuple[Node, int]] = [(child, 0) for child in reversed(network.root.children)]
+    while stack:
+        node, depth = stack.pop()
+        indent = "  " * depth
+        if isinstance(node, Layer):
+            rows.append((indent + node.path, node.describe, str(node.out_shape), f"{node.params:,}", f"{node.macs:,}"))
             continue
-        indent = "  " * (depth - 1)
         rows.append((indent + node.path, _kind_text(node), str(node.out_shape), f"{node.params:,}", f"{node.macs:,}"))
         if isinstance(node, Parallel):
-            merge = node.merge
-            rows.append(("  " * depth + node.path, merge.kind.name, str(merge.out_shape), "0", "0"))
+            stack.append((node.merge, depth + 1))
+        stack.extend((child, depth + 1) for child in reversed(node.children_nodes()))
     return rows
 
 
