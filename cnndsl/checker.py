@@ -36,6 +36,10 @@ class Word:
         return self.text
 
 
+POISON = object()
+"""The value of a name whose definition had an error: using it is silently skipped."""
+
+
 class Abort(Exception):
     """A resource limit was hit: the error is in the sink; stop checking at once."""
 
@@ -229,11 +233,13 @@ class Checker:
                     values[param.name] = self._eval(param.default, Scope(dict(values)), None)
                 except EvalError as err:
                     self.sink.error(err.message, err.pos, err.hint)
+                    values[param.name] = POISON
                 except Poisoned:
-                    pass
+                    values[param.name] = POISON
             else:
                 self.sink.error(f"network parameter `{param.name}` has no default and was not set", param.pos,
                                 f"give it a default (`{param.name}=...`) or set it with --set {param.name}=VALUE")
+                values[param.name] = POISON
         return values
 
     def _check_override(self, param: ast.Param, value: Value) -> Value:
@@ -465,12 +471,17 @@ class Checker:
                     else:
                         self.sink.error(f"block `{block.name}` needs `{param.name}`", call.pos,
                                         f"the block's parameters: {signature}", scope.notes())
+                        values[param.name] = POISON
                         ok = False
                 except EvalError as err:
                     self.sink.error(err.message, err.pos, err.hint, scope.notes())
+                    values[param.name] = POISON
                     ok = False
                 except Poisoned:
+                    values[param.name] = POISON
                     ok = False
+        else:
+            values.update({param.name: POISON for param in block.params})
         inner = Scope(values, (*scope.calls, (block.name, text, call.pos)))
         start = state.shape
         if not ok:
@@ -663,8 +674,7 @@ class Checker:
             items = value if isinstance(value, tuple) else (value,)
             ints = [whole(v) for v in items]
             if any(n is None or (minimum is not None and n < minimum) for n in ints):
-                extra = ", a pair (h, w)" + (" or `same`" if spec.type == "pad" else "")
-                raise fail(bound_word + extra)
+                raise fail(f"{bound_word}, a pair (h, w) of them or `same`" if spec.type == "pad" else f"{bound_word} or a pair (h, w) of them")
             return tuple(ints) if isinstance(value, tuple) else ints[0]
         if spec.type == "bool":
             if not isinstance(value, bool):
@@ -691,7 +701,10 @@ class Checker:
             return _checked(expr.value, expr.pos)
         if isinstance(expr, ast.Name):
             if expr.id in scope.values:
-                return scope.values[expr.id]
+                value = scope.values[expr.id]
+                if value is POISON:
+                    raise Poisoned
+                return value
             low = expr.id.lower()
             if low == "in_channels":
                 if shape is None:
@@ -727,7 +740,7 @@ class Checker:
 
     def _number(self, value: Value, expr: ast.Expr, scope: Scope) -> int | float:
         if isinstance(value, Word):
-            names = [*scope.values, "in_channels"]
+            names = [name for name, v in scope.values.items() if v is not POISON] + ["in_channels"]
             hint = suggest(value.text, names) or (f"names here: {', '.join(names)}" if names else None)
             raise EvalError(f"unknown name `{value.text}`", expr.pos, hint)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -114,7 +114,7 @@ def check_source(
     sink = DiagnosticSink(filename, text or "")
     if isinstance(source, bytes):
         text = decode_source(source, sink)
-        sink.text = text or ""
+        sink.text = text or sink.text
     elif not check_text(source, sink):
         text = None
     try:

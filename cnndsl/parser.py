@@ -373,6 +373,7 @@ def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
+        sink.text = data.decode("utf-8", "replace")  # to show the line with the bad byte
         before = data[: err.start]
         line = before.count(b"\n") + 1
         column = len(before) - (before.rfind(b"\n") + 1) + 1

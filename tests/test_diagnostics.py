@@ -1,0 +1,137 @@
+"""Diagnostics: position, message, caret and hint for every kind of mistake; golden output."""
+
+from __future__ import annotations
+
+import pytest
+
+import cnndsl
+from cnndsl import CnnDslError
+
+# (name, source, [(severity, line, column, message fragment)])
+CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
+    ("syntax", "input 3x8x8\nConv(3 3)", [("error", 2, 8, "unexpected `3`")]),
+    ("missing_bracket", "input 3x8x8\n[Conv(3, 1), ReLU", [("error", 2, 1, "`[` is never closed")]),
+    ("stray_bracket", "input 3x8x8\nConv(3, 1)]", [("error", 2, 11, "`]` has no matching `[`")]),
+    ("repeat_needs_count", "input 3x8x8\nConv(3, 1) x", [("error", 2, 12, "`x` needs a count")]),
+    ("pipe_outside_merge", "input 3x8x8\n[Conv(3, 1) | ReLU]", [("error", 2, 13, "`|` outside a merge")]),
+    ("unknown_layer", "input 3x8x8\nCnov(3, 1)", [("error", 2, 1, "unknown layer or block `Cnov`")]),
+    ("unknown_block", "input 3x8x8\nblock Basic(c) = [Conv(c, 1)]\nBsaic(3)", [("error", 3, 1, "unknown layer or block `Bsaic`")]),
+    ("unknown_argument", "input 3x8x8\nConv(3, 1, strid=2)", [("error", 2, 12, "Conv has no argument `strid`")]),
+    ("missing_argument", "input 3x8x8\nConv(kernel=3)", [("error", 2, 1, "Conv needs `out`")]),
+    ("duplicate_argument", "input 3x8x8\nConv(3, 1, out=4)", [("error", 2, 12, "`out` is given twice")]),
+    ("too_many_arguments", "input 3x8x8\nReLU(1)", [("error", 2, 6, "ReLU takes no arguments")]),
+    ("ill_typed_argument", "input 3x8x8\nConv(3, 1, bias=2)", [("error", 2, 17, "`bias` must be true or false; got 2")]),
+    ("non_positive_size", "input 3x8x8\nConv(0, 1)", [("error", 2, 6, "`out` must be a positive integer; got 0")]),
+    ("negative_stride", "input 3x8x8\nConv(3, 1, stride=-1)", [("error", 2, 19, "`stride` must be a positive integer")]),
+    ("fractional_channels", "input 3x8x8\nConv(3 / 2, 1)", [("error", 2, 6, "`out` must be a positive integer; got 1.5")]),
+    ("unknown_name", "input 3x8x8\nConv(widht, 1)", [("error", 2, 6, "unknown name `widht`")]),
+    ("kernel_too_large", "input 3x8x8\nConv(3, 11)", [("error", 2, 9, "larger than the padded input (8 + 2*0 = 8)")]),
+    ("groups", "input 3x8x8\nConv(4, 1, groups=2)", [("error", 2, 12, "groups=2 must divide the input channels")]),
+    ("branches_disagree", "input 3x8x8\nAdd[Conv(4, 1) | Conv(5, 1)]", [("error", 2, 1, "Add: branch shapes disagree: 4x8x8, 5x8x8")]),
+    ("concat_disagree", "input 3x8x8\nConcat[Conv(4, 1) | Conv(4, 3)]", [("error", 2, 1, "Concat: branch shapes disagree")]),
+    ("fc_on_image", "input 3x8x8\nFC(10)", [("error", 2, 1, "FC needs a flat input; got an image 3x8x8")]),
+    ("conv_on_flat", "input 3x8x8\nflatten, Conv(3, 1)", [("error", 2, 10, "Conv needs an image input")]),
+    ("recursion", "input 3x8x8\nblock A(c) = [Conv(c, 1), B(c)]\nblock B(c) = [A(c)]\nA(3)",
+     [("error", 3, 15, "block `A` calls itself (A -> B -> A)")]),
+    ("block_named_like_layer", "input 3x8x8\nblock conv(c) = [ReLU]\nReLU", [("error", 2, 7, "has the name of a built-in layer")]),
+    ("repeat_zero", "input 3x8x8\nReLU x 0", [("error", 2, 8, "at least 1; got 0")]),
+    ("repeat_fraction", "input 3x8x8\nReLU x (5 / 2)", [("error", 2, 9, "at least 1; got 2.5")]),
+    ("division_by_zero", "input 3x8x8\nConv(4 // 0, 1)", [("error", 2, 6, "division by zero in `4 // 0`")]),
+    ("empty", "", [("error", 1, 1, "the file is empty")]),
+    ("only_comments", "# nothing\n\n", [("error", 1, 1, "the file is empty")]),
+    ("missing_input", "Conv(3, 1)", [("error", 1, 1, "no `input` line")]),
+    ("nul_byte", "input 3x8x8\nRe\x00LU", [("error", 2, 3, "NUL byte")]),
+    ("invalid_utf8", b"input 3x8x8\nReLU \xff", [("error", 2, 6, "invalid UTF-8 byte 0xff")]),
+    ("header_after_body", "input 3x8x8\nReLU\ndefaults Conv(3)", [("error", 3, 1, "`defaults` must come before")]),
+    ("duplicate_label", "input 3x8x8\na: ReLU, a: ReLU", [("error", 2, 10, "label `a` is used twice")]),
+    ("doesnt_fit", "input 3x7x7\nConv(8, 3, stride=3)",
+     [("warning", 2, 1, "(7 - 3)/3 + 1 = 2.33 leaves the last 1 input rows and columns unread")]),
+    ("merge_without_branches", "input 3x8x8\nAdd", [("error", 2, 1, "`Add` combines branches")]),
+    ("unknown_merge", "input 3x8x8\nSum[ReLU | ReLU]", [("error", 2, 1, "unknown merge `Sum`")]),
+    ("network_param_without_default", "network N(c)\ninput 3x8x8\nConv(c, 1)", [("error", 1, 11, "network parameter `c` has no default")]),
+    ("block_missing_argument", "input 3x8x8\nblock B(c) = [Conv(c, 1)]\nB()", [("error", 3, 1, "block `B` needs `c`")]),
+    ("pad_same_even_kernel", "input 3x8x8\nConv(3, 2, pad=same)", [("error", 2, 12, "pad=same needs an odd kernel")]),
+    ("chunk_index", "input 4x8x8\nChunk(2, 2)", [("error", 2, 10, "index must be below chunks")]),
+]
+
+
+@pytest.mark.parametrize("name,source,expected", CASES, ids=[c[0] for c in CASES])
+def test_diagnostic(name: str, source: str | bytes, expected: list[tuple[str, int, int, str]]) -> None:
+    net, diagnostics = cnndsl.check_source(source, f"{name}.cnn")
+    found = [(d.severity, d.position.line if d.position else 0, d.position.column if d.position else 0, d.message) for d in diagnostics]
+    for severity, line, column, fragment in expected:
+        assert any(s == severity and (ln, col) == (line, column) and fragment in m for s, ln, col, m in found), found
+    has_error = any(s == "error" for s, *_ in expected)
+    assert (net is None) == has_error
+    for diagnostic in diagnostics:
+        text = diagnostic.format()
+        assert text.startswith(f"{name}.cnn:")
+        if diagnostic.source_line is not None:
+            caret_line = text.splitlines()[2]
+            assert caret_line.strip() == "^"
+
+
+def test_every_error_in_the_file_is_reported() -> None:
+    source = "input 3x8x8\nFoo, Conv(3, 1, strde=1)\nBar(3)\nConv(0, 1)\nConv(3 3)\n"
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(source)
+    positions = [(d.position.line, d.position.column) for d in info.value.diagnostics]
+    # the syntax error is found first; the parser recovers, but a file with a syntax error is not checked further
+    assert positions == [(5, 8)]
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(source.replace("Conv(3 3)", "Conv(3, 3)"))
+    positions = [(d.position.line, d.position.column) for d in info.value.diagnostics]
+    assert positions == [(2, 1), (2, 17), (3, 1), (4, 6)]
+
+
+def test_several_syntax_errors_are_reported() -> None:
+    _, diagnostics = cnndsl.check_source("input 3x8x8\nConv(3 3)\nReLU ReLU\nConv(3,,4)\n@\n")
+    assert [(d.position.line, d.position.column) for d in diagnostics] == [(2, 8), (3, 6), (4, 8), (5, 1)]
+
+
+def test_error_in_a_block_points_into_the_definition_with_a_note_once() -> None:
+    source = "input 3x8x8\nblock B(c) = [Conv(c, 1), Relu6x]\nB(3), B(4)\n"
+    _, diagnostics = cnndsl.check_source(source, "b.cnn")
+    assert len(diagnostics) == 1
+    diagnostic = diagnostics[0]
+    assert (diagnostic.position.line, diagnostic.position.column) == (2, 27)
+    assert diagnostic.notes == ("in block `B`, reached from `B(3)` at line 3, column 1",)
+    assert diagnostic.hint == "did you mean `ReLU6`?"
+
+
+def test_hints() -> None:
+    def hint(source: str) -> str | None:
+        return cnndsl.check_source(source)[1][0].hint
+
+    assert hint("input 3x8x8\nConv(3, 1, strid=2)").startswith("did you mean `stride`? signature: Conv(out, kernel, stride=1")
+    assert hint("input 3x8x8\nMaxPol(2)") == "did you mean `MaxPool`?"
+    assert "insert `flatten`" in hint("input 3x8x8\nFC(10)")
+    assert "signature: Conv(out, kernel" in hint("input 3x8x8\nConv(kernel=3)")
+
+
+def test_strict_turns_fit_warnings_into_errors() -> None:
+    source = "input 3x7x7\nConv(8, 3, stride=3)"
+    assert cnndsl.parse(source).warnings
+    with pytest.raises(CnnDslError, match="doesn't fit"):
+        cnndsl.parse(source, strict=True)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "input 3x224x224\nConv(64, 7, stride=2, pad=3)",  # ResNet's stem: only padding dropped
+        "input 64x56x56\nConv(128, 1, stride=2)",  # the 1x1/2 shortcut: the gap is by design
+        "input 3x224x224\nMaxPool(3, stride=2, pad=1)",
+        "input 3x7x7\nMaxPool(2, ceil=true)",
+    ],
+)
+def test_no_fit_warning_when_only_padding_or_the_stride_gap_is_dropped(source: str) -> None:
+    assert cnndsl.parse(source).warnings == []
+
+
+def test_golden_diagnostics(golden) -> None:
+    out = []
+    for name, source, _ in CASES:
+        _, diagnostics = cnndsl.check_source(source, f"{name}.cnn")
+        out.extend(d.format() for d in diagnostics)
+    golden("diagnostics.txt", "\n".join(out) + "\n")
