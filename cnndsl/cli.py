@@ -105,3 +105,58 @@ def check(files: tuple[str, ...], as_json: bool, strict: bool, sets: tuple[str, 
                 click.echo()
             click.echo(network.summary())
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("file")
+@click.option("-o", "--output", required=True, metavar="OUT", help="Output file: .svg, .png, .pdf or .dot.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["svg", "png", "pdf", "dot"], case_sensitive=False),
+    help="Output format (default: from the output's extension).",
+)
+@click.option(
+    "--rankdir",
+    type=click.Choice(["TB", "LR"], case_sensitive=False),
+    default="TB",
+    show_default=True,
+    help="Top to bottom or left to right.",
+)
+@click.option("--expand", is_flag=True, help="Draw every layer instead of one box per block call and repetition.")
+@click.option("--depth", type=click.IntRange(min=0), metavar="N", help="Open block calls N levels deep (default 0).")
+@set_option
+@input_option
+def render(
+    file: str,
+    output: str,
+    fmt: str | None,
+    rankdir: str,
+    expand: bool,
+    depth: int | None,
+    sets: tuple[str, ...],
+    input_text: str | None,
+) -> None:
+    """Draw FILE (`-` for standard input) with Graphviz as SVG, PNG, PDF or DOT."""
+    try:
+        from .graph import RenderError, format_for
+        from .graph import render as render_network
+    except ImportError:
+        click.echo("error: drawing needs the graphviz Python package: pip install 'cnndsl[graph]'", err=True)
+        sys.exit(1)
+    if expand and depth is not None:
+        raise click.UsageError("--expand draws every layer; give either --expand or --depth, not both")
+    try:
+        fmt = format_for(output, fmt)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="-o/--output") from None
+    # Checked before reading: a drawing written over its own source would destroy it.
+    if file != "-" and Path(file).exists() and Path(output).exists() and Path(file).samefile(output):
+        raise click.BadParameter(f"refusing to overwrite the input file {file}", param_hint="-o/--output")
+    network = load_for_command(file, input_text, sets)
+    try:
+        render_network(network, output, fmt, expand=expand, depth=depth, rankdir=rankdir)
+    except RenderError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {output}")

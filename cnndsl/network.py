@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .checker import Checker, Value
 from .errors import CnnDslError, Diagnostic, DiagnosticSink
 from .ir import Layer, Sequence
 from .parser import check_text, decode_source, parse_program
 from .shapes import Pair, Shape
+
+if TYPE_CHECKING:
+    import graphviz
 
 
 
@@ -77,6 +80,37 @@ class Network:
         from .summary import network_json
 
         return network_json(self)
+
+    def to_dot(self, expand: bool = False, depth: int | None = None, rankdir: str = "TB") -> graphviz.Digraph:
+        """The drawing as a `graphviz.Digraph`: one box per block call and repetition unless
+        `depth` opens blocks that deep or `expand` draws every layer."""
+        from .graph import build_graph
+
+        return build_graph(self, expand=expand, depth=depth, rankdir=rankdir)
+
+    def render(self, path: str | Path, format: str | None = None, *, expand: bool = False, depth: int | None = None,
+               rankdir: str = "TB") -> Path:
+        """Draw into `path` (.svg, .png, .pdf or .dot, or `format`); SVG/PNG/PDF need Graphviz's `dot`."""
+        from .graph import render
+
+        return render(self, path, format, expand=expand, depth=depth, rankdir=rankdir)
+
+    def _repr_svg_(self) -> str | None:
+        # Jupyter shows this without extra calls; None (no `dot`, or no graphviz package)
+        # lets it fall back to another representation instead of showing a traceback.
+        try:
+            from .graph import notebook_svg
+        except ImportError:
+            return None
+        return notebook_svg(self)
+
+    def _repr_html_(self) -> str | None:
+        """The drawing with the summary table folded under it (Jupyter prefers this to the SVG)."""
+        try:
+            from .graph import notebook_html
+        except ImportError:
+            return None
+        return notebook_html(self)
 
     def __repr__(self) -> str:
         return (f"<Network {self.name}: {self.input_shape} -> {self.output_shape}, "

@@ -1,0 +1,494 @@
+"""Drawings of a checked network with Graphviz: DOT, SVG, PNG and PDF, and Jupyter's inline SVG.
+
+Built from the IR only. By default every block call and every repetition is one box with
+its totals (`Basic(64, 1) ×2`), so ResNet-50 or GoogLeNet stays a page tall; `depth` opens
+block calls that many levels deep and `expand` draws every layer. Edges carry the shape of
+the tensor they move; Add/Concat/Mul merges are nodes of their own; labels and opened blocks
+are clusters.
+
+Every piece of user text (network, block and label names, titles) reaches DOT only through
+`_html` (node and cluster labels are HTML-like labels, escaped) or `_plain` (quoted strings
+with backslashes and quotes escaped), and node identifiers are generated (`n0`, `n1`, ...),
+so no name can add attributes or statements to the DOT source.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import graphviz
+
+from .ir import Layer, Node, Parallel, Sequence
+from .shapes import Shape
+
+if TYPE_CHECKING:
+    from .network import Network
+
+Format = Literal["svg", "png", "pdf", "dot"]
+FORMATS: tuple[str, ...] = ("svg", "png", "pdf", "dot")
+RANKDIRS: tuple[str, ...] = ("TB", "LR")
+
+INSTALL_HINT = (
+    "Graphviz's `dot` program was not found on PATH; it is needed for {fmt} output. "
+    "Install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install graphviz; "
+    "conda: conda install -c conda-forge graphviz; Windows: winget install graphviz), "
+    "or write DOT text instead with `-o FILE.dot`."
+)
+
+FONT = "Helvetica"
+
+# Light fills with dark borders and black text: distinct on screen, still readable when
+# printed in grey scale (every fill is pale enough for black text).
+FAMILY_STYLE: dict[str, tuple[str, str]] = {
+    "conv": ("#cfe2f3", "#2f5f8f"),
+    "pool": ("#d9ead3", "#3f6f2f"),
+    "linear": ("#fce5cd", "#a0561a"),
+    "norm": ("#fff2cc", "#8a7010"),
+    "activation": ("#f4cccc", "#8f3a3a"),
+    "regularization": ("#eeeeee", "#555555"),
+    "reshape": ("#ffffff", "#555555"),
+    "merge": ("#ffffff", "#111111"),
+    "identity": ("#ffffff", "#888888"),
+}
+UNIT_STYLE = ("#e4dff0", "#4b3b7b")
+"""Collapsed block calls and repetitions: one neutral colour, whatever they contain."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RenderError(Exception):
+    """A drawing could not be produced or written; the message is for the user as is."""
+
+
+def _clean(text: str) -> str:
+    # Newlines and other control characters would break a label or a quoted string.
+    return _CONTROL.sub(" ", str(text))
+
+
+def _html(text: str) -> str:
+    """User text for the inside of an HTML-like label: every markup character escaped."""
+    return html.escape(_clean(text), quote=True)
+
+
+def _plain(text: str) -> graphviz.quoting.NoHtml:
+    """User text for a quoted DOT string. graphviz's own quoting leaves backslashes alone (a
+    trailing one would swallow the closing quote) and treats `<...>` as HTML, so escape
+    backslashes and quotes here and mark the text as not HTML."""
+    escaped = _clean(text).replace("\\", "\\\\").replace('"', '\\"')
+    return graphviz.nohtml(escaped)
+
+
+def shape_text(shape: Shape) -> str:
+    """`64×56×56` for an image, `1000` for a flat vector."""
+    return "×".join(str(d) for d in shape)
+
+
+def count_text(n: int) -> str:
+    """Exact below a million (people compare small counts digit by digit), else `2.36M`."""
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:.2f}G"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    return f"{n:,}"
+
+
+# ---------------------------------------------------------------------------------------
+# A small drawing model: nodes in (nested) clusters, and edges. Edges are emitted after
+# every cluster, because a node first named by an edge statement outside its cluster would
+# be placed outside it by dot.
+
+
+@dataclass
+class _DrawNode:
+    id: str
+    label: str
+    """An HTML-like label body, already escaped."""
+    attrs: dict[str, str]
+
+
+@dataclass
+class _Cluster:
+    id: str
+    label: str
+    attrs: dict[str, str]
+    items: list[_DrawNode | _Cluster] = field(default_factory=list)
+
+
+@dataclass
+class _Edge:
+    tail: str
+    head: str
+    label: str
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+Ends = list[tuple[str, Shape]]
+"""The nodes whose outputs feed what is drawn next, each with the shape it produces."""
+
+
+def _is_unit(node: Node) -> bool:
+    """Block calls and repetitions: what collapses into one box."""
+    return isinstance(node, Sequence) and node.role in ("block", "repeat")
+
+
+def _is_identity(node: Node) -> bool:
+    return isinstance(node, Layer) and node.kind.family == "identity"
+
+
+def _brief(node: Node) -> str:
+    """A one-line name for the content of a collapsed box."""
+    if isinstance(node, Layer):
+        return node.describe
+    if isinstance(node, Parallel):
+        return f"{node.op}[{len(node.branches)} branches]"
+    if isinstance(node, Sequence):
+        if node.role == "block":
+            return node.title
+        if node.role == "repeat":
+            inner = _brief(node.children[0]) if node.children else "[]"
+            return f"{inner} ×{len(node.children)}"
+        parts = [_brief(child) for child in node.children]
+        text = "[" + ", ".join(parts) + "]"
+        # A long group reads better as its size than as a line wider than the drawing.
+        return text if len(text) <= 48 else f"[{len(node.children)} elements]"
+    return type(node).__name__
+
+
+class _Builder:
+    def __init__(self, network: Network, depth: float) -> None:
+        self.network = network
+        self.depth = depth
+        self.root = _Cluster("root", "", {})
+        self.stack = [self.root]
+        self.edges: list[_Edge] = []
+        self.counter = 0
+        self.cluster_counter = 0
+
+    # -- primitives ----------------------------------------------------------------------
+
+    def add_node(self, label: str, attrs: dict[str, str]) -> str:
+        node_id = f"n{self.counter}"
+        self.counter += 1
+        self.stack[-1].items.append(_DrawNode(node_id, label, attrs))
+        return node_id
+
+    def connect(self, ends: Ends, head: str) -> None:
+        for tail, shape in ends:
+            self.edges.append(_Edge(tail, head, shape_text(shape)))
+
+    @contextmanager
+    def cluster(self, label: str, attrs: dict[str, str]) -> Iterator[None]:
+        cluster = _Cluster(f"cluster_{self.cluster_counter}", label, attrs)
+        self.cluster_counter += 1
+        self.stack[-1].items.append(cluster)
+        self.stack.append(cluster)
+        try:
+            yield
+        finally:
+            self.stack.pop()
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def draw_network(self) -> None:
+        net = self.network
+        start = self.add_node(
+            f"<b>input</b><br/>{_html(shape_text(net.input_shape))}",
+            {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#e8e8e8", "color": "#111111", "penwidth": "2"},
+        )
+        ends = self.draw_children(net.root, [(start, net.input_shape)], 0)
+        out = self.add_node(
+            f"<b>output</b><br/>{_html(shape_text(net.output_shape))}",
+            {
+                "shape": "box",
+                "style": "rounded,filled,bold",
+                "fillcolor": "#e8e8e8",
+                "color": "#111111",
+                "penwidth": "2",
+                "peripheries": "2",
+            },
+        )
+        self.connect(ends, out)
+
+    def draw_children(self, seq: Sequence, ends: Ends, level: int) -> Ends:
+        for child in seq.children:
+            ends = self.draw(child, ends, level)
+        return ends
+
+    def draw(self, node: Node, ends: Ends, level: int) -> Ends:
+        if isinstance(node, Layer):
+            return self.draw_layer(node, ends)
+        if isinstance(node, Parallel):
+            return self.draw_parallel(node, ends, level)
+        assert isinstance(node, Sequence)
+        if _is_unit(node):
+            if level >= self.depth:
+                return self.draw_collapsed(node, ends)
+            return self.open_unit(node, ends, level + 1)
+        if node.label is not None:
+            with self.cluster(f"<b>{_html(node.label)}</b>", {"style": "rounded,dashed", "color": "#666666"}):
+                return self.draw_children(node, ends, level)
+        # Unlabelled groups (`[...]`, branches) add nothing a reader needs: draw them inline.
+        return self.draw_children(node, ends, level)
+
+    def open_unit(self, seq: Sequence, ends: Ends, child_level: int) -> Ends:
+        """An opened block call or repetition: a cluster around its content."""
+        prefix = f"{_html(seq.label)}: " if seq.label is not None else ""
+        if seq.role == "block":
+            title = f"<b>{prefix}{_html(seq.title)}</b>"
+            attrs = {"style": "rounded,filled", "fillcolor": "#f6f6f6", "color": "#777777"}
+        else:
+            title = f"<b>{prefix}×{len(seq.children)}</b>"
+            attrs = {"style": "rounded,bold", "color": UNIT_STYLE[1]}
+        with self.cluster(title, attrs):
+            if seq.role == "block":
+                return self.draw_children(seq, ends, child_level)
+            total = len(seq.children)
+            for index, child in enumerate(seq.children):
+                if isinstance(child, Sequence) and child.role == "block":
+                    # A repetition of a block call is one level: `Basic(64) x 2` opens into
+                    # the two Basic blocks' layers at the depth that opens `Down(128)`.
+                    ends = self.open_unit(child, ends, child_level)
+                elif isinstance(child, Sequence) and child.label is None and len(child.children) > 1:
+                    # Mark where each iteration of a repeated group starts and ends.
+                    with self.cluster(f"{index + 1} of {total}", {"style": "rounded,dotted", "color": "#999999"}):
+                        ends = self.draw_children(child, ends, child_level)
+                else:
+                    ends = self.draw(child, ends, child_level)
+            return ends
+
+    def draw_collapsed(self, seq: Sequence, ends: Ends) -> Ends:
+        lines = []
+        if seq.label is not None:
+            lines.append(f'<font point-size="9"><i>{_html(seq.label)}</i></font>')
+        lines.append(f"<b>{_html(_brief(seq))}</b>")
+        layers = sum(1 for leaf in seq.leaves() if not _is_identity(leaf))
+        lines.append(f'<font point-size="9">{layers} layers · {count_text(seq.params)} params</font>')
+        fill, border = UNIT_STYLE
+        attrs = {"style": "filled,bold", "fillcolor": fill, "color": border, "tooltip": _plain(seq.path)}
+        # A repetition looks like a stack of boxes; a single block call like one box.
+        attrs["shape"] = "box3d" if seq.role == "repeat" else "box"
+        if seq.role == "block":
+            attrs["style"] = "rounded,filled,bold"
+        node_id = self.add_node("<br/>".join(lines), attrs)
+        self.connect(ends, node_id)
+        return [(node_id, seq.out_shape)]
+
+    def draw_layer(self, layer: Layer, ends: Ends) -> Ends:
+        if _is_identity(layer):
+            # Identity is the plain edge that carries its input on (a residual shortcut).
+            return ends
+        fill, border = FAMILY_STYLE.get(layer.kind.family, FAMILY_STYLE["identity"])
+        lines = []
+        if layer.label is not None:
+            lines.append(f'<font point-size="9"><i>{_html(layer.label)}</i></font>')
+        lines.append(f"<b>{_html(layer.describe)}</b>")
+        if layer.params:
+            lines.append(f'<font point-size="9">{count_text(layer.params)} params</font>')
+        style = "rounded,filled,dashed" if layer.kind.family == "reshape" else "rounded,filled"
+        node_id = self.add_node(
+            "<br/>".join(lines),
+            {"shape": "box", "style": style, "fillcolor": fill, "color": border, "tooltip": _plain(layer.path)},
+        )
+        self.connect(ends, node_id)
+        return [(node_id, layer.out_shape)]
+
+    def draw_parallel(self, par: Parallel, ends: Ends, level: int) -> Ends:
+        def body() -> Ends:
+            branch_ends: Ends = []
+            for branch in par.branches:
+                branch_ends.extend(self.draw(branch, ends, level))
+            merge = par.merge
+            fill, border = FAMILY_STYLE["merge"]
+            merge_id = self.add_node(
+                f"<b>{_html(merge.kind.name)}</b>",
+                {
+                    "shape": "ellipse",
+                    "style": "filled,bold",
+                    "fillcolor": fill,
+                    "color": border,
+                    "tooltip": _plain(merge.path),
+                    "margin": "0.05,0.02",
+                },
+            )
+            self.connect(branch_ends, merge_id)
+            return [(merge_id, merge.out_shape)]
+
+        if par.label is not None:
+            with self.cluster(f"<b>{_html(par.label)}</b>", {"style": "rounded,dashed", "color": "#666666"}):
+                return body()
+        return body()
+
+
+def _emit(target: graphviz.Digraph, cluster: _Cluster) -> None:
+    for item in cluster.items:
+        if isinstance(item, _DrawNode):
+            target.node(item.id, label=f"<{item.label}>", **item.attrs)
+        else:
+            with target.subgraph(name=item.id) as sub:
+                sub.attr(label=f"<{item.label}>", labeljust="l", fontsize="10", **item.attrs)
+                _emit(sub, item)
+
+
+def build_graph(network: Network, expand: bool = False, depth: int | None = None, rankdir: str = "TB") -> graphviz.Digraph:
+    """The network as a `graphviz.Digraph`.
+
+    Collapsed by default (one box per block call and per repetition); `depth=N` opens block
+    calls N levels deep; `expand=True` draws every layer (an Identity is drawn as the edge it is).
+    """
+    rankdir = rankdir.upper()
+    if rankdir not in RANKDIRS:
+        raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}; got {rankdir!r}")
+    if depth is not None and depth < 0:
+        raise ValueError(f"depth must be 0 or more; got {depth}")
+    levels = float("inf") if expand else float(depth or 0)
+    builder = _Builder(network, levels)
+    builder.draw_network()
+
+    title = (
+        f"<b>{_html(network.name)}</b>   {count_text(network.params)} params · "
+        f"{count_text(network.macs)} MACs · {len(network.layers)} layers"
+    )
+    graph = graphviz.Digraph(name=re.sub(r"\W", "_", network.name) or "network")
+    graph.attr(
+        rankdir=rankdir,
+        label=f"<{title}>",
+        labelloc="t",
+        fontname=FONT,
+        fontsize="14",
+        nodesep="0.25",
+        ranksep="0.3",
+        newrank="true",
+    )
+    graph.attr("node", fontname=FONT, fontsize="11", shape="box", margin="0.12,0.04", height="0.3")
+    graph.attr("edge", fontname=FONT, fontsize="9", fontcolor="#444444", color="#333333", arrowsize="0.6")
+    _emit(graph, builder.root)
+    for edge in builder.edges:
+        graph.edge(edge.tail, edge.head, label=_plain(" " + edge.label), **edge.attrs)
+    return graph
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def format_for(path: str | Path, fmt: str | None = None) -> str:
+    """The output format: `fmt` if given, else the file's extension; ValueError if neither says."""
+    if fmt is not None:
+        fmt = fmt.lower().lstrip(".")
+        if fmt == "gv":
+            fmt = "dot"
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        return fmt
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext == "gv":
+        ext = "dot"
+    if ext not in FORMATS:
+        shown = f"'.{ext}'" if ext else "no extension"
+        raise ValueError(f"cannot tell the format from {shown}; name the file .svg, .png, .pdf or .dot, or pass --format")
+    return ext
+
+
+def graph_bytes(graph: graphviz.Digraph, fmt: str) -> bytes:
+    """The drawing in one format. DOT needs nothing else; the others run Graphviz's `dot`."""
+    if fmt == "dot":
+        return graph.source.encode("utf-8")
+    try:
+        return graph.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise RenderError(INSTALL_HINT.format(fmt=fmt.upper())) from None
+    except graphviz.CalledProcessError as err:
+        detail = (err.stderr or b"").decode("utf-8", "replace").strip()
+        raise RenderError(f"Graphviz's `dot` failed to draw {fmt.upper()}: {detail or err}") from None
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename it over `path`, so that a
+    failed or interrupted render never leaves a half-written drawing behind."""
+    path = Path(path)
+    folder = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def render(
+    network: Network,
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    expand: bool = False,
+    depth: int | None = None,
+    rankdir: str = "TB",
+) -> Path:
+    """Draw `network` into `path` (format from `fmt` or the extension); return the path.
+
+    Raises ValueError for a bad format, RenderError when Graphviz is missing or the file
+    cannot be written, and refuses to overwrite the network's own source file.
+    """
+    path = Path(path)
+    fmt = format_for(path, fmt)
+    source = network.filename
+    if not source.startswith("<") and _same_file(Path(source), path):
+        raise RenderError(f"refusing to overwrite the input file {source}; choose another output name")
+    data = graph_bytes(build_graph(network, expand=expand, depth=depth, rankdir=rankdir), fmt)
+    write_atomic(path, data)
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# Jupyter
+
+
+def notebook_svg(network: Network) -> str | None:
+    """SVG text for Jupyter, or None when `dot` is missing (Jupyter then uses another repr)."""
+    try:
+        return graph_bytes(build_graph(network), "svg").decode("utf-8")
+    except RenderError:
+        return None
+
+
+def notebook_html(network: Network) -> str:
+    """The drawing inline, with the summary table folded underneath it."""
+    svg = notebook_svg(network)
+    if svg is None:
+        picture = f"<p><i>{html.escape(INSTALL_HINT.format(fmt='the drawing'))}</i></p>"
+    else:
+        # An inline <svg> in HTML must not carry the XML prolog or the doctype.
+        start = svg.find("<svg")
+        picture = svg[start:] if start >= 0 else svg
+    table = html.escape(network.summary())
+    return (
+        f'<div class="cnndsl-network">{picture}'
+        f"<details><summary>{html.escape(repr(network))}</summary><pre>{table}</pre></details></div>"
+    )
