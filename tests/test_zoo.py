@@ -1,0 +1,261 @@
+"""The model zoo (architectures/*.cnn) against torchvision, layer by layer.
+
+Ground truth is /work/shared/reference/torchvision_ref.json (see its README): counts, FLOPs,
+the output shape of every leaf module call and every state_dict shape, recorded from
+torchvision itself. Each zoo file must agree on all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cnndsl
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCHITECTURES = ROOT / "architectures"
+REFERENCE = Path(os.environ.get("CNNDSL_REFERENCE", ROOT.parent / "shared" / "reference" / "torchvision_ref.json"))
+
+# File stem -> reference model key.
+ZOO = {
+    "lenet5": "lenet5",
+    "alexnet": "alexnet",
+    "vgg11": "vgg11",
+    "vgg16": "vgg16",
+    "vgg16_bn": "vgg16_bn",
+    "vgg19": "vgg19",
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "resnet152": "resnet152",
+    "resnext50_32x4d": "resnext50_32x4d",
+    "wide_resnet50_2": "wide_resnet50_2",
+    "googlenet": "googlenet",
+    "mobilenet_v2": "mobilenet_v2",
+    "mobilenet_v3_small": "mobilenet_v3_small",
+    "mobilenet_v3_large": "mobilenet_v3_large",
+    "mnasnet1_0": "mnasnet1_0",
+    "efficientnet_b0": "efficientnet_b0",
+    "regnet_y_400mf": "regnet_y_400mf",
+    "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
+    "squeezenet1_0": "squeezenet1_0",
+    "squeezenet1_1": "squeezenet1_1",
+    "densenet121": "densenet121",
+}
+LECTURE = {"classic", "lecture_conv760"}
+
+# torchvision module type -> cnndsl kind, for the layers that carry weights.
+TORCH_KINDS = {"Conv2d": "Conv", "BatchNorm2d": "BatchNorm", "BatchNorm1d": "BatchNorm", "Linear": "FC"}
+# DWConv lowers to nn.Conv2d (groups = channels).
+WEIGHTED_KINDS = {"Conv": "Conv", "DWConv": "Conv", "BatchNorm": "BatchNorm", "FC": "FC"}
+
+# Expected "doesn't fit" warnings: SqueezeNet's strided stems really do skip the last input
+# row and column in torchvision as well. Every other zoo file must check without any.
+EXPECTED_WARNINGS = {"squeezenet1_0": 1, "squeezenet1_1": 1}
+
+
+@cache
+def reference() -> dict[str, Any]:
+    assert REFERENCE.is_file(), f"the torchvision reference is missing: {REFERENCE} (set CNNDSL_REFERENCE)"
+    return json.loads(REFERENCE.read_text(encoding="utf-8"))["models"]
+
+
+@cache
+def load(stem: str) -> cnndsl.Network:
+    return cnndsl.load(ARCHITECTURES / f"{stem}.cnn")
+
+
+def tensor_shapes(layer: Any) -> list[tuple[int, ...]]:
+    """The state_dict tensor shapes one leaf layer owns, as PyTorch would create them."""
+    kind, args, shape = layer.kind.name, layer.args, layer.in_shape
+    if kind == "Conv":
+        kh, kw = args["kernel"]
+        out = [(args["out"], shape[0] // args["groups"], kh, kw)]
+        return out + [(args["out"],)] if args["bias"] else out
+    if kind == "DWConv":
+        kh, kw = args["kernel"]
+        channels = shape[0] * args["multiplier"]
+        out = [(channels, 1, kh, kw)]
+        return out + [(channels,)] if args["bias"] else out
+    if kind == "FC":
+        out = [(args["out"], shape[0])]
+        return out + [(args["out"],)] if args["bias"] else out
+    if kind == "BatchNorm":
+        # weight, bias, running_mean, running_var, num_batches_tracked (a scalar)
+        return [(shape[0],)] * 4 + [()]
+    return []
+
+
+def weighted_leaves(net: cnndsl.Network) -> list[tuple[str, tuple[int, ...]]]:
+    return [
+        (WEIGHTED_KINDS[layer.kind.name], tuple(layer.out_shape)) for layer in net.layers if layer.kind.name in WEIGHTED_KINDS
+    ]
+
+
+def header(stem: str) -> str:
+    lines = (ARCHITECTURES / f"{stem}.cnn").read_text(encoding="utf-8").splitlines()
+    comment = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        comment.append(line)
+    return "\n".join(comment)
+
+
+# -- the zoo is complete and every file is tested ---------------------------------------
+
+
+def test_every_architecture_file_is_tested() -> None:
+    stems = {path.stem for path in ARCHITECTURES.glob("*.cnn")}
+    assert stems == set(ZOO) | LECTURE, "add new architectures/*.cnn files to ZOO (or LECTURE) in this test"
+
+
+def test_every_zoo_entry_has_a_reference() -> None:
+    assert set(ZOO.values()) <= set(reference())
+
+
+# -- each model against torchvision ---------------------------------------------------
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO))
+def test_counts_match_torchvision(stem: str) -> None:
+    net, ref = load(stem), reference()[ZOO[stem]]
+    assert net.params == ref["params"]
+    assert net.buffers == ref["buffers"]
+    assert list(net.input_shape) == ref["input"][1:]
+    assert list(net.output_shape) == ref["output"][1:]
+    # FlopCounterMode counts 2 FLOPs per multiply-accumulate of convolutions and matmuls.
+    assert net.macs * 2 == ref["flops"]
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO))
+def test_weighted_layers_match_torchvision_in_order(stem: str) -> None:
+    net, ref = load(stem), reference()[ZOO[stem]]
+    expected = [(TORCH_KINDS[kind], tuple(shape[1:])) for _, kind, shape in ref["leaf_outputs"] if kind in TORCH_KINDS]
+    assert weighted_leaves(net) == expected
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO))
+def test_tensor_shapes_match_torchvision_state_dict(stem: str) -> None:
+    net, ref = load(stem), reference()[ZOO[stem]]
+    ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
+    theirs = sorted(tuple(shape) for shape in ref["param_shapes"].values())
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO))
+def test_tensor_shapes_account_for_every_count(stem: str) -> None:
+    """The helper above must see every parameter and buffer the checker counts, layer by layer."""
+    for layer in load(stem).layers:
+        assert sum(math.prod(shape) for shape in tensor_shapes(layer)) == layer.params + layer.buffers, layer.path
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO))
+def test_header_cites_paper_and_parameter_count(stem: str) -> None:
+    text = header(stem)
+    assert text.startswith(f"# {stem}.cnn — ")
+    assert re.search(r"\b(19|20)\d\d\b", text), "cite the paper's year"
+    assert f"{reference()[ZOO[stem]]['params']:,}" in text
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO))
+def test_zoo_files_check_cleanly(stem: str) -> None:
+    net = load(stem)
+    assert not [d for d in net.diagnostics if d.severity == "error"]
+    assert len(net.warnings) == EXPECTED_WARNINGS.get(stem, 0), [d.message for d in net.warnings]
+
+
+@pytest.mark.parametrize("stem", ["squeezenet1_0", "squeezenet1_1"])
+def test_squeezenet_stem_warning_is_the_real_one(stem: str) -> None:
+    (warning,) = load(stem).warnings
+    assert "doesn't fit" in warning.message
+    assert "last 1 input rows and columns unread" in warning.message
+
+
+# -- network parameters ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stem", ["resnet18", "mobilenet_v3_small", "densenet121", "squeezenet1_0"])
+def test_num_classes_override(stem: str) -> None:
+    default, ten = load(stem), cnndsl.load(ARCHITECTURES / f"{stem}.cnn", num_classes=10)
+    assert list(ten.output_shape) == [10]
+    last = [layer for layer in default.layers if layer.kind.name in ("FC", "Conv")][-1]
+    fan_in = last.params // last.args["out"] - 1  # weights per output plus its bias
+    assert default.params - ten.params == (1000 - 10) * (fan_in + 1)
+
+
+def test_resnext_groups_are_parameters() -> None:
+    net = cnndsl.load(ARCHITECTURES / "resnext50_32x4d.cnn", groups=64, width_per_group=4)
+    grouped = [layer for layer in net.layers if layer.kind.name == "Conv" and layer.args["groups"] != 1]
+    assert {layer.args["groups"] for layer in grouped} == {64}
+    # width = c * 4 / 64 * 64 = 4c: 256 on the first stage
+    assert grouped[0].out_shape[0] == 256
+
+
+def test_googlenet_batch_norm_eps() -> None:
+    bns = [layer for layer in load("googlenet").layers if layer.kind.name == "BatchNorm"]
+    assert bns and all(layer.args["eps"] == 0.001 for layer in bns)
+
+
+# -- the lecture's examples ---------------------------------------------------------------
+
+
+def test_classic_lecture_pattern() -> None:
+    net = load("classic")
+    assert list(net.output_shape) == [10]
+    # Conv 3->32, 3x3:  32 * 3 * 9 + 32   =     896   (32x32x32, pooled to 32x16x16)
+    # Conv 32->32, 3x3: 32 * 32 * 9 + 32  =   9,248   (32x16x16, pooled to 32x8x8)
+    # FC 2048->128:     2048 * 128 + 128  = 262,272   (flatten: 32 * 8 * 8 = 2048)
+    # FC 128->128:      128 * 128 + 128   =  16,512
+    # FC 128->10:       128 * 10 + 10     =   1,290
+    #                                total  290,218
+    assert net.params == 290_218
+    assert net.buffers == 0
+    assert [(layer.kind.name, tuple(layer.out_shape)) for layer in net.layers] == [
+        ("Conv", (32, 32, 32)), ("ReLU", (32, 32, 32)), ("MaxPool", (32, 16, 16)),
+        ("Conv", (32, 16, 16)), ("ReLU", (32, 16, 16)), ("MaxPool", (32, 8, 8)),
+        ("Flatten", (2048,)),
+        ("FC", (128,)), ("ReLU", (128,)),
+        ("FC", (128,)), ("ReLU", (128,)),
+        ("FC", (10,)),
+    ]  # fmt: skip
+    assert "290,218" in header("classic")
+
+
+def test_lecture_conv_760_parameters() -> None:
+    net = load("lecture_conv760")
+    # 10 filters of 5 x 5 x 3 weights, plus one bias each: 10 * (75 + 1) = 760
+    assert net.params == 760
+    (conv,) = net.layers
+    assert conv.kind.name == "Conv"
+    assert tuple(conv.out_shape) == (10, 28, 28)  # (32 - 5)/1 + 1 = 28
+    assert tensor_shapes(conv) == [(10, 3, 5, 5), (10,)]
+    assert "760" in header("lecture_conv760")
+
+
+def test_lenet5_classic_layout() -> None:
+    net = load("lenet5")
+    assert [(layer.kind.name, tuple(layer.out_shape)) for layer in net.layers if layer.kind.name != "Tanh"] == [
+        ("Conv", (6, 28, 28)), ("AvgPool", (6, 14, 14)),
+        ("Conv", (16, 10, 10)), ("AvgPool", (16, 5, 5)),
+        ("Conv", (120, 1, 1)),
+        ("Flatten", (120,)), ("FC", (84,)), ("FC", (10,)),
+    ]  # fmt: skip
+
+
+def test_labels_name_the_torchvision_modules() -> None:
+    """Labels make the top-level module names the ones torchvision uses."""
+    tops = {stem: Counter(layer.path.split(".")[0] for layer in load(stem).layers) for stem in ("resnet50", "densenet121")}
+    assert {"stem", "layer1", "layer2", "layer3", "layer4", "fc"} <= set(tops["resnet50"])
+    assert {"features", "classifier"} <= set(tops["densenet121"])
+    dense = {layer.path.split(".")[1] for layer in load("densenet121").layers if layer.path.startswith("features.")}
+    assert {f"denseblock{i}" for i in range(1, 5)} | {f"transition{i}" for i in range(1, 4)} <= dense
