@@ -8,6 +8,7 @@ are still checked). Resource limits are enforced before anything large is built.
 from __future__ import annotations
 
 import difflib
+import gc
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
@@ -129,6 +130,8 @@ class Checker:
         self.blocks: dict[str, ast.BlockDef] = {}
         self.defaults: dict[str, dict[str, ast.Arg]] = {}
         self.leaf_count = 0
+        self.node_count = 0
+        self._last_pos = Position(1, 1)
         self._network_values: dict[str, Value] = {}
 
     # -- entry point -------------------------------------------------------------------
@@ -136,12 +139,18 @@ class Checker:
     def run(self) -> CheckResult | None:
         old_limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(old_limit, 50_000))
+        # The IR is a large acyclic tree: cyclic GC passes over it only cost time
+        # (they made checking 100,000 layers quadratic).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             return self._run()
         except Abort:
             return None
         finally:
             sys.setrecursionlimit(old_limit)
+            if gc_was_enabled:
+                gc.enable()
 
     def _run(self) -> CheckResult | None:
         network: ast.NetworkDecl | None = None
@@ -289,6 +298,7 @@ class Checker:
     # -- structure ---------------------------------------------------------------------
 
     def _sequence(self, items: Iterable[ast.Element], scope: Scope, state: State, path: str) -> list[Node]:
+        self._count_node(scope, None)
         nodes: list[Node] = []
         labels: dict[str, Position] = {}
         for index, item in enumerate(items):
@@ -300,6 +310,7 @@ class Checker:
                     self.sink.error(f"label `{item.label}` is used twice in the same sequence", item.pos,
                                     f"the first is at line {first.line}, column {first.column}; labels name modules, so they must differ")
                 labels[item.label] = item.pos
+            self._last_pos = item.pos
             node = self._element(item, scope, state, name, _join(path, name), 0)
             if node is not None:
                 nodes.append(node)
@@ -533,13 +544,24 @@ class Checker:
         state.shape, state.field, state.jump = out, field, jump
         return layer
 
+    def _count_node(self, scope: Scope, pos: Position | None) -> None:
+        # Containers (groups, branches, block calls) count too, against a larger budget, so that
+        # thousands of empty branches cannot build an unbounded tree either.
+        self.node_count += 1
+        if self.node_count > 4 * MAX_LAYERS:
+            self.sink.error(f"the network expands to more than {4 * MAX_LAYERS:,} layers and groups", pos or self._last_pos,
+                            "networks are limited to 100,000 layers after expanding blocks and repetition", scope.notes())
+            raise Abort
+
     def _new_layer(self, kind: LayerKind, args: dict[str, Value], name: str, path: str, label: str | None,
                    pos: Position, shape: Shape, out: Shape, scope: Scope, field: Pair, jump: Pair) -> Layer:
         self.leaf_count += 1
+        self._last_pos = pos
         if self.leaf_count > MAX_LAYERS:
             self.sink.error(f"the network expands to more than {MAX_LAYERS:,} layers", pos,
                             "networks are limited to 100,000 layers after expanding blocks and repetition", scope.notes())
             raise Abort
+        self._count_node(scope, pos)
         params = kind.param_count(args, shape)
         if params > MAX_ELEMENTS:
             self.sink.error(f"{kind.name} would have {params:,} parameters; the limit is 2^40", pos, None, scope.notes())

@@ -3,6 +3,9 @@
 MAX_FILE_BYTES = 1_000_000
 """Largest source accepted."""
 
+MAX_TOKENS = 100_000
+"""Most tokens (names, numbers, brackets, operators; not separators), counted before parsing."""
+
 MAX_NESTING = 200
 """Deepest bracket nesting, checked on the raw text before parsing."""
 
@@ -20,3 +23,6 @@ MAX_NUMBER = 2**62
 
 MAX_REPEAT = MAX_LAYERS
 """Largest repetition count (more would exceed MAX_LAYERS anyway)."""
+
+MAX_TORCH_BYTES = 16 * 2**30
+"""Largest float32 parameter and buffer memory that the torch backend allocates (estimated from the IR first)."""

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from lark import Lark, Token, Transformer_NonRecursive, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
+from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lark import PostLex
-from lark.tree import Meta
 
 from . import ast
 from .errors import DiagnosticSink, Position
-from .limits import MAX_FILE_BYTES, MAX_NESTING
+from .limits import MAX_FILE_BYTES, MAX_NESTING, MAX_TOKENS
 
 GRAMMAR_FILE = "cnn.lark"
 
@@ -84,108 +84,112 @@ class SeparatorPostLex(PostLex):
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
+    # The AST is built by callbacks during parsing (no parse tree is materialised):
+    # positions come from the tokens each rule keeps, which is all the AST needs.
     return Lark(
         grammar_text(),
         parser="lalr",
         lexer="basic",
         postlex=SeparatorPostLex(),
-        propagate_positions=True,
+        transformer=ToAst(),
         maybe_placeholders=True,
         cache=True,
     )
 
 
-def _pos(meta: Meta | Token) -> Position:
-    return Position(meta.line or 1, meta.column or 1)
+def _pos(tok: Token) -> Position:
+    return Position(tok.line or 1, tok.column or 1)
 
 
-@v_args(meta=True)
-class ToAst(Transformer_NonRecursive):
-    """Parse tree to frozen AST dataclasses, keeping each node's position."""
+class ToAst(Transformer):
+    """Parse-tree rules to frozen AST dataclasses, keeping each node's position."""
 
-    def start(self, meta: Meta, children: list) -> ast.Program:
+    def start(self, children: list) -> ast.Program:
         return ast.Program(tuple(c for c in children if c is not None))
 
-    def network_decl(self, meta: Meta, children: list) -> ast.NetworkDecl:
-        _, name, params = children
-        return ast.NetworkDecl(str(name), tuple(params or ()), _pos(meta))
+    def network_decl(self, children: list) -> ast.NetworkDecl:
+        keyword, name, params = children
+        return ast.NetworkDecl(str(name), tuple(params or ()), _pos(keyword))
 
-    def input_decl(self, meta: Meta, children: list) -> ast.InputDecl:
+    def input_decl(self, children: list) -> ast.InputDecl:
         text = str(children[1]).lower().replace("×", "x")
         return ast.InputDecl(tuple(int(d) for d in text.split("x")), _pos(children[1]))
 
-    def defaults_decl(self, meta: Meta, children: list) -> ast.DefaultsDecl:
-        return ast.DefaultsDecl(tuple(children[1:]), _pos(meta))
+    def defaults_decl(self, children: list) -> ast.DefaultsDecl:
+        return ast.DefaultsDecl(tuple(children[1:]), _pos(children[0]))
 
-    def block_def(self, meta: Meta, children: list) -> ast.BlockDef:
+    def block_def(self, children: list) -> ast.BlockDef:
         _, name, params, body = children
         return ast.BlockDef(str(name), tuple(params or ()), body, _pos(name))
 
-    def param_list(self, meta: Meta, children: list) -> list[ast.Param]:
+    def param_list(self, children: list) -> list[ast.Param]:
         return [c for c in children if c is not None]
 
-    def param(self, meta: Meta, children: list) -> ast.Param:
+    def param(self, children: list) -> ast.Param:
         name, default = children
         return ast.Param(str(name), default, _pos(name))
 
-    def labeled(self, meta: Meta, children: list) -> ast.Labeled:
+    def labeled(self, children: list) -> ast.Labeled:
         label, body = children
         return ast.Labeled(str(label), body, _pos(label))
 
-    def repeat(self, meta: Meta, children: list) -> ast.Repeat:
+    def repeat(self, children: list) -> ast.Repeat:
         body, op, count = children
         return ast.Repeat(body, count, _pos(op))
 
-    def call(self, meta: Meta, children: list) -> ast.Call:
+    def call(self, children: list) -> ast.Call:
         name, args = children
         return ast.Call(str(name), tuple(args or ()), _pos(name))
 
-    def arg_list(self, meta: Meta, children: list) -> list[ast.Arg]:
+    def arg_list(self, children: list) -> list[ast.Arg]:
         return [c for c in children if c is not None]
 
-    def positional_arg(self, meta: Meta, children: list) -> ast.Arg:
+    def positional_arg(self, children: list) -> ast.Arg:
         value = children[0]
         return ast.Arg(None, value, value.pos)
 
-    def keyword_arg(self, meta: Meta, children: list) -> ast.Arg:
+    def keyword_arg(self, children: list) -> ast.Arg:
         name, value = children
         return ast.Arg(str(name), value, _pos(name))
 
-    def group(self, meta: Meta, children: list) -> ast.Group:
-        return ast.Group(tuple(children[0] or ()), _pos(meta))
+    def group(self, children: list) -> ast.Group:
+        bracket, items = children
+        return ast.Group(tuple(items or ()), _pos(bracket))
 
-    def merge(self, meta: Meta, children: list) -> ast.Merge:
-        name, *branches = children
+    def merge(self, children: list) -> ast.Merge:
+        name, _, *branches = children
         groups = []
         for branch in branches:
             pos = branch[0].pos if branch else _pos(name)
             groups.append(ast.Group(tuple(branch or ()), pos))
         return ast.Merge(str(name), tuple(groups), _pos(name))
 
-    def sequence(self, meta: Meta, children: list) -> list:
+    def sequence(self, children: list) -> list:
         return list(children)
 
-    def number(self, meta: Meta, children: list) -> ast.Number:
+    def number(self, children: list) -> ast.Number:
         tok = children[0]
         text = str(tok)
         value: int | float = int(text) if tok.type == "INT" else float(text)
         return ast.Number(value, _pos(tok))
 
-    def name(self, meta: Meta, children: list) -> ast.Name:
+    def name(self, children: list) -> ast.Name:
         return ast.Name(str(children[0]), _pos(children[0]))
 
-    def pair(self, meta: Meta, children: list) -> ast.Pair:
-        return ast.Pair(children[0], children[1], _pos(meta))
+    def pair(self, children: list) -> ast.Pair:
+        bracket, first, second = children
+        return ast.Pair(first, second, _pos(bracket))
 
-    def neg(self, meta: Meta, children: list) -> ast.Neg:
-        return ast.Neg(children[0], _pos(meta))
+    def neg(self, children: list) -> ast.Neg:
+        sign, operand = children
+        return ast.Neg(operand, _pos(sign))
 
-    def pos(self, meta: Meta, children: list) -> ast.Expr:
-        return children[0]
+    def pos(self, children: list) -> ast.Expr:
+        return children[1]
 
     def _binop(op: str):  # type: ignore[misc]
-        def build(self: ToAst, meta: Meta, children: list) -> ast.BinOp:
-            return ast.BinOp(op, children[0], children[1], _pos(meta))
+        def build(self: ToAst, children: list) -> ast.BinOp:
+            return ast.BinOp(op, children[0], children[1], children[0].pos)
 
         return build
 
@@ -308,6 +312,23 @@ def _bracket_scan(text: str, sink: DiagnosticSink) -> bool:
     return ok
 
 
+_TOKEN = re.compile(r"#[^\n]*|[A-Za-z0-9_.]+|[^\sA-Za-z0-9_.,]")
+
+
+def _token_count_ok(text: str, sink: DiagnosticSink) -> bool:
+    """Refuse texts with more tokens than MAX_TOKENS before the (slower) parser sees them."""
+    count = 0
+    for match in _TOKEN.finditer(text):
+        if match.group().startswith("#"):
+            continue
+        count += 1
+        if count > MAX_TOKENS:
+            sink.error(f"the file has more than {MAX_TOKENS:,} tokens", _position_at(text, match.start()),
+                       "use repetition (`x N`) and blocks instead of writing layers out")
+            return False
+    return True
+
+
 def _statement_span(text: str, offset: int) -> tuple[int, int]:
     """The top-level line (newline at bracket depth 0 to the next) holding `offset`."""
     depth = 0
@@ -339,7 +360,7 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
     if not text.strip() or all(line.split("#", 1)[0].strip() == "" for line in text.splitlines()):
         sink.error("the file is empty", Position(1, 1), "a network needs at least an `input` line and one layer")
         return None
-    if not _bracket_scan(text, sink):
+    if not _bracket_scan(text, sink) or not _token_count_ok(text, sink):
         return None
     parser = _parser()
     current = text
@@ -358,16 +379,14 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
             # Blank the broken statement, keeping positions, and look for further errors.
             current = current[:start] + "".join(c if c == "\n" else " " for c in current[start:end]) + current[end:]
             continue
-        if sink.has_errors:
-            return None
-        return ToAst().transform(tree)
+        return None if sink.has_errors else tree
     return None
 
 
 def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
     """Bytes to text: reject oversized input, invalid UTF-8 and NUL bytes with a position."""
     if len(data) > MAX_FILE_BYTES:
-        sink.error(f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}", None,
+        sink.error(f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}", _position_at(data, MAX_FILE_BYTES),
                    "a network description is normally a few kilobytes")
         return None
     try:
@@ -386,7 +405,8 @@ def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
 def check_text(text: str, sink: DiagnosticSink) -> bool:
     """Reject NUL bytes and oversized text (for text that did not come from bytes)."""
     if len(text) > MAX_FILE_BYTES:
-        sink.error(f"the text is {len(text):,} characters; the limit is {MAX_FILE_BYTES:,}", None)
+        sink.error(f"the text is {len(text):,} characters; the limit is {MAX_FILE_BYTES:,}", _position_at(text, MAX_FILE_BYTES),
+                   "a network description is normally a few kilobytes")
         return False
     nul = text.find("\x00")
     if nul >= 0:
@@ -395,3 +415,10 @@ def check_text(text: str, sink: DiagnosticSink) -> bool:
                    "the file looks binary; a .cnn file is plain text")
         return False
     return True
+
+
+def _position_at(data: str | bytes, offset: int) -> Position:
+    """The line and column of an offset (where a size limit is crossed)."""
+    before = data[:offset]
+    newline = "\n" if isinstance(before, str) else b"\n"
+    return Position(before.count(newline) + 1, offset - (before.rfind(newline) + 1) + 1)  # type: ignore[arg-type]

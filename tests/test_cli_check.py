@@ -1,0 +1,113 @@
+"""`cnndsl check` through click's runner and through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cnndsl.cli import main
+
+RESNET_LIKE = """network Small(num_classes=10)
+input 3x32x32
+block Basic(c) = [Add[ Conv(c, 3, pad=1), BN, ReLU | Identity ], ReLU]
+stem: [Conv(16, 3, pad=1), BN, ReLU]
+Basic(16) x 2
+GlobalAvgPool, flatten, FC(num_classes)
+"""
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    path = tmp_path / "small.cnn"
+    path.write_text(RESNET_LIKE)
+    return path
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def test_check_prints_summary_and_totals(small: Path, golden) -> None:
+    result = run("check", str(small))
+    assert result.exit_code == 0, result.output
+    out = result.output.replace(str(small), "small.cnn")
+    assert "Total params:" in out and "Receptive field:" in out
+    assert "stem.0" in out and "Basic(16)" in out
+    assert "\x1b[" not in out  # colours only on a terminal
+    golden("check_small.txt", out)
+
+
+def test_check_json_schema(small: Path) -> None:
+    result = run("check", "--json", str(small))
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    for key, kind in [("file", str), ("network", str), ("input", list), ("output", list), ("params", int),
+                      ("trainable_params", int), ("buffers", int), ("macs", int), ("activation_bytes", int),
+                      ("layers", list), ("diagnostics", list)]:
+        assert isinstance(report[key], kind), key
+    assert report["network"] == "Small" and report["output"] == [10]
+    layer = report["layers"][0]
+    assert set(layer) >= {"path", "kind", "output", "params", "macs", "line", "column"}
+    assert (layer["path"], layer["kind"], layer["line"], layer["column"]) == ("stem.0", "Conv", 4, 8)
+    kinds = [entry["kind"] for entry in report["layers"]]
+    assert kinds.index("Add") > kinds.index("Identity")  # a merge after its branches
+    assert report["params"] == sum(entry["params"] for entry in report["layers"])
+
+
+def test_set_and_input_overrides(small: Path) -> None:
+    report = json.loads(run("check", "--json", "--set", "num_classes=7", "--input", "3x64x64", str(small)).output)
+    assert report["output"] == [7] and report["input"] == [3, 64, 64]
+
+
+def test_errors_exit_1_with_positions(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("input 3x8x8\nCnov(3, 1)\n")
+    result = run("check", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}:2:1: error: unknown layer or block `Cnov`" in result.output
+    assert "hint: did you mean `Conv`?" in result.output
+    report = json.loads(run("check", "--json", str(bad)).output)
+    assert report["diagnostics"][0]["line"] == 2
+
+
+def test_strict_and_quiet(tmp_path: Path) -> None:
+    path = tmp_path / "fit.cnn"
+    path.write_text("input 3x7x7\nConv(8, 3, stride=3)\n")
+    loose = run("check", "-q", str(path))
+    assert loose.exit_code == 0 and "warning:" in loose.output and "Total params" not in loose.output
+    strict = run("check", "--strict", str(path))
+    assert strict.exit_code == 1 and "error: Conv doesn't fit" in strict.output
+
+
+def test_usage_errors_exit_2(small: Path) -> None:
+    assert run("check").exit_code == 2
+    assert run("check", "--input", "3x3", str(small)).exit_code == 2
+    assert run("check", "--set", "novalue", str(small)).exit_code == 2
+
+
+def test_stdin_and_several_files(small: Path, tmp_path: Path) -> None:
+    result = run("check", "-q", "-", input="input 3x8x8\nConv(4, 3)\n")
+    assert result.exit_code == 0
+    other = tmp_path / "other.cnn"
+    other.write_text("input 3x8x8\nConv(4, 3)\n")
+    result = run("check", str(small), str(other))
+    assert result.exit_code == 0 and result.output.count("Total params") == 2
+    assert run("check", str(small), str(tmp_path / "missing.cnn")).exit_code == 1
+
+
+def test_real_subprocess_never_imports_torch(small: Path) -> None:
+    code = (
+        "import sys, runpy; sys.argv = ['cnndsl', 'check', '-q', sys.argv[1]];\n"
+        "try:\n    runpy.run_module('cnndsl', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules, 'check imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(small)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "cnndsl", "check", str(small)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Total params:" in done.stdout
