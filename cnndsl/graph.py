@@ -171,12 +171,18 @@ class _Builder:
         self.edges: list[_Edge] = []
         self.counter = 0
         self.cluster_counter = 0
+        self.group_counter = 0
+        self.groups: list[str] = []
+        """Graphviz `group`s of the branches being drawn: dot keeps a group's nodes in one
+        straight column, so each branch of a merge reads as its own lane."""
 
     # -- primitives ----------------------------------------------------------------------
 
     def add_node(self, label: str, attrs: dict[str, str]) -> str:
         node_id = f"n{self.counter}"
         self.counter += 1
+        if self.groups:
+            attrs = {**attrs, "group": self.groups[-1]}
         self.stack[-1].items.append(_DrawNode(node_id, label, attrs))
         return node_id
 
@@ -275,6 +281,9 @@ class _Builder:
         attrs = {"style": "filled,bold", "fillcolor": fill, "color": border, "tooltip": _plain(seq.path)}
         # A repetition looks like a stack of boxes; a single block call like one box.
         attrs["shape"] = "box3d" if seq.role == "repeat" else "box"
+        if seq.role == "repeat":
+            # Room for the 3-D edge, which would otherwise touch the first line of text.
+            attrs["margin"] = "0.16,0.09"
         if seq.role == "block":
             attrs["style"] = "rounded,filled,bold"
         node_id = self.add_node("<br/>".join(lines), attrs)
@@ -304,7 +313,12 @@ class _Builder:
         def body() -> Ends:
             branch_ends: Ends = []
             for branch in par.branches:
-                branch_ends.extend(self.draw(branch, ends, level))
+                self.groups.append(f"g{self.group_counter}")
+                self.group_counter += 1
+                try:
+                    branch_ends.extend(self.draw(branch, ends, level))
+                finally:
+                    self.groups.pop()
             merge = par.merge
             fill, border = FAMILY_STYLE["merge"]
             merge_id = self.add_node(
