@@ -1,0 +1,429 @@
+"""The NumPy backend: run and train a checked network with NumPy alone (no torch).
+
+`Network.to_numpy()` compiles the IR tree into a flat program: every Layer and every merge
+becomes one op that reads numbered registers and writes one (the network input is
+register 0). Forward runs the ops in order; backward runs them in reverse, summing the
+gradients of registers that several branches read. The kernels themselves live with the
+layer kinds (`np_forward` / `np_backward` in cnndsl/layers), so this module only moves
+arrays around, tracks which arrays a layer may overwrite, and frees each activation as
+soon as its last reader has run.
+
+Weights are keyed exactly like the PyTorch module's state_dict: `f"{layer.path}.{name}"`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import CnnDslError, Diagnostic
+from .ir import Layer, Node, Parallel, Sequence
+from .numpy_ops import NpContext, Tensors
+
+if TYPE_CHECKING:
+    from .network import Network
+
+MAX_LISTED = 8
+"""How many keys an error message lists before it says `and N more`."""
+
+
+def backend_error(message: str, hint: str | None = None, filename: str = "<numpy>") -> CnnDslError:
+    """An error about running a network (input, weights, labels): no source position."""
+    return CnnDslError([Diagnostic("error", message, None, hint, (), filename)])
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_LISTED])
+    return shown + (f" and {len(keys) - MAX_LISTED} more" if len(keys) > MAX_LISTED else "")
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape) if shape else "a scalar"
+
+
+@dataclass
+class Op:
+    """One step of the compiled program: a layer (one input) or a merge (one input per branch)."""
+
+    layer: Layer
+    inputs: list[int]
+    output: int
+
+    @property
+    def is_merge(self) -> bool:
+        return self.layer.kind.is_merge
+
+
+def compile_program(root: Sequence) -> tuple[list[Op], int]:
+    """The ops in execution order and the register holding the network output."""
+    ops: list[Op] = []
+    counter = [0]
+
+    def emit(node: Node, register: int) -> int:
+        if isinstance(node, Layer):
+            counter[0] += 1
+            ops.append(Op(node, [register], counter[0]))
+            return counter[0]
+        if isinstance(node, Parallel):
+            outputs = [emit(branch, register) for branch in node.branches]
+            counter[0] += 1
+            ops.append(Op(node.merge, outputs, counter[0]))
+            return counter[0]
+        assert isinstance(node, Sequence)
+        for child in node.children:
+            register = emit(child, register)
+        return register
+
+    return ops, emit(root, 0)
+
+
+class NumpyModel:
+    """A network's weights and its forward and backward passes in NumPy.
+
+    `model(x)` runs inference; `forward(x, train=True)` uses batch statistics and drops
+    activations as PyTorch's train mode does; `loss_and_grads(x, labels)` is one training
+    step's worth of gradients, and `sgd_step` applies them.
+    """
+
+    def __init__(
+        self, network: Network, state_dict: Mapping[str, Any] | None = None, seed: int = 0, dtype: Any = np.float32
+    ) -> None:
+        self.network = network
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
+        for layer in network.layers:
+            if not layer.kind.np_supported():
+                raise CnnDslError(
+                    [
+                        Diagnostic(
+                            "error",
+                            f"`{layer.kind.name}` is not supported by the numpy backend",
+                            layer.pos,
+                            "choose another backend or layer kind",
+                            (),
+                            network.filename,
+                        )
+                    ]
+                )
+        self.ops, self.output_register = compile_program(network.root)
+        self.uses = [0] * (self.output_register + 1)
+        for op in self.ops:
+            for register in op.inputs:
+                self.uses[register] += 1
+        self.uses[self.output_register] += 1  # the caller reads it: never overwrite or free it
+        init_seed, run_seed = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(run_seed)
+        init_rng = np.random.default_rng(init_seed)
+        self.tensors: dict[str, Tensors] = {}
+        """Layer path -> that layer's tensors (parameters and buffers), the arrays the kernels use."""
+        self.trainable: list[str] = []
+        """state_dict keys of the parameters (not buffers), in state_dict order."""
+        for layer in network.layers:
+            tensors = layer.kind.np_init(layer.args, layer.in_shape, init_rng, self.dtype)
+            size = sum(t.size for t in tensors.values())
+            if size != layer.params + layer.buffers:  # a kind's init disagreeing with its counts is a bug
+                raise AssertionError(
+                    f"{layer.path}: np_init made {size} values, the checker counts {layer.params + layer.buffers}"
+                )
+            if tensors:
+                self.tensors[layer.path] = tensors
+                self.trainable += [f"{layer.path}.{name}" for name in tensors if name not in layer.kind.np_buffers]
+        self._tape: list[NpContext] | None = None
+        self._optimizer: SGD | None = None
+        if state_dict is not None:
+            self.load_state_dict(state_dict)
+
+    # ------------------------------------------------------------------ weights
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer, keyed as the torch module's state_dict."""
+        return {f"{path}.{name}": value.copy() for path, tensors in self.tensors.items() for name, value in tensors.items()}
+
+    def _slot(self, key: str) -> tuple[Tensors, str]:
+        path, _, name = key.rpartition(".")
+        return self.tensors[path], name
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Replace every tensor; the keys and shapes must match exactly (errors name what differs)."""
+        expected = {f"{path}.{name}": value for path, tensors in self.tensors.items() for name, value in tensors.items()}
+        where = self.network.filename
+        missing = [k for k in expected if k not in state_dict]
+        extra = [str(k) for k in state_dict if k not in expected]
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {_listing(missing)}")
+        if extra:
+            problems.append(f"unexpected keys: {_listing(extra)}")
+        converted: dict[str, np.ndarray] = {}
+        wrong_shapes = []
+        for key, current in expected.items():
+            if key not in state_dict:
+                continue
+            value = _to_array(state_dict[key], key, where)
+            if value.shape != current.shape:
+                wrong_shapes.append(f"{key} is {_shape_text(value.shape)}, expected {_shape_text(current.shape)}")
+                continue
+            if value.dtype.kind not in "fiub":
+                problems.append(f"{key} has dtype {value.dtype}, expected numbers")
+                continue
+            converted[key] = value
+        if wrong_shapes:
+            problems.append(f"wrong shapes: {_listing(wrong_shapes)}")
+        if problems:
+            raise backend_error(
+                f"the weights do not fit network {self.network.name}: " + "; ".join(problems),
+                "were they saved from this network (same file, input shape and --set values)?",
+                where,
+            )
+        for key, value in converted.items():
+            tensors, name = self._slot(key)
+            tensors[name] = value.astype(tensors[name].dtype, copy=True)
+
+    def save(self, path: str | Path) -> None:
+        """Write the state_dict to an .npz file."""
+        try:
+            with open(path, "wb") as handle:
+                np.savez(handle, **self.state_dict())
+        except OSError as err:
+            raise backend_error(f"cannot write {path}: {err.strerror or err}") from None
+
+    def load(self, path: str | Path) -> None:
+        """Read weights from an .npz file written by `save` (or numpy.savez of a torch state_dict)."""
+        self.load_state_dict(load_npz(path))
+
+    # ------------------------------------------------------------------ running
+
+    def check_input(self, x: Any) -> np.ndarray:
+        """The input as an array of the model's dtype and shape (N, *input), or a clear error."""
+        expected = tuple(self.network.input_shape)
+        where = self.network.filename
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except (TypeError, ValueError) as err:
+                raise backend_error(f"the input is not an array: {err}", filename=where) from None
+        if x.dtype != self.dtype:
+            hint = f"convert it with x.astype(np.{self.dtype.name})"
+            if x.dtype.kind not in "f":
+                raise backend_error(
+                    f"the input has dtype {x.dtype}; the network needs floating point ({self.dtype.name})", hint, where
+                )
+            raise backend_error(f"the input has dtype {x.dtype}; the model computes in {self.dtype.name}", hint, where)
+        if x.shape == expected:
+            raise backend_error(
+                f"the input has shape {_shape_text(x.shape)} without a batch axis; expected Nx{_shape_text(expected)}",
+                "add the batch axis: x[None]",
+                where,
+            )
+        if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
+            raise backend_error(
+                f"the input has shape {_shape_text(x.shape)}; network {self.network.name} expects Nx{_shape_text(expected)}",
+                "give a batch of the input the network was checked for (or check it with another --input)",
+                where,
+            )
+        if x.shape[0] == 0:
+            raise backend_error("the input batch is empty", filename=where)
+        return x
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)
+
+    def forward(self, x: Any, train: bool = False, grad: bool = False) -> np.ndarray:
+        """The output for a batch (N, *input). `grad=True` keeps what `backward` needs."""
+        x = self.check_input(x)
+        values: dict[int, np.ndarray] = {0: x}
+        owned = {0: False}  # never overwrite the caller's array
+        remaining = list(self.uses)
+        tape: list[NpContext] | None = [] if grad else None
+        for op in self.ops:
+            layer = op.layer
+            first = op.inputs[0]
+            # A layer may overwrite its input when it is the input's only reader and nothing
+            # else holds it; while recording, saved arrays must stay intact, so never.
+            ctx = NpContext(self.rng, record=grad, inplace=not grad and owned[first] and self.uses[first] == 1)
+            if op.is_merge:
+                xs = [values[r] for r in op.inputs]
+                y = layer.kind.np_merge_forward(layer.args, xs, ctx)
+            else:
+                xs = [values[first]]
+                y = layer.kind.np_forward(layer.args, self.tensors.get(layer.path, {}), xs[0], ctx, train)
+            if any(np.may_share_memory(y, v) for v in xs):
+                owned[op.output] = all(owned[r] and self.uses[r] == 1 for r in op.inputs)
+            else:
+                owned[op.output] = True
+            values[op.output] = y
+            for register in op.inputs:
+                remaining[register] -= 1
+                if remaining[register] == 0:
+                    del values[register]
+            if tape is not None:
+                tape.append(ctx)
+        self._tape = tape
+        y = values[self.output_register]
+        return y.copy() if np.may_share_memory(y, x) else y
+
+    def backward(self, dy: Any, input_grad: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """(d input, parameter gradients keyed like state_dict) for the last `forward(..., grad=True)`."""
+        if self._tape is None:
+            raise backend_error("backward needs a forward pass with grad=True first")
+        dy = np.asarray(dy, dtype=self.dtype)
+        grads: dict[int, np.ndarray] = {self.output_register: dy}
+        fresh = {self.output_register: False}
+        param_grads: dict[str, np.ndarray] = {}
+        for op, ctx in zip(reversed(self.ops), reversed(self._tape), strict=True):
+            g = grads.pop(op.output)
+            layer = op.layer
+            ctx.need_dx = input_grad or 0 not in op.inputs
+            if op.is_merge:
+                input_grads: list[np.ndarray | None] = list(layer.kind.np_merge_backward(layer.args, ctx, g))
+            else:
+                dx, layer_grads = layer.kind.np_backward(layer.args, self.tensors.get(layer.path, {}), ctx, g)
+                input_grads = [dx]
+                for name, value in layer_grads.items():
+                    param_grads[f"{layer.path}.{name}"] = value
+            ctx.saved.clear()  # free the activations as we go
+            for register, gx in zip(op.inputs, input_grads, strict=True):
+                if gx is None:
+                    continue
+                if register not in grads:
+                    grads[register] = gx
+                    fresh[register] = False  # may be a view of another gradient: copy before adding
+                elif fresh[register]:
+                    grads[register] += gx
+                else:
+                    grads[register] = grads[register] + gx
+                    fresh[register] = True
+        self._tape = None
+        return grads.get(0), {key: param_grads[key] for key in self.trainable}
+
+    def loss_and_grads(self, x: Any, labels: Any, train: bool = True) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean softmax cross-entropy of the outputs (as logits) against integer labels, and every parameter's gradient."""
+        logits = self.forward(x, train=train, grad=True)
+        loss, dlogits = cross_entropy(logits, labels, self.network.filename)
+        _, grads = self.backward(dlogits, input_grad=False)
+        return loss, grads
+
+    def sgd_step(
+        self, grads: Mapping[str, np.ndarray], lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False
+    ) -> None:
+        """One torch.optim.SGD step; the momentum buffers persist while the settings stay the same."""
+        settings = (momentum, weight_decay, nesterov)
+        if self._optimizer is None or self._optimizer.settings != settings:
+            self._optimizer = SGD(self, lr, momentum, weight_decay=weight_decay, nesterov=nesterov)
+        self._optimizer.lr = lr
+        self._optimizer.step(grads)
+
+    def parameter(self, key: str) -> np.ndarray:
+        """The live array behind a state_dict key (updates to it change the model)."""
+        tensors, name = self._slot(key)
+        return tensors[name]
+
+    def __repr__(self) -> str:
+        return f"<NumpyModel {self.network.name}: {len(self.ops)} ops, {self.network.params:,} params, {self.dtype.name}>"
+
+
+def _to_array(value: Any, key: str, where: str) -> np.ndarray:
+    """A state_dict value (NumPy array, torch tensor, nested list) as an array."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor; no torch import needed
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise backend_error(f"weight {key} is not an array: {err}", filename=where) from None
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, or a clear error."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise backend_error(
+                    f"{path} is a single .npy array, not an .npz of named weights",
+                    "save with NumpyModel.save or numpy.savez(path, **state_dict)",
+                )
+            return {key: data[key] for key in data.files}
+    except OSError as err:
+        raise backend_error(f"cannot read weights from {path}: {err.strerror or err}") from None
+    except (ValueError, EOFError) as err:
+        raise backend_error(f"{path} is not an .npz weight file: {err}") from None
+
+
+def cross_entropy(logits: np.ndarray, labels: Any, where: str = "<numpy>") -> tuple[float, np.ndarray]:
+    """nn.CrossEntropyLoss (mean over the batch) and its gradient with respect to the logits."""
+    if logits.ndim != 2:
+        raise backend_error(
+            f"cross-entropy needs a flat output (N x classes); the network outputs {_shape_text(logits.shape[1:])} per sample",
+            "end the network with flatten and FC(classes)",
+            where,
+        )
+    n, classes = logits.shape
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise backend_error(f"labels must be integers; got dtype {labels.dtype}", filename=where)
+    if labels.shape != (n,):
+        raise backend_error(f"labels must have shape ({n},), one per sample; got {labels.shape}", filename=where)
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise backend_error(f"labels must lie in 0..{classes - 1}; got {labels.min()}..{labels.max()}", filename=where)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_sum
+    rows = np.arange(n)
+    loss = float(-log_probs[rows, labels].mean())
+    grad = np.exp(log_probs)
+    grad[rows, labels] -= 1.0
+    grad /= n
+    return loss, grad.astype(logits.dtype, copy=False)
+
+
+class SGD:
+    """torch.optim.SGD's update rule on a NumpyModel's parameters (weight decay, momentum, dampening, Nesterov)."""
+
+    def __init__(
+        self,
+        model: NumpyModel,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        self.model = model
+        self.lr = lr
+        self.momentum = momentum
+        self.dampening = dampening
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov
+        self.buffers: dict[str, np.ndarray] = {}
+
+    @property
+    def settings(self) -> tuple[float, float, bool]:
+        return (self.momentum, self.weight_decay, self.nesterov)
+
+    def step(self, grads: Mapping[str, np.ndarray]) -> None:
+        for key, grad in grads.items():
+            param = self.model.parameter(key)
+            step = grad + self.weight_decay * param if self.weight_decay else grad
+            if self.momentum:
+                buffer = self.buffers.get(key)
+                if buffer is None:
+                    buffer = self.buffers[key] = np.array(step, dtype=param.dtype)  # the first step copies, as PyTorch does
+                else:
+                    buffer *= self.momentum
+                    buffer += (1 - self.dampening) * step
+                step = step + self.momentum * buffer if self.nesterov else buffer
+            param -= (self.lr * step).astype(param.dtype, copy=False)
+
+
+def timed(model: NumpyModel, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """The output and the seconds one inference forward took."""
+    start = time.perf_counter()
+    y = model(x)
+    return y, time.perf_counter() - start

@@ -1,0 +1,345 @@
+"""Vectorised NumPy kernels shared by the layer kinds' NumPy forward and backward methods.
+
+Layouts are NCHW throughout. Convolutions are im2col (a strided view copied once into a
+contiguous column matrix) plus one batched BLAS matmul; the backward scatters the column
+gradient back with col2im, one strided add per kernel offset (never a loop over pixels
+or channels). Pools use the same window views. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+Pair = tuple[int, int]
+Tensors = dict[str, np.ndarray]
+"""A layer's tensors (or their gradients) by PyTorch's names: weight, bias, running_mean, ..."""
+Backward = tuple["np.ndarray | None", Tensors]
+"""What a layer's NumPy backward returns: the input gradient (None if not needed) and the parameter gradients."""
+
+
+@dataclass
+class NpContext:
+    """What one layer call gets besides its input: flags and a place for backward's state.
+
+    `record`: a backward pass will follow, so `save` what it needs (otherwise `save` is a
+    no-op and the call keeps nothing alive). `inplace`: the layer owns its input (no one
+    else reads it and nothing saved it), so it may overwrite it. `need_dx`: backward must
+    compute the input gradient (false for a layer that reads the network input when its
+    gradient was not asked for). `rng`: the generator for stochastic layers (Dropout).
+    """
+
+    rng: np.random.Generator
+    record: bool = False
+    inplace: bool = False
+    need_dx: bool = True
+    saved: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, **tensors: Any) -> None:
+        if self.record:
+            self.saved.update(tensors)
+
+
+# ---------------------------------------------------------------- windows and im2col
+
+
+def pad2d(x: np.ndarray, pad: Pair, extra: Pair = (0, 0), value: float = 0.0) -> np.ndarray:
+    """Pad H and W by `pad` on both sides plus `extra` more on the bottom/right (ceil-mode pools)."""
+    ph, pw = pad
+    eh, ew = extra
+    if ph == pw == eh == ew == 0:
+        return x
+    n, c, h, w = x.shape
+    out = np.empty((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=x.dtype)
+    # Fill only the borders: the interior is overwritten by the copy anyway.
+    out[:, :, :ph] = value
+    out[:, :, ph + h :] = value
+    out[:, :, ph : ph + h, :pw] = value
+    out[:, :, ph : ph + h, pw + w :] = value
+    out[:, :, ph : ph + h, pw : pw + w] = x
+    return out
+
+
+def window_view(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
+    """Read-only strided view (N, C, kh, kw, OH, OW) of a padded input: view[..., i, j, oh, ow] = xp[..., oh*s + i*d, ow*s + j*d]."""
+    n, c = xp.shape[:2]
+    sn, sc, sh, sw = xp.strides
+    return as_strided(
+        xp,
+        shape=(n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]),
+        strides=(sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1]),
+        writeable=False,
+    )
+
+
+def offset_slices(i: int, j: int, stride: Pair, dilation: Pair, out_hw: Pair) -> tuple[slice, slice]:
+    """The padded-input positions that kernel offset (i, j) reads, as slices (for col2im adds)."""
+    top, left = i * dilation[0], j * dilation[1]
+    return (
+        slice(top, top + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
+        slice(left, left + stride[1] * (out_hw[1] - 1) + 1, stride[1]),
+    )
+
+
+def im2col(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
+    """Columns (N, C*kh*kw, OH*OW) of a padded input, one contiguous copy of the window view."""
+    n, c = xp.shape[:2]
+    cols = np.empty((n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]), dtype=xp.dtype)
+    np.copyto(cols, window_view(xp, kernel, stride, dilation, out_hw))
+    return cols.reshape(n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1])
+
+
+def col2im(
+    dcols: np.ndarray, padded_shape: tuple[int, ...], kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair
+) -> np.ndarray:
+    """Scatter-add column gradients (N, C*kh*kw, OH*OW) back onto the padded input's shape."""
+    n, c = padded_shape[:2]
+    d6 = dcols.reshape(n, c, kernel[0], kernel[1], out_hw[0], out_hw[1])
+    dxp = np.zeros(padded_shape, dtype=dcols.dtype)
+    for i in range(kernel[0]):  # kernel offsets only: each add covers every pixel and channel
+        for j in range(kernel[1]):
+            rows, columns = offset_slices(i, j, stride, dilation, out_hw)
+            dxp[:, :, rows, columns] += d6[:, :, i, j]
+    return dxp
+
+
+def unpad2d(xp: np.ndarray, pad: Pair, size: Pair) -> np.ndarray:
+    """The interior of a padded array (a view)."""
+    ph, pw = pad
+    if xp.shape[2:] == size:
+        return xp
+    return xp[:, :, ph : ph + size[0], pw : pw + size[1]]
+
+
+# ---------------------------------------------------------------- convolution
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything a convolution's kernels need, resolved once from the layer's arguments."""
+
+    in_hw: Pair
+    out_hw: Pair
+    kernel: Pair
+    stride: Pair
+    pad: Pair
+    dilation: Pair
+    groups: int
+
+    @property
+    def padded_hw(self) -> Pair:
+        return (self.in_hw[0] + 2 * self.pad[0], self.in_hw[1] + 2 * self.pad[1])
+
+
+def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: ConvGeometry, ctx: NpContext) -> np.ndarray:
+    """nn.Conv2d's forward: depthwise as a multiply-add per kernel offset, otherwise im2col + one batched matmul."""
+    n, c = x.shape[:2]
+    out_channels = weight.shape[0]
+    xp = pad2d(x, geo.pad)
+    if geo.groups == c and weight.shape[1] == 1:
+        y = _depthwise_forward(xp, weight, geo)
+    else:
+        cols = im2col(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+        g = geo.groups
+        k = cols.shape[1] // g
+        w2 = weight.reshape(g, out_channels // g, k)
+        if g == 1:
+            y = np.matmul(w2[0], cols)
+        else:
+            y = np.matmul(w2, cols.reshape(n, g, k, -1))
+        y = y.reshape(n, out_channels, *geo.out_hw)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    # The padded input is what backward needs; re-deriving the columns there is one copy,
+    # far cheaper in memory than keeping kh*kw times the input alive until backward.
+    ctx.save(xp=xp, geo=geo)
+    return y
+
+
+def conv_backward(weight: np.ndarray, has_bias: bool, ctx: NpContext, dy: np.ndarray) -> Backward:
+    """Gradients of nn.Conv2d: dW as one matmul per sample and group, dx by col2im."""
+    xp: np.ndarray = ctx.saved["xp"]
+    geo: ConvGeometry = ctx.saved["geo"]
+    n, c = xp.shape[:2]
+    out_channels = weight.shape[0]
+    grads: dict[str, np.ndarray] = {}
+    if geo.groups == c and weight.shape[1] == 1:
+        dw, dxp = _depthwise_backward(xp, weight, geo, dy, ctx.need_dx)
+        grads["weight"] = dw
+    else:
+        g = geo.groups
+        cols = im2col(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+        k = cols.shape[1] // g
+        og = out_channels // g
+        dyg = dy.reshape(n, g, og, -1)
+        colsg = cols.reshape(n, g, k, -1)
+        # One matmul per sample and group, summed over the batch: (og, L) @ (L, k).
+        grads["weight"] = np.matmul(dyg, colsg.transpose(0, 1, 3, 2)).sum(axis=0).reshape(weight.shape)
+        dxp = None
+        if ctx.need_dx:
+            w2 = weight.reshape(g, og, k).transpose(0, 2, 1)
+            dcols = np.matmul(w2, dyg).reshape(n, c * geo.kernel[0] * geo.kernel[1], -1)
+            dxp = col2im(dcols, xp.shape, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+    if has_bias:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    dx = None if dxp is None else unpad2d(dxp, geo.pad, geo.in_hw)
+    return dx, grads
+
+
+def _depthwise_forward(xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """groups == in_channels: accumulate weight[c, k, i, j] * window(i, j) over the kernel offsets."""
+    n, c = xp.shape[:2]
+    mult = weight.shape[0] // c
+    w = weight.reshape(c, mult, *geo.kernel)
+    view = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+    y = np.zeros((n, c, mult, *geo.out_hw), dtype=xp.dtype)
+    tmp = np.empty_like(y)
+    for i in range(geo.kernel[0]):
+        for j in range(geo.kernel[1]):
+            np.multiply(view[:, :, None, i, j], w[None, :, :, i, j, None, None], out=tmp)
+            y += tmp
+    return y.reshape(n, c * mult, *geo.out_hw)
+
+
+def _depthwise_backward(
+    xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, dy: np.ndarray, need_dx: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    n, c = xp.shape[:2]
+    mult = weight.shape[0] // c
+    w = weight.reshape(c, mult, *geo.kernel)
+    view = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+    dy5 = dy.reshape(n, c, mult, *geo.out_hw)
+    dw = np.empty_like(w)
+    dxp = np.zeros(xp.shape, dtype=xp.dtype) if need_dx else None
+    dy_sum = dy5.sum(axis=2) if mult > 1 else dy5[:, :, 0]
+    for i in range(geo.kernel[0]):
+        for j in range(geo.kernel[1]):
+            dw[:, :, i, j] = np.einsum("nckhw,nchw->ck", dy5, view[:, :, i, j])
+            if dxp is not None:
+                rows, columns = offset_slices(i, j, geo.stride, geo.dilation, geo.out_hw)
+                if mult == 1:
+                    dxp[:, :, rows, columns] += dy_sum * w[None, :, 0, i, j, None, None]
+                else:
+                    dxp[:, :, rows, columns] += np.einsum("nckhw,ck->nchw", dy5, w[:, :, i, j])
+    return dw.reshape(weight.shape), dxp
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def pool_extra(size: Pair, out_hw: Pair, kernel: Pair, stride: Pair, pad: Pair) -> Pair:
+    """Bottom/right cells beyond the symmetric padding that ceil-mode windows reach."""
+    return tuple(max(0, (out_hw[a] - 1) * stride[a] + kernel[a] - (size[a] + 2 * pad[a])) for a in (0, 1))  # type: ignore[return-value]
+
+
+def maxpool_forward(x: np.ndarray, kernel: Pair, stride: Pair, pad: Pair, out_hw: Pair, ctx: NpContext) -> np.ndarray:
+    """nn.MaxPool2d: -inf padding; backward routes to the first maximum in scan order, as PyTorch does."""
+    size = (x.shape[2], x.shape[3])
+    extra = pool_extra(size, out_hw, kernel, stride, pad)
+    xp = pad2d(x, pad, extra, -np.inf)
+    view = window_view(xp, kernel, stride, (1, 1), out_hw)
+    y = view[:, :, 0, 0].copy()
+    arg = np.zeros(y.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32) if ctx.record else None
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i == j == 0:
+                continue
+            candidate = view[:, :, i, j]
+            if arg is not None:
+                # Strictly greater: ties keep the earlier offset, PyTorch's choice.
+                better = candidate > y
+                arg[better] = i * kernel[1] + j
+                np.copyto(y, candidate, where=better)
+            else:
+                np.maximum(y, candidate, out=y)
+    ctx.save(arg=arg, padded_shape=xp.shape)
+    return y
+
+
+def maxpool_backward(ctx: NpContext, kernel: Pair, stride: Pair, pad: Pair, in_hw: Pair, dy: np.ndarray) -> np.ndarray:
+    arg: np.ndarray = ctx.saved["arg"]
+    dxp = np.zeros(ctx.saved["padded_shape"], dtype=dy.dtype)
+    out_hw = (dy.shape[2], dy.shape[3])
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows, columns = offset_slices(i, j, stride, (1, 1), out_hw)
+            dxp[:, :, rows, columns] += np.where(arg == i * kernel[1] + j, dy, 0)
+    return unpad2d(dxp, pad, in_hw)
+
+
+def avgpool_divisor(size: Pair, out_hw: Pair, kernel: Pair, stride: Pair, pad: Pair, dtype: Any) -> np.ndarray:
+    """PyTorch's count_include_pad divisor per output cell: windows clipped to the padded input (ceil mode)."""
+    counts = []
+    for a in (0, 1):
+        start = np.arange(out_hw[a]) * stride[a] - pad[a]
+        end = np.minimum(start + kernel[a], size[a] + pad[a])
+        counts.append(end - start)
+    return np.outer(counts[0], counts[1]).astype(dtype)
+
+
+def avgpool_forward(x: np.ndarray, kernel: Pair, stride: Pair, pad: Pair, out_hw: Pair, ctx: NpContext) -> np.ndarray:
+    size = (x.shape[2], x.shape[3])
+    extra = pool_extra(size, out_hw, kernel, stride, pad)
+    xp = pad2d(x, pad, extra, 0.0)
+    view = window_view(xp, kernel, stride, (1, 1), out_hw)
+    y = view[:, :, 0, 0].copy()
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                y += view[:, :, i, j]
+    divisor = avgpool_divisor(size, out_hw, kernel, stride, pad, x.dtype)
+    y /= divisor
+    ctx.save(divisor=divisor, padded_shape=xp.shape)
+    return y
+
+
+def avgpool_backward(ctx: NpContext, kernel: Pair, stride: Pair, pad: Pair, in_hw: Pair, dy: np.ndarray) -> np.ndarray:
+    share = dy / ctx.saved["divisor"]
+    dxp = np.zeros(ctx.saved["padded_shape"], dtype=dy.dtype)
+    out_hw = (dy.shape[2], dy.shape[3])
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows, columns = offset_slices(i, j, stride, (1, 1), out_hw)
+            dxp[:, :, rows, columns] += share
+    return unpad2d(dxp, pad, in_hw)
+
+
+def adaptive_matrix(size: int, out: int, dtype: Any) -> np.ndarray:
+    """(out, size) averaging matrix of nn.AdaptiveAvgPool: bin i spans [floor(i*size/out), ceil((i+1)*size/out))."""
+    i = np.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)
+    pos = np.arange(size)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+# ---------------------------------------------------------------- element-wise helpers
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """Vectorised erf (NumPy has none): Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7."""
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (sign * (1.0 - poly * np.exp(-a * a))).astype(x.dtype, copy=False)
+
+
+def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow warnings for very negative x (exp overflows to inf, giving 0)."""
+    with np.errstate(over="ignore"):
+        e = np.exp(np.negative(x, out=out), out=out)
+        e += 1.0
+        return np.reciprocal(e, out=e)
+
+
+def reduce_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a broadcast gradient back down to an operand's shape (batch axis included)."""
+    if grad.shape == shape:
+        return grad
+    axes = tuple(a for a, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 and g != 1)
+    return grad.sum(axis=axes, keepdims=True)
