@@ -91,6 +91,10 @@ def shape_text(shape: Shape) -> str:
     return "×".join(str(d) for d in shape)
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def count_text(n: int) -> str:
     """Exact below a million (people compare small counts digit by digit), else `2.36M`."""
     if n >= 1_000_000_000:
@@ -276,7 +280,7 @@ class _Builder:
             lines.append(f'<font point-size="9"><i>{_html(seq.label)}</i></font>')
         lines.append(f"<b>{_html(_brief(seq))}</b>")
         layers = sum(1 for leaf in seq.leaves() if not _is_identity(leaf))
-        lines.append(f'<font point-size="9">{layers} layers · {count_text(seq.params)} params</font>')
+        lines.append(f'<font point-size="9">{plural(layers, "layer")} · {count_text(seq.params)} params</font>')
         fill, border = UNIT_STYLE
         attrs = {"style": "filled,bold", "fillcolor": fill, "color": border, "tooltip": _plain(seq.path)}
         # A repetition looks like a stack of boxes; a single block call like one box.
@@ -368,7 +372,7 @@ def build_graph(network: Network, expand: bool = False, depth: int | None = None
 
     title = (
         f"<b>{_html(network.name)}</b>   {count_text(network.params)} params · "
-        f"{count_text(network.macs)} MACs · {len(network.layers)} layers"
+        f"{count_text(network.macs)} MACs · {plural(len(network.layers), 'layer')}"
     )
     graph = graphviz.Digraph(name=re.sub(r"\W", "_", network.name) or "network")
     graph.attr(

@@ -3,6 +3,7 @@ the notebook representations, and the missing-`dot` path."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -447,3 +448,27 @@ def test_network_render_writes_atomically(small: Network, tmp_path: Path) -> Non
         net.render(copy, "dot")
     assert copy.read_bytes() == (ZOO / "classic.cnn").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classic.cnn", "n.dot"]
+
+
+def test_render_from_standard_input(tmp_path: Path) -> None:
+    out = tmp_path / "net.dot"
+    result = CliRunner().invoke(main, ["render", "-", "-o", str(out)], input="input 3x8x8\nConv(4, 3)\n")
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "<b>Conv 4 3x3</b>" in text and "1 layer>" in text  # the title counts one layer, in the singular
+
+
+@needs_dot
+def test_committed_figures_match_the_current_drawings() -> None:
+    # The README shows docs/figures/*; they must be what docs/make_figures.py draws today.
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for stem, network, options in module.figures():
+        figure = ROOT / "docs" / "figures" / stem
+        assert figure.with_suffix(".png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        committed = read_svg(figure.with_suffix(".svg").read_bytes())
+        current = svg_of(network, **options)
+        assert sorted(committed.nodes) == sorted(current.nodes), f"{figure}.svg is stale: run python docs/make_figures.py"
+        assert sorted(committed.edges) == sorted(current.edges), f"{figure}.svg is stale: run python docs/make_figures.py"
