@@ -426,6 +426,9 @@ def graph_bytes(graph: graphviz.Digraph, fmt: str) -> bytes:
     except graphviz.CalledProcessError as err:
         detail = (err.stderr or b"").decode("utf-8", "replace").strip()
         raise RenderError(f"Graphviz's `dot` failed to draw {fmt.upper()}: {detail or err}") from None
+    except OSError as err:
+        # Found but not runnable (permissions, a broken install): still the user's to fix.
+        raise RenderError(f"cannot run Graphviz's `dot`: {err.strerror or err}") from None
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

@@ -362,6 +362,11 @@ def test_render_usage_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = run_cli("render", str(src), "-o", str(tmp_path / "missing" / "x.dot"))
     assert result.exit_code == 1 and "cannot write" in result.output
     assert run_cli("render", str(tmp_path / "nope.cnn"), "-o", str(tmp_path / "x.dot")).exit_code == 1
+    # Writing over a folder fails cleanly and leaves no temporary file behind.
+    (tmp_path / "folder.dot").mkdir()
+    result = run_cli("render", str(src), "-o", str(tmp_path / "folder.dot"))
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.cnn", "folder.dot", "net.cnn"]
 
 
 # -- without Graphviz's dot -------------------------------------------------------------
@@ -472,3 +477,21 @@ def test_committed_figures_match_the_current_drawings() -> None:
         current = svg_of(network, **options)
         assert sorted(committed.nodes) == sorted(current.nodes), f"{figure}.svg is stale: run python docs/make_figures.py"
         assert sorted(committed.edges) == sorted(current.edges), f"{figure}.svg is stale: run python docs/make_figures.py"
+
+
+def test_broken_dot_programs_fail_with_a_message(tmp_path: Path) -> None:
+    src = str(ZOO / "classic.cnn")
+    failing = tmp_path / "failing"
+    failing.mkdir()
+    (failing / "dot").write_text("#!/bin/sh\necho 'boom: out of memory' >&2\nexit 3\n", encoding="utf-8")
+    (failing / "dot").chmod(0o755)
+    result = run_cli("render", src, "-o", str(tmp_path / "a.svg"), env={"PATH": str(failing)})
+    assert result.exit_code == 1 and "failed to draw SVG" in result.output and "boom: out of memory" in result.output
+    unrunnable = tmp_path / "unrunnable"
+    unrunnable.mkdir()
+    (unrunnable / "dot").write_text("not a program\n", encoding="utf-8")
+    (unrunnable / "dot").chmod(0o644)
+    result = run_cli("render", src, "-o", str(tmp_path / "b.png"), env={"PATH": str(unrunnable)})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "cannot run Graphviz's `dot`" in result.output
+    assert not (tmp_path / "a.svg").exists() and not (tmp_path / "b.png").exists()
