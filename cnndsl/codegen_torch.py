@@ -1,0 +1,444 @@
+"""Generate one standalone, readable PyTorch source file from a checked network.
+
+The file imports only torch. It defines the network as `class <Name>(nn.Module)` whose
+constructor takes the network's parameters as keyword arguments, builds named submodules
+that mirror the IR exactly (so its state_dict keys equal `cnndsl.Network.to_torch()`'s),
+and has a plain `forward` with one line per top-level element and shape comments.
+
+Every user-provided name (network, parameters, labels, the file name in comments) passes
+through `identifier`, `safe_names` or `comment_text` before it reaches the output: nothing
+from the source file can inject code.
+
+How a network parameter reaches the layers is not in the IR (it holds numbers), so the
+generator re-checks the source with other values of each parameter and fits each changed
+constructor argument as `a * param + b`. Arguments that follow no such rule make the
+generated constructor refuse other values of that parameter, with a message that says to
+recompile with `--set`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import keyword
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import CnnDslError
+from .ir import Layer, Node, Parallel, Sequence, walk
+from .layers.base import LayerError, TorchCall
+from .torch_backend import leaf_inplace, network_error, safe_names
+
+if TYPE_CHECKING:
+    from .network import Network
+
+LINE_LENGTH = 88
+"""black's and ruff's default, so the file is format-clean under either without a config."""
+
+INDENT = "    "
+
+HELPER_CLASSES = ("Add", "Concat", "Mul", "Chunk", "ChannelShuffle")
+"""Classes from cnndsl.torch_modules copied into the generated file when used."""
+
+# Names the generated file defines or uses itself; a network or parameter name equal to one
+# of them is renamed so it cannot shadow them.
+RESERVED = frozenset(
+    {
+        "torch",
+        "nn",
+        "OrderedDict",
+        "sequential",
+        "self",
+        "x",
+        "super",
+        "getattr",
+        "ValueError",
+        "int",
+        "float",
+        "bool",
+        "str",
+        "None",
+        *HELPER_CLASSES,
+    }
+)
+
+
+# ---- safe text -------------------------------------------------------------------------
+
+
+def identifier(name: str, fallback: str) -> str:
+    """A Python identifier for a user-provided name: keywords and reserved names get a trailing `_`."""
+    text = re.sub(r"\W", "_", name, flags=re.ASCII) or fallback
+    if text[0].isdigit():
+        text = f"{fallback}_{text}"
+    while keyword.iskeyword(text) or text in RESERVED:
+        text += "_"
+    return text
+
+
+def quoted(name: str) -> str:
+    """A double-quoted literal (black's style) for a name that is already safe (letters, digits, `_`)."""
+    if not re.fullmatch(r"\w+", name, flags=re.ASCII):
+        raise ValueError(f"not a safe name: {name!r}")
+    return f'"{name}"'
+
+
+def comment_text(text: str) -> str:
+    """Text safe inside a comment or docstring: one line, no quotes or backslashes."""
+    return re.sub(r"[^A-Za-z0-9 _.,:;()+\-*/=<>@!?\[\]{}|~^%&]", "?", text)
+
+
+# ---- parameters ------------------------------------------------------------------------
+
+
+def flat_values(call: TorchCall) -> list[Any]:
+    """The call's numbers in order, tuples flattened: the slots a parameter can drive."""
+    values: list[Any] = []
+    for value in (*call.args, *(v for _, v in call.kwargs)):
+        values.extend(value if isinstance(value, tuple) else (value,))
+    return values
+
+
+def skeleton(call: TorchCall) -> tuple[Any, ...]:
+    """Everything about a call except its numbers: two calls with one skeleton differ only in values."""
+    shape = tuple(len(v) if isinstance(v, tuple) else -1 for v in (*call.args, *(v for _, v in call.kwargs)))
+    return (call.name, len(call.args), tuple(k for k, _ in call.kwargs), shape)
+
+
+@dataclass
+class Calls:
+    """Every layer's TorchCall by path, and the tree's structure, for one parameter setting."""
+
+    calls: dict[str, TorchCall]
+    structure: tuple[tuple[str, str], ...]
+
+
+def collect_calls(network: Network) -> Calls:
+    inplace = leaf_inplace(network)
+    calls: dict[str, TorchCall] = {}
+    for layer in network.layers:
+        if layer.kind.is_merge:
+            continue
+        calls[layer.path] = torch_call(network, layer, inplace.get(id(layer), False))
+    structure = tuple((node.path, type(node).__name__) for node, _ in walk(network.root))
+    return Calls(calls, structure)
+
+
+def torch_call(network: Network, layer: Layer, inplace: bool) -> TorchCall:
+    """The layer's TorchCall; a kind without a torch lowering becomes a positioned CnnDslError."""
+    try:
+        return layer.kind.torch_call(layer.args, layer.in_shape, inplace)
+    except CnnDslError as err:
+        message = err.errors[0].message if err.errors else str(err)
+        raise network_error(network, message, layer.pos, "see the layer table in LANGUAGE.md for the torch target") from None
+    except LayerError as err:
+        raise network_error(network, err.message, layer.pos, err.hint) from None
+
+
+def _probes(value: Any) -> list[tuple[Any, Any]]:
+    if isinstance(value, bool):
+        return [(not value, value)]
+    if isinstance(value, int):
+        candidates = [(value + 1, value + 2), (2 * value, 3 * value), (value + 2, value + 4)]
+        return [c for c in candidates if min(c) >= 1 and value not in c]
+    if isinstance(value, float):
+        return [(value * 1.5, value * 0.5)] if value else [(0.25, 0.75)]
+    return []  # bare words (`same`): no numeric rule to find
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _fit(name: str, points: list[tuple[Any, Any]]) -> str | None:
+    """An expression of `name` through every (param value, slot value) point, or None."""
+    if all(_same(slot, param) for param, slot in points):
+        return name
+    if not all(type(p) is int and type(s) is int for p, s in points):
+        return None
+    (p0, s0), (p1, s1) = points[0], points[1]
+    if (s1 - s0) % (p1 - p0):
+        return None
+    slope = (s1 - s0) // (p1 - p0)
+    offset = s0 - slope * p0
+    if any(slope * p + offset != s for p, s in points):
+        return None
+    term = name if slope == 1 else f"{slope} * {name}"
+    if offset == 0:
+        return term
+    return f"{term} + {offset}" if offset > 0 else f"{term} - {-offset}"
+
+
+def parameter_expressions(network: Network, names: dict[str, str]) -> tuple[dict[tuple[str, int], str], list[str]]:
+    """(layer path, slot) -> expression over the parameters, and the parameters no rule covers.
+
+    `names` maps each network parameter to its (safe) name in the generated constructor.
+    """
+    from .network import check_source
+
+    base = collect_calls(network)
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    fixed: list[str] = []
+    if not network.source:
+        return {}, list(network.parameters)
+    for param, value in network.parameters.items():
+        rule: dict[tuple[str, int], str] | None = None
+        for probe in _probes(value):
+            rule = _probe_rule(network, base, param, value, probe, names[param], check_source)
+            if rule is not None:
+                break
+        if rule is None:
+            fixed.append(param)
+            continue
+        for slot, expr in rule.items():
+            if slot in found:  # two parameters drive one number: no single-parameter rule holds
+                fixed.extend(p for p in (param, found[slot][0]) if p not in fixed)
+            found[slot] = (param, expr)
+    exprs = {slot: expr for slot, (param, expr) in found.items() if param not in fixed}
+    return exprs, fixed
+
+
+def _probe_rule(
+    network: Network, base: Calls, param: str, value: Any, probe: tuple[Any, ...], name: str, check: Callable[..., Any]
+) -> dict[tuple[str, int], str] | None:
+    variants: list[Calls] = []
+    for other in probe:
+        params = {**network.parameters, param: other}
+        checked, _ = check(network.source, network.filename, network.input_shape, params)
+        if checked is None:
+            return None
+        try:
+            variant = collect_calls(checked)
+        except CnnDslError:
+            return None
+        if variant.structure != base.structure or variant.calls.keys() != base.calls.keys():
+            return None
+        variants.append(variant)
+    rule: dict[tuple[str, int], str] = {}
+    for path, call in base.calls.items():
+        others = [v.calls[path] for v in variants]
+        if any(skeleton(o) != skeleton(call) for o in others):
+            return None
+        columns = zip(flat_values(call), *(flat_values(o) for o in others), strict=True)
+        for slot, values in enumerate(columns):
+            if all(_same(v, values[0]) for v in values):
+                continue
+            expr = _fit(name, list(zip((value, *probe), values, strict=True)))
+            if expr is None:
+                return None
+            rule[(path, slot)] = expr
+    return rule
+
+
+# ---- layout ----------------------------------------------------------------------------
+
+
+@dataclass
+class Code:
+    """A call or tuple to lay out the way black would: `head(` args `)`.
+
+    `explode` forces one argument per line (containers: one line per layer); `atom` marks a
+    tuple, which black explodes rather than keeping its body on one line.
+    """
+
+    head: str
+    args: list[Code | str] = field(default_factory=list)
+    explode: bool = False
+    atom: bool = False
+    open_comment: str = ""
+    comment: str = ""
+
+
+def flat(code: Code | str) -> str | None:
+    """The code on one line, or None if it must span several."""
+    if isinstance(code, str):
+        return code
+    if code.explode:
+        return None
+    parts = [flat(a) for a in code.args]
+    if any(p is None for p in parts):
+        return None
+    return f"{code.head}({', '.join(p for p in parts if p is not None)})"
+
+
+def layout(code: Code | str, indent: str, prefix: str = "", suffix: str = "") -> Iterator[str]:
+    """Lines for `prefix + code + suffix` at `indent`, as black formats them (88 columns)."""
+    one = flat(code)
+    if one is not None:
+        line = f"{indent}{prefix}{one}{suffix}"
+        comment = code.comment if isinstance(code, Code) else ""
+        if comment and len(line) + 4 + len(comment) <= LINE_LENGTH:
+            yield f"{line}  # {comment}"
+            return
+        if len(line) <= LINE_LENGTH or isinstance(code, str):
+            yield line
+            return
+    assert isinstance(code, Code)
+    inner = indent + INDENT
+    parts = [flat(a) for a in code.args]
+    if not code.explode and not code.atom and all(p is not None for p in parts):
+        body = ", ".join(p for p in parts if p is not None)
+        if len(inner) + len(body) <= LINE_LENGTH:
+            yield f"{indent}{prefix}{code.head}("
+            yield inner + body
+            yield f"{indent}){suffix}"
+            return
+    opening = f"{indent}{prefix}{code.head}("
+    if code.open_comment and len(opening) + 4 + len(code.open_comment) <= LINE_LENGTH:
+        opening += f"  # {code.open_comment}"
+    yield opening
+    for arg in code.args:
+        yield from layout(arg, inner, "", ",")
+    yield f"{indent}){suffix}"
+
+
+# ---- the tree --------------------------------------------------------------------------
+
+
+@dataclass
+class Generator:
+    network: Network
+    exprs: dict[tuple[str, int], str]
+    inplace: dict[int, bool]
+    helpers: set[str] = field(default_factory=set)
+
+    def value(self, path: str, slot: int, value: Any) -> str:
+        return self.exprs.get((path, slot), repr(value))
+
+    def layer(self, layer: Layer) -> Code:
+        call = torch_call(self.network, layer, self.inplace.get(id(layer), False))
+        if not call.name.startswith("nn."):
+            self.helpers.add(call.name)
+        args: list[Code | str] = []
+        slot = 0
+        for key, value in [*((None, a) for a in call.args), *call.kwargs]:
+            if isinstance(value, tuple):
+                items = [self.value(layer.path, slot + i, v) for i, v in enumerate(value)]
+                text = f"({', '.join(items)})"
+                slot += len(value)
+            else:
+                text = self.value(layer.path, slot, value)
+                slot += 1
+            args.append(text if key is None else f"{key}={text}")
+        return Code(call.name, args)
+
+    def node(self, node: Node) -> Code:
+        if isinstance(node, Layer):
+            return self.layer(node)
+        if isinstance(node, Parallel):
+            name = node.merge.kind.torch_call({}, node.in_shape).name
+            self.helpers.add(name)
+            branches: list[Code | str] = [self.node(b) for b in node.branches]
+            return Code(name, branches, explode=True, open_comment=f"-> {node.out_shape}")
+        assert isinstance(node, Sequence)
+        if not node.children:
+            return Code("nn.Identity")
+        # Shapes go on containers and forward lines: per-layer comments would push most
+        # convolutions past 88 columns and make black split them.
+        comment = f"{comment_text(node.title)} -> {node.out_shape}" if node.role in ("block", "repeat") else ""
+        names = safe_names([c.name for c in node.children])
+        if names == [str(i) for i in range(len(names))]:
+            return Code("nn.Sequential", [self.node(c) for c in node.children], explode=True, open_comment=comment)
+        self.helpers.add("sequential")
+        entries: list[Code | str] = []
+        for name, child in zip(names, node.children, strict=True):
+            code = self.node(child)
+            entries.append(Code("", [quoted(name), code], atom=True, comment=code.comment))
+        return Code("sequential", entries, explode=True, open_comment=comment)
+
+
+SEQUENTIAL_HELPER = '''def sequential(*modules: tuple[str, nn.Module]) -> nn.Sequential:
+    """An nn.Sequential whose submodules have the given names (they are the state_dict keys)."""
+    return nn.Sequential(OrderedDict(modules))
+'''
+
+
+def _annotation(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float"}.get(type(value), "str")
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, (bool, int, float)):
+        return repr(value)
+    return json.dumps(str(getattr(value, "text", value)))  # double quotes, as black writes them
+
+
+def _macs(count: int) -> str:
+    return f"{count / 1e9:.2f} GMACs" if count >= 1e8 else f"{count / 1e6:.2f} MMACs"
+
+
+def generate_source(network: Network) -> str:
+    """The network as one Python file that imports only torch (see the module docstring)."""
+    import sys
+
+    class_name = identifier(network.name, "Network")
+    param_names = {}
+    for param in network.parameters:
+        param_names[param] = identifier(param, "param")
+        while list(param_names.values()).count(param_names[param]) > 1:
+            param_names[param] += "_"
+    exprs, fixed = parameter_expressions(network, param_names)
+    gen = Generator(network, exprs, leaf_inplace(network))
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 20_000))  # deep trees recurse per level
+    try:
+        root_children = network.root.children
+        attrs = safe_names([c.name for c in root_children])
+        body = [gen.node(child) for child in root_children]
+        init_lines: list[str] = []
+        for attr, code in zip(attrs, body, strict=True):
+            if attr.isidentifier():
+                init_lines.extend(layout(code, INDENT * 2, f"self.{attr} = "))
+            else:  # an unlabelled element: its index is its name, as in nn.Sequential
+                init_lines.extend(layout(Code("self.add_module", [quoted(attr), code]), INDENT * 2))
+    finally:
+        sys.setrecursionlimit(old_limit)
+
+    lines = [
+        f"# {class_name}: generated by cnndsl {__version__} from {comment_text(network.filename)}.",
+        "# Edit the .cnn file and recompile rather than editing this file.",
+        f"# Input {network.input_shape} -> output {network.output_shape}: {network.params:,} parameters, "
+        f"{network.buffers:,} buffers, {_macs(network.macs)}.",
+        "# Shapes in comments exclude the batch dimension.",
+        "",
+    ]
+    if "sequential" in gen.helpers:
+        lines += ["from collections import OrderedDict", ""]
+    lines += ["import torch", "from torch import nn", ""]
+    from . import torch_modules
+
+    for helper in HELPER_CLASSES:
+        if helper in gen.helpers:
+            lines += ["", inspect.getsource(getattr(torch_modules, helper)).rstrip("\n"), ""]
+    if "sequential" in gen.helpers:
+        lines += ["", SEQUENTIAL_HELPER.rstrip("\n"), ""]
+    lines += ["", f"class {class_name}(nn.Module):"]
+    lines.append(f'    """{comment_text(network.name)}: {network.input_shape} -> {network.output_shape}."""')
+    lines.append("")
+    signature = ", ".join(f"{param_names[p]}: {_annotation(v)} = {_default(v)}" for p, v in network.parameters.items())
+    def_line = f"    def __init__(self, {signature}) -> None:" if signature else "    def __init__(self) -> None:"
+    if len(def_line) > LINE_LENGTH:
+        lines.append("    def __init__(")
+        lines.append("        self,")
+        lines.extend(f"        {param_names[p]}: {_annotation(v)} = {_default(v)}," for p, v in network.parameters.items())
+        lines.append("    ) -> None:")
+    else:
+        lines.append(def_line)
+    lines.append("        super().__init__()")
+    for param in fixed:
+        name, value = param_names[param], network.parameters[param]
+        lines.append(f"        if {name} != {_default(value)}:")
+        lines.append("            raise ValueError(")
+        lines.append(f'                "{comment_text(param)} changes the network in ways this file cannot express; "')
+        lines.append(f'                "recompile with: cnndsl compile FILE --target torch --set {comment_text(param)}=VALUE"')
+        lines.append("            )")
+    lines += init_lines
+    lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
+    for attr, child in zip(attrs, root_children, strict=True):
+        target = f"self.{attr}" if attr.isidentifier() else f"getattr(self, {quoted(attr)})"
+        lines.append(f"        x = {target}(x)  # {child.out_shape}")
+    lines.append("        return x")
+    return "\n".join(lines) + "\n"

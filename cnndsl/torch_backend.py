@@ -1,0 +1,247 @@
+"""Lower a checked network to a PyTorch module that mirrors the IR tree.
+
+A Sequence becomes an `nn.Sequential` whose submodules are named by the children's names,
+a Parallel becomes its merge's container (cnndsl.torch_modules.Add/Concat/Mul) with the
+branches as submodules `0`, `1`, ..., and a Layer becomes the module its kind's
+`torch_call` describes. So a layer's weight has the state_dict key `f"{path}.weight"`,
+except where a name cannot be a module name (see `safe_names`).
+
+This module imports torch only inside its functions: `cnndsl check` must never load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import keyword
+import re
+import sys
+from collections.abc import Iterator
+from functools import cache
+from typing import TYPE_CHECKING
+
+from .errors import CnnDslError, DiagnosticSink, Position
+from .ir import Layer, Node, Parallel, Sequence, walk
+from .layers.base import LayerError
+from .limits import MAX_TORCH_BYTES
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .network import Network
+
+# Public attributes of nn.Module, nn.Sequential and nn.ModuleList in PyTorch 2.13. A submodule
+# with one of these names cannot be registered (add_module refuses it) or reached as an
+# attribute, so such labels are renamed. Kept as a list so that code generation gives the
+# same names whether or not torch is installed; newer attributes are added at run time.
+MODULE_ATTRIBUTES = frozenset(
+    """T_destination add_module append apply bfloat16 buffers call_super_init children compile cpu cuda
+    double dump_patches eval extend extra_repr float forward get_buffer get_extra_state get_parameter
+    get_submodule half insert ipu load_state_dict modules mtia named_buffers named_children named_modules
+    named_parameters parameters pop register_backward_hook register_buffer register_forward_hook
+    register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
+    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule
+    share_memory state_dict to to_empty train training type xpu zero_grad""".split()
+)
+
+FLOAT_BYTES = 4
+"""Parameters and buffers are float32 (num_batches_tracked is int64, but one per BatchNorm)."""
+
+
+@cache
+def _runtime_attributes() -> frozenset[str]:
+    try:
+        from torch import nn
+    except ImportError:  # code generation does not need torch
+        return frozenset()
+    return frozenset(dir(nn.Sequential())) | frozenset(dir(nn.ModuleList()))
+
+
+def _plain(name: str) -> bool:
+    """True when `name` can be a submodule name and, if it is an identifier, an attribute name."""
+    if name.isdigit():
+        return True
+    return (
+        name.isidentifier()
+        and not name.startswith("_")
+        and not keyword.iskeyword(name)
+        and name not in MODULE_ATTRIBUTES
+        and name not in _runtime_attributes()
+    )
+
+
+def safe_names(names: list[str]) -> list[str]:
+    """Module names for sibling nodes: each name as it is, unless torch or Python reserves it.
+
+    Indices stay indices (nn.Sequential's own convention). A label that is a Python keyword,
+    an nn.Module attribute (`forward`, `training`, ...) or starts with `_` gets a trailing
+    `_` (`forward_`), more if that is taken by a sibling; the in-memory module and the
+    generated source both use this function, so their state_dict keys agree.
+    """
+    taken = {name for name in names if _plain(name)}
+    out: list[str] = []
+    for name in names:
+        if _plain(name):
+            out.append(name)
+            continue
+        base = re.sub(r"\W", "_", name).lstrip("_") or "layer"
+        if base[0].isdigit():
+            base = "layer_" + base
+        candidate = base + "_"
+        while candidate in taken or not _plain(candidate):
+            candidate += "_"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def children_of(node: Node) -> list[Node]:
+    """The submodules of a node's module: a Sequence's children, a Parallel's branches."""
+    return node.children_nodes()
+
+
+def module_paths(network: Network) -> dict[str, str]:
+    """Every node's IR path to its module path (they differ only where `safe_names` renamed a label)."""
+    paths = {"": ""}
+    for node, _ in walk(network.root):
+        children = children_of(node)
+        for child, name in zip(children, safe_names([c.name for c in children]), strict=True):
+            parent = paths[node.path]
+            paths[child.path] = f"{parent}.{name}" if parent else name
+    return paths
+
+
+def estimate_bytes(network: Network) -> int:
+    """float32 bytes of every parameter and buffer, from the IR, before anything is allocated."""
+    return FLOAT_BYTES * (network.params + network.buffers)
+
+
+def network_error(network: Network, message: str, pos: Position | None, hint: str | None = None) -> CnnDslError:
+    """A positioned diagnostic that quotes the network's source line."""
+    sink = DiagnosticSink(network.filename, network.source)
+    sink.error(message, pos, hint)
+    return CnnDslError(sink.diagnostics)
+
+
+def check_size(network: Network, max_bytes: int | None = None) -> None:
+    """Refuse networks whose weights would not fit, pointing at the largest layer."""
+    limit = MAX_TORCH_BYTES if max_bytes is None else max_bytes
+    needed = estimate_bytes(network)
+    if needed <= limit:
+        return
+    largest = max(network.layers, key=lambda layer: layer.params + layer.buffers)
+    raise network_error(
+        network,
+        f"the network's parameters and buffers need {_gib(needed)} (float32); the limit for a torch module is {_gib(limit)}",
+        largest.pos,
+        f"the largest layer, `{largest.path}` ({largest.describe}), has {largest.params:,} parameters; "
+        "make it smaller (fewer channels or features, or pool before the FC layer)",
+    )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.2f} GiB"
+
+
+def inplace_allowed(previous: Node | None) -> bool:
+    """Whether an activation may overwrite its input: only a fresh tensor nothing else reads.
+
+    Conv, BatchNorm and Linear outputs qualify (they are not saved for backward and only
+    the next sibling reads them), and so does a merge of two or more branches; the first
+    element of a sequence does not (its input may be a branch's shared input, or the
+    caller's tensor), nor the output of an activation (ReLU and Sigmoid save their output).
+    """
+    if isinstance(previous, Layer):
+        return previous.kind.family in ("conv", "norm", "linear")
+    if isinstance(previous, Parallel):
+        return len(previous.branches) >= 2
+    return False
+
+
+def leaf_inplace(network: Network) -> dict[int, bool]:
+    """id(layer) -> whether its activation may run in place (see `inplace_allowed`)."""
+    flags: dict[int, bool] = {}
+    for node, _ in walk(network.root):
+        if isinstance(node, Sequence):
+            previous: Node | None = None
+            for child in node.children:
+                if isinstance(child, Layer):
+                    flags[id(child)] = inplace_allowed(previous)
+                previous = child
+    return flags
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Seed torch's CPU generator for the block without disturbing the caller's RNG state."""
+    if seed is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _deep_recursion() -> Iterator[None]:
+    # Trees may nest a few hundred levels (the checker allows it); building recurses per level.
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 20_000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def build_module(network: Network, seed: int | None = None, max_bytes: int | None = None) -> nn.Module:
+    """The network as an `nn.Module` tree that mirrors the IR (see the module docstring).
+
+    Modules are created in execution order, as the generated source creates them, so the
+    same seed gives the same initial weights in both.
+    """
+    check_size(network, max_bytes)
+    try:
+        import torch  # noqa: F401  (fail here, with a clear message, if torch is missing)
+    except ImportError:
+        raise network_error(
+            network, "the torch target needs PyTorch, which is not installed", None, "pip install 'cnndsl[torch]'"
+        ) from None
+    inplace = leaf_inplace(network)
+    with seeded(seed), _deep_recursion():
+        return _build(network, network.root, inplace)
+
+
+def _build(network: Network, node: Node, inplace: dict[int, bool]) -> nn.Module:
+    from torch import nn
+
+    if isinstance(node, Layer):
+        return lower_layer(network, node, inplace.get(id(node), False))
+    if isinstance(node, Parallel):
+        branches = [_build(network, branch, inplace) for branch in node.branches]
+        return node.merge.kind.torch_merge(branches)  # type: ignore[attr-defined]
+    assert isinstance(node, Sequence)
+    if not node.children:
+        return nn.Identity()  # an empty branch: no state, so the keys are unaffected
+    container = nn.Sequential()
+    for child, name in zip(node.children, safe_names([c.name for c in node.children]), strict=True):
+        container.add_module(name, _build(network, child, inplace))
+    return container
+
+
+def lower_layer(network: Network, layer: Layer, inplace: bool = False) -> nn.Module:
+    """One leaf's module; every failure becomes a CnnDslError that points at the layer."""
+    try:
+        return layer.kind.torch_module(layer.args, layer.in_shape, inplace)
+    except CnnDslError as err:  # the registry's "not supported by the torch backend"
+        message = err.errors[0].message if err.errors else str(err)
+        raise network_error(network, message, layer.pos, "see the layer table in LANGUAGE.md for the torch target") from None
+    except LayerError as err:
+        raise network_error(network, err.message, layer.pos, err.hint) from None
+    except (RuntimeError, ValueError, TypeError, MemoryError) as err:
+        raise network_error(
+            network,
+            f"PyTorch could not build {layer.describe} at `{layer.path}`: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            layer.pos,
+        ) from None

@@ -1,0 +1,98 @@
+"""The few PyTorch modules that torch.nn lacks: the merges of parallel branches, Chunk and ChannelShuffle.
+
+The classes below are also copied verbatim (with `inspect.getsource`) into the source that
+`cnndsl compile --target torch` writes, so the in-memory module and the generated file run
+the same code. Keep them self-contained: they may use only `torch` and `nn`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Add(nn.Module):
+    """Runs every branch (submodules `0`, `1`, ...) on the same input and sums the outputs."""
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        for index, branch in enumerate(branches):
+            self.add_module(str(index), branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [branch(x) for branch in self._modules.values()]
+        out = outputs[0]
+        for other in outputs[1:]:
+            # Out of place: a branch may be the identity, and its output is the caller's input.
+            out = out + other
+        return out
+
+
+class Concat(nn.Module):
+    """Runs every branch on the same input and concatenates the outputs along channels."""
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        for index, branch in enumerate(branches):
+            self.add_module(str(index), branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self._modules.values()], dim=1)
+
+
+class Mul(nn.Module):
+    """Runs every branch on the same input and multiplies the outputs, broadcasting (gates)."""
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        for index, branch in enumerate(branches):
+            self.add_module(str(index), branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [branch(x) for branch in self._modules.values()]
+        out = outputs[0]
+        for other in outputs[1:]:
+            out = out * other
+        return out
+
+
+class Chunk(nn.Module):
+    """One of `chunks` equal slices of the channels: `x.chunk(chunks, dim=1)[index]`."""
+
+    def __init__(self, chunks: int, index: int) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.chunk(self.chunks, dim=1)[self.index]
+
+    def extra_repr(self) -> str:
+        return f"chunks={self.chunks}, index={self.index}"
+
+
+class ChannelShuffle(nn.Module):
+    """Interleaves the channels of `groups` groups, as ShuffleNet does."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+CUSTOM: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Add, Concat, Mul, Chunk, ChannelShuffle)}
+"""The helper classes by name, as `TorchCall.name` refers to them."""
+
+
+def resolve_class(name: str) -> Any:
+    """`nn.Conv2d` to torch.nn.Conv2d, `Add` to the helper class above."""
+    if name.startswith("nn."):
+        return getattr(nn, name[3:])
+    return CUSTOM[name]
