@@ -160,3 +160,30 @@ def render(
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
     click.echo(f"wrote {output}")
+
+
+@main.command(name="compile")
+@click.argument("file")
+@click.option("--target", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="torch: one Python file that imports only torch; onnx: an ONNX model (needs -o).")
+@click.option("-o", "--output", metavar="PATH", help="Write here instead of standard output.")
+@click.option("--weights-out", metavar="PATH", help="Also save the initial weights (a torch state_dict).")
+@click.option("--seed", type=int, help="Seed the initial weights.")
+@set_option
+@input_option
+def compile_command(file: str, target: str, output: str | None, weights_out: str | None, seed: int | None,
+                    sets: tuple[str, ...], input_text: str | None) -> None:
+    """Compile FILE (`-` for standard input) to PyTorch source or ONNX."""
+    from .compiler import compile_network
+    from .errors import CnnDslError
+
+    if target == "onnx" and output is None:
+        raise click.UsageError("--target onnx writes a binary file; give -o PATH")
+    network = load_for_command(file, input_text, sets)
+    try:
+        text = compile_network(network, target, output, weights_out, seed, protected=[file])  # type: ignore[arg-type]
+    except CnnDslError as err:
+        _print_diagnostics(err.diagnostics)
+        sys.exit(1)
+    if text is not None:
+        click.echo(text, nl=False)

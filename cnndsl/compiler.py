@@ -1,0 +1,160 @@
+"""`cnndsl compile`: a checked network to PyTorch source, ONNX, and initial weights, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .errors import CnnDslError, Diagnostic
+
+if TYPE_CHECKING:
+    from .network import Network
+
+Target = Literal["torch", "onnx"]
+
+
+def _error(message: str, hint: str | None = None, filename: str = "cnndsl") -> CnnDslError:
+    return CnnDslError([Diagnostic("error", message, None, hint, filename=filename)])
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a torn one.
+
+    The temporary file sits in the same folder, so `os.replace` is a rename on one file system.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise _error(f"cannot write {path}: {err.strerror or err}", filename=str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise _error(f"cannot write {path}: {err.strerror or err}", filename=str(path)) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Path]) -> None:
+    """Refuse to write over a protected (input) file, or to write two outputs to one path."""
+    seen: dict[str, str] = {}
+    for output in outputs:
+        if output is None:
+            continue
+        resolved = os.path.realpath(output)
+        for source in protected:
+            if str(source) == "-":
+                continue
+            if os.path.realpath(source) == resolved or (
+                os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output)
+            ):
+                raise _error(f"refusing to overwrite the input file {source}", "choose another output path", str(source))
+        if resolved in seen:
+            raise _error(f"{seen[resolved]} and {output} are the same file", "give each output its own path", str(output))
+        seen[resolved] = str(output)
+
+
+def export_onnx(network: Network, seed: int | None = None) -> bytes:
+    """The network as an ONNX model (batch dimension dynamic), via torch.onnx.export."""
+    import torch
+
+    module = network.to_torch(seed=seed).eval()
+    example = torch.zeros(1, *network.input_shape)
+    try:
+        import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
+
+        use_dynamo = True
+    except ImportError:
+        use_dynamo = False
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated but is the one that needs no onnxscript.
+            warnings.simplefilter("ignore")
+            if use_dynamo:
+                program = torch.onnx.export(
+                    module,
+                    (example,),
+                    dynamo=True,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                )
+                with tempfile.TemporaryDirectory() as folder:
+                    target = Path(folder) / "model.onnx"
+                    program.save(str(target))  # type: ignore[union-attr]
+                    return target.read_bytes()
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                module,
+                (example,),
+                buffer,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            )
+            return buffer.getvalue()
+    except Exception as err:  # exporter failures are many types; report them as one error
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _error(
+            f"ONNX export failed: {first}", "the torch target (`--target torch`) still works", network.filename
+        ) from None
+
+
+def initial_weights(network: Network, seed: int | None) -> bytes:
+    """`torch.save` of the freshly initialised module's state_dict (the generated class's keys)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(network.to_torch(seed=seed).state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def compile_network(
+    network: Network,
+    target: Target = "torch",
+    output: str | Path | None = None,
+    weights_out: str | Path | None = None,
+    seed: int | None = None,
+    protected: list[str | Path] | None = None,
+) -> str | None:
+    """Compile for `target`: write `output` (or return the torch source when it is None) and `weights_out`.
+
+    Nothing is written when anything fails; `protected` paths (the input file) are never overwritten.
+    """
+    refuse_overwrite([output, weights_out], list(protected or []))
+    if target == "onnx" and output is None:
+        raise _error(
+            "the onnx target writes a binary file and needs an output path", "for example: -o model.onnx", network.filename
+        )
+    if target == "torch":
+        data = network.torch_source().encode("utf-8")
+    elif target == "onnx":
+        data = export_onnx(network, seed)
+    else:
+        raise _error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
+    weights = initial_weights(network, seed) if weights_out is not None else None
+    if weights is not None and weights_out is not None:
+        atomic_write(weights_out, weights)
+    if output is None:
+        return data.decode("utf-8")
+    atomic_write(output, data)
+    return None
