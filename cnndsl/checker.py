@@ -508,7 +508,11 @@ class Checker:
         if not ok:
             return None
         args = {p.name: values[p.name] for p in block.params if p.name in values}
-        title = f"{block.name}({', '.join(format_value(_plain(v)) for v in args.values())})"
+        # The title shows the arguments the call gave (evaluated), as it gave them; defaults stay implicit.
+        given = [format_value(_plain(values[a.name if a.name else block.params[i].name]))
+                 if a.name is None else f"{a.name}={format_value(_plain(values[a.name]))}"
+                 for i, a in enumerate(call.args)]
+        title = f"{block.name}({', '.join(given)})" if call.args else block.name
         return self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
 
     # -- layers ------------------------------------------------------------------------

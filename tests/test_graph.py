@@ -183,7 +183,7 @@ def test_collapsed_resnet18_has_one_box_per_block_call_with_totals(zoo: dict[str
         text = drawn.by_path[box.path]
         layers = sum(1 for leaf in box.leaves() if leaf.kind.family != "identity")
         assert f"{layers} layers · {count_text(box.params)} params" in text
-    assert "Basic(64, 1) ×2" in drawn.by_path[boxes[0].path]
+    assert "Basic(64) ×2" in drawn.by_path[boxes[0].path]
     assert "Down(128)" in drawn.by_path[boxes[1].path]
     inside = {leaf.path for box in boxes for leaf in box.leaves()}
     assert not inside & set(drawn.by_path), "a collapsed block's layers must not be drawn"
@@ -198,7 +198,7 @@ def test_collapsed_resnet18_has_one_box_per_block_call_with_totals(zoo: dict[str
 def test_depth_opens_blocks_level_by_level(zoo: dict[str, Network]) -> None:
     net = zoo["resnet50"]
     texts = {depth: " | ".join(svg_of(net, depth=depth).nodes) for depth in (0, 1, 2)}
-    assert "Stage(64, 3, 1)" in texts[0] and "Bottleneck" not in texts[0]
+    assert "Stage(64, 3, stride=1)" in texts[0] and "Bottleneck" not in texts[0]
     # Depth 1 opens each Stage into its Down block and its repeated Bottleneck.
     assert "Stage(" not in texts[1]
     assert "Bottleneck(64) ×2" in texts[1] and "Bottleneck(256) ×5" in texts[1]
@@ -312,7 +312,7 @@ def test_render_svg_png_pdf(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert (tmp_path / name).read_bytes().startswith(magic)
     drawn = read_svg((tmp_path / "net.svg").read_bytes())
-    assert any("Basic(64, 1) ×2" in t for t in drawn.nodes)
+    assert any("Basic(64) ×2" in t for t in drawn.nodes)
     # --format wins over the extension; no temporary files are left behind.
     assert run_cli("render", src, "-o", str(tmp_path / "net.img"), "--format", "png").exit_code == 0
     assert (tmp_path / "net.img").read_bytes().startswith(b"\x89PNG")
