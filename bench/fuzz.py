@@ -43,8 +43,11 @@ def main() -> None:
     start = time.perf_counter()
     seconds = args.minutes * 60
     with ProcessPoolExecutor(args.workers) as pool:
-        reports = list(pool.map(worker, [seconds] * args.workers, range(args.seed, args.seed + args.workers),
-                                [args.time_limit] * args.workers))
+        reports = list(
+            pool.map(
+                worker, [seconds] * args.workers, range(args.seed, args.seed + args.workers), [args.time_limit] * args.workers
+            )
+        )
     tried = sum(r.tried for r in reports)
     accepted = sum(r.accepted for r in reports)
     defects = [d for r in reports for d in r.defects]

@@ -7,10 +7,8 @@ looks at the parse tree or the text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from .errors import Position
-
 
 # -- expressions -------------------------------------------------------------------
 
@@ -48,7 +46,7 @@ class Pair:
     pos: Position
 
 
-Expr = Union[Number, Name, BinOp, Neg, Pair]
+Expr = Number | Name | BinOp | Neg | Pair
 
 
 # -- elements ----------------------------------------------------------------------
@@ -99,7 +97,7 @@ class Labeled:
     pos: Position
 
 
-Element = Union[Call, Group, Merge, Repeat, Labeled]
+Element = Call | Group | Merge | Repeat | Labeled
 
 
 # -- declarations -------------------------------------------------------------------
@@ -139,7 +137,7 @@ class BlockDef:
     pos: Position
 
 
-Declaration = Union[NetworkDecl, InputDecl, DefaultsDecl, BlockDef]
+Declaration = NetworkDecl | InputDecl | DefaultsDecl | BlockDef
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import gc
 import sys
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from . import ast
 from .errors import DiagnosticSink, Position
@@ -64,7 +65,10 @@ class Scope:
     """(block name, call as written, call position), outermost first."""
 
     def notes(self) -> list[str]:
-        return [f"in block `{name}`, reached from `{text}` at line {pos.line}, column {pos.column}" for name, text, pos in reversed(self.calls)]
+        return [
+            f"in block `{name}`, reached from `{text}` at line {pos.line}, column {pos.column}"
+            for name, text, pos in reversed(self.calls)
+        ]
 
 
 @dataclass
@@ -166,13 +170,17 @@ class Checker:
                 word = header_words[type(item)]
                 rank = header_rank[type(item)]
                 if seen_body:
-                    self.sink.error(f"`{word}` must come before the blocks and layers", item.pos,
-                                    "header lines come first, in the order network, input, defaults")
+                    self.sink.error(
+                        f"`{word}` must come before the blocks and layers",
+                        item.pos,
+                        "header lines come first, in the order network, input, defaults",
+                    )
                 elif rank == last_rank:
                     self.sink.error(f"a second `{word}` line", item.pos, "give each header line once")
                 elif rank < last_rank:
-                    self.sink.error(f"`{word}` is out of order", item.pos,
-                                    "header lines come first, in the order network, input, defaults")
+                    self.sink.error(
+                        f"`{word}` is out of order", item.pos, "header lines come first, in the order network, input, defaults"
+                    )
                 last_rank = max(last_rank, rank)
                 if isinstance(item, ast.NetworkDecl):
                     network = network or item
@@ -193,8 +201,11 @@ class Checker:
             self._collect_defaults(defaults)
         shape = self._input_shape(input_decl)
         if not body:
-            self.sink.error("the network has no layers", input_decl.pos if input_decl else Position(1, 1),
-                            "add layers after the header, for example `Conv(32, 3), ReLU`")
+            self.sink.error(
+                "the network has no layers",
+                input_decl.pos if input_decl else Position(1, 1),
+                "add layers after the header, for example `Conv(32, 3), ReLU`",
+            )
             return None
         scope = Scope(params)
         state = State(shape)
@@ -202,21 +213,28 @@ class Checker:
         if shape is None or state.shape is None or self.sink.has_errors:
             return None
         name = network.name if network else self.default_name
-        root = self._make_sequence("", "", None, body[0].pos if body else Position(1, 1), shape, state.shape,
-                                   children, "network", name)
+        root = self._make_sequence(
+            "", "", None, body[0].pos if body else Position(1, 1), shape, state.shape, children, "network", name
+        )
         return CheckResult(name, shape, root, dict(params))
 
     # -- header ------------------------------------------------------------------------
 
     def _define_block(self, block: ast.BlockDef) -> None:
         if lookup(block.name) is not None:
-            self.sink.error(f"block `{block.name}` has the name of a built-in layer", block.pos,
-                            "choose another name; layer names are case-insensitive")
+            self.sink.error(
+                f"block `{block.name}` has the name of a built-in layer",
+                block.pos,
+                "choose another name; layer names are case-insensitive",
+            )
             return
         if block.name in self.blocks:
             first = self.blocks[block.name].pos
-            self.sink.error(f"block `{block.name}` is defined twice", block.pos,
-                            f"the first definition is at line {first.line}, column {first.column}")
+            self.sink.error(
+                f"block `{block.name}` is defined twice",
+                block.pos,
+                f"the first definition is at line {first.line}, column {first.column}",
+            )
             return
         seen: set[str] = set()
         for param in block.params:
@@ -228,7 +246,7 @@ class Checker:
     def _network_params(self, network: ast.NetworkDecl | None) -> dict[str, Value]:
         declared = {p.name: p for p in network.params} if network else {}
         values: dict[str, Value] = {}
-        for name, value in self.param_overrides.items():
+        for name in self.param_overrides:
             if name not in declared:
                 where = network.pos if network else None
                 options = ", ".join(declared) or "none"
@@ -246,8 +264,11 @@ class Checker:
                 except Poisoned:
                     values[param.name] = POISON
             else:
-                self.sink.error(f"network parameter `{param.name}` has no default and was not set", param.pos,
-                                f"give it a default (`{param.name}=...`) or set it with --set {param.name}=VALUE")
+                self.sink.error(
+                    f"network parameter `{param.name}` has no default and was not set",
+                    param.pos,
+                    f"give it a default (`{param.name}=...`) or set it with --set {param.name}=VALUE",
+                )
                 values[param.name] = POISON
         return values
 
@@ -279,12 +300,18 @@ class Checker:
         if self.input_override is not None:
             return self.input_override
         if decl is None:
-            self.sink.error("no `input` line", Position(1, 1),
-                            "add `input CxHxW` (for example `input 3x224x224`) or `input N`, or pass --input")
+            self.sink.error(
+                "no `input` line",
+                Position(1, 1),
+                "add `input CxHxW` (for example `input 3x224x224`) or `input N`, or pass --input",
+            )
             return None
         if len(decl.dims) not in (1, 3):
-            self.sink.error(f"`input` takes CxHxW or N; got {len(decl.dims)} dimensions", decl.pos,
-                            "for a grey image write 1xHxW, for example `input 1x28x28`")
+            self.sink.error(
+                f"`input` takes CxHxW or N; got {len(decl.dims)} dimensions",
+                decl.pos,
+                "for a grey image write 1xHxW, for example `input 1x28x28`",
+            )
             return None
         if any(d < 1 for d in decl.dims):
             self.sink.error("input sizes must be positive", decl.pos)
@@ -307,8 +334,11 @@ class Checker:
                 name = item.label
                 if item.label in labels:
                     first = labels[item.label]
-                    self.sink.error(f"label `{item.label}` is used twice in the same sequence", item.pos,
-                                    f"the first is at line {first.line}, column {first.column}; labels name modules, so they must differ")
+                    self.sink.error(
+                        f"label `{item.label}` is used twice in the same sequence",
+                        item.pos,
+                        f"the first is at line {first.line}, column {first.column}; labels name modules, so they must differ",
+                    )
                 labels[item.label] = item.pos
             self._last_pos = item.pos
             node = self._element(item, scope, state, name, _join(path, name), 0)
@@ -338,26 +368,58 @@ class Checker:
             return self._repeat(el, scope, state, name, path, label, depth)
         raise AssertionError(f"unknown element {el!r}")
 
-    def _finish_sequence(self, name: str, path: str, label: str | None, pos: Position, start: Shape | None,
-                         state: State, children: list[Node], role: str, title: str,
-                         block: str | None = None, block_args: dict[str, Value] | None = None) -> Sequence | None:
+    def _finish_sequence(
+        self,
+        name: str,
+        path: str,
+        label: str | None,
+        pos: Position,
+        start: Shape | None,
+        state: State,
+        children: list[Node],
+        role: str,
+        title: str,
+        block: str | None = None,
+        block_args: dict[str, Value] | None = None,
+    ) -> Sequence | None:
         if start is None or state.shape is None:
             return None
         return self._make_sequence(name, path, label, pos, start, state.shape, children, role, title, block, block_args)
 
     @staticmethod
-    def _make_sequence(name: str, path: str, label: str | None, pos: Position, start: Shape, out: Shape,
-                       children: list[Node], role: Any, title: str, block: str | None = None,
-                       block_args: dict[str, Value] | None = None) -> Sequence:
+    def _make_sequence(
+        name: str,
+        path: str,
+        label: str | None,
+        pos: Position,
+        start: Shape,
+        out: Shape,
+        children: list[Node],
+        role: Any,
+        title: str,
+        block: str | None = None,
+        block_args: dict[str, Value] | None = None,
+    ) -> Sequence:
         return Sequence(
-            name, path, label, pos, start, out,
+            name,
+            path,
+            label,
+            pos,
+            start,
+            out,
             params=sum(c.params for c in children),
             buffers=sum(c.buffers for c in children),
             macs=sum(c.macs for c in children),
-            role=role, children=children, title=title, block=block, block_args=block_args,
+            role=role,
+            children=children,
+            title=title,
+            block=block,
+            block_args=block_args,
         )
 
-    def _merge(self, el: ast.Merge, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int) -> Node | None:
+    def _merge(
+        self, el: ast.Merge, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int
+    ) -> Node | None:
         kind = MERGES.get(el.op.lower())
         if kind is None:
             hint = suggest(el.op, [k.name for k in MERGES.values()]) or "`name[ a | b ]` is a merge: Add, Concat or Mul"
@@ -369,8 +431,9 @@ class Checker:
             branch_state = State(start, state.field, state.jump)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
-            node = self._finish_sequence(str(index), _join(path, str(index)), None, branch.pos, start, branch_state,
-                                         children, "group", "branch")
+            node = self._finish_sequence(
+                str(index), _join(path, str(index)), None, branch.pos, start, branch_state, children, "group", "branch"
+            )
             if node is not None:
                 branches.append(node)
         if kind is None or start is None or any(s.shape is None for s in ends):
@@ -388,12 +451,22 @@ class Checker:
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, jump)
         state.shape, state.field, state.jump = out, field, jump
         return Parallel(
-            name, path, label, el.pos, start, out,
-            params=sum(b.params for b in branches), buffers=sum(b.buffers for b in branches),
-            macs=sum(b.macs for b in branches), branches=branches, merge=merge,
+            name,
+            path,
+            label,
+            el.pos,
+            start,
+            out,
+            params=sum(b.params for b in branches),
+            buffers=sum(b.buffers for b in branches),
+            macs=sum(b.macs for b in branches),
+            branches=branches,
+            merge=merge,
         )
 
-    def _repeat(self, el: ast.Repeat, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int) -> Node | None:
+    def _repeat(
+        self, el: ast.Repeat, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int
+    ) -> Node | None:
         try:
             count = self._eval(el.count, scope, state.shape)
         except EvalError as err:
@@ -402,12 +475,20 @@ class Checker:
         except Poisoned:
             count = None
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-            self.sink.error(f"a repetition count must be a whole number of at least 1; got {format_value(count)}",
-                            el.count.pos, "for example `[Conv(64, 3), ReLU] x 3`", scope.notes())
+            self.sink.error(
+                f"a repetition count must be a whole number of at least 1; got {format_value(count)}",
+                el.count.pos,
+                "for example `[Conv(64, 3), ReLU] x 3`",
+                scope.notes(),
+            )
             count = None
         if count is not None and count > MAX_LAYERS:
-            self.sink.error(f"repeating {count:,} times exceeds the limit of {MAX_LAYERS:,} layers", el.count.pos,
-                            "networks are limited to 100,000 layers after expansion", scope.notes())
+            self.sink.error(
+                f"repeating {count:,} times exceeds the limit of {MAX_LAYERS:,} layers",
+                el.count.pos,
+                "networks are limited to 100,000 layers after expansion",
+                scope.notes(),
+            )
             raise Abort
         start = state.shape
         iterations: list[Node] = []
@@ -422,7 +503,10 @@ class Checker:
                     self.sink.error(
                         f"this repetition expands to {count:,} x {per_iteration:,} = {count * per_iteration:,} layers; "
                         f"the limit is {MAX_LAYERS:,}",
-                        el.pos, "networks are limited to 100,000 layers after expansion", scope.notes())
+                        el.pos,
+                        "networks are limited to 100,000 layers after expansion",
+                        scope.notes(),
+                    )
                     raise Abort
             if state.shape is None or count is None:
                 break
@@ -436,14 +520,20 @@ class Checker:
         if kind is not None and not kind.is_merge:
             return self._layer(kind, call, scope, state, name, path, label)
         if kind is not None:
-            self.sink.error(f"`{kind.name}` combines branches and needs them in brackets", call.pos,
-                            f"write `{kind.name}[ a | b ]`", scope.notes())
+            self.sink.error(
+                f"`{kind.name}` combines branches and needs them in brackets",
+                call.pos,
+                f"write `{kind.name}[ a | b ]`",
+                scope.notes(),
+            )
             state.shape = None
             return None
         block = self.blocks.get(call.name)
         if block is not None:
             return self._block_call(block, call, scope, state, name, path, label)
-        hint = suggest(call.name, [*self._layer_names(), *self.blocks]) or "see the layer table in LANGUAGE.md, or define a `block`"
+        hint = (
+            suggest(call.name, [*self._layer_names(), *self.blocks]) or "see the layer table in LANGUAGE.md, or define a `block`"
+        )
         self.sink.error(f"unknown layer or block `{call.name}`", call.pos, hint, scope.notes())
         for arg in call.args:  # still check the argument expressions
             self._try_eval(arg.value, scope, state.shape)
@@ -455,13 +545,18 @@ class Checker:
 
     # -- blocks ------------------------------------------------------------------------
 
-    def _block_call(self, block: ast.BlockDef, call: ast.Call, scope: Scope, state: State, name: str, path: str,
-                    label: str | None) -> Node | None:
+    def _block_call(
+        self, block: ast.BlockDef, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
+    ) -> Node | None:
         text = _call_text(call)
         if any(b == block.name for b, _, _ in scope.calls):
             chain = " -> ".join([*(b for b, _, _ in scope.calls), block.name])
-            self.sink.error(f"block `{block.name}` calls itself ({chain})", call.pos,
-                            "blocks may call other blocks, but not recursively", scope.notes())
+            self.sink.error(
+                f"block `{block.name}` calls itself ({chain})",
+                call.pos,
+                "blocks may call other blocks, but not recursively",
+                scope.notes(),
+            )
             state.shape = None
             return None
         if len(scope.calls) >= MAX_BLOCK_DEPTH:
@@ -480,8 +575,12 @@ class Checker:
                     elif param.default is not None:
                         values[param.name] = self._eval(param.default, Scope(dict(values), scope.calls), state.shape)
                     else:
-                        self.sink.error(f"block `{block.name}` needs `{param.name}`", call.pos,
-                                        f"the block's parameters: {signature}", scope.notes())
+                        self.sink.error(
+                            f"block `{block.name}` needs `{param.name}`",
+                            call.pos,
+                            f"the block's parameters: {signature}",
+                            scope.notes(),
+                        )
                         values[param.name] = POISON
                         ok = False
                 except EvalError as err:
@@ -509,34 +608,48 @@ class Checker:
             return None
         args = {p.name: values[p.name] for p in block.params if p.name in values}
         # The title shows the arguments the call gave (evaluated), as it gave them; defaults stay implicit.
-        given = [format_value(_plain(values[a.name if a.name else block.params[i].name]))
-                 if a.name is None else f"{a.name}={format_value(_plain(values[a.name]))}"
-                 for i, a in enumerate(call.args)]
+        given = [
+            format_value(_plain(values[a.name if a.name else block.params[i].name]))
+            if a.name is None
+            else f"{a.name}={format_value(_plain(values[a.name]))}"
+            for i, a in enumerate(call.args)
+        ]
         title = f"{block.name}({', '.join(given)})" if call.args else block.name
         return self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
 
     # -- layers ------------------------------------------------------------------------
 
-    def _layer(self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str,
-               label: str | None) -> Layer | None:
+    def _layer(
+        self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
+    ) -> Layer | None:
         shape = state.shape
         args = self._layer_args(kind, call, scope, shape)
         if args is None or shape is None:
             state.shape = None
             return None
         arg_pos = {a.name.lower(): a.pos for a in call.args if a.name}
-        arg_pos.update({kind.signature[i].name: a.pos for i, a in enumerate(call.args) if a.name is None and i < len(kind.signature)})
+        arg_pos.update(
+            {kind.signature[i].name: a.pos for i, a in enumerate(call.args) if a.name is None and i < len(kind.signature)}
+        )
         try:
             args = kind.resolve(args, shape)
             out = kind.infer(args, shape)
         except LayerError as err:
-            self.sink.error(err.message, arg_pos.get(err.arg or "", call.pos), err.hint or f"signature: {kind.signature_text()}",
-                            scope.notes())
+            self.sink.error(
+                err.message,
+                arg_pos.get(err.arg or "", call.pos),
+                err.hint or f"signature: {kind.signature_text()}",
+                scope.notes(),
+            )
             state.shape = None
             return None
         if out.numel > MAX_ELEMENTS:
-            self.sink.error(f"{kind.name} would produce {out.numel:,} elements ({out}); the limit is 2^40", call.pos,
-                            "check the channel counts and sizes", scope.notes())
+            self.sink.error(
+                f"{kind.name} would produce {out.numel:,} elements ({out}); the limit is 2^40",
+                call.pos,
+                "check the channel counts and sizes",
+                scope.notes(),
+            )
             raise Abort
         if any(d < 1 for d in out):
             self.sink.error(f"{kind.name}: the output would be {out}, with a size below 1", call.pos, None, scope.notes())
@@ -553,17 +666,37 @@ class Checker:
         # thousands of empty branches cannot build an unbounded tree either.
         self.node_count += 1
         if self.node_count > 4 * MAX_LAYERS:
-            self.sink.error(f"the network expands to more than {4 * MAX_LAYERS:,} layers and groups", pos or self._last_pos,
-                            "networks are limited to 100,000 layers after expanding blocks and repetition", scope.notes())
+            self.sink.error(
+                f"the network expands to more than {4 * MAX_LAYERS:,} layers and groups",
+                pos or self._last_pos,
+                "networks are limited to 100,000 layers after expanding blocks and repetition",
+                scope.notes(),
+            )
             raise Abort
 
-    def _new_layer(self, kind: LayerKind, args: dict[str, Value], name: str, path: str, label: str | None,
-                   pos: Position, shape: Shape, out: Shape, scope: Scope, field: Pair, jump: Pair) -> Layer:
+    def _new_layer(
+        self,
+        kind: LayerKind,
+        args: dict[str, Value],
+        name: str,
+        path: str,
+        label: str | None,
+        pos: Position,
+        shape: Shape,
+        out: Shape,
+        scope: Scope,
+        field: Pair,
+        jump: Pair,
+    ) -> Layer:
         self.leaf_count += 1
         self._last_pos = pos
         if self.leaf_count > MAX_LAYERS:
-            self.sink.error(f"the network expands to more than {MAX_LAYERS:,} layers", pos,
-                            "networks are limited to 100,000 layers after expanding blocks and repetition", scope.notes())
+            self.sink.error(
+                f"the network expands to more than {MAX_LAYERS:,} layers",
+                pos,
+                "networks are limited to 100,000 layers after expanding blocks and repetition",
+                scope.notes(),
+            )
             raise Abort
         self._count_node(scope, pos)
         params = kind.param_count(args, shape)
@@ -571,8 +704,19 @@ class Checker:
             self.sink.error(f"{kind.name} would have {params:,} parameters; the limit is 2^40", pos, None, scope.notes())
             raise Abort
         return Layer(
-            name, path, label, pos, shape, out, params=params, buffers=kind.buffer_count(args, shape),
-            macs=kind.macs(args, shape, out), kind=kind, args=args, receptive_field=field, jump=jump,
+            name,
+            path,
+            label,
+            pos,
+            shape,
+            out,
+            params=params,
+            buffers=kind.buffer_count(args, shape),
+            macs=kind.macs(args, shape, out),
+            kind=kind,
+            args=args,
+            receptive_field=field,
+            jump=jump,
             block_calls=tuple(text for _, text, _ in scope.calls),
         )
 
@@ -581,7 +725,7 @@ class Checker:
         if window is None:
             return
         problems = []
-        for axis, (size, word) in enumerate(zip(shape.spatial, ("rows", "columns"))):
+        for axis, (size, word) in enumerate(zip(shape.spatial, ("rows", "columns"), strict=True)):
             dropped = window.dropped_pixels(size, axis)
             if dropped:
                 problems.append(f"{window.arithmetic(size, axis)} leaves the last {dropped} input {word} unread")
@@ -589,9 +733,13 @@ class Checker:
             if len(problems) == 2 and problems[0].replace("rows", "") == problems[1].replace("columns", ""):
                 problems = [problems[0].replace("rows", "rows and columns")]
             severity = "error" if self.strict else "warning"
-            self.sink.add(severity, f"{kind.name} doesn't fit its input {shape}: " + "; ".join(problems), call.pos,
-                          "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input",
-                          scope.notes())
+            self.sink.add(
+                severity,
+                f"{kind.name} doesn't fit its input {shape}: " + "; ".join(problems),
+                call.pos,
+                "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input",
+                scope.notes(),
+            )
 
     def _layer_args(self, kind: LayerKind, call: ast.Call, scope: Scope, shape: Shape | None) -> dict[str, Value] | None:
         bound = self._bind_names(kind.name, kind.signature, kind.signature_text(), call)
@@ -624,15 +772,20 @@ class Checker:
             if isinstance(spec.default, SameAs):
                 values[spec.name] = values.get(spec.default.name)
             elif spec.default is REQUIRED:
-                self.sink.error(f"{kind.name} needs `{spec.name}` (its {ordinal(index + 1)} argument)", call.pos,
-                                f"signature: {kind.signature_text()}", scope.notes())
+                self.sink.error(
+                    f"{kind.name} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
+                    call.pos,
+                    f"signature: {kind.signature_text()}",
+                    scope.notes(),
+                )
                 ok = False
             else:
                 values[spec.name] = spec.default
         return values if ok else None
 
-    def _bind_names(self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call,
-                    case_sensitive: bool = False) -> dict[str, ast.Arg] | None:
+    def _bind_names(
+        self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call, case_sensitive: bool = False
+    ) -> dict[str, ast.Arg] | None:
         """Match a call's arguments to parameter names: positional first, then keywords."""
         names = [s.name for s in specs]
         bound: dict[str, ast.Arg] = {}
@@ -641,14 +794,17 @@ class Checker:
         for index, arg in enumerate(call.args):
             if arg.name is None:
                 if seen_keyword:
-                    self.sink.error("a positional argument after a keyword argument", arg.pos,
-                                    f"signature: {signature}")
+                    self.sink.error("a positional argument after a keyword argument", arg.pos, f"signature: {signature}")
                     ok = False
                     continue
                 if index >= len(specs):
                     count = len(specs)
-                    self.sink.error(f"{owner} takes {'no' if count == 0 else f'at most {count}'} argument{'s' if count != 1 else ''}; "
-                                    f"got {len(call.args)}", arg.pos, f"signature: {signature}")
+                    self.sink.error(
+                        f"{owner} takes {'no' if count == 0 else f'at most {count}'} argument{'s' if count != 1 else ''}; "
+                        f"got {len(call.args)}",
+                        arg.pos,
+                        f"signature: {signature}",
+                    )
                     ok = False
                     break
                 bound[names[index]] = arg
@@ -700,7 +856,11 @@ class Checker:
             items = value if isinstance(value, tuple) else (value,)
             ints = [whole(v) for v in items]
             if any(n is None or (minimum is not None and n < minimum) for n in ints):
-                raise fail(f"{bound_word}, a pair (h, w) of them or `same`" if spec.type == "pad" else f"{bound_word} or a pair (h, w) of them")
+                raise fail(
+                    f"{bound_word}, a pair (h, w) of them or `same`"
+                    if spec.type == "pad"
+                    else f"{bound_word} or a pair (h, w) of them"
+                )
             return tuple(ints) if isinstance(value, tuple) else ints[0]
         if spec.type == "bool":
             if not isinstance(value, bool):

@@ -8,8 +8,9 @@ runs its branches on the same input and combines them with its merge layer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from .errors import Position
 from .layers.base import LayerKind

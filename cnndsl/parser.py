@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lark import PostLex
@@ -67,8 +67,16 @@ class SeparatorPostLex(PostLex):
                     tok = Token.new_borrow_pos("REPEAT", tok.value, tok)
                 elif kind == "NAME" and tok.value[:1] in "xX" and tok.value[1:].isdigit():
                     yield Token.new_borrow_pos("REPEAT", tok.value[0], tok)
-                    count = Token("INT", tok.value[1:], tok.start_pos + 1, tok.line, tok.column + 1,
-                                  tok.end_line, tok.end_column, tok.end_pos)
+                    count = Token(
+                        "INT",
+                        tok.value[1:],
+                        tok.start_pos + 1,
+                        tok.line,
+                        tok.column + 1,
+                        tok.end_line,
+                        tok.end_column,
+                        tok.end_pos,
+                    )
                     before_prev, prev = Token("REPEAT", "x"), count
                     yield count
                     continue
@@ -297,10 +305,15 @@ def _bracket_scan(text: str, sink: DiagnosticSink) -> bool:
                     if stack:
                         opener, oline, ocol = stack[-1]
                         closer = ")" if opener == "(" else "]"
-                        sink.error(f"`{ch}` does not match the `{opener}` opened at line {oline}, column {ocol}",
-                                   Position(line, col), f"missing `{closer}`?")
+                        sink.error(
+                            f"`{ch}` does not match the `{opener}` opened at line {oline}, column {ocol}",
+                            Position(line, col),
+                            f"missing `{closer}`?",
+                        )
                     else:
-                        sink.error(f"`{ch}` has no matching `{pairs[ch]}`", Position(line, col), "remove it, or add the opening bracket")
+                        sink.error(
+                            f"`{ch}` has no matching `{pairs[ch]}`", Position(line, col), "remove it, or add the opening bracket"
+                        )
                     return False
                 stack.pop()
         col += 1
@@ -323,8 +336,11 @@ def _token_count_ok(text: str, sink: DiagnosticSink) -> bool:
             continue
         count += 1
         if count > MAX_TOKENS:
-            sink.error(f"the file has more than {MAX_TOKENS:,} tokens", _position_at(text, match.start()),
-                       "use repetition (`x N`) and blocks instead of writing layers out")
+            sink.error(
+                f"the file has more than {MAX_TOKENS:,} tokens",
+                _position_at(text, match.start()),
+                "use repetition (`x N`) and blocks instead of writing layers out",
+            )
             return False
     return True
 
@@ -386,8 +402,11 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
 def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
     """Bytes to text: reject oversized input, invalid UTF-8 and NUL bytes with a position."""
     if len(data) > MAX_FILE_BYTES:
-        sink.error(f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}", _position_at(data, MAX_FILE_BYTES),
-                   "a network description is normally a few kilobytes")
+        sink.error(
+            f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}",
+            _position_at(data, MAX_FILE_BYTES),
+            "a network description is normally a few kilobytes",
+        )
         return None
     try:
         text = data.decode("utf-8")
@@ -405,14 +424,20 @@ def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
 def check_text(text: str, sink: DiagnosticSink) -> bool:
     """Reject NUL bytes and oversized text (for text that did not come from bytes)."""
     if len(text) > MAX_FILE_BYTES:
-        sink.error(f"the text is {len(text):,} characters; the limit is {MAX_FILE_BYTES:,}", _position_at(text, MAX_FILE_BYTES),
-                   "a network description is normally a few kilobytes")
+        sink.error(
+            f"the text is {len(text):,} characters; the limit is {MAX_FILE_BYTES:,}",
+            _position_at(text, MAX_FILE_BYTES),
+            "a network description is normally a few kilobytes",
+        )
         return False
     nul = text.find("\x00")
     if nul >= 0:
         before = text[:nul]
-        sink.error("NUL byte in the source", Position(before.count("\n") + 1, nul - (before.rfind("\n") + 1) + 1),
-                   "the file looks binary; a .cnn file is plain text")
+        sink.error(
+            "NUL byte in the source",
+            Position(before.count("\n") + 1, nul - (before.rfind("\n") + 1) + 1),
+            "the file looks binary; a .cnn file is plain text",
+        )
         return False
     return True
 

@@ -60,8 +60,13 @@ def summary_table(network: Network) -> str:
     rule = "-" * (sum(widths) + 2 * 4)
     title = f"{network.name}" + (f" ({network.filename})" if not network.filename.startswith("<") else "")
     params_text = ", ".join(f"{k}={format_value(getattr(v, 'text', v))}" for k, v in network.parameters.items())
-    out = [title, f"input {network.input_shape} -> output {network.output_shape}" + (f"   [{params_text}]" if params_text else ""),
-           rule, line(header), rule]
+    out = [
+        title,
+        f"input {network.input_shape} -> output {network.output_shape}" + (f"   [{params_text}]" if params_text else ""),
+        rule,
+        line(header),
+        rule,
+    ]
     out.extend(line(r) for r in rows)
     out.append(rule)
     rf, jump = network.receptive_field, network.effective_stride
@@ -97,8 +102,10 @@ def network_json(network: Network) -> dict[str, Any]:
         "activation_bytes": network.activation_bytes,
         "receptive_field": list(network.receptive_field),
         "effective_stride": list(network.effective_stride),
-        "parameters": {k: format_value(getattr(v, "text", v)) if not isinstance(v, (int, float)) else v
-                       for k, v in network.parameters.items()},
+        "parameters": {
+            k: format_value(getattr(v, "text", v)) if not isinstance(v, (int, float)) else v
+            for k, v in network.parameters.items()
+        },
         "layers": [
             {
                 "path": layer.path,

@@ -12,16 +12,44 @@ import random
 import signal
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cnndsl
 
 ZOO = sorted((Path(__file__).resolve().parent.parent / "architectures").glob("*.cnn"))
-LAYERS = ["Conv", "conv2d", "DWConv", "Pool", "MaxPool", "AvgPool", "GlobalAvgPool", "AdaptiveAvgPool", "FC", "Linear",
-          "flatten", "BN", "Dropout", "ReLU", "ReLU6", "Sigmoid", "Tanh", "GELU", "SiLU", "Hardswish", "Hardsigmoid",
-          "Softmax", "LeakyReLU", "ChannelShuffle", "Chunk", "Identity", "Cnov", "B1", "B2"]
+LAYERS = [
+    "Conv",
+    "conv2d",
+    "DWConv",
+    "Pool",
+    "MaxPool",
+    "AvgPool",
+    "GlobalAvgPool",
+    "AdaptiveAvgPool",
+    "FC",
+    "Linear",
+    "flatten",
+    "BN",
+    "Dropout",
+    "ReLU",
+    "ReLU6",
+    "Sigmoid",
+    "Tanh",
+    "GELU",
+    "SiLU",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softmax",
+    "LeakyReLU",
+    "ChannelShuffle",
+    "Chunk",
+    "Identity",
+    "Cnov",
+    "B1",
+    "B2",
+]
 WORDS = ["stride", "pad", "groups", "bias", "dilation", "ceil", "kernel", "out", "p", "eps", "size", "multiplier", "nope"]
 
 
@@ -33,25 +61,63 @@ class Generator:
 
     def number(self) -> str:
         r = self.rng
-        return r.choice(["0", "1", "2", "3", "4", "5", "7", "8", "16", "32", "64", "0.5", "1e-5", "-1", "1000000",
-                         "99999999999999999999", "c", "n", "in_channels", "true", "same"])
+        return r.choice(
+            [
+                "0",
+                "1",
+                "2",
+                "3",
+                "4",
+                "5",
+                "7",
+                "8",
+                "16",
+                "32",
+                "64",
+                "0.5",
+                "1e-5",
+                "-1",
+                "1000000",
+                "99999999999999999999",
+                "c",
+                "n",
+                "in_channels",
+                "true",
+                "same",
+            ]
+        )
 
     def expr(self, depth: int = 0) -> str:
         r = self.rng
         if depth > 2 or r.random() < 0.6:
             return self.number()
-        return r.choice([
-            f"{self.expr(depth + 1)} {r.choice(['+', '-', '*', '/', '//', '%'])} {self.expr(depth + 1)}",
-            f"({self.expr(depth + 1)})",
-            f"({self.expr(depth + 1)}, {self.expr(depth + 1)})",
-            f"-{self.expr(depth + 1)}",
-        ])
+        return r.choice(
+            [
+                f"{self.expr(depth + 1)} {r.choice(['+', '-', '*', '/', '//', '%'])} {self.expr(depth + 1)}",
+                f"({self.expr(depth + 1)})",
+                f"({self.expr(depth + 1)}, {self.expr(depth + 1)})",
+                f"-{self.expr(depth + 1)}",
+            ]
+        )
 
     def call(self) -> str:
         r = self.rng
         if r.random() < 0.6:  # well-formed calls keep many programs valid, so the fuzzer goes deep
-            return r.choice(["Conv(8, 3, pad=1)", "ReLU", "BN", "Conv(in_channels, 1)", "DWConv(3, pad=1)", "Identity",
-                             "Dropout(0.1)", "SiLU", "Conv(c, 1)", "AvgPool(3, stride=1, pad=1)", "Conv(n * 4, (1, 3), pad=(0, 1))"])
+            return r.choice(
+                [
+                    "Conv(8, 3, pad=1)",
+                    "ReLU",
+                    "BN",
+                    "Conv(in_channels, 1)",
+                    "DWConv(3, pad=1)",
+                    "Identity",
+                    "Dropout(0.1)",
+                    "SiLU",
+                    "Conv(c, 1)",
+                    "AvgPool(3, stride=1, pad=1)",
+                    "Conv(n * 4, (1, 3), pad=(0, 1))",
+                ]
+            )
         name = r.choice(LAYERS)
         if r.random() < 0.3:
             return name
@@ -68,7 +134,11 @@ class Generator:
             text = f"[{self.sequence(depth + 1)}]"
         elif roll < 0.85:
             merge = r.choice(["Add", "Concat", "Mul", "add", "Sum"])
-            text = f"{merge}[ " + " | ".join(self.sequence(depth + 1) if r.random() < 0.8 else "" for _ in range(r.randint(1, 3))) + " ]"
+            text = (
+                f"{merge}[ "
+                + " | ".join(self.sequence(depth + 1) if r.random() < 0.8 else "" for _ in range(r.randint(1, 3)))
+                + " ]"
+            )
         else:
             text = f"{self.element(depth + 1)} {r.choice(['x', '*'])} {r.choice(['1', '2', '3', 'n', '(n + 1)', '0', '2.5'])}"
         if r.random() < 0.1:
@@ -143,7 +213,9 @@ def inputs(rng: random.Random) -> Iterator[str | bytes]:
         elif roll < 0.9 and zoo:
             yield mutate_bytes(rng.choice(zoo), rng)
         else:
-            soup = [rng.choice(LAYERS + WORDS + ["[", "]", "(", ")", "|", "x", ",", "\n", "3", "input 3x8x8\n"]) for _ in range(30)]
+            soup = [
+                rng.choice(LAYERS + WORDS + ["[", "]", "(", ")", "|", "x", ",", "\n", "3", "input 3x8x8\n"]) for _ in range(30)
+            ]
             yield " ".join(soup)
 
 
@@ -192,7 +264,9 @@ def check_one(source: str | bytes, time_limit: float) -> tuple[bool, str | None,
         signal.signal(signal.SIGALRM, previous)
 
 
-def run(seconds: float, seed: int = 0, time_limit: float = 2.0, on_defect: Callable[[str, str | bytes], None] | None = None) -> Report:
+def run(
+    seconds: float, seed: int = 0, time_limit: float = 2.0, on_defect: Callable[[str, str | bytes], None] | None = None
+) -> Report:
     rng = random.Random(seed)
     report = Report()
     deadline = time.perf_counter() + seconds

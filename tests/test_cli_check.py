@@ -46,9 +46,19 @@ def test_check_json_schema(small: Path) -> None:
     result = run("check", "--json", str(small))
     assert result.exit_code == 0
     report = json.loads(result.output)
-    for key, kind in [("file", str), ("network", str), ("input", list), ("output", list), ("params", int),
-                      ("trainable_params", int), ("buffers", int), ("macs", int), ("activation_bytes", int),
-                      ("layers", list), ("diagnostics", list)]:
+    for key, kind in [
+        ("file", str),
+        ("network", str),
+        ("input", list),
+        ("output", list),
+        ("params", int),
+        ("trainable_params", int),
+        ("buffers", int),
+        ("macs", int),
+        ("activation_bytes", int),
+        ("layers", list),
+        ("diagnostics", list),
+    ]:
         assert isinstance(report[key], kind), key
     assert report["network"] == "Small" and report["output"] == [10]
     layer = report["layers"][0]

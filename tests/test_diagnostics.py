@@ -15,7 +15,11 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ("repeat_needs_count", "input 3x8x8\nConv(3, 1) x", [("error", 2, 12, "`x` needs a count")]),
     ("pipe_outside_merge", "input 3x8x8\n[Conv(3, 1) | ReLU]", [("error", 2, 13, "`|` outside a merge")]),
     ("unknown_layer", "input 3x8x8\nCnov(3, 1)", [("error", 2, 1, "unknown layer or block `Cnov`")]),
-    ("unknown_block", "input 3x8x8\nblock Basic(c) = [Conv(c, 1)]\nBsaic(3)", [("error", 3, 1, "unknown layer or block `Bsaic`")]),
+    (
+        "unknown_block",
+        "input 3x8x8\nblock Basic(c) = [Conv(c, 1)]\nBsaic(3)",
+        [("error", 3, 1, "unknown layer or block `Bsaic`")],
+    ),
     ("unknown_argument", "input 3x8x8\nConv(3, 1, strid=2)", [("error", 2, 12, "Conv has no argument `strid`")]),
     ("missing_argument", "input 3x8x8\nConv(kernel=3)", [("error", 2, 1, "Conv needs `out`")]),
     ("duplicate_argument", "input 3x8x8\nConv(3, 1, out=4)", [("error", 2, 12, "`out` is given twice")]),
@@ -27,13 +31,24 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ("unknown_name", "input 3x8x8\nConv(widht, 1)", [("error", 2, 6, "unknown name `widht`")]),
     ("kernel_too_large", "input 3x8x8\nConv(3, 11)", [("error", 2, 9, "larger than the padded input (8 + 2*0 = 8)")]),
     ("groups", "input 3x8x8\nConv(4, 1, groups=2)", [("error", 2, 12, "groups=2 must divide the input channels")]),
-    ("branches_disagree", "input 3x8x8\nAdd[Conv(4, 1) | Conv(5, 1)]", [("error", 2, 1, "Add: branch shapes disagree: 4x8x8, 5x8x8")]),
+    (
+        "branches_disagree",
+        "input 3x8x8\nAdd[Conv(4, 1) | Conv(5, 1)]",
+        [("error", 2, 1, "Add: branch shapes disagree: 4x8x8, 5x8x8")],
+    ),
     ("concat_disagree", "input 3x8x8\nConcat[Conv(4, 1) | Conv(4, 3)]", [("error", 2, 1, "Concat: branch shapes disagree")]),
     ("fc_on_image", "input 3x8x8\nFC(10)", [("error", 2, 1, "FC needs a flat input; got an image 3x8x8")]),
     ("conv_on_flat", "input 3x8x8\nflatten, Conv(3, 1)", [("error", 2, 10, "Conv needs an image input")]),
-    ("recursion", "input 3x8x8\nblock A(c) = [Conv(c, 1), B(c)]\nblock B(c) = [A(c)]\nA(3)",
-     [("error", 3, 15, "block `A` calls itself (A -> B -> A)")]),
-    ("block_named_like_layer", "input 3x8x8\nblock conv(c) = [ReLU]\nReLU", [("error", 2, 7, "has the name of a built-in layer")]),
+    (
+        "recursion",
+        "input 3x8x8\nblock A(c) = [Conv(c, 1), B(c)]\nblock B(c) = [A(c)]\nA(3)",
+        [("error", 3, 15, "block `A` calls itself (A -> B -> A)")],
+    ),
+    (
+        "block_named_like_layer",
+        "input 3x8x8\nblock conv(c) = [ReLU]\nReLU",
+        [("error", 2, 7, "has the name of a built-in layer")],
+    ),
     ("repeat_zero", "input 3x8x8\nReLU x 0", [("error", 2, 8, "at least 1; got 0")]),
     ("repeat_fraction", "input 3x8x8\nReLU x (5 / 2)", [("error", 2, 9, "at least 1; got 2.5")]),
     ("division_by_zero", "input 3x8x8\nConv(4 // 0, 1)", [("error", 2, 6, "division by zero in `4 // 0`")]),
@@ -44,11 +59,18 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ("invalid_utf8", b"input 3x8x8\nReLU \xff", [("error", 2, 6, "invalid UTF-8 byte 0xff")]),
     ("header_after_body", "input 3x8x8\nReLU\ndefaults Conv(3)", [("error", 3, 1, "`defaults` must come before")]),
     ("duplicate_label", "input 3x8x8\na: ReLU, a: ReLU", [("error", 2, 10, "label `a` is used twice")]),
-    ("doesnt_fit", "input 3x7x7\nConv(8, 3, stride=3)",
-     [("warning", 2, 1, "(7 - 3)/3 + 1 = 2.33 leaves the last 1 input rows and columns unread")]),
+    (
+        "doesnt_fit",
+        "input 3x7x7\nConv(8, 3, stride=3)",
+        [("warning", 2, 1, "(7 - 3)/3 + 1 = 2.33 leaves the last 1 input rows and columns unread")],
+    ),
     ("merge_without_branches", "input 3x8x8\nAdd", [("error", 2, 1, "`Add` combines branches")]),
     ("unknown_merge", "input 3x8x8\nSum[ReLU | ReLU]", [("error", 2, 1, "unknown merge `Sum`")]),
-    ("network_param_without_default", "network N(c)\ninput 3x8x8\nConv(c, 1)", [("error", 1, 11, "network parameter `c` has no default")]),
+    (
+        "network_param_without_default",
+        "network N(c)\ninput 3x8x8\nConv(c, 1)",
+        [("error", 1, 11, "network parameter `c` has no default")],
+    ),
     ("block_missing_argument", "input 3x8x8\nblock B(c) = [Conv(c, 1)]\nB()", [("error", 3, 1, "block `B` needs `c`")]),
     ("pad_same_even_kernel", "input 3x8x8\nConv(3, 2, pad=same)", [("error", 2, 12, "pad=same needs an odd kernel")]),
     ("chunk_index", "input 4x8x8\nChunk(2, 2)", [("error", 2, 10, "index must be below chunks")]),
@@ -58,7 +80,9 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
 @pytest.mark.parametrize("name,source,expected", CASES, ids=[c[0] for c in CASES])
 def test_diagnostic(name: str, source: str | bytes, expected: list[tuple[str, int, int, str]]) -> None:
     net, diagnostics = cnndsl.check_source(source, f"{name}.cnn")
-    found = [(d.severity, d.position.line if d.position else 0, d.position.column if d.position else 0, d.message) for d in diagnostics]
+    found = [
+        (d.severity, d.position.line if d.position else 0, d.position.column if d.position else 0, d.message) for d in diagnostics
+    ]
     for severity, line, column, fragment in expected:
         assert any(s == severity and (ln, col) == (line, column) and fragment in m for s, ln, col, m in found), found
     has_error = any(s == "error" for s, *_ in expected)

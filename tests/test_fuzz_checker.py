@@ -14,11 +14,73 @@ from cnndsl import CnnDslError
 ZOO = sorted((Path(__file__).resolve().parent.parent / "architectures").glob("*.cnn"))
 
 TOKENS = [
-    "input", "network", "defaults", "block", "3x32x32", "1x8x8", "784", "Conv", "conv", "DWConv", "Pool", "MaxPool",
-    "AvgPool", "FC", "flatten", "BN", "ReLU", "Identity", "Add", "Concat", "Mul", "Chunk", "GlobalAvgPool",
-    "AdaptiveAvgPool", "Dropout", "Softmax", "ChannelShuffle", "Basic", "c", "x", "x2", "*", "(", ")", "[", "]", "|",
-    ",", "\n", ":", "=", "+", "-", "/", "//", "%", "0", "1", "2", "3", "7", "64", "0.5", "1e-5", "true", "false",
-    "same", "stride", "pad", "groups", "bias", "in_channels", "stem", "# c\n", "(3, 3)", "kernel", "out",
+    "input",
+    "network",
+    "defaults",
+    "block",
+    "3x32x32",
+    "1x8x8",
+    "784",
+    "Conv",
+    "conv",
+    "DWConv",
+    "Pool",
+    "MaxPool",
+    "AvgPool",
+    "FC",
+    "flatten",
+    "BN",
+    "ReLU",
+    "Identity",
+    "Add",
+    "Concat",
+    "Mul",
+    "Chunk",
+    "GlobalAvgPool",
+    "AdaptiveAvgPool",
+    "Dropout",
+    "Softmax",
+    "ChannelShuffle",
+    "Basic",
+    "c",
+    "x",
+    "x2",
+    "*",
+    "(",
+    ")",
+    "[",
+    "]",
+    "|",
+    ",",
+    "\n",
+    ":",
+    "=",
+    "+",
+    "-",
+    "/",
+    "//",
+    "%",
+    "0",
+    "1",
+    "2",
+    "3",
+    "7",
+    "64",
+    "0.5",
+    "1e-5",
+    "true",
+    "false",
+    "same",
+    "stride",
+    "pad",
+    "groups",
+    "bias",
+    "in_channels",
+    "stem",
+    "# c\n",
+    "(3, 3)",
+    "kernel",
+    "out",
 ]
 
 
@@ -38,7 +100,9 @@ def check_never_crashes(source: str | bytes) -> None:
         net.to_json()
 
 
-FUZZ = settings(max_examples=int(os.environ.get("CNNDSL_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("CNNDSL_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @FUZZ

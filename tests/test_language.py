@@ -78,7 +78,9 @@ def test_separators_case_and_layout(body: str) -> None:
     assert net.output_shape == (8, 14, 14)
 
 
-@pytest.mark.parametrize("repeat", ["[Conv(4, 1)]x3", "[Conv(4, 1)] x 3", "Conv(4, 1) x 3", "Conv(4, 1) * 3", "Conv(4,1)x3", "[Conv(4,1)]*3"])
+@pytest.mark.parametrize(
+    "repeat", ["[Conv(4, 1)]x3", "[Conv(4, 1)] x 3", "Conv(4, 1) x 3", "Conv(4, 1) * 3", "Conv(4,1)x3", "[Conv(4,1)]*3"]
+)
 def test_repetition_forms(repeat: str) -> None:
     net = cnndsl.parse("input 3x8x8\n" + repeat)
     assert kinds(net) == ["Conv"] * 3
@@ -132,7 +134,9 @@ def test_blocks_with_parameters_defaults_and_forward_references() -> None:
 
 
 def test_in_channels_and_expressions() -> None:
-    net = cnndsl.parse("input 6x8x8\nConv(in_channels * 2, 1), Conv(in_channels // 4 + 1, 1), Conv((7 - 1) / 2, 1), Conv(10 % 4, 1)")
+    net = cnndsl.parse(
+        "input 6x8x8\nConv(in_channels * 2, 1), Conv(in_channels // 4 + 1, 1), Conv((7 - 1) / 2, 1), Conv(10 % 4, 1)"
+    )
     assert [layer.out_shape[0] for layer in net.layers] == [12, 4, 3, 2]
 
 
@@ -142,7 +146,9 @@ def test_in_channels_of_a_flat_input_is_its_length() -> None:
 
 
 def test_pairs_and_pad_same() -> None:
-    net = cnndsl.parse("input 3x20x30\nConv(4, (3, 5), stride=(1, 2), pad=(1, 2)), Conv(4, 3, pad=same), Conv(4, 3, pad=same, stride=2, dilation=2)")
+    net = cnndsl.parse(
+        "input 3x20x30\nConv(4, (3, 5), stride=(1, 2), pad=(1, 2)), Conv(4, 3, pad=same), Conv(4, 3, pad=same, stride=2, dilation=2)"
+    )
     shapes = [tuple(layer.out_shape) for layer in net.layers]
     assert shapes == [(4, 20, 15), (4, 20, 15), (4, 10, 8)]
     assert net.layers[2].args["pad"] == (2, 2)
@@ -179,7 +185,9 @@ def test_input_override_and_flat_input() -> None:
 
 
 def test_pooling_ceil_mode_follows_pytorch() -> None:
-    net = cnndsl.parse("input 3x112x112\nMaxPool(3, stride=2, ceil=true), MaxPool(3, 2, ceil=true), MaxPool(2, 2, pad=1, ceil=true)")
+    net = cnndsl.parse(
+        "input 3x112x112\nMaxPool(3, stride=2, ceil=true), MaxPool(3, 2, ceil=true), MaxPool(2, 2, pad=1, ceil=true)"
+    )
     # torch: 112 -> 56 -> 28 -> 15
     assert [layer.out_shape[1] for layer in net.layers] == [56, 28, 15]
 

@@ -26,8 +26,15 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
     "MaxPool": [("MaxPool(2)", "3x9x9", (3, 4, 4), 0, 0, 0), ("Pool(3, stride=2, pad=1)", "3x8x8", (3, 4, 4), 0, 0, 0)],
     "AvgPool": [("AvgPool(2, ceil=true)", "3x9x9", (3, 5, 5), 0, 0, 0), ("AvgPool(3, 1, 1)", "2x5x5", (2, 5, 5), 0, 0, 0)],
     "GlobalAvgPool": [("GlobalAvgPool", "16x7x5", (16, 1, 1), 0, 0, 0)],
-    "AdaptiveAvgPool": [("AdaptiveAvgPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0), ("AdaptiveAvgPool((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0)],
-    "FC": [("FC(10)", "100", (10,), 1010, 0, 1000), ("Linear(10, bias=false)", "100", (10,), 1000, 0, 1000), ("Dense(1)", "5", (1,), 6, 0, 5)],
+    "AdaptiveAvgPool": [
+        ("AdaptiveAvgPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0),
+        ("AdaptiveAvgPool((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0),
+    ],
+    "FC": [
+        ("FC(10)", "100", (10,), 1010, 0, 1000),
+        ("Linear(10, bias=false)", "100", (10,), 1000, 0, 1000),
+        ("Dense(1)", "5", (1,), 6, 0, 5),
+    ],
     "Flatten": [("flatten", "3x4x5", (60,), 0, 0, 0), ("Flatten", "7", (7,), 0, 0, 0)],
     "BatchNorm": [("BN", "16x4x4", (16, 4, 4), 32, 33, 0), ("BatchNorm(eps=0.001, momentum=0.01)", "10", (10,), 20, 21, 0)],
     "Dropout": [("Dropout", "3x4x4", (3, 4, 4), 0, 0, 0), ("Dropout(0.2)", "10", (10,), 0, 0, 0)],

@@ -35,8 +35,12 @@ def test_wheel_contains_the_grammar(wheel: Path) -> None:
 
 def test_installed_wheel_checks_a_network(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     code = (
         "import cnndsl, pathlib, sys\n"
         "assert pathlib.Path(cnndsl.__file__).parent.parent == pathlib.Path(sys.argv[1]), cnndsl.__file__\n"
@@ -45,6 +49,7 @@ def test_installed_wheel_checks_a_network(wheel: Path, tmp_path: Path) -> None:
     )
     # Run from an empty folder with only the installed package first on the path.
     env = {**os.environ, "PYTHONPATH": str(target)}
-    done = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
