@@ -7,3 +7,5 @@ example=${1:-architectures/resnet18.cnn}
 mkdir -p out
 echo "== cnndsl check $example"
 .venv/bin/cnndsl check "$example"
+echo "== cnndsl render $example -o out/$(basename "$example" .cnn).svg"
+.venv/bin/cnndsl render "$example" -o "out/$(basename "$example" .cnn).svg"
