@@ -1,0 +1,133 @@
+"""Checkpoints that are either complete or absent: write to a temporary file, then rename.
+
+`os.replace` is atomic on POSIX and Windows when source and target are on the same file
+system (the temporary file lives beside the target), so a reader, or a run killed at any
+moment, sees the previous checkpoint or the new one, never a mixture. The data is flushed
+and fsync'ed before the rename so that a crash of the machine cannot leave a renamed but
+empty file either.
+
+Two formats, one per backend: torch checkpoints are `torch.save` files read back with
+`weights_only=True` (no arbitrary pickles); NumPy checkpoints are `.npz` files (arrays
+plus one JSON string) so that the NumPy backend never needs torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import CnnDslError, Diagnostic
+
+TORCH_NAME = "checkpoint.pt"
+NUMPY_NAME = "checkpoint.npz"
+
+
+def checkpoint_error(message: str, hint: str | None = None, where: str = "--checkpoint-dir") -> CnnDslError:
+    return CnnDslError([Diagnostic("error", message, None, hint, (), where)])
+
+
+def checkpoint_path(directory: str | Path, backend: str) -> Path:
+    return Path(directory) / (TORCH_NAME if backend == "torch" else NUMPY_NAME)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a directory be opened.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call `write(handle)` on a temporary file beside `path`, then rename it over `path`.
+
+    On any failure or interruption (KeyboardInterrupt included) the temporary file is
+    removed and `path` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _fsync_directory(path.parent)
+
+
+def save_torch(path: str | Path, state: dict[str, Any]) -> None:
+    import torch
+
+    try:
+        atomic_write(path, lambda handle: torch.save(state, handle))
+    except OSError as err:
+        raise checkpoint_error(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
+
+
+def load_torch(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by `save_torch`, tensors on the CPU."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise checkpoint_error(f"cannot read the checkpoint {path}: {err.strerror or err}") from None
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        raise checkpoint_error(
+            f"{path} is not a readable torch checkpoint: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            "start again without --resume, or point --checkpoint-dir elsewhere",
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != "cnndsl-train-torch":
+        raise checkpoint_error(f"{path} is not a cnndsl training checkpoint")
+    return state
+
+
+META_KEY = "meta.json"
+
+
+def save_numpy(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Arrays plus a JSON-able `meta` dict (epoch, history, RNG state, settings)."""
+    payload = dict(arrays)
+    payload[META_KEY] = np.array(json.dumps(meta))
+    try:
+        atomic_write(path, lambda handle: np.savez(handle, **payload))
+    except OSError as err:
+        raise checkpoint_error(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
+
+
+def load_numpy(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except OSError as err:
+        raise checkpoint_error(f"cannot read the checkpoint {path}: {err.strerror or err}") from None
+    except Exception as err:  # zipfile.BadZipFile, ValueError, EOFError for damaged files
+        raise checkpoint_error(f"{path} is not a readable NumPy checkpoint: {err}") from None
+    if META_KEY not in arrays:
+        raise checkpoint_error(f"{path} is not a cnndsl training checkpoint (no {META_KEY})")
+    meta = json.loads(str(arrays.pop(META_KEY)))
+    if meta.get("format") != "cnndsl-train-numpy":
+        raise checkpoint_error(f"{path} is not a cnndsl training checkpoint")
+    return arrays, meta
+
+
+def load_any(path: str | Path) -> dict[str, Any]:
+    """Either format, as a dict with at least `epoch` and `history` (used by tests and tools)."""
+    if str(path).endswith(".npz"):
+        arrays, meta = load_numpy(path)
+        meta["arrays"] = arrays
+        return meta
+    return load_torch(path)

@@ -1,0 +1,125 @@
+"""The settings of a training run, shared by the CLI, the library and both loops."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CnnDslError, Diagnostic
+
+BACKENDS = ("torch", "numpy")
+OPTIMIZERS = ("sgd", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("off", "bf16", "fp16")
+DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.01}
+
+RESUME_MUST_MATCH = ("backend", "optimizer")
+"""Settings a checkpoint cannot be resumed under if they changed (its optimiser state would not fit)."""
+RESUME_SHOULD_MATCH = ("data", "batch_size", "lr", "momentum", "weight_decay", "seed", "amp")
+"""Settings that may change on --resume, with a warning: the run then no longer repeats the uninterrupted one."""
+
+
+def config_error(message: str, hint: str | None = None) -> CnnDslError:
+    return CnnDslError([Diagnostic("error", message, None, hint, (), "cnndsl train")])
+
+
+@dataclass
+class TrainConfig:
+    """Everything `cnndsl train` takes besides the network itself."""
+
+    data: str = "digits"
+    backend: str = "torch"
+    epochs: int = 10
+    batch_size: int = 64
+    """The global batch: under torchrun each of N processes takes batch_size / N of it (rounded up)."""
+    lr: float | None = None
+    """None: 0.05 for SGD, 1e-3 for AdamW."""
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    """None: 5e-4 for SGD, 0.01 for AdamW."""
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None
+    """CPU threads for torch; None: one for small networks (threads only add overhead there), else torch's default."""
+    seed: int = 0
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    metrics_json: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+    @property
+    def decay(self) -> float:
+        return DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay
+
+    def validate(self) -> None:
+        """Refuse impossible combinations up front, before any data is read."""
+        for name, value, allowed in (
+            ("backend", self.backend, BACKENDS),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("device", self.device, DEVICES),
+            ("amp", self.amp, AMP_MODES),
+        ):
+            if value not in allowed:
+                raise config_error(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.epochs < 1:
+            raise config_error(f"--epochs must be at least 1; got {self.epochs}")
+        if self.batch_size < 1:
+            raise config_error(f"--batch-size must be at least 1; got {self.batch_size}")
+        if self.learning_rate <= 0:
+            raise config_error(f"--lr must be positive; got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise config_error(f"--momentum must lie in [0, 1); got {self.momentum}")
+        if self.decay < 0:
+            raise config_error(f"--weight-decay must not be negative; got {self.decay}")
+        if self.threads is not None and self.threads < 1:
+            raise config_error(f"--threads must be at least 1; got {self.threads}")
+        if self.resume and self.checkpoint_dir is None:
+            raise config_error("--resume needs --checkpoint-dir (where the checkpoint is)")
+        if self.backend == "numpy":
+            torch_only = [
+                flag
+                for flag, used in (
+                    ("--optimizer adamw", self.optimizer != "sgd"),
+                    ("--device cuda", self.device == "cuda"),
+                    (f"--amp {self.amp}", self.amp != "off"),
+                    ("--channels-last", self.channels_last),
+                    ("--compile", self.compile),
+                )
+                if used
+            ]
+            if torch_only:
+                raise config_error(
+                    f"{', '.join(torch_only)} {'needs' if len(torch_only) == 1 else 'need'} the torch backend",
+                    "the numpy backend trains on the CPU in float32 with SGD (momentum); drop the option or use --backend torch",
+                )
+
+    def summary(self) -> dict[str, Any]:
+        """The settings stored in checkpoints and metrics (paths as text)."""
+        out = asdict(self)
+        out["lr"] = self.learning_rate
+        out["weight_decay"] = self.decay
+        for key in ("checkpoint_dir", "metrics_json"):
+            out[key] = str(out[key]) if out[key] is not None else None
+        return out
+
+
+def resume_differences(saved: dict[str, Any], current: TrainConfig) -> tuple[list[str], list[str]]:
+    """(blocking differences, other differences) between a checkpoint's settings and this run's."""
+    now = current.summary()
+    blocking = [f"--{k} was {saved.get(k)!r}, now {now[k]!r}" for k in RESUME_MUST_MATCH if saved.get(k) != now[k]]
+    other = [
+        f"--{k.replace('_', '-')} was {saved.get(k)!r}, now {now[k]!r}" for k in RESUME_SHOULD_MATCH if saved.get(k) != now[k]
+    ]
+    return blocking, other

@@ -1,0 +1,370 @@
+"""Training data for `cnndsl train`: where it comes from, and whether it fits the network.
+
+Every source ends as a `Dataset`: float32 NCHW arrays for train and test, integer labels
+and class names, held in memory (the sources this trainer is for are small: digits,
+.npz files and image folders of a few thousand images; a benchmark's synthetic data).
+This module needs only NumPy; scikit-learn (digits) and Pillow (image folders) are
+imported when those sources are used, so the NumPy backend trains without torch.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CnnDslError, Diagnostic
+from ..shapes import Shape
+
+TEST_FRACTION = 0.2
+"""Share of each class held out for testing when a source has no test split of its own."""
+
+SPLIT_SEED = 0
+"""The train/test split is fixed, whatever --seed says, so that runs with different seeds
+(and resumed runs) are scored on the same test images."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_SYNTHETIC_BYTES = 16 * 2**30
+"""A `synthetic:N` request larger than this (float32) is refused before allocating it."""
+
+
+def data_error(message: str, hint: str | None = None, where: str = "--data") -> CnnDslError:
+    """An error about the data (no source position: it is not in the .cnn file)."""
+    return CnnDslError([Diagnostic("error", message, None, hint, (), where)])
+
+
+@dataclass
+class Dataset:
+    """In-memory images (N, C, H, W) float32, standardised per channel with the training statistics."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def stratified_split(
+    y: np.ndarray, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices): each class keeps its share in both, as sklearn's stratify= does.
+
+    A class with a single sample stays in the training set (it cannot be in both).
+    """
+    rng = np.random.default_rng(seed)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n_test = int(round(len(members) * test_fraction)) if len(members) > 1 else 0
+        n_test = min(n_test, len(members) - 1)
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _standardise(dataset: Dataset) -> Dataset:
+    """Per-channel zero mean and unit variance from the training images (applied to both splits)."""
+    axes = (0, 2, 3) if dataset.x_train.ndim == 4 else (0,)
+    mean = dataset.x_train.mean(axis=axes, dtype=np.float64)
+    std = dataset.x_train.std(axis=axes, dtype=np.float64)
+    std = np.where(std > 1e-8, std, 1.0)  # a constant channel stays constant instead of dividing by zero
+    shape = (1, -1, 1, 1) if dataset.x_train.ndim == 4 else (1, -1)
+    m = mean.reshape(shape).astype(np.float32)
+    s = std.reshape(shape).astype(np.float32)
+    dataset.x_train = np.ascontiguousarray((dataset.x_train - m) / s, dtype=np.float32)
+    dataset.x_test = np.ascontiguousarray((dataset.x_test - m) / s, dtype=np.float32)
+    dataset.mean = [float(v) for v in np.ravel(mean)]
+    dataset.std = [float(v) for v in np.ravel(std)]
+    return dataset
+
+
+def _labels(y: Any, where: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels 0..K-1 and class names; string labels are mapped in sorted order."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise data_error(f"labels `y` must be one label per sample (a 1-D array); got shape {y.shape}", where=where)
+    if y.dtype.kind in "US":
+        names = sorted({str(v) for v in y})
+        index = {name: i for i, name in enumerate(names)}
+        return np.array([index[str(v)] for v in y], dtype=np.int64), names
+    if y.dtype.kind == "f" and np.all(np.equal(np.mod(y, 1), 0)):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise data_error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
+    if y.size and y.min() < 0:
+        raise data_error(f"labels `y` must be class indices 0..K-1; the smallest is {y.min()}", where=where)
+    count = int(y.max()) + 1 if y.size else 0
+    return y.astype(np.int64), [str(i) for i in range(count)]
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    """Images as float32; 8-bit images are scaled to 0..1 first."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    if x.dtype.kind not in "fiub":
+        raise data_error(f"images `x` must be numbers; got dtype {x.dtype}")
+    return x.astype(np.float32)
+
+
+def _layout(x: np.ndarray, expected: Shape, name: str) -> np.ndarray:
+    """x as (N, *expected) when it is NCHW, NHWC or NHW of the right sizes; otherwise as NCHW, unchecked.
+
+    The caller compares the result with the network and reports any difference; here we
+    only pick the reading of the axes that fits, preferring NCHW when both do.
+    """
+    dims = tuple(expected)
+    if x.ndim == 3:
+        x = x[:, None]  # N x H x W: one channel
+    if len(dims) == 1:  # a flat network input takes any sample of the right size, flattened
+        if x.ndim >= 2 and int(np.prod(x.shape[1:])) == dims[0]:
+            return x.reshape(len(x), dims[0])
+        return x
+    if x.ndim != 4:
+        raise data_error(f"{name}: images `x` must be N x C x H x W or N x H x W x C; got {x.ndim} axes {x.shape}")
+    if x.shape[1:] == dims:
+        return x
+    if (x.shape[3], x.shape[1], x.shape[2]) == dims:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):  # NHWC by the usual channel counts
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def load_digits_source() -> Dataset:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 0..16 grey levels): no download."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise data_error("the digits source needs scikit-learn", "pip install 'cnndsl[train]' (or scikit-learn)") from None
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # N x 1 x 8 x 8
+    y = bunch.target.astype(np.int64)
+    train, test = stratified_split(y)
+    names = [str(int(v)) for v in bunch.target_names]
+    return Dataset("digits", x[train], y[train], x[test], y[test], names)
+
+
+def load_npz_source(path: Path, expected: Shape) -> Dataset:
+    """`x` and `y` (and, if present, `x_test` and `y_test`); otherwise a stratified split."""
+    where = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise data_error(f"{path} holds a single array; expected an .npz with arrays `x` and `y`", where=where)
+            missing = [k for k in ("x", "y") if k not in data.files]
+            if missing:
+                raise data_error(
+                    f"{path} has no array{'s' if len(missing) > 1 else ''} {', '.join(f'`{k}`' for k in missing)}"
+                    f" (it has: {', '.join(data.files) or 'nothing'})",
+                    "save with numpy.savez(path, x=images, y=labels)",
+                    where,
+                )
+            arrays = {k: data[k] for k in ("x", "y", "x_test", "y_test") if k in data.files}
+    except OSError as err:
+        raise data_error(f"cannot read {path}: {err.strerror or err}", where=where) from None
+    except (ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise data_error(f"{path} is not a readable .npz file: {err}", where=where) from None
+    x = _layout(_to_float(arrays["x"]), expected, where)
+    y, names = _labels(arrays["y"], where)
+    if len(x) != len(y):
+        raise data_error(f"{path}: `x` has {len(x)} samples but `y` has {len(y)} labels", where=where)
+    if "x_test" in arrays and "y_test" in arrays:
+        x_test = _layout(_to_float(arrays["x_test"]), expected, where)
+        y_test, test_names = _labels(arrays["y_test"], where)
+        if len(x_test) != len(y_test):
+            raise data_error(f"{path}: `x_test` has {len(x_test)} samples but `y_test` has {len(y_test)}", where=where)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise data_error(
+                f"{path}: test images are {_shape_text(x_test.shape[1:])}, training images {_shape_text(x.shape[1:])}",
+                where=where,
+            )
+        if len(test_names) > len(names):
+            names = test_names
+        return Dataset(path.name, x, y, x_test, y_test, names)
+    train, test = stratified_split(y)
+    return Dataset(path.name, x[train], y[train], x[test], y[test], names)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _read_images(root: Path, classes: list[str], expected: Shape) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise data_error(
+            "image folders need Pillow to read PNG and JPEG files", "pip install pillow (or 'cnndsl[train]')", str(root)
+        ) from None
+    channels, height, width = expected
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise data_error(
+            f"images are read as grey (1 channel) or RGB (3 channels); the network expects {channels} channels",
+            "change the network's `input` line to 1xHxW or 3xHxW",
+            str(root),
+        )
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for file in _image_files(folder):
+            try:
+                with Image.open(file) as image:
+                    picture = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                raise data_error(f"cannot read image {file}: {err}", where=str(file)) from None
+            array = np.asarray(picture, dtype=np.uint8)
+            images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        return np.zeros((0, channels, height, width), np.float32), np.zeros(0, np.int64)
+    return np.stack(images).astype(np.float32) / 255.0, np.array(labels, dtype=np.int64)
+
+
+def load_image_folder(root: Path, expected: Shape) -> Dataset:
+    """`root/class/*.png|jpg` (split per class), or `root/train/class/...` with `root/test|val/class/...`."""
+    where = str(root)
+    if len(tuple(expected)) != 3:
+        raise data_error(f"image folders need a network with an image input (CxHxW); it takes {expected}", where=where)
+    subdirs = {p.name.lower(): p for p in _class_dirs(root)}
+    test_dir = subdirs.get("test") or subdirs.get("val")
+    if "train" in subdirs and test_dir is not None and set(subdirs) <= {"train", "test", "val"}:
+        classes = sorted({p.name for p in _class_dirs(subdirs["train"])} | {p.name for p in _class_dirs(test_dir)})
+        if not classes:
+            raise data_error(f"{root}/train has no class folders", "lay images out as train/CLASS/*.png", where)
+        x, y = _read_images(subdirs["train"], classes, expected)
+        x_test, y_test = _read_images(test_dir, classes, expected)
+        if not len(x) or not len(x_test):
+            raise data_error(f"no .png or .jpg images under {root}/train or {test_dir}", where=where)
+        return Dataset(root.name, x, y, x_test, y_test, classes)
+    classes = [p.name for p in _class_dirs(root)]
+    if not classes:
+        raise data_error(f"{root} has no class folders", "lay images out as ROOT/CLASS_NAME/*.png (or .jpg)", where)
+    x, y = _read_images(root, classes, expected)
+    if not len(x):
+        raise data_error(f"no .png or .jpg images in the class folders of {root}", where=where)
+    train, test = stratified_split(y)
+    return Dataset(root.name, x[train], y[train], x[test], y[test], classes)
+
+
+def synthetic_source(spec: str, expected: Shape, num_classes: int, seed: int) -> Dataset:
+    """`synthetic[:N]`: N random images of the network's input shape, one noisy template per class.
+
+    For benchmarks: no files, any shape. The templates make the task learnable, so the
+    loss falls and accuracy rises as it would on real data.
+    """
+    _, _, count_text = spec.partition(":")
+    try:
+        count = int(count_text) if count_text else 2048
+    except ValueError:
+        raise data_error(f"synthetic takes a sample count: synthetic:N; got {spec!r}") from None
+    if count < 2:
+        raise data_error(f"synthetic needs at least 2 samples; got {count}")
+    if num_classes < 1:
+        raise data_error("synthetic data needs a network with a flat output (one score per class)")
+    dims = tuple(expected)
+    n_test = min(max(count // 5, 1), 1024)
+    size = (count + n_test) * int(np.prod(dims)) * 4
+    if size > MAX_SYNTHETIC_BYTES:
+        raise data_error(
+            f"synthetic:{count} would need {size / 2**30:.1f} GiB; the limit is {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB"
+        )
+    rng = np.random.default_rng(seed)
+    templates = rng.standard_normal((num_classes, *dims), dtype=np.float32)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, num_classes, n)
+        x = rng.standard_normal((n, *dims), dtype=np.float32)
+        x *= 2.0  # noise twice the template's scale: learnable, not trivial
+        x += templates[y]
+        return x, y.astype(np.int64)
+
+    x, y = make(count)
+    x_test, y_test = make(n_test)
+    return Dataset(f"synthetic:{count}", x, y, x_test, y_test, [str(i) for i in range(num_classes)])
+
+
+def load_source(spec: str, expected: Shape, num_classes: int, seed: int = 0) -> Dataset:
+    """The data named by `--data`: `digits`, `synthetic[:N]`, a `.npz` file or an image folder.
+
+    `expected` (the network's input shape) orients .npz arrays and sizes folder images;
+    `num_classes` and `seed` are used only by the synthetic source. The result is
+    standardised; call `check_fit` to compare it with the network.
+    """
+    if spec == "digits":
+        dataset = load_digits_source()
+    elif spec == "synthetic" or spec.startswith("synthetic:"):
+        dataset = synthetic_source(spec, expected, num_classes, seed)
+    else:
+        path = Path(spec)
+        if path.is_dir():
+            dataset = load_image_folder(path, expected)
+        elif path.suffix.lower() == ".npz":
+            if not path.exists():
+                raise data_error(f"no such file: {path}", where=spec)
+            dataset = load_npz_source(path, expected)
+        elif not path.exists():
+            raise data_error(
+                f"unknown data source {spec!r}",
+                "give `digits`, `synthetic:N`, a PATH.npz file (arrays x and y) or an image folder ROOT/CLASS/*.png",
+            )
+        else:
+            raise data_error(f"{spec} is neither an .npz file nor a folder of class folders", where=spec)
+    if not len(dataset.x_train):
+        raise data_error(f"{spec} has no training samples", where=spec)
+    return _standardise(dataset)
+
+
+def check_fit(dataset: Dataset, input_shape: Shape, output_shape: Shape, parameters: dict[str, Any], source: str) -> None:
+    """Refuse data that does not fit the network, saying what differs and how to fix it."""
+    expected = tuple(input_shape)
+    got = dataset.sample_shape
+    name = "digits" if source == "digits" else source
+    if got != expected:
+        dims = _shape_text(got)
+        raise data_error(
+            f"the network expects {_shape_text(expected)}, {name} {'are' if name == 'digits' else 'is'} {dims}",
+            f"add `--input {dims}` or change the `input` line",
+            source,
+        )
+    if len(tuple(output_shape)) != 1:
+        raise data_error(
+            f"training needs one score per class, but the network outputs {_shape_text(tuple(output_shape))} per sample",
+            "end the network with flatten and FC(classes)",
+            source,
+        )
+    outputs = tuple(output_shape)[0]
+    classes = dataset.num_classes
+    if outputs != classes:
+        how = (
+            f"add `--set num_classes={classes}` or change the last FC"
+            if "num_classes" in parameters
+            else f"make the last layer FC({classes})"
+        )
+        raise data_error(f"the network outputs {outputs} classes, {name} has {classes}", how, source)

@@ -1,0 +1,87 @@
+"""The NumPy backend of `cnndsl train`: the NumPy interpreter's forward and backward, SGD with momentum.
+
+Needs no torch. The epoch order comes from a generator seeded with (--seed, epoch), and the
+model's own generator (Dropout) and the momentum buffers go into each checkpoint, so a
+resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..numpy_backend import SGD, cross_entropy
+from .checkpoint import load_numpy, save_numpy
+from .config import TrainConfig
+from .data import Dataset
+from .report import EpochProgress
+
+if TYPE_CHECKING:
+    from ..network import Network
+
+EVAL_BATCH = 256
+FORMAT = "cnndsl-train-numpy"
+
+
+class NumpyEngine:
+    device_name = "cpu (numpy)"
+
+    def __init__(self, network: Network, config: TrainConfig, dataset: Dataset) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.model = network.to_numpy(seed=config.seed)
+        self.optimizer = SGD(self.model, config.learning_rate, config.momentum, weight_decay=config.decay)
+
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
+        x, y = self.dataset.x_train, self.dataset.y_train
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(x))
+        loss_sum, correct, count = 0.0, 0, 0
+        batch = self.config.batch_size
+        for begin in range(0, len(order), batch):
+            index = order[begin : begin + batch]
+            if len(index) < 2 and len(order) > 1:  # as the torch engine: BatchNorm cannot train on one sample
+                progress.update(0)
+                continue
+            xb, yb = x[index], y[index]
+            logits = self.model.forward(xb, train=True, grad=True)
+            loss, dlogits = cross_entropy(logits, yb, self.model.network.filename)
+            _, grads = self.model.backward(dlogits, input_grad=False)
+            self.optimizer.step(grads)
+            loss_sum += loss * len(index)
+            correct += int((logits.argmax(1) == yb).sum())
+            count += len(index)
+            progress.update(len(index), loss_sum / count, correct / count)
+        return loss_sum, correct, count
+
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        x, y = self.dataset.x_test, self.dataset.y_test
+        classes = self.dataset.num_classes
+        loss_sum = 0.0
+        confusion = np.zeros((classes, classes), dtype=np.int64)
+        for begin in range(0, len(x), EVAL_BATCH):
+            xb, yb = x[begin : begin + EVAL_BATCH], y[begin : begin + EVAL_BATCH]
+            logits = self.model.forward(xb, train=False)
+            loss, _ = cross_entropy(logits, yb, self.model.network.filename)
+            loss_sum += loss * len(xb)
+            np.add.at(confusion, (yb, logits.argmax(1)), 1)
+        return loss_sum, confusion
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        arrays.update({f"momentum/{k}": v for k, v in self.optimizer.buffers.items()})
+        meta = {"format": FORMAT, **state, "rng": self.model.rng.bit_generator.state}
+        save_numpy(path, arrays, meta)
+
+    def restore(self, path: Path) -> dict[str, Any] | None:
+        if not path.exists():
+            return None
+        arrays, meta = load_numpy(path)
+        self.model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
+        self.optimizer.buffers = {k[len("momentum/") :]: v.copy() for k, v in arrays.items() if k.startswith("momentum/")}
+        self.model.rng.bit_generator.state = meta["rng"]
+        return {k: meta[k] for k in ("epoch", "history", "config")}
+
+    def close(self) -> None:
+        pass

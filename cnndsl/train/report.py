@@ -1,0 +1,119 @@
+"""What a training run shows: a progress bar per epoch, a summary line per epoch, the final
+test accuracy and confusion matrix. Only the main process (rank 0) shows anything.
+
+Progress bars go to standard error and vanish when the epoch ends (its summary line, on
+standard output, replaces them), so logs and pipes get one line per epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MATRIX_CLASSES = 20
+"""Above this many classes the confusion matrix is only written to --metrics-json."""
+
+
+@dataclass
+class EpochProgress:
+    """Updates one epoch's bar; `update` is cheap, so the loops may call it every step."""
+
+    progress: Any = None
+    task: Any = None
+    images: int = 0
+    start: float = 0.0
+
+    def update(self, images: int, loss: float | None = None, accuracy: float | None = None) -> None:
+        self.images += images
+        if self.progress is None:
+            return
+        fields: dict[str, Any] = {"rate": self.images / max(time.perf_counter() - self.start, 1e-9)}
+        if loss is not None:
+            fields["loss"] = loss
+        if accuracy is not None:
+            fields["acc"] = accuracy
+        self.progress.update(self.task, advance=1, **fields)
+
+
+class Reporter:
+    """Console output of a run; silent on ranks other than 0 (and for `enabled=False`)."""
+
+    def __init__(self, enabled: bool = True, progress: bool = True) -> None:
+        self.enabled = enabled
+        self.show_progress = enabled and progress
+        self._out: Any = None
+        self._err: Any = None
+        if enabled:
+            from rich.console import Console
+
+            self._out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+            self._err = Console(file=sys.stderr, highlight=False)
+
+    def line(self, text: str) -> None:
+        if self._out is not None:
+            self._out.print(text, markup=False)
+
+    def note(self, text: str) -> None:
+        """A remark about the run (resumed, skipped, ...), on standard error."""
+        if self._err is not None:
+            self._err.print(text, markup=False, highlight=False)
+
+    @contextmanager
+    def epoch(self, epoch: int, epochs: int, steps: int) -> Iterator[EpochProgress]:
+        tracker = EpochProgress(start=time.perf_counter())
+        if not self.show_progress:
+            yield tracker
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[rate]:,.0f} img/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self._err, transient=True) as progress:
+            tracker.progress = progress
+            tracker.task = progress.add_task("train", total=steps, loss=float("nan"), acc=0.0, rate=0.0)
+            yield tracker
+
+    def epoch_summary(self, record: dict[str, Any], epochs: int) -> None:
+        self.line(
+            f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}"
+            f" | test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}"
+            f" | {record['images_per_second']:,.0f} img/s, {record['seconds']:.1f} s"
+        )
+
+    def final(self, metrics: dict[str, Any]) -> None:
+        if self._out is None:
+            return
+        correct = sum(row[i] for i, row in enumerate(metrics["confusion_matrix"]))
+        self.line(
+            f"test accuracy {metrics['test_accuracy']:.4f} ({correct}/{metrics['test_samples']})"
+            f" after {metrics['epochs']} epochs; {metrics['images_per_second']:,.0f} img/s"
+            f" on {metrics['device']} x {metrics['world_size']}"
+        )
+        self.confusion(metrics["confusion_matrix"], metrics["class_names"])
+
+    def confusion(self, matrix: list[list[int]], names: list[str]) -> None:
+        if self._out is None:
+            return
+        if len(names) > MAX_MATRIX_CLASSES:
+            self.line(f"({len(names)} classes: the confusion matrix is in --metrics-json)")
+            return
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+        table.add_column("true \\ pred", justify="right", style="bold")
+        for name in names:
+            table.add_column(escape(name[:8]), justify="right")
+        for diagonal, (name, row) in enumerate(zip(names, matrix, strict=True)):
+            cells = [f"[bold]{v}[/bold]" if i == diagonal else (str(v) if v else "·") for i, v in enumerate(row)]
+            table.add_row(escape(name[:12]), *cells)
+        self._out.print(table)

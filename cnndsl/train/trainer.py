@@ -1,0 +1,187 @@
+"""The training run both backends share: epochs, evaluation, records, checkpoints and metrics.
+
+A backend is an `Engine` (cnndsl.train.torch_engine, cnndsl.train.numpy_engine) that knows
+how to train one epoch, evaluate the test set, and save and restore its whole state; this
+module drives it the same way for both, so their logs, checkpoints and metrics agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .checkpoint import atomic_write, checkpoint_path
+from .config import TrainConfig, config_error, resume_differences
+from .data import Dataset, check_fit, load_source
+from .distributed import World, world_from_env
+from .report import EpochProgress, Reporter
+
+if TYPE_CHECKING:
+    from ..network import Network
+
+
+class Engine(Protocol):
+    """One backend's half of a run. Every method is called on every process of a torchrun job."""
+
+    device_name: str
+
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
+        """(sum of per-sample losses, correct predictions, samples), summed over all processes."""
+
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        """(sum of per-sample test losses, K x K confusion matrix), summed over all processes."""
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        """Write a checkpoint with `state` (epoch, history, settings) and the engine's own state."""
+
+    def restore(self, path: Path) -> dict[str, Any] | None:
+        """Load a checkpoint into the engine and return its `state`; None when there is none."""
+
+    def close(self) -> None:
+        """Release what the run holds (the process group)."""
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    """counts[true, predicted] as int64."""
+    flat = labels.astype(np.int64) * classes + predictions.astype(np.int64)
+    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
+
+
+def steps_per_epoch(samples: int, batch: int) -> int:
+    return max(1, math.ceil(samples / batch))
+
+
+def make_engine(network: Network, config: TrainConfig, dataset: Dataset, world: World) -> Engine:
+    if config.backend == "numpy":
+        from .numpy_engine import NumpyEngine
+
+        return NumpyEngine(network, config, dataset)
+    from .torch_engine import TorchEngine
+
+    return TorchEngine(network, config, dataset, world)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    text = json.dumps(metrics, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def train(network: Network, config: TrainConfig, world: World | None = None) -> dict[str, Any]:
+    """Train `network` as `config` says; return the metrics (the --metrics-json object) on every process.
+
+    Raises CnnDslError for data that does not fit the network, bad settings, or an unusable
+    checkpoint. On Ctrl-C (KeyboardInterrupt) the last complete checkpoint stays as it was.
+    """
+    world = world or world_from_env()
+    if config.backend == "numpy" and world.distributed:
+        raise config_error(
+            f"the numpy backend trains in one process; this is process {world.rank} of {world.size} (torchrun)",
+            "run it without torchrun, or use --backend torch",
+        )
+    output = tuple(network.output_shape)
+    dataset = load_source(config.data, network.input_shape, output[0] if len(output) == 1 else 0, config.seed)
+    check_fit(dataset, network.input_shape, network.output_shape, network.parameters, config.data)
+    reporter = Reporter(enabled=world.is_main, progress=config.progress)
+    engine = make_engine(network, config, dataset, world)
+    try:
+        return _run(network, config, dataset, world, engine, reporter)
+    finally:
+        engine.close()
+
+
+def _run(
+    network: Network, config: TrainConfig, dataset: Dataset, world: World, engine: Engine, reporter: Reporter
+) -> dict[str, Any]:
+    path = checkpoint_path(config.checkpoint_dir, config.backend) if config.checkpoint_dir else None
+    history: list[dict[str, Any]] = []
+    start = 0
+    if config.resume and path is not None:
+        state = engine.restore(path)
+        if state is None:
+            reporter.note(f"no checkpoint at {path}: starting from the beginning")
+        else:
+            blocking, other = resume_differences(state["config"], config)
+            if blocking:
+                raise config_error(f"cannot resume {path}: {'; '.join(blocking)}", "resume with the settings it was saved with")
+            if other:
+                reporter.note(
+                    f"warning: resuming with other settings ({'; '.join(other)}); the run will differ from an uninterrupted one"
+                )
+            start = int(state["epoch"])
+            history = list(state["history"])
+            reporter.note(f"resumed from {path} after epoch {start}")
+    reporter.line(
+        f"training {network.name} ({network.params:,} params) on {dataset.name}: {len(dataset.x_train):,} train /"
+        f" {len(dataset.x_test):,} test images {'x'.join(map(str, dataset.sample_shape))}, {dataset.num_classes} classes;"
+        f" {config.backend} on {engine.device_name}" + (f" x {world.size} processes" if world.distributed else "")
+    )
+    confusion: np.ndarray | None = None
+    for epoch in range(start, config.epochs):
+        steps = steps_per_epoch(math.ceil(len(dataset.x_train) / world.size), math.ceil(config.batch_size / world.size))
+        began = time.perf_counter()
+        with reporter.epoch(epoch + 1, config.epochs, steps) as progress:
+            loss_sum, correct, count = engine.train_epoch(epoch, progress)
+        seconds = time.perf_counter() - began
+        test_loss, confusion = engine.evaluate()
+        tested = int(confusion.sum())
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(count, 1),
+            "train_accuracy": correct / max(count, 1),
+            "test_loss": test_loss / max(tested, 1),
+            "test_accuracy": float(np.trace(confusion)) / max(tested, 1),
+            "images": count,
+            "seconds": seconds,
+            "images_per_second": count / max(seconds, 1e-9),
+        }
+        history.append(record)
+        reporter.epoch_summary(record, config.epochs)
+        if path is not None:
+            engine.save(path, {"epoch": epoch + 1, "history": history, "config": config.summary()})
+    if confusion is None:  # resumed after the last epoch: nothing to train, still report the test result
+        _, confusion = engine.evaluate()
+    metrics = final_metrics(network, config, dataset, world, engine, history, confusion)
+    reporter.final(metrics)
+    if world.is_main and config.metrics_json is not None:
+        write_metrics(config.metrics_json, metrics)
+    return metrics
+
+
+def final_metrics(
+    network: Network,
+    config: TrainConfig,
+    dataset: Dataset,
+    world: World,
+    engine: Engine,
+    history: list[dict[str, Any]],
+    confusion: np.ndarray,
+) -> dict[str, Any]:
+    """The --metrics-json object: the issue's fields first, then what else a reader needs."""
+    tested = int(confusion.sum())
+    images = sum(r["images"] for r in history)
+    seconds = sum(r["seconds"] for r in history)
+    return {
+        "test_accuracy": float(np.trace(confusion)) / max(tested, 1),
+        "train_loss": history[-1]["train_loss"] if history else None,
+        "epochs": len(history),
+        "images_per_second": images / seconds if seconds > 0 else 0.0,
+        "world_size": world.size,
+        "history": history,
+        "confusion_matrix": confusion.tolist(),
+        "class_names": dataset.class_names,
+        "test_samples": tested,
+        "train_samples": len(dataset.x_train),
+        "network": network.name,
+        "file": network.filename,
+        "params": network.params,
+        "data": config.data,
+        "backend": config.backend,
+        "device": engine.device_name,
+        "normalization": {"mean": dataset.mean, "std": dataset.std},
+        "settings": config.summary(),
+    }
