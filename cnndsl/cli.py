@@ -187,3 +187,107 @@ def compile_command(file: str, target: str, output: str | None, weights_out: str
         sys.exit(1)
     if text is not None:
         click.echo(text, nl=False)
+
+
+@main.command(name="train")
+@click.argument("file")
+@click.option(
+    "--data",
+    required=True,
+    metavar="SOURCE",
+    help="digits, synthetic[:N], PATH.npz (arrays x as NxCxHxW or NxHxWxC, and y) or an image folder ROOT/CLASS/*.png|jpg.",
+)
+@click.option("--backend", type=click.Choice(["torch", "numpy"]), default="torch", show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Total epochs (a resumed run counts the earlier ones).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Global batch, split over torchrun's processes.",
+)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate [default: 0.05 for sgd, 0.001 for adamw].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="[default: 5e-4 for sgd, 0.01 for adamw]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True, help="Mixed precision.")
+@click.option("--channels-last", is_flag=True, help="NHWC memory format (faster convolutions on GPUs).")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: 1 for small networks].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Write a checkpoint here after every epoch.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
+@click.option("--metrics-json", type=click.Path(dir_okay=False), help="Write the final metrics here as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (the per-epoch lines stay).")
+@set_option
+@input_option
+def train_command(
+    file: str,
+    data: str,
+    backend: str,
+    epochs: int,
+    batch_size: int,
+    lr: float | None,
+    optimizer: str,
+    momentum: float,
+    weight_decay: float | None,
+    device: str,
+    amp: str,
+    channels_last: bool,
+    compile_model: bool,
+    threads: int | None,
+    seed: int,
+    checkpoint_dir: str | None,
+    resume: bool,
+    metrics_json: str | None,
+    no_progress: bool,
+    sets: tuple[str, ...],
+    input_text: str | None,
+) -> None:
+    """Train FILE on a data source (torch or NumPy); under torchrun, with DistributedDataParallel."""
+    from .errors import CnnDslError
+    from .train import TrainConfig, train
+    from .train.distributed import world_from_env
+
+    main_process = world_from_env().is_main  # under torchrun only rank 0 prints errors
+    network = load_for_command(file, input_text, sets)
+    try:
+        config = TrainConfig(
+            data=data,
+            backend=backend,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            device=device,
+            amp=amp,
+            channels_last=channels_last,
+            compile=compile_model,
+            threads=threads,
+            seed=seed,
+            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+            resume=resume,
+            metrics_json=Path(metrics_json) if metrics_json else None,
+            progress=not no_progress,
+        )
+        train(network, config)
+    except CnnDslError as err:
+        if main_process:
+            _print_diagnostics(err.diagnostics)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if main_process:
+            where = (
+                f"; the last complete checkpoint is in {checkpoint_dir} (--resume continues from it)" if checkpoint_dir else ""
+            )
+            click.echo(f"interrupted{where}", err=True)
+        sys.exit(130)
