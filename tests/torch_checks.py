@@ -1,0 +1,80 @@
+"""Checks shared by the PyTorch-target tests: the IR against a real module, and generated source loading."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnndsl import Network
+from cnndsl.torch_backend import module_paths
+
+
+def load_generated(source: str, name: str = "generated_model") -> types.ModuleType:
+    """Execute generated source as a fresh module (it must need nothing but torch)."""
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+def generated_class(network: Network, source: str | None = None) -> type[nn.Module]:
+    from cnndsl.codegen_torch import identifier
+
+    module = load_generated(source if source is not None else network.torch_source())
+    return getattr(module, identifier(network.name, "Network"))
+
+
+def leaf_output_shapes(network: Network, module: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Each leaf layer's actual output shape (batch excluded), from forward hooks on the modules at its path.
+
+    A merge layer has its Parallel's path, so its hook sits on the merge container.
+    """
+    paths = module_paths(network)
+    modules = dict(module.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for layer in network.layers:
+        target = modules[paths[layer.path]]
+
+        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor, path: str = layer.path) -> None:
+            shapes[path] = tuple(out.shape[1:])
+
+        handles.append(target.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def assert_counts_match(network: Network, module: nn.Module) -> None:
+    """Parameter and buffer totals, and every layer's share of the state_dict, equal the IR's."""
+    params = sum(p.numel() for p in module.parameters())
+    buffers = sum(b.numel() for b in module.buffers())
+    assert params == network.params, (params, network.params)
+    assert buffers == network.buffers, (buffers, network.buffers)
+    paths = module_paths(network)
+    state = module.state_dict()
+    per_prefix: dict[str, int] = {}
+    for key, tensor in state.items():
+        prefix = key.rsplit(".", 1)[0]
+        per_prefix[prefix] = per_prefix.get(prefix, 0) + tensor.numel()
+    expected = {paths[layer.path]: layer.params + layer.buffers for layer in network.layers if layer.params + layer.buffers}
+    assert per_prefix == expected
+
+
+def assert_forward_matches(network: Network, module: nn.Module, batch: int = 2) -> torch.Tensor:
+    """Output shape and every leaf's output shape equal the inferred ones; returns the output."""
+    x = torch.randn(batch, *network.input_shape)
+    module.eval()
+    shapes = leaf_output_shapes(network, module, x)
+    for layer in network.layers:
+        assert shapes[layer.path] == tuple(layer.out_shape), (layer.path, layer.describe, shapes[layer.path], layer.out_shape)
+    with torch.no_grad():
+        out = module(x)
+    assert tuple(out.shape) == (batch, *network.output_shape)
+    return x
