@@ -131,3 +131,19 @@ def load_any(path: str | Path) -> dict[str, Any]:
         meta["arrays"] = arrays
         return meta
     return load_torch(path)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete temporary files that a killed run (SIGKILL, power loss) left beside `path`.
+
+    `atomic_write` removes its temporary file on every failure it sees, but a process that
+    is killed outright cannot; the checkpoint itself is never affected. Called once at the
+    start of a run, before this run writes anything.
+    """
+    path = Path(path)
+    removed = []
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            removed.append(leftover)
+    return removed

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .checkpoint import atomic_write, checkpoint_path
+from .checkpoint import atomic_write, checkpoint_path, remove_stale_temporaries
 from .config import TrainConfig, config_error, resume_differences
 from .data import Dataset, check_fit, load_source
 from .distributed import World, world_from_env
@@ -100,6 +100,8 @@ def _run(
     path = checkpoint_path(config.checkpoint_dir, config.backend) if config.checkpoint_dir else None
     history: list[dict[str, Any]] = []
     start = 0
+    if path is not None and world.is_main:
+        remove_stale_temporaries(path)
     if config.resume and path is not None:
         state = engine.restore(path)
         if state is None:
