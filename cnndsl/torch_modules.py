@@ -2,7 +2,8 @@
 
 The classes below are also copied verbatim (with `inspect.getsource`) into the source that
 `cnndsl compile --target torch` writes, so the in-memory module and the generated file run
-the same code. Keep them self-contained: they may use only `torch` and `nn`.
+the same code. Keep them self-contained (they may use only `torch` and `nn`) and their
+lines within 88 columns, black's default, since they land in users' projects.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import nn
 
 
 class Add(nn.Module):
-    """Runs every branch (submodules `0`, `1`, ...) on the same input and sums the outputs."""
+    """Runs every branch (submodules `0`, `1`, ...) on one input; sums the outputs."""
 
     def __init__(self, *branches: nn.Module) -> None:
         super().__init__()
@@ -25,13 +26,13 @@ class Add(nn.Module):
         outputs = [branch(x) for branch in self._modules.values()]
         out = outputs[0]
         for other in outputs[1:]:
-            # Out of place: a branch may be the identity, and its output is the caller's input.
+            # Out of place: an identity branch returns the caller's own tensor.
             out = out + other
         return out
 
 
 class Concat(nn.Module):
-    """Runs every branch on the same input and concatenates the outputs along channels."""
+    """Runs every branch on one input; concatenates the outputs along channels."""
 
     def __init__(self, *branches: nn.Module) -> None:
         super().__init__()
@@ -43,7 +44,7 @@ class Concat(nn.Module):
 
 
 class Mul(nn.Module):
-    """Runs every branch on the same input and multiplies the outputs, broadcasting (gates)."""
+    """Runs every branch on one input; multiplies the outputs (broadcasting: gates)."""
 
     def __init__(self, *branches: nn.Module) -> None:
         super().__init__()
