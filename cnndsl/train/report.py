@@ -52,6 +52,8 @@ class Reporter:
 
             self._out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
             self._err = Console(file=sys.stderr, highlight=False)
+            # Bars only on a terminal: in logs and pipes they would be noise (the epoch lines remain).
+            self.show_progress = self.show_progress and self._err.is_terminal
 
     def line(self, text: str) -> None:
         if self._out is not None:

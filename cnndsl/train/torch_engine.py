@@ -70,6 +70,8 @@ class TorchEngine:
         self.world = world
         self.device = resolve_device(config.device, world)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
         init_process_group(world, self.device.type)
         threads = choose_threads(network, config, world) if self.device.type == "cpu" else config.threads
         self.previous_threads = torch.get_num_threads()  # restored by close(): the caller's process keeps its setting
