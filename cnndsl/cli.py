@@ -214,6 +214,13 @@ def compile_command(file: str, target: str, output: str | None, weights_out: str
 )
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate [default: 0.05 for sgd, 0.001 for adamw].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option(
+    "--schedule",
+    type=click.Choice(["cosine", "constant"]),
+    default="cosine",
+    show_default=True,
+    help="Learning rate: cosine decay over --epochs, or constant.",
+)
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="[default: 5e-4 for sgd, 0.01 for adamw]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -236,6 +243,7 @@ def train_command(
     batch_size: int,
     lr: float | None,
     optimizer: str,
+    schedule: str,
     momentum: float,
     weight_decay: float | None,
     device: str,
@@ -266,6 +274,7 @@ def train_command(
             batch_size=batch_size,
             lr=lr,
             optimizer=optimizer,
+            schedule=schedule,
             momentum=momentum,
             weight_decay=weight_decay,
             device=device,
@@ -291,3 +300,52 @@ def train_command(
             )
             click.echo(f"interrupted{where}", err=True)
         sys.exit(130)
+
+
+@main.command(name="run")
+@click.argument("file")
+@click.option("--backend", type=click.Choice(["numpy", "torch"]), default="numpy", show_default=True)
+@click.option("--input", "input_spec", default="random", show_default=True, metavar="x.npy|random",
+              help="The input batch: an .npy array (NxCxHxW, or one CxHxW sample) or standard-normal noise.")
+@click.option("--weights", metavar="w.npz|w.pt", help="Weights (a state_dict); default: PyTorch-style init from --seed.")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size for --input random [default: 1].")
+@click.option("-o", "--output", metavar="out.npy", help="Save the output array here.")
+@click.option("--input-shape", "input_text", metavar="CxHxW", help="Override the file's input shape.")
+@set_option
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the initial weights and random input.")
+def run_command(file: str, backend: str, input_spec: str, weights: str | None, batch: int | None, output: str | None,
+                input_text: str | None, sets: tuple[str, ...], seed: int) -> None:
+    """Run FILE on one input batch; print the output shape, the time taken and, for classifiers, the top-5 classes."""
+    from .errors import CnnDslError
+    from .run import read_input, run_network
+
+    network = load_for_command(file, input_text, sets)
+    try:
+        x = read_input(network, input_spec, batch, seed)
+        result = run_network(network, backend, x, weights, seed)  # type: ignore[arg-type]
+        if output:
+            try:
+                np_save(output, result.output)
+            except OSError as err:
+                click.echo(f"{output}: error: cannot write the output: {err.strerror or err}", err=True)
+                sys.exit(1)
+    except CnnDslError as err:
+        _print_diagnostics(err.diagnostics)
+        sys.exit(1)
+    shape = "x".join(str(d) for d in result.output.shape)
+    click.echo(f"{network.name}: output {shape} ({backend}, {result.seconds * 1000:.1f} ms)")
+    top = result.top_classes()
+    if top is not None:
+        for row, pairs in enumerate(top[:8]):
+            click.echo(f"  sample {row}: " + ", ".join(f"{c} ({p:.1%})" for c, p in pairs))
+        if len(top) > 8:
+            click.echo(f"  ... {len(top) - 8} more samples")
+    if output:
+        click.echo(f"wrote {output}")
+
+
+def np_save(path: str, array: Any) -> None:
+    """numpy.save without a lazy import at the top of the CLI (numpy loads with the backends)."""
+    import numpy as np
+
+    np.save(path, array)

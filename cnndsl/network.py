@@ -15,13 +15,15 @@ from .shapes import Pair, Shape
 if TYPE_CHECKING:
     import graphviz
 
+    from .numpy_backend import NumpyModel
+
 
 
 class Network:
     """A checked network: shapes, counts and the IR tree, with every leaf in execution order."""
 
     def __init__(self, name: str, input_shape: Shape, root: Sequence, parameters: Mapping[str, Value],
-                 diagnostics: list[Diagnostic], filename: str) -> None:
+                 diagnostics: list[Diagnostic], filename: str, source: str = "") -> None:
         self.name = name
         self.input_shape = input_shape
         self.root = root
@@ -29,6 +31,9 @@ class Network:
         """The network parameters' values, after overrides."""
         self.diagnostics = diagnostics
         self.filename = filename
+        self.source = source
+        """The checked text: diagnostics quote its lines, and code generation re-checks it
+        with other parameter values to see how each parameter reaches the layers."""
         self.layers: list[Layer] = list(root.leaves())
 
     @property
@@ -112,6 +117,30 @@ class Network:
             return None
         return notebook_html(self)
 
+    def to_torch(self, seed: int | None = None, max_bytes: int | None = None) -> Any:
+        """The network as a freshly initialised `torch.nn.Module` whose state_dict keys follow the layer paths.
+
+        `seed` makes the initial weights reproducible without touching the global RNG;
+        networks whose weights would need more than `max_bytes` (default
+        `limits.MAX_TORCH_BYTES`) are refused with a CnnDslError before anything is allocated.
+        """
+        from .torch_backend import build_module
+
+        return build_module(self, seed=seed, max_bytes=max_bytes)
+
+    def torch_source(self) -> str:
+        """One standalone Python file (it imports only torch) that defines the network as an nn.Module class."""
+        from .codegen_torch import generate_source
+
+        return generate_source(self)
+
+    def to_numpy(self, state_dict: Mapping[str, Any] | None = None, seed: int = 0, dtype: Any = "float32") -> NumpyModel:
+        """The network as a NumPy model (forward, backward, SGD), initialised as PyTorch initialises
+        it or from `state_dict` (keys and shapes as `to_torch().state_dict()`). Needs no torch."""
+        from .numpy_backend import NumpyModel
+
+        return NumpyModel(self, state_dict, seed=seed, dtype=dtype)
+
     def __repr__(self) -> str:
         return (f"<Network {self.name}: {self.input_shape} -> {self.output_shape}, "
                 f"{self.params:,} params, {len(self.layers)} layers>")
@@ -166,7 +195,8 @@ def check_source(
     diagnostics = sorted(sink.diagnostics, key=lambda d: (d.position.line, d.position.column) if d.position else (0, 0))
     if result is None or sink.has_errors:
         return None, diagnostics
-    return Network(result.name, result.input_shape, result.root, result.params, diagnostics, filename), diagnostics
+    network = Network(result.name, result.input_shape, result.root, result.params, diagnostics, filename, text)
+    return network, diagnostics
 
 
 def parse(text: str | bytes, filename: str = "<string>", input: Any = None, *, strict: bool = False, **params: Value) -> Network:

@@ -151,39 +151,11 @@ class NumpyModel:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Replace every tensor; the keys and shapes must match exactly (errors name what differs)."""
-        expected = {f"{path}.{name}": value for path, tensors in self.tensors.items() for name, value in tensors.items()}
-        where = self.network.filename
-        missing = [k for k in expected if k not in state_dict]
-        extra = [str(k) for k in state_dict if k not in expected]
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {_listing(missing)}")
-        if extra:
-            problems.append(f"unexpected keys: {_listing(extra)}")
-        converted: dict[str, np.ndarray] = {}
-        wrong_shapes = []
-        for key, current in expected.items():
-            if key not in state_dict:
-                continue
-            value = _to_array(state_dict[key], key, where)
-            if value.shape != current.shape:
-                wrong_shapes.append(f"{key} is {_shape_text(value.shape)}, expected {_shape_text(current.shape)}")
-                continue
-            if value.dtype.kind not in "fiub":
-                problems.append(f"{key} has dtype {value.dtype}, expected numbers")
-                continue
-            converted[key] = value
-        if wrong_shapes:
-            problems.append(f"wrong shapes: {_listing(wrong_shapes)}")
-        if problems:
-            raise backend_error(
-                f"the weights do not fit network {self.network.name}: " + "; ".join(problems),
-                "were they saved from this network (same file, input shape and --set values)?",
-                where,
-            )
+        expected = {f"{path}.{name}": value.shape for path, tensors in self.tensors.items() for name, value in tensors.items()}
+        converted = check_weights(self.network, expected, state_dict)
         for key, value in converted.items():
             tensors, name = self._slot(key)
-            tensors[name] = value.astype(tensors[name].dtype, copy=True)
+            np.copyto(tensors[name], value, casting="unsafe")  # into the initialised arrays: no fresh pages to fault in
 
     def save(self, path: str | Path) -> None:
         """Write the state_dict to an .npz file."""
@@ -201,35 +173,7 @@ class NumpyModel:
 
     def check_input(self, x: Any) -> np.ndarray:
         """The input as an array of the model's dtype and shape (N, *input), or a clear error."""
-        expected = tuple(self.network.input_shape)
-        where = self.network.filename
-        if not isinstance(x, np.ndarray):
-            try:
-                x = np.asarray(x)
-            except (TypeError, ValueError) as err:
-                raise backend_error(f"the input is not an array: {err}", filename=where) from None
-        if x.dtype != self.dtype:
-            hint = f"convert it with x.astype(np.{self.dtype.name})"
-            if x.dtype.kind not in "f":
-                raise backend_error(
-                    f"the input has dtype {x.dtype}; the network needs floating point ({self.dtype.name})", hint, where
-                )
-            raise backend_error(f"the input has dtype {x.dtype}; the model computes in {self.dtype.name}", hint, where)
-        if x.shape == expected:
-            raise backend_error(
-                f"the input has shape {_shape_text(x.shape)} without a batch axis; expected Nx{_shape_text(expected)}",
-                "add the batch axis: x[None]",
-                where,
-            )
-        if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
-            raise backend_error(
-                f"the input has shape {_shape_text(x.shape)}; network {self.network.name} expects Nx{_shape_text(expected)}",
-                "give a batch of the input the network was checked for (or check it with another --input)",
-                where,
-            )
-        if x.shape[0] == 0:
-            raise backend_error("the input batch is empty", filename=where)
-        return x
+        return validate_input(self.network, x, self.dtype)
 
     def __call__(self, x: Any) -> np.ndarray:
         return self.forward(x)
@@ -319,6 +263,12 @@ class NumpyModel:
         self._optimizer.lr = lr
         self._optimizer.step(grads)
 
+    def recorded(self) -> list[tuple[Layer, dict[str, Any]]]:
+        """What the last `forward(..., grad=True)` saved per layer, in execution order (for inspection and tests)."""
+        if self._tape is None:
+            return []
+        return [(op.layer, ctx.saved) for op, ctx in zip(self.ops, self._tape, strict=True)]
+
     def parameter(self, key: str) -> np.ndarray:
         """The live array behind a state_dict key (updates to it change the model)."""
         tensors, name = self._slot(key)
@@ -326,6 +276,71 @@ class NumpyModel:
 
     def __repr__(self) -> str:
         return f"<NumpyModel {self.network.name}: {len(self.ops)} ops, {self.network.params:,} params, {self.dtype.name}>"
+
+
+def validate_input(network: Network, x: Any, dtype: Any = np.float32) -> np.ndarray:
+    """`x` as an array of `dtype` and shape (N, *network input), or a CnnDslError naming what differs."""
+    dtype = np.dtype(dtype)
+    expected = tuple(network.input_shape)
+    where = network.filename
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise backend_error(f"the input is not an array: {err}", filename=where) from None
+    if x.dtype != dtype:
+        hint = f"convert it with x.astype(np.{dtype.name})"
+        if x.dtype.kind not in "f":
+            raise backend_error(f"the input has dtype {x.dtype}; the network needs floating point ({dtype.name})", hint, where)
+        raise backend_error(f"the input has dtype {x.dtype}; the model computes in {dtype.name}", hint, where)
+    if x.shape == expected:
+        raise backend_error(
+            f"the input has shape {_shape_text(x.shape)} without a batch axis; expected Nx{_shape_text(expected)}",
+            "add the batch axis: x[None]",
+            where,
+        )
+    if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
+        raise backend_error(
+            f"the input has shape {_shape_text(x.shape)}; network {network.name} expects Nx{_shape_text(expected)}",
+            "give a batch of the input the network was checked for (or check it with another --input)",
+            where,
+        )
+    if x.shape[0] == 0:
+        raise backend_error("the input batch is empty", filename=where)
+    return x
+
+
+def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The given weights as arrays after checking keys and shapes against `expected` (one error naming every difference)."""
+    where = network.filename
+    missing = [k for k in expected if k not in given]
+    extra = [str(k) for k in given if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if extra:
+        problems.append(f"unexpected keys: {_listing(extra)}")
+    converted: dict[str, np.ndarray] = {}
+    wrong_shapes = []
+    for key, shape in expected.items():
+        if key not in given:
+            continue
+        value = _to_array(given[key], key, where)
+        if value.shape != tuple(shape):
+            wrong_shapes.append(f"{key} is {_shape_text(value.shape)}, expected {_shape_text(tuple(shape))}")
+        elif value.dtype.kind not in "fiub":
+            problems.append(f"{key} has dtype {value.dtype}, expected numbers")
+        else:
+            converted[key] = value
+    if wrong_shapes:
+        problems.append(f"wrong shapes: {_listing(wrong_shapes)}")
+    if problems:
+        raise backend_error(
+            f"the weights do not fit network {network.name}: " + "; ".join(problems),
+            "were they saved from this network (same file, input shape and --set values)?",
+            where,
+        )
+    return converted
 
 
 def _to_array(value: Any, key: str, where: str) -> np.ndarray:

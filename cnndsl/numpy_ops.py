@@ -43,6 +43,15 @@ class NpContext:
             self.saved.update(tensors)
 
 
+def uniform(rng: np.random.Generator, bound: float, shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
+    """U(-bound, bound) drawn directly in float32 or float64 (fast for the 100M-weight classifiers)."""
+    dtype = np.dtype(dtype)
+    values = rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    values *= 2 * bound
+    values -= bound
+    return values.astype(dtype, copy=False)
+
+
 # ---------------------------------------------------------------- windows and im2col
 
 

@@ -7,10 +7,17 @@ adding a layer kind is one edit (plus its test).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ..errors import CnnDslError, Diagnostic
 from ..shapes import Pair, Shape, Window
+
+if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load numpy for `check`
+    import numpy as np
+
+    from ..numpy_ops import Backward, NpContext, Tensors
 
 ArgType = Literal["int", "pair", "pad", "bool", "float"]
 """How an argument's value is read: int, a whole number; pair, an int or `(h, w)`;
@@ -60,6 +67,24 @@ class LayerError(Exception):
 
 
 Args = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TorchCall:
+    """How PyTorch builds one layer: `nn.Conv2d(3, 64, kernel_size=7, ...)` or a cnndsl helper class.
+
+    One description serves both the in-memory module and the generated source, so the two
+    cannot drift apart. `name` is `nn.<Class>` or the name of a class in cnndsl.torch_modules;
+    values are plain numbers, booleans or tuples of them.
+    """
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def source(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return f"{self.name}({', '.join(parts)})"
 
 Family = Literal["conv", "pool", "linear", "norm", "activation", "regularization", "reshape", "merge", "identity"]
 
@@ -119,8 +144,62 @@ class LayerKind:
         return self.name
 
     @classmethod
+    @functools.cache
     def signature_text(cls) -> str:
         return f"{cls.name}({', '.join(a.describe() for a in cls.signature)})"
+
+    # ---- NumPy backend (cnndsl.numpy_backend). Forward and backward sit side by side, as in
+    # micrograd. `params` maps the layer's tensor names (PyTorch's: weight, bias,
+    # running_mean, ...) to arrays; `shape` is the layer's input shape without the batch.
+
+    np_buffers: ClassVar[tuple[str, ...]] = ()
+    """Names among `np_init`'s tensors that are buffers (not trained, no gradient)."""
+
+    def np_supported(self) -> bool:
+        """Whether the kind has NumPy kernels (checked before running, to name the layer)."""
+        kind = type(self)
+        if self.is_merge:
+            return kind.np_merge_forward is not MergeKind.np_merge_forward  # type: ignore[attr-defined]
+        return kind.np_forward is not LayerKind.np_forward
+
+    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+        """Every tensor of the layer, parameters then buffers in state_dict order, initialised as PyTorch does."""
+        return {}
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        """The output for a batch `x` (N, *shape).
+
+        Save what backward needs with `ctx.save(...)` (a no-op unless a backward pass will
+        follow); overwrite `x` only when `ctx.inplace`; in train mode, update buffers in
+        place (BatchNorm's running statistics). Draw randomness from `ctx.rng` only.
+        """
+        raise unsupported(self.name, "numpy")
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        """(dx, gradients by parameter name) from the output gradient `dy` and `ctx.saved`.
+
+        `dx` may be None when `ctx.need_dx` is false. Never modify `dy` in place: the same
+        array can flow to several branches.
+        """
+        raise unsupported(self.name, "numpy")
+
+    # ---- PyTorch backend (cnndsl.torch_backend, cnndsl.codegen_torch). torch is imported
+    # lazily inside the methods: `cnndsl check` must never load it.
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        """The PyTorch constructor for this layer; `inplace` asks for an in-place activation where one exists."""
+        raise unsupported(self.name, "torch")
+
+    def torch_module(self, args: Args, in_shape: Shape, inplace: bool = False) -> Any:
+        """The layer as a freshly initialised `nn.Module`."""
+        from ..torch_modules import resolve_class
+
+        call = self.torch_call(args, in_shape, inplace)
+        return resolve_class(call.name)(*call.args, **dict(call.kwargs))
+
+    def torch_source(self, args: Args, in_shape: Shape, inplace: bool = False) -> str:
+        """The constructor as Python source: `nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)`."""
+        return self.torch_call(args, in_shape, inplace).source()
 
 
 class MergeKind(LayerKind):
@@ -131,6 +210,29 @@ class MergeKind(LayerKind):
 
     def merge(self, shapes: list[Shape]) -> Shape:
         raise NotImplementedError
+
+    def np_merge_forward(self, args: Args, xs: list[np.ndarray], ctx: NpContext) -> np.ndarray:
+        """Combine the branch outputs; `ctx.inplace` means the first one may be overwritten."""
+        raise unsupported(self.name, "numpy")
+
+    def np_merge_backward(self, args: Args, ctx: NpContext, dy: np.ndarray) -> list[np.ndarray]:
+        """The gradient of each branch output, in branch order (views of `dy` are fine)."""
+        raise unsupported(self.name, "numpy")
+
+    torch_inplace: ClassVar[bool] = False
+    """True where the container can accumulate into the first branch's output (Add, as torchvision's `out += identity`)."""
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        # The container class of the same name in cnndsl.torch_modules (and in generated
+        # source); it takes the branch modules as positional arguments.
+        return TorchCall(self.name, (), (("inplace", True),) if inplace and self.torch_inplace else ())
+
+    def torch_merge(self, branches: list[Any], inplace: bool = False) -> Any:
+        """The merge as a container module whose submodules `0`, `1`, ... are the branches."""
+        from ..torch_modules import resolve_class
+
+        call = self.torch_call({}, Shape(()), inplace)
+        return resolve_class(call.name)(*branches, **dict(call.kwargs))
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return self.merge([shape])
@@ -185,3 +287,9 @@ def require_flat(kind: str, shape: Shape) -> None:
             f"{kind} needs a flat input; got {shape.describe()}",
             "insert `flatten` (or GlobalAvgPool, flatten) before it",
         )
+
+
+def unsupported(kind: str, backend: str) -> CnnDslError:
+    """The error for a layer kind that a backend does not implement."""
+    message = f"`{kind}` is not supported by the {backend} backend"
+    return CnnDslError([Diagnostic("error", message, hint="choose another backend or layer kind")])

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..shapes import Shape
-from .base import ArgSpec, Args, LayerError, LayerKind, register, require_image
+from .base import ArgSpec, Args, LayerError, LayerKind, TorchCall, register, require_image
+
+if TYPE_CHECKING:
+    from ..numpy_ops import Backward, NpContext, Tensors
 
 
 @register
@@ -19,6 +26,15 @@ class Identity(LayerKind):
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return shape
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.Identity")
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        return x
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return dy, {}
 
 
 @register
@@ -44,8 +60,24 @@ class ChannelShuffle(LayerKind):
             )
         return shape
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        # cnndsl.torch_modules.ChannelShuffle: unflatten/transpose/flatten as torchvision's
+        # ShuffleNet does, which torch.compile, torch.export and channels_last all handle.
+        return TorchCall("ChannelShuffle", (args["groups"],))
+
     def describe(self, args: Args) -> str:
         return f"ChannelShuffle {args['groups']}"
+
+    # (N, g, C/g, H, W) -> (N, C/g, g, H, W), as nn.ChannelShuffle; backward is the inverse.
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        n, c = x.shape[:2]
+        g = args["groups"]
+        return x.reshape(n, g, c // g, *x.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(x.shape)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        n, c = dy.shape[:2]
+        g = args["groups"]
+        return dy.reshape(n, c // g, g, *dy.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(dy.shape), {}
 
 
 @register
@@ -82,5 +114,20 @@ class Chunk(LayerKind):
             )
         return Shape((shape.channels // args["chunks"], *shape[1:]))
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("Chunk", (args["chunks"], args["index"]))
+
     def describe(self, args: Args) -> str:
         return f"Chunk {args['index']}/{args['chunks']}"
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        size = x.shape[1] // args["chunks"]
+        ctx.save(shape=x.shape)
+        return x[:, args["index"] * size : (args["index"] + 1) * size]
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        shape = ctx.saved["shape"]
+        size = shape[1] // args["chunks"]
+        dx = np.zeros(shape, dtype=dy.dtype)
+        dx[:, args["index"] * size : (args["index"] + 1) * size] = dy
+        return dx, {}

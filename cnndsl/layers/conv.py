@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from ..shapes import Shape, Window
-from .base import ArgSpec, Args, LayerError, LayerKind, as_pair, pair_text, register, require_image
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..numpy_ops import ConvGeometry, conv_backward, conv_forward, uniform
+from ..shapes import Pair, Shape, Window
+from .base import ArgSpec, Args, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
+
+if TYPE_CHECKING:
+    from ..numpy_ops import Backward, NpContext, Tensors
 
 
 def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Shape:
@@ -47,6 +56,38 @@ def resolve_window_args(kind: str, args: Args) -> Args:
     else:
         out["pad"] = as_pair(out["pad"])
     return out
+
+
+def torch_pair(value: Pair) -> int | Pair:
+    """A square window as one int, the way people write PyTorch."""
+    return value[0] if value[0] == value[1] else value
+
+
+def torch_window_kwargs(args: Args) -> tuple[tuple[str, int | Pair], ...]:
+    """stride, padding and dilation for nn.Conv2d, each only where it differs from PyTorch's default."""
+    kwargs: list[tuple[str, int | Pair]] = []
+    for name, torch_name, default in (("stride", "stride", (1, 1)), ("pad", "padding", (0, 0)), ("dilation", "dilation", (1, 1))):
+        if name in args and args[name] != default:
+            kwargs.append((torch_name, torch_pair(args[name])))
+    return tuple(kwargs)
+
+
+def np_geometry(args: Args, x: np.ndarray, groups: int) -> ConvGeometry:
+    """The NumPy kernels' view of a windowed layer applied to a batch `x`."""
+    window = conv_window(args)
+    in_hw = (x.shape[2], x.shape[3])
+    out_hw = (window.output_size(in_hw[0], 0), window.output_size(in_hw[1], 1))
+    return ConvGeometry(in_hw, out_hw, window.kernel, window.stride, window.pad, window.dilation, groups)
+
+
+def np_conv_init(weight_shape: tuple[int, ...], bias: bool, rng: np.random.Generator, dtype: Any) -> Tensors:
+    """PyTorch's default: kaiming_uniform(a=sqrt(5)) weights, i.e. U(+-1/sqrt(fan_in)), and U(+-1/sqrt(fan_in)) bias."""
+    fan_in = math.prod(weight_shape[1:])
+    bound = 1 / math.sqrt(fan_in)
+    tensors = {"weight": uniform(rng, bound, weight_shape, dtype)}
+    if bias:
+        tensors["bias"] = uniform(rng, bound, weight_shape[0], dtype)
+    return tensors
 
 
 def describe_window(name: str, args: Args, prefix: str = "") -> str:
@@ -118,6 +159,24 @@ class Conv(LayerKind):
         kh, kw = args["kernel"]
         return out.numel * (shape.channels // args["groups"]) * kh * kw
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args))
+        if args["groups"] != 1:
+            kwargs += (("groups", args["groups"]),)
+        if not args["bias"]:
+            kwargs += (("bias", False),)
+        return TorchCall("nn.Conv2d", (in_shape.channels, args["out"]), kwargs)
+
+    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+        kh, kw = args["kernel"]
+        return np_conv_init((args["out"], shape.channels // args["groups"], kh, kw), args["bias"], rng, dtype)
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        return conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, args["groups"]), ctx)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return conv_backward(params["weight"], args["bias"], ctx, dy)
+
     def describe(self, args: Args) -> str:
         text = describe_window("Conv", args, str(args["out"]))
         if args["groups"] != 1:
@@ -163,6 +222,24 @@ class DWConv(LayerKind):
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
         kh, kw = args["kernel"]
         return out.numel * kh * kw
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        channels = in_shape.channels
+        kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args), ("groups", channels))
+        if not args["bias"]:
+            kwargs += (("bias", False),)
+        return TorchCall("nn.Conv2d", (channels, channels * args["multiplier"]), kwargs)
+
+    # As nn.Conv2d(C, C*multiplier, groups=C): weight (C*multiplier, 1, kh, kw).
+    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+        kh, kw = args["kernel"]
+        return np_conv_init((shape.channels * args["multiplier"], 1, kh, kw), args["bias"], rng, dtype)
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        return conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, x.shape[1]), ctx)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return conv_backward(params["weight"], args["bias"], ctx, dy)
 
     def describe(self, args: Args) -> str:
         mult = f" x{args['multiplier']}" if args["multiplier"] != 1 else ""

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..numpy_ops import uniform
 from ..shapes import Shape
-from .base import ArgSpec, Args, LayerKind, register, require_flat
+from .base import ArgSpec, Args, LayerKind, TorchCall, register, require_flat
+
+if TYPE_CHECKING:
+    from ..numpy_ops import Backward, NpContext, Tensors
 
 
 @register
@@ -31,8 +40,32 @@ class FC(LayerKind):
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
         return shape[0] * args["out"]
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.Linear", (in_shape[0], args["out"]), () if args["bias"] else (("bias", False),))
+
     def describe(self, args: Args) -> str:
         return f"FC {args['out']}" + ("" if args["bias"] else " no bias")
+
+    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+        # PyTorch's nn.Linear default: U(+-1/sqrt(in_features)) for weight and bias.
+        bound = 1 / math.sqrt(shape[0])
+        tensors = {"weight": uniform(rng, bound, (args["out"], shape[0]), dtype)}
+        if args["bias"]:
+            tensors["bias"] = uniform(rng, bound, args["out"], dtype)
+        return tensors
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        y = x @ params["weight"].T
+        if "bias" in params:
+            y += params["bias"]
+        ctx.save(x=x)
+        return y
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        grads = {"weight": dy.T @ ctx.saved["x"]}
+        if "bias" in params:
+            grads["bias"] = dy.sum(axis=0)
+        return (dy @ params["weight"] if ctx.need_dx else None), grads
 
 
 @register
@@ -52,3 +85,13 @@ class Flatten(LayerKind):
 
     def global_window(self, args: Args, shape: Shape) -> bool:
         return shape.is_image
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.Flatten")  # start_dim=1 keeps the batch; a flat input passes unchanged
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        ctx.save(shape=x.shape)
+        return x.reshape(x.shape[0], -1)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return dy.reshape(ctx.saved["shape"]), {}

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..numpy_ops import reduce_to
 from ..shapes import Shape
-from .base import LayerError, MergeKind, register
+from .base import Args, LayerError, MergeKind, register
+
+if TYPE_CHECKING:
+    from ..numpy_ops import Backward, NpContext, Tensors
 
 
 def _listing(shapes: list[Shape]) -> str:
@@ -18,6 +26,7 @@ class Add(MergeKind):
     """
 
     name = "Add"
+    torch_inplace = True
 
     def merge(self, shapes: list[Shape]) -> Shape:
         if any(s != shapes[0] for s in shapes):
@@ -26,6 +35,18 @@ class Add(MergeKind):
                 "every branch of Add must produce the same shape; on a shortcut use Conv(c, 1, stride=s) to match",
             )
         return shapes[0]
+
+    def np_merge_forward(self, args: Args, xs: list[np.ndarray], ctx: NpContext) -> np.ndarray:
+        ctx.save(count=len(xs))
+        if len(xs) == 1:
+            return xs[0]
+        y = xs[0] if ctx.inplace else xs[0] + xs[1]
+        for x in xs[1 if ctx.inplace else 2 :]:
+            y += x
+        return y
+
+    def np_merge_backward(self, args: Args, ctx: NpContext, dy: np.ndarray) -> list[np.ndarray]:
+        return [dy] * ctx.saved["count"]
 
 
 @register
@@ -45,6 +66,13 @@ class Concat(MergeKind):
                 "Concat joins along channels; the other dimensions (height and width) must be equal",
             )
         return Shape((sum(s[0] for s in shapes), *first[1:]))
+
+    def np_merge_forward(self, args: Args, xs: list[np.ndarray], ctx: NpContext) -> np.ndarray:
+        ctx.save(sizes=[x.shape[1] for x in xs])
+        return xs[0] if len(xs) == 1 else np.concatenate(xs, axis=1)
+
+    def np_merge_backward(self, args: Args, ctx: NpContext, dy: np.ndarray) -> list[np.ndarray]:
+        return np.split(dy, np.cumsum(ctx.saved["sizes"])[:-1], axis=1)
 
 
 @register
@@ -70,3 +98,22 @@ class Mul(MergeKind):
                 )
             dims.append(sizes.pop() if sizes else 1)
         return Shape(dims)
+
+    def np_merge_forward(self, args: Args, xs: list[np.ndarray], ctx: NpContext) -> np.ndarray:
+        ctx.save(xs=xs)
+        y = xs[0]
+        for index, x in enumerate(xs[1:]):
+            in_place = index > 0 or (ctx.inplace and np.broadcast_shapes(y.shape, x.shape) == y.shape)
+            y = np.multiply(y, x, out=y if in_place else None)
+        return y
+
+    def np_merge_backward(self, args: Args, ctx: NpContext, dy: np.ndarray) -> list[np.ndarray]:
+        xs = ctx.saved["xs"]
+        grads = []
+        for i, x in enumerate(xs):
+            grad = dy
+            for j, other in enumerate(xs):
+                if j != i:
+                    grad = grad * other
+            grads.append(reduce_to(grad, x.shape))
+        return grads

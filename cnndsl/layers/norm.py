@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CnnDslError, Diagnostic
 from ..shapes import Shape
-from .base import ArgSpec, Args, LayerError, LayerKind, register
+from .base import ArgSpec, Args, LayerError, LayerKind, TorchCall, register
+
+if TYPE_CHECKING:
+    from ..numpy_ops import Backward, NpContext, Tensors
 
 
 @register
@@ -39,8 +47,87 @@ class BatchNorm(LayerKind):
     def buffer_count(self, args: Args, shape: Shape) -> int:
         return 2 * shape.channels + 1
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs: tuple[tuple[str, float], ...] = ()
+        if args["eps"] != 1e-5:
+            kwargs += (("eps", args["eps"]),)
+        if args["momentum"] != 0.1:
+            kwargs += (("momentum", args["momentum"]),)
+        return TorchCall("nn.BatchNorm2d" if in_shape.is_image else "nn.BatchNorm1d", (in_shape.channels,), kwargs)
+
     def describe(self, args: Args) -> str:
         return "BatchNorm" if args["eps"] == 1e-5 else f"BatchNorm eps {args['eps']:g}"
+
+    np_buffers = ("running_mean", "running_var", "num_batches_tracked")
+
+    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+        c = shape.channels
+        return {
+            "weight": np.ones(c, dtype),
+            "bias": np.zeros(c, dtype),
+            "running_mean": np.zeros(c, dtype),
+            "running_var": np.ones(c, dtype),
+            "num_batches_tracked": np.zeros((), np.int64),
+        }
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        bshape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+        weight, bias = params["weight"], params["bias"]
+        if not train:
+            inv = 1.0 / np.sqrt(params["running_var"] + args["eps"])
+            scale = weight * inv
+            shift = bias - params["running_mean"] * scale
+            ctx.save(train=False, x=x, inv=inv)
+            y = np.multiply(x, scale.reshape(bshape), out=x if ctx.inplace else None)
+            y += shift.reshape(bshape)
+            return y
+        count = x.size // x.shape[1]
+        if count < 2:
+            raise batch_error(x.shape)
+        # Statistics in float64, as PyTorch accumulates them on the CPU: with few values per
+        # channel the output is sensitive to their rounding, and then it matches torch's.
+        mean = x.mean(axis=axes, dtype=np.float64)
+        var = np.square(x - mean.reshape(bshape)).mean(axis=axes)
+        inv = (1.0 / np.sqrt(var + args["eps"])).astype(x.dtype)
+        xhat = x - mean.astype(x.dtype).reshape(bshape)
+        xhat *= inv.reshape(bshape)
+        # PyTorch's running statistics: momentum-weighted, the variance unbiased.
+        momentum = args["momentum"]
+        params["running_mean"] *= 1 - momentum
+        params["running_mean"] += (momentum * mean).astype(x.dtype)
+        params["running_var"] *= 1 - momentum
+        params["running_var"] += ((momentum * count / (count - 1)) * var).astype(x.dtype)
+        params["num_batches_tracked"] += 1
+        ctx.save(train=True, xhat=xhat, inv=inv)
+        y = xhat * weight.reshape(bshape) if ctx.record else np.multiply(xhat, weight.reshape(bshape), out=xhat)
+        y += bias.reshape(bshape)
+        return y
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        axes = (0, 2, 3) if dy.ndim == 4 else (0,)
+        bshape = (1, -1, 1, 1) if dy.ndim == 4 else (1, -1)
+        inv = ctx.saved["inv"]
+        if ctx.saved["train"]:
+            xhat = ctx.saved["xhat"]
+        else:
+            xhat = (ctx.saved["x"] - params["running_mean"].reshape(bshape)) * inv.reshape(bshape)
+        # Sums in float64 as PyTorch's CPU kernel does (see np_forward).
+        dbias = dy.sum(axis=axes, dtype=np.float64).astype(dy.dtype)
+        dweight = np.sum(dy * xhat, axis=axes, dtype=np.float64).astype(dy.dtype)
+        grads = {"weight": dweight, "bias": dbias}
+        if not ctx.need_dx:
+            return None, grads
+        scale = (params["weight"] * inv).reshape(bshape)
+        if not ctx.saved["train"]:
+            return dy * scale, grads
+        # Batch statistics depend on every input: dx = w/sigma * (dy - mean(dy) - xhat * mean(dy * xhat)).
+        count = dy.size // dy.shape[1]
+        dx = xhat * (dweight / count).reshape(bshape)
+        np.subtract(dy, dx, out=dx)
+        dx -= (dbias / count).reshape(bshape)
+        dx *= scale
+        return dx, grads
 
 
 @register
@@ -64,5 +151,37 @@ class Dropout(LayerKind):
     def infer(self, args: Args, shape: Shape) -> Shape:
         return shape
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        # p always written (as torchvision does), so a network parameter can drive it in generated code.
+        return TorchCall("nn.Dropout", (), (("p", args["p"]),))
+
     def describe(self, args: Args) -> str:
         return f"Dropout {args['p']:g}"
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        p = args["p"]
+        if not train or p == 0:
+            ctx.save(mask=None)
+            return x
+        # As PyTorch: keep with probability 1 - p and scale kept values by 1 / (1 - p).
+        keep = ctx.rng.random(x.shape, dtype=np.float32) >= p
+        mask = keep * np.asarray(1 / (1 - p) if p < 1 else 0.0, x.dtype)
+        ctx.save(mask=mask)
+        return np.multiply(x, mask, out=x if ctx.inplace else None)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        mask = ctx.saved["mask"]
+        return (dy if mask is None else dy * mask), {}
+
+
+def batch_error(shape: tuple[int, ...]) -> CnnDslError:
+    """PyTorch refuses train-mode batch statistics over a single value per channel; so do we, in words."""
+    return CnnDslError(
+        [
+            Diagnostic(
+                "error",
+                f"BatchNorm in train mode needs more than one value per channel; got input {'x'.join(map(str, shape))}",
+                hint="use a batch of at least 2, or eval mode",
+            )
+        ]
+    )

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..numpy_ops import adaptive_matrix, avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward
 from ..shapes import Pair, Shape, Window
-from .base import ArgSpec, Args, LayerError, LayerKind, SameAs, as_pair, pair_text, register, require_image
-from .conv import conv_window, describe_window, resolve_window_args, windowed_shape
+from .base import ArgSpec, Args, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, require_image
+from .conv import conv_window, describe_window, np_geometry, resolve_window_args, torch_pair, windowed_shape
+
+if TYPE_CHECKING:
+    from ..numpy_ops import Backward, NpContext, Tensors
 
 _POOL_SIGNATURE = (
     ArgSpec("kernel", "pair", 2, minimum=1),
@@ -36,6 +44,16 @@ class WindowPool(LayerKind):
     def infer(self, args: Args, shape: Shape) -> Shape:
         return windowed_shape(self.name, self.window(args), shape, shape.channels)
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs: tuple[tuple[str, object], ...] = ()
+        if args["stride"] != args["kernel"]:  # PyTorch's stride defaults to the kernel too
+            kwargs += (("stride", torch_pair(args["stride"])),)
+        if args["pad"] != (0, 0):
+            kwargs += (("padding", torch_pair(args["pad"])),)
+        if args["ceil"]:
+            kwargs += (("ceil_mode", True),)
+        return TorchCall(f"nn.{self.name}2d", (torch_pair(args["kernel"]),), kwargs)
+
     def describe(self, args: Args) -> str:
         text = describe_window(self.name, args)
         return text + " ceil" if args["ceil"] else text
@@ -53,6 +71,14 @@ class MaxPool(WindowPool):
     name = "MaxPool"
     aliases = ("Pool", "MaxPool2d")
 
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        out_hw = np_geometry(args, x, 1).out_hw
+        ctx.save(in_hw=x.shape[2:])
+        return maxpool_forward(x, args["kernel"], args["stride"], args["pad"], out_hw, ctx)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return maxpool_backward(ctx, args["kernel"], args["stride"], args["pad"], ctx.saved["in_hw"], dy), {}
+
 
 @register
 class AvgPool(WindowPool):
@@ -65,6 +91,14 @@ class AvgPool(WindowPool):
 
     name = "AvgPool"
     aliases = ("AvgPool2d",)
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        out_hw = np_geometry(args, x, 1).out_hw
+        ctx.save(in_hw=x.shape[2:])
+        return avgpool_forward(x, args["kernel"], args["stride"], args["pad"], out_hw, ctx)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return avgpool_backward(ctx, args["kernel"], args["stride"], args["pad"], ctx.saved["in_hw"], dy), {}
 
 
 @register
@@ -86,6 +120,19 @@ class GlobalAvgPool(LayerKind):
 
     def global_window(self, args: Args, shape: Shape) -> bool:
         return True
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.AdaptiveAvgPool2d", (1,))
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        ctx.save(shape=x.shape)
+        return x.mean(axis=(2, 3), keepdims=True)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        shape = ctx.saved["shape"]
+        dx = np.empty(shape, dtype=dy.dtype)
+        dx[...] = dy * (1 / (shape[2] * shape[3]))
+        return dx, {}
 
 
 @register
@@ -120,5 +167,21 @@ class AdaptiveAvgPool(LayerKind):
             (jump[0] * steps[0], jump[1] * steps[1]),
         )
 
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.AdaptiveAvgPool2d", (torch_pair(args["size"]),))
+
     def describe(self, args: Args) -> str:
         return f"AdaptiveAvgPool {pair_text(args['size'])}"
+
+    # Separable: out = A_h @ x @ A_w^T with (out, in) averaging matrices, two BLAS products.
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        a_h = adaptive_matrix(x.shape[2], args["size"][0], x.dtype)
+        a_w = adaptive_matrix(x.shape[3], args["size"][1], x.dtype)
+        ctx.save(a_h=a_h, a_w=a_w)
+        y = np.tensordot(np.tensordot(x, a_w, axes=([3], [1])), a_h, axes=([2], [1]))
+        return np.ascontiguousarray(y.transpose(0, 1, 3, 2))
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        a_h, a_w = ctx.saved["a_h"], ctx.saved["a_w"]
+        dx = np.tensordot(np.tensordot(dy, a_w, axes=([3], [0])), a_h, axes=([2], [0]))
+        return np.ascontiguousarray(dx.transpose(0, 1, 3, 2)), {}

@@ -1,0 +1,136 @@
+"""`cnndsl run`: one inference batch through the NumPy or the torch backend, with weights and input from files.
+
+Everything the command does lives here so that the click command stays a shell. The numpy
+backend never imports torch; the torch backend (and reading `.pt` weights) does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .network import Network
+from .numpy_backend import backend_error, check_weights, load_npz, validate_input
+
+Backend = Literal["numpy", "torch"]
+
+
+@dataclass
+class RunResult:
+    output: np.ndarray
+    seconds: float
+    """Wall time of the forward pass alone (no weight loading, no conversion)."""
+    backend: Backend
+
+    def top_classes(self, k: int = 5) -> list[list[tuple[int, float]]] | None:
+        """Per sample, the k best (class, probability) pairs; None unless the output is a class vector."""
+        if self.output.ndim != 2 or self.output.shape[1] < 2:
+            return None
+        scores = self.output.astype(np.float64)
+        rows_sum_to_one = np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
+        if not rows_sum_to_one:  # logits: softmax them
+            scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores /= scores.sum(axis=1, keepdims=True)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[(int(c), float(scores[row, c])) for c in best[row]] for row in range(len(scores))]
+
+
+def read_input(network: Network, spec: str, batch: int | None, seed: int = 0) -> np.ndarray:
+    """`random` (standard normal, float32) or an .npy file (a batch, or one sample without the batch axis)."""
+    if spec == "random":
+        return np.random.default_rng(seed).standard_normal((batch or 1, *network.input_shape)).astype(np.float32)
+    try:
+        x = np.load(spec, allow_pickle=False)
+    except OSError as err:
+        raise backend_error(f"cannot read the input {spec}: {err.strerror or err}", filename=network.filename) from None
+    except ValueError as err:
+        raise backend_error(f"{spec} is not an .npy array: {err}", "save it with numpy.save", network.filename) from None
+    if not isinstance(x, np.ndarray):
+        raise backend_error(f"{spec} holds several arrays; give one .npy array", filename=network.filename)
+    if x.shape == tuple(network.input_shape):
+        x = x[None]  # one sample: the command line adds the batch axis that the API wants explicit
+    if batch is not None and x.ndim >= 1 and x.shape[0] != batch:
+        raise backend_error(
+            f"{spec} holds a batch of {x.shape[0]}; --batch says {batch}",
+            "leave --batch out to use the whole file",
+            network.filename,
+        )
+    return validate_input(network, x)
+
+
+def read_weights(network: Network, path: str) -> dict[str, Any]:
+    """A state_dict from .npz (NumPy) or .pt/.pth (torch.load, weights only; also a checkpoint holding one)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        return load_npz(path)
+    if suffix not in (".pt", ".pth"):
+        raise backend_error(
+            f"unknown weight file type {suffix or '(none)'} for {path}",
+            "use .npz (NumPy) or .pt/.pth (PyTorch)",
+            network.filename,
+        )
+    try:
+        import torch
+    except ImportError:
+        raise backend_error(
+            f"reading {path} needs PyTorch", "pip install cnndsl[torch], or convert the weights to .npz", network.filename
+        ) from None
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise backend_error(f"cannot read weights from {path}: {err.strerror or err}", filename=network.filename) from None
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise backend_error(f"{path} is not a PyTorch weight file: {err}", filename=network.filename) from None
+    if isinstance(loaded, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict):
+        raise backend_error(f"{path} holds a {type(loaded).__name__}, not a state_dict", filename=network.filename)
+    # torch renames a label that collides with an nn.Module attribute; map its keys back to the IR paths.
+    from .torch_backend import module_paths
+
+    to_ir = {module: ir for ir, module in module_paths(network).items()}
+    state = {}
+    for key, value in loaded.items():
+        path_part, _, name = str(key).rpartition(".")
+        state[f"{to_ir.get(path_part, path_part)}.{name}"] = value
+    return state
+
+
+def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str | None = None, seed: int = 0) -> RunResult:
+    """Build the model on `backend` (weights from a file, else seeded PyTorch-style init) and time one forward pass."""
+    state = read_weights(network, weights) if weights else None
+    if backend == "numpy":
+        model = network.to_numpy(state, seed=seed)
+        start = time.perf_counter()
+        output = model(x)
+        return RunResult(output, time.perf_counter() - start, backend)
+    try:
+        import torch
+    except ImportError:
+        raise backend_error(
+            "the torch backend needs PyTorch", "pip install cnndsl[torch], or use --backend numpy", network.filename
+        ) from None
+    from .torch_backend import module_paths
+
+    module = network.to_torch(seed=seed).eval()
+    if state is not None:
+        to_ir = {module_path: ir_path for ir_path, module_path in module_paths(network).items()}
+        ir_expected = {}
+        for key, value in module.state_dict().items():
+            path_part, _, name = key.rpartition(".")
+            ir_expected[f"{to_ir.get(path_part, path_part)}.{name}"] = (key, tuple(value.shape))
+        arrays = check_weights(network, {k: s for k, (_, s) in ir_expected.items()}, state)
+        module.load_state_dict({ir_expected[k][0]: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    tensor = torch.from_numpy(x)
+    with torch.no_grad():
+        start = time.perf_counter()
+        output = module(tensor)
+        seconds = time.perf_counter() - start
+    return RunResult(output.numpy(), seconds, backend)

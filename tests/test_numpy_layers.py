@@ -1,0 +1,222 @@
+"""Per layer kind: the NumPy forward and backward against PyTorch, and a float64 finite-difference check.
+
+Parameterised over the registry: every registered kind must have rows in NUMPY_CASES (a
+kind without rows fails `test_every_kind_has_numpy_cases`), so a new kind is covered as
+soon as it is registered. The finite-difference check needs no torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy_reference import compare_with_torch
+
+import cnndsl
+from cnndsl import CnnDslError
+from cnndsl.layers import KINDS
+from cnndsl.numpy_backend import NumpyModel
+
+# kind -> [(input shape, body)]: windows with stride, padding, dilation, ceil mode, groups,
+# depthwise multipliers, flat and image inputs, and every merge with more than one branch.
+NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
+    "Conv": [
+        ("3x7x7", "Conv(4, 3)"),
+        ("3x8x7", "Conv(5, 3, stride=2, pad=1, bias=false)"),
+        ("2x9x8", "Conv(4, (3, 2), stride=(2, 1), pad=(1, 0), dilation=2)"),
+        ("6x6x6", "Conv(9, 3, pad=same, groups=3)"),
+        ("4x6x6", "Conv(4, 3, pad=1, groups=4)"),
+        ("3x7x7", "Conv(6, 3, stride=2, groups=3, bias=false)"),
+    ],
+    "DWConv": [
+        ("4x8x8", "DWConv(3, stride=2, pad=1)"),
+        ("3x7x7", "DWConv(3, multiplier=2, bias=false)"),
+        ("3x7x9", "DWConv((3, 1), stride=(1, 2), pad=same)"),
+    ],
+    "MaxPool": [
+        ("3x8x8", "MaxPool(2)"),
+        ("2x9x9", "MaxPool(3, stride=2, pad=1)"),
+        ("2x8x8", "MaxPool(3, stride=2, ceil=true)"),
+        ("2x8x7", "MaxPool((3, 2), stride=(2, 1), pad=(1, 1), ceil=true)"),
+    ],
+    "AvgPool": [
+        ("3x8x8", "AvgPool(2)"),
+        ("2x9x9", "AvgPool(3, stride=2, pad=1)"),
+        ("2x8x8", "AvgPool(3, stride=2, pad=1, ceil=true)"),
+        ("2x7x6", "AvgPool((3, 2), stride=(2, 1), pad=(1, 1), ceil=true)"),
+    ],
+    "GlobalAvgPool": [("4x5x3", "GlobalAvgPool")],
+    "AdaptiveAvgPool": [("3x7x7", "AdaptiveAvgPool(3)"), ("2x5x9", "AdaptiveAvgPool((2, 4))"), ("2x3x4", "AdaptiveAvgPool(5)")],
+    "FC": [("10", "FC(5)"), ("7", "FC(3, bias=false)")],
+    "Flatten": [("3x4x5", "flatten"), ("6", "flatten")],
+    "BatchNorm": [("4x5x5", "BN"), ("6", "BN"), ("3x4x4", "BatchNorm(eps=0.001, momentum=0.3)")],
+    "Dropout": [("3x4x4", "Dropout(0.3)"), ("20", "Dropout")],
+    "ReLU": [("3x4x4", "ReLU")],
+    "ReLU6": [("3x4x4", "ReLU6")],
+    "Sigmoid": [("3x4x4", "Sigmoid")],
+    "Tanh": [("3x4x4", "Tanh")],
+    "GELU": [("3x4x4", "GELU")],
+    "SiLU": [("3x4x4", "SiLU")],
+    "Hardswish": [("3x4x4", "Hardswish")],
+    "Hardsigmoid": [("3x4x4", "Hardsigmoid")],
+    "LeakyReLU": [("3x4x4", "LeakyReLU(0.2)")],
+    "Softmax": [("4x3x3", "Softmax"), ("7", "Softmax")],
+    "Identity": [("3x4x4", "Identity")],
+    "ChannelShuffle": [("6x3x3", "ChannelShuffle(3)")],
+    "Chunk": [("6x3x3", "Chunk(3, 1)"), ("8", "Chunk(2, 0)")],
+    "Add": [("4x5x5", "Add[ Conv(4, 3, pad=1) | | ReLU ]")],
+    "Concat": [("3x5x5", "Concat[ Conv(2, 1) | Identity | MaxPool(3, stride=1, pad=1) ]"), ("6", "Concat[ FC(3) | ]")],
+    "Mul": [("4x5x5", "Mul[ Identity | GlobalAvgPool, Conv(4, 1), Sigmoid ]"), ("4x5x5", "Mul[ Conv(4, 1) | Conv(1, 1) | ]")],
+}
+"""kind -> [(input shape, body)]."""
+
+CASES = [(kind, shape, body) for kind in KINDS for shape, body in NUMPY_CASES.get(kind, [("4x6x6", kind)])]
+IDS = [f"{kind}-{body}@{shape}" for kind, shape, body in CASES]
+
+
+def network(shape: str, body: str) -> cnndsl.Network:
+    return cnndsl.parse(f"input {shape}\n{body}\n", "<case>")
+
+
+def batch(net: cnndsl.Network, n: int = 3, dtype: type = np.float32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *net.input_shape)).astype(dtype)
+
+
+def test_every_kind_has_numpy_cases() -> None:
+    missing = [kind for kind in KINDS if kind not in NUMPY_CASES]
+    assert not missing, f"add NUMPY_CASES rows for {missing}"
+    unknown = [kind for kind in NUMPY_CASES if kind not in KINDS]
+    assert not unknown, f"NUMPY_CASES names unregistered kinds {unknown}"
+
+
+@pytest.mark.parametrize(("kind", "shape", "body"), CASES, ids=IDS)
+def test_case_uses_its_kind(kind: str, shape: str, body: str) -> None:
+    assert kind in {layer.kind.name for layer in network(shape, body).layers}
+
+
+@pytest.mark.parametrize(("kind", "shape", "body"), CASES, ids=IDS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_forward_and_backward_match_torch(kind: str, shape: str, body: str, train: bool) -> None:
+    net = network(shape, body)
+    compare_with_torch(net, batch(net), train=train)
+
+
+def numeric_gradient(f, array: np.ndarray, index: tuple[int, ...], eps: float = 1e-6) -> float:
+    """Central difference of the scalar f() in one entry of `array` (changed in place, then restored)."""
+    old = array[index]
+    array[index] = old + eps
+    plus = f()
+    array[index] = old - eps
+    minus = f()
+    array[index] = old
+    return (plus - minus) / (2 * eps)
+
+
+def probe_indices(shape: tuple[int, ...], rng: np.random.Generator, count: int = 5) -> list[tuple[int, ...]]:
+    size = int(np.prod(shape))
+    return [tuple(int(i) for i in np.unravel_index(flat, shape)) for flat in rng.choice(size, min(count, size), replace=False)]
+
+
+@pytest.mark.parametrize(("kind", "shape", "body"), CASES, ids=IDS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_gradients_match_finite_differences(kind: str, shape: str, body: str, train: bool) -> None:
+    """backward() against central differences of L = sum(y * r), in float64, without torch."""
+    net = network(shape, body)
+    model = net.to_numpy(seed=3, dtype=np.float64)
+    for key in model.trainable:  # BatchNorm's ones/zeros would hide mistakes in its gradients
+        value = model.parameter(key)
+        value += np.random.default_rng(7).uniform(-0.5, 0.5, value.shape)
+    x = batch(net, dtype=np.float64, seed=1)
+    rng = np.random.default_rng(2)
+    r = None
+
+    def loss() -> float:
+        model.rng = np.random.default_rng(11)  # the same dropout mask every call
+        return float(np.sum(model.forward(x, train=train) * r))
+
+    model.rng = np.random.default_rng(11)
+    y = model.forward(x, train=train, grad=True)
+    r = rng.standard_normal(y.shape)
+    dx, grads = model.backward(r)
+    assert dx is not None and dx.dtype == np.float64
+    for index in probe_indices(x.shape, rng):
+        expected = numeric_gradient(loss, x, index)
+        assert abs(dx[index] - expected) <= 1e-6 + 1e-5 * abs(expected), f"d/dx{index}: {dx[index]} vs {expected}"
+    for key, grad in grads.items():
+        param = model.parameter(key)
+        for index in probe_indices(param.shape, rng):
+            expected = numeric_gradient(loss, param, index)
+            assert abs(grad[index] - expected) <= 1e-6 + 1e-5 * abs(expected), f"d/d{key}{index}: {grad[index]} vs {expected}"
+
+
+def test_backward_does_not_modify_the_output_gradient() -> None:
+    """One output gradient can flow to several branches; no kind may scribble on it."""
+    for kind, shape, body in CASES:
+        net = network(shape, body)
+        model = net.to_numpy()
+        y = model.forward(batch(net), train=True, grad=True)
+        dy = np.random.default_rng(0).standard_normal(y.shape).astype(np.float32)
+        kept = dy.copy()
+        model.backward(dy)
+        assert np.array_equal(dy, kept), f"{kind}: backward changed dy"
+
+
+def test_inference_leaves_the_input_untouched() -> None:
+    for kind, shape, body in CASES:
+        net = network(shape, body)
+        x = batch(net)
+        kept = x.copy()
+        net.to_numpy()(x)
+        assert np.array_equal(x, kept), f"{kind}: inference changed its input"
+
+
+def test_init_follows_pytorch_defaults() -> None:
+    net = network("16x5x5", "Conv(8, 3), BN, flatten, FC(10)")
+    state = net.to_numpy(seed=1).state_dict()
+    bound = 1 / np.sqrt(16 * 9)
+    for key in ("0.weight", "0.bias"):
+        assert np.abs(state[key]).max() <= bound and np.abs(state[key]).max() > 0.8 * bound
+        assert state[key].dtype == np.float32
+    assert np.all(state["1.weight"] == 1) and np.all(state["1.bias"] == 0)
+    assert np.all(state["1.running_mean"] == 0) and np.all(state["1.running_var"] == 1)
+    assert state["1.num_batches_tracked"].dtype == np.int64 and int(state["1.num_batches_tracked"]) == 0
+    assert np.abs(state["3.weight"]).max() <= 1 / np.sqrt(8 * 9)
+    # Seeded: the same seed gives the same weights, another seed others.
+    assert np.array_equal(net.to_numpy(seed=1).state_dict()["0.weight"], state["0.weight"])
+    assert not np.array_equal(net.to_numpy(seed=2).state_dict()["0.weight"], state["0.weight"])
+
+
+def test_batchnorm_train_mode_with_one_value_per_channel_is_a_clear_error() -> None:
+    net = network("6", "BN")
+    with pytest.raises(CnnDslError, match="more than one value per channel"):
+        net.to_numpy().forward(np.zeros((1, 6), np.float32), train=True)
+
+
+def test_dropout_is_seeded_and_scales_kept_values() -> None:
+    net = network("1000", "Dropout(0.25)")
+    x = np.ones((4, 1000), np.float32)
+    first = net.to_numpy(seed=5).forward(x, train=True)
+    again = net.to_numpy(seed=5).forward(x, train=True)
+    assert np.array_equal(first, again)
+    assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.75)}
+    assert 0.2 < np.mean(first == 0) < 0.3
+    assert np.array_equal(net.to_numpy().forward(x, train=False), x)
+
+
+def test_a_kind_without_numpy_kernels_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnndsl.layers.base import LayerKind
+
+    tanh = KINDS["Tanh"]
+    monkeypatch.setattr(type(tanh), "np_supported", LayerKind.np_supported)
+    monkeypatch.setattr(type(tanh), "np_forward", LayerKind.np_forward)
+    net = network("3", "FC(4), Tanh")
+    with pytest.raises(CnnDslError, match="`Tanh` is not supported by the numpy backend") as err:
+        NumpyModel(net)
+    assert err.value.diagnostics[0].position is not None
+
+
+@pytest.mark.parametrize("body", ["MaxPool(3, stride=2, pad=1)", "MaxPool(2, ceil=true)", "ReLU, MaxPool(3, stride=1)"])
+def test_maxpool_ties_route_like_torch(body: str) -> None:
+    """Windows with several equal maxima (common after ReLU): the gradient goes to the first, as in PyTorch."""
+    net = network("3x7x7", body)
+    x = np.random.default_rng(0).integers(-1, 2, (2, 3, 7, 7)).astype(np.float32)
+    compare_with_torch(net, x, train=True)
