@@ -18,19 +18,21 @@ recompile with `--set`.
 
 from __future__ import annotations
 
-import inspect
+import ast
 import json
 import keyword
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import CnnDslError
 from .ir import Layer, Node, Parallel, Sequence, walk
 from .layers.base import LayerError, TorchCall
-from .torch_backend import leaf_inplace, network_error, safe_names
+from .torch_backend import leaf_inplace, merge_inplace, network_error, safe_names
 
 if TYPE_CHECKING:
     from .network import Network
@@ -329,10 +331,11 @@ class Generator:
         if isinstance(node, Layer):
             return self.layer(node)
         if isinstance(node, Parallel):
-            name = node.merge.kind.torch_call({}, node.in_shape).name
-            self.helpers.add(name)
-            branches: list[Code | str] = [self.node(b) for b in node.branches]
-            return Code(name, branches, explode=True, open_comment=f"-> {node.out_shape}")
+            call = node.merge.kind.torch_call({}, node.in_shape, merge_inplace(node))
+            self.helpers.add(call.name)
+            args: list[Code | str] = [self.node(b) for b in node.branches]
+            args += [f"{key}={value!r}" for key, value in call.kwargs]
+            return Code(call.name, args, explode=True, open_comment=f"-> {node.out_shape}")
         assert isinstance(node, Sequence)
         if not node.children:
             return Code("nn.Identity")
@@ -364,6 +367,14 @@ def _default(value: Any) -> str:
     if isinstance(value, (bool, int, float)):
         return repr(value)
     return json.dumps(str(getattr(value, "text", value)))  # double quotes, as black writes them
+
+
+@cache
+def _helper_sources() -> dict[str, str]:
+    """The helper classes' source, read from torch_modules.py without importing it (that would import torch)."""
+    text = (Path(__file__).resolve().parent / "torch_modules.py").read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    return {node.name: ast.get_source_segment(text, node) or "" for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
 def _file_name(filename: str) -> str:
@@ -413,11 +424,10 @@ def generate_source(network: Network) -> str:
     if "sequential" in gen.helpers:
         lines += ["from collections import OrderedDict", ""]
     lines += ["import torch", "from torch import nn", ""]
-    from . import torch_modules
-
+    helper_sources = _helper_sources()
     for helper in HELPER_CLASSES:
         if helper in gen.helpers:
-            lines += ["", inspect.getsource(getattr(torch_modules, helper)).rstrip("\n"), ""]
+            lines += ["", helper_sources[helper], ""]
     if "sequential" in gen.helpers:
         lines += ["", SEQUENTIAL_HELPER.rstrip("\n"), ""]
     lines += ["", f"class {class_name}(nn.Module):"]

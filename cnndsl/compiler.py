@@ -8,7 +8,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CnnDslError, Diagnostic
 
@@ -73,56 +73,60 @@ def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Pat
 
 
 def export_onnx(network: Network, seed: int | None = None) -> bytes:
-    """The network as an ONNX model (batch dimension dynamic), via torch.onnx.export."""
-    import torch
+    """The network as an ONNX model (batch dimension dynamic), via torch.onnx.export.
 
+    The TorchScript-based exporter comes first: it is deprecated but needs nothing beyond
+    torch, and the tests cover it. The torch.export-based one (it needs onnxscript) is the
+    fallback for PyTorch releases that have dropped the first.
+    """
+    torch = _require_torch(network)
     module = network.to_torch(seed=seed).eval()
-    example = torch.zeros(1, *network.input_shape)
-    try:
-        import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
-
-        use_dynamo = True
-    except ImportError:
-        use_dynamo = False
-    try:
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated but is the one that needs no onnxscript.
-            warnings.simplefilter("ignore")
-            if use_dynamo:
+    example = torch.zeros(2, *network.input_shape)  # batch 2: a batch of 1 would be specialised
+    names = {"input_names": ["input"], "output_names": ["output"]}
+    errors: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice is not the user's concern
+        try:
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                module, (example,), buffer, dynamo=False, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names
+            )
+            return buffer.getvalue()
+        except Exception as err:  # exporter failures come in many types; each becomes one message
+            errors.append(_first_line(err))
+        try:
+            import onnxscript  # noqa: F401
+        except ImportError:
+            errors.append("the torch.export-based exporter needs the onnxscript package")
+        else:
+            try:
                 program = torch.onnx.export(
-                    module,
-                    (example,),
-                    dynamo=True,
-                    input_names=["input"],
-                    output_names=["output"],
-                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    module, (example,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), **names
                 )
                 with tempfile.TemporaryDirectory() as folder:
                     target = Path(folder) / "model.onnx"
                     program.save(str(target))  # type: ignore[union-attr]
                     return target.read_bytes()
-            buffer = io.BytesIO()
-            torch.onnx.export(
-                module,
-                (example,),
-                buffer,
-                dynamo=False,
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-            )
-            return buffer.getvalue()
-    except Exception as err:  # exporter failures are many types; report them as one error
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise _error(
-            f"ONNX export failed: {first}", "the torch target (`--target torch`) still works", network.filename
-        ) from None
+            except Exception as err:
+                errors.append(_first_line(err))
+    raise _error(f"ONNX export failed: {'; '.join(errors)}", "the torch target (`--target torch`) still works", network.filename)
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _require_torch(network: Network) -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise _error("this needs PyTorch, which is not installed", "pip install 'cnndsl[torch]'", network.filename) from None
+    return torch
 
 
 def initial_weights(network: Network, seed: int | None) -> bytes:
     """`torch.save` of the freshly initialised module's state_dict (the generated class's keys)."""
-    import torch
-
+    torch = _require_torch(network)
     buffer = io.BytesIO()
     torch.save(network.to_torch(seed=seed).state_dict(), buffer)
     return buffer.getvalue()

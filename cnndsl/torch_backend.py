@@ -16,7 +16,6 @@ import keyword
 import re
 import sys
 from collections.abc import Iterator
-from functools import cache
 from typing import TYPE_CHECKING
 
 from .errors import CnnDslError, DiagnosticSink, Position
@@ -31,8 +30,9 @@ if TYPE_CHECKING:
 
 # Public attributes of nn.Module, nn.Sequential and nn.ModuleList in PyTorch 2.13. A submodule
 # with one of these names cannot be registered (add_module refuses it) or reached as an
-# attribute, so such labels are renamed. Kept as a list so that code generation gives the
-# same names whether or not torch is installed; newer attributes are added at run time.
+# attribute, so such labels are renamed. A fixed list, not dir(nn.Module): code generation
+# must not import torch (2 s) and must give the same names on every installation. A name
+# that a later PyTorch adds is reported by `build_module` as a clash with the label's position.
 MODULE_ATTRIBUTES = frozenset(
     """T_destination add_module append apply bfloat16 buffers call_super_init children compile cpu cuda
     double dump_patches eval extend extra_repr float forward get_buffer get_extra_state get_parameter
@@ -48,26 +48,11 @@ FLOAT_BYTES = 4
 """Parameters and buffers are float32 (num_batches_tracked is int64, but one per BatchNorm)."""
 
 
-@cache
-def _runtime_attributes() -> frozenset[str]:
-    try:
-        from torch import nn
-    except ImportError:  # code generation does not need torch
-        return frozenset()
-    return frozenset(dir(nn.Sequential())) | frozenset(dir(nn.ModuleList()))
-
-
 def _plain(name: str) -> bool:
     """True when `name` can be a submodule name and, if it is an identifier, an attribute name."""
     if name.isdigit():
         return True
-    return (
-        name.isidentifier()
-        and not name.startswith("_")
-        and not keyword.iskeyword(name)
-        and name not in MODULE_ATTRIBUTES
-        and name not in _runtime_attributes()
-    )
+    return name.isidentifier() and not name.startswith("_") and not keyword.iskeyword(name) and name not in MODULE_ATTRIBUTES
 
 
 def safe_names(names: list[str]) -> list[str]:
@@ -158,6 +143,20 @@ def inplace_allowed(previous: Node | None) -> bool:
     return False
 
 
+def fresh_output(node: Node) -> bool:
+    """Whether a node's output is a new tensor that autograd does not keep (so a merge may add into it)."""
+    while isinstance(node, Sequence):
+        if not node.children:
+            return False
+        node = node.children[-1]
+    return isinstance(node, Layer) and node.kind.family in ("conv", "norm", "linear")
+
+
+def merge_inplace(node: Parallel) -> bool:
+    """Whether the merge may accumulate into its first branch's output."""
+    return len(node.branches) >= 2 and fresh_output(node.branches[0])
+
+
 def leaf_inplace(network: Network) -> dict[int, bool]:
     """id(layer) -> whether its activation may run in place (see `inplace_allowed`)."""
     flags: dict[int, bool] = {}
@@ -220,13 +219,22 @@ def _build(network: Network, node: Node, inplace: dict[int, bool]) -> nn.Module:
         return lower_layer(network, node, inplace.get(id(node), False))
     if isinstance(node, Parallel):
         branches = [_build(network, branch, inplace) for branch in node.branches]
-        return node.merge.kind.torch_merge(branches)  # type: ignore[attr-defined]
+        return node.merge.kind.torch_merge(branches, merge_inplace(node))  # type: ignore[attr-defined]
     assert isinstance(node, Sequence)
     if not node.children:
         return nn.Identity()  # an empty branch: no state, so the keys are unaffected
     container = nn.Sequential()
     for child, name in zip(node.children, safe_names([c.name for c in node.children]), strict=True):
-        container.add_module(name, _build(network, child, inplace))
+        module = _build(network, child, inplace)
+        try:
+            container.add_module(name, module)
+        except KeyError:  # an attribute that this PyTorch has and MODULE_ATTRIBUTES lacks
+            raise network_error(
+                network,
+                f"the label `{child.name}` is the name of an nn.Module attribute in this PyTorch",
+                child.pos,
+                "choose another label",
+            ) from None
     return container
 
 

@@ -1,6 +1,6 @@
 """The few PyTorch modules that torch.nn lacks: the merges of parallel branches, Chunk and ChannelShuffle.
 
-The classes below are also copied verbatim (with `inspect.getsource`) into the source that
+The classes below are also copied verbatim (their source text) into the source that
 `cnndsl compile --target torch` writes, so the in-memory module and the generated file run
 the same code. Keep them self-contained (they may use only `torch` and `nn`) and their
 lines within 88 columns, black's default, since they land in users' projects.
@@ -15,10 +15,16 @@ from torch import nn
 
 
 class Add(nn.Module):
-    """Runs every branch (submodules `0`, `1`, ...) on one input; sums the outputs."""
+    """Runs every branch (submodules `0`, `1`, ...) on one input; sums the outputs.
 
-    def __init__(self, *branches: nn.Module) -> None:
+    `inplace=True` accumulates into the first branch's output, as torchvision's
+    `out += identity` does; only for a first branch that ends in a fresh tensor that
+    autograd does not keep (a convolution, normalisation or linear layer).
+    """
+
+    def __init__(self, *branches: nn.Module, inplace: bool = False) -> None:
         super().__init__()
+        self.inplace = inplace
         for index, branch in enumerate(branches):
             self.add_module(str(index), branch)
 
@@ -26,8 +32,7 @@ class Add(nn.Module):
         outputs = [branch(x) for branch in self._modules.values()]
         out = outputs[0]
         for other in outputs[1:]:
-            # Out of place: an identity branch returns the caller's own tensor.
-            out = out + other
+            out = out.add_(other) if self.inplace else out + other
         return out
 
 

@@ -199,6 +199,15 @@ def test_cli_onnx(tmp_path: Path) -> None:
     assert [d.dim_value for d in dims[1:]] == [1, 32, 32]
 
 
+def test_generating_source_does_not_import_torch() -> None:
+    code = (
+        f"import sys, cnndsl; cnndsl.load({str(ZOO / 'shufflenet_v2_x1_0.cnn')!r}).torch_source(); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def test_main_job_compile_and_run_in_a_fresh_process(tmp_path: Path) -> None:
     """The README's flow: compile to model.py, then one forward pass with nothing but torch imported."""
     out = tmp_path / "model.py"
