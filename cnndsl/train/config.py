@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ BACKENDS = ("torch", "numpy")
 OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("off", "bf16", "fp16")
+SCHEDULES = ("cosine", "constant")
 DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.01}
 
 RESUME_MUST_MATCH = ("backend", "optimizer")
 """Settings a checkpoint cannot be resumed under if they changed (its optimiser state would not fit)."""
-RESUME_SHOULD_MATCH = ("data", "batch_size", "lr", "momentum", "weight_decay", "seed", "amp")
+RESUME_SHOULD_MATCH = ("data", "batch_size", "lr", "schedule", "momentum", "weight_decay", "seed", "amp")
 """Settings that may change on --resume, with a warning: the run then no longer repeats the uninterrupted one."""
 
 
@@ -37,6 +39,8 @@ class TrainConfig:
     lr: float | None = None
     """None: 0.05 for SGD, 1e-3 for AdamW."""
     optimizer: str = "sgd"
+    schedule: str = "cosine"
+    """cosine: the learning rate falls from --lr towards 0 over --epochs (set per epoch); constant: --lr throughout."""
     momentum: float = 0.9
     weight_decay: float | None = None
     """None: 5e-4 for SGD, 0.01 for AdamW."""
@@ -59,6 +63,12 @@ class TrainConfig:
     def learning_rate(self) -> float:
         return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
 
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of epoch `epoch` (0-based): a function of the epoch alone, so resuming needs no scheduler state."""
+        if self.schedule == "constant":
+            return self.learning_rate
+        return self.learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+
     @property
     def decay(self) -> float:
         return DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay
@@ -68,6 +78,7 @@ class TrainConfig:
         for name, value, allowed in (
             ("backend", self.backend, BACKENDS),
             ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
             ("device", self.device, DEVICES),
             ("amp", self.amp, AMP_MODES),
         ):
@@ -122,4 +133,6 @@ def resume_differences(saved: dict[str, Any], current: TrainConfig) -> tuple[lis
     other = [
         f"--{k.replace('_', '-')} was {saved.get(k)!r}, now {now[k]!r}" for k in RESUME_SHOULD_MATCH if saved.get(k) != now[k]
     ]
+    if now["schedule"] == "cosine" and saved.get("epochs") != now["epochs"]:
+        other.append(f"--epochs was {saved.get('epochs')!r}, now {now['epochs']!r} (the cosine schedule spans --epochs)")
     return blocking, other

@@ -36,6 +36,7 @@ class NumpyEngine:
 
     def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
         x, y = self.dataset.x_train, self.dataset.y_train
+        self.optimizer.lr = self.config.lr_at(epoch)
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(x))
         loss_sum, correct, count = 0.0, 0, 0
         batch = self.config.batch_size

@@ -136,6 +136,8 @@ class TorchEngine:
 
     def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
         self.runner.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr_at(epoch)
         self.sampler.set_epoch(epoch)
         order = torch.tensor(list(self.sampler), dtype=torch.long)
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, samples

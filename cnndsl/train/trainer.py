@@ -102,6 +102,8 @@ def _run(
     start = 0
     if path is not None and world.is_main:
         remove_stale_temporaries(path)
+        if path.exists() and not config.resume:
+            reporter.note(f"note: {path} will be replaced by this run's checkpoints (--resume would continue it)")
     if config.resume and path is not None:
         state = engine.restore(path)
         if state is None:
@@ -140,6 +142,7 @@ def _run(
             "images": count,
             "seconds": seconds,
             "images_per_second": count / max(seconds, 1e-9),
+            "lr": config.lr_at(epoch),
         }
         history.append(record)
         reporter.epoch_summary(record, config.epochs)
