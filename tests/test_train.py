@@ -198,6 +198,15 @@ def test_bad_npz_files_give_clear_errors(tmp_path: Path) -> None:
             load_source(str(tmp_path / f"{name}.npz"), cnndsl.Shape((1, 8, 8)), 10)
 
 
+def test_too_little_data_and_unwritable_metrics_are_clear_errors(tmp_path: Path) -> None:
+    np.savez(tmp_path / "two.npz", x=np.zeros((2, 1, 8, 8), np.float32), y=np.array([0, 1]))
+    with pytest.raises(CnnDslError, match="has no test samples"):
+        train(cnndsl.load(DIGITS_CNN, num_classes=2), quick(data=str(tmp_path / "two.npz")))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CnnDslError, match="cannot write --metrics-json"):
+        train(cnndsl.parse(DROPOUT_NET), quick(epochs=1, metrics_json=tmp_path / "file" / "m.json"))
+
+
 # ---------------------------------------------------------------- resume and checkpoints
 
 

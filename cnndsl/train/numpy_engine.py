@@ -42,7 +42,7 @@ class NumpyEngine:
         batch = self.config.batch_size
         for begin in range(0, len(order), batch):
             index = order[begin : begin + batch]
-            if len(index) < 2 and len(order) > 1:  # as the torch engine: BatchNorm cannot train on one sample
+            if len(index) < 2:  # as the torch engine: BatchNorm cannot train on one sample
                 progress.update(0)
                 continue
             xb, yb = x[index], y[index]

@@ -144,7 +144,7 @@ class TorchEngine:
         starts = range(0, len(order), self.batch)
         for step, begin in enumerate(starts):
             index = order[begin : begin + self.batch]
-            if len(index) < 2 and len(order) > 1:
+            if len(index) < 2:
                 # A last batch of one sample cannot train BatchNorm; it is dropped (every rank has the same count).
                 progress.update(0)
                 continue

@@ -17,7 +17,7 @@ import numpy as np
 
 from .checkpoint import atomic_write, checkpoint_path, remove_stale_temporaries
 from .config import TrainConfig, config_error, resume_differences
-from .data import Dataset, check_fit, load_source
+from .data import Dataset, check_fit, data_error, load_source
 from .distributed import World, world_from_env
 from .report import EpochProgress, Reporter
 
@@ -68,7 +68,10 @@ def make_engine(network: Network, config: TrainConfig, dataset: Dataset, world: 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     text = json.dumps(metrics, indent=2) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    try:
+        atomic_write(path, lambda handle: handle.write(text.encode()))
+    except OSError as err:
+        raise config_error(f"cannot write --metrics-json {path}: {err.strerror or err}") from None
 
 
 def train(network: Network, config: TrainConfig, world: World | None = None) -> dict[str, Any]:
@@ -86,12 +89,34 @@ def train(network: Network, config: TrainConfig, world: World | None = None) -> 
     output = tuple(network.output_shape)
     dataset = load_source(config.data, network.input_shape, output[0] if len(output) == 1 else 0, config.seed)
     check_fit(dataset, network.input_shape, network.output_shape, network.parameters, config.data)
+    if len(dataset.x_train) < 2 * world.size:
+        # BatchNorm cannot train on one sample, and every process needs a batch.
+        raise data_error(f"{config.data} has {len(dataset.x_train)} training samples; training needs at least {2 * world.size}")
+    if not len(dataset.x_test):
+        raise data_error(
+            f"{config.data} has no test samples", "give each class at least two samples (one in five is held out for testing)"
+        )
     reporter = Reporter(enabled=world.is_main, progress=config.progress)
     engine = make_engine(network, config, dataset, world)
     try:
         return _run(network, config, dataset, world, engine, reporter)
     finally:
         engine.close()
+
+
+def _guarded(step: Any, *args: Any) -> Any:
+    """Run a training or evaluation step; running out of memory becomes a clear error, not a traceback."""
+    try:
+        return step(*args)
+    except MemoryError:
+        raise config_error("out of host memory while training", "lower --batch-size, or use a smaller network") from None
+    except RuntimeError as err:
+        if "out of memory" not in str(err):
+            raise
+        raise config_error(
+            f"out of memory while training: {str(err).splitlines()[0]}",
+            "lower --batch-size, use --amp bf16, or use a smaller network or input",
+        ) from None
 
 
 def _run(
@@ -129,9 +154,9 @@ def _run(
         steps = steps_per_epoch(math.ceil(len(dataset.x_train) / world.size), math.ceil(config.batch_size / world.size))
         began = time.perf_counter()
         with reporter.epoch(epoch + 1, config.epochs, steps) as progress:
-            loss_sum, correct, count = engine.train_epoch(epoch, progress)
+            loss_sum, correct, count = _guarded(engine.train_epoch, epoch, progress)
         seconds = time.perf_counter() - began
-        test_loss, confusion = engine.evaluate()
+        test_loss, confusion = _guarded(engine.evaluate)
         tested = int(confusion.sum())
         record = {
             "epoch": epoch + 1,
@@ -149,7 +174,7 @@ def _run(
         if path is not None:
             engine.save(path, {"epoch": epoch + 1, "history": history, "config": config.summary()})
     if confusion is None:  # resumed after the last epoch: nothing to train, still report the test result
-        _, confusion = engine.evaluate()
+        _, confusion = _guarded(engine.evaluate)
     metrics = final_metrics(network, config, dataset, world, engine, history, confusion)
     reporter.final(metrics)
     if world.is_main and config.metrics_json is not None:
