@@ -83,6 +83,30 @@ def test_digits_numpy_reaches_095_quickly() -> None:
     assert metrics["device"].startswith("cpu") and metrics["backend"] == "numpy"
 
 
+def test_numpy_backend_trains_without_importing_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, cnndsl\n"
+        "from cnndsl.train import TrainConfig, train\n"
+        f"train(cnndsl.load({str(DIGITS_CNN)!r}), TrainConfig(backend='numpy', epochs=1, progress=False,"
+        f" checkpoint_dir={str(tmp_path)!r}))\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch'], 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "checkpoint.npz").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_digits_on_the_gpu_with_mixed_precision(tmp_path: Path, amp: str) -> None:
+    metrics = train(
+        cnndsl.load(DIGITS_CNN),
+        quick(epochs=4, device="cuda", amp=amp, channels_last=True, checkpoint_dir=tmp_path),
+    )
+    assert metrics["test_accuracy"] >= 0.93 and metrics["device"] != "cpu"
+    assert load_torch(tmp_path / "checkpoint.pt")["epoch"] == 4
+
+
 # ---------------------------------------------------------------- data sources
 
 
