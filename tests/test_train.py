@@ -261,6 +261,8 @@ def test_resume_refuses_another_network_or_backend(tmp_path: Path) -> None:
     train(cnndsl.parse(DROPOUT_NET), quick(epochs=1, checkpoint_dir=tmp_path))
     with pytest.raises(CnnDslError, match="holds weights of another network"):
         train(cnndsl.load(DIGITS_CNN), quick(epochs=2, checkpoint_dir=tmp_path, resume=True))
+    with pytest.raises(CnnDslError, match="--optimizer was 'sgd', now 'adamw'"):
+        train(cnndsl.parse(DROPOUT_NET), quick(epochs=2, checkpoint_dir=tmp_path, resume=True, optimizer="adamw"))
     (tmp_path / "checkpoint.npz").write_bytes((tmp_path / "checkpoint.pt").read_bytes())
     with pytest.raises(CnnDslError, match="is not a (readable NumPy|cnndsl training) checkpoint"):
         train(cnndsl.parse(DROPOUT_NET), quick(backend="numpy", epochs=2, checkpoint_dir=tmp_path, resume=True))

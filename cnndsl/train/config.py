@@ -136,3 +136,10 @@ def resume_differences(saved: dict[str, Any], current: TrainConfig) -> tuple[lis
     if now["schedule"] == "cosine" and saved.get("epochs") != now["epochs"]:
         other.append(f"--epochs was {saved.get('epochs')!r}, now {now['epochs']!r} (the cosine schedule spans --epochs)")
     return blocking, other
+
+
+def check_resumable(saved: dict[str, Any], current: TrainConfig, path: object) -> None:
+    """Refuse a checkpoint whose optimiser state this run could not load (called before loading anything)."""
+    blocking, _ = resume_differences(saved, current)
+    if blocking:
+        raise config_error(f"cannot resume {path}: {'; '.join(blocking)}", "resume with the settings it was saved with")

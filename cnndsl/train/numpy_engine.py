@@ -14,7 +14,7 @@ import numpy as np
 
 from ..numpy_backend import SGD, cross_entropy
 from .checkpoint import load_numpy, save_numpy
-from .config import TrainConfig
+from .config import TrainConfig, check_resumable
 from .data import Dataset
 from .report import EpochProgress
 
@@ -79,6 +79,7 @@ class NumpyEngine:
         if not path.exists():
             return None
         arrays, meta = load_numpy(path)
+        check_resumable(meta["config"], self.config, path)
         self.model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
         self.optimizer.buffers = {k[len("momentum/") :]: v.copy() for k, v in arrays.items() if k.startswith("momentum/")}
         self.model.rng.bit_generator.state = meta["rng"]

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from .checkpoint import checkpoint_error, load_torch, save_torch
-from .config import TrainConfig, config_error
+from .config import TrainConfig, check_resumable, config_error
 from .data import Dataset
 from .distributed import World, all_sum, broadcast_object, destroy_process_group, gather_objects, init_process_group
 from .report import EpochProgress
@@ -213,6 +213,7 @@ class TorchEngine:
         checkpoint = broadcast_object(checkpoint, self.world)
         if checkpoint is None:
             return None
+        check_resumable(checkpoint["config"], self.config, path)
         try:
             self.model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:

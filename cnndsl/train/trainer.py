@@ -134,9 +134,7 @@ def _run(
         if state is None:
             reporter.note(f"no checkpoint at {path}: starting from the beginning")
         else:
-            blocking, other = resume_differences(state["config"], config)
-            if blocking:
-                raise config_error(f"cannot resume {path}: {'; '.join(blocking)}", "resume with the settings it was saved with")
+            _, other = resume_differences(state["config"], config)  # the engine refused blocking ones before loading
             if other:
                 reporter.note(
                     f"warning: resuming with other settings ({'; '.join(other)}); the run will differ from an uninterrupted one"
