@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import CnnDslError, Diagnostic
 from .ir import Layer, Node, Parallel, Sequence
-from .numpy_ops import NpContext, Tensors
+from .numpy_ops import NpContext, Scratch, Tensors
 
 if TYPE_CHECKING:
     from .network import Network
@@ -135,6 +135,7 @@ class NumpyModel:
                 self.tensors[layer.path] = tensors
                 self.trainable += [f"{layer.path}.{name}" for name in tensors if name not in layer.kind.np_buffers]
         self._tape: list[NpContext] | None = None
+        self.scratch = Scratch()
         self._optimizer: SGD | None = None
         if state_dict is not None:
             self.load_state_dict(state_dict)
@@ -190,7 +191,9 @@ class NumpyModel:
             first = op.inputs[0]
             # A layer may overwrite its input when it is the input's only reader and nothing
             # else holds it; while recording, saved arrays must stay intact, so never.
-            ctx = NpContext(self.rng, record=grad, inplace=not grad and owned[first] and self.uses[first] == 1)
+            ctx = NpContext(
+                self.rng, record=grad, inplace=not grad and owned[first] and self.uses[first] == 1, scratch=self.scratch
+            )
             if op.is_merge:
                 xs = [values[r] for r in op.inputs]
                 y = layer.kind.np_merge_forward(layer.args, xs, ctx)
