@@ -227,7 +227,11 @@ def compile_command(file: str, target: str, output: str | None, weights_out: str
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True, help="Mixed precision.")
 @click.option("--channels-last", is_flag=True, help="NHWC memory format (faster convolutions on GPUs).")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: 1 for small networks].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads (torch, or the NumPy backend's BLAS) [default: 1 for small networks].",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Write a checkpoint here after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")

@@ -7,6 +7,8 @@ resumed run repeats the uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..numpy_backend import SGD, cross_entropy
 from .checkpoint import load_numpy, save_numpy
-from .config import TrainConfig, check_resumable
+from .config import TrainConfig, check_resumable, choose_threads
 from .data import Dataset
 from .report import EpochProgress
 
@@ -33,8 +35,27 @@ class NumpyEngine:
         self.dataset = dataset
         self.model = network.to_numpy(seed=config.seed)
         self.optimizer = SGD(self.model, config.learning_rate, config.momentum, weight_decay=config.decay)
+        self.threads = choose_threads(network.macs, config)
+
+    @contextlib.contextmanager
+    def _blas_threads(self) -> Iterator[None]:
+        """Limit the BLAS library's threads while training (threadpoolctl comes with scikit-learn; without it, no limit)."""
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            yield
+            return
+        if self.threads is None:
+            yield
+            return
+        with threadpool_limits(limits=self.threads, user_api="blas"):
+            yield
 
     def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
+        with self._blas_threads():
+            return self._train_epoch(epoch, progress)
+
+    def _train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
         x, y = self.dataset.x_train, self.dataset.y_train
         self.optimizer.lr = self.config.lr_at(epoch)
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(x))
@@ -57,6 +78,10 @@ class NumpyEngine:
         return loss_sum, correct, count
 
     def evaluate(self) -> tuple[float, np.ndarray]:
+        with self._blas_threads():
+            return self._evaluate()
+
+    def _evaluate(self) -> tuple[float, np.ndarray]:
         x, y = self.dataset.x_test, self.dataset.y_test
         classes = self.dataset.num_classes
         loss_sum = 0.0

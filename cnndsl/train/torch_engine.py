@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from .checkpoint import checkpoint_error, load_torch, save_torch
-from .config import TrainConfig, check_resumable, config_error
+from .config import TrainConfig, check_resumable, choose_threads, config_error
 from .data import Dataset
 from .distributed import World, all_sum, broadcast_object, destroy_process_group, gather_objects, init_process_group
 from .report import EpochProgress
@@ -35,22 +34,6 @@ DEVICE_DATA_FRACTION = 0.25
 REPORT_EVERY = 10
 """Steps between progress-bar loss/accuracy updates: reading them synchronises with the GPU."""
 EVAL_BATCH = 512
-SMALL_BATCH_MACS = 200_000_000
-"""Below this many multiply-accumulates per batch, one CPU thread trains faster than several:
-each op is too small to split, and with other processes on the machine the threads' spin
-waits dominate (digits: about 6,000 img/s on one thread, under 2,000 on two here)."""
-
-
-def choose_threads(network: Network, config: TrainConfig, world: World) -> int | None:
-    """The CPU thread count to set, or None to keep torch's (and OMP_NUM_THREADS's) choice."""
-    if config.threads is not None:
-        return config.threads
-    if "OMP_NUM_THREADS" in os.environ:
-        return None
-    per_rank_batch = math.ceil(config.batch_size / world.size)
-    return 1 if network.macs * per_rank_batch < SMALL_BATCH_MACS else None
-
-
 FORMAT = "cnndsl-train-torch"
 
 
@@ -73,7 +56,7 @@ class TorchEngine:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
         init_process_group(world, self.device.type)
-        threads = choose_threads(network, config, world) if self.device.type == "cpu" else config.threads
+        threads = choose_threads(network.macs, config, world.size) if self.device.type == "cpu" else config.threads
         self.previous_threads = torch.get_num_threads()  # restored by close(): the caller's process keeps its setting
         if threads is not None:
             torch.set_num_threads(threads)
