@@ -53,13 +53,23 @@ class TorchEngine:
         self.world = world
         self.device = resolve_device(config.device, world)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        if self.amp_dtype is torch.float16 and self.device.type == "cpu":
+            raise config_error("--amp fp16 needs a GPU", "use --amp bf16 on the CPU")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
-        init_process_group(world, self.device.type)
         threads = choose_threads(network.macs, config, world.size) if self.device.type == "cpu" else config.threads
         self.previous_threads = torch.get_num_threads()  # restored by close(): the caller's process keeps its setting
         if threads is not None:
             torch.set_num_threads(threads)
+        init_process_group(world, self.device.type)
+        try:
+            self._build(network, config, dataset, world)
+        except BaseException:
+            self.close()  # the caller only closes engines it got back
+            raise
+
+    def _build(self, network: Network, config: TrainConfig, dataset: Dataset, world: World) -> None:
         self.classes = dataset.num_classes
         self.memory_format = torch.channels_last if config.channels_last and len(dataset.sample_shape) == 3 else None
         # The same seed on every rank gives the same initial weights (DDP also broadcasts rank 0's).
@@ -67,9 +77,6 @@ class TorchEngine:
         if self.memory_format is not None:
             self.model = self.model.to(memory_format=self.memory_format)
         self.optimizer = self._optimizer()
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-        if self.amp_dtype is torch.float16 and self.device.type == "cpu":
-            raise config_error("--amp fp16 needs a GPU", "use --amp bf16 on the CPU")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         # Dropout draws from the global generator; each rank gets its own stream.
         torch.manual_seed(config.seed + world.rank)
