@@ -61,6 +61,13 @@ def subprocess_env() -> dict[str, str]:
 # ---------------------------------------------------------------- accuracy on digits
 
 
+def test_digits_cnn_is_small_with_two_conv_blocks() -> None:
+    net = cnndsl.load(DIGITS_CNN)
+    assert net.params == 13_754 and "13,754" in DIGITS_CNN.read_text()
+    assert tuple(net.input_shape) == (1, 8, 8) and tuple(net.output_shape) == (10,)
+    assert [layer.kind.name for layer in net.layers].count("Conv") == 2
+
+
 def test_digits_torch_reaches_097_in_10_epochs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     metrics_path = tmp_path / "metrics.json"
     metrics = train(cnndsl.load(DIGITS_CNN), quick(epochs=10, metrics_json=metrics_path))

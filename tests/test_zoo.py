@@ -51,7 +51,7 @@ ZOO = {
     "squeezenet1_1": "squeezenet1_1",
     "densenet121": "densenet121",
 }
-LECTURE = {"classic", "lecture_conv760"}
+LECTURE = {"classic", "lecture_conv760", "digits_cnn"}  # digits_cnn is trained in tests/test_train.py
 
 # torchvision module type -> cnndsl kind, for the layers that carry weights.
 TORCH_KINDS = {"Conv2d": "Conv", "BatchNorm2d": "BatchNorm", "BatchNorm1d": "BatchNorm", "Linear": "FC"}
