@@ -9,7 +9,8 @@ train-mode output by 1.5e-3, DenseNet-121's parameter gradients by 0.18), so a f
 comparison there would measure the conditioning, not the implementation. Per-layer float32
 checks of train mode and gradients live in test_numpy_layers.py, and shallow random networks
 are compared in float32 in test_numpy_random.py. Networks over 20M parameters are marked
-slow (about 10-25 s each on two cores); `-m "not slow"` skips them.
+slow (about 10-25 s each on two cores); `-m "not slow"` skips them. Inputs are the smallest
+each network accepts (3x32x32 mostly): neither comparison needs more.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cnndsl import CnnDslError
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "architectures").glob("*.cnn"))
-SMALL_INPUTS = [(3, 64, 64), (3, 96, 96), (3, 128, 128), (3, 224, 224)]
+SMALL_INPUTS = [(3, 32, 32), (3, 64, 64), (3, 96, 96), (3, 128, 128), (3, 224, 224)]
 
 
 def small(path: Path) -> cnndsl.Network:
@@ -50,8 +51,7 @@ def zoo_params(path: Path) -> list:
     """ZOO as pytest params, the big ones marked slow."""
     params = []
     for p in path:
-        # MNASNet's 5x5 depthwise convolutions take torch's slow float64 path (about 50 s).
-        slow = cnndsl.load(p).params > 20_000_000 or p.stem == "mnasnet1_0"
+        slow = cnndsl.load(p).params > 20_000_000
         marks = [pytest.mark.slow] if slow else []
         params.append(pytest.param(p, id=p.stem, marks=marks))
     return params
@@ -69,7 +69,9 @@ def test_zoo_eval_forward_matches_torch_in_float32(path: Path) -> None:
 @pytest.mark.parametrize("path", ZOO_PARAMS)
 def test_zoo_train_step_matches_torch_in_float64(path: Path) -> None:
     net = small(path)
-    errors = compare_with_torch(net, inputs(net, dtype=np.float64), train=True)
+    # Batch 4: at 32x32 the last BatchNorms see 1x1 maps, and two values per channel would
+    # amplify rounding past 1e-6 even in float64.
+    errors = compare_with_torch(net, inputs(net, 4, dtype=np.float64), train=True)
     assert max(errors.values()) < 1e-6, f"float64 results should agree far more closely: {max(errors.values()):.2e}"
 
 
