@@ -230,8 +230,11 @@ def main() -> None:
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     parser.add_argument("--compile", action="store_true", help="torch.compile every variant (slow to start on a CPU)")
     parser.add_argument("--skip-in-memory", action="store_true", help="time only hand-written and generated")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (one is steadier on a shared machine)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = {
         "torch": torch.__version__,
         "device": args.device,

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from strategies import networks
-from torch_checks import generated_class, load_generated
+from torch_checks import generated_class, load_generated, one_torch_thread  # noqa: F401  (autouse fixture)
 
 import cnndsl
 from cnndsl.cli import main

@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from strategies import networks
 from torch import nn
-from torch_checks import assert_counts_match, assert_forward_matches, generated_class
+from torch_checks import assert_counts_match, assert_forward_matches, generated_class, one_torch_thread  # noqa: F401  (autouse fixture)
 
 import cnndsl
 from cnndsl.errors import CnnDslError
@@ -261,17 +261,18 @@ def test_train_and_eval_modes(small: cnndsl.Network) -> None:
         assert torch.equal(module(x), module(x))  # dropout off, running statistics used
 
 
-def test_channels_last_and_bf16_autocast(small: cnndsl.Network) -> None:
+def test_channels_last_and_autocast(small: cnndsl.Network) -> None:
     module = small.to_torch(seed=0).eval()
     x = torch.randn(2, *small.input_shape)
     with torch.no_grad():
         reference = module(x)
         last = module.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
         torch.testing.assert_close(last, reference, rtol=1e-4, atol=1e-5)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = module(x)
-    assert low.dtype == torch.bfloat16
-    torch.testing.assert_close(low.float(), reference, rtol=0.1, atol=0.1)
+        for dtype in (torch.bfloat16, torch.float16):
+            with torch.autocast("cpu", dtype=dtype):
+                low = module(x)
+            assert low.dtype == dtype
+            torch.testing.assert_close(low.float(), reference, rtol=0.1, atol=0.1)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")

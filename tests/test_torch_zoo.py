@@ -1,13 +1,14 @@
 """Every file in architectures/ through the PyTorch target: counts, shapes, generated source, torchvision.
 
-The zoo grows; these tests take whatever `architectures/*.cnn` holds. A file whose stem is a
-model in ../shared/reference/torchvision_ref.json (the zoo names files after torchvision's
-models) is also compared with torchvision's parameter and buffer totals and its sorted
-list of state_dict tensor shapes.
+The zoo grows; these tests take whatever `architectures/*.cnn` (and `examples/*.cnn`)
+holds. A zoo file whose stem is a model in ../shared/reference/torchvision_ref.json
+(CNNDSL_REFERENCE overrides the path; the zoo names files after torchvision's models) is
+also compared with torchvision's parameter and buffer totals and its sorted list of
+state_dict tensor shapes.
 
-Modules are built on the `meta` device for the counts (no memory, no initialisation), and
-the forward checks run at a small input size where the network accepts one, so the whole
-zoo stays fast on two CPU cores.
+Every network is built and run on the `meta` device (PyTorch's own shape functions, no
+memory, no initialisation); the smaller ones also run with real tensors at a small input
+size that they accept, so the whole zoo stays fast on two CPU cores.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_checks import assert_counts_match, assert_forward_matches, generated_class, leaf_output_shapes
+from torch_checks import assert_counts_match, assert_forward_matches, generated_class, leaf_output_shapes, one_torch_thread  # noqa: F401  (autouse fixture)
 
 import cnndsl
 
 ROOT = Path(__file__).resolve().parent.parent
-ZOO = sorted((ROOT / "architectures").glob("*.cnn"))
+ZOO = sorted((ROOT / "architectures").glob("*.cnn")) + sorted((ROOT / "examples").glob("*.cnn"))
 REFERENCE_FILE = Path(os.environ.get("CNNDSL_REFERENCE", ROOT.parent / "shared" / "reference" / "torchvision_ref.json"))
 REFERENCE = json.loads(REFERENCE_FILE.read_text())["models"] if REFERENCE_FILE.exists() else {}
 SMALL_SIDES = (32, 64, 96)
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.skipif(not ZOO, reason="architectures/ holds no .cnn fi
 
 
 def _ids(path: Path) -> str:
-    return path.stem
+    return path.stem if path.parent.name == "architectures" else f"{path.parent.name}/{path.stem}"
 
 
 def small_network(path: Path) -> cnndsl.Network:
@@ -63,7 +64,7 @@ def test_module_matches_the_ir(path: Path) -> None:
     assert_counts_match(network, module)
 
 
-REFERENCED = [p for p in ZOO if p.stem in REFERENCE]
+REFERENCED = [p for p in ZOO if p.parent.name == "architectures" and p.stem in REFERENCE]
 
 
 @pytest.mark.skipif(not REFERENCE, reason=f"no torchvision reference at {REFERENCE_FILE} (set CNNDSL_REFERENCE)")

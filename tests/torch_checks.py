@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
 from cnndsl import Network
 from cnndsl.torch_backend import module_paths
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for these tiny tensors: on a busy machine OpenMP threads that wait
+    for each other make small convolutions ten times slower, and one thread costs nothing here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def load_generated(source: str, name: str = "generated_model") -> types.ModuleType:
