@@ -51,7 +51,7 @@ class Reporter:
             from rich.console import Console
 
             self._out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-            self._err = Console(file=sys.stderr, highlight=False)
+            self._err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
             # Bars only on a terminal: in logs and pipes they would be noise (the epoch lines remain).
             self.show_progress = self.show_progress and self._err.is_terminal
 
