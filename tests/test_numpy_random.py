@@ -45,6 +45,15 @@ def run_both(net: cnndsl.Network, x: np.ndarray, train: bool) -> tuple[dict[str,
     return ours, theirs
 
 
+def vanishing(truth: dict[str, Any]) -> set[str]:
+    """Parameter gradients that are zero in exact arithmetic (below 1e-6 of the largest in float64)."""
+    params = {
+        k: float(np.abs(v).max(initial=0.0)) for k, v in truth.items() if k not in ("output", "input") and "running" not in k
+    }
+    largest = max(params.values(), default=0.0)
+    return {k for k, size in params.items() if size < 1e-6 * largest}
+
+
 def floors(truth: dict[str, Any]) -> dict[str, float]:
     """Per tensor, the least scale to measure errors against, from the float64 results.
 
@@ -58,8 +67,9 @@ def floors(truth: dict[str, Any]) -> dict[str, float]:
     largest = max(params.values(), default=0.0)
     # Running statistics of normalised activations are O(0.1); their vanishing means are noise.
     result = {k: 1e-4 if "running" in k else 1e-6 for k in truth}
-    for key, size in params.items():
-        result[key] = (1e-2 if size < 1e-6 * largest else 1e-3) * largest
+    zeros = vanishing(truth)
+    for key in params:
+        result[key] = (1e-2 if key in zeros else 1e-3) * largest
     return result
 
 
@@ -84,7 +94,9 @@ def test_random_networks_match_torch(source: str) -> None:
             # Only where torch's float32 result is itself that far from the float64 one.
             torch_error = relative_error(expected, truth[key], scale[key])
             our_error = relative_error(ours32[key], truth[key], scale[key])
-            assert torch_error > bound / 2 and our_error < 3 * torch_error, (
+            # Gradients that vanish exactly are pure float32 noise in both: allow ten times torch's.
+            factor = 10 if key in vanishing(truth) else 3
+            assert torch_error > bound / 2 and our_error < factor * torch_error, (
                 f"float32 {'train' if train else 'eval'}: {key} differs from torch by {err:.2e} "
                 f"(ours from float64 {our_error:.2e}, torch's {torch_error:.2e})\n{source}"
             )
