@@ -140,12 +140,13 @@ def col2im(
     d6 = dcols.reshape(c, kernel[0], kernel[1], n, out_hw[0], out_hw[1])
     if kernel == (1, 1) and stride == (1, 1):
         return np.ascontiguousarray(d6[:, 0, 0].transpose(1, 0, 2, 3))
-    dxp = np.zeros(padded_shape, dtype=dcols.dtype)
+    # Accumulate channel-major (contiguous reads of the columns), transpose once at the end.
+    dxp = np.zeros((c, n, *padded_shape[2:]), dtype=dcols.dtype)
     for i in range(kernel[0]):  # kernel offsets only: each add covers every pixel and channel
         for j in range(kernel[1]):
             rows, columns = offset_slices(i, j, stride, dilation, out_hw)
-            dxp[:, :, rows, columns] += d6[:, i, j].transpose(1, 0, 2, 3)
-    return dxp
+            dxp[:, :, rows, columns] += d6[:, i, j]
+    return np.ascontiguousarray(dxp.transpose(1, 0, 2, 3))
 
 
 def to_channel_major(a: np.ndarray) -> np.ndarray:
