@@ -296,19 +296,19 @@ def maxpool_forward(x: np.ndarray, kernel: Pair, stride: Pair, pad: Pair, out_hw
     xp = pad2d(x, pad, extra, -np.inf)
     view = window_view(xp, kernel, stride, (1, 1), out_hw)
     y = view[:, :, 0, 0].copy()
-    arg = np.zeros(y.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32) if ctx.record else None
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            if i == j == 0:
-                continue
-            candidate = view[:, :, i, j]
-            if arg is not None:
-                # Strictly greater: ties keep the earlier offset, PyTorch's choice.
-                better = candidate > y
-                arg[better] = i * kernel[1] + j
-                np.copyto(y, candidate, where=better)
-            else:
-                np.maximum(y, candidate, out=y)
+            if i or j:
+                np.maximum(y, view[:, :, i, j], out=y)
+    arg = None
+    if ctx.record:
+        # Offsets in reverse scan order, each overwriting where it attains the maximum: what
+        # remains is the first maximum, the one PyTorch routes the gradient to.
+        arg = np.zeros(y.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32)
+        hit = np.empty(y.shape, dtype=bool)
+        for offset in reversed(range(kernel[0] * kernel[1])):
+            np.equal(view[:, :, offset // kernel[1], offset % kernel[1]], y, out=hit)
+            np.copyto(arg, offset, where=hit)
     ctx.save(arg=arg, padded_shape=xp.shape)
     return y
 
