@@ -15,6 +15,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 Pair = tuple[int, int]
+COLUMN_BYTES = 16 * 2**20
+"""Largest im2col matrix an inference forward builds at once (bigger batches go in slices)."""
 Tensors = dict[str, np.ndarray]
 """A layer's tensors (or their gradients) by PyTorch's names: weight, bias, running_mean, ..."""
 Backward = tuple["np.ndarray | None", Tensors]
@@ -190,16 +192,22 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo
     if geo.groups == c and weight.shape[1] == 1:
         y = _depthwise_forward(xp, weight, geo)
     else:
-        cols = im2col(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw, ctx.scratch)
         g = geo.groups
-        k, og = cols.shape[0] // g, out_channels // g
+        k, og = c * geo.kernel[0] * geo.kernel[1] // g, out_channels // g
         w2 = weight.reshape(out_channels, k)
-        y2 = np.empty((out_channels, cols.shape[1]), x.dtype)
-        for group in range(g):  # one BLAS product per group
-            rows = slice(group * og, (group + 1) * og)
-            np.matmul(w2[rows], cols[group * k : (group + 1) * k], out=y2[rows])
         y = np.empty((n, out_channels, *geo.out_hw), x.dtype)
-        np.copyto(y, y2.reshape(out_channels, n, *geo.out_hw).transpose(1, 0, 2, 3))
+        # Columns are kh*kw times the input: above COLUMN_BYTES, run the batch in slices so
+        # that they never dominate the peak memory (each slice still one large product).
+        per_sample = c * geo.kernel[0] * geo.kernel[1] * geo.out_hw[0] * geo.out_hw[1] * x.itemsize
+        step = max(1, min(n, COLUMN_BYTES // max(1, per_sample)))
+        for start in range(0, n, step):
+            part = xp[start : start + step]
+            cols = im2col(part, geo.kernel, geo.stride, geo.dilation, geo.out_hw, ctx.scratch)
+            y2 = np.empty((out_channels, cols.shape[1]), x.dtype)
+            for group in range(g):  # one BLAS product per group
+                rows = slice(group * og, (group + 1) * og)
+                np.matmul(w2[rows], cols[group * k : (group + 1) * k], out=y2[rows])
+            np.copyto(y[start : start + step], y2.reshape(out_channels, len(part), *geo.out_hw).transpose(1, 0, 2, 3))
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
     # The padded input is what backward needs; re-deriving the columns there is one copy,
