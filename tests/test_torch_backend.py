@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -290,6 +291,22 @@ def test_export_trace_and_compile(small: cnndsl.Network) -> None:
     compiled = torch.compile(module, backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), reference)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CNNDSL_TEST_INDUCTOR"),
+    reason="Inductor compiles C++ for about a minute on a CPU; set CNNDSL_TEST_INDUCTOR=1 to run it",
+)
+def test_inductor_compile_trains(small: cnndsl.Network) -> None:
+    module = small.to_torch(seed=0)
+    compiled = torch.compile(module)
+    x = torch.randn(4, *small.input_shape)
+    module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-5)
+    module.train()
+    compiled(x).sum().backward()
+    assert all(p.grad is not None for p in module.parameters())
 
 
 def test_distributed_data_parallel_on_cpu(small: cnndsl.Network, tmp_path: pytest.TempPathFactory) -> None:
