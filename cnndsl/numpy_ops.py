@@ -15,7 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 Pair = tuple[int, int]
-COLUMN_BYTES = 16 * 2**20
+COLUMN_BYTES = 32 * 2**20
 """Largest im2col matrix an inference forward builds at once (bigger batches go in slices)."""
 Tensors = dict[str, np.ndarray]
 """A layer's tensors (or their gradients) by PyTorch's names: weight, bias, running_mean, ..."""
