@@ -221,3 +221,14 @@ def test_maxpool_ties_route_like_torch(body: str) -> None:
     net = network("3x7x7", body)
     x = np.random.default_rng(0).integers(-1, 2, (2, 3, 7, 7)).astype(np.float32)
     compare_with_torch(net, x, train=True)
+
+
+@pytest.mark.parametrize("body", ["Conv(6, 3, stride=2, pad=1)", "Conv(6, 3, pad=1, groups=3, bias=false)", "Conv(4, 1)"])
+def test_convolution_in_batch_slices_matches_torch(body: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above COLUMN_BYTES the forward runs the batch in slices (one sample each here)."""
+    import cnndsl.numpy_ops
+
+    monkeypatch.setattr(cnndsl.numpy_ops, "COLUMN_BYTES", 1)
+    net = network("3x9x8", body)
+    compare_with_torch(net, batch(net, n=3), train=False, grads=False)
+    compare_with_torch(net, batch(net, n=3), train=True)
