@@ -8,8 +8,6 @@ or channels). Pools use the same window views. Nothing here imports torch.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,33 +77,6 @@ def uniform(rng: np.random.Generator, bound: float, shape: int | tuple[int, ...]
     return values.astype(dtype, copy=False)
 
 
-_COPY_POOL: ThreadPoolExecutor | None = None
-PARALLEL_COPY_ELEMENTS = 1 << 20
-"""Copies at least this large are split across the CPUs (smaller ones cost more to hand out)."""
-
-
-def parallel_copyto(dst: np.ndarray, src: np.ndarray) -> None:
-    """np.copyto split along the first axis over a thread per CPU.
-
-    The big strided copies (im2col, the transpose of a convolution's product) are memory
-    bound and single-threaded in NumPy, while BLAS and PyTorch use every core; NumPy
-    releases the GIL while copying, so threads make them about 40% faster on two cores.
-    """
-    global _COPY_POOL
-    workers = os.cpu_count() or 1
-    if workers == 1 or dst.size < PARALLEL_COPY_ELEMENTS or dst.shape[0] < 2:
-        np.copyto(dst, src)
-        return
-    if _COPY_POOL is None:
-        _COPY_POOL = ThreadPoolExecutor(workers, thread_name_prefix="cnndsl-copy")
-    step = -(-dst.shape[0] // workers)
-    list(
-        _COPY_POOL.map(
-            lambda start: np.copyto(dst[start : start + step], src[start : start + step]), range(0, dst.shape[0], step)
-        )
-    )
-
-
 # ---------------------------------------------------------------- windows and im2col
 
 
@@ -159,7 +130,7 @@ def im2col(
     n, c = xp.shape[:2]
     shape = (c, kernel[0], kernel[1], n, out_hw[0], out_hw[1])
     cols = scratch.get("cols", shape, xp.dtype) if scratch is not None else np.empty(shape, dtype=xp.dtype)
-    parallel_copyto(cols, window_view(xp, kernel, stride, dilation, out_hw).transpose(1, 2, 3, 0, 4, 5))
+    np.copyto(cols, window_view(xp, kernel, stride, dilation, out_hw).transpose(1, 2, 3, 0, 4, 5))
     return cols.reshape(c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1])
 
 
@@ -236,7 +207,7 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo
             for group in range(g):  # one BLAS product per group
                 rows = slice(group * og, (group + 1) * og)
                 np.matmul(w2[rows], cols[group * k : (group + 1) * k], out=y2[rows])
-            parallel_copyto(y[start : start + step], y2.reshape(out_channels, len(part), *geo.out_hw).transpose(1, 0, 2, 3))
+            np.copyto(y[start : start + step], y2.reshape(out_channels, len(part), *geo.out_hw).transpose(1, 0, 2, 3))
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
     # The padded input is what backward needs; re-deriving the columns there is one copy,
