@@ -232,3 +232,15 @@ def test_convolution_in_batch_slices_matches_torch(body: str, monkeypatch: pytes
     net = network("3x9x8", body)
     compare_with_torch(net, batch(net, n=3), train=False, grads=False)
     compare_with_torch(net, batch(net, n=3), train=True)
+
+
+@pytest.mark.parametrize("body", ["Conv(6, 3, stride=2, pad=1)", "Conv(6, 3, pad=1, groups=3, bias=false)", "Conv(4, 1)"])
+@pytest.mark.parametrize("column_bytes", [1, 2**40], ids=["slices", "whole"])
+def test_per_sample_products_match_torch(body: str, column_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large output maps take one product per sample written straight into the output: force that path."""
+    import cnndsl.numpy_ops
+
+    monkeypatch.setattr(cnndsl.numpy_ops, "DIRECT_PRODUCT_PIXELS", 1)
+    monkeypatch.setattr(cnndsl.numpy_ops, "COLUMN_BYTES", column_bytes)
+    net = network("3x9x8", body)
+    compare_with_torch(net, batch(net, n=3), train=False, grads=False)
