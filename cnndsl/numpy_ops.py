@@ -317,11 +317,17 @@ def maxpool_forward(x: np.ndarray, kernel: Pair, stride: Pair, pad: Pair, out_hw
     extra = pool_extra(size, out_hw, kernel, stride, pad)
     xp = pad2d(x, pad, extra, -np.inf)
     view = window_view(xp, kernel, stride, (1, 1), out_hw)
-    y = view[:, :, 0, 0].copy()
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            if i or j:
-                np.maximum(y, view[:, :, i, j], out=y)
+    # Separable: the maximum over each window's columns, then over its rows; fewer passes
+    # than one per kernel offset (ResNet's 3x3/2 stem pool: 4 instead of 8).
+    columns = [xp[:, :, :, j : j + stride[1] * (out_hw[1] - 1) + 1 : stride[1]] for j in range(kernel[1])]
+    wide = columns[0].copy()
+    for column in columns[1:]:
+        np.maximum(wide, column, out=wide)
+    rows = [wide[:, :, i : i + stride[0] * (out_hw[0] - 1) + 1 : stride[0]] for i in range(kernel[0])]
+    y = rows[0].copy()
+    for row in rows[1:]:
+        np.maximum(y, row, out=y)
+    del wide, columns, rows
     arg = None
     if ctx.record:
         # Offsets in reverse scan order, each overwriting where it attains the maximum: what
