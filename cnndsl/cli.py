@@ -309,16 +309,31 @@ def train_command(
 @main.command(name="run")
 @click.argument("file")
 @click.option("--backend", type=click.Choice(["numpy", "torch"]), default="numpy", show_default=True)
-@click.option("--input", "input_spec", default="random", show_default=True, metavar="x.npy|random",
-              help="The input batch: an .npy array (NxCxHxW, or one CxHxW sample) or standard-normal noise.")
+@click.option(
+    "--input",
+    "input_spec",
+    default="random",
+    show_default=True,
+    metavar="x.npy|random",
+    help="The input batch: an .npy array (NxCxHxW, or one CxHxW sample) or standard-normal noise.",
+)
 @click.option("--weights", metavar="w.npz|w.pt", help="Weights (a state_dict); default: PyTorch-style init from --seed.")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size for --input random [default: 1].")
 @click.option("-o", "--output", metavar="out.npy", help="Save the output array here.")
 @click.option("--input-shape", "input_text", metavar="CxHxW", help="Override the file's input shape.")
 @set_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the initial weights and random input.")
-def run_command(file: str, backend: str, input_spec: str, weights: str | None, batch: int | None, output: str | None,
-                input_text: str | None, sets: tuple[str, ...], seed: int) -> None:
+def run_command(
+    file: str,
+    backend: str,
+    input_spec: str,
+    weights: str | None,
+    batch: int | None,
+    output: str | None,
+    input_text: str | None,
+    sets: tuple[str, ...],
+    seed: int,
+) -> None:
     """Run FILE on one input batch; print the output shape, the time taken and, for classifiers, the top-5 classes."""
     from .errors import CnnDslError
     from .run import read_input, run_network

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..numpy_ops import erf, sigmoid
 from ..shapes import Shape
-from .base import ArgSpec, Args, LayerKind, TorchCall, register, unsupported
+from .base import Args, ArgSpec, LayerKind, TorchCall, register, unsupported
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors

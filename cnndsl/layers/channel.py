@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..shapes import Shape
-from .base import ArgSpec, Args, LayerError, LayerKind, TorchCall, register, require_image
+from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register, require_image
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors

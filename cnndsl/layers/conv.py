@@ -9,7 +9,7 @@ import numpy as np
 
 from ..numpy_ops import ConvGeometry, conv_backward, conv_forward, uniform
 from ..shapes import Pair, Shape, Window
-from .base import ArgSpec, Args, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
+from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..numpy_ops import uniform
 from ..shapes import Shape
-from .base import ArgSpec, Args, LayerKind, TorchCall, register, require_flat
+from .base import Args, ArgSpec, LayerKind, TorchCall, register, require_flat
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors

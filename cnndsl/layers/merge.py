@@ -11,7 +11,7 @@ from ..shapes import Shape
 from .base import Args, LayerError, MergeKind, register
 
 if TYPE_CHECKING:
-    from ..numpy_ops import Backward, NpContext, Tensors
+    from ..numpy_ops import NpContext
 
 
 def _listing(shapes: list[Shape]) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import CnnDslError, Diagnostic
 from ..shapes import Shape
-from .base import ArgSpec, Args, LayerError, LayerKind, TorchCall, register
+from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..numpy_ops import adaptive_matrix, avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward
 from ..shapes import Pair, Shape, Window
-from .base import ArgSpec, Args, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, require_image
+from .base import Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, require_image
 from .conv import conv_window, describe_window, np_geometry, resolve_window_args, torch_pair, windowed_shape
 
 if TYPE_CHECKING:
