@@ -13,7 +13,6 @@ Weights are keyed exactly like the PyTorch module's state_dict: `f"{layer.path}.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,10 +437,3 @@ class SGD:
                     buffer += (1 - self.dampening) * step
                 step = step + self.momentum * buffer if self.nesterov else buffer
             param -= (self.lr * step).astype(param.dtype, copy=False)
-
-
-def timed(model: NumpyModel, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """The output and the seconds one inference forward took."""
-    start = time.perf_counter()
-    y = model(x)
-    return y, time.perf_counter() - start
