@@ -76,12 +76,13 @@ def main() -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (LANGUAGE.md's schema).")
-@click.option("--strict", is_flag=True, help="Treat \"doesn't fit\" warnings as errors.")
+@click.option("--strict", is_flag=True, help='Treat "doesn\'t fit" warnings as errors.')
 @set_option
 @input_option
 @click.option("-q", "--quiet", is_flag=True, help="Print diagnostics only.")
-def check(files: tuple[str, ...], as_json: bool, strict: bool, sets: tuple[str, ...], input_text: str | None,
-          quiet: bool) -> None:
+def check(
+    files: tuple[str, ...], as_json: bool, strict: bool, sets: tuple[str, ...], input_text: str | None, quiet: bool
+) -> None:
     """Check FILES (`-` for standard input) and print each network's summary."""
     input_shape = _parse_input(input_text)
     params = _parse_sets(sets)
@@ -164,15 +165,27 @@ def render(
 
 @main.command(name="compile")
 @click.argument("file")
-@click.option("--target", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="torch: one Python file that imports only torch; onnx: an ONNX model (needs -o).")
+@click.option(
+    "--target",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="torch: one Python file that imports only torch; onnx: an ONNX model (needs -o).",
+)
 @click.option("-o", "--output", metavar="PATH", help="Write here instead of standard output.")
 @click.option("--weights-out", metavar="PATH", help="Also save the initial weights (a torch state_dict).")
 @click.option("--seed", type=int, help="Seed the initial weights.")
 @set_option
 @input_option
-def compile_command(file: str, target: str, output: str | None, weights_out: str | None, seed: int | None,
-                    sets: tuple[str, ...], input_text: str | None) -> None:
+def compile_command(
+    file: str,
+    target: str,
+    output: str | None,
+    weights_out: str | None,
+    seed: int | None,
+    sets: tuple[str, ...],
+    input_text: str | None,
+) -> None:
     """Compile FILE (`-` for standard input) to PyTorch source or ONNX."""
     from .compiler import compile_network
     from .errors import CnnDslError

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .checker import Checker, Value
 from .errors import CnnDslError, Diagnostic, DiagnosticSink
@@ -18,12 +19,19 @@ if TYPE_CHECKING:
     from .numpy_backend import NumpyModel
 
 
-
 class Network:
     """A checked network: shapes, counts and the IR tree, with every leaf in execution order."""
 
-    def __init__(self, name: str, input_shape: Shape, root: Sequence, parameters: Mapping[str, Value],
-                 diagnostics: list[Diagnostic], filename: str, source: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        input_shape: Shape,
+        root: Sequence,
+        parameters: Mapping[str, Value],
+        diagnostics: list[Diagnostic],
+        filename: str,
+        source: str = "",
+    ) -> None:
         self.name = name
         self.input_shape = input_shape
         self.root = root
@@ -93,8 +101,9 @@ class Network:
 
         return build_graph(self, expand=expand, depth=depth, rankdir=rankdir)
 
-    def render(self, path: str | Path, format: str | None = None, *, expand: bool = False, depth: int | None = None,
-               rankdir: str = "TB") -> Path:
+    def render(
+        self, path: str | Path, format: str | None = None, *, expand: bool = False, depth: int | None = None, rankdir: str = "TB"
+    ) -> Path:
         """Draw into `path` (.svg, .png, .pdf or .dot, or `format`); SVG/PNG/PDF need Graphviz's `dot`."""
         from .graph import render
 
@@ -142,8 +151,9 @@ class Network:
         return NumpyModel(self, state_dict, seed=seed, dtype=dtype)
 
     def __repr__(self) -> str:
-        return (f"<Network {self.name}: {self.input_shape} -> {self.output_shape}, "
-                f"{self.params:,} params, {len(self.layers)} layers>")
+        return (
+            f"<Network {self.name}: {self.input_shape} -> {self.output_shape}, {self.params:,} params, {len(self.layers)} layers>"
+        )
 
 
 def coerce_input(value: Any) -> Shape | None:
@@ -213,5 +223,7 @@ def load(path: str | Path, input: Any = None, *, strict: bool = False, **params:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise CnnDslError([Diagnostic("error", f"cannot read the file: {err.strerror or err}", None, None, (), str(path))]) from None
+        raise CnnDslError(
+            [Diagnostic("error", f"cannot read the file: {err.strerror or err}", None, None, (), str(path))]
+        ) from None
     return parse(data, str(path), input, strict=strict, **params)
