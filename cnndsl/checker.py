@@ -7,7 +7,6 @@ are still checked). Resource limits are enforced before anything large is built.
 
 from __future__ import annotations
 
-import difflib
 import gc
 import sys
 from collections.abc import Iterable, Mapping
@@ -90,6 +89,8 @@ class CheckResult:
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """A did-you-mean hint, comparing case-insensitively."""
+    import difflib  # only on the error path: keeps `cnndsl check` start-up short
+
     lowered = {c.lower(): c for c in candidates}
     match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
     return f"did you mean `{lowered[match[0]]}`?" if match else None

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
-
-from ..numpy_ops import erf, sigmoid
+from ..lazy import numpy as np
+from ..lazy import numpy_ops as ops
 from ..shapes import Shape
 from .base import Args, ArgSpec, LayerKind, TorchCall, register, unsupported
 
@@ -65,21 +64,21 @@ def _activation(name: str, doc: str, **members: Any) -> type[Activation]:
 
 
 def _gelu(self: Activation, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    return np.multiply(x * 0.5, 1.0 + erf(x * (1 / math.sqrt(2))), out=out)
+    return np.multiply(x * 0.5, 1.0 + ops.erf(x * (1 / math.sqrt(2))), out=out)
 
 
 def _gelu_derivative(self: Activation, args: Args, x: np.ndarray, y: None, dy: np.ndarray) -> np.ndarray:
-    cdf = 0.5 * (1.0 + erf(x * (1 / math.sqrt(2))))
+    cdf = 0.5 * (1.0 + ops.erf(x * (1 / math.sqrt(2))))
     pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
     return dy * (cdf + x * pdf)
 
 
 def _silu(self: Activation, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    return np.multiply(x, sigmoid(x), out=out)
+    return np.multiply(x, ops.sigmoid(x), out=out)
 
 
 def _silu_derivative(self: Activation, args: Args, x: np.ndarray, y: None, dy: np.ndarray) -> np.ndarray:
-    s = sigmoid(x)
+    s = ops.sigmoid(x)
     return dy * s * (1.0 + x * (1.0 - s))
 
 
@@ -112,7 +111,7 @@ Sigmoid = _activation(
     "Sigmoid",
     "1 / (1 + exp(-x)) (nn.Sigmoid).",
     np_keep="y",
-    np_apply=lambda self, args, x, out: sigmoid(x, out),
+    np_apply=lambda self, args, x, out: ops.sigmoid(x, out),
     np_derivative=lambda self, args, x, y, dy: dy * y * (1.0 - y),
 )
 Tanh = _activation(
@@ -122,8 +121,8 @@ Tanh = _activation(
     np_apply=lambda self, args, x, out: np.tanh(x, out=out),
     np_derivative=lambda self, args, x, y, dy: dy * (1.0 - y * y),
 )
-GELU = _activation("GELU", "x * Phi(x), the exact (erf) form (nn.GELU).", np_apply=_gelu, np_derivative=_gelu_derivative)
-SiLU = _activation("SiLU", "x * sigmoid(x), also called swish (nn.SiLU).", np_apply=_silu, np_derivative=_silu_derivative)
+GELU = _activation("GELU", "x * Phi(x), the exact (ops.erf) form (nn.GELU).", np_apply=_gelu, np_derivative=_gelu_derivative)
+SiLU = _activation("SiLU", "x * ops.sigmoid(x), also called swish (nn.SiLU).", np_apply=_silu, np_derivative=_silu_derivative)
 Hardswish = _activation(
     "Hardswish", "x * relu6(x + 3) / 6 (nn.Hardswish).", np_apply=_hardswish, np_derivative=_hardswish_derivative
 )

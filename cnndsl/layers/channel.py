@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from ..lazy import numpy as np
 from ..shapes import Shape
 from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register, require_image
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..numpy_ops import ConvGeometry, conv_backward, conv_forward, uniform
+from ..lazy import numpy as np
+from ..lazy import numpy_ops as ops
 from ..shapes import Pair, Shape, Window
 from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
 
@@ -72,21 +71,21 @@ def torch_window_kwargs(args: Args) -> tuple[tuple[str, int | Pair], ...]:
     return tuple(kwargs)
 
 
-def np_geometry(args: Args, x: np.ndarray, groups: int) -> ConvGeometry:
+def np_geometry(args: Args, x: np.ndarray, groups: int) -> ops.ConvGeometry:
     """The NumPy kernels' view of a windowed layer applied to a batch `x`."""
     window = conv_window(args)
     in_hw = (x.shape[2], x.shape[3])
     out_hw = (window.output_size(in_hw[0], 0), window.output_size(in_hw[1], 1))
-    return ConvGeometry(in_hw, out_hw, window.kernel, window.stride, window.pad, window.dilation, groups)
+    return ops.ConvGeometry(in_hw, out_hw, window.kernel, window.stride, window.pad, window.dilation, groups)
 
 
 def np_conv_init(weight_shape: tuple[int, ...], bias: bool, rng: np.random.Generator, dtype: Any) -> Tensors:
     """PyTorch's default: kaiming_uniform(a=sqrt(5)) weights, i.e. U(+-1/sqrt(fan_in)), and U(+-1/sqrt(fan_in)) bias."""
     fan_in = math.prod(weight_shape[1:])
     bound = 1 / math.sqrt(fan_in)
-    tensors = {"weight": uniform(rng, bound, weight_shape, dtype)}
+    tensors = {"weight": ops.uniform(rng, bound, weight_shape, dtype)}
     if bias:
-        tensors["bias"] = uniform(rng, bound, weight_shape[0], dtype)
+        tensors["bias"] = ops.uniform(rng, bound, weight_shape[0], dtype)
     return tensors
 
 
@@ -172,10 +171,10 @@ class Conv(LayerKind):
         return np_conv_init((args["out"], shape.channels // args["groups"], kh, kw), args["bias"], rng, dtype)
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        return conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, args["groups"]), ctx)
+        return ops.conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, args["groups"]), ctx)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        return conv_backward(params["weight"], args["bias"], ctx, dy)
+        return ops.conv_backward(params["weight"], args["bias"], ctx, dy)
 
     def describe(self, args: Args) -> str:
         text = describe_window("Conv", args, str(args["out"]))
@@ -236,10 +235,10 @@ class DWConv(LayerKind):
         return np_conv_init((shape.channels * args["multiplier"], 1, kh, kw), args["bias"], rng, dtype)
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        return conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, x.shape[1]), ctx)
+        return ops.conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, x.shape[1]), ctx)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        return conv_backward(params["weight"], args["bias"], ctx, dy)
+        return ops.conv_backward(params["weight"], args["bias"], ctx, dy)
 
     def describe(self, args: Args) -> str:
         mult = f" x{args['multiplier']}" if args["multiplier"] != 1 else ""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..numpy_ops import uniform
+from ..lazy import numpy as np
+from ..lazy import numpy_ops as ops
 from ..shapes import Shape
 from .base import Args, ArgSpec, LayerKind, TorchCall, register, require_flat
 
@@ -49,9 +48,9 @@ class FC(LayerKind):
     def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
         # PyTorch's nn.Linear default: U(+-1/sqrt(in_features)) for weight and bias.
         bound = 1 / math.sqrt(shape[0])
-        tensors = {"weight": uniform(rng, bound, (args["out"], shape[0]), dtype)}
+        tensors = {"weight": ops.uniform(rng, bound, (args["out"], shape[0]), dtype)}
         if args["bias"]:
-            tensors["bias"] = uniform(rng, bound, args["out"], dtype)
+            tensors["bias"] = ops.uniform(rng, bound, args["out"], dtype)
         return tensors
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..numpy_ops import reduce_to
+from ..lazy import numpy as np
+from ..lazy import numpy_ops as ops
 from ..shapes import Shape
 from .base import Args, LayerError, MergeKind, register
 
@@ -115,5 +114,5 @@ class Mul(MergeKind):
             for j, other in enumerate(xs):
                 if j != i:
                     grad = grad * other
-            grads.append(reduce_to(grad, x.shape))
+            grads.append(ops.reduce_to(grad, x.shape))
         return grads

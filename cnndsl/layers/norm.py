@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import CnnDslError, Diagnostic
+from ..lazy import numpy as np
 from ..shapes import Shape
 from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..numpy_ops import adaptive_matrix, avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward
+from ..lazy import numpy as np
+from ..lazy import numpy_ops as ops
 from ..shapes import Pair, Shape, Window
 from .base import Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, require_image
 from .conv import conv_window, describe_window, np_geometry, resolve_window_args, torch_pair, windowed_shape
@@ -74,10 +73,10 @@ class MaxPool(WindowPool):
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         out_hw = np_geometry(args, x, 1).out_hw
         ctx.save(in_hw=x.shape[2:])
-        return maxpool_forward(x, args["kernel"], args["stride"], args["pad"], out_hw, ctx)
+        return ops.maxpool_forward(x, args["kernel"], args["stride"], args["pad"], out_hw, ctx)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        return maxpool_backward(ctx, args["kernel"], args["stride"], args["pad"], ctx.saved["in_hw"], dy), {}
+        return ops.maxpool_backward(ctx, args["kernel"], args["stride"], args["pad"], ctx.saved["in_hw"], dy), {}
 
 
 @register
@@ -95,10 +94,10 @@ class AvgPool(WindowPool):
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         out_hw = np_geometry(args, x, 1).out_hw
         ctx.save(in_hw=x.shape[2:])
-        return avgpool_forward(x, args["kernel"], args["stride"], args["pad"], out_hw, ctx)
+        return ops.avgpool_forward(x, args["kernel"], args["stride"], args["pad"], out_hw, ctx)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        return avgpool_backward(ctx, args["kernel"], args["stride"], args["pad"], ctx.saved["in_hw"], dy), {}
+        return ops.avgpool_backward(ctx, args["kernel"], args["stride"], args["pad"], ctx.saved["in_hw"], dy), {}
 
 
 @register
@@ -175,8 +174,8 @@ class AdaptiveAvgPool(LayerKind):
 
     # Separable: out = A_h @ x @ A_w^T with (out, in) averaging matrices, two BLAS products.
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        a_h = adaptive_matrix(x.shape[2], args["size"][0], x.dtype)
-        a_w = adaptive_matrix(x.shape[3], args["size"][1], x.dtype)
+        a_h = ops.adaptive_matrix(x.shape[2], args["size"][0], x.dtype)
+        a_w = ops.adaptive_matrix(x.shape[3], args["size"][1], x.dtype)
         ctx.save(a_h=a_h, a_w=a_w)
         y = np.tensordot(np.tensordot(x, a_w, axes=([3], [1])), a_h, axes=([2], [1]))
         return np.ascontiguousarray(y.transpose(0, 1, 3, 2))
