@@ -19,6 +19,7 @@ from .ir import Layer, Node, Parallel, Sequence
 from .layers import KINDS, LayerError, LayerKind, lookup
 from .layers.base import REQUIRED, ArgSpec, SameAs, format_value
 from .limits import MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
+from .names import module_names
 from .shapes import Pair, Shape
 
 Value = Any  # int | float | bool | Word | tuple[int, int]
@@ -327,12 +328,12 @@ class Checker:
 
     def _sequence(self, items: Iterable[ast.Element], scope: Scope, state: State, path: str) -> list[Node]:
         self._count_node(scope, None)
+        items = list(items)
         nodes: list[Node] = []
         labels: dict[str, Position] = {}
-        for index, item in enumerate(items):
-            name = str(index)
+        names = module_names([item.label if isinstance(item, ast.Labeled) else str(i) for i, item in enumerate(items)])
+        for item, name in zip(items, names, strict=True):
             if isinstance(item, ast.Labeled):
-                name = item.label
                 if item.label in labels:
                     first = labels[item.label]
                     self.sink.error(

@@ -6,7 +6,7 @@ that mirror the IR exactly (so its state_dict keys equal `cnndsl.Network.to_torc
 and has a plain `forward` with one line per top-level element and shape comments.
 
 Every user-provided name (network, parameters, labels, the file name in comments) passes
-through `identifier`, `safe_names` or `comment_text` before it reaches the output: nothing
+through `identifier` or `comment_text` (module names are safe from the checker, see cnndsl.names) before it reaches the output: nothing
 from the source file can inject code.
 
 How a network parameter reaches the layers is not in the IR (it holds numbers), so the
@@ -32,7 +32,7 @@ from . import __version__
 from .errors import CnnDslError
 from .ir import Layer, Node, Parallel, Sequence, walk
 from .layers.base import LayerError, TorchCall
-from .torch_backend import leaf_inplace, merge_inplace, network_error, safe_names
+from .torch_backend import leaf_inplace, merge_inplace, network_error
 
 if TYPE_CHECKING:
     from .network import Network
@@ -342,7 +342,7 @@ class Generator:
         # Shapes go on containers and forward lines: per-layer comments would push most
         # convolutions past 88 columns and make black split them.
         comment = f"{comment_text(node.title)} -> {node.out_shape}" if node.role in ("block", "repeat") else ""
-        names = safe_names([c.name for c in node.children])
+        names = [c.name for c in node.children]
         if names == [str(i) for i in range(len(names))]:
             return Code("nn.Sequential", [self.node(c) for c in node.children], explode=True, open_comment=comment)
         self.helpers.add("sequential")
@@ -402,7 +402,7 @@ def generate_source(network: Network) -> str:
     sys.setrecursionlimit(max(old_limit, 20_000))  # deep trees recurse per level
     try:
         root_children = network.root.children
-        attrs = safe_names([c.name for c in root_children])
+        attrs = [c.name for c in root_children]
         body = [gen.node(child) for child in root_children]
         init_lines: list[str] = []
         for attr, code in zip(attrs, body, strict=True):

@@ -92,15 +92,7 @@ def read_weights(network: Network, path: str) -> dict[str, Any]:
                 break
     if not isinstance(loaded, dict):
         raise backend_error(f"{path} holds a {type(loaded).__name__}, not a state_dict", filename=network.filename)
-    # torch renames a label that collides with an nn.Module attribute; map its keys back to the IR paths.
-    from .torch_backend import module_paths
-
-    to_ir = {module: ir for ir, module in module_paths(network).items()}
-    state = {}
-    for key, value in loaded.items():
-        path_part, _, name = str(key).rpartition(".")
-        state[f"{to_ir.get(path_part, path_part)}.{name}"] = value
-    return state
+    return {str(key): value for key, value in loaded.items()}
 
 
 def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str | None = None, seed: int = 0) -> RunResult:
@@ -117,17 +109,11 @@ def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str 
         raise backend_error(
             "the torch backend needs PyTorch", "pip install cnndsl[torch], or use --backend numpy", network.filename
         ) from None
-    from .torch_backend import module_paths
-
     module = network.to_torch(seed=seed).eval()
     if state is not None:
-        to_ir = {module_path: ir_path for ir_path, module_path in module_paths(network).items()}
-        ir_expected = {}
-        for key, value in module.state_dict().items():
-            path_part, _, name = key.rpartition(".")
-            ir_expected[f"{to_ir.get(path_part, path_part)}.{name}"] = (key, tuple(value.shape))
-        arrays = check_weights(network, {k: s for k, (_, s) in ir_expected.items()}, state)
-        module.load_state_dict({ir_expected[k][0]: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+        expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+        arrays = check_weights(network, expected, state)
+        module.load_state_dict({key: torch.from_numpy(np.ascontiguousarray(v)) for key, v in arrays.items()})
     tensor = torch.from_numpy(x)
     with torch.no_grad():
         start = time.perf_counter()

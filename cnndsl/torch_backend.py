@@ -3,8 +3,9 @@
 A Sequence becomes an `nn.Sequential` whose submodules are named by the children's names,
 a Parallel becomes its merge's container (cnndsl.torch_modules.Add/Concat/Mul) with the
 branches as submodules `0`, `1`, ..., and a Layer becomes the module its kind's
-`torch_call` describes. So a layer's weight has the state_dict key `f"{path}.weight"`,
-except where a name cannot be a module name (see `safe_names`).
+`torch_call` describes. So a layer's weight has the state_dict key `f"{path}.weight"`
+(the checker already named every node so that its path is a valid module path: see
+cnndsl.names).
 
 This module imports torch only inside its functions: `cnndsl check` must never load it.
 """
@@ -12,8 +13,6 @@ This module imports torch only inside its functions: `cnndsl check` must never l
 from __future__ import annotations
 
 import contextlib
-import keyword
-import re
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -28,72 +27,8 @@ if TYPE_CHECKING:
 
     from .network import Network
 
-# Public attributes of nn.Module, nn.Sequential and nn.ModuleList in PyTorch 2.13. A submodule
-# with one of these names cannot be registered (add_module refuses it) or reached as an
-# attribute, so such labels are renamed. A fixed list, not dir(nn.Module): code generation
-# must not import torch (2 s) and must give the same names on every installation. A name
-# that a later PyTorch adds is reported by `build_module` as a clash with the label's position.
-MODULE_ATTRIBUTES = frozenset(
-    """T_destination add_module append apply bfloat16 buffers call_super_init children compile cpu cuda
-    double dump_patches eval extend extra_repr float forward get_buffer get_extra_state get_parameter
-    get_submodule half insert ipu load_state_dict modules mtia named_buffers named_children named_modules
-    named_parameters parameters pop register_backward_hook register_buffer register_forward_hook
-    register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
-    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module register_parameter
-    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule
-    share_memory state_dict to to_empty train training type xpu zero_grad""".split()
-)
-
 FLOAT_BYTES = 4
 """Parameters and buffers are float32 (num_batches_tracked is int64, but one per BatchNorm)."""
-
-
-def _plain(name: str) -> bool:
-    """True when `name` can be a submodule name and, if it is an identifier, an attribute name."""
-    if name.isdigit():
-        return True
-    return name.isidentifier() and not name.startswith("_") and not keyword.iskeyword(name) and name not in MODULE_ATTRIBUTES
-
-
-def safe_names(names: list[str]) -> list[str]:
-    """Module names for sibling nodes: each name as it is, unless torch or Python reserves it.
-
-    Indices stay indices (nn.Sequential's own convention). A label that is a Python keyword,
-    an nn.Module attribute (`forward`, `training`, ...) or starts with `_` gets a trailing
-    `_` (`forward_`), more if that is taken by a sibling; the in-memory module and the
-    generated source both use this function, so their state_dict keys agree.
-    """
-    taken = {name for name in names if _plain(name)}
-    out: list[str] = []
-    for name in names:
-        if _plain(name):
-            out.append(name)
-            continue
-        base = re.sub(r"\W", "_", name).lstrip("_") or "layer"
-        if base[0].isdigit():
-            base = "layer_" + base
-        candidate = base + "_"
-        while candidate in taken or not _plain(candidate):
-            candidate += "_"
-        taken.add(candidate)
-        out.append(candidate)
-    return out
-
-
-def children_of(node: Node) -> list[Node]:
-    """The submodules of a node's module: a Sequence's children, a Parallel's branches."""
-    return node.children_nodes()
-
-
-def module_paths(network: Network) -> dict[str, str]:
-    """Every node's IR path to its module path (they differ only where `safe_names` renamed a label)."""
-    paths = {"": ""}
-    for node, _ in walk(network.root):
-        children = children_of(node)
-        for child, name in zip(children, safe_names([c.name for c in children]), strict=True):
-            parent = paths[node.path]
-            paths[child.path] = f"{parent}.{name}" if parent else name
-    return paths
 
 
 def estimate_bytes(network: Network) -> int:
@@ -224,11 +159,11 @@ def _build(network: Network, node: Node, inplace: dict[int, bool]) -> nn.Module:
     if not node.children:
         return nn.Identity()  # an empty branch: no state, so the keys are unaffected
     container = nn.Sequential()
-    for child, name in zip(node.children, safe_names([c.name for c in node.children]), strict=True):
+    for child in node.children:
         module = _build(network, child, inplace)
         try:
-            container.add_module(name, module)
-        except KeyError:  # an attribute that this PyTorch has and MODULE_ATTRIBUTES lacks
+            container.add_module(child.name, module)
+        except KeyError:  # an attribute that this PyTorch has and names.MODULE_ATTRIBUTES lacks
             raise network_error(
                 network,
                 f"the label `{child.name}` is the name of an nn.Module attribute in this PyTorch",

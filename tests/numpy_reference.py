@@ -34,17 +34,10 @@ def relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 0.0)
 def twins(network: Network, seed: int = 0, dtype: Any = np.float32) -> tuple[Any, NumpyModel, dict[str, str]]:
     """(torch module, NumPy model with the torch module's weights, torch key -> NumPy key), both in `dtype`."""
     torch = require_torch()
-    from cnndsl.torch_backend import module_paths
-
     module = network.to_torch(seed=seed)
     if np.dtype(dtype) == np.float64:
         module = module.to(torch.float64)
-    # Module paths equal IR paths except where a label collides with an nn.Module attribute.
-    to_ir = {module_path: ir_path for ir_path, module_path in module_paths(network).items()}
-    keys = {}
-    for key in module.state_dict():
-        path, _, name = key.rpartition(".")
-        keys[key] = f"{to_ir[path]}.{name}"
+    keys = {key: key for key in module.state_dict()}  # the same keys on both sides, by construction
     state = {keys[k]: v.detach().numpy().copy() for k, v in module.state_dict().items()}
     return module, network.to_numpy(state, dtype=dtype), keys
 
@@ -52,14 +45,11 @@ def twins(network: Network, seed: int = 0, dtype: Any = np.float32) -> tuple[Any
 def use_numpy_dropout_masks(module: Any, model: NumpyModel, network: Network) -> list[Any]:
     """Make torch's Dropout modules apply the masks the NumPy model just drew (their RNGs differ)."""
     torch = require_torch()
-    from cnndsl.torch_backend import module_paths
-
-    paths = module_paths(network)
     handles = []
     for layer, saved in model.recorded():
         if layer.kind.name == "Dropout" and saved.get("mask") is not None:
             mask = torch.from_numpy(saved["mask"])
-            submodule = module.get_submodule(paths[layer.path])
+            submodule = module.get_submodule(layer.path)
             handles.append(submodule.register_forward_hook(lambda m, inputs, output, mask=mask: inputs[0] * mask))
     return handles
 

@@ -116,6 +116,7 @@ def test_real_subprocess_never_imports_torch(small: Path) -> None:
         "try:\n    runpy.run_module('cnndsl', run_name='__main__')\n"
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
         "assert 'torch' not in sys.modules, 'check imported torch'\n"
+        "assert 'numpy' not in sys.modules, 'check imported numpy (slow start-up)'\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(small)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,8 @@ from torch_checks import assert_counts_match, assert_forward_matches, generated_
 import cnndsl
 from cnndsl.errors import CnnDslError
 from cnndsl.layers import KINDS, LayerKind
-from cnndsl.torch_backend import estimate_bytes, module_paths, safe_names
+from cnndsl.names import module_names
+from cnndsl.torch_backend import estimate_bytes
 
 SMALL = """network Small(classes=5)
 input 3x17x13
@@ -185,16 +186,18 @@ def test_labels_that_python_or_torch_reserve_are_renamed_consistently() -> None:
     text = "input 3x6x6\nforward: Conv(4, 3, pad=1), training: [class: BN, _modules: ReLU], forward_: Conv(2, 1), to: flatten"
     network = cnndsl.parse(text)
     module = network.to_torch()
-    paths = module_paths(network)
+    paths = {layer.label: layer.path for layer in network.layers}
     assert paths["forward"] == "forward__" and paths["forward_"] == "forward_"
-    assert paths["training.class"] == "training_.class_" and paths["training._modules"] == "training_.modules_"
+    assert paths["class"] == "training_.class_" and paths["_modules"] == "training_.modules_"
+    # the NumPy backend has the same keys without any mapping
+    assert set(network.to_numpy().state_dict()) == set(module.state_dict())
     assert set(generated_class(network)().state_dict()) == set(module.state_dict())
     assert_counts_match(network, module)
     assert_forward_matches(network, module)
 
 
-def test_safe_names() -> None:
-    assert safe_names(["0", "conv", "forward", "forward_", "class", "_x", "x_"]) == [
+def test_module_names() -> None:
+    assert module_names(["0", "conv", "forward", "forward_", "class", "_x", "x_"]) == [
         "0",
         "conv",
         "forward__",

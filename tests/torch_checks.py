@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from cnndsl import Network
-from cnndsl.torch_backend import module_paths
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,12 +42,11 @@ def leaf_output_shapes(network: Network, module: nn.Module, x: torch.Tensor) -> 
 
     A merge layer has its Parallel's path, so its hook sits on the merge container.
     """
-    paths = module_paths(network)
     modules = dict(module.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
     for layer in network.layers:
-        target = modules[paths[layer.path]]
+        target = modules[layer.path]
 
         def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor, path: str = layer.path) -> None:
             shapes[path] = tuple(out.shape[1:])
@@ -69,13 +67,12 @@ def assert_counts_match(network: Network, module: nn.Module) -> None:
     buffers = sum(b.numel() for b in module.buffers())
     assert params == network.params, (params, network.params)
     assert buffers == network.buffers, (buffers, network.buffers)
-    paths = module_paths(network)
     state = module.state_dict()
     per_prefix: dict[str, int] = {}
     for key, tensor in state.items():
         prefix = key.rsplit(".", 1)[0]
         per_prefix[prefix] = per_prefix.get(prefix, 0) + tensor.numel()
-    expected = {paths[layer.path]: layer.params + layer.buffers for layer in network.layers if layer.params + layer.buffers}
+    expected = {layer.path: layer.params + layer.buffers for layer in network.layers if layer.params + layer.buffers}
     assert per_prefix == expected
 
 
