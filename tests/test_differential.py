@@ -1,0 +1,32 @@
+"""Random valid networks checked three ways (checker, PyTorch, NumPy); see tests/differential.py.
+
+Counterexamples that a run ever finds are added below with @example, as regression tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+from differential import disagreements
+from hypothesis import HealthCheck, example, given, settings
+from strategies import networks
+
+REGRESSIONS = [
+    # Shapes that stress the arithmetic: ceil mode dropping a window, dilation with pad=same, a
+    # strided 1x1 shortcut on an odd map, and a Chunk split inside Concat.
+    "input 3x7x9\nMaxPool(2, stride=2, pad=1, ceil=true), Conv(4, 3, pad=same, dilation=2), "
+    "Add[ Conv(4, 1, stride=2) | AvgPool(3, stride=2, pad=1) , Conv(4, 1) ]",
+    "input 8x5x5\nConcat[ Chunk(2, 0) | Chunk(2, 1), DWConv(3, pad=1), BN, ReLU ], ChannelShuffle(2), GlobalAvgPool, flatten, FC(3)",
+]
+
+
+@settings(
+    max_examples=int(os.environ.get("CNNDSL_DIFFERENTIAL_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(source=networks())
+@example(source=REGRESSIONS[0])
+@example(source=REGRESSIONS[1])
+def test_checker_torch_and_numpy_agree(source: str) -> None:
+    assert disagreements(source) == [], source
