@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -296,10 +295,7 @@ def test_export_trace_and_compile(small: cnndsl.Network) -> None:
         torch.testing.assert_close(compiled(x), reference)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("CNNDSL_TEST_INDUCTOR"),
-    reason="Inductor compiles C++ for about a minute on a CPU; set CNNDSL_TEST_INDUCTOR=1 to run it",
-)
+@pytest.mark.slow  # Inductor compiles C++ for about a minute on a CPU
 def test_inductor_compile_trains(small: cnndsl.Network) -> None:
     module = small.to_torch(seed=0)
     compiled = torch.compile(module)
