@@ -25,6 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     tried = 0
+    distinct: set[str] = set()
     failures: list[tuple[str, list[str]]] = []
 
     @settings(max_examples=args.examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -32,13 +33,14 @@ def main() -> None:
     def run(source: str) -> None:
         nonlocal tried
         tried += 1
+        distinct.add(source)
         problems = disagreements(source)
         if problems:
             failures.append((source, problems))
 
     start = time.perf_counter()
     run()
-    print(f"networks tried: {tried:,} in {time.perf_counter() - start:.0f} s")
+    print(f"networks tried: {tried:,} ({len(distinct):,} distinct) in {time.perf_counter() - start:.0f} s")
     print(f"disagreements: {len(failures)}")
     for source, problems in failures[:5]:
         print("---\n" + source + "\n" + "\n".join(problems))

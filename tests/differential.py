@@ -11,13 +11,21 @@ from torch_checks import leaf_output_shapes
 
 import cnndsl
 
-TOLERANCE = 1e-6
-"""float64 on both sides: any difference beyond rounding is a bug in one of them."""
+TOLERANCE = 1e-5
+"""float64 on both sides. A real bug shows as an error of 1e-3 or more; rounding stays near
+1e-15, but ill-conditioned random networks (train-mode BatchNorm over two nearly equal
+values, a saturated Softmax before the input gradient) amplify it to about 1e-6."""
 
 
 def disagreements(source: str) -> list[str]:
     """Every way in which the three disagree on `source` (empty when they all agree)."""
-    net = cnndsl.parse(source, "<differential>")
+    try:
+        return _compare(cnndsl.parse(source, "<differential>"))
+    except Exception as err:  # a backend failing on a network the checker accepted is a disagreement too
+        return [f"{type(err).__name__}: {err}"]
+
+
+def _compare(net: cnndsl.Network) -> list[str]:
     problems: list[str] = []
     module, model, _ = twins(net, seed=0, dtype=np.float64)
     params = sum(p.numel() for p in module.parameters())
