@@ -103,8 +103,20 @@ def describe_window(name: str, args: Args, prefix: str = "") -> str:
     return " ".join(parts)
 
 
+class WindowedKind(LayerKind):
+    """A kind that slides a window over an image: Conv, DWConv and the windowed pools."""
+
+    input_rank = "image"
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return resolve_window_args(self.name, args)
+
+    def window(self, args: Args) -> Window:
+        return conv_window(args)
+
+
 @register
-class Conv(LayerKind):
+class Conv(WindowedKind):
     """2-D convolution.
 
     Args: out channels, kernel, stride=1, pad=0 (int, pair or `same`), dilation=1,
@@ -126,12 +138,6 @@ class Conv(LayerKind):
         ArgSpec("groups", "int", 1, minimum=1),
         ArgSpec("bias", "bool", True),
     )
-
-    def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return resolve_window_args(self.name, args)
-
-    def window(self, args: Args) -> Window:
-        return conv_window(args)
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         require_image(self.name, shape)
@@ -184,7 +190,7 @@ class Conv(LayerKind):
 
 
 @register
-class DWConv(LayerKind):
+class DWConv(WindowedKind):
     """Depthwise convolution: one filter (times `multiplier`) per input channel.
 
     Args: kernel, stride=1, pad=0, multiplier=1, bias=true.
@@ -202,12 +208,6 @@ class DWConv(LayerKind):
         ArgSpec("multiplier", "int", 1, minimum=1),
         ArgSpec("bias", "bool", True),
     )
-
-    def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return resolve_window_args(self.name, args)
-
-    def window(self, args: Args) -> Window:
-        return conv_window(args)
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         require_image(self.name, shape)

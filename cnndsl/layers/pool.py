@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 from ..lazy import numpy as np
 from ..lazy import numpy_ops as ops
-from ..shapes import Pair, Shape, Window
+from ..shapes import Pair, Shape
 from .base import Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, require_image
-from .conv import conv_window, describe_window, np_geometry, resolve_window_args, torch_pair, windowed_shape
+from .conv import WindowedKind, describe_window, np_geometry, torch_pair, windowed_shape
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors
@@ -21,13 +21,12 @@ _POOL_SIGNATURE = (
 )
 
 
-class WindowPool(LayerKind):
+class WindowPool(WindowedKind):
     family = "pool"
-    input_rank = "image"
     signature = _POOL_SIGNATURE
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
-        out = resolve_window_args(self.name, args)
+        out = super().resolve(args, shape)
         for axis in (0, 1):
             if out["pad"][axis] * 2 > out["kernel"][axis]:
                 raise LayerError(
@@ -36,9 +35,6 @@ class WindowPool(LayerKind):
                     arg="pad",
                 )
         return out
-
-    def window(self, args: Args) -> Window:
-        return conv_window(args)
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return windowed_shape(self.name, self.window(args), shape, shape.channels)
