@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CnnDslError, Diagnostic
+from .files import atomic_write
 
 if TYPE_CHECKING:
     from .network import Network
@@ -22,35 +22,11 @@ def _error(message: str, hint: str | None = None, filename: str = "cnndsl") -> C
     return CnnDslError([Diagnostic("error", message, None, hint, filename=filename)])
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a torn one.
-
-    The temporary file sits in the same folder, so `os.replace` is a rename on one file system.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+def write_output(path: str | Path, data: bytes) -> None:
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        atomic_write(path, data)
     except OSError as err:
         raise _error(f"cannot write {path}: {err.strerror or err}", filename=str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise _error(f"cannot write {path}: {err.strerror or err}", filename=str(path)) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Path]) -> None:
@@ -157,8 +133,8 @@ def compile_network(
         raise _error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
     weights = initial_weights(network, seed) if weights_out is not None else None
     if weights is not None and weights_out is not None:
-        atomic_write(weights_out, weights)
+        write_output(weights_out, weights)
     if output is None:
         return data.decode("utf-8")
-    atomic_write(output, data)
+    write_output(output, data)
     return None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +25,9 @@ from typing import TYPE_CHECKING, Literal
 
 import graphviz
 
+from .files import atomic_write
 from .ir import Layer, Node, Parallel, Sequence
+from .limits import MAX_DRAWN_NODES
 from .shapes import Shape
 
 if TYPE_CHECKING:
@@ -369,6 +370,13 @@ def build_graph(network: Network, expand: bool = False, depth: int | None = None
     levels = float("inf") if expand else float(depth or 0)
     builder = _Builder(network, levels)
     builder.draw_network()
+    if builder.counter > MAX_DRAWN_NODES:
+        # Graphviz's layout grows much faster than linearly: refuse before running it.
+        raise RenderError(
+            f"the drawing would have {builder.counter:,} boxes; the limit is {MAX_DRAWN_NODES:,}"
+            + ("" if expand else " (even collapsed: the file has many top-level layers)")
+            + "; draw it collapsed (without --expand), with a smaller --depth, or group layers into blocks"
+        )
 
     title = (
         f"<b>{_html(network.name)}</b>   {count_text(network.params)} params · "
@@ -431,31 +439,6 @@ def graph_bytes(graph: graphviz.Digraph, fmt: str) -> bytes:
         raise RenderError(f"cannot run Graphviz's `dot`: {err.strerror or err}") from None
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it over `path`, so that a
-    failed or interrupted render never leaves a half-written drawing behind."""
-    path = Path(path)
-    folder = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
-
-
 def render(
     network: Network,
     path: str | Path,
@@ -476,7 +459,10 @@ def render(
     if not source.startswith("<") and _same_file(Path(source), path):
         raise RenderError(f"refusing to overwrite the input file {source}; choose another output name")
     data = graph_bytes(build_graph(network, expand=expand, depth=depth, rankdir=rankdir), fmt)
-    write_atomic(path, data)
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
     return path
 
 

@@ -24,5 +24,11 @@ MAX_NUMBER = 2**62
 MAX_REPEAT = MAX_LAYERS
 """Largest repetition count (more would exceed MAX_LAYERS anyway)."""
 
+MAX_DRAWN_NODES = 5_000
+"""Most boxes `cnndsl render` asks Graphviz to lay out (its time grows much faster than linearly)."""
+
+MAX_ACTIVATION_BYTES = 16 * 2**30
+"""Largest activation memory one forward pass may need (the IR's estimate times the batch)."""
+
 MAX_TORCH_BYTES = 16 * 2**30
 """Largest float32 parameter and buffer memory that the torch backend allocates (estimated from the IR first)."""

@@ -22,7 +22,9 @@ import numpy as np
 
 from .errors import CnnDslError, Diagnostic
 from .ir import Layer, Node, Parallel, Sequence
+from .limits import MAX_ACTIVATION_BYTES
 from .numpy_ops import NpContext, Scratch, Tensors
+from .torch_backend import check_size  # the size check from the IR; that module loads torch only when building
 
 if TYPE_CHECKING:
     from .network import Network
@@ -96,6 +98,7 @@ class NumpyModel:
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
+        check_size(network)  # refuse weights that cannot fit before allocating them, pointing at the largest layer
         for layer in network.layers:
             if not layer.kind.np_supported():
                 raise CnnDslError(
@@ -173,7 +176,16 @@ class NumpyModel:
 
     def check_input(self, x: Any) -> np.ndarray:
         """The input as an array of the model's dtype and shape (N, *input), or a clear error."""
-        return validate_input(self.network, x, self.dtype)
+        array = validate_input(self.network, x, self.dtype)
+        needed = self.network.activation_bytes // 4 * self.dtype.itemsize * array.shape[0]
+        if needed > MAX_ACTIVATION_BYTES:
+            raise backend_error(
+                f"a batch of {array.shape[0]} needs about {needed / 2**30:,.1f} GiB of activations; "
+                f"the limit is {MAX_ACTIVATION_BYTES / 2**30:,.0f} GiB",
+                "use a smaller batch or input",
+                self.network.filename,
+            )
+        return array
 
     def __call__(self, x: Any) -> np.ndarray:
         return self.forward(x)

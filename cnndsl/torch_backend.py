@@ -52,7 +52,7 @@ def check_size(network: Network, max_bytes: int | None = None) -> None:
     largest = max(network.layers, key=lambda layer: layer.params + layer.buffers)
     raise network_error(
         network,
-        f"the network's parameters and buffers need {_gib(needed)} (float32); the limit for a torch module is {_gib(limit)}",
+        f"the network's parameters and buffers need {_gib(needed)} (float32); the limit is {_gib(limit)}",
         largest.pos,
         f"the largest layer, `{largest.path}` ({largest.describe}), has {largest.params:,} parameters; "
         "make it smaller (fewer channels or features, or pool before the FC layer)",

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import cnndsl
-from cnndsl.graph import RenderError, build_graph, graph_bytes, write_atomic
+from cnndsl.files import atomic_write
+from cnndsl.graph import RenderError, build_graph, graph_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
@@ -41,9 +42,9 @@ def main() -> int:
     for stem, network, options in figures():
         graph = build_graph(network, **options)  # type: ignore[arg-type]
         try:
-            write_atomic(FIGURES / f"{stem}.svg", graph_bytes(graph, "svg"))
+            atomic_write(FIGURES / f"{stem}.svg", graph_bytes(graph, "svg"))
             graph.attr(dpi=PNG_DPI)
-            write_atomic(FIGURES / f"{stem}.png", graph_bytes(graph, "png"))
+            atomic_write(FIGURES / f"{stem}.png", graph_bytes(graph, "png"))
         except RenderError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -59,3 +59,29 @@ def test_just_under_the_layer_limit_is_accepted_in_linear_time() -> None:
     net = cnndsl.parse("input 4x8x8\n[ReLU] x 20000")
     assert len(net.layers) == 20_000
     assert time.perf_counter() - start < 5
+
+
+def test_render_compile_and_run_refuse_oversized_networks_fast(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+
+    many = tmp_path / "many.cnn"
+    many.write_text("input 3x8x8\n[ReLU] x 20000\n")
+    huge = tmp_path / "huge.cnn"
+    huge.write_text("input 100000\nFC(100000), FC(100000)\n")
+    wide = tmp_path / "wide.cnn"
+    wide.write_text("input 3x512x512\n[Conv(64, 3, pad=1)] x 40\n")
+    cases = [
+        (["render", str(many), "--expand", "-o", str(tmp_path / "many.svg")], "the drawing would have 20,002 boxes"),
+        (["run", str(huge)], "need 74.51 GiB (float32); the limit is 16.00 GiB"),
+        (["compile", str(huge), "--weights-out", str(tmp_path / "w.pt"), "-o", str(tmp_path / "m.py")], "the limit is 16.00 GiB"),
+        (["run", str(wide), "--batch", "64"], "GiB of activations; the limit is 16 GiB"),
+    ]
+    for args, message in cases:
+        start = time.perf_counter()
+        result = CliRunner().invoke(main, args)
+        assert time.perf_counter() - start < 5, args
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output

@@ -24,8 +24,9 @@ from click.testing import CliRunner
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.errors import CnnDslError
+from cnndsl.files import atomic_write
 from cnndsl.train import TrainConfig, load_any, train
-from cnndsl.train.checkpoint import atomic_write, checkpoint_path, load_numpy, load_torch, save_torch
+from cnndsl.train.checkpoint import checkpoint_path, load_numpy, load_torch, save_torch
 from cnndsl.train.data import load_source, stratified_split
 
 torch = pytest.importorskip("torch")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import CnnDslError, Diagnostic
+from ..files import atomic_write
 
 TORCH_NAME = "checkpoint.pt"
 NUMPY_NAME = "checkpoint.npz"
@@ -36,42 +35,11 @@ def checkpoint_path(directory: str | Path, backend: str) -> Path:
     return Path(directory) / (TORCH_NAME if backend == "torch" else NUMPY_NAME)
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write(handle)` on a temporary file beside `path`, then rename it over `path`.
-
-    On any failure or interruption (KeyboardInterrupt included) the temporary file is
-    removed and `path` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    _fsync_directory(path.parent)
-
-
 def save_torch(path: str | Path, state: dict[str, Any]) -> None:
     import torch
 
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda handle: torch.save(state, handle))
     except OSError as err:
         raise checkpoint_error(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
@@ -103,6 +71,7 @@ def save_numpy(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, 
     payload = dict(arrays)
     payload[META_KEY] = np.array(json.dumps(meta))
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda handle: np.savez(handle, **payload))
     except OSError as err:
         raise checkpoint_error(f"cannot write the checkpoint {path}: {err.strerror or err}") from None

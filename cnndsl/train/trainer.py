@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .checkpoint import atomic_write, checkpoint_path, remove_stale_temporaries
+from ..files import atomic_write
+from .checkpoint import checkpoint_path, remove_stale_temporaries
 from .config import TrainConfig, config_error, resume_differences
 from .data import Dataset, check_fit, data_error, load_source
 from .distributed import World, world_from_env
@@ -69,7 +70,8 @@ def make_engine(network: Network, config: TrainConfig, dataset: Dataset, world: 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     text = json.dumps(metrics, indent=2) + "\n"
     try:
-        atomic_write(path, lambda handle: handle.write(text.encode()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text.encode())
     except OSError as err:
         raise config_error(f"cannot write --metrics-json {path}: {err.strerror or err}") from None
 
