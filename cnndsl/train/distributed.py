@@ -49,12 +49,15 @@ def init_process_group(world: World, device_type: str) -> None:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://")
 
 
-def destroy_process_group(world: World) -> None:
+def destroy_process_group(world: World, synchronize: bool = False) -> None:
+    """Leave the process group; with `synchronize`, only once every rank has finished (a barrier)."""
     if not world.distributed:
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -110,5 +110,5 @@ class NumpyEngine:
         self.model.rng.bit_generator.state = meta["rng"]
         return {k: meta[k] for k in ("epoch", "history", "config")}
 
-    def close(self) -> None:
-        pass
+    def close(self, synchronize: bool = False) -> None:
+        pass  # a single process holds nothing to release

@@ -223,6 +223,6 @@ class TorchEngine:
                 torch.cuda.set_rng_state(own["cuda"], self.device)
         return {k: checkpoint[k] for k in ("epoch", "history", "config")}
 
-    def close(self) -> None:
+    def close(self, synchronize: bool = False) -> None:
         torch.set_num_threads(self.previous_threads)
-        destroy_process_group(self.world)
+        destroy_process_group(self.world, synchronize)

@@ -43,8 +43,8 @@ class Engine(Protocol):
     def restore(self, path: Path) -> dict[str, Any] | None:
         """Load a checkpoint into the engine and return its `state`; None when there is none."""
 
-    def close(self) -> None:
-        """Release what the run holds (the process group)."""
+    def close(self, synchronize: bool = False) -> None:
+        """Release what the run holds (the process group); `synchronize` waits for every rank first."""
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
@@ -101,9 +101,14 @@ def train(network: Network, config: TrainConfig, world: World | None = None) -> 
     reporter = Reporter(enabled=world.is_main, progress=config.progress)
     engine = make_engine(network, config, dataset, world)
     try:
-        return _run(network, config, dataset, world, engine, reporter)
-    finally:
+        result = _run(network, config, dataset, world, engine, reporter)
+    except BaseException:
         engine.close()
+        raise
+    # Every rank got here: wait for the others before tearing the process group down, so
+    # that no rank exits while gloo still has a peer mid-operation (which aborts it).
+    engine.close(synchronize=True)
+    return result
 
 
 def _guarded(step: Any, *args: Any) -> Any:
