@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import cnndsl
 from cnndsl.cli import main
 
 RESNET_LIKE = """network Small(num_classes=10)
@@ -122,3 +123,10 @@ def test_real_subprocess_never_imports_torch(small: Path) -> None:
     assert done.returncode == 0, done.stderr
     done = subprocess.run([sys.executable, "-m", "cnndsl", "check", str(small)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "Total params:" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["classic", "resnet18", "googlenet"])
+def test_golden_summaries_of_zoo_networks(name: str, golden) -> None:
+    root = Path(__file__).resolve().parent.parent
+    net = cnndsl.load(root / "architectures" / f"{name}.cnn")
+    golden(f"summary_{name}.txt", net.summary().replace(str(root) + "/", "") + "\n")
