@@ -10,6 +10,7 @@ Dropout) is saved per rank in each checkpoint, so a resumed run repeats the unin
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,4 +226,9 @@ class TorchEngine:
 
     def close(self, synchronize: bool = False) -> None:
         torch.set_num_threads(self.previous_threads)
+        # DDP's reducer holds the process group: release it before the group is torn down, or
+        # its destruction later, at exit, can abort the process (gloo: "terminate called
+        # without an active exception").
+        self.__dict__.pop("runner", None)
+        gc.collect()
         destroy_process_group(self.world, synchronize)
