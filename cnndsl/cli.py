@@ -11,6 +11,7 @@ import click
 
 from .checker import parse_value
 from .errors import Diagnostic, use_color
+from .files import same_file
 from .network import Network, check_source
 from .shapes import Shape
 
@@ -152,7 +153,7 @@ def render(
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="-o/--output") from None
     # Checked before reading: a drawing written over its own source would destroy it.
-    if file != "-" and Path(file).exists() and Path(output).exists() and Path(file).samefile(output):
+    if file != "-" and Path(file).exists() and same_file(file, output):
         raise click.BadParameter(f"refusing to overwrite the input file {file}", param_hint="-o/--output")
     network = load_for_command(file, input_text, sets)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CnnDslError, Diagnostic
-from .files import atomic_write
+from .files import atomic_write, same_file
 
 if TYPE_CHECKING:
     from .network import Network
@@ -39,9 +39,7 @@ def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Pat
         for source in protected:
             if str(source) == "-":
                 continue
-            if os.path.realpath(source) == resolved or (
-                os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output)
-            ):
+            if same_file(source, output):
                 raise _error(f"refusing to overwrite the input file {source}", "choose another output path", str(source))
         if resolved in seen:
             raise _error(f"{seen[resolved]} and {output} are the same file", "give each output its own path", str(output))

@@ -46,6 +46,14 @@ def atomic_write(path: str | Path, content: bytes | Callable[[IO[bytes]], None])
     _fsync_directory(folder)
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when `a` and `b` name one file (same real path, or hard links to it): outputs must never replace their input."""
+    try:
+        return os.path.realpath(a) == os.path.realpath(b) or (os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
 def _fsync_directory(directory: Path) -> None:
     # Makes the rename itself durable; not every platform lets a directory be opened.
     with contextlib.suppress(OSError):

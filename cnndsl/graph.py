@@ -15,7 +15,6 @@ so no name can add attributes or statements to the DOT source.
 from __future__ import annotations
 
 import html
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 import graphviz
 
-from .files import atomic_write
+from .files import atomic_write, same_file
 from .ir import Layer, Node, Parallel, Sequence
 from .limits import MAX_DRAWN_NODES
 from .shapes import Shape
@@ -456,7 +455,7 @@ def render(
     path = Path(path)
     fmt = format_for(path, fmt)
     source = network.filename
-    if not source.startswith("<") and _same_file(Path(source), path):
+    if not source.startswith("<") and same_file(source, path):
         raise RenderError(f"refusing to overwrite the input file {source}; choose another output name")
     data = graph_bytes(build_graph(network, expand=expand, depth=depth, rankdir=rankdir), fmt)
     try:
@@ -464,13 +463,6 @@ def render(
     except OSError as err:
         raise RenderError(f"cannot write {path}: {err.strerror or err}") from None
     return path
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------
