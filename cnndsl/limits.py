@@ -30,5 +30,5 @@ MAX_DRAWN_NODES = 5_000
 MAX_ACTIVATION_BYTES = 16 * 2**30
 """Largest activation memory one forward pass may need (the IR's estimate times the batch)."""
 
-MAX_TORCH_BYTES = 16 * 2**30
-"""Largest float32 parameter and buffer memory that the torch backend allocates (estimated from the IR first)."""
+MAX_WEIGHT_BYTES = 16 * 2**30
+"""Largest float32 parameter and buffer memory the torch and NumPy backends allocate (estimated from the IR first)."""

@@ -131,7 +131,7 @@ class Network:
 
         `seed` makes the initial weights reproducible without touching the global RNG;
         networks whose weights would need more than `max_bytes` (default
-        `limits.MAX_TORCH_BYTES`) are refused with a CnnDslError before anything is allocated.
+        `limits.MAX_WEIGHT_BYTES`) are refused with a CnnDslError before anything is allocated.
         """
         from .torch_backend import build_module
 

@@ -24,7 +24,7 @@ from .errors import CnnDslError, Diagnostic
 from .ir import Layer, Node, Parallel, Sequence
 from .limits import MAX_ACTIVATION_BYTES
 from .numpy_ops import NpContext, Scratch, Tensors
-from .torch_backend import check_size  # the size check from the IR; that module loads torch only when building
+from .resources import check_size
 
 if TYPE_CHECKING:
     from .network import Network

@@ -17,7 +17,7 @@ import cnndsl
 from cnndsl.errors import CnnDslError
 from cnndsl.layers import KINDS, LayerKind
 from cnndsl.names import module_names
-from cnndsl.torch_backend import estimate_bytes
+from cnndsl.resources import estimate_bytes
 
 SMALL = """network Small(classes=5)
 input 3x17x13
