@@ -448,8 +448,12 @@ class Checker:
             self.sink.error(err.message, el.pos, err.hint, scope.notes())
             state.shape = None
             return None
-        field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
-        jump = (max(s.jump[0] for s in ends), max(s.jump[1] for s in ends))
+        # A branch that broadcasts (a squeeze-excitation gate's 1x1 map) scales the other
+        # branches' pixels without moving where they come from: only full-size branches count.
+        spatial = [s for s in ends if s.shape is not None and s.shape.is_image and s.shape.spatial == out.spatial]
+        counted = spatial or ends
+        field = (max(s.field[0] for s in counted), max(s.field[1] for s in counted))
+        jump = (max(s.jump[0] for s in counted), max(s.jump[1] for s in counted))
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, jump)
         state.shape, state.field, state.jump = out, field, jump
         return Parallel(
@@ -534,7 +538,8 @@ class Checker:
         if block is not None:
             return self._block_call(block, call, scope, state, name, path, label)
         hint = (
-            suggest(call.name, [*self._layer_names(), *self.blocks]) or "see the layer table in LANGUAGE.md, or define a `block`"
+            suggest(call.name, [*self._layer_names(), *self.blocks])
+            or "`cnndsl layers` lists every layer kind; or define a `block`"
         )
         self.sink.error(f"unknown layer or block `{call.name}`", call.pos, hint, scope.notes())
         for arg in call.args:  # still check the argument expressions

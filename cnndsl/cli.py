@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from . import zoo
 from .checker import parse_value
 from .errors import Diagnostic, use_color
 from .files import same_file
@@ -39,10 +40,12 @@ def read_source(path: str) -> tuple[bytes | None, str, str | None]:
     """(data, display name, error) for a path or `-` (standard input)."""
     if path == "-":
         return sys.stdin.buffer.read(), "<stdin>", None
+    path = str(zoo.find(path) or path)
     try:
         return Path(path).read_bytes(), path, None
     except OSError as err:
-        return None, path, f"{path}: error: cannot read the file: {err.strerror or err}"
+        hint = f"\nhint: {zoo.missing_hint(path)}" if isinstance(err, FileNotFoundError) else ""
+        return None, path, f"{path}: error: cannot read the file: {err.strerror or err}{hint}"
 
 
 def load_for_command(path: str, input_text: str | None, sets: tuple[str, ...], strict: bool = False) -> Network:
@@ -76,7 +79,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (LANGUAGE.md's schema).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (docs/LANGUAGE.md's schema).")
 @click.option("--strict", is_flag=True, help='Treat "doesn\'t fit" warnings as errors.')
 @set_option
 @input_option
@@ -382,3 +385,38 @@ def np_save(path: str, array: Any) -> None:
     import numpy as np
 
     np.save(path, array)
+
+
+@main.command(name="layers")
+@click.option("--json", "as_json", is_flag=True, help="Print the registry as a JSON list.")
+@click.option("--markdown", is_flag=True, help="Print the layer table of docs/LANGUAGE.md.")
+def layers_command(as_json: bool, markdown: bool) -> None:
+    """List every layer kind: name, aliases, signature and what it does."""
+    from .layers.catalog import layers_json, layers_markdown, layers_text
+
+    if as_json:
+        click.echo(json.dumps(layers_json(), indent=1))
+    else:
+        click.echo(layers_markdown() if markdown else layers_text())
+
+
+@main.command(name="zoo")
+@click.option("--json", "as_json", is_flag=True, help="Print the zoo as a JSON list.")
+def zoo_command(as_json: bool) -> None:
+    """List the networks that ship with cnndsl; `cnndsl check NAME` checks one by name."""
+    rows = []
+    for entry in zoo.entries():
+        network, _ = check_source(entry.path.read_bytes(), str(entry.path))
+        params = network.params if network is not None else None
+        shape = str(network.input_shape) if network is not None else "?"
+        rows.append(
+            {"name": entry.name, "params": params, "input": shape, "description": entry.description, "path": str(entry.path)}
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        params = f"{row['params']:,}" if row["params"] is not None else "error"
+        line = f"{row['name']:<{width}}  {params:>12}  {row['input']:<11}  {row['description']}"
+        click.echo(line if len(line) <= 160 else line[:157] + "...")

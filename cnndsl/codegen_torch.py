@@ -135,7 +135,7 @@ def torch_call(network: Network, layer: Layer, inplace: bool) -> TorchCall:
         return layer.kind.torch_call(layer.args, layer.in_shape, inplace)
     except CnnDslError as err:
         message = err.errors[0].message if err.errors else str(err)
-        raise network_error(network, message, layer.pos, "see the layer table in LANGUAGE.md for the torch target") from None
+        raise network_error(network, message, layer.pos, "`cnndsl layers` lists every layer kind") from None
     except LayerError as err:
         raise network_error(network, err.message, layer.pos, err.hint) from None
 

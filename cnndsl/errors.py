@@ -52,7 +52,7 @@ class Diagnostic:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:
-        """The diagnostic as LANGUAGE.md's machine-readable schema, with hint and notes."""
+        """The diagnostic as docs/LANGUAGE.md's machine-readable schema, with hint and notes."""
         return {
             "severity": self.severity,
             "line": self.position.line if self.position else 0,

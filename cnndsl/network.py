@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import zoo
 from .checker import Checker, Value
 from .errors import CnnDslError, Diagnostic, DiagnosticSink
 from .ir import Layer, Sequence
@@ -89,7 +90,7 @@ class Network:
         return summary_table(self)
 
     def to_json(self) -> dict[str, Any]:
-        """LANGUAGE.md's machine-readable schema (with a few extra fields)."""
+        """docs/LANGUAGE.md's machine-readable schema (with a few extra fields)."""
         from .summary import network_json
 
         return network_json(self)
@@ -218,12 +219,16 @@ def parse(text: str | bytes, filename: str = "<string>", input: Any = None, *, s
 
 
 def load(path: str | Path, input: Any = None, *, strict: bool = False, **params: Value) -> Network:
-    """Read and check a `.cnn` file; raise CnnDslError with every diagnostic if it has errors."""
-    path = Path(path)
+    """Read and check a `.cnn` file or a zoo network by name (`"resnet50"`); raise CnnDslError on errors.
+
+    A path that exists wins over a zoo name.
+    """
+    path = zoo.find(str(path)) or Path(path)
     try:
         data = path.read_bytes()
     except OSError as err:
+        hint = zoo.missing_hint(str(path)) if isinstance(err, FileNotFoundError) else None
         raise CnnDslError(
-            [Diagnostic("error", f"cannot read the file: {err.strerror or err}", None, None, (), str(path))]
+            [Diagnostic("error", f"cannot read the file: {err.strerror or err}", None, hint, (), str(path))]
         ) from None
     return parse(data, str(path), input, strict=strict, **params)

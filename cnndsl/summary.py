@@ -117,6 +117,7 @@ def network_json(network: Network) -> dict[str, Any]:
                 "macs": layer.macs,
                 "args": {k: list(v) if isinstance(v, tuple) else v for k, v in layer.args.items()},
                 "receptive_field": list(layer.receptive_field),
+                "effective_stride": list(layer.jump),
                 "line": layer.pos.line,
                 "column": layer.pos.column,
             }

@@ -144,7 +144,7 @@ def lower_layer(network: Network, layer: Layer, inplace: bool = False) -> nn.Mod
         return layer.kind.torch_module(layer.args, layer.in_shape, inplace)
     except CnnDslError as err:  # the registry's "not supported by the torch backend"
         message = err.errors[0].message if err.errors else str(err)
-        raise network_error(network, message, layer.pos, "see the layer table in LANGUAGE.md for the torch target") from None
+        raise network_error(network, message, layer.pos, "`cnndsl layers` lists every layer kind") from None
     except LayerError as err:
         raise network_error(network, err.message, layer.pos, err.hint) from None
     except (RuntimeError, ValueError, TypeError, MemoryError) as err:

@@ -1,4 +1,10 @@
-"""Every construct of LANGUAGE.md, checked against hand-computed shapes and counts."""
+"""The language reference (docs/LANGUAGE.md) and the v1 contract, checked example by example.
+
+Every ```cnn block of docs/LANGUAGE.md must check without errors; every ```cnn-error block
+must fail with exactly the messages of the ```diagnostics block after it. The v1 contract's
+examples (tests/data/language_v1/, copied from the contract the project started from) keep
+checking with torchvision's counts.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +15,78 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnDslError
+from cnndsl.layers.catalog import layers_markdown
 
-LANGUAGE_MD = Path(__file__).resolve().parents[2] / "shared" / "LANGUAGE.md"
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGE_MD = ROOT / "docs" / "LANGUAGE.md"
+V1_EXAMPLES = ROOT / "tests" / "data" / "language_v1"
+V1_LAYER_SPELLINGS = (
+    "Conv Conv2d DWConv MaxPool Pool AvgPool GlobalAvgPool AdaptiveAvgPool FC Linear Dense Flatten BatchNorm BN "
+    "Dropout ReLU ReLU6 Sigmoid Tanh GELU SiLU Hardswish Hardsigmoid Softmax LeakyReLU ChannelShuffle Identity"
+).split()
+"""Every spelling of the v1 contract's layer table."""
 
 
-def language_examples() -> list[str]:
+def doc_examples() -> list[str]:
+    return re.findall(r"^```cnn\n(.*?)^```", LANGUAGE_MD.read_text(encoding="utf-8"), re.S | re.M)
+
+
+def doc_error_examples() -> list[tuple[str, str]]:
     text = LANGUAGE_MD.read_text(encoding="utf-8")
-    return [block for block in re.findall(r"```\n(.*?)```", text, re.S) if re.search(r"^input ", block, re.M)]
+    return re.findall(r"^```cnn-error\n(.*?)^```\n\n```diagnostics\n(.*?)^```", text, re.S | re.M)
+
+
+def v1_example(name: str) -> str:
+    return (V1_EXAMPLES / f"{name}.cnn").read_text(encoding="utf-8")
+
+
+def test_the_reference_has_examples_of_both_kinds() -> None:
+    assert len(doc_examples()) >= 7
+    assert len(doc_error_examples()) >= 3
+    # A cnn-error block without its diagnostics would escape both tests.
+    assert LANGUAGE_MD.read_text(encoding="utf-8").count("```cnn-error") == len(doc_error_examples())
+
+
+@pytest.mark.parametrize("source", doc_examples())
+def test_every_reference_example_checks(source: str) -> None:
+    net = cnndsl.parse(source)
+    assert net.layers
+    assert not [d for d in net.diagnostics if d.severity == "error"]
+
+
+@pytest.mark.parametrize(("source", "expected"), doc_error_examples())
+def test_every_reference_mistake_fails_with_the_message_shown(source: str, expected: str) -> None:
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(source, filename="example.cnn")
+    printed = "\n".join(d.format(color=False) for d in info.value.diagnostics)
+    assert printed.strip() == expected.strip()
+
+
+def test_the_layer_table_is_the_registry() -> None:
+    text = LANGUAGE_MD.read_text(encoding="utf-8")
+    table = text.split("<!-- layers:begin", 1)[1].split("\n", 1)[1].split("<!-- layers:end -->", 1)[0]
+    assert table.strip() == layers_markdown().strip(), "regenerate with `cnndsl layers --markdown`"
+
+
+def test_every_kind_has_its_shape_rule_in_the_reference() -> None:
+    rules = LANGUAGE_MD.read_text(encoding="utf-8").split("### Shape rules and counts, per kind", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in cnndsl.layers.KINDS if f"**{name}**" not in rules]
+    assert not missing, f"docs/LANGUAGE.md has no shape rule for {missing}"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "classic"])
+def test_every_v1_example_checks(name: str) -> None:
+    net = cnndsl.parse(v1_example(name))
+    assert net.layers
+    assert not [d for d in net.diagnostics if d.severity == "error"]
 
 
 def kinds(net: cnndsl.Network) -> list[str]:
     return [layer.kind.name for layer in net.layers]
 
 
-def test_language_md_has_examples() -> None:
-    assert len(language_examples()) >= 2
-
-
-@pytest.mark.parametrize("source", language_examples())
-def test_every_language_md_example_checks(source: str) -> None:
-    net = cnndsl.parse(source)
-    assert net.layers
-    assert not [d for d in net.diagnostics if d.severity == "error"]
-
-
 def test_resnet18_example_matches_torchvision_counts() -> None:
-    net = cnndsl.parse(language_examples()[0])
+    net = cnndsl.parse(v1_example("resnet18"))
     assert net.name == "ResNet18"
     assert net.params == 11_689_512
     assert net.buffers == 9_620
@@ -44,7 +96,7 @@ def test_resnet18_example_matches_torchvision_counts() -> None:
 
 
 def test_lecture_pattern_with_defaults() -> None:
-    net = cnndsl.parse(language_examples()[1])
+    net = cnndsl.parse(v1_example("classic"))
     assert kinds(net) == ["Conv", "ReLU", "MaxPool"] * 2 + ["Flatten"] + ["FC", "ReLU"] * 2 + ["FC"]
     # Conv 3->32 (896), Conv 32->32 (9,248), FC 2048->128 (262,272), FC 128->128 (16,512), FC 128->10 (1,290)
     assert net.params == 896 + 9_248 + 262_272 + 16_512 + 1_290
@@ -215,10 +267,36 @@ def test_activation_memory_counts_input_and_non_view_outputs() -> None:
 
 
 def test_every_layer_of_the_v1_table_is_available() -> None:
-    table = LANGUAGE_MD.read_text(encoding="utf-8").split("## Layers", 1)[1].split("##", 1)[0]
-    for row in table.splitlines()[3:]:
-        if not row.startswith("|"):
-            continue
-        for spelling in re.split(r"[ /,]+", row.split("|")[1].strip()):
-            if spelling:
-                assert cnndsl.layers.lookup(spelling) is not None, spelling
+    for spelling in V1_LAYER_SPELLINGS:
+        assert cnndsl.layers.lookup(spelling) is not None, spelling
+
+
+def test_receptive_field_is_that_of_the_last_spatial_layer_at_any_input_size() -> None:
+    # ResNet-18's published figure (435, stride 32): the global pool and the classifier do not add to it.
+    for side in (32, 224):
+        net = cnndsl.load(ROOT / "architectures" / "resnet18.cnn", input=(3, side, side))
+        assert net.receptive_field == (435, 435) and net.effective_stride == (32, 32)
+        assert net.to_json()["receptive_field"] == [435, 435]
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf", "mobilenet_v3_small"])
+def test_squeeze_excitation_gates_do_not_blow_up_the_receptive_field(name: str) -> None:
+    # A Mul gate's 1x1 branch used to multiply the effective stride by the whole map (8.2e21 for EfficientNet-B0).
+    net = cnndsl.load(ROOT / "architectures" / f"{name}.cnn")
+    assert net.effective_stride == (32, 32)
+    assert net.receptive_field[0] < 1_000
+    for layer in net.layers:
+        assert layer.jump[0] <= 32 and layer.receptive_field[0] < 1_000, layer.path
+    report = net.to_json()
+    assert all(row["effective_stride"][0] <= 32 for row in report["layers"])
+
+
+def test_a_gate_branch_keeps_the_field_of_the_map_it_scales() -> None:
+    net = cnndsl.parse("input 8x16x16\nConv(8, 3, pad=1), Mul[ | GAP, Conv(8, 1), Sigmoid ], Conv(8, 3, pad=1)")
+    assert [layer.receptive_field[0] for layer in net.layers] == [3, 3, 3, 3, 3, 5]
+    assert net.effective_stride == (1, 1)
+
+
+def test_adaptive_pooling_to_several_bins_still_widens_the_field() -> None:
+    net = cnndsl.parse("input 1x12x12\nAdaptiveAvgPool(3), flatten")
+    assert net.receptive_field == (4, 4) and net.effective_stride == (4, 4)

@@ -1,7 +1,7 @@
 """Every file in architectures/ through the PyTorch target: counts, shapes, generated source, torchvision.
 
 The zoo grows; these tests take whatever `architectures/*.cnn` (and `examples/*.cnn`)
-holds. A zoo file whose stem is a model in ../shared/reference/torchvision_ref.json
+holds. A zoo file whose stem is a model in tests/data/torchvision_ref.json
 (CNNDSL_REFERENCE overrides the path; the zoo names files after torchvision's models) is
 also compared with torchvision's parameter and buffer totals and its sorted list of
 state_dict tensor shapes.
@@ -26,15 +26,13 @@ import cnndsl
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "architectures").glob("*.cnn")) + sorted((ROOT / "examples").glob("*.cnn"))
-REFERENCE_FILE = Path(os.environ.get("CNNDSL_REFERENCE", ROOT.parent / "shared" / "reference" / "torchvision_ref.json"))
-REFERENCE = json.loads(REFERENCE_FILE.read_text())["models"] if REFERENCE_FILE.exists() else {}
+REFERENCE_FILE = Path(os.environ.get("CNNDSL_REFERENCE", ROOT / "tests" / "data" / "torchvision_ref.json"))
+REFERENCE = json.loads(REFERENCE_FILE.read_text())["models"]
 SMALL_SIDES = (32, 64, 96)
 """Input sides tried for the forward checks before falling back to the file's own input."""
 REAL_FORWARD_PARAM_LIMIT = 6_000_000
 """Networks up to this size also run with real tensors (initialising big ones costs seconds);
 every network runs on the meta device."""
-
-pytestmark = pytest.mark.skipif(not ZOO, reason="architectures/ holds no .cnn files")
 
 
 def _ids(path: Path) -> str:
@@ -73,7 +71,10 @@ def test_module_matches_the_ir(path: Path) -> None:
 REFERENCED = [p for p in ZOO if p.parent.name == "architectures" and p.stem in REFERENCE]
 
 
-@pytest.mark.skipif(not REFERENCE, reason=f"no torchvision reference at {REFERENCE_FILE} (set CNNDSL_REFERENCE)")
+def test_the_zoo_and_its_references_are_in_the_repository() -> None:
+    assert len(ZOO) >= 27 and len(REFERENCED) == 24
+
+
 @pytest.mark.parametrize("path", REFERENCED, ids=_ids)
 def test_module_matches_torchvision(path: Path) -> None:
     network = cnndsl.load(path)

@@ -1,6 +1,6 @@
 """The model zoo (architectures/*.cnn) against torchvision, layer by layer.
 
-Ground truth is /work/shared/reference/torchvision_ref.json (see its README): counts, FLOPs,
+Ground truth is tests/data/torchvision_ref.json (see tests/data/README.md): counts, FLOPs,
 the output shape of every leaf module call and every state_dict shape, recorded from
 torchvision itself. Each zoo file must agree on all of them.
 """
@@ -22,7 +22,7 @@ import cnndsl
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURES = ROOT / "architectures"
-REFERENCE = Path(os.environ.get("CNNDSL_REFERENCE", ROOT.parent / "shared" / "reference" / "torchvision_ref.json"))
+REFERENCE = Path(os.environ.get("CNNDSL_REFERENCE", ROOT / "tests" / "data" / "torchvision_ref.json"))
 
 # File stem -> reference model key.
 ZOO = {

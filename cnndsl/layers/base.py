@@ -119,21 +119,19 @@ class LayerKind:
         """The sliding window of windowed layers (for shape, fit and receptive-field rules)."""
         return None
 
-    def global_window(self, args: Args, shape: Shape) -> bool:
-        """True when every output sees the whole input map (global pooling, flatten)."""
-        return False
-
     def receptive(self, args: Args, shape: Shape, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
-        """Receptive field and effective stride (in input pixels) after this layer."""
+        """Receptive field and effective stride (in input pixels) after this layer.
+
+        Layers that collapse the map (global pooling, flatten) leave both as they were: what a
+        user means by a network's receptive field is that of its last spatial layer (435x435,
+        stride 32 for ResNet-18, at any input size), not the whole image.
+        """
         window = self.window(args)
         if window is not None:
             return (
                 (field[0] + (window.span(0) - 1) * jump[0], field[1] + (window.span(1) - 1) * jump[1]),
                 (jump[0] * window.stride[0], jump[1] * window.stride[1]),
             )
-        if shape.is_image and self.global_window(args, shape):
-            height, width = shape.spatial
-            return (field[0] + (height - 1) * jump[0], field[1] + (width - 1) * jump[1]), (jump[0] * height, jump[1] * width)
         return field, jump
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:

@@ -82,9 +82,6 @@ class Flatten(LayerKind):
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.numel,))
 
-    def global_window(self, args: Args, shape: Shape) -> bool:
-        return shape.is_image
-
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         return TorchCall("nn.Flatten")  # start_dim=1 keeps the batch; a flat input passes unchanged
 

@@ -113,9 +113,6 @@ class GlobalAvgPool(LayerKind):
         require_image(self.name, shape)
         return Shape((shape.channels, 1, 1))
 
-    def global_window(self, args: Args, shape: Shape) -> bool:
-        return True
-
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         return TorchCall("nn.AdaptiveAvgPool2d", (1,))
 
@@ -154,6 +151,9 @@ class AdaptiveAvgPool(LayerKind):
 
     def receptive(self, args: Args, shape: Shape, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
         # Each bin spans at most ceil(size / out) inputs and bins start floor(size / out) apart.
+        # A single bin is global pooling, which keeps the field of the last spatial layer.
+        if args["size"] == (1, 1):
+            return field, jump
         sizes = shape.spatial
         bins = [-(-sizes[a] // args["size"][a]) for a in (0, 1)]
         steps = [max(1, sizes[a] // args["size"][a]) for a in (0, 1)]

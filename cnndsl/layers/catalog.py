@@ -1,0 +1,54 @@
+"""The registry as users read it: `cnndsl layers`, its JSON, and the layer table of docs/LANGUAGE.md."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .base import KINDS, LayerKind
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    aliases: tuple[str, ...]
+    signature: str
+    input: str
+    description: str
+
+
+def _description(kind: LayerKind) -> str:
+    """The first sentence of the kind's docstring."""
+    doc = (type(kind).__doc__ or "").strip()
+    return doc.split("\n\n", 1)[0].replace("\n", " ")
+
+
+def layer_rows() -> list[LayerRow]:
+    """One row per registered kind, in registration order."""
+    return [
+        LayerRow(kind.name, tuple(kind.aliases), type(kind).signature_text(), kind.input_rank, _description(kind))
+        for kind in KINDS.values()
+    ]
+
+
+def layers_json() -> list[dict[str, object]]:
+    return [asdict(row) for row in layer_rows()]
+
+
+def layers_text() -> str:
+    """A plain table for the terminal: signature, aliases, input and description."""
+    out = []
+    for row in layer_rows():
+        aliases = f"  (also {', '.join(row.aliases)})" if row.aliases else ""
+        out.append(f"{row.signature}{aliases}")
+        out.append(f"    input: {row.input}. {row.description}")
+    return "\n".join(out)
+
+
+def layers_markdown() -> str:
+    """The layer table of docs/LANGUAGE.md (a test keeps the document equal to this)."""
+    lines = ["| layer | also spelt | signature | input | what it does |", "| --- | --- | --- | --- | --- |"]
+    for row in layer_rows():
+        aliases = ", ".join(f"`{a}`" for a in row.aliases) or "—"
+        description = row.description.replace("|", "\\|")
+        lines.append(f"| `{row.name}` | {aliases} | `{row.signature}` | {row.input} | {description} |")
+    return "\n".join(lines)
