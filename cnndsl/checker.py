@@ -17,7 +17,7 @@ from . import ast
 from .errors import DiagnosticSink, Position
 from .ir import Layer, Node, Parallel, Sequence
 from .layers import KINDS, LayerError, LayerKind, lookup
-from .layers.base import REQUIRED, ArgSpec, SameAs, format_value
+from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
 from .limits import MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
 from .names import module_names
 from .shapes import Pair, Shape
@@ -78,6 +78,17 @@ class State:
     shape: Shape | None
     field: Pair = (1, 1)
     jump: Pair = (1, 1)
+
+
+@dataclass
+class BoundArgs:
+    """A layer call's arguments, by the kind's own names, before `resolve`."""
+
+    values: dict[str, Value]
+    positions: dict[str, Position]
+    """Where each argument was given (in the call or in `defaults`), to point errors at it."""
+    inputs: list[tuple[ArgSpec, Value, Position]]
+    """Input sizes a PyTorch spelling repeated (`Conv2d`'s in_channels), to check after inference."""
 
 
 @dataclass
@@ -294,9 +305,22 @@ class Checker:
                 self.sink.error(f"unknown layer `{call.name}` in defaults", call.pos, hint)
                 continue
             entries = self.defaults.setdefault(kind.name, {})
-            bound = self._bind_names(kind.name, kind.signature, kind.signature_text(), call)
-            if bound is not None:
-                entries.update(bound)
+            specs = kind.signature_of(call.name)
+            bound = self._bind_names(_owner(kind, call.name), specs, kind.signature_text(call.name), call)
+            if bound is None:
+                continue
+            for spec in specs:
+                if spec.name not in bound:
+                    continue
+                if spec.role == "input":
+                    self.sink.error(
+                        f"`{spec.name}` cannot be a default: it is the input size, which each layer infers",
+                        bound[spec.name].pos,
+                        f"remove it from defaults; signature: {kind.signature_text(call.name)}",
+                    )
+                elif spec.role != "ignored":
+                    # Defaults apply to the kind whatever spelling uses them: stored by the kind's own argument names.
+                    entries[spec.canonical if spec.role == "arg" else spec.name] = bound[spec.name]
 
     def _input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
         if self.input_override is not None:
@@ -625,14 +649,11 @@ class Checker:
         self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
     ) -> Layer | None:
         shape = state.shape
-        args = self._layer_args(kind, call, scope, shape)
-        if args is None or shape is None:
+        bound_args = self._layer_args(kind, call, scope, shape)
+        if bound_args is None or shape is None:
             state.shape = None
             return None
-        arg_pos = {a.name.lower(): a.pos for a in call.args if a.name}
-        arg_pos.update(
-            {kind.signature[i].name: a.pos for i, a in enumerate(call.args) if a.name is None and i < len(kind.signature)}
-        )
+        args, arg_pos = bound_args.values, bound_args.positions
         try:
             args = kind.resolve(args, shape)
             out = kind.infer(args, shape)
@@ -640,9 +661,12 @@ class Checker:
             self.sink.error(
                 err.message,
                 arg_pos.get(err.arg or "", call.pos),
-                err.hint or f"signature: {kind.signature_text()}",
+                err.hint or f"signature: {kind.signature_text(call.name)}",
                 scope.notes(),
             )
+            state.shape = None
+            return None
+        if not self._check_declared_inputs(kind, call, bound_args.inputs, shape, scope):
             state.shape = None
             return None
         if out.numel > MAX_ELEMENTS:
@@ -743,53 +767,116 @@ class Checker:
                 scope.notes(),
             )
 
-    def _layer_args(self, kind: LayerKind, call: ast.Call, scope: Scope, shape: Shape | None) -> dict[str, Value] | None:
-        bound = self._bind_names(kind.name, kind.signature, kind.signature_text(), call)
+    def _layer_args(self, kind: LayerKind, call: ast.Call, scope: Scope, shape: Shape | None) -> BoundArgs | None:
+        """The kind's arguments from a call in the spelling it uses (PyTorch's spellings map theirs
+        onto the kind's), then `defaults`, then the signature's defaults."""
+        specs = kind.signature_of(call.name)
+        owner = _owner(kind, call.name)
+        signature = kind.signature_text(call.name)
+        bound = self._bind_names(owner, specs, signature, call)
         if bound is None:
             return None
         defaults = self.defaults.get(kind.name, {})
         network_scope = Scope(self._network_values, scope.calls)
-        values: dict[str, Value] = {}
+        result = BoundArgs({}, {}, [])
         ok = True
-        for spec in kind.signature:
+
+        def evaluate(spec: ArgSpec, source: ast.Arg, arg_scope: Scope) -> Value:
+            value = self._eval(source.value, arg_scope, shape)
+            if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same"):
+                self._number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
+            return self._coerce(owner, spec, value, source.value.pos)
+
+        targeted = {spec.canonical for spec in specs if spec.role == "arg"}
+        sources: list[tuple[ArgSpec, ast.Arg, Scope]] = []
+        for spec in specs:
+            default_key = spec.canonical if spec.role == "arg" else spec.name
             if spec.name in bound:
-                source, arg_scope = bound[spec.name], scope
-            elif spec.name in defaults:
-                source, arg_scope = defaults[spec.name], network_scope
-            else:
-                continue
+                sources.append((spec, bound[spec.name], scope))
+            elif spec.role in ("arg", "fixed") and default_key in defaults:
+                sources.append((spec, defaults[default_key], network_scope))
+        # `defaults` given through another spelling, for arguments this spelling does not name.
+        for spec in kind.signature:
+            if spec.role == "arg" and spec.name not in targeted and spec.name in defaults:
+                sources.append((spec, defaults[spec.name], network_scope))
+        for spec, source, arg_scope in sources:
             try:
-                value = self._eval(source.value, arg_scope, shape)
-                if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same"):
-                    self._number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
-                values[spec.name] = self._coerce(kind.name, spec, value, source.value.pos)
+                value = evaluate(spec, source, arg_scope)
             except EvalError as err:
-                self.sink.error(err.message, err.pos, err.hint or f"signature: {kind.signature_text()}", scope.notes())
+                self.sink.error(err.message, err.pos, err.hint or f"signature: {signature}", scope.notes())
                 ok = False
+                continue
             except Poisoned:
                 ok = False
+                continue
+            if spec.role == "arg":
+                result.values[spec.canonical] = value
+                result.positions[spec.canonical] = source.pos
+            elif spec.role == "input":
+                result.inputs.append((spec, value, source.pos))
+            elif spec.role == "fixed" and value not in (spec.default, (spec.default, spec.default)):
+                self.sink.error(
+                    f"{owner}: cnndsl supports only {spec.name}={format_value(spec.default)}; got {format_value(value)}",
+                    source.pos,
+                    f"remove `{spec.name}`; signature: {signature}",
+                    scope.notes(),
+                )
+                ok = False
+        if not ok:
+            return None
+        for index, spec in enumerate(specs):
+            if spec.default is REQUIRED and spec.canonical not in result.values:
+                self.sink.error(
+                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
+                    call.pos,
+                    f"signature: {signature}",
+                    scope.notes(),
+                )
+                ok = False
         for index, spec in enumerate(kind.signature):
-            if spec.name in values or not ok:
+            if spec.role != "arg" or spec.name in result.values or not ok:
                 continue
             if isinstance(spec.default, SameAs):
-                values[spec.name] = values.get(spec.default.name)
+                result.values[spec.name] = result.values.get(spec.default.name)
             elif spec.default is REQUIRED:
                 self.sink.error(
-                    f"{kind.name} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
+                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
                     call.pos,
-                    f"signature: {kind.signature_text()}",
+                    f"signature: {signature}",
                     scope.notes(),
                 )
                 ok = False
             else:
-                values[spec.name] = spec.default
-        return values if ok else None
+                result.values[spec.name] = spec.default
+        return result if ok else None
+
+    def _check_declared_inputs(
+        self, kind: LayerKind, call: ast.Call, inputs: list[tuple[ArgSpec, Value, Position]], shape: Shape, scope: Scope
+    ) -> bool:
+        """PyTorch's spellings repeat the input size (`Conv2d(3, 16, 3)`): it must be the inferred one."""
+        ok = True
+        for spec, value, pos in inputs:
+            if value == shape.channels:
+                continue
+            spelling = _owner(kind, call.name)
+            noun = "channels" if shape.is_image else "features"
+            self.sink.error(
+                f"{spelling}'s {spec.name} is {value} but its input has {shape.channels} {noun}",
+                pos,
+                f"the input here is {shape.describe()}: write {shape.channels}, or leave `{spec.name}` out and give the "
+                f"other arguments by keyword (cnndsl infers it); signature: {kind.signature_text(call.name)}",
+                scope.notes(),
+            )
+            ok = False
+        return ok
 
     def _bind_names(
         self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call, case_sensitive: bool = False
     ) -> dict[str, ast.Arg] | None:
         """Match a call's arguments to parameter names: positional first, then keywords."""
         names = [s.name for s in specs]
+        # Each spec's keyword names: its own and its other names (`padding` for `pad`).
+        keywords = {keyword: spec.name for spec in specs for keyword in (spec.name, *spec.keywords)}
         bound: dict[str, ast.Arg] = {}
         ok = True
         seen_keyword = False
@@ -813,7 +900,7 @@ class Checker:
                 continue
             seen_keyword = True
             key = arg.name if case_sensitive else arg.name.lower()
-            match = next((n for n in names if (n if case_sensitive else n.lower()) == key), None)
+            match = next((n for k, n in keywords.items() if (k if case_sensitive else k.lower()) == key), None)
             if match is None:
                 hint = suggest(arg.name, names)
                 hint = f"{hint} signature: {signature}" if hint else f"signature: {signature}"
@@ -942,6 +1029,11 @@ def _checked(value: int | float, pos: Position) -> int | float:
     if abs(value) > MAX_NUMBER:
         raise EvalError(f"the value {value:.3g} is too large; numbers are limited to 2^62", pos)
     return value
+
+
+def _owner(kind: LayerKind, spelling: str) -> str:
+    """The name messages use: the spelling when it has a signature of its own (`Conv2d`), else the kind's."""
+    return canonical_spelling(spelling) if kind.signature_of(spelling) is not kind.signature else kind.name
 
 
 def _plain(value: Value) -> Value:

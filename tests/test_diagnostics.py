@@ -23,7 +23,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ("unknown_argument", "input 3x8x8\nConv(3, 1, strid=2)", [("error", 2, 12, "Conv has no argument `strid`")]),
     ("missing_argument", "input 3x8x8\nConv(kernel=3)", [("error", 2, 1, "Conv needs `out`")]),
     ("duplicate_argument", "input 3x8x8\nConv(3, 1, out=4)", [("error", 2, 12, "`out` is given twice")]),
-    ("too_many_arguments", "input 3x8x8\nReLU(1)", [("error", 2, 6, "ReLU takes no arguments")]),
+    ("too_many_arguments", "input 3x8x8\nTanh(1)", [("error", 2, 6, "Tanh takes no arguments")]),
     ("ill_typed_argument", "input 3x8x8\nConv(3, 1, bias=2)", [("error", 2, 17, "`bias` must be true or false; got 2")]),
     ("non_positive_size", "input 3x8x8\nConv(0, 1)", [("error", 2, 6, "`out` must be a positive integer; got 0")]),
     ("negative_stride", "input 3x8x8\nConv(3, 1, stride=-1)", [("error", 2, 19, "`stride` must be a positive integer")]),
