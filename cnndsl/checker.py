@@ -229,6 +229,7 @@ class Checker:
         root = self._make_sequence(
             "", "", None, body[0].pos if body else Position(1, 1), shape, state.shape, children, "network", name
         )
+        self._logits_warning(root)
         return CheckResult(name, shape, root, dict(params))
 
     # -- header ------------------------------------------------------------------------
@@ -323,6 +324,36 @@ class Checker:
                     entries[spec.canonical if spec.role == "arg" else spec.name] = bound[spec.name]
 
     def _input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
+        shape = self._declared_input_shape(decl)
+        if shape is not None:
+            self._channels_last_warning(shape, None if self.input_override is not None or decl is None else decl.pos)
+        return shape
+
+    def _channels_last_warning(self, shape: Shape, pos: Position | None) -> None:
+        """`input 224x224x3` checks as 224 channels of width 3: almost surely an HxWxC image."""
+        if not shape.is_image:
+            return
+        first, height, last = shape
+        if last in (1, 3, 4) and first >= 16 and height >= 4 and first > last:
+            where = "input" if pos is not None else "--input"
+            self.sink.warning(
+                f"{where} {shape} looks channels-last; cnndsl takes CxHxW: did you mean {last}x{first}x{height}?",
+                pos,
+                f"write the channels first: `{last}x{first}x{height}` (channels x height x width)",
+            )
+
+    def _logits_warning(self, root: Sequence) -> None:
+        """A network that ends in Softmax or Sigmoid trains badly with cross-entropy, which expects logits."""
+        leaves = list(root.leaves())
+        last = leaves[-1] if leaves else None
+        if last is not None and last.kind.outputs_probabilities:
+            self.sink.warning(
+                f"the network ends in {last.kind.name}: cross-entropy expects logits; remove the final {last.kind.name} for training",
+                last.pos,
+                f"apply {last.kind.name.lower()} to the outputs when you need probabilities (`cnndsl run` prints them for logits)",
+            )
+
+    def _declared_input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
         if self.input_override is not None:
             return self.input_override
         if decl is None:

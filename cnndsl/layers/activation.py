@@ -117,6 +117,7 @@ ReLU6 = _activation(
 Sigmoid = _activation(
     "Sigmoid",
     "1 / (1 + exp(-x)) (nn.Sigmoid).",
+    outputs_probabilities=True,
     np_keep="y",
     np_apply=lambda self, args, x, out: ops.sigmoid(x, out),
     np_derivative=lambda self, args, x, y, dy: dy * y * (1.0 - y),
@@ -187,6 +188,7 @@ class Softmax(Activation):
 
     name = "Softmax"
     np_keep = "y"
+    outputs_probabilities = True
     signature = (ArgSpec("dim", "int", 1, role="fixed"),)  # nn.Softmax(dim=1): over channels or features
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:

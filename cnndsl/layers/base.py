@@ -134,6 +134,8 @@ class LayerKind:
     is_merge: ClassVar[bool] = False
     is_view: ClassVar[bool] = False
     """True when the output aliases the input (no new activation memory)."""
+    outputs_probabilities: ClassVar[bool] = False
+    """True for Softmax and Sigmoid: a network ending in one gives probabilities, not the logits cross-entropy expects."""
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         """The output shape for an input shape; raise LayerError when it does not apply."""
