@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import ast
@@ -20,7 +20,7 @@ from .layers import KINDS, LayerError, LayerKind, lookup
 from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
 from .limits import MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
 from .names import module_names
-from .shapes import Pair, Shape
+from .shapes import Pair, Shape, Window
 
 Value = Any  # int | float | bool | Word | tuple[int, int]
 MERGES = {name.lower(): kind for name, kind in KINDS.items() if kind.is_merge}
@@ -294,8 +294,18 @@ class Checker:
         )
         if not ok:
             self.sink.error(f"network parameter `{param.name}` must be a number, a boolean or a word; got {value!r}", param.pos)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+            return POISON
+        if isinstance(value, Word) and value.text.lower() != "same":
+            # Reported once here; the poisoned value keeps every use of the parameter from repeating it.
+            self.sink.error(
+                f"network parameter `{param.name}`: `{value.text}` is not a number",
+                param.pos,
+                f"give `{param.name}` a number, true/false or `same`",
+            )
+            return POISON
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
             self.sink.error(f"network parameter `{param.name}` is too large ({value}); the limit is 2^62", param.pos)
+            return POISON
         return value
 
     def _collect_defaults(self, decl: ast.DefaultsDecl) -> None:
@@ -497,14 +507,16 @@ class Checker:
             state.shape = None
             return None
         shapes = [s.shape for s in ends if s.shape is not None]
+        field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
+        jump = (max(s.jump[0] for s in ends), max(s.jump[1] for s in ends))
         try:
             out = kind.merge(shapes)
         except LayerError as err:
-            self.sink.error(err.message, el.pos, err.hint, scope.notes())
-            state.shape = None
+            notes = _branch_notes(branches, err.branch) if err.branch is not None else []
+            self.sink.error(err.message, el.pos, err.hint, [*notes, *scope.notes()])
+            # Go on with the shape the merge would give once fixed: later mistakes are independent of this one.
+            state.shape, state.field, state.jump = err.recovered, field, jump
             return None
-        field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
-        jump = (max(s.jump[0] for s in ends), max(s.jump[1] for s in ends))
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, jump)
         state.shape, state.field, state.jump = out, field, jump
         return Parallel(
@@ -695,10 +707,11 @@ class Checker:
                 err.hint or f"signature: {kind.signature_text(call.name)}",
                 scope.notes(),
             )
-            state.shape = None
+            # Where the output is known anyway (FC on an image), later layers are still checked.
+            state.shape = err.recovered
             return None
         if not self._check_declared_inputs(kind, call, bound_args.inputs, shape, scope):
-            state.shape = None
+            state.shape = out  # the output does not depend on the wrong in_channels: go on checking
             return None
         if out.numel > MAX_ELEMENTS:
             self.sink.error(
@@ -790,11 +803,13 @@ class Checker:
             if len(problems) == 2 and problems[0].replace("rows", "") == problems[1].replace("columns", ""):
                 problems = [problems[0].replace("rows", "rows and columns")]
             severity = "error" if self.strict else "warning"
+            general = "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input"
+            fix = _fit_fix(window, shape.spatial)
             self.sink.add(
                 severity,
                 f"{kind.name} doesn't fit its input {shape}: " + "; ".join(problems),
                 call.pos,
-                "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input",
+                f"{fix} (or {general})" if fix else general,
                 scope.notes(),
             )
 
@@ -1046,6 +1061,10 @@ class Checker:
 
     def _number(self, value: Value, expr: ast.Expr, scope: Scope) -> int | float:
         if isinstance(value, Word):
+            if value.text[0].isdigit():  # `2x3x3`: sizes as the summary prints them, but three of them
+                raise EvalError(
+                    f"`{value.text}` is not a value", expr.pos, "a kernel, stride or pad is one number or HxW, such as 3x3"
+                )
             names = [name for name, v in scope.values.items() if v is not POISON] + ["in_channels"]
             hint = suggest(value.text, names) or (f"names here: {', '.join(names)}" if names else None)
             raise EvalError(f"unknown name `{value.text}`", expr.pos, hint)
@@ -1060,6 +1079,62 @@ def _checked(value: int | float, pos: Position) -> int | float:
     if abs(value) > MAX_NUMBER:
         raise EvalError(f"the value {value:.3g} is too large; numbers are limited to 2^62", pos)
     return value
+
+
+def _branch_notes(branches: list[Sequence], odd: int) -> list[str]:
+    """Where branch 0 and the disagreeing branch got their shapes: the last layer of each that
+    changed the shape (the point where the two parted), or that it keeps its input's shape."""
+    notes = []
+    for index in (0, odd):
+        if index >= len(branches):
+            continue
+        branch = branches[index]
+        changed = [layer for layer in branch.leaves() if layer.out_shape != layer.in_shape]
+        if changed:
+            layer = changed[-1]
+            notes.append(
+                f"branch {index} gives {branch.out_shape}: `{layer.describe}` at line {layer.pos.line}, "
+                f"column {layer.pos.column} turns {layer.in_shape} into {layer.out_shape}"
+            )
+        else:
+            notes.append(f"branch {index} gives {branch.out_shape}: it keeps the shape of the merge's input")
+    return notes
+
+
+def _fit_fix(window: Window, sizes: Pair) -> str | None:
+    """The smallest change that makes (N - F + 2P)/S + 1 whole on both axes, with the lecture's
+    arithmetic: `pad=1 gives (7 - 3 + 2*1)/3 + 1 = 3`. More padding first (up to half the
+    window, which pooling allows too), then a kernel one or two larger or smaller; None when
+    neither helps."""
+
+    def fits(candidate: Window) -> bool:
+        for axis, size in enumerate(sizes):
+            numerator = size + 2 * candidate.pad[axis] - candidate.span(axis)
+            if numerator < 0 or numerator % candidate.stride[axis]:
+                return False
+        return True
+
+    def arithmetic(candidate: Window) -> str:
+        texts = [candidate.arithmetic(size, axis) for axis, size in enumerate(sizes)]
+        return texts[0] if texts[0] == texts[1] else " and ".join(texts)
+
+    def setting(name: str, values: Pair) -> str:
+        return f"{name}={values[0]}" if values[0] == values[1] else f"{name}=({values[0]}, {values[1]})"
+
+    def bumped(values: Pair, delta: int) -> Pair:
+        """`values` changed by `delta` on the axes that drop pixels."""
+        drops = [bool(window.dropped_pixels(size, axis)) for axis, size in enumerate(sizes)]
+        return (values[0] + delta if drops[0] else values[0], values[1] + delta if drops[1] else values[1])
+
+    for extra in range(1, max(window.stride) + 1):
+        candidate = replace(window, pad=bumped(window.pad, extra))
+        if all(2 * candidate.pad[axis] <= candidate.span(axis) for axis in (0, 1)) and fits(candidate):
+            return f"{setting('pad', candidate.pad)} gives {arithmetic(candidate)}"
+    for delta in (1, -1, 2, -2):
+        candidate = replace(window, kernel=bumped(window.kernel, delta))
+        if min(candidate.kernel) >= 1 and fits(candidate):
+            return f"{setting('kernel', candidate.kernel)} gives {arithmetic(candidate)}"
+    return None
 
 
 def _owner(kind: LayerKind, spelling: str) -> str:

@@ -85,13 +85,28 @@ class ArgSpec:
 
 
 class LayerError(Exception):
-    """A problem with one layer; `arg` names the argument to point at, if any."""
+    """A problem with one layer; `arg` names the argument to point at, if any.
 
-    def __init__(self, message: str, hint: str | None = None, arg: str | None = None) -> None:
+    `recovered` is the output the layer would have once the problem is fixed, where that is
+    known (FC on an image still gives `out` features): checking goes on with it, so that
+    independent errors further on are reported too. `branch` is, for a merge, the first
+    branch whose shape disagrees with branch 0's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        arg: str | None = None,
+        recovered: Shape | None = None,
+        branch: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.arg = arg
+        self.recovered = recovered
+        self.branch = branch
 
 
 Args = dict[str, Any]

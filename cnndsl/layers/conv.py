@@ -153,20 +153,23 @@ class Conv(WindowedKind):
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         require_image(self.name, shape)
+        out = windowed_shape(self.name, self.window(args), shape, args["out"])
         groups = args["groups"]
         if shape.channels % groups:
             raise LayerError(
                 f"Conv: groups={groups} must divide the input channels; got {shape.channels} input channels",
                 f"choose groups among the divisors of {shape.channels}",
                 arg="groups",
+                recovered=out,
             )
         if args["out"] % groups:
             raise LayerError(
                 f"Conv: groups={groups} must divide the output channels; got out={args['out']}",
                 "make out a multiple of groups",
                 arg="groups",
+                recovered=out,
             )
-        return windowed_shape(self.name, self.window(args), shape, args["out"])
+        return out
 
     def param_count(self, args: Args, shape: Shape) -> int:
         kh, kw = args["kernel"]

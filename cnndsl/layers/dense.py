@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..lazy import numpy as np
 from ..lazy import numpy_ops as ops
 from ..shapes import Shape
-from .base import INFERRED, Args, ArgSpec, LayerKind, TorchCall, register, require_flat
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register, require_flat
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors
@@ -37,7 +37,11 @@ class FC(LayerKind):
     }
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_flat(self.name, shape)
+        try:
+            require_flat(self.name, shape)
+        except LayerError as err:
+            err.recovered = Shape((args["out"],))  # the layers after a missing `flatten` are checked too
+            raise
         return Shape((args["out"],))
 
     def param_count(self, args: Args, shape: Shape) -> int:
