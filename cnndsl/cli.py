@@ -81,12 +81,38 @@ def main() -> None:
 @set_option
 @input_option
 @click.option("-q", "--quiet", is_flag=True, help="Print diagnostics only.")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Open blocks and groups N levels deep; deeper ones are one row with their totals.",
+)
+@click.option("--expand", is_flag=True, help="Show every layer (no folding).")
+@click.option(
+    "--columns",
+    "columns_text",
+    default="output,params,macs",
+    show_default=True,
+    metavar="C,C,...",
+    help="Columns among input, output, params, macs, rf (receptive field), kernel.",
+)
 def check(
-    files: tuple[str, ...], as_json: bool, strict: bool, sets: tuple[str, ...], input_text: str | None, quiet: bool
+    files: tuple[str, ...],
+    as_json: bool,
+    strict: bool,
+    sets: tuple[str, ...],
+    input_text: str | None,
+    quiet: bool,
+    depth: int,
+    expand: bool,
+    columns_text: str,
 ) -> None:
     """Check FILES (`-` for standard input) and print each network's summary."""
     input_shape = _parse_input(input_text)
     params = _parse_sets(sets)
+    columns = _parse_columns(columns_text)
     failed = False
     for index, path in enumerate(files):
         data, name, error = read_source(path)
@@ -105,8 +131,20 @@ def check(
         if network is not None and not quiet:
             if index:
                 click.echo()
-            click.echo(network.summary())
+            click.echo(network.summary(None if expand else depth, columns))
     sys.exit(1 if failed else 0)
+
+
+def _parse_columns(text: str) -> tuple[str, ...]:
+    from .summary import COLUMNS
+
+    columns = tuple(c.strip().lower() for c in text.split(",") if c.strip())
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown or not columns:
+        raise click.BadParameter(
+            f"unknown column {', '.join(unknown) or '(none given)'}; choose among {', '.join(COLUMNS)}", param_hint="--columns"
+        )
+    return columns
 
 
 @main.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import graphviz
 
     from .numpy_backend import NumpyModel
+    from .summary import Summary
 
 
 class Network:
@@ -82,11 +83,17 @@ class Network:
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
-    def summary(self) -> str:
-        """The torchinfo-like table with totals, as `cnndsl check` prints it."""
-        from .summary import summary_table
+    def summary(self, depth: int | None = 1, columns: Iterable[str] = ("output", "params", "macs")) -> Summary:
+        """The torchinfo-like table with totals, as `cnndsl check` prints it.
 
-        return summary_table(self)
+        Containers (block calls, repetitions, labelled groups, merges) deeper than `depth`
+        fold into one row with their totals (None: every layer). `columns` chooses among
+        input, output, params, macs, rf (receptive field) and kernel. The result is the text
+        (a `str`); Jupyter displays it as an HTML table.
+        """
+        from .summary import Summary
+
+        return Summary(self, depth, tuple(columns))
 
     def to_json(self) -> dict[str, Any]:
         """LANGUAGE.md's machine-readable schema (with a few extra fields)."""
