@@ -486,8 +486,9 @@ def notebook_html(network: Network) -> str:
         # An inline <svg> in HTML must not carry the XML prolog or the doctype.
         start = svg.find("<svg")
         picture = svg[start:] if start >= 0 else svg
-    table = html.escape(network.summary())
+    from .summary import warnings_html
+
     return (
-        f'<div class="cnndsl-network">{picture}'
-        f"<details><summary>{html.escape(repr(network))}</summary><pre>{table}</pre></details></div>"
+        f'<div class="cnndsl-network">{warnings_html(network)}{picture}'
+        f"<details><summary>{html.escape(repr(network))}</summary>{network.summary()._repr_html_()}</details></div>"
     )

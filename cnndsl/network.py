@@ -125,12 +125,15 @@ class Network:
             return None
         return notebook_svg(self)
 
-    def _repr_html_(self) -> str | None:
-        """The drawing with the summary table folded under it (Jupyter prefers this to the SVG)."""
+    def _repr_html_(self) -> str:
+        """The warnings, the drawing and the summary table folded under them (Jupyter prefers
+        this to the SVG); without the graphviz package, the warnings and the table."""
         try:
             from .graph import notebook_html
         except ImportError:
-            return None
+            from .summary import warnings_html
+
+            return f'<div class="cnndsl-network">{warnings_html(self)}{self.summary()._repr_html_()}</div>'
         return notebook_html(self)
 
     def to_torch(self, seed: int | None = None, max_bytes: int | None = None) -> Any:

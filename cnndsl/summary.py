@@ -226,6 +226,14 @@ class Summary(str):
         )
 
 
+def warnings_html(network: Network) -> str:
+    """The network's warnings for Jupyter, formatted as `check` prints them (a warning must not hide in a notebook)."""
+    return "".join(
+        f'<pre class="cnndsl-warning" style="color:#8a5300;background:#fff8e5;padding:0.4em">{html.escape(str(d))}</pre>'
+        for d in network.warnings
+    )
+
+
 def _human(n: int, unit: str = "") -> str:
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= scale:
