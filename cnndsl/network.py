@@ -109,12 +109,20 @@ class Network:
         return build_graph(self, expand=expand, depth=depth, rankdir=rankdir)
 
     def render(
-        self, path: str | Path, format: str | None = None, *, expand: bool = False, depth: int | None = None, rankdir: str = "TB"
+        self,
+        path: str | Path,
+        format: str | None = None,
+        *,
+        expand: bool = False,
+        depth: int | None = None,
+        rankdir: str = "TB",
+        dpi: float | None = None,
     ) -> Path:
-        """Draw into `path` (.svg, .png, .pdf or .dot, or `format`); SVG/PNG/PDF need Graphviz's `dot`."""
+        """Draw into `path` (.svg, .png, .pdf or .dot, or `format`); SVG/PNG/PDF need Graphviz's `dot`.
+        `dpi` sets a PNG's resolution (Graphviz's default 96; 192 for slides)."""
         from .graph import render
 
-        return render(self, path, format, expand=expand, depth=depth, rankdir=rankdir)
+        return render(self, path, format, expand=expand, depth=depth, rankdir=rankdir, dpi=dpi)
 
     def _repr_svg_(self) -> str | None:
         # Jupyter shows this without extra calls; None (no `dot`, or no graphviz package)
