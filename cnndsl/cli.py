@@ -14,6 +14,7 @@ from .errors import Diagnostic, use_color
 from .files import same_file
 from .network import Network, check_source
 from .shapes import Shape
+from .summary import COLUMNS, DEFAULT_COLUMNS, DEFAULT_DEPTH
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def main() -> None:
 @click.option(
     "--depth",
     type=click.IntRange(min=0),
-    default=1,
+    default=DEFAULT_DEPTH,
     show_default=True,
     metavar="N",
     help="Open blocks and groups N levels deep; deeper ones are one row with their totals.",
@@ -93,7 +94,7 @@ def main() -> None:
 @click.option(
     "--columns",
     "columns_text",
-    default="output,params,macs",
+    default=",".join(DEFAULT_COLUMNS),
     show_default=True,
     metavar="C,C,...",
     help="Columns among input, output, params, macs, rf (receptive field), kernel.",
@@ -136,8 +137,6 @@ def check(
 
 
 def _parse_columns(text: str) -> tuple[str, ...]:
-    from .summary import COLUMNS
-
     columns = tuple(c.strip().lower() for c in text.split(",") if c.strip())
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown or not columns:

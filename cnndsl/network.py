@@ -12,6 +12,7 @@ from .errors import CnnDslError, Diagnostic, DiagnosticSink
 from .ir import Layer, Sequence
 from .parser import check_text, decode_source, parse_program
 from .shapes import Pair, Shape
+from .summary import DEFAULT_COLUMNS, DEFAULT_DEPTH
 
 if TYPE_CHECKING:
     import graphviz
@@ -83,7 +84,7 @@ class Network:
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
-    def summary(self, depth: int | None = 1, columns: Iterable[str] = ("output", "params", "macs")) -> Summary:
+    def summary(self, depth: int | None = DEFAULT_DEPTH, columns: Iterable[str] = DEFAULT_COLUMNS) -> Summary:
         """The torchinfo-like table with totals, as `cnndsl check` prints it.
 
         Containers (block calls, repetitions, labelled groups, merges) deeper than `depth`
