@@ -200,6 +200,10 @@ class Summary(str):
         # The table itself at a Python prompt, not a quoted string full of \n.
         return str.__str__(self)
 
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        # Copied or pickled, a summary is its text (the network it describes does not travel).
+        return str, (str.__str__(self),)
+
     def _repr_html_(self) -> str:
         """The same rows and totals as HTML tables (Jupyter shows this instead of the text)."""
         esc = html.escape
