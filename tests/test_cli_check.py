@@ -213,3 +213,12 @@ def test_readme_example_table_is_what_check_prints() -> None:
     shown = readme[start : readme.index("```", start)]
     result = run("check", zoo("classic"))
     assert shown == result.output.replace(str(root) + "/", "")
+
+
+def test_summary_is_its_text_and_copies_as_text() -> None:
+    import copy
+    import pickle
+
+    summary = cnndsl.load(zoo("classic")).summary()
+    assert isinstance(summary, str) and summary.startswith("classic (") and repr(summary) == str(summary)
+    assert copy.deepcopy(summary) == summary and pickle.loads(pickle.dumps(summary)) == summary
