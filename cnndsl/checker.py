@@ -10,17 +10,17 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import ast
 from .errors import DiagnosticSink, Position
 from .ir import Layer, Node, Parallel, Sequence
 from .layers import KINDS, LayerError, LayerKind, lookup
-from .layers.base import REQUIRED, ArgSpec, SameAs, format_value
+from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
 from .limits import MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
 from .names import module_names
-from .shapes import Pair, Shape
+from .shapes import Pair, Shape, Window
 
 Value = Any  # int | float | bool | Word | tuple[int, int]
 MERGES = {name.lower(): kind for name, kind in KINDS.items() if kind.is_merge}
@@ -78,6 +78,17 @@ class State:
     shape: Shape | None
     field: Pair = (1, 1)
     jump: Pair = (1, 1)
+
+
+@dataclass
+class BoundArgs:
+    """A layer call's arguments, by the kind's own names, before `resolve`."""
+
+    values: dict[str, Value]
+    positions: dict[str, Position]
+    """Where each argument was given (in the call or in `defaults`), to point errors at it."""
+    inputs: list[tuple[ArgSpec, Value, Position]]
+    """Input sizes a PyTorch spelling repeated (`Conv2d`'s in_channels), to check after inference."""
 
 
 @dataclass
@@ -218,6 +229,7 @@ class Checker:
         root = self._make_sequence(
             "", "", None, body[0].pos if body else Position(1, 1), shape, state.shape, children, "network", name
         )
+        self._logits_warning(root)
         return CheckResult(name, shape, root, dict(params))
 
     # -- header ------------------------------------------------------------------------
@@ -282,8 +294,18 @@ class Checker:
         )
         if not ok:
             self.sink.error(f"network parameter `{param.name}` must be a number, a boolean or a word; got {value!r}", param.pos)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+            return POISON
+        if isinstance(value, Word) and value.text.lower() != "same":
+            # Reported once here; the poisoned value keeps every use of the parameter from repeating it.
+            self.sink.error(
+                f"network parameter `{param.name}`: `{value.text}` is not a number",
+                param.pos,
+                f"give `{param.name}` a number, true/false or `same`",
+            )
+            return POISON
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
             self.sink.error(f"network parameter `{param.name}` is too large ({value}); the limit is 2^62", param.pos)
+            return POISON
         return value
 
     def _collect_defaults(self, decl: ast.DefaultsDecl) -> None:
@@ -294,11 +316,54 @@ class Checker:
                 self.sink.error(f"unknown layer `{call.name}` in defaults", call.pos, hint)
                 continue
             entries = self.defaults.setdefault(kind.name, {})
-            bound = self._bind_names(kind.name, kind.signature, kind.signature_text(), call)
-            if bound is not None:
-                entries.update(bound)
+            specs = kind.signature_of(call.name)
+            bound = self._bind_names(_owner(kind, call.name), specs, kind.signature_text(call.name), call)
+            if bound is None:
+                continue
+            for spec in specs:
+                if spec.name not in bound:
+                    continue
+                if spec.role == "input":
+                    self.sink.error(
+                        f"`{spec.name}` cannot be a default: it is the input size, which each layer infers",
+                        bound[spec.name].pos,
+                        f"remove it from defaults; signature: {kind.signature_text(call.name)}",
+                    )
+                elif spec.role != "ignored":
+                    # Defaults apply to the kind whatever spelling uses them: stored by the kind's own argument names.
+                    entries[spec.canonical if spec.role == "arg" else spec.name] = bound[spec.name]
 
     def _input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
+        shape = self._declared_input_shape(decl)
+        if shape is not None:
+            self._channels_last_warning(shape, None if self.input_override is not None or decl is None else decl.pos)
+        return shape
+
+    def _channels_last_warning(self, shape: Shape, pos: Position | None) -> None:
+        """`input 224x224x3` checks as 224 channels of width 3: almost surely an HxWxC image."""
+        if not shape.is_image:
+            return
+        first, height, last = shape
+        if last in (1, 3, 4) and first >= 16 and height >= 4 and first > last:
+            where = "input" if pos is not None else "--input"
+            self.sink.warning(
+                f"{where} {shape} looks channels-last; cnndsl takes CxHxW: did you mean {last}x{first}x{height}?",
+                pos,
+                f"write the channels first: `{last}x{first}x{height}` (channels x height x width)",
+            )
+
+    def _logits_warning(self, root: Sequence) -> None:
+        """A network that ends in Softmax or Sigmoid trains badly with cross-entropy, which expects logits."""
+        leaves = list(root.leaves())
+        last = leaves[-1] if leaves else None
+        if last is not None and last.kind.outputs_probabilities:
+            self.sink.warning(
+                f"the network ends in {last.kind.name}: cross-entropy expects logits; remove the final {last.kind.name} for training",
+                last.pos,
+                f"apply {last.kind.name.lower()} to the outputs when you need probabilities (`cnndsl run` prints them for logits)",
+            )
+
+    def _declared_input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
         if self.input_override is not None:
             return self.input_override
         if decl is None:
@@ -442,11 +507,15 @@ class Checker:
             state.shape = None
             return None
         shapes = [s.shape for s in ends if s.shape is not None]
+        field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
+        jump = (max(s.jump[0] for s in ends), max(s.jump[1] for s in ends))
         try:
             out = kind.merge(shapes)
         except LayerError as err:
-            self.sink.error(err.message, el.pos, err.hint, scope.notes())
-            state.shape = None
+            notes = _branch_notes(branches, err.branch) if err.branch is not None else []
+            self.sink.error(err.message, el.pos, err.hint, [*notes, *scope.notes()])
+            # Go on with the shape the merge would give once fixed: later mistakes are independent of this one.
+            state.shape, state.field, state.jump = err.recovered, field, jump
             return None
         # A branch that broadcasts (a squeeze-excitation gate's 1x1 map) scales the other
         # branches' pixels without moving where they come from: only full-size branches count.
@@ -630,14 +699,11 @@ class Checker:
         self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
     ) -> Layer | None:
         shape = state.shape
-        args = self._layer_args(kind, call, scope, shape)
-        if args is None or shape is None:
+        bound_args = self._layer_args(kind, call, scope, shape)
+        if bound_args is None or shape is None:
             state.shape = None
             return None
-        arg_pos = {a.name.lower(): a.pos for a in call.args if a.name}
-        arg_pos.update(
-            {kind.signature[i].name: a.pos for i, a in enumerate(call.args) if a.name is None and i < len(kind.signature)}
-        )
+        args, arg_pos = bound_args.values, bound_args.positions
         try:
             args = kind.resolve(args, shape)
             out = kind.infer(args, shape)
@@ -645,10 +711,14 @@ class Checker:
             self.sink.error(
                 err.message,
                 arg_pos.get(err.arg or "", call.pos),
-                err.hint or f"signature: {kind.signature_text()}",
+                err.hint or f"signature: {kind.signature_text(call.name)}",
                 scope.notes(),
             )
-            state.shape = None
+            # Where the output is known anyway (FC on an image), later layers are still checked.
+            state.shape = err.recovered
+            return None
+        if not self._check_declared_inputs(kind, call, bound_args.inputs, shape, scope):
+            state.shape = out  # the output does not depend on the wrong in_channels: go on checking
             return None
         if out.numel > MAX_ELEMENTS:
             self.sink.error(
@@ -740,61 +810,126 @@ class Checker:
             if len(problems) == 2 and problems[0].replace("rows", "") == problems[1].replace("columns", ""):
                 problems = [problems[0].replace("rows", "rows and columns")]
             severity = "error" if self.strict else "warning"
+            general = "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input"
+            fix = _fit_fix(window, shape.spatial)
             self.sink.add(
                 severity,
                 f"{kind.name} doesn't fit its input {shape}: " + "; ".join(problems),
                 call.pos,
-                "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input",
+                f"{fix} (or {general})" if fix else general,
                 scope.notes(),
             )
 
-    def _layer_args(self, kind: LayerKind, call: ast.Call, scope: Scope, shape: Shape | None) -> dict[str, Value] | None:
-        bound = self._bind_names(kind.name, kind.signature, kind.signature_text(), call)
+    def _layer_args(self, kind: LayerKind, call: ast.Call, scope: Scope, shape: Shape | None) -> BoundArgs | None:
+        """The kind's arguments from a call in the spelling it uses (PyTorch's spellings map theirs
+        onto the kind's), then `defaults`, then the signature's defaults."""
+        specs = kind.signature_of(call.name)
+        owner = _owner(kind, call.name)
+        signature = kind.signature_text(call.name)
+        bound = self._bind_names(owner, specs, signature, call)
         if bound is None:
             return None
         defaults = self.defaults.get(kind.name, {})
         network_scope = Scope(self._network_values, scope.calls)
-        values: dict[str, Value] = {}
+        result = BoundArgs({}, {}, [])
         ok = True
-        for spec in kind.signature:
+
+        def evaluate(spec: ArgSpec, source: ast.Arg, arg_scope: Scope) -> Value:
+            value = self._eval(source.value, arg_scope, shape)
+            if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same"):
+                self._number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
+            return self._coerce(owner, spec, value, source.value.pos)
+
+        targeted = {spec.canonical for spec in specs if spec.role == "arg"}
+        sources: list[tuple[ArgSpec, ast.Arg, Scope]] = []
+        for spec in specs:
+            default_key = spec.canonical if spec.role == "arg" else spec.name
             if spec.name in bound:
-                source, arg_scope = bound[spec.name], scope
-            elif spec.name in defaults:
-                source, arg_scope = defaults[spec.name], network_scope
-            else:
-                continue
+                sources.append((spec, bound[spec.name], scope))
+            elif spec.role in ("arg", "fixed") and default_key in defaults:
+                sources.append((spec, defaults[default_key], network_scope))
+        # `defaults` given through another spelling, for arguments this spelling does not name.
+        for spec in kind.signature:
+            if spec.role == "arg" and spec.name not in targeted and spec.name in defaults:
+                sources.append((spec, defaults[spec.name], network_scope))
+        for spec, source, arg_scope in sources:
             try:
-                value = self._eval(source.value, arg_scope, shape)
-                if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same"):
-                    self._number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
-                values[spec.name] = self._coerce(kind.name, spec, value, source.value.pos)
+                value = evaluate(spec, source, arg_scope)
             except EvalError as err:
-                self.sink.error(err.message, err.pos, err.hint or f"signature: {kind.signature_text()}", scope.notes())
+                self.sink.error(err.message, err.pos, err.hint or f"signature: {signature}", scope.notes())
                 ok = False
+                continue
             except Poisoned:
                 ok = False
+                continue
+            if spec.role == "arg":
+                result.values[spec.canonical] = value
+                result.positions[spec.canonical] = source.pos
+            elif spec.role == "input":
+                result.inputs.append((spec, value, source.pos))
+            elif spec.role == "fixed" and value not in (spec.default, (spec.default, spec.default)):
+                self.sink.error(
+                    f"{owner}: cnndsl supports only {spec.name}={format_value(spec.default)}; got {format_value(value)}",
+                    source.pos,
+                    f"remove `{spec.name}`; signature: {signature}",
+                    scope.notes(),
+                )
+                ok = False
+        if not ok:
+            return None
+        for index, spec in enumerate(specs):
+            if spec.default is REQUIRED and spec.canonical not in result.values:
+                self.sink.error(
+                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
+                    call.pos,
+                    f"signature: {signature}",
+                    scope.notes(),
+                )
+                ok = False
         for index, spec in enumerate(kind.signature):
-            if spec.name in values or not ok:
+            if spec.role != "arg" or spec.name in result.values or not ok:
                 continue
             if isinstance(spec.default, SameAs):
-                values[spec.name] = values.get(spec.default.name)
+                result.values[spec.name] = result.values.get(spec.default.name)
             elif spec.default is REQUIRED:
                 self.sink.error(
-                    f"{kind.name} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
+                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
                     call.pos,
-                    f"signature: {kind.signature_text()}",
+                    f"signature: {signature}",
                     scope.notes(),
                 )
                 ok = False
             else:
-                values[spec.name] = spec.default
-        return values if ok else None
+                result.values[spec.name] = spec.default
+        return result if ok else None
+
+    def _check_declared_inputs(
+        self, kind: LayerKind, call: ast.Call, inputs: list[tuple[ArgSpec, Value, Position]], shape: Shape, scope: Scope
+    ) -> bool:
+        """PyTorch's spellings repeat the input size (`Conv2d(3, 16, 3)`): it must be the inferred one."""
+        ok = True
+        for spec, value, pos in inputs:
+            if value == shape.channels:
+                continue
+            spelling = _owner(kind, call.name)
+            noun = "channels" if shape.is_image else "features"
+            self.sink.error(
+                f"{spelling}'s {spec.name} is {value} but its input has {shape.channels} {noun}",
+                pos,
+                f"the input here is {shape.describe()}: write {shape.channels}, or leave `{spec.name}` out and give the "
+                f"other arguments by keyword (cnndsl infers it); signature: {kind.signature_text(call.name)}",
+                scope.notes(),
+            )
+            ok = False
+        return ok
 
     def _bind_names(
         self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call, case_sensitive: bool = False
     ) -> dict[str, ast.Arg] | None:
         """Match a call's arguments to parameter names: positional first, then keywords."""
         names = [s.name for s in specs]
+        # Each spec's keyword names: its own and its other names (`padding` for `pad`).
+        keywords = {keyword: spec.name for spec in specs for keyword in (spec.name, *spec.keywords)}
         bound: dict[str, ast.Arg] = {}
         ok = True
         seen_keyword = False
@@ -818,7 +953,7 @@ class Checker:
                 continue
             seen_keyword = True
             key = arg.name if case_sensitive else arg.name.lower()
-            match = next((n for n in names if (n if case_sensitive else n.lower()) == key), None)
+            match = next((n for k, n in keywords.items() if (k if case_sensitive else k.lower()) == key), None)
             if match is None:
                 hint = suggest(arg.name, names)
                 hint = f"{hint} signature: {signature}" if hint else f"signature: {signature}"
@@ -933,6 +1068,10 @@ class Checker:
 
     def _number(self, value: Value, expr: ast.Expr, scope: Scope) -> int | float:
         if isinstance(value, Word):
+            if value.text[0].isdigit():  # `2x3x3`: sizes as the summary prints them, but three of them
+                raise EvalError(
+                    f"`{value.text}` is not a value", expr.pos, "a kernel, stride or pad is one number or HxW, such as 3x3"
+                )
             names = [name for name, v in scope.values.items() if v is not POISON] + ["in_channels"]
             hint = suggest(value.text, names) or (f"names here: {', '.join(names)}" if names else None)
             raise EvalError(f"unknown name `{value.text}`", expr.pos, hint)
@@ -947,6 +1086,67 @@ def _checked(value: int | float, pos: Position) -> int | float:
     if abs(value) > MAX_NUMBER:
         raise EvalError(f"the value {value:.3g} is too large; numbers are limited to 2^62", pos)
     return value
+
+
+def _branch_notes(branches: list[Sequence], odd: int) -> list[str]:
+    """Where branch 0 and the disagreeing branch got their shapes: the last layer of each that
+    changed the shape (the point where the two parted), or that it keeps its input's shape."""
+    notes = []
+    for index in (0, odd):
+        if index >= len(branches):
+            continue
+        branch = branches[index]
+        changed = [layer for layer in branch.leaves() if layer.out_shape != layer.in_shape]
+        if changed:
+            layer = changed[-1]
+            notes.append(
+                f"branch {index} gives {branch.out_shape}: `{layer.describe}` at line {layer.pos.line}, "
+                f"column {layer.pos.column} turns {layer.in_shape} into {layer.out_shape}"
+            )
+        else:
+            notes.append(f"branch {index} gives {branch.out_shape}: it keeps the shape of the merge's input")
+    return notes
+
+
+def _fit_fix(window: Window, sizes: Pair) -> str | None:
+    """The smallest change that makes (N - F + 2P)/S + 1 whole on both axes, with the lecture's
+    arithmetic: `pad=1 gives (7 - 3 + 2*1)/3 + 1 = 3`. More padding first (up to half the
+    window, which pooling allows too), then a kernel one or two larger or smaller; None when
+    neither helps."""
+
+    def fits(candidate: Window) -> bool:
+        for axis, size in enumerate(sizes):
+            numerator = size + 2 * candidate.pad[axis] - candidate.span(axis)
+            if numerator < 0 or numerator % candidate.stride[axis]:
+                return False
+        return True
+
+    def arithmetic(candidate: Window) -> str:
+        texts = [candidate.arithmetic(size, axis) for axis, size in enumerate(sizes)]
+        return texts[0] if texts[0] == texts[1] else " and ".join(texts)
+
+    def setting(name: str, values: Pair) -> str:
+        return f"{name}={values[0]}" if values[0] == values[1] else f"{name}=({values[0]}, {values[1]})"
+
+    def bumped(values: Pair, delta: int) -> Pair:
+        """`values` changed by `delta` on the axes that drop pixels."""
+        drops = [bool(window.dropped_pixels(size, axis)) for axis, size in enumerate(sizes)]
+        return (values[0] + delta if drops[0] else values[0], values[1] + delta if drops[1] else values[1])
+
+    for extra in range(1, max(window.stride) + 1):
+        candidate = replace(window, pad=bumped(window.pad, extra))
+        if all(2 * candidate.pad[axis] <= candidate.span(axis) for axis in (0, 1)) and fits(candidate):
+            return f"{setting('pad', candidate.pad)} gives {arithmetic(candidate)}"
+    for delta in (1, -1, 2, -2):
+        candidate = replace(window, kernel=bumped(window.kernel, delta))
+        if min(candidate.kernel) >= 1 and fits(candidate):
+            return f"{setting('kernel', candidate.kernel)} gives {arithmetic(candidate)}"
+    return None
+
+
+def _owner(kind: LayerKind, spelling: str) -> str:
+    """The name messages use: the spelling when it has a signature of its own (`Conv2d`), else the kind's."""
+    return canonical_spelling(spelling) if kind.signature_of(spelling) is not kind.signature else kind.name
 
 
 def _plain(value: Value) -> Value:

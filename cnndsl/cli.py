@@ -15,6 +15,7 @@ from .errors import Diagnostic, use_color
 from .files import same_file
 from .network import Network, check_source
 from .shapes import Shape
+from .summary import COLUMNS, DEFAULT_COLUMNS, DEFAULT_DEPTH
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
@@ -84,12 +85,38 @@ def main() -> None:
 @set_option
 @input_option
 @click.option("-q", "--quiet", is_flag=True, help="Print diagnostics only.")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=0),
+    default=DEFAULT_DEPTH,
+    show_default=True,
+    metavar="N",
+    help="Open blocks and groups N levels deep; deeper ones are one row with their totals.",
+)
+@click.option("--expand", is_flag=True, help="Show every layer (no folding).")
+@click.option(
+    "--columns",
+    "columns_text",
+    default=",".join(DEFAULT_COLUMNS),
+    show_default=True,
+    metavar="C,C,...",
+    help="Columns among input, output, params, macs, rf (receptive field), kernel.",
+)
 def check(
-    files: tuple[str, ...], as_json: bool, strict: bool, sets: tuple[str, ...], input_text: str | None, quiet: bool
+    files: tuple[str, ...],
+    as_json: bool,
+    strict: bool,
+    sets: tuple[str, ...],
+    input_text: str | None,
+    quiet: bool,
+    depth: int,
+    expand: bool,
+    columns_text: str,
 ) -> None:
     """Check FILES (`-` for standard input) and print each network's summary."""
     input_shape = _parse_input(input_text)
     params = _parse_sets(sets)
+    columns = _parse_columns(columns_text)
     failed = False
     for index, path in enumerate(files):
         data, name, error = read_source(path)
@@ -108,13 +135,25 @@ def check(
         if network is not None and not quiet:
             if index:
                 click.echo()
-            click.echo(network.summary())
+            click.echo(network.summary(None if expand else depth, columns))
     sys.exit(1 if failed else 0)
+
+
+def _parse_columns(text: str) -> tuple[str, ...]:
+    columns = tuple(c.strip().lower() for c in text.split(",") if c.strip())
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown or not columns:
+        raise click.BadParameter(
+            f"unknown column {', '.join(unknown) or '(none given)'}; choose among {', '.join(COLUMNS)}", param_hint="--columns"
+        )
+    return columns
 
 
 @main.command()
 @click.argument("file")
-@click.option("-o", "--output", required=True, metavar="OUT", help="Output file: .svg, .png, .pdf or .dot.")
+@click.option(
+    "-o", "--output", metavar="OUT", help="Output file: .svg, .png, .pdf or .dot [default: FILE's name as .svg, beside it]."
+)
 @click.option(
     "--format",
     "fmt",
@@ -130,37 +169,55 @@ def check(
 )
 @click.option("--expand", is_flag=True, help="Draw every layer instead of one box per block call and repetition.")
 @click.option("--depth", type=click.IntRange(min=0), metavar="N", help="Open block calls N levels deep (default 0).")
+@click.option("--dpi", type=click.FloatRange(min=1), metavar="N", help="PNG resolution [default: 96].")
+@click.option(
+    "--scale", type=click.FloatRange(min=0, min_open=True), metavar="S", help="PNG scale: S times 96 dpi (2 for slides)."
+)
 @set_option
 @input_option
 def render(
     file: str,
-    output: str,
+    output: str | None,
     fmt: str | None,
     rankdir: str,
     expand: bool,
     depth: int | None,
+    dpi: float | None,
+    scale: float | None,
     sets: tuple[str, ...],
     input_text: str | None,
 ) -> None:
     """Draw FILE (`-` for standard input) with Graphviz as SVG, PNG, PDF or DOT."""
     try:
-        from .graph import RenderError, format_for
+        from .graph import DEFAULT_DPI, RenderError, check_dpi, format_for
         from .graph import render as render_network
     except ImportError:
         click.echo("error: drawing needs the graphviz Python package: pip install 'cnndsl[graph]'", err=True)
         sys.exit(1)
     if expand and depth is not None:
         raise click.UsageError("--expand draws every layer; give either --expand or --depth, not both")
+    if dpi is not None and scale is not None:
+        raise click.UsageError("--scale is a multiple of 96 dpi; give either --dpi or --scale, not both")
+    if output is None:
+        if file == "-":
+            raise click.UsageError("standard input has no name to draw beside: give -o OUT")
+        output = str(Path(file).with_suffix("." + (fmt.lower() if fmt else "svg")))
     try:
         fmt = format_for(output, fmt)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="-o/--output") from None
+    if scale is not None:
+        dpi = scale * DEFAULT_DPI
+    try:
+        check_dpi(dpi, fmt)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--scale" if scale is not None else "--dpi") from None
     # Checked before reading: a drawing written over its own source would destroy it.
     if file != "-" and Path(file).exists() and same_file(file, output):
         raise click.BadParameter(f"refusing to overwrite the input file {file}", param_hint="-o/--output")
     network = load_for_command(file, input_text, sets)
     try:
-        render_network(network, output, fmt, expand=expand, depth=depth, rankdir=rankdir)
+        render_network(network, output, fmt, expand=expand, depth=depth, rankdir=rankdir, dpi=dpi)
     except RenderError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)

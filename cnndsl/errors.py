@@ -51,6 +51,9 @@ class Diagnostic:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)
 
+    def __str__(self) -> str:
+        return self.format()
+
     def to_json(self) -> dict[str, object]:
         """The diagnostic as docs/LANGUAGE.md's machine-readable schema, with hint and notes."""
         return {
@@ -90,6 +93,14 @@ class CnnDslError(Exception):
 
     def format(self, color: bool = False) -> str:
         return "\n".join(d.format(color) for d in self.diagnostics)
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this exception in a notebook: the diagnostics, without a
+        traceback through cnndsl's internals (the mistake is in the .cnn text, not there)."""
+        errors = len(self.errors)
+        title = f"CnnDslError: {errors} error{'s' if errors != 1 else ''}" if errors else "CnnDslError"
+        # Notebooks render ANSI colours in tracebacks; NO_COLOR turns them off as on a terminal.
+        return [title, *self.format(color="NO_COLOR" not in os.environ).splitlines()]
 
 
 @dataclass

@@ -26,7 +26,7 @@ import graphviz
 
 from .files import atomic_write, same_file
 from .ir import Layer, Node, Parallel, Sequence
-from .limits import MAX_DRAWN_NODES
+from .limits import MAX_DRAWN_NODES, MAX_PNG_DPI
 from .shapes import Shape
 
 if TYPE_CHECKING:
@@ -377,9 +377,13 @@ def build_graph(network: Network, expand: bool = False, depth: int | None = None
             + "; draw it collapsed (without --expand), with a smaller --depth, or group layers into blocks"
         )
 
+    # Name and totals on lines of their own: each line is then one text element, placed whole.
+    # Side by side they were two texts placed with dot's font metrics, and ran together where
+    # the viewer's font is wider (rsvg).
     title = (
-        f"<b>{_html(network.name)}</b>   {count_text(network.params)} params · "
-        f"{count_text(network.macs)} MACs · {plural(len(network.layers), 'layer')}"
+        f"<b>{_html(network.name)}</b><br/>"
+        f'<font point-size="11">{count_text(network.params)} params · '
+        f"{count_text(network.macs)} MACs · {plural(len(network.layers), 'layer')}</font>"
     )
     graph = graphviz.Digraph(name=re.sub(r"\W", "_", network.name) or "network")
     graph.attr(
@@ -422,6 +426,20 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
     return ext
 
 
+DEFAULT_DPI = 96
+"""Graphviz's resolution for bitmaps: `--scale S` means S times this."""
+
+
+def check_dpi(dpi: float | None, fmt: str) -> None:
+    """A resolution applies to PNG only (SVG and PDF scale without loss), within MAX_PNG_DPI."""
+    if dpi is None:
+        return
+    if fmt != "png":
+        raise ValueError(f"a resolution (dpi, scale) applies to PNG drawings only; {fmt.upper()} scales without loss")
+    if not 1 <= dpi <= MAX_PNG_DPI:
+        raise ValueError(f"dpi must be between 1 and {MAX_PNG_DPI} (scale up to {MAX_PNG_DPI / DEFAULT_DPI:g}); got {dpi:g}")
+
+
 def graph_bytes(graph: graphviz.Digraph, fmt: str) -> bytes:
     """The drawing in one format. DOT needs nothing else; the others run Graphviz's `dot`."""
     if fmt == "dot":
@@ -446,18 +464,24 @@ def render(
     expand: bool = False,
     depth: int | None = None,
     rankdir: str = "TB",
+    dpi: float | None = None,
 ) -> Path:
     """Draw `network` into `path` (format from `fmt` or the extension); return the path.
 
-    Raises ValueError for a bad format, RenderError when Graphviz is missing or the file
-    cannot be written, and refuses to overwrite the network's own source file.
+    `dpi` sets a PNG's resolution (Graphviz's default is 96; 192 doubles the pixels for
+    slides). Raises ValueError for a bad format or dpi, RenderError when Graphviz is missing
+    or the file cannot be written, and refuses to overwrite the network's own source file.
     """
     path = Path(path)
     fmt = format_for(path, fmt)
+    check_dpi(dpi, fmt)
     source = network.filename
     if not source.startswith("<") and same_file(source, path):
         raise RenderError(f"refusing to overwrite the input file {source}; choose another output name")
-    data = graph_bytes(build_graph(network, expand=expand, depth=depth, rankdir=rankdir), fmt)
+    graph = build_graph(network, expand=expand, depth=depth, rankdir=rankdir)
+    if dpi is not None:
+        graph.attr(dpi=f"{dpi:g}")
+    data = graph_bytes(graph, fmt)
     try:
         atomic_write(path, data)
     except OSError as err:
@@ -486,8 +510,9 @@ def notebook_html(network: Network) -> str:
         # An inline <svg> in HTML must not carry the XML prolog or the doctype.
         start = svg.find("<svg")
         picture = svg[start:] if start >= 0 else svg
-    table = html.escape(network.summary())
+    from .summary import warnings_html
+
     return (
-        f'<div class="cnndsl-network">{picture}'
-        f"<details><summary>{html.escape(repr(network))}</summary><pre>{table}</pre></details></div>"
+        f'<div class="cnndsl-network">{warnings_html(network)}{picture}'
+        f"<details><summary>{html.escape(repr(network))}</summary>{network.summary()._repr_html_()}</details></div>"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +13,13 @@ from .errors import CnnDslError, Diagnostic, DiagnosticSink
 from .ir import Layer, Sequence
 from .parser import check_text, decode_source, parse_program
 from .shapes import Pair, Shape
+from .summary import DEFAULT_COLUMNS, DEFAULT_DEPTH
 
 if TYPE_CHECKING:
     import graphviz
 
     from .numpy_backend import NumpyModel
+    from .summary import Summary
 
 
 class Network:
@@ -83,11 +85,17 @@ class Network:
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
-    def summary(self) -> str:
-        """The torchinfo-like table with totals, as `cnndsl check` prints it."""
-        from .summary import summary_table
+    def summary(self, depth: int | None = DEFAULT_DEPTH, columns: Iterable[str] = DEFAULT_COLUMNS) -> Summary:
+        """The torchinfo-like table with totals, as `cnndsl check` prints it.
 
-        return summary_table(self)
+        Containers (block calls, repetitions, labelled groups, merges) deeper than `depth`
+        fold into one row with their totals (None: every layer). `columns` chooses among
+        input, output, params, macs, rf (receptive field) and kernel. The result is the text
+        (a `str`); Jupyter displays it as an HTML table.
+        """
+        from .summary import Summary
+
+        return Summary(self, depth, tuple(columns))
 
     def to_json(self) -> dict[str, Any]:
         """docs/LANGUAGE.md's machine-readable schema (with a few extra fields)."""
@@ -103,12 +111,20 @@ class Network:
         return build_graph(self, expand=expand, depth=depth, rankdir=rankdir)
 
     def render(
-        self, path: str | Path, format: str | None = None, *, expand: bool = False, depth: int | None = None, rankdir: str = "TB"
+        self,
+        path: str | Path,
+        format: str | None = None,
+        *,
+        expand: bool = False,
+        depth: int | None = None,
+        rankdir: str = "TB",
+        dpi: float | None = None,
     ) -> Path:
-        """Draw into `path` (.svg, .png, .pdf or .dot, or `format`); SVG/PNG/PDF need Graphviz's `dot`."""
+        """Draw into `path` (.svg, .png, .pdf or .dot, or `format`); SVG/PNG/PDF need Graphviz's `dot`.
+        `dpi` sets a PNG's resolution (Graphviz's default 96; 192 for slides)."""
         from .graph import render
 
-        return render(self, path, format, expand=expand, depth=depth, rankdir=rankdir)
+        return render(self, path, format, expand=expand, depth=depth, rankdir=rankdir, dpi=dpi)
 
     def _repr_svg_(self) -> str | None:
         # Jupyter shows this without extra calls; None (no `dot`, or no graphviz package)
@@ -119,12 +135,15 @@ class Network:
             return None
         return notebook_svg(self)
 
-    def _repr_html_(self) -> str | None:
-        """The drawing with the summary table folded under it (Jupyter prefers this to the SVG)."""
+    def _repr_html_(self) -> str:
+        """The warnings, the drawing and the summary table folded under them (Jupyter prefers
+        this to the SVG); without the graphviz package, the warnings and the table."""
         try:
             from .graph import notebook_html
         except ImportError:
-            return None
+            from .summary import warnings_html
+
+            return f'<div class="cnndsl-network">{warnings_html(self)}{self.summary()._repr_html_()}</div>'
         return notebook_html(self)
 
     def to_torch(self, seed: int | None = None, max_bytes: int | None = None) -> Any:

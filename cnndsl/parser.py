@@ -181,6 +181,16 @@ class ToAst(Transformer):
         value: int | float = int(text) if tok.type == "INT" else float(text)
         return ast.Number(value, _pos(tok))
 
+    def dims(self, children: list) -> ast.Expr:
+        # `Conv(16, 3x3)`: HxW written as the summary prints it is the pair (3, 3). Three or more
+        # sizes are no argument value: left as a name, the checker reports it as unknown.
+        tok = children[0]
+        parts = str(tok).lower().replace("×", "x").split("x")
+        if len(parts) != 2:
+            return ast.Name(str(tok), _pos(tok))
+        pos = _pos(tok)
+        return ast.Pair(ast.Number(int(parts[0]), pos), ast.Number(int(parts[1]), pos), pos)
+
     def name(self, children: list) -> ast.Name:
         return ast.Name(str(children[0]), _pos(children[0]))
 
@@ -248,10 +258,26 @@ def _describe(token_type: str, value: str | None = None) -> str:
     return _TOKEN_WORDS.get(token_type, f"`{value}`" if value else token_type)
 
 
-def _syntax_message(err: UnexpectedInput) -> tuple[str, str | None]:
+_SPACED_INPUT = re.compile(r"\s*input\s+(\d+(?:\s*[x×*]\s*\d+)+)\s*(?:#.*)?", re.IGNORECASE)
+_QUOTED = re.compile(r"""(["'])([^"'\n]*)\1""")
+
+
+def _syntax_message(err: UnexpectedInput, text: str = "") -> tuple[str, str | None]:
+    line = text.splitlines()[err.line - 1] if isinstance(err.line, int) and 0 < err.line <= text.count("\n") + 1 else ""
     if isinstance(err, UnexpectedCharacters):
         char = err.char
+        if char in "\"'":
+            quoted = _QUOTED.match(line, max(0, err.column - 1))
+            word = quoted.group(2) if quoted else "same"
+            return (
+                f"unexpected quote `{char}`",
+                f"no quotes: write `{word}`, not `{char}{word}{char}` (the language has no strings)",
+            )
         return f"unexpected character `{char}`", "layer names, numbers, `[ ]`, `( )`, `|`, `,`, `:` and `x` make up the language"
+    spaced = _SPACED_INPUT.fullmatch(line)
+    if spaced and isinstance(err, UnexpectedToken):
+        dims = "x".join(re.split(r"\s*[x×*]\s*", spaced.group(1)))
+        return f"unexpected {_describe(err.token.type, str(err.token.value))} in the input shape", f"write {dims} without spaces"
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
@@ -384,7 +410,7 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
         try:
             tree = parser.parse(current)
         except UnexpectedInput as err:
-            message, hint = _syntax_message(err)
+            message, hint = _syntax_message(err, current)
             line = err.line if isinstance(err.line, int) and err.line > 0 else current.count("\n") + 1
             column = err.column if isinstance(err.column, int) and err.column > 0 else 1
             sink.error(message, Position(line, column), hint)

@@ -130,3 +130,95 @@ def test_golden_summaries_of_zoo_networks(name: str, golden) -> None:
     root = Path(__file__).resolve().parent.parent
     net = cnndsl.load(root / "architectures" / f"{name}.cnn")
     golden(f"summary_{name}.txt", net.summary().replace(str(root) + "/", "") + "\n")
+
+
+def zoo(name: str) -> str:
+    return str(Path(__file__).resolve().parent.parent / "architectures" / f"{name}.cnn")
+
+
+def table_rows(output: str) -> dict[str, str]:
+    """Path -> the rest of its row, for the rows between the second and third rules."""
+    lines = output.splitlines()
+    rules = [i for i, line in enumerate(lines) if set(line) == {"-"}]
+    rows = [line.split(None, 1) for line in lines[rules[1] + 1 : rules[2]]]
+    return {path: " ".join(rest[0].split()) if rest else "" for path, *rest in rows}
+
+
+def test_default_summary_folds_deep_blocks_so_resnet18_fits_a_screen() -> None:
+    result = run("check", zoo("resnet18"))
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) <= 45, len(lines)
+    assert table_rows(result.output)["layer1"].startswith("Basic(64) x 2 64x56x56 147,968")
+    assert "Conv 64 3x3 pad 1" not in result.output  # inside the blocks: folded into their rows
+    assert "DenseLayer x 6" in run("check", zoo("densenet121")).output
+    assert len(run("check", zoo("densenet121")).output.splitlines()) <= 45
+
+
+def test_depth_opens_levels_and_expand_shows_every_layer() -> None:
+    shallow = table_rows(run("check", "--depth", "0", zoo("resnet18")).output)
+    assert "layer1.0" not in shallow and shallow["layer1"].startswith("Basic(64) x 2")
+    deeper = run("check", "--depth", "3", zoo("resnet18")).output
+    assert table_rows(deeper)["layer1.0.0.0.0"].startswith("Conv 64 3x3 pad 1")
+    expanded = run("check", "--expand", zoo("resnet18")).output
+    assert expanded.count("Conv ") == 20 and "folded" not in expanded
+    net = cnndsl.load(zoo("resnet18"))
+    assert str(net.summary(depth=3)) == deeper.rstrip("\n")
+    assert len(net.summary(depth=None).rows) > len(net.summary().rows)
+
+
+def test_no_noise_rows_one_row_per_merge() -> None:
+    out = run("check", "--expand", zoo("resnet18")).output
+    lines = out.splitlines()
+    rules = [i for i, line in enumerate(lines) if set(line) == {"-"}]
+    paths = [line.split()[0] for line in lines[rules[1] + 1 : rules[2]]]
+    assert len(paths) == len(set(paths)), "a path printed twice"
+    assert len(paths) == 74 + 1 + 4 + 8  # layers, the stem, the four stages' rows (layer1's repetition) and 8 blocks
+    assert " branch " not in out and "[...]" not in out
+    rows = table_rows(out)
+    assert rows["layer1.0.0"].startswith("Add[2 branches] 64x56x56 73,984")
+
+
+def test_columns_and_sizes_in_mb() -> None:
+    result = run("check", "--columns", "input,output,rf,kernel", zoo("classic"))
+    assert result.exit_code == 0
+    header = result.output.splitlines()[3].split()
+    assert header == ["Layer", "Kind", "Input", "Output", "RF", "Kernel"]
+    net = cnndsl.load(zoo("classic"))
+    conv = net.layers[3]  # the second Conv: its receptive field comes from the IR
+    row = next(r for r in net.summary(depth=None, columns=("rf", "kernel")).rows if r.node is conv)
+    assert row.cell("rf") == f"{conv.receptive_field[0]}x{conv.receptive_field[1]}" and row.cell("kernel") == "3x3"
+    assert "Input size:           0.01 MB" in result.output
+    assert "Params size:          1.16 MB (parameters and buffers, float32)" in result.output
+    assert run("check", "--columns", "flops", zoo("classic")).exit_code == 2
+    with pytest.raises(ValueError, match="unknown summary column 'flops'"):
+        net.summary(columns=("flops",))
+
+
+def test_golden_summary_layouts(golden) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for args, name in [
+        (("--depth", "0"), "summary_resnet18_depth0.txt"),
+        (("--expand", "--columns", "input,output,params,macs,rf,kernel"), "summary_resnet18_expanded_columns.txt"),
+    ]:
+        result = run("check", *args, zoo("resnet18"))
+        assert result.exit_code == 0
+        golden(name, result.output.replace(str(root) + "/", ""))
+
+
+def test_readme_example_table_is_what_check_prints() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    start = readme.index("$ cnndsl check architectures/classic.cnn\n") + len("$ cnndsl check architectures/classic.cnn\n")
+    shown = readme[start : readme.index("```", start)]
+    result = run("check", zoo("classic"))
+    assert shown == result.output.replace(str(root) + "/", "")
+
+
+def test_summary_is_its_text_and_copies_as_text() -> None:
+    import copy
+    import pickle
+
+    summary = cnndsl.load(zoo("classic")).summary()
+    assert isinstance(summary, str) and summary.startswith("classic (") and repr(summary) == str(summary)
+    assert copy.deepcopy(summary) == summary and pickle.loads(pickle.dumps(summary)) == summary

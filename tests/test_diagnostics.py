@@ -23,7 +23,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ("unknown_argument", "input 3x8x8\nConv(3, 1, strid=2)", [("error", 2, 12, "Conv has no argument `strid`")]),
     ("missing_argument", "input 3x8x8\nConv(kernel=3)", [("error", 2, 1, "Conv needs `out`")]),
     ("duplicate_argument", "input 3x8x8\nConv(3, 1, out=4)", [("error", 2, 12, "`out` is given twice")]),
-    ("too_many_arguments", "input 3x8x8\nReLU(1)", [("error", 2, 6, "ReLU takes no arguments")]),
+    ("too_many_arguments", "input 3x8x8\nTanh(1)", [("error", 2, 6, "Tanh takes no arguments")]),
     ("ill_typed_argument", "input 3x8x8\nConv(3, 1, bias=2)", [("error", 2, 17, "`bias` must be true or false; got 2")]),
     ("non_positive_size", "input 3x8x8\nConv(0, 1)", [("error", 2, 6, "`out` must be a positive integer; got 0")]),
     ("negative_stride", "input 3x8x8\nConv(3, 1, stride=-1)", [("error", 2, 19, "`stride` must be a positive integer")]),
@@ -74,6 +74,22 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ("block_missing_argument", "input 3x8x8\nblock B(c) = [Conv(c, 1)]\nB()", [("error", 3, 1, "block `B` needs `c`")]),
     ("pad_same_even_kernel", "input 3x8x8\nConv(3, 2, pad=same)", [("error", 2, 12, "pad=same needs an odd kernel")]),
     ("chunk_index", "input 4x8x8\nChunk(2, 2)", [("error", 2, 10, "index must be below chunks")]),
+    (
+        "add_channels_differ",
+        "input 32x16x16\nAdd[Conv(64, 3, pad=1), BN, ReLU | Identity]",
+        [("error", 2, 1, "Add: branch shapes disagree: 64x16x16, 32x16x16")],
+    ),
+    (
+        "add_downsampled",
+        "input 32x16x16\nAdd[Conv(64, 3, stride=2, pad=1), BN | ]",
+        [("error", 2, 1, "Add: branch shapes disagree: 64x8x8, 32x16x16")],
+    ),
+    ("input_with_spaces", "input 3 x 32 x 32\nReLU", [("error", 1, 9, "unexpected `x` in the input shape")]),
+    ("quoted_word", 'input 3x8x8\nConv(4, 3, pad="same")', [("error", 2, 16, "unexpected quote")]),
+    ("three_sizes_as_kernel", "input 3x8x8\nConv(4, 3x3x3)", [("error", 2, 9, "`3x3x3` is not a value")]),
+    ("conv2d_in_channels", "input 3x8x8\nConv2d(16, 8, 3)", [("error", 2, 8, "Conv2d's in_channels is 16 but its input has 3")]),
+    ("final_softmax", "input 8\nFC(4), Softmax", [("warning", 2, 8, "the network ends in Softmax")]),
+    ("channels_last", "input 32x32x3\nReLU", [("warning", 1, 7, "input 32x32x3 looks channels-last")]),
 ]
 
 
@@ -159,3 +175,73 @@ def test_golden_diagnostics(golden) -> None:
         _, diagnostics = cnndsl.check_source(source, f"{name}.cnn")
         out.extend(d.format() for d in diagnostics)
     golden("diagnostics.txt", "\n".join(out) + "\n")
+
+
+def test_fit_hint_gives_the_concrete_fix_with_its_arithmetic() -> None:
+    def hint(source: str) -> str | None:
+        return cnndsl.parse(source).warnings[0].hint
+
+    assert hint("input 3x7x7\nConv(8, 3, stride=3)").startswith("pad=1 gives (7 - 3 + 2*1)/3 + 1 = 3 (or ")
+    assert hint("input 3x224x224\nConv(96, 7, stride=2)").startswith("kernel=8 gives (224 - 8)/2 + 1 = 109 (or ")
+    assert hint("input 3x8x7\nMaxPool(2)").startswith("kernel=(2, 3) gives (8 - 2)/2 + 1 = 4 and (7 - 3)/2 + 1 = 3")
+
+
+def test_add_mismatch_names_the_branches_and_where_they_parted() -> None:
+    (error,) = cnndsl.check_source("input 32x16x16\nAdd[Conv(64, 3, pad=1), BN, ReLU | Identity]")[1]
+    assert error.notes == (
+        "branch 0 gives 64x16x16: `Conv 64 3x3 pad 1` at line 2, column 5 turns 32x16x16 into 64x16x16",
+        "branch 1 gives 32x16x16: it keeps the shape of the merge's input",
+    )
+    # channels differ, sizes agree: a 1x1 projection, no stride
+    assert error.hint is not None and "`Conv(64, 1)` at the end of branch 1" in error.hint and "stride" not in error.hint
+    (error,) = cnndsl.check_source("input 32x16x16\nAdd[Conv(64, 3, stride=2, pad=1), BN | ]")[1]
+    assert "`Conv(64, 1, stride=2)` at the end of branch 1 turns 32x16x16 into 64x8x8" in (error.hint or "")
+    (error,) = cnndsl.check_source("input 32x16x16\nAdd[MaxPool(2) | ]")[1]
+    assert "`AvgPool(2)` or `Conv(32, 1, stride=2)`" in (error.hint or "")
+
+
+def test_independent_shape_errors_after_the_first_are_reported() -> None:
+    source = (
+        "input 32x16x16\n"
+        "Add[Conv(64, 3, pad=1) | Identity]\n"  # channels differ: checking goes on with branch 0's shape
+        "Conv(64, 3, pad=1, groups=3)\n"  # groups must divide 64: the output is known all the same
+        "Add[Conv(64, 3, stride=2, pad=1) | ]\n"
+        "FC(10)\n"  # missing flatten: FC still gives 10 features
+        "Linear(12, 5)\n"
+    )
+    _, diagnostics = cnndsl.check_source(source)
+    assert [(d.position.line, d.message.split(":")[0]) for d in diagnostics] == [
+        (2, "Add"),
+        (3, "Conv"),
+        (4, "Add"),
+        (5, "FC needs a flat input; got an image 64x8x8"),
+        (6, "Linear's in_features is 12 but its input has 10 features"),
+    ]
+
+
+def test_a_word_given_for_a_number_parameter_is_one_error(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.cnn"
+    path.write_text("network N(width=8)\ninput 3x32x32\nConv(width, 3), Conv(width, 3), Conv(width * 2, 3)\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "cnndsl", "check", str(path), "--set", "width=abc"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("error:") == 1
+    assert f"{path}:1:11: error: network parameter `width`: `abc` is not a number" in done.stderr
+
+
+def test_kernel_written_as_hxw_is_a_pair() -> None:
+    net = cnndsl.parse("input 3x8x8\nConv(16, 3x3), MaxPool(kernel=2x2), Conv(4, 1x3, pad=(0, 1))")
+    assert [layer.args["kernel"] for layer in net.layers] == [(3, 3), (2, 2), (1, 3)]
+    assert net.layers[0].describe == "Conv 16 3x3"
+    assert net.output_shape == (4, 3, 3)
+
+
+def test_input_with_spaces_and_quoted_words_say_how_to_write_them() -> None:
+    (error,) = cnndsl.check_source("input 3 x 32 x 32\nReLU")[1]
+    assert error.hint == "write 3x32x32 without spaces"
+    (error,) = cnndsl.check_source('input 3x8x8\nConv(4, 3, pad="same")')[1]
+    assert error.hint is not None and error.hint.startswith('no quotes: write `same`, not `"same"`')

@@ -345,7 +345,6 @@ def test_render_usage_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ["-o", str(tmp_path / "x.svg"), "--expand", "--depth", "1"],
         ["-o", str(tmp_path / "x.svg"), "--rankdir", "BT"],
         ["-o", str(tmp_path / "x.svg"), "--depth", "-1"],
-        [],
     ):
         result = run_cli("render", str(src), *args)
         assert result.exit_code == 2, (args, result.output)
@@ -460,7 +459,7 @@ def test_render_from_standard_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["render", "-", "-o", str(out)], input="input 3x8x8\nConv(4, 3)\n")
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
-    assert "<b>Conv 4 3x3</b>" in text and "1 layer>" in text  # the title counts one layer, in the singular
+    assert "<b>Conv 4 3x3</b>" in text and "1 layer</font>" in text  # the title counts one layer, in the singular
 
 
 @needs_dot
@@ -495,3 +494,50 @@ def test_broken_dot_programs_fail_with_a_message(tmp_path: Path) -> None:
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert "cannot run Graphviz's `dot`" in result.output
     assert not (tmp_path / "a.svg").exists() and not (tmp_path / "b.png").exists()
+
+
+@needs_dot
+def test_svg_title_is_one_text_per_line_so_no_font_can_run_name_and_totals_together(tmp_path: Path) -> None:
+    svg = ET.fromstring(graph_bytes(build_graph(cnndsl.load(ZOO / "lenet5.cnn")), "svg"))
+    graph = svg.find(f"{SVG}g")
+    assert graph is not None
+    # The graph's own label: the <text> children of the top group, before any node or cluster.
+    by_text = {(t.text or "").strip(): float(t.get("y", "0")) for t in graph.findall(f"{SVG}text")}
+    assert "LeNet5" in by_text and "61,706 params · 416,520 MACs · 12 layers" in by_text
+    assert by_text["LeNet5"] != by_text["61,706 params · 416,520 MACs · 12 layers"]  # two lines, not two runs on one
+    assert len({round(y, 1) for y in by_text.values()}) == len(by_text)
+
+
+@needs_dot
+def test_png_scale_and_dpi(tmp_path: Path) -> None:
+    def png_size(path: Path) -> tuple[int, int]:
+        data = path.read_bytes()
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+    src = str(ZOO / "lenet5.cnn")
+    assert run_cli("render", src, "-o", str(tmp_path / "plain.png")).exit_code == 0
+    assert run_cli("render", src, "-o", str(tmp_path / "slides.png"), "--scale", "2").exit_code == 0
+    assert run_cli("render", src, "-o", str(tmp_path / "print.png"), "--dpi", "288").exit_code == 0
+    plain, slides, printed = (png_size(tmp_path / f"{n}.png") for n in ("plain", "slides", "print"))
+    assert abs(slides[0] - 2 * plain[0]) <= 2 and abs(printed[0] - 3 * plain[0]) <= 3
+    result = run_cli("render", src, "-o", str(tmp_path / "a.svg"), "--dpi", "200")
+    assert result.exit_code == 2 and "applies to PNG drawings only" in result.output
+    result = run_cli("render", src, "-o", str(tmp_path / "a.png"), "--scale", "50")
+    assert result.exit_code == 2 and "dpi must be between 1 and 1200" in result.output
+    assert run_cli("render", src, "-o", str(tmp_path / "a.png"), "--scale", "2", "--dpi", "96").exit_code == 2
+
+
+def test_render_without_output_writes_name_svg_beside_the_input(tmp_path: Path) -> None:
+    src = tmp_path / "net.cnn"
+    src.write_text("input 3x8x8\nConv(4, 3)\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "cnndsl", "render", str(src), "--format", "dot"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "net.dot").read_text().startswith("digraph")
+    assert done.stdout.strip() == f"wrote {tmp_path / 'net.dot'}"
+    if shutil.which("dot") is not None:
+        done = subprocess.run([sys.executable, "-m", "cnndsl", "render", str(src)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and (tmp_path / "net.svg").read_bytes().lstrip().startswith(b"<?xml")
+    result = CliRunner().invoke(main, ["render", "-"], input="input 3x8x8\nConv(4, 3)\n")
+    assert result.exit_code == 2 and "give -o OUT" in result.output

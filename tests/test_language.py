@@ -117,7 +117,7 @@ def test_lecture_conv_with_760_parameters() -> None:
         "Conv(8, 3)\nReLU",
         "Conv(8, 3),,\n\n,ReLU,",
         "conv(8, 3), relu",
-        "CONV2D(8, 3), Relu",
+        "CONV2D(3, 8, 3), Relu",
         "Conv(\n  8,\n  3\n), ReLU",
         "[\n  Conv(8, 3),\n  ReLU,\n]",
         "Conv(out=8, kernel=3), ReLU",

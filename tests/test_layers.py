@@ -32,7 +32,7 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
     ],
     "FC": [
         ("FC(10)", "100", (10,), 1010, 0, 1000),
-        ("Linear(10, bias=false)", "100", (10,), 1000, 0, 1000),
+        ("Linear(100, 10, bias=false)", "100", (10,), 1000, 0, 1000),
         ("Dense(1)", "5", (1,), 6, 0, 5),
     ],
     "Flatten": [("flatten", "3x4x5", (60,), 0, 0, 0), ("Flatten", "7", (7,), 0, 0, 0)],

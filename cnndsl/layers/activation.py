@@ -51,6 +51,11 @@ class Activation(LayerKind):
         return TorchCall(f"nn.{self.name}", (), (("inplace", True),) if inplace and self.torch_inplace else ())
 
 
+INPLACE_SIGNATURE = (ArgSpec("inplace", "bool", False, role="ignored"),)
+"""PyTorch's `inplace=` on the activations that take it: accepted, and without effect on the
+network (the backends decide where computing in place is safe)."""
+
+
 def _activation(name: str, doc: str, **members: Any) -> type[Activation]:
     """Define and register an argument-free activation; `members` are its backends' methods."""
     namespace = {"name": name, "__doc__": f"{doc}\n\nShape: unchanged.\nExample: `Conv(64, 3), {name}`.\n", **members}
@@ -95,6 +100,7 @@ ReLU = _activation(
     "ReLU",
     "max(0, x) (nn.ReLU).",
     torch_inplace=True,
+    signature=INPLACE_SIGNATURE,
     np_keep="y",
     np_apply=lambda self, args, x, out: np.maximum(x, 0, out=out),
     np_derivative=lambda self, args, x, y, dy: dy * (y > 0),
@@ -103,6 +109,7 @@ ReLU6 = _activation(
     "ReLU6",
     "min(max(0, x), 6) (nn.ReLU6).",
     torch_inplace=True,
+    signature=INPLACE_SIGNATURE,
     np_keep="y",
     np_apply=lambda self, args, x, out: np.clip(x, 0, 6, out=out),
     np_derivative=lambda self, args, x, y, dy: dy * ((y > 0) & (y < 6)),
@@ -110,6 +117,7 @@ ReLU6 = _activation(
 Sigmoid = _activation(
     "Sigmoid",
     "1 / (1 + exp(-x)) (nn.Sigmoid).",
+    outputs_probabilities=True,
     np_keep="y",
     np_apply=lambda self, args, x, out: ops.sigmoid(x, out),
     np_derivative=lambda self, args, x, y, dy: dy * y * (1.0 - y),
@@ -122,13 +130,24 @@ Tanh = _activation(
     np_derivative=lambda self, args, x, y, dy: dy * (1.0 - y * y),
 )
 GELU = _activation("GELU", "x * Phi(x), the exact (ops.erf) form (nn.GELU).", np_apply=_gelu, np_derivative=_gelu_derivative)
-SiLU = _activation("SiLU", "x * ops.sigmoid(x), also called swish (nn.SiLU).", np_apply=_silu, np_derivative=_silu_derivative)
+SiLU = _activation(
+    "SiLU",
+    "x * ops.sigmoid(x), also called swish (nn.SiLU).",
+    signature=INPLACE_SIGNATURE,
+    np_apply=_silu,
+    np_derivative=_silu_derivative,
+)
 Hardswish = _activation(
-    "Hardswish", "x * relu6(x + 3) / 6 (nn.Hardswish).", np_apply=_hardswish, np_derivative=_hardswish_derivative
+    "Hardswish",
+    "x * relu6(x + 3) / 6 (nn.Hardswish).",
+    signature=INPLACE_SIGNATURE,
+    np_apply=_hardswish,
+    np_derivative=_hardswish_derivative,
 )
 Hardsigmoid = _activation(
     "Hardsigmoid",
     "relu6(x + 3) / 6 (nn.Hardsigmoid).",
+    signature=INPLACE_SIGNATURE,
     np_apply=lambda self, args, x, out: np.multiply(np.clip(x + 3.0, 0.0, 6.0), 1 / 6, out=out),
     np_derivative=lambda self, args, x, y, dy: dy * (((x > -3.0) & (x < 3.0)) * (1 / 6)),
 )
@@ -144,7 +163,7 @@ class LeakyReLU(Activation):
     """
 
     name = "LeakyReLU"
-    signature = (ArgSpec("slope", "float", 0.01),)
+    signature = (ArgSpec("slope", "float", 0.01, keywords=("negative_slope",)), ArgSpec("inplace", "bool", False, role="ignored"))
 
     def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         return np.multiply(x, np.where(x > 0, 1.0, args["slope"]).astype(x.dtype, copy=False), out=out)
@@ -169,6 +188,8 @@ class Softmax(Activation):
 
     name = "Softmax"
     np_keep = "y"
+    outputs_probabilities = True
+    signature = (ArgSpec("dim", "int", 1, role="fixed"),)  # nn.Softmax(dim=1): over channels or features
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         return TorchCall("nn.Softmax", (), (("dim", 1),))

@@ -34,6 +34,23 @@ class Required:
 REQUIRED = Required()
 
 
+class Inferred:
+    """Marks a PyTorch spelling's input size (`in_channels`, `num_features`, `in_features`):
+    optional, since cnndsl infers it, and checked against the input when given."""
+
+    def __repr__(self) -> str:
+        return "inferred"
+
+
+INFERRED = Inferred()
+
+ArgRole = Literal["arg", "input", "ignored", "fixed"]
+"""What a spelling's argument does: `arg` sets the kind's argument `target`; `input` is the
+input size PyTorch asks for (checked against the inferred one); `ignored` is accepted and has
+no effect on the network (`inplace`); `fixed` accepts only its default (PyTorch options that
+cnndsl does not model, such as MaxPool2d's `dilation`)."""
+
+
 @dataclass(frozen=True)
 class SameAs:
     """A default taken from another argument (MaxPool's stride defaults to its kernel)."""
@@ -47,9 +64,20 @@ class ArgSpec:
     type: ArgType
     default: Any = REQUIRED
     minimum: float | None = None
+    keywords: tuple[str, ...] = ()
+    """Other keyword names for it (PyTorch's `padding` for `pad`), where no other reading exists."""
+    target: str | None = None
+    """The kind's argument this one sets, when a spelling names it differently (Conv2d's
+    `kernel_size` sets Conv's `kernel`); None: the argument of the same name."""
+    role: ArgRole = "arg"
+
+    @property
+    def canonical(self) -> str:
+        """The name of the kind's argument (in `Layer.args`) that this one sets."""
+        return self.target or self.name
 
     def describe(self) -> str:
-        if self.default is REQUIRED:
+        if self.default is REQUIRED or self.default is INFERRED:
             return self.name
         if isinstance(self.default, SameAs):
             return f"{self.name}={self.default.name}"
@@ -57,13 +85,28 @@ class ArgSpec:
 
 
 class LayerError(Exception):
-    """A problem with one layer; `arg` names the argument to point at, if any."""
+    """A problem with one layer; `arg` names the argument to point at, if any.
 
-    def __init__(self, message: str, hint: str | None = None, arg: str | None = None) -> None:
+    `recovered` is the output the layer would have once the problem is fixed, where that is
+    known (FC on an image still gives `out` features): checking goes on with it, so that
+    independent errors further on are reported too. `branch` is, for a merge, the first
+    branch whose shape disagrees with branch 0's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        arg: str | None = None,
+        recovered: Shape | None = None,
+        branch: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.arg = arg
+        self.recovered = recovered
+        self.branch = branch
 
 
 Args = dict[str, Any]
@@ -96,11 +139,18 @@ class LayerKind:
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     signature: ClassVar[tuple[ArgSpec, ...]] = ()
+    spelling_signatures: ClassVar[dict[str, tuple[ArgSpec, ...]]] = {}
+    """Aliases with a signature of their own: PyTorch's spellings (`Conv2d`, `Linear`,
+    `BatchNorm2d`, `MaxPool2d`, ...) take PyTorch's arguments, in PyTorch's order, each
+    mapped onto this kind's arguments by `ArgSpec.target` and `role`. Other aliases take
+    `signature`."""
     family: ClassVar[Family]
     input_rank: ClassVar[Literal["image", "flat", "any"]] = "any"
     is_merge: ClassVar[bool] = False
     is_view: ClassVar[bool] = False
     """True when the output aliases the input (no new activation memory)."""
+    outputs_probabilities: ClassVar[bool] = False
+    """True for Softmax and Sigmoid: a network ending in one gives probabilities, not the logits cross-entropy expects."""
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         """The output shape for an input shape; raise LayerError when it does not apply."""
@@ -143,9 +193,24 @@ class LayerKind:
         return self.name
 
     @classmethod
+    def signature_of(cls, spelling: str | None = None) -> tuple[ArgSpec, ...]:
+        """The arguments a spelling takes (the kind's own signature unless the alias has one)."""
+        if spelling is None:
+            return cls.signature
+        return cls.spelling_signatures.get(canonical_spelling(spelling), cls.signature)
+
+    @classmethod
     @functools.cache
-    def signature_text(cls) -> str:
-        return f"{cls.name}({', '.join(a.describe() for a in cls.signature)})"
+    def signature_text(cls, spelling: str | None = None) -> str:
+        """`Conv(out, kernel, stride=1, ...)`, or a spelling's own: `Conv2d(in_channels, out_channels, ...)`."""
+        specs = cls.signature_of(spelling)
+        name = cls.name if spelling is None or specs is cls.signature else canonical_spelling(spelling)
+        return f"{name}({', '.join(a.describe() for a in specs)})"
+
+    @classmethod
+    def spellings(cls) -> dict[str, str]:
+        """Every spelling (the name and the aliases) and its signature's text, for listings."""
+        return {spelling: cls.signature_text(spelling) for spelling in (cls.name, *cls.aliases)}
 
     # ---- NumPy backend (cnndsl.numpy_backend). Forward and backward sit side by side, as in
     # micrograd. `params` maps the layer's tensor names (PyTorch's: weight, bias,
@@ -240,6 +305,9 @@ class MergeKind(LayerKind):
 REGISTRY: dict[str, LayerKind] = {}
 """Every spelling (lower-case canonical name and aliases) to its kind."""
 
+SPELLINGS: dict[str, str] = {}
+"""Every spelling in lower case to its registered case (`conv2d` -> `Conv2d`)."""
+
 KINDS: dict[str, LayerKind] = {}
 """Canonical name to kind, in registration order."""
 
@@ -249,11 +317,19 @@ def register(cls: type[LayerKind]) -> type[LayerKind]:
     KINDS[cls.name] = kind
     for spelling in (cls.name, *cls.aliases):
         REGISTRY[spelling.lower()] = kind
+        SPELLINGS[spelling.lower()] = spelling
+    unknown = set(cls.spelling_signatures) - set(cls.aliases)
+    assert not unknown, f"{cls.name}: signatures for spellings it does not have: {unknown}"
     return cls
 
 
 def lookup(name: str) -> LayerKind | None:
     return REGISTRY.get(name.lower())
+
+
+def canonical_spelling(name: str) -> str:
+    """A spelling as registered (layer names are case-insensitive: `conv2d` is `Conv2d`)."""
+    return SPELLINGS.get(name.lower(), name)
 
 
 def format_value(value: Any) -> str:

@@ -14,6 +14,8 @@ class LayerRow:
     signature: str
     input: str
     description: str
+    alias_signatures: dict[str, str]
+    """The aliases that take a signature of their own (PyTorch's spellings take PyTorch's)."""
 
 
 def _description(kind: LayerKind) -> str:
@@ -24,10 +26,12 @@ def _description(kind: LayerKind) -> str:
 
 def layer_rows() -> list[LayerRow]:
     """One row per registered kind, in registration order."""
-    return [
-        LayerRow(kind.name, tuple(kind.aliases), type(kind).signature_text(), kind.input_rank, _description(kind))
-        for kind in KINDS.values()
-    ]
+    rows = []
+    for kind in KINDS.values():
+        own = type(kind).signature_text()
+        others = {alias: text for alias, text in type(kind).spellings().items() if alias != kind.name and text != own}
+        rows.append(LayerRow(kind.name, tuple(kind.aliases), own, kind.input_rank, _description(kind), others))
+    return rows
 
 
 def layers_json() -> list[dict[str, object]]:
@@ -41,6 +45,7 @@ def layers_text() -> str:
         aliases = f"  (also {', '.join(row.aliases)})" if row.aliases else ""
         out.append(f"{row.signature}{aliases}")
         out.append(f"    input: {row.input}. {row.description}")
+        out.extend(f"    {text}" for text in row.alias_signatures.values())
     return "\n".join(out)
 
 
@@ -51,4 +56,10 @@ def layers_markdown() -> str:
         aliases = ", ".join(f"`{a}`" for a in row.aliases) or "—"
         description = row.description.replace("|", "\\|")
         lines.append(f"| `{row.name}` | {aliases} | `{row.signature}` | {row.input} | {description} |")
+    lines += [
+        "",
+        "PyTorch's spellings take PyTorch's signatures (an input size, when given, is checked against the inferred one):",
+        "",
+    ]
+    lines += [f"- `{text}`" for row in layer_rows() for text in row.alias_signatures.values()]
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..lazy import numpy as np
 from ..lazy import numpy_ops as ops
 from ..shapes import Pair, Shape, Window
-from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors
@@ -130,31 +130,46 @@ class Conv(WindowedKind):
     family = "conv"
     input_rank = "image"
     signature = (
-        ArgSpec("out", "int", minimum=1),
-        ArgSpec("kernel", "pair", minimum=1),
+        ArgSpec("out", "int", minimum=1, keywords=("out_channels",)),
+        ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
         ArgSpec("stride", "pair", 1, minimum=1),
-        ArgSpec("pad", "pad", 0, minimum=0),
+        ArgSpec("pad", "pad", 0, minimum=0, keywords=("padding",)),
         ArgSpec("dilation", "pair", 1, minimum=1),
         ArgSpec("groups", "int", 1, minimum=1),
         ArgSpec("bias", "bool", True),
     )
+    spelling_signatures = {
+        "Conv2d": (
+            ArgSpec("in_channels", "int", INFERRED, minimum=1, role="input"),
+            ArgSpec("out_channels", "int", minimum=1, target="out"),
+            ArgSpec("kernel_size", "pair", minimum=1, target="kernel"),
+            ArgSpec("stride", "pair", 1, minimum=1),
+            ArgSpec("padding", "pad", 0, minimum=0, target="pad"),
+            ArgSpec("dilation", "pair", 1, minimum=1),
+            ArgSpec("groups", "int", 1, minimum=1),
+            ArgSpec("bias", "bool", True),
+        )
+    }
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         require_image(self.name, shape)
+        out = windowed_shape(self.name, self.window(args), shape, args["out"])
         groups = args["groups"]
         if shape.channels % groups:
             raise LayerError(
                 f"Conv: groups={groups} must divide the input channels; got {shape.channels} input channels",
                 f"choose groups among the divisors of {shape.channels}",
                 arg="groups",
+                recovered=out,
             )
         if args["out"] % groups:
             raise LayerError(
                 f"Conv: groups={groups} must divide the output channels; got out={args['out']}",
                 "make out a multiple of groups",
                 arg="groups",
+                recovered=out,
             )
-        return windowed_shape(self.name, self.window(args), shape, args["out"])
+        return out
 
     def param_count(self, args: Args, shape: Shape) -> int:
         kh, kw = args["kernel"]
@@ -202,9 +217,9 @@ class DWConv(WindowedKind):
     family = "conv"
     input_rank = "image"
     signature = (
-        ArgSpec("kernel", "pair", minimum=1),
+        ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
         ArgSpec("stride", "pair", 1, minimum=1),
-        ArgSpec("pad", "pad", 0, minimum=0),
+        ArgSpec("pad", "pad", 0, minimum=0, keywords=("padding",)),
         ArgSpec("multiplier", "int", 1, minimum=1),
         ArgSpec("bias", "bool", True),
     )

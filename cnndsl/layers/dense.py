@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..lazy import numpy as np
 from ..lazy import numpy_ops as ops
 from ..shapes import Shape
-from .base import Args, ArgSpec, LayerKind, TorchCall, register, require_flat
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register, require_flat
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors
@@ -27,10 +27,21 @@ class FC(LayerKind):
     aliases = ("Linear", "Dense")
     family = "linear"
     input_rank = "flat"
-    signature = (ArgSpec("out", "int", minimum=1), ArgSpec("bias", "bool", True))
+    signature = (ArgSpec("out", "int", minimum=1, keywords=("out_features",)), ArgSpec("bias", "bool", True))
+    spelling_signatures = {
+        "Linear": (
+            ArgSpec("in_features", "int", INFERRED, minimum=1, role="input"),
+            ArgSpec("out_features", "int", minimum=1, target="out"),
+            ArgSpec("bias", "bool", True),
+        )
+    }
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_flat(self.name, shape)
+        try:
+            require_flat(self.name, shape)
+        except LayerError as err:
+            err.recovered = Shape((args["out"],))  # the layers after a missing `flatten` are checked too
+            raise
         return Shape((args["out"],))
 
     def param_count(self, args: Args, shape: Shape) -> int:
@@ -78,6 +89,8 @@ class Flatten(LayerKind):
     name = "Flatten"
     family = "reshape"
     is_view = True
+    # nn.Flatten's arguments, accepted with the values that keep the batch and flatten the rest.
+    signature = (ArgSpec("start_dim", "int", 1, role="fixed"), ArgSpec("end_dim", "int", -1, role="fixed"))
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.numel,))

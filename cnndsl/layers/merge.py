@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..lazy import numpy as np
@@ -17,6 +18,32 @@ def _listing(shapes: list[Shape]) -> str:
     return ", ".join(str(s) for s in shapes)
 
 
+def _first_disagreeing(shapes: list[Shape], agree: Callable[[Shape, Shape], bool]) -> int | None:
+    """The index of the first branch whose shape does not agree with branch 0's."""
+    return next((i for i, s in enumerate(shapes) if not agree(shapes[0], s)), None)
+
+
+def _projection_hint(main: Shape, other: Shape, index: int) -> str:
+    """How branch `index` can be made to match branch 0 before an Add: a 1x1 projection, strided
+    only where the sizes differ by a whole factor (a stride cannot fix channels, a 1x1 Conv can)."""
+    general = "every branch of Add must produce the same shape"
+    if not (main.is_image and other.is_image):
+        return f"{general}; branch {index} gives {other.describe()}, branch 0 {main.describe()}"
+    channels_differ = main.channels != other.channels
+    (h, w), (oh, ow) = main.spatial, other.spatial
+    if (h, w) == (oh, ow):
+        return f"{general}: a 1x1 projection `Conv({main.channels}, 1)` at the end of branch {index} turns {other} into {main}"
+    if oh % h or ow % w or oh // h != ow // w:
+        return f"{general}; branch {index} gives {other}, branch 0 {main}: make their heights and widths agree first"
+    stride = oh // h
+    if channels_differ:
+        return (
+            f"{general}: a strided 1x1 projection `Conv({main.channels}, 1, stride={stride})` at the end of branch {index} "
+            f"turns {other} into {main}"
+        )
+    return f"{general}: `AvgPool({stride})` or `Conv({main.channels}, 1, stride={stride})` at the end of branch {index} turns {other} into {main}"
+
+
 @register
 class Add(MergeKind):
     """Element-wise sum of the branches (residual connections); shapes must agree.
@@ -28,10 +55,13 @@ class Add(MergeKind):
     torch_inplace = True
 
     def merge(self, shapes: list[Shape]) -> Shape:
-        if any(s != shapes[0] for s in shapes):
+        odd = _first_disagreeing(shapes, lambda a, b: a == b)
+        if odd is not None:
             raise LayerError(
                 f"Add: branch shapes disagree: {_listing(shapes)}",
-                "every branch of Add must produce the same shape; on a shortcut use Conv(c, 1, stride=s) to match",
+                _projection_hint(shapes[0], shapes[odd], odd),
+                recovered=shapes[0],
+                branch=odd,
             )
         return shapes[0]
 
@@ -59,10 +89,14 @@ class Concat(MergeKind):
 
     def merge(self, shapes: list[Shape]) -> Shape:
         first = shapes[0]
-        if any(len(s) != len(first) or s[1:] != first[1:] for s in shapes):
+        odd = _first_disagreeing(shapes, lambda a, b: len(a) == len(b) and a[1:] == b[1:])
+        if odd is not None:
+            same_rank = all(len(s) == len(first) for s in shapes)
             raise LayerError(
                 f"Concat: branch shapes disagree outside the channel axis: {_listing(shapes)}",
                 "Concat joins along channels; the other dimensions (height and width) must be equal",
+                recovered=Shape((sum(s[0] for s in shapes), *first[1:])) if same_rank else None,
+                branch=odd,
             )
         return Shape((sum(s[0] for s in shapes), *first[1:]))
 

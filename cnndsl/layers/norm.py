@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CnnDslError, Diagnostic
 from ..lazy import numpy as np
 from ..shapes import Shape
-from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
 if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors
@@ -27,6 +27,16 @@ class BatchNorm(LayerKind):
     aliases = ("BN", "BatchNorm2d", "BatchNorm1d")
     family = "norm"
     signature = (ArgSpec("eps", "float", 1e-5), ArgSpec("momentum", "float", 0.1))
+    spelling_signatures = {
+        spelling: (
+            ArgSpec("num_features", "int", INFERRED, minimum=1, role="input"),
+            ArgSpec("eps", "float", 1e-5),
+            ArgSpec("momentum", "float", 0.1),
+            ArgSpec("affine", "bool", True, role="fixed"),
+            ArgSpec("track_running_stats", "bool", True, role="fixed"),
+        )
+        for spelling in ("BatchNorm2d", "BatchNorm1d")
+    }
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         if args["eps"] <= 0:
@@ -145,7 +155,7 @@ class Dropout(LayerKind):
 
     name = "Dropout"
     family = "regularization"
-    signature = (ArgSpec("p", "float", 0.5),)
+    signature = (ArgSpec("p", "float", 0.5), ArgSpec("inplace", "bool", False, role="ignored"))
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         if not 0 <= args["p"] <= 1:

@@ -14,10 +14,25 @@ if TYPE_CHECKING:
     from ..numpy_ops import Backward, NpContext, Tensors
 
 _POOL_SIGNATURE = (
-    ArgSpec("kernel", "pair", 2, minimum=1),
+    ArgSpec("kernel", "pair", 2, minimum=1, keywords=("kernel_size",)),
     ArgSpec("stride", "pair", SameAs("kernel"), minimum=1),
-    ArgSpec("pad", "pad", 0, minimum=0),
-    ArgSpec("ceil", "bool", False),
+    ArgSpec("pad", "pad", 0, minimum=0, keywords=("padding",)),
+    ArgSpec("ceil", "bool", False, keywords=("ceil_mode",)),
+)
+_TORCH_MAXPOOL_SIGNATURE = (
+    ArgSpec("kernel_size", "pair", minimum=1, target="kernel"),
+    ArgSpec("stride", "pair", SameAs("kernel_size"), minimum=1),
+    ArgSpec("padding", "pad", 0, minimum=0, target="pad"),
+    ArgSpec("dilation", "pair", 1, minimum=1, role="fixed"),
+    ArgSpec("return_indices", "bool", False, role="fixed"),
+    ArgSpec("ceil_mode", "bool", False, target="ceil"),
+)
+_TORCH_AVGPOOL_SIGNATURE = (
+    ArgSpec("kernel_size", "pair", minimum=1, target="kernel"),
+    ArgSpec("stride", "pair", SameAs("kernel_size"), minimum=1),
+    ArgSpec("padding", "pad", 0, minimum=0, target="pad"),
+    ArgSpec("ceil_mode", "bool", False, target="ceil"),
+    ArgSpec("count_include_pad", "bool", True, role="fixed"),
 )
 
 
@@ -65,6 +80,7 @@ class MaxPool(WindowPool):
 
     name = "MaxPool"
     aliases = ("Pool", "MaxPool2d")
+    spelling_signatures = {"MaxPool2d": _TORCH_MAXPOOL_SIGNATURE}
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         out_hw = np_geometry(args, x, 1).out_hw
@@ -86,6 +102,7 @@ class AvgPool(WindowPool):
 
     name = "AvgPool"
     aliases = ("AvgPool2d",)
+    spelling_signatures = {"AvgPool2d": _TORCH_AVGPOOL_SIGNATURE}
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         out_hw = np_geometry(args, x, 1).out_hw
@@ -140,7 +157,8 @@ class AdaptiveAvgPool(LayerKind):
     aliases = ("AdaptiveAvgPool2d",)
     family = "pool"
     input_rank = "image"
-    signature = (ArgSpec("size", "pair", minimum=1),)
+    signature = (ArgSpec("size", "pair", minimum=1, keywords=("output_size",)),)
+    spelling_signatures = {"AdaptiveAvgPool2d": (ArgSpec("output_size", "pair", minimum=1, target="size"),)}
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         return {"size": as_pair(args["size"])}
