@@ -22,9 +22,8 @@ import numpy as np
 
 from .errors import CnnDslError, Diagnostic
 from .ir import Layer, Node, Parallel, Sequence
-from .limits import MAX_ACTIVATION_BYTES
 from .numpy_ops import NpContext, Scratch, Tensors
-from .resources import check_size
+from .resources import check_batch, check_size
 
 if TYPE_CHECKING:
     from .network import Network
@@ -177,14 +176,9 @@ class NumpyModel:
     def check_input(self, x: Any) -> np.ndarray:
         """The input as an array of the model's dtype and shape (N, *input), or a clear error."""
         array = validate_input(self.network, x, self.dtype)
-        needed = self.network.activation_bytes // 4 * self.dtype.itemsize * array.shape[0]
-        if needed > MAX_ACTIVATION_BYTES:
-            raise backend_error(
-                f"a batch of {array.shape[0]} needs about {needed / 2**30:,.1f} GiB of activations; "
-                f"the limit is {MAX_ACTIVATION_BYTES / 2**30:,.0f} GiB",
-                "use a smaller batch or input",
-                self.network.filename,
-            )
+        # The limit, with padded copies and im2col columns counted (free memory is the caller's
+        # to check once: `cnndsl run` does; training would re-read it every step).
+        check_batch(self.network, array.shape[0], self.dtype.itemsize, "numpy", check_free=False)
         return array
 
     def __call__(self, x: Any) -> np.ndarray:
