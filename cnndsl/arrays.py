@@ -88,14 +88,7 @@ def read_npz(path: str | Path, limit: int, names: Iterable[str] | None = None) -
     Every wanted member's header is checked before any array is allocated.
     """
     where = str(path)
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        with open(path, "rb") as handle:  # an OSError (missing, unreadable) is the caller's to report
-            head = handle.read(len(NPY_MAGIC))
-        if head.startswith(NPY_MAGIC):
-            raise ArrayFileError(f"{where} is a single .npy array, not an .npz archive of named arrays") from None
-        raise ArrayFileError(f"{where} is not an .npz file ({'empty' if not head else 'not a zip archive'})") from None
+    archive = _open_archive(path)
     with archive:
         members = {info.filename[: -len(".npy")]: info for info in archive.infolist() if info.filename.endswith(".npy")}
         wanted = list(members) if names is None else [name for name in names if name in members]
@@ -124,8 +117,16 @@ def read_npz(path: str | Path, limit: int, names: Iterable[str] | None = None) -
 
 def npz_names(path: str | Path) -> list[str]:
     """The array names in an .npz file (ArrayFileError if it is not one)."""
+    with _open_archive(path) as archive:
+        return [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
+
+
+def _open_archive(path: str | Path) -> zipfile.ZipFile:
     try:
-        with zipfile.ZipFile(path) as archive:
-            return [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
-    except zipfile.BadZipFile:
-        raise ArrayFileError(f"{path} is not an .npz file (not a zip archive)") from None
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        with open(path, "rb") as handle:  # an OSError (missing, unreadable) is the caller's to report
+            head = handle.read(len(NPY_MAGIC))
+        if head.startswith(NPY_MAGIC):
+            raise ArrayFileError(f"{path} is a single .npy array, not an .npz archive of named arrays") from None
+        raise ArrayFileError(f"{path} is not a readable .npz file ({'empty' if not head else 'not a zip archive'})") from None

@@ -377,7 +377,6 @@ def run_command(
         click.echo(f"wrote {output}")
 
 
-
 @main.command(name="layers")
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as a JSON list.")
 @click.option("--markdown", is_flag=True, help="Print the layer table of docs/LANGUAGE.md.")

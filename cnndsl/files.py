@@ -22,6 +22,7 @@ write through here.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import tempfile
@@ -122,9 +123,14 @@ def _is_write_through(path: Path) -> bool:
 
 
 def _write_through(path: Path, content: Content) -> None:
-    # O_TRUNC means nothing to a device or a pipe; opening it for writing never replaces it.
+    # Writers such as numpy.save and torch.save ask for the position or seek, which a pipe
+    # cannot do: they write to memory first. O_TRUNC means nothing to a device or a pipe.
+    if not isinstance(content, bytes):
+        buffer = io.BytesIO()
+        content(buffer)
+        content = buffer.getvalue()
     with open(path, "wb") as handle:
-        _fill(handle, content)
+        handle.write(content)
         handle.flush()
 
 

@@ -64,7 +64,9 @@ def numpy_workspace_bytes(layer: Layer, batch: int, itemsize: int = FLOAT_BYTES)
     channels, height, width = tuple(layer.in_shape)
     (ph, pw), (kh, kw) = args["pad"], args["kernel"]
     extra = (kh, kw) if args.get("ceil") else (0, 0)
-    padded = 0 if ph == pw == 0 and not args.get("ceil") else channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1])
+    padded = (
+        0 if ph == pw == 0 and not args.get("ceil") else channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1])
+    )
     total = padded * batch * itemsize
     depthwise = layer.kind.name == "DWConv" or (layer.kind.name == "Conv" and args.get("groups", 1) == channels > 1)
     if layer.kind.name == "Conv" and not depthwise:
@@ -127,7 +129,7 @@ def check_batch(
 
 
 def memory_error(network: Network, batch: int, needed: int | None = None, free: int | None = None) -> CnnDslError:
-    """"not enough memory for batch N (needs X GiB)": what running out of memory becomes, on every backend."""
+    """ "not enough memory for batch N (needs X GiB)": what running out of memory becomes, on every backend."""
     needs = f" (needs about {_gib(needed)}" + (f", {_gib(free)} available)" if free is not None else ")") if needed else ""
     return network_error(network, f"not enough memory for batch {batch:,}{needs}", None, "use a smaller batch or input")
 
