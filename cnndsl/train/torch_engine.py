@@ -243,6 +243,12 @@ class TorchEngine:
         state, groups = optimizer.get("state"), optimizer.get("param_groups")
         if not isinstance(state, dict) or not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
             raise damaged("the optimiser state has no `state` dict or `param_groups` list")
+        if len(groups) != len(self.optimizer.param_groups):
+            raise damaged(f"the optimiser state has {len(groups)} parameter groups; this run's optimiser has one")
+        for saved, current in zip(groups, self.optimizer.param_groups, strict=True):
+            for name, value in current.items():
+                if name != "params" and not _same_kind(saved.get(name), value):
+                    raise damaged(f"the optimiser setting `{name}` is {saved.get(name)!r}, expected a {type(value).__name__}")
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         indices = [i for group in groups for i in (group.get("params") or [])]
         if indices != list(range(len(params))):
@@ -281,3 +287,14 @@ class TorchEngine:
 
 def _is_index(value: Any, count: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
+
+
+def _same_kind(saved: Any, current: Any) -> bool:
+    """A saved optimiser setting of the kind this run's optimiser holds (ints and floats interchangeable)."""
+    if isinstance(current, bool) or current is None:
+        return isinstance(saved, bool) or saved is None
+    if isinstance(current, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool)
+    if isinstance(current, (tuple, list)):
+        return isinstance(saved, (tuple, list)) and len(saved) == len(current) and all(map(_same_kind, saved, current))
+    return isinstance(saved, type(current))
