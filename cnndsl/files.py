@@ -217,7 +217,7 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 def refuse_inputs(outputs: Iterable[str | Path | None], inputs: Iterable[str | Path | None]) -> None:
-    """Raise OutputConflict when an output is one of the inputs (or lies inside an input folder), or two outputs coincide.
+    """Raise OutputConflict when an output is one of the inputs, or two outputs coincide.
 
     `-` and names in angle brackets (`<stdin>`) are not files and are skipped; so are None entries.
     """
@@ -229,8 +229,6 @@ def refuse_inputs(outputs: Iterable[str | Path | None], inputs: Iterable[str | P
         for source in real_inputs:
             if same_file(source, output):
                 raise OutputConflict(f"refusing to overwrite the input file {source} with the output {output}")
-            if source.is_dir() and _inside(output, source) and os.path.exists(output):
-                raise OutputConflict(f"refusing to overwrite {output}, a file inside the input folder {source}")
         resolved = os.path.realpath(output)
         if resolved in seen or any(same_file(other, output) for other in seen.values()):
             first = seen.get(resolved) or next(other for other in seen.values() if same_file(other, output))
@@ -241,10 +239,6 @@ def refuse_inputs(outputs: Iterable[str | Path | None], inputs: Iterable[str | P
 def _is_path(value: str | Path) -> bool:
     text = str(value)
     return text != "-" and not (text.startswith("<") and text.endswith(">"))
-
-
-def _inside(path: str | Path, folder: Path) -> bool:
-    return os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) == os.path.realpath(folder)
 
 
 def _fsync_directory(directory: Path) -> None:

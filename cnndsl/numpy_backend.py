@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CnnDslError, Diagnostic
+from .files import atomic_write
 from .ir import Layer, Node, Parallel, Sequence
 from .numpy_ops import NpContext, Scratch, Tensors
 from .resources import check_batch, check_size
@@ -160,10 +161,10 @@ class NumpyModel:
             np.copyto(tensors[name], value, casting="unsafe")  # into the initialised arrays: no fresh pages to fault in
 
     def save(self, path: str | Path) -> None:
-        """Write the state_dict to an .npz file."""
+        """Write the state_dict to an .npz file (atomically, through the one writer: cnndsl.files)."""
+        state = self.state_dict()
         try:
-            with open(path, "wb") as handle:
-                np.savez(handle, **self.state_dict())
+            atomic_write(path, lambda handle: np.savez(handle, **state))
         except OSError as err:
             raise backend_error(f"cannot write {path}: {err.strerror or err}") from None
 

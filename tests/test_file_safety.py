@@ -355,3 +355,24 @@ def test_the_review_sample_compiles_onto_a_fifo(tmp_path: Path) -> None:
     result = invoke(["compile", str(DEFECTS / "conv.cnn"), "-o", str(fifo)])
     reader.join(60)
     assert result.exit_code == 0 and b"import torch" in received[0] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_train_never_writes_over_an_image_of_its_data_folder(work: Path) -> None:
+    image = work / "pics" / "cat" / "1.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"an image")
+    args = ["train", str(work / "net.cnn"), "--data", str(work / "pics"), "--metrics-json", str(image)]
+    result = invoke(args)
+    assert result.exit_code == 1 and "an image inside the --data folder" in result.output, result.output
+    assert image.read_bytes() == b"an image"
+
+
+def test_numpy_model_save_goes_through_the_writer(work: Path) -> None:
+    import cnndsl
+
+    model = cnndsl.parse(NETWORK).to_numpy()
+    link = work / "weights.npz"
+    (work / "real.npz").write_bytes(b"old")
+    link.symlink_to(work / "real.npz")
+    model.save(link)
+    assert link.is_symlink() and set(np.load(work / "real.npz").files) == set(model.state_dict())

@@ -114,7 +114,7 @@ def load_torch(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         raise checkpoint_error(
             f"{path} is not a readable torch checkpoint: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-            "start again without --resume, or point --checkpoint-dir elsewhere",
+            DAMAGED_HINT,
         ) from None
     if not isinstance(state, dict) or state.get("format") != "cnndsl-train-torch":
         raise checkpoint_error(f"{path} is not a cnndsl training checkpoint")

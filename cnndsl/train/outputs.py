@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..files import OutputConflict, refuse_inputs
 from .checkpoint import checkpoint_error, checkpoint_path
 from .config import TrainConfig, config_error
+from .data import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -31,18 +32,30 @@ def refuse_overwrite(network: Network, config: TrainConfig) -> None:
     """Refuse outputs that would replace an input of the run, or each other, before anything is read or written."""
     checkpoint = checkpoint_path(config.checkpoint_dir, config.backend) if config.checkpoint_dir else None
     data = config.data if Path(config.data).exists() else None  # `digits`, `synthetic:N` are not files
+    outputs = [config.metrics_json, checkpoint]
     try:
-        refuse_inputs([config.metrics_json, checkpoint], [network.filename, data])
+        refuse_inputs(outputs, [network.filename, data])
     except OutputConflict as err:
         raise config_error(str(err), "choose another --metrics-json or --checkpoint-dir") from None
+    if data is not None and Path(data).is_dir():
+        # An image folder's inputs are its images: an output may live there, but not be one of them.
+        root = os.path.realpath(data)
+        for output in outputs:
+            if output is not None and Path(output).suffix.lower() in IMAGE_SUFFIXES:
+                if os.path.commonpath([os.path.realpath(output), root]) == root:
+                    raise config_error(
+                        f"refusing to overwrite {output}, an image inside the --data folder {data}",
+                        "choose another --metrics-json or --checkpoint-dir",
+                    )
 
 
 @contextlib.contextmanager
-def checkpoint_lock(directory: Path | None) -> Iterator[None]:
+def checkpoint_lock(directory: str | Path | None) -> Iterator[None]:
     """Hold checkpoint directory `directory` for this run (nothing when None); a clear error if another run holds it."""
     if directory is None:
         yield
         return
+    directory = Path(directory)
     try:
         import fcntl
     except ImportError:  # not POSIX (Windows): no advisory locks to take

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import CnnDslError
-from .checkpoint import checkpoint_error, load_torch, restoring, save_torch, validate_buffers, validate_state
+from .checkpoint import DAMAGED_HINT, checkpoint_error, load_torch, restoring, save_torch, validate_buffers, validate_state
 from .config import TrainConfig, check_resumable, choose_threads, config_error
 from .data import Dataset
 from .distributed import World, all_sum, broadcast_object, destroy_process_group, gather_objects, init_process_group
@@ -206,8 +206,11 @@ class TorchEngine:
         if checkpoint is None:
             return None
         validate_state(path, checkpoint)
-        self._validate(path, checkpoint)
         check_resumable(checkpoint["config"], self.config, path)
+        if not isinstance(checkpoint.get("model"), dict):
+            raise checkpoint_error(
+                f"{path} is damaged: `model` is {type(checkpoint.get('model')).__name__}, not a state dict", DAMAGED_HINT
+            )
         try:
             self.model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:
@@ -215,6 +218,7 @@ class TorchEngine:
                 f"{path} holds weights of another network: {str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}",
                 "resume with the same .cnn file, --input and --set values, or use another --checkpoint-dir",
             ) from None
+        self._validate(path, checkpoint)  # after the weights: another network's checkpoint is said as such
         with restoring(path):
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             if checkpoint.get("scaler"):
@@ -232,9 +236,7 @@ class TorchEngine:
         """The torch-specific parts of a checkpoint, checked before any is loaded: a clear error naming what is wrong."""
 
         def damaged(what: str) -> CnnDslError:
-            return checkpoint_error(
-                f"{path} is damaged: {what}", "start again without --resume, or point --checkpoint-dir elsewhere"
-            )
+            return checkpoint_error(f"{path} is damaged: {what}", DAMAGED_HINT)
 
         for key in ("model", "optimizer", "scaler"):
             if not isinstance(checkpoint.get(key), dict):
