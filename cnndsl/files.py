@@ -181,8 +181,12 @@ def _commit(items: list[_Staged]) -> None:
         for item in items:
             item.existed = item.target.exists()
             if item.existed:
-                item.backup = Path(f"{item.temporary}.old")
-                os.link(item.target, item.backup)
+                backup = Path(f"{item.temporary}.old")
+                try:
+                    os.link(item.target, backup)
+                    item.backup = backup
+                except OSError:  # no hard links on this file system: that file cannot be put back
+                    pass
     done: list[_Staged] = []
     try:
         for item in items:
@@ -219,13 +223,14 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 def refuse_inputs(outputs: Iterable[str | Path | None], inputs: Iterable[str | Path | None]) -> None:
     """Raise OutputConflict when an output is one of the inputs, or two outputs coincide.
 
-    `-` and names in angle brackets (`<stdin>`) are not files and are skipped; so are None entries.
+    `-` and names in angle brackets (`<stdin>`) are not files and are skipped; so are None
+    entries, and outputs that are devices or pipes (/dev/null twice is no conflict).
     """
     real_inputs = [Path(p) for p in inputs if p is not None and _is_path(p)]
     seen: dict[str, str] = {}
     for output in outputs:
-        if output is None or not _is_path(output):
-            continue
+        if output is None or not _is_path(output) or _is_write_through(Path(output)):
+            continue  # a device or a pipe is written through: nothing there can be overwritten
         for source in real_inputs:
             if same_file(source, output):
                 raise OutputConflict(f"refusing to overwrite the input file {source} with the output {output}")

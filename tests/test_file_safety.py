@@ -376,3 +376,23 @@ def test_numpy_model_save_goes_through_the_writer(work: Path) -> None:
     link.symlink_to(work / "real.npz")
     model.save(link)
     assert link.is_symlink() and set(np.load(work / "real.npz").files) == set(model.state_dict())
+
+
+def test_two_outputs_onto_one_device_are_no_conflict(work: Path, devices: dict[str, Path]) -> None:
+    null = str(devices["null"])
+    result = invoke(["compile", str(work / "net.cnn"), "-o", null, "--weights-out", null])
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+
+
+def test_outputs_are_written_together_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system without hard links (no backups to put back) still gets both files."""
+    (tmp_path / "a").write_bytes(b"old")
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    write_outputs({tmp_path / "a": b"new a", tmp_path / "b": b"new b"})
+    assert (tmp_path / "a").read_bytes() == b"new a" and (tmp_path / "b").read_bytes() == b"new b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
