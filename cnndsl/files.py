@@ -22,6 +22,7 @@ write through here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import stat
@@ -106,7 +107,7 @@ def _writable_target(path: Path) -> Path:
         # A new file, or a dangling link: the link's target is created, the link kept.
         return Path(os.path.realpath(path)) if os.path.islink(path) else path
     if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(21, "Is a directory", str(path))
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if stat.S_ISREG(info.st_mode):
         return Path(os.path.realpath(path))
     if stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode):
