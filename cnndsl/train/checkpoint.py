@@ -66,10 +66,12 @@ def _digest_value(value: Any, digest: Any) -> None:
         digest.update(f"a{value.dtype.str}{value.shape}".encode())
         digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data if value.size else b"")
     elif type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        import torch  # only torch checkpoints hold tensors: the NumPy backend never gets here
+
         tensor = value.detach().cpu().contiguous().reshape(-1)
         digest.update(f"t{tensor.dtype}{tuple(value.shape)}".encode())
         if tensor.numel():
-            digest.update(tensor.view(__import__("torch").uint8).numpy().data)
+            digest.update(tensor.view(torch.uint8).numpy().data)
     else:
         digest.update(f"{type(value).__name__}:{value!r};".encode())
 
