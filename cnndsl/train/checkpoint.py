@@ -180,7 +180,7 @@ def validate_state(path: str | Path, state: dict[str, Any]) -> None:
     """The fields every checkpoint shares (epoch, history, settings), as the run uses them; a clear error otherwise."""
     problems = []
     epoch = state.get("epoch")
-    if not _is_int(epoch) or epoch < 0:
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         problems.append(f"`epoch` is {epoch!r}, not a whole number of epochs")
     history = state.get("history")
     if not isinstance(history, list):
