@@ -410,18 +410,15 @@ def run_command(
 ) -> None:
     """Run FILE on one input batch; print the output shape, the time taken and, for classifiers, the top-5 classes."""
     from .errors import CnnDslError
-    from .run import read_input, run_network
+    from .run import read_input, refuse_run_overwrite, run_network, save_output
 
     network = load_for_command(file, input_text, sets)
     try:
-        x = read_input(network, input_spec, batch, seed)
+        refuse_run_overwrite(network, output, [file, input_spec if input_spec != "random" else None, weights])
+        x = read_input(network, input_spec, batch, seed, backend)  # type: ignore[arg-type]
         result = run_network(network, backend, x, weights, seed)  # type: ignore[arg-type]
         if output:
-            try:
-                np_save(output, result.output)
-            except OSError as err:
-                click.echo(f"{output}: error: cannot write the output: {err.strerror or err}", err=True)
-                sys.exit(1)
+            save_output(network, output, result.output)
     except CnnDslError as err:
         _print_diagnostics(err.diagnostics)
         sys.exit(1)
@@ -435,13 +432,6 @@ def run_command(
             click.echo(f"  ... {len(top) - 8} more samples")
     if output:
         click.echo(f"wrote {output}")
-
-
-def np_save(path: str, array: Any) -> None:
-    """numpy.save without a lazy import at the top of the CLI (numpy loads with the backends)."""
-    import numpy as np
-
-    np.save(path, array)
 
 
 @main.command(name="layers")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CnnDslError, Diagnostic
-from .files import atomic_write, same_file
+from .files import Content, OutputConflict, refuse_inputs, write_outputs
 
 if TYPE_CHECKING:
     from .network import Network
@@ -22,28 +21,21 @@ def _error(message: str, hint: str | None = None, filename: str = "cnndsl") -> C
     return CnnDslError([Diagnostic("error", message, None, hint, filename=filename)])
 
 
-def write_output(path: str | Path, data: bytes) -> None:
+def write_files(outputs: dict[str | Path, Content]) -> None:
+    """Write every output of the command together (all or none), or raise a CnnDslError naming the failure."""
     try:
-        atomic_write(path, data)
+        write_outputs(outputs)
     except OSError as err:
-        raise _error(f"cannot write {path}: {err.strerror or err}", filename=str(path)) from None
+        where = err.filename or ", ".join(str(p) for p in outputs)
+        raise _error(f"cannot write {where}: {err.strerror or err}", filename=str(where)) from None
 
 
 def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Path]) -> None:
     """Refuse to write over a protected (input) file, or to write two outputs to one path."""
-    seen: dict[str, str] = {}
-    for output in outputs:
-        if output is None:
-            continue
-        resolved = os.path.realpath(output)
-        for source in protected:
-            if str(source) == "-":
-                continue
-            if same_file(source, output):
-                raise _error(f"refusing to overwrite the input file {source}", "choose another output path", str(source))
-        if resolved in seen:
-            raise _error(f"{seen[resolved]} and {output} are the same file", "give each output its own path", str(output))
-        seen[resolved] = str(output)
+    try:
+        refuse_inputs(outputs, protected)
+    except OutputConflict as err:
+        raise _error(str(err), "choose another output path", "cnndsl") from None
 
 
 def export_onnx(network: Network, seed: int | None = None) -> bytes:
@@ -129,10 +121,10 @@ def compile_network(
         data = export_onnx(network, seed)
     else:
         raise _error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
-    weights = initial_weights(network, seed) if weights_out is not None else None
-    if weights is not None and weights_out is not None:
-        write_output(weights_out, weights)
-    if output is None:
-        return data.decode("utf-8")
-    write_output(output, data)
-    return None
+    outputs: dict[str | Path, Content] = {}
+    if weights_out is not None:
+        outputs[weights_out] = initial_weights(network, seed)
+    if output is not None:
+        outputs[output] = data
+    write_files(outputs)
+    return data.decode("utf-8") if output is None else None

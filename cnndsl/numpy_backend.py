@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CnnDslError, Diagnostic
+from .files import atomic_write
 from .ir import Layer, Node, Parallel, Sequence
-from .limits import MAX_ACTIVATION_BYTES
 from .numpy_ops import NpContext, Scratch, Tensors
-from .resources import check_size
+from .resources import check_batch, check_size
 
 if TYPE_CHECKING:
     from .network import Network
@@ -161,10 +161,10 @@ class NumpyModel:
             np.copyto(tensors[name], value, casting="unsafe")  # into the initialised arrays: no fresh pages to fault in
 
     def save(self, path: str | Path) -> None:
-        """Write the state_dict to an .npz file."""
+        """Write the state_dict to an .npz file (atomically, through the one writer: cnndsl.files)."""
+        state = self.state_dict()
         try:
-            with open(path, "wb") as handle:
-                np.savez(handle, **self.state_dict())
+            atomic_write(path, lambda handle: np.savez(handle, **state))
         except OSError as err:
             raise backend_error(f"cannot write {path}: {err.strerror or err}") from None
 
@@ -177,14 +177,9 @@ class NumpyModel:
     def check_input(self, x: Any) -> np.ndarray:
         """The input as an array of the model's dtype and shape (N, *input), or a clear error."""
         array = validate_input(self.network, x, self.dtype)
-        needed = self.network.activation_bytes // 4 * self.dtype.itemsize * array.shape[0]
-        if needed > MAX_ACTIVATION_BYTES:
-            raise backend_error(
-                f"a batch of {array.shape[0]} needs about {needed / 2**30:,.1f} GiB of activations; "
-                f"the limit is {MAX_ACTIVATION_BYTES / 2**30:,.0f} GiB",
-                "use a smaller batch or input",
-                self.network.filename,
-            )
+        # The limit, with padded copies and im2col columns counted (free memory is the caller's
+        # to check once: `cnndsl run` does; training would re-read it every step).
+        check_batch(self.network, array.shape[0], self.dtype.itemsize, "numpy", check_free=False)
         return array
 
     def __call__(self, x: Any) -> np.ndarray:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import TYPE_CHECKING
 
 from .errors import CnnDslError, DiagnosticSink, Position
-from .limits import MAX_WEIGHT_BYTES
+from .limits import MAX_ACTIVATION_BYTES, MAX_WEIGHT_BYTES
 
 if TYPE_CHECKING:
+    from .ir import Layer
     from .network import Network
 
 FLOAT_BYTES = 4
@@ -40,6 +43,95 @@ def check_size(network: Network, max_bytes: int | None = None) -> None:
         f"the largest layer, `{largest.path}` ({largest.describe}), has {largest.params:,} parameters; "
         "make it smaller (fewer channels or features, or pool before the FC layer)",
     )
+
+
+COLUMN_BYTES = 32 * 2**20
+"""Largest im2col matrix a NumPy convolution builds at once (bigger batches go in slices); numpy_ops uses it."""
+
+
+def numpy_workspace_bytes(layer: Layer, batch: int, itemsize: int = FLOAT_BYTES) -> int:
+    """Temporaries the NumPy backend allocates for one layer beside its input and output.
+
+    A windowed layer (Conv, DWConv, MaxPool, AvgPool) copies its input padded by `pad` (plus,
+    for ceil-mode pools, up to a kernel more), and a convolution that is not depthwise builds
+    im2col columns of C*kh*kw x OH*OW per sample, in batch slices of at most COLUMN_BYTES
+    (at least one sample). Dilation widens the window, not the columns, but it is why a
+    huge `pad` still gives a small output: the padded copy is what costs.
+    """
+    args = layer.args
+    if "pad" not in args or "kernel" not in args or len(tuple(layer.in_shape)) != 3:
+        return 0
+    channels, height, width = tuple(layer.in_shape)
+    (ph, pw), (kh, kw) = args["pad"], args["kernel"]
+    extra = (kh, kw) if args.get("ceil") else (0, 0)
+    padded = (
+        0 if ph == pw == 0 and not args.get("ceil") else channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1])
+    )
+    total = padded * batch * itemsize
+    depthwise = layer.kind.name == "DWConv" or (layer.kind.name == "Conv" and args.get("groups", 1) == channels > 1)
+    if layer.kind.name == "Conv" and not depthwise:
+        out_h, out_w = tuple(layer.out_shape)[1:]
+        per_sample = channels * kh * kw * out_h * out_w * itemsize
+        total += per_sample * max(1, min(batch, COLUMN_BYTES // max(1, per_sample)))
+    return total
+
+
+def batch_bytes(network: Network, batch: int, itemsize: int = FLOAT_BYTES, backend: str = "numpy") -> tuple[int, Layer | None]:
+    """(bytes one forward pass of `batch` samples needs, the layer with the largest temporaries or None).
+
+    Activations as the IR counts them, plus, on the NumPy backend, the largest layer's
+    padded copy and im2col columns (they live one layer at a time).
+    """
+    activations = network.activation_bytes // FLOAT_BYTES * itemsize * batch
+    if backend != "numpy" or not network.layers:
+        return activations, None
+    largest = max(network.layers, key=lambda layer: numpy_workspace_bytes(layer, 1, itemsize))
+    workspace = numpy_workspace_bytes(largest, batch, itemsize)
+    return activations + workspace, largest if workspace else None
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still give this process without swapping (Linux MemAvailable), or None when unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def check_batch(
+    network: Network, batch: int, itemsize: int = FLOAT_BYTES, backend: str = "numpy", check_free: bool = True
+) -> None:
+    """Refuse a forward pass over MAX_ACTIVATION_BYTES (or, with `check_free`, over the free memory) before allocating it."""
+    needed, layer = batch_bytes(network, batch, itemsize, backend)
+    workspace = numpy_workspace_bytes(layer, batch, itemsize) if layer is not None else 0
+    # Name the layer when its temporaries (a huge pad) are what the batch costs.
+    culprit = layer if layer is not None and workspace * 2 > needed else None
+    if needed > MAX_ACTIVATION_BYTES:
+        detail = (
+            f"; `{culprit.path}` ({culprit.describe}) alone needs {_gib(workspace)} for its padded input and im2col columns"
+            if culprit is not None
+            else ""
+        )
+        raise network_error(
+            network,
+            f"a batch of {batch:,} needs about {_gib(needed)} of activations on the {backend} backend{detail};"
+            f" the limit is {_gib(MAX_ACTIVATION_BYTES)}",
+            culprit.pos if culprit is not None else None,
+            "use less padding, or a smaller input" if culprit is not None else "use a smaller batch or input",
+        )
+    free = available_memory() if check_free else None
+    if free is not None and needed > free:
+        raise memory_error(network, batch, needed, free)
+
+
+def memory_error(network: Network, batch: int, needed: int | None = None, free: int | None = None) -> CnnDslError:
+    """ "not enough memory for batch N (needs X GiB)": what running out of memory becomes, on every backend."""
+    needs = f" (needs about {_gib(needed)}" + (f", {_gib(free)} available)" if free is not None else ")") if needed else ""
+    return network_error(network, f"not enough memory for batch {batch:,}{needs}", None, "use a smaller batch or input")
 
 
 def _gib(size: int) -> str:

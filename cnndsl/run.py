@@ -13,8 +13,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .arrays import ArrayFileError, read_npy
+from .files import OutputConflict, atomic_write, refuse_inputs
+from .limits import MAX_ACTIVATION_BYTES
 from .network import Network
 from .numpy_backend import backend_error, check_weights, load_npz, validate_input
+from .resources import check_batch, memory_error
 
 Backend = Literal["numpy", "torch"]
 
@@ -39,18 +43,21 @@ class RunResult:
         return [[(int(c), float(scores[row, c])) for c in best[row]] for row in range(len(scores))]
 
 
-def read_input(network: Network, spec: str, batch: int | None, seed: int = 0) -> np.ndarray:
-    """`random` (standard normal, float32) or an .npy file (a batch, or one sample without the batch axis)."""
+def read_input(network: Network, spec: str, batch: int | None, seed: int = 0, backend: Backend = "numpy") -> np.ndarray:
+    """`random` (standard normal, float32) or an .npy file (a batch, or one sample without the batch axis).
+
+    The batch's memory on `backend` is checked before anything is allocated: the random
+    batch's from the IR, a file's from its header.
+    """
     if spec == "random":
+        check_batch(network, batch or 1, backend=backend)
         return np.random.default_rng(seed).standard_normal((batch or 1, *network.input_shape)).astype(np.float32)
     try:
-        x = np.load(spec, allow_pickle=False)
+        x = read_npy(spec, MAX_ACTIVATION_BYTES)
     except OSError as err:
         raise backend_error(f"cannot read the input {spec}: {err.strerror or err}", filename=network.filename) from None
-    except ValueError as err:
-        raise backend_error(f"{spec} is not an .npy array: {err}", "save it with numpy.save", network.filename) from None
-    if not isinstance(x, np.ndarray):
-        raise backend_error(f"{spec} holds several arrays; give one .npy array", filename=network.filename)
+    except ArrayFileError as err:
+        raise backend_error(str(err), "save the input with numpy.save", network.filename) from None
     if x.shape == tuple(network.input_shape):
         x = x[None]  # one sample: the command line adds the batch axis that the API wants explicit
     if batch is not None and x.ndim >= 1 and x.shape[0] != batch:
@@ -59,7 +66,25 @@ def read_input(network: Network, spec: str, batch: int | None, seed: int = 0) ->
             "leave --batch out to use the whole file",
             network.filename,
         )
-    return validate_input(network, x)
+    x = validate_input(network, x)
+    check_batch(network, len(x), backend=backend)
+    return x
+
+
+def refuse_run_overwrite(network: Network, output: str | None, inputs: list[str | None]) -> None:
+    """`run -o` never replaces one of the command's inputs (the .cnn file, --input, --weights)."""
+    try:
+        refuse_inputs([output], inputs)
+    except OutputConflict as err:
+        raise backend_error(str(err), "choose another output path", network.filename) from None
+
+
+def save_output(network: Network, path: str, array: np.ndarray) -> None:
+    """The output array as .npy at exactly `path` (no `.npy` added), written through the one atomic writer."""
+    try:
+        atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+    except OSError as err:
+        raise backend_error(f"cannot write the output {path}: {err.strerror or err}", filename=network.filename) from None
 
 
 def read_weights(network: Network, path: str) -> dict[str, Any]:
@@ -96,7 +121,24 @@ def read_weights(network: Network, path: str) -> dict[str, Any]:
 
 
 def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str | None = None, seed: int = 0) -> RunResult:
-    """Build the model on `backend` (weights from a file, else seeded PyTorch-style init) and time one forward pass."""
+    """Build the model on `backend` (weights from a file, else seeded PyTorch-style init) and time one forward pass.
+
+    Running out of memory (under the activation limit, which both backends check first)
+    is "not enough memory for batch N", not a traceback.
+    """
+    check_batch(network, len(x), x.dtype.itemsize, backend)
+    try:
+        return _run(network, backend, x, weights, seed)
+    except MemoryError:
+        raise memory_error(network, len(x)) from None
+    except RuntimeError as err:  # torch: OutOfMemoryError (a RuntimeError), or "DefaultCPUAllocator: can't allocate"
+        text = str(err)
+        if "out of memory" not in text.lower() and "can't allocate" not in text:
+            raise
+        raise memory_error(network, len(x)) from None
+
+
+def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None, seed: int) -> RunResult:
     state = read_weights(network, weights) if weights else None
     if backend == "numpy":
         model = network.to_numpy(state, seed=seed)

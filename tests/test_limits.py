@@ -76,7 +76,7 @@ def test_render_compile_and_run_refuse_oversized_networks_fast(tmp_path) -> None
         (["render", str(many), "--expand", "-o", str(tmp_path / "many.svg")], "the drawing would have 20,002 boxes"),
         (["run", str(huge)], "need 74.51 GiB (float32); the limit is 16.00 GiB"),
         (["compile", str(huge), "--weights-out", str(tmp_path / "w.pt"), "-o", str(tmp_path / "m.py")], "the limit is 16.00 GiB"),
-        (["run", str(wide), "--batch", "64"], "GiB of activations; the limit is 16 GiB"),
+        (["run", str(wide), "--batch", "64"], "GiB of activations on the numpy backend; the limit is 16.00 GiB"),
     ]
     for args, message in cases:
         start = time.perf_counter()

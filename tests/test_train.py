@@ -375,7 +375,7 @@ def test_killed_and_interrupted_training_leave_a_complete_checkpoint(tmp_path: P
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     checkpoint = load_torch(path)
     assert checkpoint["epoch"] > killed_at and len(checkpoint["history"]) == checkpoint["epoch"]
-    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [".cnndsl-train.lock", "checkpoint.pt"]  # no temporaries
 
 
 # ---------------------------------------------------------------- torchrun

@@ -9,13 +9,13 @@ imported when those sources are used, so the NumPy backend trains without torch.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..arrays import ArrayFileError, npz_names, read_npz
 from ..errors import CnnDslError, Diagnostic
 from ..shapes import Shape
 
@@ -29,6 +29,8 @@ SPLIT_SEED = 0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_SYNTHETIC_BYTES = 16 * 2**30
 """A `synthetic:N` request larger than this (float32) is refused before allocating it."""
+MAX_DATA_BYTES = 16 * 2**30
+"""Largest total of the arrays an .npz data file may hold (checked from their headers before reading)."""
 
 
 def data_error(message: str, hint: str | None = None, where: str = "--data") -> CnnDslError:
@@ -97,23 +99,51 @@ def _standardise(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def _labels(y: Any, where: str) -> tuple[np.ndarray, list[str]]:
-    """Integer labels 0..K-1 and class names; string labels are mapped in sorted order."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise data_error(f"labels `y` must be one label per sample (a 1-D array); got shape {y.shape}", where=where)
-    if y.dtype.kind in "US":
-        names = sorted({str(v) for v in y})
+def _label_table(splits: list[Any], where: str, num_classes: int) -> tuple[list[np.ndarray], list[str]]:
+    """Integer labels 0..K-1 for every split, from ONE table, and the class names.
+
+    String labels are numbered in sorted order over all splits together (a test split with
+    other classes than training must not be numbered with a table of its own). Integer
+    labels are class indices; those beyond the network's `num_classes` outputs (when known,
+    else above MAX_CLASSES) are refused before any class name is made.
+    """
+    arrays = [np.asarray(y) for y in splits]
+    for y in arrays:
+        if y.ndim != 1:
+            raise data_error(f"labels `y` must be one label per sample (a 1-D array); got shape {y.shape}", where=where)
+    if any(y.dtype.kind in "US" for y in arrays):
+        if not all(y.dtype.kind in "US" or not y.size for y in arrays):
+            raise data_error("labels must be all strings or all integers, in every split", where=where)
+        names = sorted({str(v) for y in arrays for v in y.tolist()})
         index = {name: i for i, name in enumerate(names)}
-        return np.array([index[str(v)] for v in y], dtype=np.int64), names
-    if y.dtype.kind == "f" and np.all(np.equal(np.mod(y, 1), 0)):
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iu":
-        raise data_error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
-    if y.size and y.min() < 0:
-        raise data_error(f"labels `y` must be class indices 0..K-1; the smallest is {y.min()}", where=where)
-    count = int(y.max()) + 1 if y.size else 0
-    return y.astype(np.int64), [str(i) for i in range(count)]
+        return [np.array([index[str(v)] for v in y.tolist()], dtype=np.int64) for y in arrays], names
+    bound = num_classes if num_classes > 0 else MAX_CLASSES
+    converted = []
+    largest = -1
+    for y in arrays:
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
+                raise data_error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
+        elif y.dtype.kind not in "iub":
+            raise data_error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
+        if y.size:
+            low, high = y.min().item(), y.max().item()  # Python numbers: no wrap-around for uint64 or 1e30
+            if low < 0:
+                raise data_error(f"labels `y` must be class indices 0..K-1; the smallest is {low}", where=where)
+            if high >= bound:
+                outputs = f"the network outputs {num_classes} classes" if num_classes > 0 else f"at most {MAX_CLASSES:,} classes"
+                raise data_error(
+                    f"labels must be class indices below the number of classes; {where} has a label {high}",
+                    f"{outputs}: labels are 0..{bound - 1}",
+                    where,
+                )
+            largest = max(largest, int(high))
+        converted.append(y.astype(np.int64))
+    return converted, [str(i) for i in range(largest + 1)]
+
+
+MAX_CLASSES = 1_000_000
+"""Most classes integer labels may imply when the network's output count is not known."""
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:
@@ -163,33 +193,40 @@ def load_digits_source() -> Dataset:
     return Dataset("digits", x[train], y[train], x[test], y[test], names)
 
 
-def load_npz_source(path: Path, expected: Shape) -> Dataset:
-    """`x` and `y` (and, if present, `x_test` and `y_test`); otherwise a stratified split."""
+def load_npz_source(path: Path, expected: Shape, num_classes: int = 0) -> Dataset:
+    """`x` and `y` (and, if present, `x_test` and `y_test`); otherwise a stratified split.
+
+    The arrays' headers are checked before anything is read (sizes against the file and
+    MAX_DATA_BYTES), and labels against the network's `num_classes` outputs (0: unknown).
+    """
     where = str(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise data_error(f"{path} holds a single array; expected an .npz with arrays `x` and `y`", where=where)
-            missing = [k for k in ("x", "y") if k not in data.files]
-            if missing:
-                raise data_error(
-                    f"{path} has no array{'s' if len(missing) > 1 else ''} {', '.join(f'`{k}`' for k in missing)}"
-                    f" (it has: {', '.join(data.files) or 'nothing'})",
-                    "save with numpy.savez(path, x=images, y=labels)",
-                    where,
-                )
-            arrays = {k: data[k] for k in ("x", "y", "x_test", "y_test") if k in data.files}
+        names = npz_names(path)
+        missing = [k for k in ("x", "y") if k not in names]
+        if missing:
+            raise data_error(
+                f"{path} has no array{'s' if len(missing) > 1 else ''} {', '.join(f'`{k}`' for k in missing)}"
+                f" (it has: {', '.join(names) or 'nothing'})",
+                "save with numpy.savez(path, x=images, y=labels)",
+                where,
+            )
+        arrays = read_npz(path, MAX_DATA_BYTES, ("x", "y", "x_test", "y_test"))
     except OSError as err:
         raise data_error(f"cannot read {path}: {err.strerror or err}", where=where) from None
-    except (ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise data_error(f"{path} is not a readable .npz file: {err}", where=where) from None
+    except ArrayFileError as err:
+        raise data_error(str(err), "save with numpy.savez(path, x=images, y=labels)", where) from None
+    if arrays["x"].ndim == 0 or not len(arrays["x"]):
+        raise data_error(f"{path} has no samples (`x` is {_shape_text(arrays['x'].shape) or 'a scalar'})", where=where)
     x = _layout(_to_float(arrays["x"]), expected, where)
-    y, names = _labels(arrays["y"], where)
+    has_test = "x_test" in arrays and "y_test" in arrays
+    splits = [arrays["y"], arrays["y_test"]] if has_test else [arrays["y"]]
+    labels, names = _label_table(splits, where, num_classes)
+    y = labels[0]
     if len(x) != len(y):
         raise data_error(f"{path}: `x` has {len(x)} samples but `y` has {len(y)} labels", where=where)
-    if "x_test" in arrays and "y_test" in arrays:
+    if has_test:
         x_test = _layout(_to_float(arrays["x_test"]), expected, where)
-        y_test, test_names = _labels(arrays["y_test"], where)
+        y_test = labels[1]
         if len(x_test) != len(y_test):
             raise data_error(f"{path}: `x_test` has {len(x_test)} samples but `y_test` has {len(y_test)}", where=where)
         if x_test.shape[1:] != x.shape[1:]:
@@ -197,8 +234,6 @@ def load_npz_source(path: Path, expected: Shape) -> Dataset:
                 f"{path}: test images are {_shape_text(x_test.shape[1:])}, training images {_shape_text(x.shape[1:])}",
                 where=where,
             )
-        if len(test_names) > len(names):
-            names = test_names
         return Dataset(path.name, x, y, x_test, y_test, names)
     train, test = stratified_split(y)
     return Dataset(path.name, x[train], y[train], x[test], y[test], names)
@@ -328,7 +363,7 @@ def load_source(spec: str, expected: Shape, num_classes: int, seed: int = 0) -> 
         elif path.suffix.lower() == ".npz":
             if not path.exists():
                 raise data_error(f"no such file: {path}", where=spec)
-            dataset = load_npz_source(path, expected)
+            dataset = load_npz_source(path, expected, num_classes)
         elif not path.exists():
             raise data_error(
                 f"unknown data source {spec!r}",
@@ -338,7 +373,22 @@ def load_source(spec: str, expected: Shape, num_classes: int, seed: int = 0) -> 
             raise data_error(f"{spec} is neither an .npz file nor a folder of class folders", where=spec)
     if not len(dataset.x_train):
         raise data_error(f"{spec} has no training samples", where=spec)
+    _refuse_non_finite(dataset, spec)
     return _standardise(dataset)
+
+
+def _refuse_non_finite(dataset: Dataset, source: str) -> None:
+    """NaN or infinite pixels make every loss NaN: refuse them before training, saying where they are."""
+    for split, x in (("training", dataset.x_train), ("test", dataset.x_test)):
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.ones(0, bool)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise data_error(
+                f"{source}: {len(bad):,} {split} image{'s hold' if len(bad) > 1 else ' holds'} NaN or infinite values"
+                f" (the first is sample {int(bad[0])} of the {split} split)",
+                "remove or repair those samples; training on them makes every loss NaN",
+                source,
+            )
 
 
 def check_fit(dataset: Dataset, input_shape: Shape, output_shape: Shape, parameters: dict[str, Any], source: str) -> None:

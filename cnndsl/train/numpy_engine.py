@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..numpy_backend import SGD, cross_entropy
-from .checkpoint import load_numpy, save_numpy
+from .checkpoint import DAMAGED_HINT, checkpoint_error, load_numpy, restoring, save_numpy, validate_buffers, validate_state
 from .config import TrainConfig, check_resumable, choose_threads
 from .data import Dataset
 from .report import EpochProgress
@@ -104,11 +104,26 @@ class NumpyEngine:
         if not path.exists():
             return None
         arrays, meta = load_numpy(path)
+        validate_state(path, meta)
         check_resumable(meta["config"], self.config, path)
-        self.model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
-        self.optimizer.buffers = {k[len("momentum/") :]: v.copy() for k, v in arrays.items() if k.startswith("momentum/")}
-        self.model.rng.bit_generator.state = meta["rng"]
+        buffers = {k[len("momentum/") :]: v.copy() for k, v in arrays.items() if k.startswith("momentum/")}
+        shapes = {key: self.model.parameter(key).shape for key in self.model.trainable}
+        # SGD with momentum keeps a buffer per parameter from its first step on.
+        momentum = meta["config"].get("momentum")
+        validate_buffers(path, buffers, shapes, complete=meta["epoch"] > 0 and _is_positive(momentum))
+        if not isinstance(meta.get("rng"), dict):
+            raise checkpoint_error(
+                f"{path} is damaged: `rng` is {type(meta.get('rng')).__name__}, not a generator state", DAMAGED_HINT
+            )
+        with restoring(path):
+            self.model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
+            self.model.rng.bit_generator.state = meta["rng"]
+        self.optimizer.buffers = buffers
         return {k: meta[k] for k in ("epoch", "history", "config")}
 
     def close(self, synchronize: bool = False) -> None:
         pass  # a single process holds nothing to release
+
+
+def _is_positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
-from .checkpoint import checkpoint_error, load_torch, save_torch
+from ..errors import CnnDslError
+from .checkpoint import DAMAGED_HINT, checkpoint_error, load_torch, restoring, save_torch, validate_buffers, validate_state
 from .config import TrainConfig, check_resumable, choose_threads, config_error
 from .data import Dataset
 from .distributed import World, all_sum, broadcast_object, destroy_process_group, gather_objects, init_process_group
@@ -204,7 +205,12 @@ class TorchEngine:
         checkpoint = broadcast_object(checkpoint, self.world)
         if checkpoint is None:
             return None
+        validate_state(path, checkpoint)
         check_resumable(checkpoint["config"], self.config, path)
+        if not isinstance(checkpoint.get("model"), dict):
+            raise checkpoint_error(
+                f"{path} is damaged: `model` is {type(checkpoint.get('model')).__name__}, not a state dict", DAMAGED_HINT
+            )
         try:
             self.model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:
@@ -212,17 +218,64 @@ class TorchEngine:
                 f"{path} holds weights of another network: {str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}",
                 "resume with the same .cnn file, --input and --set values, or use another --checkpoint-dir",
             ) from None
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("scaler"):
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        rng = checkpoint["rng"]
-        if len(rng) == self.world.size:
-            # Each rank continues its own Dropout stream; with another world size the streams cannot match anyway.
-            own = rng[self.world.rank]
-            torch.set_rng_state(own["cpu"])
-            if "cuda" in own and self.device.type == "cuda":
-                torch.cuda.set_rng_state(own["cuda"], self.device)
+        self._validate(path, checkpoint)  # after the weights: another network's checkpoint is said as such
+        with restoring(path):
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if checkpoint.get("scaler"):
+                self.scaler.load_state_dict(checkpoint["scaler"])
+            rng = checkpoint["rng"]
+            if len(rng) == self.world.size:
+                # Each rank continues its own Dropout stream; with another world size the streams cannot match anyway.
+                own = rng[self.world.rank]
+                torch.set_rng_state(own["cpu"])
+                if "cuda" in own and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(own["cuda"], self.device)
         return {k: checkpoint[k] for k in ("epoch", "history", "config")}
+
+    def _validate(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        """The torch-specific parts of a checkpoint, checked before any is loaded: a clear error naming what is wrong."""
+
+        def damaged(what: str) -> CnnDslError:
+            return checkpoint_error(f"{path} is damaged: {what}", DAMAGED_HINT)
+
+        for key in ("model", "optimizer", "scaler"):
+            if not isinstance(checkpoint.get(key), dict):
+                raise damaged(f"`{key}` is {type(checkpoint.get(key)).__name__}, not a state dict")
+        optimizer = checkpoint["optimizer"]
+        state, groups = optimizer.get("state"), optimizer.get("param_groups")
+        if not isinstance(state, dict) or not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise damaged("the optimiser state has no `state` dict or `param_groups` list")
+        if len(groups) != len(self.optimizer.param_groups):
+            raise damaged(f"the optimiser state has {len(groups)} parameter groups; this run's optimiser has one")
+        for saved, current in zip(groups, self.optimizer.param_groups, strict=True):
+            for name, value in current.items():
+                if name != "params" and not _same_kind(saved.get(name), value):
+                    raise damaged(f"the optimiser setting `{name}` is {saved.get(name)!r}, expected a {type(value).__name__}")
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        indices = [i for group in groups for i in (group.get("params") or [])]
+        if indices != list(range(len(params))):
+            raise damaged(f"the optimiser state covers {len(indices)} parameters; the network has {len(params)}")
+        buffers: dict[str, Any] = {}
+        for index, values in state.items():
+            if not _is_index(index, len(params)) or not isinstance(values, dict):
+                raise damaged(f"the optimiser state has an entry {index!r} for no parameter")
+            buffers.update({f"{index}.{name}": v for name, v in values.items() if isinstance(v, torch.Tensor) and v.dim() > 0})
+        shapes = {key: tuple(params[int(key.split(".")[0])].shape) for key in buffers}
+        validate_buffers(path, buffers, shapes, complete=False, what="optimiser")
+        rng = checkpoint.get("rng")
+        size = torch.get_rng_state().numel()
+        if (
+            not isinstance(rng, list)
+            or not rng
+            or not all(
+                isinstance(r, dict)
+                and isinstance(r.get("cpu"), torch.Tensor)
+                and r["cpu"].dtype == torch.uint8
+                and r["cpu"].numel() == size
+                for r in rng
+            )
+        ):
+            raise damaged("`rng` is not a list of generator states (one per process)")
 
     def close(self, synchronize: bool = False) -> None:
         torch.set_num_threads(self.previous_threads)
@@ -232,3 +285,18 @@ class TorchEngine:
         self.__dict__.pop("runner", None)
         gc.collect()
         destroy_process_group(self.world, synchronize)
+
+
+def _is_index(value: Any, count: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
+
+
+def _same_kind(saved: Any, current: Any) -> bool:
+    """A saved optimiser setting of the kind this run's optimiser holds (ints and floats interchangeable)."""
+    if isinstance(current, bool) or current is None:
+        return isinstance(saved, bool) or saved is None
+    if isinstance(current, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool)
+    if isinstance(current, (tuple, list)):
+        return isinstance(saved, (tuple, list)) and len(saved) == len(current) and all(map(_same_kind, saved, current))
+    return isinstance(saved, type(current))

@@ -20,6 +20,7 @@ from .checkpoint import checkpoint_path, remove_stale_temporaries
 from .config import TrainConfig, config_error, resume_differences
 from .data import Dataset, check_fit, data_error, load_source
 from .distributed import World, world_from_env
+from .outputs import checkpoint_lock, refuse_overwrite
 from .report import EpochProgress, Reporter
 
 if TYPE_CHECKING:
@@ -83,6 +84,13 @@ def train(network: Network, config: TrainConfig, world: World | None = None) -> 
     checkpoint. On Ctrl-C (KeyboardInterrupt) the last complete checkpoint stays as it was.
     """
     world = world or world_from_env()
+    refuse_overwrite(network, config)
+    # Rank 0 alone writes checkpoints, so it alone holds the directory.
+    with checkpoint_lock(config.checkpoint_dir if world.is_main else None):
+        return _train(network, config, world)
+
+
+def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any]:
     if config.backend == "numpy" and world.distributed:
         raise config_error(
             f"the numpy backend trains in one process; this is process {world.rank} of {world.size} (torchrun)",
