@@ -46,7 +46,7 @@ INDENT = "    "
 
 
 @cache
-def _helper_sources() -> dict[str, str]:
+def helper_sources() -> dict[str, str]:
     """Every helper's source by name, read from torch_modules.py without importing it (that would import torch).
 
     The helpers are the module's public top-level classes and functions (the rule
@@ -82,7 +82,7 @@ RESERVED = frozenset(
         "bool",
         "str",
         "None",
-        *_helper_sources(),
+        *helper_sources(),
     }
 )
 
@@ -396,9 +396,8 @@ def generate_source(network: Network) -> str:
                 init_lines.extend(layout(code, INDENT * 2, f"self.{attr} = "))
             else:  # an unlabelled element: its index is its name, as in nn.Sequential
                 init_lines.extend(layout(Code("self.add_module", [quoted(attr), code]), INDENT * 2))
-    helper_sources = _helper_sources()
     used = set().union(*(child.helpers() for child in plan.children))
-    helpers = [source for name, source in helper_sources.items() if name in used]  # definition order
+    helpers = [source for name, source in helper_sources().items() if name in used]  # definition order
     imports = sorted({HELPER_IMPORTS[name] for source in helpers for name in _names(source) if name in HELPER_IMPORTS})
 
     lines = [
