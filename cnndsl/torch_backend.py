@@ -76,10 +76,8 @@ def _instantiate(network: Network, plan: ModulePlan) -> nn.Module:
     call = plan.call
     if plan.kind == "layer":
         return _construct_layer(network, plan)
-    if plan.kind == "merge":
+    if plan.kind in ("merge", "identity"):  # a merge takes its branches first; an identity has none
         return resolve_class(call.name)(*children, *call.args, **dict(call.kwargs))
-    if plan.kind == "identity":
-        return resolve_class(call.name)()
     assert call.name in (SEQUENTIAL, NAMED_SEQUENTIAL)
     # Both mean an nn.Sequential of the children by name; filled one child at a time so that
     # a name this PyTorch refuses points at its label.

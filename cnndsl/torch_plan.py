@@ -151,7 +151,7 @@ def _plan(network: Network, node: Node, inplace: bool) -> ModulePlan:
     assert isinstance(node, Sequence)
     if not node.children:  # an empty branch: no state, so the keys are unaffected
         return ModulePlan(node.name, "identity", TorchCall("nn.Identity"), node)
-    children = []
+    children: list[ModulePlan] = []
     previous: Node | None = None
     for child in node.children:
         children.append(_plan(network, child, inplace_allowed(previous)))  # only a Layer reads the flag
