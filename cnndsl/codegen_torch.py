@@ -3,7 +3,9 @@
 The file imports only torch. It defines the network as `class <Name>(nn.Module)` whose
 constructor takes the network's parameters as keyword arguments, builds named submodules
 that mirror the IR exactly (so its state_dict keys equal `cnndsl.Network.to_torch()`'s),
-and has a plain `forward` with one line per top-level element and shape comments.
+and has a plain `forward` with one line per top-level element and shape comments. The
+module tree is `cnndsl.torch_plan.build_plan`'s, the one the in-memory module is built
+from; the helpers the plan names (`ModulePlan.helpers`) are copied from torch_modules.py.
 
 Every user-provided name (network, parameters, labels, the file name in comments) passes
 through `identifier` or `comment_text` (module names are safe from the checker, see cnndsl.names) before it reaches the output: nothing
@@ -30,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import CnnDslError
-from .ir import Layer, Node, Parallel, Sequence, walk
-from .layers.base import LayerError, TorchCall
-from .torch_backend import leaf_inplace, merge_inplace, network_error
+from .ir import Sequence, walk
+from .layers.base import TorchCall
+from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion
 
 if TYPE_CHECKING:
     from .network import Network
@@ -42,8 +44,25 @@ LINE_LENGTH = 88
 
 INDENT = "    "
 
-HELPER_CLASSES = ("Add", "Concat", "Mul", "Chunk", "ChannelShuffle")
-"""Classes from cnndsl.torch_modules copied into the generated file when used."""
+
+@cache
+def helper_sources() -> dict[str, str]:
+    """Every helper's source by name, read from torch_modules.py without importing it (that would import torch).
+
+    The helpers are the module's public top-level classes and functions (the rule
+    torch_modules.HELPERS follows), in definition order: the order the generated file copies them in.
+    """
+    text = (Path(__file__).resolve().parent / "torch_modules.py").read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    return {
+        node.name: ast.get_source_segment(text, node) or ""
+        for node in tree.body
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_")
+    }
+
+
+HELPER_IMPORTS = {"OrderedDict": "from collections import OrderedDict"}
+"""Names a helper may use besides `torch` and `nn`, and the import the generated file then needs."""
 
 # Names the generated file defines or uses itself; a network or parameter name equal to one
 # of them is renamed so it cannot shadow them.
@@ -63,7 +82,7 @@ RESERVED = frozenset(
         "bool",
         "str",
         "None",
-        *HELPER_CLASSES,
+        *helper_sources(),
     }
 )
 
@@ -119,25 +138,9 @@ class Calls:
 
 
 def collect_calls(network: Network) -> Calls:
-    inplace = leaf_inplace(network)
-    calls: dict[str, TorchCall] = {}
-    for layer in network.layers:
-        if layer.kind.is_merge:
-            continue
-        calls[layer.path] = torch_call(network, layer, inplace.get(id(layer), False))
+    calls = {plan.node.path: plan.call for plan in build_plan(network).walk() if plan.kind == "layer"}
     structure = tuple((node.path, type(node).__name__) for node, _ in walk(network.root))
     return Calls(calls, structure)
-
-
-def torch_call(network: Network, layer: Layer, inplace: bool) -> TorchCall:
-    """The layer's TorchCall; a kind without a torch lowering becomes a positioned CnnDslError."""
-    try:
-        return layer.kind.torch_call(layer.args, layer.in_shape, inplace)
-    except CnnDslError as err:
-        message = err.errors[0].message if err.errors else str(err)
-        raise network_error(network, message, layer.pos, "`cnndsl layers` lists every layer kind") from None
-    except LayerError as err:
-        raise network_error(network, err.message, layer.pos, err.hint) from None
 
 
 def _probes(value: Any) -> list[tuple[Any, Any]]:
@@ -302,61 +305,55 @@ def layout(code: Code | str, indent: str, prefix: str = "", suffix: str = "") ->
 
 @dataclass
 class Generator:
-    network: Network
+    """Lays a plan's modules out as constructor calls; `exprs` puts network parameters into their arguments."""
+
     exprs: dict[tuple[str, int], str]
-    inplace: dict[int, bool]
-    helpers: set[str] = field(default_factory=set)
 
     def value(self, path: str, slot: int, value: Any) -> str:
         return self.exprs.get((path, slot), repr(value))
 
-    def layer(self, layer: Layer) -> Code:
-        call = torch_call(self.network, layer, self.inplace.get(id(layer), False))
-        if not call.name.startswith("nn."):
-            self.helpers.add(call.name)
+    def layer(self, plan: ModulePlan) -> Code:
+        call, path = plan.call, plan.node.path
         args: list[Code | str] = []
         slot = 0
         for key, value in [*((None, a) for a in call.args), *call.kwargs]:
             if isinstance(value, tuple):
-                items = [self.value(layer.path, slot + i, v) for i, v in enumerate(value)]
+                items = [self.value(path, slot + i, v) for i, v in enumerate(value)]
                 text = f"({', '.join(items)})"
                 slot += len(value)
             else:
-                text = self.value(layer.path, slot, value)
+                text = self.value(path, slot, value)
                 slot += 1
             args.append(text if key is None else f"{key}={text}")
         return Code(call.name, args)
 
-    def node(self, node: Node) -> Code:
-        if isinstance(node, Layer):
-            return self.layer(node)
-        if isinstance(node, Parallel):
-            call = node.merge.kind.torch_call({}, node.in_shape, merge_inplace(node))
-            self.helpers.add(call.name)
-            args: list[Code | str] = [self.node(b) for b in node.branches]
+    def node(self, plan: ModulePlan) -> Code:
+        call, node = plan.call, plan.node
+        if plan.kind == "layer":
+            return self.layer(plan)
+        if plan.kind == "merge":  # the branches first, as the container takes them
+            args: list[Code | str] = [self.node(branch) for branch in plan.children]
+            args += [repr(value) for value in call.args]
             args += [f"{key}={value!r}" for key, value in call.kwargs]
             return Code(call.name, args, explode=True, open_comment=f"-> {node.out_shape}")
+        if plan.kind == "identity":
+            return Code(call.name)
         assert isinstance(node, Sequence)
-        if not node.children:
-            return Code("nn.Identity")
         # Shapes go on containers and forward lines: per-layer comments would push most
         # convolutions past 88 columns and make black split them.
         comment = f"{comment_text(node.title)} -> {node.out_shape}" if node.role in ("block", "repeat") else ""
-        names = [c.name for c in node.children]
-        if names == [str(i) for i in range(len(names))]:
-            return Code("nn.Sequential", [self.node(c) for c in node.children], explode=True, open_comment=comment)
-        self.helpers.add("sequential")
+        if call.name == SEQUENTIAL:  # children named 0, 1, ...: nn.Sequential names them so
+            return Code(call.name, [self.node(child) for child in plan.children], explode=True, open_comment=comment)
         entries: list[Code | str] = []
-        for name, child in zip(names, node.children, strict=True):
+        for child in plan.children:
             code = self.node(child)
-            entries.append(Code("", [quoted(name), code], atom=True, comment=code.comment))
-        return Code("sequential", entries, explode=True, open_comment=comment)
+            entries.append(Code("", [quoted(child.name), code], atom=True, comment=code.comment))
+        return Code(call.name, entries, explode=True, open_comment=comment)
 
 
-SEQUENTIAL_HELPER = '''def sequential(*modules: tuple[str, nn.Module]) -> nn.Sequential:
-    """An nn.Sequential with named submodules (the names are state_dict keys)."""
-    return nn.Sequential(OrderedDict(modules))
-'''
+def _names(source: str) -> set[str]:
+    """The names a helper's source reads (to know which imports it needs)."""
+    return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
 
 
 def _annotation(value: Any) -> str:
@@ -367,14 +364,6 @@ def _default(value: Any) -> str:
     if isinstance(value, (bool, int, float)):
         return repr(value)
     return json.dumps(str(getattr(value, "text", value)))  # double quotes, as black writes them
-
-
-@cache
-def _helper_sources() -> dict[str, str]:
-    """The helper classes' source, read from torch_modules.py without importing it (that would import torch)."""
-    text = (Path(__file__).resolve().parent / "torch_modules.py").read_text(encoding="utf-8")
-    tree = ast.parse(text)
-    return {node.name: ast.get_source_segment(text, node) or "" for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
 def _file_name(filename: str) -> str:
@@ -388,30 +377,28 @@ def _macs(count: int) -> str:
 
 def generate_source(network: Network) -> str:
     """The network as one Python file that imports only torch (see the module docstring)."""
-    import sys
-
     class_name = identifier(network.name, "Network")
     param_names = {}
     for param in network.parameters:
         param_names[param] = identifier(param, "param")
         while list(param_names.values()).count(param_names[param]) > 1:
             param_names[param] += "_"
-    exprs, fixed = parameter_expressions(network, param_names)
-    gen = Generator(network, exprs, leaf_inplace(network))
-    old_limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old_limit, 20_000))  # deep trees recurse per level
-    try:
-        root_children = network.root.children
-        attrs = [c.name for c in root_children]
-        body = [gen.node(child) for child in root_children]
+    with deep_recursion():
+        plan = build_plan(network)
+        exprs, fixed = parameter_expressions(network, param_names)
+        gen = Generator(exprs)
+        # The network itself is the generated class: its children are its attributes.
+        attrs = [child.name for child in plan.children]
+        body = [gen.node(child) for child in plan.children]
         init_lines: list[str] = []
         for attr, code in zip(attrs, body, strict=True):
             if attr.isidentifier():
                 init_lines.extend(layout(code, INDENT * 2, f"self.{attr} = "))
             else:  # an unlabelled element: its index is its name, as in nn.Sequential
                 init_lines.extend(layout(Code("self.add_module", [quoted(attr), code]), INDENT * 2))
-    finally:
-        sys.setrecursionlimit(old_limit)
+    used = set().union(*(child.helpers() for child in plan.children))
+    helpers = [source for name, source in helper_sources().items() if name in used]  # definition order
+    imports = sorted({HELPER_IMPORTS[name] for source in helpers for name in _names(source) if name in HELPER_IMPORTS})
 
     lines = [
         f"# {class_name}: generated by cnndsl {__version__} from {comment_text(_file_name(network.filename))}.",
@@ -421,15 +408,11 @@ def generate_source(network: Network) -> str:
         "# Shapes in comments exclude the batch dimension.",
         "",
     ]
-    if "sequential" in gen.helpers:
-        lines += ["from collections import OrderedDict", ""]
+    if imports:
+        lines += [*imports, ""]
     lines += ["import torch", "from torch import nn", ""]
-    helper_sources = _helper_sources()
-    for helper in HELPER_CLASSES:
-        if helper in gen.helpers:
-            lines += ["", helper_sources[helper], ""]
-    if "sequential" in gen.helpers:
-        lines += ["", SEQUENTIAL_HELPER.rstrip("\n"), ""]
+    for source in helpers:
+        lines += ["", source, ""]
     lines += ["", f"class {class_name}(nn.Module):"]
     lines.append(f'    """{comment_text(network.name)}: {network.input_shape} -> {network.output_shape}."""')
     lines.append("")
@@ -452,8 +435,8 @@ def generate_source(network: Network) -> str:
         lines.append("            )")
     lines += init_lines
     lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
-    for attr, child in zip(attrs, root_children, strict=True):
+    for attr, child in zip(attrs, plan.children, strict=True):
         target = f"self.{attr}" if attr.isidentifier() else f"getattr(self, {quoted(attr)})"
-        lines.append(f"        x = {target}(x)  # {child.out_shape}")
+        lines.append(f"        x = {target}(x)  # {child.node.out_shape}")
     lines.append("        return x")
     return "\n".join(lines) + "\n"

@@ -1,11 +1,11 @@
-"""Lower a checked network to a PyTorch module that mirrors the IR tree.
+"""Build a checked network as a PyTorch module that mirrors the IR tree.
 
-A Sequence becomes an `nn.Sequential` whose submodules are named by the children's names,
-a Parallel becomes its merge's container (cnndsl.torch_modules.Add/Concat/Mul) with the
-branches as submodules `0`, `1`, ..., and a Layer becomes the module its kind's
-`torch_call` describes. So a layer's weight has the state_dict key `f"{path}.weight"`
-(the checker already named every node so that its path is a valid module path: see
-cnndsl.names).
+The module tree is `cnndsl.torch_plan.build_plan`'s, instantiated: a sequence becomes an
+`nn.Sequential` whose submodules are named by the children's names, a merge becomes its
+container (cnndsl.torch_modules.Add/Concat/Mul) with the branches as submodules `0`, `1`,
+..., and a leaf becomes the module its TorchCall describes. So a layer's weight has the
+state_dict key `f"{path}.weight"` (the checker already named every node so that its path
+is a valid module path: see cnndsl.names).
 
 This module imports torch only inside its functions: `cnndsl check` must never load it.
 """
@@ -13,61 +13,17 @@ This module imports torch only inside its functions: `cnndsl check` must never l
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import CnnDslError
-from .ir import Layer, Node, Parallel, Sequence, walk
-from .layers.base import LayerError
+from .ir import Layer
 from .resources import check_size, network_error
+from .torch_plan import NAMED_SEQUENTIAL, SEQUENTIAL, ModulePlan, build_plan, deep_recursion
 
 if TYPE_CHECKING:
     from torch import nn
 
     from .network import Network
-
-
-def inplace_allowed(previous: Node | None) -> bool:
-    """Whether an activation may overwrite its input: only a fresh tensor nothing else reads.
-
-    Conv, BatchNorm and Linear outputs qualify (they are not saved for backward and only
-    the next sibling reads them), and so does a merge of two or more branches; the first
-    element of a sequence does not (its input may be a branch's shared input, or the
-    caller's tensor), nor the output of an activation (ReLU and Sigmoid save their output).
-    """
-    if isinstance(previous, Layer):
-        return previous.kind.family in ("conv", "norm", "linear")
-    if isinstance(previous, Parallel):
-        return len(previous.branches) >= 2
-    return False
-
-
-def fresh_output(node: Node) -> bool:
-    """Whether a node's output is a new tensor that autograd does not keep (so a merge may add into it)."""
-    while isinstance(node, Sequence):
-        if not node.children:
-            return False
-        node = node.children[-1]
-    return isinstance(node, Layer) and node.kind.family in ("conv", "norm", "linear")
-
-
-def merge_inplace(node: Parallel) -> bool:
-    """Whether the merge may accumulate into its first branch's output."""
-    return len(node.branches) >= 2 and fresh_output(node.branches[0])
-
-
-def leaf_inplace(network: Network) -> dict[int, bool]:
-    """id(layer) -> whether its activation may run in place (see `inplace_allowed`)."""
-    flags: dict[int, bool] = {}
-    for node, _ in walk(network.root):
-        if isinstance(node, Sequence):
-            previous: Node | None = None
-            for child in node.children:
-                if isinstance(child, Layer):
-                    flags[id(child)] = inplace_allowed(previous)
-                previous = child
-    return flags
 
 
 @contextlib.contextmanager
@@ -83,15 +39,15 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _deep_recursion() -> Iterator[None]:
-    # Trees may nest a few hundred levels (the checker allows it); building recurses per level.
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, 20_000))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(old)
+def resolve_class(name: str) -> Any:
+    """A TorchCall's class: `nn.Conv2d` to torch.nn.Conv2d, `Add` to the cnndsl.torch_modules helper."""
+    from torch import nn
+
+    from .torch_modules import HELPERS
+
+    if name.startswith("nn."):
+        return getattr(nn, name[3:])
+    return HELPERS[name]
 
 
 def build_module(network: Network, seed: int | None = None, max_bytes: int | None = None) -> nn.Module:
@@ -107,46 +63,44 @@ def build_module(network: Network, seed: int | None = None, max_bytes: int | Non
         raise network_error(
             network, "the torch target needs PyTorch, which is not installed", None, "pip install 'cnndsl[torch]'"
         ) from None
-    inplace = leaf_inplace(network)
-    with seeded(seed), _deep_recursion():
-        return _build(network, network.root, inplace)
+    with deep_recursion():
+        plan = build_plan(network)
+        with seeded(seed):
+            return _instantiate(network, plan)
 
 
-def _build(network: Network, node: Node, inplace: dict[int, bool]) -> nn.Module:
-    from torch import nn
-
-    if isinstance(node, Layer):
-        return lower_layer(network, node, inplace.get(id(node), False))
-    if isinstance(node, Parallel):
-        branches = [_build(network, branch, inplace) for branch in node.branches]
-        return node.merge.kind.torch_merge(branches, merge_inplace(node))  # type: ignore[attr-defined]
-    assert isinstance(node, Sequence)
-    if not node.children:
-        return nn.Identity()  # an empty branch: no state, so the keys are unaffected
-    container = nn.Sequential()
-    for child in node.children:
-        module = _build(network, child, inplace)
+def _instantiate(network: Network, plan: ModulePlan) -> nn.Module:
+    # Children first, in order: leaves are created in execution order (containers hold no
+    # state), as the generated source's nested constructor calls create them.
+    children = [_instantiate(network, child) for child in plan.children]
+    call = plan.call
+    if plan.kind == "layer":
+        return _construct_layer(network, plan)
+    if plan.kind in ("merge", "identity"):  # a merge takes its branches first; an identity has none
+        return resolve_class(call.name)(*children, *call.args, **dict(call.kwargs))
+    assert call.name in (SEQUENTIAL, NAMED_SEQUENTIAL)
+    # Both mean an nn.Sequential of the children by name; filled one child at a time so that
+    # a name this PyTorch refuses points at its label.
+    container = resolve_class(SEQUENTIAL)()
+    for child, module in zip(plan.children, children, strict=True):
         try:
             container.add_module(child.name, module)
         except KeyError:  # an attribute that this PyTorch has and names.MODULE_ATTRIBUTES lacks
             raise network_error(
                 network,
                 f"the label `{child.name}` is the name of an nn.Module attribute in this PyTorch",
-                child.pos,
+                child.node.pos,
                 "choose another label",
             ) from None
     return container
 
 
-def lower_layer(network: Network, layer: Layer, inplace: bool = False) -> nn.Module:
-    """One leaf's module; every failure becomes a CnnDslError that points at the layer."""
+def _construct_layer(network: Network, plan: ModulePlan) -> nn.Module:
+    """One leaf's module; a failure inside PyTorch becomes a CnnDslError that points at the layer."""
+    layer = plan.node
+    assert isinstance(layer, Layer)
     try:
-        return layer.kind.torch_module(layer.args, layer.in_shape, inplace)
-    except CnnDslError as err:  # the registry's "not supported by the torch backend"
-        message = err.errors[0].message if err.errors else str(err)
-        raise network_error(network, message, layer.pos, "`cnndsl layers` lists every layer kind") from None
-    except LayerError as err:
-        raise network_error(network, err.message, layer.pos, err.hint) from None
+        return resolve_class(plan.call.name)(*plan.call.args, **dict(plan.call.kwargs))
     except (RuntimeError, ValueError, TypeError, MemoryError) as err:
         raise network_error(
             network,

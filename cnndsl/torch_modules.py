@@ -1,14 +1,19 @@
-"""The few PyTorch modules that torch.nn lacks: the merges of parallel branches, Chunk and ChannelShuffle.
+"""The few PyTorch modules that torch.nn lacks: the merges of parallel branches, Chunk,
+ChannelShuffle, and `sequential` (an nn.Sequential with named submodules).
 
-The classes below are also copied verbatim (their source text) into the source that
-`cnndsl compile --target torch` writes, so the in-memory module and the generated file run
-the same code. Keep them self-contained (they may use only `torch` and `nn`) and their
-lines within 88 columns, black's default, since they land in users' projects.
+Every public class and function of this module is a helper (`HELPERS`): a TorchCall may
+name it, and the source that `cnndsl compile --target torch` writes copies the ones its
+plan uses verbatim (their source text), so the in-memory module and the generated file
+run the same code. Keep them self-contained (they may use only `torch`, `nn` and
+`OrderedDict`; see codegen_torch.HELPER_IMPORTS) and their lines within 88 columns,
+black's default, since they land in users' projects. Anything else here must start
+with `_`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -93,12 +98,19 @@ class ChannelShuffle(nn.Module):
         return f"groups={self.groups}"
 
 
-CUSTOM: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Add, Concat, Mul, Chunk, ChannelShuffle)}
-"""The helper classes by name, as `TorchCall.name` refers to them."""
+def sequential(*modules: tuple[str, nn.Module]) -> nn.Sequential:
+    """An nn.Sequential with named submodules (the names are state_dict keys)."""
+    return nn.Sequential(OrderedDict(modules))
 
 
-def resolve_class(name: str) -> Any:
-    """`nn.Conv2d` to torch.nn.Conv2d, `Add` to the helper class above."""
-    if name.startswith("nn."):
-        return getattr(nn, name[3:])
-    return CUSTOM[name]
+def _helpers() -> dict[str, Callable[..., nn.Module]]:
+    # Derived, not listed: a helper added above cannot be missing from generated files.
+    return {
+        name: value
+        for name, value in globals().items()
+        if not name.startswith("_") and callable(value) and getattr(value, "__module__", None) == __name__
+    }
+
+
+HELPERS = _helpers()
+"""Every helper by name, as `TorchCall.name` refers to it (in definition order)."""

@@ -1,4 +1,5 @@
-"""Per layer kind: the NumPy forward and backward against PyTorch, and a float64 finite-difference check.
+"""Per layer kind: the three backends (NumPy, the in-memory PyTorch module, the generated
+PyTorch source) against each other, and a float64 finite-difference check of NumPy's.
 
 Parameterised over the registry: every registered kind must have rows in NUMPY_CASES (a
 kind without rows fails `test_every_kind_has_numpy_cases`), so a new kind is covered as
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from numpy_reference import compare_with_torch
+from numpy_reference import FORWARD_TOLERANCE, compare_with_torch, relative_error, require_torch
 
 import cnndsl
 from cnndsl import CnnDslError
@@ -63,7 +64,10 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
     "Identity": [("3x4x4", "Identity")],
     "ChannelShuffle": [("6x3x3", "ChannelShuffle(3)")],
     "Chunk": [("6x3x3", "Chunk(3, 1)"), ("8", "Chunk(2, 0)")],
-    "Add": [("4x5x5", "Add[ Conv(4, 3, pad=1) | | ReLU ]")],
+    "Add": [
+        ("4x5x5", "Add[ Conv(4, 3, pad=1) | | ReLU ]"),
+        ("4x5x5", "Add[ conv: Conv(4, 1), norm: BN | ], ReLU"),  # in place after BN; labels: the `sequential` helper
+    ],
     "Concat": [("3x5x5", "Concat[ Conv(2, 1) | Identity | MaxPool(3, stride=1, pad=1) ]"), ("6", "Concat[ FC(3) | ]")],
     "Mul": [("4x5x5", "Mul[ Identity | GlobalAvgPool, Conv(4, 1), Sigmoid ]"), ("4x5x5", "Mul[ Conv(4, 1) | Conv(1, 1) | ]")],
 }
@@ -98,6 +102,59 @@ def test_case_uses_its_kind(kind: str, shape: str, body: str) -> None:
 def test_forward_and_backward_match_torch(kind: str, shape: str, body: str, train: bool) -> None:
     net = network(shape, body)
     compare_with_torch(net, batch(net), train=train)
+
+
+@pytest.mark.parametrize(("kind", "shape", "body"), CASES, ids=IDS)
+def test_in_memory_generated_and_numpy_agree(kind: str, shape: str, body: str) -> None:
+    """One seed gives both torch targets the same weights; they compute the same outputs and
+    gradients (in eval and train mode, in-place decisions included); NumPy's output is within tolerance."""
+    torch = require_torch()
+    from torch_checks import generated_class
+
+    net = network(shape, body)
+    memory = net.to_torch(seed=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        generated = generated_class(net)()
+    state = memory.state_dict()
+    assert list(generated.state_dict()) == list(state)
+    assert all(torch.equal(generated.state_dict()[key], value) for key, value in state.items())
+    x = batch(net)
+    y_numpy = net.to_numpy({key: value.numpy() for key, value in state.items()})(x)
+    outputs, input_grads, param_grads = [], [], []
+    for module in (memory, generated):
+        module.eval()
+        with torch.no_grad():
+            outputs.append(module(torch.from_numpy(x)))
+        module.train()
+        x_t = torch.from_numpy(x.copy()).requires_grad_(True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(9)  # the same dropout mask in both
+            y = module(x_t)
+        y.backward(torch.from_numpy(np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)))
+        assert np.array_equal(x_t.detach().numpy(), x), "the input was overwritten"
+        outputs.append(y.detach())
+        input_grads.append(x_t.grad)
+        param_grads.append({name: p.grad for name, p in module.named_parameters()})
+    assert torch.equal(outputs[0], outputs[2]) and torch.equal(outputs[1], outputs[3])
+    assert torch.equal(input_grads[0], input_grads[1])
+    assert param_grads[0].keys() == param_grads[1].keys()
+    assert all(torch.equal(grad, param_grads[1][name]) for name, grad in param_grads[0].items())
+    assert relative_error(y_numpy, outputs[2].numpy()) < FORWARD_TOLERANCE
+
+
+def test_every_torch_helper_is_exercised_by_the_cases() -> None:
+    """Every helper a plan names is in cnndsl.torch_modules (importable, with source to copy),
+    and each one is used below the top level by some case, so the test above runs its copy."""
+    require_torch()
+    from cnndsl import torch_modules
+    from cnndsl.codegen_torch import helper_sources
+    from cnndsl.torch_plan import build_plan
+
+    used: set[str] = set()
+    for _, shape, body in CASES:
+        used.update(*(child.helpers() for child in build_plan(network(shape, body)).children))
+    assert used == set(torch_modules.HELPERS) == set(helper_sources())
 
 
 def numeric_gradient(f, array: np.ndarray, index: tuple[int, ...], eps: float = 1e-6) -> float:

@@ -235,10 +235,10 @@ def test_a_kind_without_torch_lowering_is_a_positioned_error(monkeypatch: pytest
 
 
 def test_a_torch_failure_becomes_a_positioned_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(self: object, *args: object) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated allocation failure\ndetails")
 
-    monkeypatch.setattr(type(KINDS["Conv"]), "torch_module", fail)
+    monkeypatch.setattr(nn, "Conv2d", fail)
     network = cnndsl.parse("input 3x4x4\nReLU, Conv(2, 1)")
     with pytest.raises(CnnDslError) as info:
         network.to_torch()

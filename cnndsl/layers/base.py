@@ -116,18 +116,14 @@ Args = dict[str, Any]
 class TorchCall:
     """How PyTorch builds one layer: `nn.Conv2d(3, 64, kernel_size=7, ...)` or a cnndsl helper class.
 
-    One description serves both the in-memory module and the generated source, so the two
-    cannot drift apart. `name` is `nn.<Class>` or the name of a class in cnndsl.torch_modules;
-    values are plain numbers, booleans or tuples of them.
+    One description serves both the in-memory module and the generated source (through
+    cnndsl.torch_plan), so the two cannot drift apart. `name` is `nn.<Class>` or the name of
+    a helper in cnndsl.torch_modules; values are plain numbers, booleans or tuples of them.
     """
 
     name: str
     args: tuple[Any, ...] = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
-
-    def source(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
-        return f"{self.name}({', '.join(parts)})"
 
 
 Family = Literal["conv", "pool", "linear", "norm", "activation", "regularization", "reshape", "merge", "identity"]
@@ -151,6 +147,10 @@ class LayerKind:
     """True when the output aliases the input (no new activation memory)."""
     outputs_probabilities: ClassVar[bool] = False
     """True for Softmax and Sigmoid: a network ending in one gives probabilities, not the logits cross-entropy expects."""
+    fresh_output: ClassVar[bool] = False
+    """True when the output is a new tensor that autograd does not keep for backward (Conv,
+    DWConv, BatchNorm, FC): a following activation may run in place on it, and a merge may
+    accumulate into it (cnndsl.torch_plan's in-place rules)."""
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         """The output shape for an input shape; raise LayerError when it does not apply."""
@@ -247,23 +247,12 @@ class LayerKind:
         """
         raise unsupported(self.name, "numpy")
 
-    # ---- PyTorch backend (cnndsl.torch_backend, cnndsl.codegen_torch). torch is imported
-    # lazily inside the methods: `cnndsl check` must never load it.
+    # ---- PyTorch targets (cnndsl.torch_plan lowers every layer through torch_call; the
+    # in-memory module and the generated source are both built from that plan).
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         """The PyTorch constructor for this layer; `inplace` asks for an in-place activation where one exists."""
         raise unsupported(self.name, "torch")
-
-    def torch_module(self, args: Args, in_shape: Shape, inplace: bool = False) -> Any:
-        """The layer as a freshly initialised `nn.Module`."""
-        from ..torch_modules import resolve_class
-
-        call = self.torch_call(args, in_shape, inplace)
-        return resolve_class(call.name)(*call.args, **dict(call.kwargs))
-
-    def torch_source(self, args: Args, in_shape: Shape, inplace: bool = False) -> str:
-        """The constructor as Python source: `nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)`."""
-        return self.torch_call(args, in_shape, inplace).source()
 
 
 class MergeKind(LayerKind):
@@ -288,15 +277,8 @@ class MergeKind(LayerKind):
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         # The container class of the same name in cnndsl.torch_modules (and in generated
-        # source); it takes the branch modules as positional arguments.
+        # source); it takes the branch modules as positional arguments before these.
         return TorchCall(self.name, (), (("inplace", True),) if inplace and self.torch_inplace else ())
-
-    def torch_merge(self, branches: list[Any], inplace: bool = False) -> Any:
-        """The merge as a container module whose submodules `0`, `1`, ... are the branches."""
-        from ..torch_modules import resolve_class
-
-        call = self.torch_call({}, Shape(()), inplace)
-        return resolve_class(call.name)(*branches, **dict(call.kwargs))
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return self.merge([shape])

@@ -128,6 +128,7 @@ class Conv(WindowedKind):
     name = "Conv"
     aliases = ("Conv2d",)
     family = "conv"
+    fresh_output = True
     input_rank = "image"
     signature = (
         ArgSpec("out", "int", minimum=1, keywords=("out_channels",)),
@@ -215,6 +216,7 @@ class DWConv(WindowedKind):
 
     name = "DWConv"
     family = "conv"
+    fresh_output = True
     input_rank = "image"
     signature = (
         ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),

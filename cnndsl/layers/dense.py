@@ -26,6 +26,7 @@ class FC(LayerKind):
     name = "FC"
     aliases = ("Linear", "Dense")
     family = "linear"
+    fresh_output = True
     input_rank = "flat"
     signature = (ArgSpec("out", "int", minimum=1, keywords=("out_features",)), ArgSpec("bias", "bool", True))
     spelling_signatures = {

@@ -26,6 +26,7 @@ class BatchNorm(LayerKind):
     name = "BatchNorm"
     aliases = ("BN", "BatchNorm2d", "BatchNorm1d")
     family = "norm"
+    fresh_output = True
     signature = (ArgSpec("eps", "float", 1e-5), ArgSpec("momentum", "float", 0.1))
     spelling_signatures = {
         spelling: (
