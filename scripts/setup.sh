@@ -22,4 +22,5 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 echo "== installing cnndsl with its torch, graph and test extras (torch==2.13.0)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[torch,graph,train,test]"
+# The sed drops pip's notes about package-index folders this machine's pip.conf names but lacks.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[torch,graph,train,test]" 2>&1 | sed '/^WARNING: Location .* is ignored/d'
