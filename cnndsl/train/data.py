@@ -48,6 +48,10 @@ class Dataset:
     class_names: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    input_scale: float = 1.0
+    """The factor the source's stored values were multiplied by before standardising (1/16 for
+    digits' 0..16 grey levels, 1/255 for 8-bit images), so that the preprocessing saved with
+    the weights takes images as the source stores them (cnndsl.weights.Preprocess)."""
 
     @property
     def num_classes(self) -> int:
@@ -116,6 +120,11 @@ def _labels(y: Any, where: str) -> tuple[np.ndarray, list[str]]:
     return y.astype(np.int64), [str(i) for i in range(count)]
 
 
+def _input_scale(x: np.ndarray) -> float:
+    """The factor `_to_float` applies to stored values."""
+    return 1 / 255 if x.dtype == np.uint8 else 1.0
+
+
 def _to_float(x: np.ndarray) -> np.ndarray:
     """Images as float32; 8-bit images are scaled to 0..1 first."""
     if x.dtype == np.uint8:
@@ -160,7 +169,7 @@ def load_digits_source() -> Dataset:
     y = bunch.target.astype(np.int64)
     train, test = stratified_split(y)
     names = [str(int(v)) for v in bunch.target_names]
-    return Dataset("digits", x[train], y[train], x[test], y[test], names)
+    return Dataset("digits", x[train], y[train], x[test], y[test], names, input_scale=1 / 16)
 
 
 def load_npz_source(path: Path, expected: Shape) -> Dataset:
@@ -199,9 +208,9 @@ def load_npz_source(path: Path, expected: Shape) -> Dataset:
             )
         if len(test_names) > len(names):
             names = test_names
-        return Dataset(path.name, x, y, x_test, y_test, names)
+        return Dataset(path.name, x, y, x_test, y_test, names, input_scale=_input_scale(arrays["x"]))
     train, test = stratified_split(y)
-    return Dataset(path.name, x[train], y[train], x[test], y[test], names)
+    return Dataset(path.name, x[train], y[train], x[test], y[test], names, input_scale=_input_scale(arrays["x"]))
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -262,7 +271,7 @@ def load_image_folder(root: Path, expected: Shape) -> Dataset:
         x_test, y_test = _read_images(test_dir, classes, expected)
         if not len(x) or not len(x_test):
             raise data_error(f"no .png or .jpg images under {root}/train or {test_dir}", where=where)
-        return Dataset(root.name, x, y, x_test, y_test, classes)
+        return Dataset(root.name, x, y, x_test, y_test, classes, input_scale=1 / 255)
     classes = [p.name for p in _class_dirs(root)]
     if not classes:
         raise data_error(f"{root} has no class folders", "lay images out as ROOT/CLASS_NAME/*.png (or .jpg)", where)
@@ -270,7 +279,7 @@ def load_image_folder(root: Path, expected: Shape) -> Dataset:
     if not len(x):
         raise data_error(f"no .png or .jpg images in the class folders of {root}", where=where)
     train, test = stratified_split(y)
-    return Dataset(root.name, x[train], y[train], x[test], y[test], classes)
+    return Dataset(root.name, x[train], y[train], x[test], y[test], classes, input_scale=1 / 255)
 
 
 def synthetic_source(spec: str, expected: Shape, num_classes: int, seed: int) -> Dataset:

@@ -110,5 +110,8 @@ class NumpyEngine:
         self.model.rng.bit_generator.state = meta["rng"]
         return {k: meta[k] for k in ("epoch", "history", "config")}
 
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.model.state_dict()
+
     def close(self, synchronize: bool = False) -> None:
         pass  # a single process holds nothing to release

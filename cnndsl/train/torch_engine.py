@@ -224,6 +224,10 @@ class TorchEngine:
                 torch.cuda.set_rng_state(own["cuda"], self.device)
         return {k: checkpoint[k] for k in ("epoch", "history", "config")}
 
+    def weights(self) -> dict[str, np.ndarray]:
+        # The module itself, not the DDP or torch.compile wrapper: the keys are the network's paths.
+        return {key: value.detach().cpu().numpy() for key, value in self.model.state_dict().items()}
+
     def close(self, synchronize: bool = False) -> None:
         torch.set_num_threads(self.previous_threads)
         # DDP's reducer holds the process group: release it before the group is torn down, or
