@@ -75,12 +75,16 @@ def weights_error(message: str, hint: str | None = None, where: str = "weights")
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Per-channel input standardisation: the model computes on `(x - mean) / std`."""
+    """Per-channel input standardisation: the model computes on `(x - mean) / std` (values rounded to float32)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
     def __post_init__(self) -> None:
+        # Stored as float32 in every file: round here too, so that a checkpoint's JSON record, a
+        # weights file and the trainer's own values are one and the same preprocessing.
+        object.__setattr__(self, "mean", tuple(float(np.float32(v)) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(np.float32(v)) for v in self.std))
         if not self.mean or len(self.mean) != len(self.std):
             raise ValueError(f"mean and std need one value per channel each; got {len(self.mean)} and {len(self.std)}")
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
