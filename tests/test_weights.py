@@ -305,7 +305,8 @@ def test_float64_and_integer_inputs_are_cast_to_the_model_dtype(small: cnndsl.Ne
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def _predictions(stdout: str) -> list[int]:
@@ -365,3 +366,21 @@ def test_numpy_checkpoint_runs_and_compiles(tmp_path: Path) -> None:
     )
     assert compiled.returncode == 0, compiled.stderr
     assert compiled.stdout == f"wrote {tmp_path / 'm.py'}\n"
+
+
+def test_onnx_export_starts_with_the_normalisation(small: cnndsl.Network, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    write_weights(tmp_path / "w.npz", small.to_numpy().state_dict(), Preprocess((1.0, 2.0, 3.0), (4.0, 5.0, 6.0)))
+    code, _, err = run_cli(
+        "compile",
+        str(_source(tmp_path)),
+        "--target",
+        "onnx",
+        "--weights",
+        str(tmp_path / "w.npz"),
+        "-o",
+        str(tmp_path / "m.onnx"),
+    )
+    assert code == 0, err
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node if node.op_type != "Constant"]
+    assert ops[:2] == ["Sub", "Div"]
