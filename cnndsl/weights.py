@@ -176,7 +176,7 @@ def read_weights(source: WeightsSource) -> Weights:
     if isinstance(source, Weights):
         return source
     if isinstance(source, Mapping):
-        return _from_mapping(source, "<state_dict>")
+        return _unwrap_state_dict(source, "<state_dict>")
     if not isinstance(source, (str, os.PathLike)):
         raise weights_error(
             f"weights must be a file path or a state_dict mapping; got {type(source).__name__}",
@@ -304,18 +304,27 @@ def _read_torch(path: Path) -> Weights:
         Exception
     ) as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...) for damaged or foreign files
         raise weights_error(f"{where} is not a readable PyTorch weights file: {_first_line(err)}", where=where) from None
-    preprocess: Preprocess | None = None
-    if isinstance(loaded, Mapping) and loaded.get("format") == TORCH_CHECKPOINT:
-        preprocess = preprocess_from_json(loaded.get("preprocess"), where)
-        loaded = loaded.get("model")
-    elif isinstance(loaded, Mapping):
-        for key in ("model", "state_dict", "model_state_dict"):
-            if isinstance(loaded.get(key), Mapping):
-                loaded = loaded[key]
-                break
     if not isinstance(loaded, Mapping):
         raise weights_error(f"{where} holds a {type(loaded).__name__}, not a state_dict", where=where)
-    weights = _from_mapping(loaded, where)
+    return _unwrap_state_dict(loaded, where)
+
+
+def _unwrap_state_dict(loaded: Mapping[str, Any], where: str) -> Weights:
+    """A state_dict, the torch trainer's checkpoint (weights under `model`, the normalisation under
+    `preprocess`), or a dict holding a state_dict under `model`, `state_dict` or `model_state_dict`."""
+    preprocess: Preprocess | None = None
+    inner: Any = loaded
+    if loaded.get("format") == TORCH_CHECKPOINT:
+        preprocess = preprocess_from_json(loaded.get("preprocess"), where)
+        inner = loaded.get("model")
+    else:
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(loaded.get(key), Mapping):
+                inner = loaded[key]
+                break
+    if not isinstance(inner, Mapping):
+        raise weights_error(f"{where} holds no state_dict under `model`", where=where)
+    weights = _from_mapping(inner, where)
     weights.preprocess = weights.preprocess or preprocess
     return weights
 

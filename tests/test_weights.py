@@ -361,6 +361,21 @@ def test_numpy_checkpoint_runs_and_compiles(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     assert "input normalised with the training mean/std" in ran.stdout
     assert "after a warm-up)" in ran.stdout
+    torch_checkpoint = _cli(
+        "train",
+        str(DIGITS),
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--checkpoint-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert torch_checkpoint.returncode == 0, torch_checkpoint.stderr
+    in_memory = read_weights(torch.load(tmp_path / "checkpoint.pt", weights_only=True))  # the loaded dict, as a notebook has it
+    assert in_memory.preprocess == saved.preprocess and in_memory.state_dict.keys() == saved.state_dict.keys()
     compiled = _cli(
         "compile", str(DIGITS), "--weights", str(tmp_path / "checkpoint.npz"), "-o", str(tmp_path / "m.py"), cwd=tmp_path
     )
