@@ -234,7 +234,18 @@ def render(
     help="torch: one Python file that imports only torch; onnx: an ONNX model (needs -o).",
 )
 @click.option("-o", "--output", metavar="PATH", help="Write here instead of standard output.")
-@click.option("--weights-out", metavar="PATH", help="Also save the initial weights (a torch state_dict).")
+@click.option(
+    "--weights",
+    metavar="W",
+    help="Trained weights (.safetensors, .pt, .npz or a training checkpoint): checked against the network; "
+    "their input normalisation becomes the module's first step, and --weights-out gets them.",
+)
+@click.option(
+    "--weights-out",
+    metavar="PATH",
+    help="Also save the weights as a state_dict for the generated class (initial ones unless --weights; "
+    ".safetensors, .npz, else torch.save).",
+)
 @click.option("--seed", type=int, help="Seed the initial weights.")
 @set_option
 @input_option
@@ -242,6 +253,7 @@ def compile_command(
     file: str,
     target: str,
     output: str | None,
+    weights: str | None,
     weights_out: str | None,
     seed: int | None,
     sets: tuple[str, ...],
@@ -255,12 +267,16 @@ def compile_command(
         raise click.UsageError("--target onnx writes a binary file; give -o PATH")
     network = load_for_command(file, input_text, sets)
     try:
-        text = compile_network(network, target, output, weights_out, seed, protected=[file])  # type: ignore[arg-type]
+        text = compile_network(network, target, output, weights_out, seed, protected=[file], weights=weights)  # type: ignore[arg-type]
     except CnnDslError as err:
         _print_diagnostics(err.diagnostics)
         sys.exit(1)
     if text is not None:
         click.echo(text, nl=False)
+    # With the source on standard output, the notes go to standard error so as not to mix into it.
+    for path in (output, weights_out):
+        if path is not None:
+            click.echo(f"wrote {path}", err=text is not None)
 
 
 @main.command(name="train")
@@ -311,6 +327,12 @@ def compile_command(
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--metrics-json", type=click.Path(dir_okay=False), help="Write the final metrics here as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (the per-epoch lines stay).")
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False),
+    metavar="W",
+    help="Save the trained weights with the input normalisation here: .safetensors (recommended), .pt or .npz.",
+)
 @set_option
 @input_option
 def train_command(
@@ -334,6 +356,7 @@ def train_command(
     resume: bool,
     metrics_json: str | None,
     no_progress: bool,
+    save: str | None,
     sets: tuple[str, ...],
     input_text: str | None,
 ) -> None:
@@ -365,6 +388,7 @@ def train_command(
             resume=resume,
             metrics_json=Path(metrics_json) if metrics_json else None,
             progress=not no_progress,
+            save=Path(save) if save else None,
         )
         train(network, config)
     except CnnDslError as err:
@@ -391,7 +415,12 @@ def train_command(
     metavar="x.npy|random",
     help="The input batch: an .npy array (NxCxHxW, or one CxHxW sample) or standard-normal noise.",
 )
-@click.option("--weights", metavar="w.npz|w.pt", help="Weights (a state_dict); default: PyTorch-style init from --seed.")
+@click.option(
+    "--weights",
+    metavar="W",
+    help="Weights: .safetensors, .pt/.pth or .npz (a state_dict, `train --save` output or a training checkpoint); "
+    "default: PyTorch's initialisation from --seed.",
+)
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size for --input random [default: 1].")
 @click.option("-o", "--output", metavar="out.npy", help="Save the output array here.")
 @click.option("--input-shape", "input_text", metavar="CxHxW", help="Override the file's input shape.")
@@ -423,7 +452,10 @@ def run_command(
         _print_diagnostics(err.diagnostics)
         sys.exit(1)
     shape = "x".join(str(d) for d in result.output.shape)
-    click.echo(f"{network.name}: output {shape} ({backend}, {result.seconds * 1000:.1f} ms)")
+    calls = f"mean of {result.calls} calls" if result.calls > 1 else "1 call"
+    click.echo(f"{network.name}: output {shape} ({backend}, {result.seconds * 1000:.1f} ms per batch, {calls} after a warm-up)")
+    if result.normalised_by is not None:
+        click.echo(f"  input normalised with the training mean/std from {result.normalised_by}")
     top = result.top_classes()
     if top is not None:
         for row, pairs in enumerate(top[:8]):

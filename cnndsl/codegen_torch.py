@@ -38,6 +38,7 @@ from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion
 
 if TYPE_CHECKING:
     from .network import Network
+    from .weights import Preprocess
 
 LINE_LENGTH = 88
 """black's and ruff's default, so the file is format-clean under either without a config."""
@@ -375,8 +376,39 @@ def _macs(count: int) -> str:
     return f"{count / 1e9:.2f} GMACs" if count >= 1e8 else f"{count / 1e6:.2f} MMACs"
 
 
-def generate_source(network: Network) -> str:
-    """The network as one Python file that imports only torch (see the module docstring)."""
+def preprocess_lines(preprocess: Preprocess, batch_ndim: int) -> list[str]:
+    """Constructor lines that hold the training normalisation as non-persistent buffers (the state_dict keeps the layers' keys)."""
+    view = ", ".join(["1", "-1"] + ["1"] * (batch_ndim - 2))
+    lines = [
+        f"{INDENT * 2}# The input normalisation the weights were trained with (cnndsl train): forward",
+        f"{INDENT * 2}# standardises x per channel, (x - mean) / std, on the images as their source stores them.",
+    ]
+    for name, values in (("input_mean", preprocess.mean), ("input_std", preprocess.std)):
+        numbers = [repr(float(v)) for v in values]  # finite: Preprocess refuses NaN and infinities
+        one_line = (
+            f'{INDENT * 2}self.register_buffer("{name}", torch.tensor([{", ".join(numbers)}]).view({view}), persistent=False)'
+        )
+        if len(one_line) <= LINE_LENGTH:
+            lines.append(one_line)
+            continue
+        lines.append(f"{INDENT * 2}self.register_buffer(")
+        lines.append(f'{INDENT * 3}"{name}",')
+        lines.append(f"{INDENT * 3}torch.tensor(")
+        lines.append(f"{INDENT * 4}[")
+        lines.extend(f"{INDENT * 5}{number}," for number in numbers)
+        lines.append(f"{INDENT * 4}]")
+        lines.append(f"{INDENT * 3}).view({view}),")
+        lines.append(f"{INDENT * 3}persistent=False,")
+        lines.append(f"{INDENT * 2})")
+    return lines
+
+
+def generate_source(network: Network, preprocess: Preprocess | None = None) -> str:
+    """The network as one Python file that imports only torch (see the module docstring).
+
+    With `preprocess` (the normalisation stored with trained weights), the class holds the
+    mean and std and its `forward` standardises its input first, as `to_torch(weights=...)` does.
+    """
     class_name = identifier(network.name, "Network")
     param_names = {}
     for param in network.parameters:
@@ -434,7 +466,11 @@ def generate_source(network: Network) -> str:
         lines.append(f'                "recompile with: cnndsl compile FILE --target torch --set {comment_text(param)}=VALUE"')
         lines.append("            )")
     lines += init_lines
+    if preprocess is not None:
+        lines += preprocess_lines(preprocess, len(network.input_shape) + 1)
     lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
+    if preprocess is not None:
+        lines.append("        x = (x - self.input_mean) / self.input_std")
     for attr, child in zip(attrs, plan.children, strict=True):
         target = f"self.{attr}" if attr.isidentifier() else f"getattr(self, {quoted(attr)})"
         lines.append(f"        x = {target}(x)  # {child.node.out_shape}")

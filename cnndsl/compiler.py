@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CnnDslError, Diagnostic
 from .files import Content, OutputConflict, refuse_inputs, write_outputs
+from .weights import Weights, WeightsSource, format_for, read_weights, weights_content
 
 if TYPE_CHECKING:
     from .network import Network
@@ -38,7 +39,7 @@ def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Pat
         raise _error(str(err), "choose another output path", "cnndsl") from None
 
 
-def export_onnx(network: Network, seed: int | None = None) -> bytes:
+def export_onnx(network: Network, seed: int | None = None, weights: Weights | None = None) -> bytes:
     """The network as an ONNX model (batch dimension dynamic), via torch.onnx.export.
 
     The TorchScript-based exporter comes first: it is deprecated but needs nothing beyond
@@ -46,7 +47,7 @@ def export_onnx(network: Network, seed: int | None = None) -> bytes:
     fallback for PyTorch releases that have dropped the first.
     """
     torch = _require_torch(network)
-    module = network.to_torch(seed=seed).eval()
+    module = network.to_torch(seed=seed, weights=weights).eval()
     example = torch.zeros(2, *network.input_shape)  # batch 2: a batch of 1 would be specialised
     names = {"input_names": ["input"], "output_names": ["output"]}
     errors: list[str] = []
@@ -90,12 +91,10 @@ def _require_torch(network: Network) -> Any:
     return torch
 
 
-def initial_weights(network: Network, seed: int | None) -> bytes:
-    """`torch.save` of the freshly initialised module's state_dict (the generated class's keys)."""
-    torch = _require_torch(network)
-    buffer = io.BytesIO()
-    torch.save(network.to_torch(seed=seed).state_dict(), buffer)
-    return buffer.getvalue()
+def module_weights(network: Network, seed: int | None, weights: Weights | None) -> dict[str, Any]:
+    """The state_dict the generated class loads (its keys): `weights`, checked against the network, or seeded initial ones."""
+    _require_torch(network)
+    return dict(network.to_torch(seed=seed, weights=weights).state_dict())
 
 
 def compile_network(
@@ -105,25 +104,38 @@ def compile_network(
     weights_out: str | Path | None = None,
     seed: int | None = None,
     protected: list[str | Path] | None = None,
+    weights: WeightsSource | None = None,
 ) -> str | None:
     """Compile for `target`: write `output` (or return the torch source when it is None) and `weights_out`.
 
-    Nothing is written when anything fails; `protected` paths (the input file) are never overwritten.
+    `weights` (trained weights, see cnndsl.weights) are checked against the network; the
+    input normalisation stored with them becomes the module's first step (in the source,
+    and in the ONNX graph), and `weights_out` gets them instead of initial weights. It is a
+    state_dict file whose format follows its suffix (.safetensors, .npz; .pt or any other:
+    torch.save). Nothing is written when anything fails; `protected` paths (the input file)
+    are never overwritten.
     """
-    refuse_overwrite([output, weights_out], list(protected or []))
+    refuse_overwrite([output, weights_out], [*(protected or []), *([weights] if isinstance(weights, (str, Path)) else [])])
+    loaded = read_weights(weights) if weights is not None else None
+    if loaded is not None and loaded.preprocess is not None:
+        loaded.preprocess.check_for(network, loaded.source)
     if target == "onnx" and output is None:
         raise _error(
             "the onnx target writes a binary file and needs an output path", "for example: -o model.onnx", network.filename
         )
+    # Built first when there are weights: it checks them against the network before anything is written.
+    state = module_weights(network, seed, loaded) if weights_out is not None or loaded is not None else None
     if target == "torch":
-        data = network.torch_source().encode("utf-8")
+        from .codegen_torch import generate_source
+
+        data = generate_source(network, loaded.preprocess if loaded is not None else None).encode("utf-8")
     elif target == "onnx":
-        data = export_onnx(network, seed)
+        data = export_onnx(network, seed, loaded)
     else:
         raise _error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
     outputs: dict[str | Path, Content] = {}
-    if weights_out is not None:
-        outputs[weights_out] = initial_weights(network, seed)
+    if weights_out is not None and state is not None:
+        outputs[weights_out] = weights_content(state, None, format_for(weights_out, default="torch"), str(weights_out))
     if output is not None:
         outputs[output] = data
     write_files(outputs)

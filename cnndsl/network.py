@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .numpy_backend import NumpyModel
     from .summary import Summary
+    from .weights import WeightsSource
 
 
 class Network:
@@ -146,16 +147,20 @@ class Network:
             return f'<div class="cnndsl-network">{warnings_html(self)}{self.summary()._repr_html_()}</div>'
         return notebook_html(self)
 
-    def to_torch(self, seed: int | None = None, max_bytes: int | None = None) -> Any:
-        """The network as a freshly initialised `torch.nn.Module` whose state_dict keys follow the layer paths.
+    def to_torch(self, seed: int | None = None, max_bytes: int | None = None, weights: WeightsSource | None = None) -> Any:
+        """The network as a `torch.nn.Module` whose state_dict keys follow the layer paths.
 
-        `seed` makes the initial weights reproducible without touching the global RNG;
-        networks whose weights would need more than `max_bytes` (default
+        `seed` makes the initial weights reproducible without touching the global RNG, and
+        equal to `to_numpy(seed=seed)`'s (None: PyTorch's default initialisation from the
+        global RNG). `weights` (a .safetensors/.pt/.npz file, a training checkpoint or a
+        state_dict; see cnndsl.weights) replaces them; when they carry the input
+        normalisation they were trained with, the module applies it to its input first.
+        Networks whose weights would need more than `max_bytes` (default
         `limits.MAX_WEIGHT_BYTES`) are refused with a CnnDslError before anything is allocated.
         """
         from .torch_backend import build_module
 
-        return build_module(self, seed=seed, max_bytes=max_bytes)
+        return build_module(self, seed=seed, max_bytes=max_bytes, weights=weights)
 
     def torch_source(self) -> str:
         """One standalone Python file (it imports only torch) that defines the network as an nn.Module class."""
@@ -163,9 +168,11 @@ class Network:
 
         return generate_source(self)
 
-    def to_numpy(self, state_dict: Mapping[str, Any] | None = None, seed: int = 0, dtype: Any = "float32") -> NumpyModel:
-        """The network as a NumPy model (forward, backward, SGD), initialised as PyTorch initialises
-        it or from `state_dict` (keys and shapes as `to_torch().state_dict()`). Needs no torch."""
+    def to_numpy(self, state_dict: WeightsSource | None = None, seed: int = 0, dtype: Any = "float32") -> NumpyModel:
+        """The network as a NumPy model (forward, backward, SGD), initialised as `to_torch(seed=seed)`
+        is, or from `state_dict`: a mapping (keys and shapes as `to_torch().state_dict()`) or a
+        weights file (see cnndsl.weights), whose input normalisation, if any, the model applies.
+        Needs no torch (except to read .pt files)."""
         from .numpy_backend import NumpyModel
 
         return NumpyModel(self, state_dict, seed=seed, dtype=dtype)

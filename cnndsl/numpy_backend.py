@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CnnDslError, Diagnostic
-from .files import atomic_write
 from .ir import Layer, Node, Parallel, Sequence
-from .numpy_ops import NpContext, Scratch, Tensors
+from .numpy_ops import NpContext, Scratch, Tensors, TorchRandom, check_seed
 from .resources import check_batch, check_size
+from .weights import to_array
 
 if TYPE_CHECKING:
     from .network import Network
+    from .weights import Preprocess, WeightsSource
 
 MAX_LISTED = 8
 """How many keys an error message lists before it says `and N more`."""
@@ -89,12 +90,17 @@ class NumpyModel:
     `model(x)` runs inference; `forward(x, train=True)` uses batch statistics and drops
     activations as PyTorch's train mode does; `loss_and_grads(x, labels)` is one training
     step's worth of gradients, and `sgd_step` applies them.
+
+    `preprocess` (cnndsl.weights.Preprocess) is the input standardisation the weights were
+    trained with: when set (weights read from a file or mapping that carries it), every
+    forward pass first computes `(x - mean) / std`, so the model takes inputs as the
+    training data's source stores them. It is not part of `state_dict()` (whose keys stay
+    the torch module's); `save` writes it beside the weights.
     """
 
-    def __init__(
-        self, network: Network, state_dict: Mapping[str, Any] | None = None, seed: int = 0, dtype: Any = np.float32
-    ) -> None:
+    def __init__(self, network: Network, state_dict: WeightsSource | None = None, seed: int = 0, dtype: Any = np.float32) -> None:
         self.network = network
+        self.preprocess: Preprocess | None = None
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
@@ -119,9 +125,15 @@ class NumpyModel:
             for register in op.inputs:
                 self.uses[register] += 1
         self.uses[self.output_register] += 1  # the caller reads it: never overwrite or free it
-        init_seed, run_seed = np.random.SeedSequence(seed).spawn(2)
+        try:
+            seed = check_seed(seed)
+        except ValueError as err:
+            raise backend_error(str(err), filename=network.filename) from None
+        # Initial weights come from PyTorch's generator definition (TorchRandom), so that a seed
+        # means one initial state in every backend; Dropout draws from its own stream.
+        _, run_seed = np.random.SeedSequence(seed % 2**64).spawn(2)
         self.rng = np.random.default_rng(run_seed)
-        init_rng = np.random.default_rng(init_seed)
+        init_rng = TorchRandom(seed)
         self.tensors: dict[str, Tensors] = {}
         """Layer path -> that layer's tensors (parameters and buffers), the arrays the kernels use."""
         self.trainable: list[str] = []
@@ -152,31 +164,39 @@ class NumpyModel:
         path, _, name = key.rpartition(".")
         return self.tensors[path], name
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Replace every tensor; the keys and shapes must match exactly (errors name what differs)."""
+    def load_state_dict(self, state_dict: WeightsSource) -> None:
+        """Replace every tensor from a mapping (or a weights file); the keys and shapes must match exactly
+        (errors name what differs). Preprocessing entries, if the weights carry them, replace `preprocess`."""
+        from .weights import read_weights
+
+        weights = read_weights(state_dict)
+        if weights.preprocess is not None:
+            weights.preprocess.check_for(self.network, weights.source)
         expected = {f"{path}.{name}": value.shape for path, tensors in self.tensors.items() for name, value in tensors.items()}
-        converted = check_weights(self.network, expected, state_dict)
+        converted = check_weights(self.network, expected, weights.state_dict)
         for key, value in converted.items():
             tensors, name = self._slot(key)
             np.copyto(tensors[name], value, casting="unsafe")  # into the initialised arrays: no fresh pages to fault in
+        if weights.preprocess is not None:
+            self.preprocess = weights.preprocess
 
     def save(self, path: str | Path) -> None:
-        """Write the state_dict to an .npz file (atomically, through the one writer: cnndsl.files)."""
-        state = self.state_dict()
-        try:
-            atomic_write(path, lambda handle: np.savez(handle, **state))
-        except OSError as err:
-            raise backend_error(f"cannot write {path}: {err.strerror or err}") from None
+        """Write the weights and `preprocess` to .safetensors, .pt or .npz (by the suffix; .npz for any other)."""
+        from .weights import format_for, write_weights
+
+        write_weights(path, self.state_dict(), self.preprocess, format_for(path, default="npz"))
 
     def load(self, path: str | Path) -> None:
-        """Read weights from an .npz file written by `save` (or numpy.savez of a torch state_dict)."""
-        self.load_state_dict(load_npz(path))
+        """Read weights (and their preprocessing) from a .safetensors, .pt or .npz file or a training checkpoint."""
+        self.load_state_dict(path)
 
     # ------------------------------------------------------------------ running
 
     def check_input(self, x: Any) -> np.ndarray:
         """The input as an array of the model's dtype and shape (N, *input), or a clear error."""
         array = validate_input(self.network, x, self.dtype)
+        if self.preprocess is not None:
+            array = self.preprocess.apply(array)
         # The limit, with padded copies and im2col columns counted (free memory is the caller's
         # to check once: `cnndsl run` does; training would re-read it every step).
         check_batch(self.network, array.shape[0], self.dtype.itemsize, "numpy", check_free=False)
@@ -253,7 +273,11 @@ class NumpyModel:
                     grads[register] = grads[register] + gx
                     fresh[register] = True
         self._tape = None
-        return grads.get(0), {key: param_grads[key] for key in self.trainable}
+        dx = grads.get(0)
+        if dx is not None and self.preprocess is not None:
+            _, std = self.preprocess.broadcast(dx.ndim, dx.dtype)
+            dx = dx / std  # the gradient with respect to the input as given, before standardisation
+        return dx, {key: param_grads[key] for key in self.trainable}
 
     def loss_and_grads(self, x: Any, labels: Any, train: bool = True) -> tuple[float, dict[str, np.ndarray]]:
         """Mean softmax cross-entropy of the outputs (as logits) against integer labels, and every parameter's gradient."""
@@ -287,8 +311,18 @@ class NumpyModel:
         return f"<NumpyModel {self.network.name}: {len(self.ops)} ops, {self.network.params:,} params, {self.dtype.name}>"
 
 
+INPUT_KINDS = "fiu"
+"""Input dtypes a model takes: floating point (float64 from np.random.randn, float16, ...) and integer
+images (uint8 pixels), all cast to the model's dtype value for value. Booleans, complex numbers,
+strings and object arrays (even of numbers) are refused: none of them is an image."""
+
+
 def validate_input(network: Network, x: Any, dtype: Any = np.float32) -> np.ndarray:
-    """`x` as an array of `dtype` and shape (N, *network input), or a CnnDslError naming what differs."""
+    """`x` as an array of `dtype` and shape (N, *network input), or a CnnDslError naming what differs.
+
+    Floating-point and integer arrays are cast to `dtype` (see INPUT_KINDS); scaling is the
+    preprocessing's business (cnndsl.weights.Preprocess), never a guess made here.
+    """
     dtype = np.dtype(dtype)
     expected = tuple(network.input_shape)
     where = network.filename
@@ -297,11 +331,12 @@ def validate_input(network: Network, x: Any, dtype: Any = np.float32) -> np.ndar
             x = np.asarray(x)
         except (TypeError, ValueError) as err:
             raise backend_error(f"the input is not an array: {err}", filename=where) from None
-    if x.dtype != dtype:
-        hint = f"convert it with x.astype(np.{dtype.name})"
-        if x.dtype.kind not in "f":
-            raise backend_error(f"the input has dtype {x.dtype}; the network needs floating point ({dtype.name})", hint, where)
-        raise backend_error(f"the input has dtype {x.dtype}; the model computes in {dtype.name}", hint, where)
+    if x.dtype.kind not in INPUT_KINDS:
+        raise backend_error(
+            f"the input has dtype {x.dtype}; the network takes real numbers (floating point or integer images)",
+            f"give a numeric array, for example x.astype(np.{dtype.name})",
+            where,
+        )
     if x.shape == expected:
         raise backend_error(
             f"the input has shape {_shape_text(x.shape)} without a batch axis; expected Nx{_shape_text(expected)}",
@@ -311,12 +346,13 @@ def validate_input(network: Network, x: Any, dtype: Any = np.float32) -> np.ndar
     if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
         raise backend_error(
             f"the input has shape {_shape_text(x.shape)}; network {network.name} expects Nx{_shape_text(expected)}",
-            "give a batch of the input the network was checked for (or check it with another --input)",
+            "give a batch of the input the network was checked for, or check the network for this input shape",
             where,
         )
     if x.shape[0] == 0:
         raise backend_error("the input batch is empty", filename=where)
-    return x
+    # Cast only after the shape checks: a wrong-sized array is refused before it is copied.
+    return x.astype(dtype, copy=False)
 
 
 def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -334,7 +370,7 @@ def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], giv
     for key, shape in expected.items():
         if key not in given:
             continue
-        value = _to_array(given[key], key, where)
+        value = to_array(given[key], key, where)
         if value.shape != tuple(shape):
             wrong_shapes.append(f"{key} is {_shape_text(value.shape)}, expected {_shape_text(tuple(shape))}")
         elif value.dtype.kind not in "fiub":
@@ -346,36 +382,10 @@ def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], giv
     if problems:
         raise backend_error(
             f"the weights do not fit network {network.name}: " + "; ".join(problems),
-            "were they saved from this network (same file, input shape and --set values)?",
+            "were they saved from this network (same file, input shape and parameter values)?",
             where,
         )
     return converted
-
-
-def _to_array(value: Any, key: str, where: str) -> np.ndarray:
-    """A state_dict value (NumPy array, torch tensor, nested list) as an array."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor; no torch import needed
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise backend_error(f"weight {key} is not an array: {err}", filename=where) from None
-
-
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, or a clear error."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise backend_error(
-                    f"{path} is a single .npy array, not an .npz of named weights",
-                    "save with NumpyModel.save or numpy.savez(path, **state_dict)",
-                )
-            return {key: data[key] for key in data.files}
-    except OSError as err:
-        raise backend_error(f"cannot read weights from {path}: {err.strerror or err}") from None
-    except (ValueError, EOFError) as err:
-        raise backend_error(f"{path} is not an .npz weight file: {err}") from None
 
 
 def cross_entropy(logits: np.ndarray, labels: Any, where: str = "<numpy>") -> tuple[float, np.ndarray]:

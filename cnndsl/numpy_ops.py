@@ -8,6 +8,7 @@ or channels). Pools use the same window views. Nothing here imports torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,13 +71,78 @@ class NpContext:
             self.saved.update(tensors)
 
 
-def uniform(rng: np.random.Generator, bound: float, shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
-    """U(-bound, bound) drawn directly in float32 or float64 (fast for the 100M-weight classifiers)."""
-    dtype = np.dtype(dtype)
-    values = rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
-    values *= 2 * bound
-    values -= bound
-    return values.astype(dtype, copy=False)
+class TorchRandom:
+    """PyTorch's CPU generator and its `uniform_`, in NumPy: one seed gives every backend the same initial weights.
+
+    `torch.manual_seed(seed)` seeds a Mersenne Twister (MT19937) with the seed's low 32 bits,
+    and `tensor.uniform_(a, b)` on the CPU turns each 32-bit draw `r` into
+    `(r & 0xFFFFFF) * 2**-24 * (b - a) + a` in float32, one element after another. The NumPy
+    initialisers draw their tensors in the order PyTorch creates the modules (execution
+    order), so `to_numpy(seed=s)`, `to_torch(seed=s)` and the generated class built after
+    `torch.manual_seed(s)` start from the same state_dict. PyTorch's AVX2/AVX-512 kernels
+    fuse the last multiply-add (one rounding); this does too (in float64, then one rounding
+    to float32), so results are bit-identical there and within one float32 ulp elsewhere.
+    """
+
+    CHUNK = 1 << 20
+    """Draws converted per step: bounded temporaries, and fast for 100M-weight classifiers."""
+
+    def __init__(self, seed: int) -> None:
+        self.bit_generator = np.random.MT19937()
+        self.bit_generator.state = {"bit_generator": "MT19937", "state": {"key": mt19937_key(seed), "pos": 624}}
+
+    def uniform(self, low: float, high: float, shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
+        """U(low, high) as `torch.empty(shape).uniform_(low, high)` draws it in float32, cast to `dtype`."""
+        out = np.empty(shape, dtype=np.float32)
+        flat = out.reshape(-1)
+        a, b = np.float32(low), np.float32(high)
+        span, offset = float(b - a), float(a)
+        for begin in range(0, flat.size, self.CHUNK):
+            raw = self.bit_generator.random_raw(min(self.CHUNK, flat.size - begin))
+            raw &= 0xFFFFFF
+            values = raw.astype(np.float64)
+            values *= span * 2.0**-24  # exact: a power of two times a float32 difference
+            values += offset
+            flat[begin : begin + len(values)] = values
+        return out.astype(dtype, copy=False)
+
+
+SEED_RANGE = (-(2**63), 2**64)
+"""The seeds `torch.manual_seed` accepts (a half-open range)."""
+
+
+def check_seed(seed: object) -> int:
+    """`seed` as an int in SEED_RANGE, or a ValueError saying what is wrong (callers turn it into a CnnDslError)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"the seed must be an integer; got {type(seed).__name__} {seed!r}")
+    low, high = SEED_RANGE
+    if not low <= int(seed) < high:
+        raise ValueError(f"the seed must lie in -2**63 .. 2**64 - 1, as torch.manual_seed takes it; got {seed}")
+    return int(seed)
+
+
+def mt19937_key(seed: int) -> np.ndarray:
+    """The Mersenne Twister state that `torch.manual_seed(seed)` sets (init_genrand of the low 32 bits)."""
+    key = np.empty(624, dtype=np.uint32)
+    value = seed % 2**32  # torch keeps the low 32 bits (negative seeds as their 64-bit two's complement)
+    for index in range(624):
+        key[index] = value
+        value = (1812433253 * (value ^ (value >> 30)) + index + 1) & 0xFFFFFFFF
+    return key
+
+
+KAIMING_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+"""`nn.init.calculate_gain("leaky_relu", math.sqrt(5))`, as nn.Conv2d and nn.Linear initialise their weights."""
+
+
+def default_weight_bound(fan_in: int) -> float:
+    """The bound of nn.Conv2d's and nn.Linear's `kaiming_uniform_(weight, a=math.sqrt(5))`, computed as PyTorch computes it."""
+    return math.sqrt(3.0) * (KAIMING_GAIN / math.sqrt(fan_in)) if fan_in else 0.0
+
+
+def default_bias_bound(fan_in: int) -> float:
+    """The bound of nn.Conv2d's and nn.Linear's default bias initialisation."""
+    return 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
 # ---------------------------------------------------------------- windows and im2col

@@ -1,14 +1,15 @@
 """`cnndsl run`: one inference batch through the NumPy or the torch backend, with weights and input from files.
 
 Everything the command does lives here so that the click command stays a shell. The numpy
-backend never imports torch; the torch backend (and reading `.pt` weights) does.
+backend never imports torch; the torch backend (and reading `.pt` weights) does. Weights
+are read by cnndsl.weights (every format, and the input normalisation stored with them).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -17,8 +18,9 @@ from .arrays import ArrayFileError, read_npy
 from .files import OutputConflict, atomic_write, refuse_inputs
 from .limits import MAX_ACTIVATION_BYTES
 from .network import Network
-from .numpy_backend import backend_error, check_weights, load_npz, validate_input
+from .numpy_backend import backend_error, validate_input
 from .resources import check_batch, memory_error
+from .weights import read_weights
 
 Backend = Literal["numpy", "torch"]
 
@@ -27,8 +29,12 @@ Backend = Literal["numpy", "torch"]
 class RunResult:
     output: np.ndarray
     seconds: float
-    """Wall time of the forward pass alone (no weight loading, no conversion)."""
+    """Mean wall time of one forward pass after a warm-up call (no weight loading, no conversion)."""
     backend: Backend
+    calls: int = 1
+    """How many calls `seconds` is the mean of."""
+    normalised_by: str | None = None
+    """The weights file whose training mean/std standardised the input, if any."""
 
     def top_classes(self, k: int = 5) -> list[list[tuple[int, float]]] | None:
         """Per sample, the k best (class, probability) pairs; None unless the output is a class vector."""
@@ -87,44 +93,31 @@ def save_output(network: Network, path: str, array: np.ndarray) -> None:
         raise backend_error(f"cannot write the output {path}: {err.strerror or err}", filename=network.filename) from None
 
 
-def read_weights(network: Network, path: str) -> dict[str, Any]:
-    """A state_dict from .npz (NumPy) or .pt/.pth (torch.load, weights only; also a checkpoint holding one)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".npz":
-        return load_npz(path)
-    if suffix not in (".pt", ".pth"):
-        raise backend_error(
-            f"unknown weight file type {suffix or '(none)'} for {path}",
-            "use .npz (NumPy) or .pt/.pth (PyTorch)",
-            network.filename,
-        )
-    try:
-        import torch
-    except ImportError:
-        raise backend_error(
-            f"reading {path} needs PyTorch", "pip install cnndsl[torch], or convert the weights to .npz", network.filename
-        ) from None
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as err:
-        raise backend_error(f"cannot read weights from {path}: {err.strerror or err}", filename=network.filename) from None
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise backend_error(f"{path} is not a PyTorch weight file: {err}", filename=network.filename) from None
-    if isinstance(loaded, dict):
-        for key in ("model", "state_dict", "model_state_dict"):
-            if isinstance(loaded.get(key), dict):
-                loaded = loaded[key]
-                break
-    if not isinstance(loaded, dict):
-        raise backend_error(f"{path} holds a {type(loaded).__name__}, not a state_dict", filename=network.filename)
-    return {str(key): value for key, value in loaded.items()}
+RUN_SECONDS = 0.5
+"""`run` times further calls after the warm-up one until this much time has passed (or MAX_TIMED_CALLS)."""
+MAX_TIMED_CALLS = 20
+
+
+def time_calls(call: Callable[[], Any]) -> tuple[Any, float, int]:
+    """(first output, mean seconds per call, calls timed): one warm-up call (allocations, caches, lazy
+    initialisation), then timed calls until RUN_SECONDS have passed, at least one, at most MAX_TIMED_CALLS."""
+    output = call()
+    timed, began = 0, time.perf_counter()
+    while True:
+        call()
+        timed += 1
+        elapsed = time.perf_counter() - began
+        if elapsed >= RUN_SECONDS or timed >= MAX_TIMED_CALLS:
+            return output, elapsed / timed, timed
 
 
 def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str | None = None, seed: int = 0) -> RunResult:
-    """Build the model on `backend` (weights from a file, else seeded PyTorch-style init) and time one forward pass.
+    """Build the model on `backend` (weights from a file, else seeded PyTorch-style init) and time its forward pass.
 
-    Running out of memory (under the activation limit, which both backends check first)
-    is "not enough memory for batch N", not a traceback.
+    Weights that carry the input normalisation they were trained with (cnndsl.weights) make
+    the model standardise `x` first; `RunResult.normalised_by` then names the file. Running
+    out of memory (under the activation limit, which both backends check first) is "not
+    enough memory for batch N", not a traceback.
     """
     check_batch(network, len(x), x.dtype.itemsize, backend)
     try:
@@ -139,26 +132,20 @@ def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str 
 
 
 def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None, seed: int) -> RunResult:
-    state = read_weights(network, weights) if weights else None
+    loaded = read_weights(weights) if weights else None
+    normalised_by = loaded.source if loaded is not None and loaded.preprocess is not None else None
     if backend == "numpy":
-        model = network.to_numpy(state, seed=seed)
-        start = time.perf_counter()
-        output = model(x)
-        return RunResult(output, time.perf_counter() - start, backend)
+        model = network.to_numpy(loaded, seed=seed)
+        output, seconds, calls = time_calls(lambda: model(x))
+        return RunResult(output, seconds, backend, calls, normalised_by)
     try:
         import torch
     except ImportError:
         raise backend_error(
             "the torch backend needs PyTorch", "pip install cnndsl[torch], or use --backend numpy", network.filename
         ) from None
-    module = network.to_torch(seed=seed).eval()
-    if state is not None:
-        expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-        arrays = check_weights(network, expected, state)
-        module.load_state_dict({key: torch.from_numpy(np.ascontiguousarray(v)) for key, v in arrays.items()})
+    module = network.to_torch(seed=seed, weights=loaded).eval()
     tensor = torch.from_numpy(x)
     with torch.no_grad():
-        start = time.perf_counter()
-        output = module(tensor)
-        seconds = time.perf_counter() - start
-    return RunResult(output.numpy(), seconds, backend)
+        output, seconds, calls = time_calls(lambda: module(tensor))
+    return RunResult(output.numpy(), seconds, backend, calls, normalised_by)

@@ -21,9 +21,11 @@ from .resources import check_size, network_error
 from .torch_plan import NAMED_SEQUENTIAL, SEQUENTIAL, ModulePlan, build_plan, deep_recursion
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from .network import Network
+    from .weights import Preprocess, WeightsSource
 
 
 @contextlib.contextmanager
@@ -50,13 +52,25 @@ def resolve_class(name: str) -> Any:
     return HELPERS[name]
 
 
-def build_module(network: Network, seed: int | None = None, max_bytes: int | None = None) -> nn.Module:
+def build_module(
+    network: Network, seed: int | None = None, max_bytes: int | None = None, weights: WeightsSource | None = None
+) -> nn.Module:
     """The network as an `nn.Module` tree that mirrors the IR (see the module docstring).
 
     Modules are created in execution order, as the generated source creates them, so the
-    same seed gives the same initial weights in both.
+    same seed gives the same initial weights in both (and in the NumPy backend, whose
+    initialisers draw from PyTorch's generator definition: cnndsl.numpy_ops.TorchRandom).
+    `weights` (a file or a state_dict, see cnndsl.weights) replaces them; preprocessing
+    stored with them becomes the module's first step (`install_preprocess`).
     """
     check_size(network, max_bytes)
+    if seed is not None:
+        from .numpy_ops import check_seed
+
+        try:
+            seed = check_seed(seed)
+        except ValueError as err:
+            raise network_error(network, str(err), None) from None
     try:
         import torch  # noqa: F401  (fail here, with a clear message, if torch is missing)
     except ImportError:
@@ -66,7 +80,48 @@ def build_module(network: Network, seed: int | None = None, max_bytes: int | Non
     with deep_recursion():
         plan = build_plan(network)
         with seeded(seed):
-            return _instantiate(network, plan)
+            module = _instantiate(network, plan)
+    if weights is not None:
+        load_weights(network, module, weights)
+    return module
+
+
+def load_weights(network: Network, module: nn.Module, source: WeightsSource) -> None:
+    """Load weights (keys and shapes checked, every difference named) and install their preprocessing, if any."""
+    import numpy as np
+    import torch
+
+    from .numpy_backend import check_weights
+    from .weights import read_weights
+
+    weights = read_weights(source)
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    arrays = check_weights(network, expected, weights.state_dict)
+    module.load_state_dict({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()})
+    if weights.preprocess is not None:
+        weights.preprocess.check_for(network, weights.source)
+        install_preprocess(module, weights.preprocess, len(network.input_shape) + 1)
+
+
+def install_preprocess(module: nn.Module, preprocess: Preprocess, batch_ndim: int) -> None:
+    """Make `module` standardise its input first: `(x - input_mean) / input_std`, per channel.
+
+    The statistics are non-persistent buffers (they follow `.to(device)`, and the
+    state_dict keeps the keys of the layers alone) and a forward pre-hook applies them,
+    as the generated class's `forward` does in its first line.
+    """
+    import torch
+
+    mean, std = preprocess.broadcast(batch_ndim, "float32")
+    module.register_buffer("input_mean", torch.from_numpy(mean.copy()), persistent=False)
+    module.register_buffer("input_std", torch.from_numpy(std.copy()), persistent=False)
+    module.register_forward_pre_hook(standardise_input)
+
+
+def standardise_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The forward pre-hook of `install_preprocess` (a module-level function, so the module still pickles)."""
+    x = args[0]
+    return ((x - module.input_mean) / module.input_std, *args[1:])
 
 
 def _instantiate(network: Network, plan: ModulePlan) -> nn.Module:

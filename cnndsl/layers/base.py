@@ -17,7 +17,7 @@ from ..shapes import Pair, Shape, Window
 if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load numpy for `check`
     import numpy as np
 
-    from ..numpy_ops import Backward, NpContext, Tensors
+    from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
 ArgType = Literal["int", "pair", "pad", "bool", "float"]
 """How an argument's value is read: int, a whole number; pair, an int or `(h, w)`;
@@ -226,8 +226,8 @@ class LayerKind:
             return kind.np_merge_forward is not MergeKind.np_merge_forward  # type: ignore[attr-defined]
         return kind.np_forward is not LayerKind.np_forward
 
-    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
-        """Every tensor of the layer, parameters then buffers in state_dict order, initialised as PyTorch does."""
+    def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
+        """Every tensor of the layer, parameters then buffers in state_dict order, drawn from `rng` as PyTorch draws them."""
         return {}
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:

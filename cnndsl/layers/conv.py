@@ -11,7 +11,7 @@ from ..shapes import Pair, Shape, Window
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
 
 if TYPE_CHECKING:
-    from ..numpy_ops import Backward, NpContext, Tensors
+    from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
 
 def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Shape:
@@ -79,13 +79,14 @@ def np_geometry(args: Args, x: np.ndarray, groups: int) -> ops.ConvGeometry:
     return ops.ConvGeometry(in_hw, out_hw, window.kernel, window.stride, window.pad, window.dilation, groups)
 
 
-def np_conv_init(weight_shape: tuple[int, ...], bias: bool, rng: np.random.Generator, dtype: Any) -> Tensors:
-    """PyTorch's default: kaiming_uniform(a=sqrt(5)) weights, i.e. U(+-1/sqrt(fan_in)), and U(+-1/sqrt(fan_in)) bias."""
+def np_conv_init(weight_shape: tuple[int, ...], bias: bool, rng: TorchRandom, dtype: Any) -> Tensors:
+    """PyTorch's default, drawn as nn.Conv2d draws it: kaiming_uniform(a=sqrt(5)) weights, i.e. U(+-1/sqrt(fan_in)), then the bias."""
     fan_in = math.prod(weight_shape[1:])
-    bound = 1 / math.sqrt(fan_in)
-    tensors = {"weight": ops.uniform(rng, bound, weight_shape, dtype)}
+    weight_bound = ops.default_weight_bound(fan_in)
+    tensors = {"weight": rng.uniform(-weight_bound, weight_bound, weight_shape, dtype)}
     if bias:
-        tensors["bias"] = ops.uniform(rng, bound, weight_shape[0], dtype)
+        bias_bound = ops.default_bias_bound(fan_in)
+        tensors["bias"] = rng.uniform(-bias_bound, bias_bound, weight_shape[0], dtype)
     return tensors
 
 
@@ -188,7 +189,7 @@ class Conv(WindowedKind):
             kwargs += (("bias", False),)
         return TorchCall("nn.Conv2d", (in_shape.channels, args["out"]), kwargs)
 
-    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+    def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
         kh, kw = args["kernel"]
         return np_conv_init((args["out"], shape.channels // args["groups"], kh, kw), args["bias"], rng, dtype)
 
@@ -247,7 +248,7 @@ class DWConv(WindowedKind):
         return TorchCall("nn.Conv2d", (channels, channels * args["multiplier"]), kwargs)
 
     # As nn.Conv2d(C, C*multiplier, groups=C): weight (C*multiplier, 1, kh, kw).
-    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+    def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
         kh, kw = args["kernel"]
         return np_conv_init((shape.channels * args["multiplier"], 1, kh, kw), args["bias"], rng, dtype)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from ..lazy import numpy as np
@@ -11,7 +10,7 @@ from ..shapes import Shape
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register, require_flat
 
 if TYPE_CHECKING:
-    from ..numpy_ops import Backward, NpContext, Tensors
+    from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
 
 @register
@@ -57,12 +56,13 @@ class FC(LayerKind):
     def describe(self, args: Args) -> str:
         return f"FC {args['out']}" + ("" if args["bias"] else " no bias")
 
-    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
-        # PyTorch's nn.Linear default: U(+-1/sqrt(in_features)) for weight and bias.
-        bound = 1 / math.sqrt(shape[0])
-        tensors = {"weight": ops.uniform(rng, bound, (args["out"], shape[0]), dtype)}
+    def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
+        # PyTorch's nn.Linear default, drawn as it draws it: U(+-1/sqrt(in_features)) for weight, then bias.
+        weight_bound = ops.default_weight_bound(shape[0])
+        tensors = {"weight": rng.uniform(-weight_bound, weight_bound, (args["out"], shape[0]), dtype)}
         if args["bias"]:
-            tensors["bias"] = ops.uniform(rng, bound, args["out"], dtype)
+            bias_bound = ops.default_bias_bound(shape[0])
+            tensors["bias"] = rng.uniform(-bias_bound, bias_bound, args["out"], dtype)
         return tensors
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:

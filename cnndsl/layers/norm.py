@@ -10,7 +10,7 @@ from ..shapes import Shape
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
 if TYPE_CHECKING:
-    from ..numpy_ops import Backward, NpContext, Tensors
+    from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
 
 @register
@@ -70,7 +70,7 @@ class BatchNorm(LayerKind):
 
     np_buffers = ("running_mean", "running_var", "num_batches_tracked")
 
-    def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
+    def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
         c = shape.channels
         return {
             "weight": np.ones(c, dtype),

@@ -74,6 +74,8 @@ class TrainConfig:
     resume: bool = False
     metrics_json: Path | None = None
     progress: bool = True
+    save: Path | None = None
+    """Write the trained weights and the input normalisation here at the end (.safetensors, .pt or .npz; no optimiser state)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,6 +117,14 @@ class TrainConfig:
             raise config_error(f"--weight-decay must not be negative; got {self.decay}")
         if self.threads is not None and self.threads < 1:
             raise config_error(f"--threads must be at least 1; got {self.threads}")
+        if self.save is not None:
+            from ..weights import SUFFIX_FORMATS
+
+            if Path(self.save).suffix.lower() not in SUFFIX_FORMATS:
+                raise config_error(
+                    f"--save {self.save}: cannot tell the weights format from the suffix",
+                    "end it with .safetensors (recommended), .pt or .npz",
+                )
         if self.resume and self.checkpoint_dir is None:
             raise config_error("--resume needs --checkpoint-dir (where the checkpoint is)")
         if self.backend == "numpy":
@@ -140,7 +150,7 @@ class TrainConfig:
         out = asdict(self)
         out["lr"] = self.learning_rate
         out["weight_decay"] = self.decay
-        for key in ("checkpoint_dir", "metrics_json"):
+        for key in ("checkpoint_dir", "metrics_json", "save"):
             out[key] = str(out[key]) if out[key] is not None else None
         return out
 

@@ -50,6 +50,10 @@ class Dataset:
     class_names: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    input_scale: float = 1.0
+    """The factor the source's stored values were multiplied by before standardising (1/16 for
+    digits' 0..16 grey levels, 1/255 for 8-bit images), so that the preprocessing saved with
+    the weights takes images as the source stores them (cnndsl.weights.Preprocess)."""
 
     @property
     def num_classes(self) -> int:
@@ -146,6 +150,11 @@ MAX_CLASSES = 1_000_000
 """Most classes integer labels may imply when the network's output count is not known."""
 
 
+def _input_scale(x: np.ndarray) -> float:
+    """The factor `_to_float` applies to stored values."""
+    return 1 / 255 if x.dtype == np.uint8 else 1.0
+
+
 def _to_float(x: np.ndarray) -> np.ndarray:
     """Images as float32; 8-bit images are scaled to 0..1 first."""
     if x.dtype == np.uint8:
@@ -190,7 +199,7 @@ def load_digits_source() -> Dataset:
     y = bunch.target.astype(np.int64)
     train, test = stratified_split(y)
     names = [str(int(v)) for v in bunch.target_names]
-    return Dataset("digits", x[train], y[train], x[test], y[test], names)
+    return Dataset("digits", x[train], y[train], x[test], y[test], names, input_scale=1 / 16)
 
 
 def load_npz_source(path: Path, expected: Shape, num_classes: int = 0) -> Dataset:
@@ -234,9 +243,9 @@ def load_npz_source(path: Path, expected: Shape, num_classes: int = 0) -> Datase
                 f"{path}: test images are {_shape_text(x_test.shape[1:])}, training images {_shape_text(x.shape[1:])}",
                 where=where,
             )
-        return Dataset(path.name, x, y, x_test, y_test, names)
+        return Dataset(path.name, x, y, x_test, y_test, names, input_scale=_input_scale(arrays["x"]))
     train, test = stratified_split(y)
-    return Dataset(path.name, x[train], y[train], x[test], y[test], names)
+    return Dataset(path.name, x[train], y[train], x[test], y[test], names, input_scale=_input_scale(arrays["x"]))
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -297,7 +306,7 @@ def load_image_folder(root: Path, expected: Shape) -> Dataset:
         x_test, y_test = _read_images(test_dir, classes, expected)
         if not len(x) or not len(x_test):
             raise data_error(f"no .png or .jpg images under {root}/train or {test_dir}", where=where)
-        return Dataset(root.name, x, y, x_test, y_test, classes)
+        return Dataset(root.name, x, y, x_test, y_test, classes, input_scale=1 / 255)
     classes = [p.name for p in _class_dirs(root)]
     if not classes:
         raise data_error(f"{root} has no class folders", "lay images out as ROOT/CLASS_NAME/*.png (or .jpg)", where)
@@ -305,7 +314,7 @@ def load_image_folder(root: Path, expected: Shape) -> Dataset:
     if not len(x):
         raise data_error(f"no .png or .jpg images in the class folders of {root}", where=where)
     train, test = stratified_split(y)
-    return Dataset(root.name, x[train], y[train], x[test], y[test], classes)
+    return Dataset(root.name, x[train], y[train], x[test], y[test], classes, input_scale=1 / 255)
 
 
 def synthetic_source(spec: str, expected: Shape, num_classes: int, seed: int) -> Dataset:

@@ -121,6 +121,9 @@ class NumpyEngine:
         self.optimizer.buffers = buffers
         return {k: meta[k] for k in ("epoch", "history", "config")}
 
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.model.state_dict()
+
     def close(self, synchronize: bool = False) -> None:
         pass  # a single process holds nothing to release
 

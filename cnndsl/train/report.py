@@ -26,17 +26,26 @@ class EpochProgress:
     task: Any = None
     images: int = 0
     start: float = 0.0
+    loss: float | None = None
+    """The running loss last reported (None until the first batch has been)."""
+    accuracy: float | None = None
 
     def update(self, images: int, loss: float | None = None, accuracy: float | None = None) -> None:
         self.images += images
         if self.progress is None:
             return
-        fields: dict[str, Any] = {"rate": self.images / max(time.perf_counter() - self.start, 1e-9)}
-        if loss is not None:
-            fields["loss"] = loss
-        if accuracy is not None:
-            fields["acc"] = accuracy
-        self.progress.update(self.task, advance=1, **fields)
+        self.loss = self.loss if loss is None else loss
+        self.accuracy = self.accuracy if accuracy is None else accuracy
+        rate = self.images / max(time.perf_counter() - self.start, 1e-9)
+        self.progress.update(self.task, advance=1, metrics=metrics_text(self.loss, self.accuracy, rate))
+
+
+def metrics_text(loss: float | None, accuracy: float | None, rate: float | None) -> str:
+    """The bar's figures; a dash for what no batch has measured yet (never `loss nan`)."""
+    loss_text = "-" if loss is None else f"{loss:.4f}"
+    accuracy_text = "-" if accuracy is None else f"{accuracy:.3f}"
+    rate_text = "-" if rate is None else f"{rate:,.0f}"
+    return f"loss {loss_text}  acc {accuracy_text}  {rate_text} img/s"
 
 
 class Reporter:
@@ -76,12 +85,12 @@ class Reporter:
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[rate]:,.0f} img/s"),
+            TextColumn("{task.fields[metrics]}"),
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=self._err, transient=True) as progress:
             tracker.progress = progress
-            tracker.task = progress.add_task("train", total=steps, loss=float("nan"), acc=0.0, rate=0.0)
+            tracker.task = progress.add_task("train", total=steps, metrics=metrics_text(None, None, None))
             yield tracker
 
     def epoch_summary(self, record: dict[str, Any], epochs: int) -> None:

@@ -232,6 +232,10 @@ class TorchEngine:
                     torch.cuda.set_rng_state(own["cuda"], self.device)
         return {k: checkpoint[k] for k in ("epoch", "history", "config")}
 
+    def weights(self) -> dict[str, np.ndarray]:
+        # The module itself, not the DDP or torch.compile wrapper: the keys are the network's paths.
+        return {key: value.detach().cpu().numpy() for key, value in self.model.state_dict().items()}
+
     def _validate(self, path: Path, checkpoint: dict[str, Any]) -> None:
         """The torch-specific parts of a checkpoint, checked before any is loaded: a clear error naming what is wrong."""
 

@@ -7,24 +7,26 @@ module drives it the same way for both, so their logs, checkpoints and metrics a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import atomic_write, same_file
+from ..ir import Node, Sequence
+from ..network import Network
+from ..resources import network_error
+from ..weights import Preprocess, write_weights
 from .checkpoint import checkpoint_path, remove_stale_temporaries
 from .config import TrainConfig, config_error, resume_differences
 from .data import Dataset, check_fit, data_error, load_source
 from .distributed import World, world_from_env
 from .outputs import checkpoint_lock, refuse_overwrite
 from .report import EpochProgress, Reporter
-
-if TYPE_CHECKING:
-    from ..network import Network
 
 
 class Engine(Protocol):
@@ -46,6 +48,9 @@ class Engine(Protocol):
 
     def close(self, synchronize: bool = False) -> None:
         """Release what the run holds (the process group); `synchronize` waits for every rank first."""
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The model's state_dict as NumPy arrays (for `--save`)."""
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
@@ -96,6 +101,12 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
             f"the numpy backend trains in one process; this is process {world.rank} of {world.size} (torchrun)",
             "run it without torchrun, or use --backend torch",
         )
+    if config.save is not None:
+        for source in (network.filename, config.data):
+            if same_file(config.save, source):
+                raise config_error(f"--save {config.save} would overwrite the input {source}", "choose another path")
+    reporter = Reporter(enabled=world.is_main, progress=config.progress)
+    network = logits_network(network, reporter)
     output = tuple(network.output_shape)
     dataset = load_source(config.data, network.input_shape, output[0] if len(output) == 1 else 0, config.seed)
     check_fit(dataset, network.input_shape, network.output_shape, network.parameters, config.data)
@@ -106,7 +117,6 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
         raise data_error(
             f"{config.data} has no test samples", "give each class at least two samples (one in five is held out for testing)"
         )
-    reporter = Reporter(enabled=world.is_main, progress=config.progress)
     engine = make_engine(network, config, dataset, world)
     try:
         result = _run(network, config, dataset, world, engine, reporter)
@@ -117,6 +127,57 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
     # that no rank exits while gloo still has a peer mid-operation (which aborts it).
     engine.close(synchronize=True)
     return result
+
+
+def logits_network(network: Network, reporter: Reporter) -> Network:
+    """The network the loss trains: cross-entropy takes logits (it applies softmax itself).
+
+    A final Softmax would be applied twice, which trains badly and silently (48% instead of
+    97% on digits): it is left out of training with a note. It has no weights, so the saved
+    weights still run with it, and `run` shows its probabilities. A final Sigmoid squashes
+    each class on its own, which cross-entropy cannot undo: refused.
+    """
+    last = network.layers[-1]
+    if last.kind.name == "Sigmoid":
+        raise network_error(
+            network,
+            "the network ends in Sigmoid, but training uses cross-entropy, which takes logits (raw class scores)",
+            last.pos,
+            "remove the final Sigmoid: cross-entropy applies softmax itself (a final Softmax is left out of training)",
+        )
+    if last.kind.name != "Softmax":
+        return network
+    chain: list[Sequence] = []
+    node: Node = network.root
+    while isinstance(node, Sequence) and node.children:
+        chain.append(node)
+        node = node.children[-1]
+    if node is not last:  # the last layer in execution order is always the last child of the last children
+        raise AssertionError(f"{last.path}: the final layer is not at the end of the tree")
+    # Rebuild the chain of last children without the Softmax; every other node is shared.
+    replacement: Node | None = None
+    for sequence in reversed(chain):
+        children = sequence.children[:-1] + ([replacement] if replacement is not None else [])
+        replacement = dataclasses.replace(sequence, children=children)
+    assert isinstance(replacement, Sequence)
+    reporter.note(
+        f"note: {network.filename}: the network ends in Softmax (`{last.path}`), but cross-entropy takes logits and applies"
+        " softmax itself; training without the final Softmax (it has no weights: the saved weights run with it)"
+    )
+    return Network(
+        network.name, network.input_shape, replacement, network.parameters, network.diagnostics, network.filename, network.source
+    )
+
+
+def training_preprocess(dataset: Dataset, reporter: Reporter) -> Preprocess | None:
+    """The standardisation the model is trained behind, in the units the source stores images in."""
+    try:
+        return Preprocess.from_standardisation(dataset.mean, dataset.std, dataset.input_scale)
+    except ValueError as err:
+        reporter.note(
+            f"warning: the training data's statistics are unusable ({err}); weights are saved without input normalisation"
+        )
+        return None
 
 
 def _guarded(step: Any, *args: Any) -> Any:
@@ -157,10 +218,13 @@ def _run(
             start = int(state["epoch"])
             history = list(state["history"])
             reporter.note(f"resumed from {path} after epoch {start}")
+    preprocess = training_preprocess(dataset, reporter)
     reporter.line(
         f"training {network.name} ({network.params:,} params) on {dataset.name}: {len(dataset.x_train):,} train /"
         f" {len(dataset.x_test):,} test images {'x'.join(map(str, dataset.sample_shape))}, {dataset.num_classes} classes;"
-        f" {config.backend} on {engine.device_name}" + (f" x {world.size} processes" if world.distributed else "")
+        f" {config.backend} on {engine.device_name}"
+        + (f" x {world.size} processes" if world.distributed else "")
+        + "".join(f", {option}" for option in run_options(config))
     )
     confusion: np.ndarray | None = None
     for epoch in range(start, config.epochs):
@@ -185,14 +249,32 @@ def _run(
         history.append(record)
         reporter.epoch_summary(record, config.epochs)
         if path is not None:
-            engine.save(path, {"epoch": epoch + 1, "history": history, "config": config.summary()})
+            state = {"epoch": epoch + 1, "history": history, "config": config.summary()}
+            if preprocess is not None:
+                state["preprocess"] = preprocess.to_json()  # read back by `run --weights` and cnndsl.weights
+            engine.save(path, state)
     if confusion is None:  # resumed after the last epoch: nothing to train, still report the test result
         _, confusion = _guarded(engine.evaluate)
     metrics = final_metrics(network, config, dataset, world, engine, history, confusion)
+    metrics["preprocess"] = preprocess.to_json() if preprocess is not None else None
     reporter.final(metrics)
+    if world.is_main and config.save is not None:
+        write_weights(config.save, engine.weights(), preprocess)
+        saved = "the weights" + (" and the input normalisation" if preprocess is not None else "")
+        reporter.line(f"saved {saved} to {config.save}")
     if world.is_main and config.metrics_json is not None:
         write_metrics(config.metrics_json, metrics)
     return metrics
+
+
+def run_options(config: TrainConfig) -> list[str]:
+    """The settings that change how the run computes, for its header line."""
+    options = [f"amp {config.amp}"] if config.amp != "off" else []
+    if config.channels_last:
+        options.append("channels-last")
+    if config.compile:
+        options.append("torch.compile")
+    return options
 
 
 def final_metrics(
