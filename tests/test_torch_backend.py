@@ -205,12 +205,12 @@ def test_module_names() -> None:
         "x_2",
         "x_",
     ]
-    # names that stay names after stripping `_` need a letter in front; a reserved `base_` takes a number
+    # a name that is no identifier once `_` is stripped gets `layer` in front; a taken `base_` takes a number
     assert module_names(["_1", "_", "__", "requires_grad_", "_1", "layer_1_"]) == [
         "layer_1_2",
         "layer_",
         "layer_2",
-        "requires_grad_2",
+        "requires_grad__",
         "layer_1_3",
         "layer_1_",
     ]
