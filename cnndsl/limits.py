@@ -15,6 +15,12 @@ MAX_LAYERS = 100_000
 MAX_BLOCK_DEPTH = 200
 """Deepest chain of block calls (recursion is an error anyway)."""
 
+MAX_BLOCK_BINDINGS = 2_000_000
+"""Most block parameters bound over all block calls (each call binds every parameter of its block)."""
+
+MAX_ERRORS = 100
+"""Checking stops after this many errors (each costs a message, and a did-you-mean search)."""
+
 MAX_ELEMENTS = 2**40
 """Largest tensor (elements, batch 1) or parameter count of one layer or in total."""
 
