@@ -137,10 +137,16 @@ def ordinal(n: int) -> str:
 
 
 def parse_value(text: str) -> Value:
-    """A value given as text on the command line (`--set k=v`)."""
+    """A value given as text on the command line (`--set k=v`).
+
+    ValueError for an integer too long to be a value (int() itself refuses over 4,300 digits).
+    """
     low = text.strip().lower()
     if low in BUILTIN_WORDS:
         return BUILTIN_WORDS[low]
+    digits = low.lstrip("+-").replace("x", "")
+    if digits.isdigit() and len(digits.lstrip("0")) > len(str(MAX_NUMBER)):
+        raise ValueError(f"{text.strip()[:20]}... has {len(digits):,} digits; numbers are limited to 2^62")
     for convert in (int, float):
         try:
             return convert(text)
@@ -319,7 +325,11 @@ class Checker:
 
     def _check_override(self, param: ast.Param, value: Value) -> Value:
         if isinstance(value, str):
-            value = parse_value(value)
+            try:
+                value = parse_value(value)
+            except ValueError as err:
+                self.sink.error(f"network parameter `{param.name}`: {err}", param.pos)
+                return POISON
         ok = isinstance(value, (bool, int, float, Word)) or (
             isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         )

@@ -95,7 +95,10 @@ class NumpyModel:
         self, network: Network, state_dict: Mapping[str, Any] | None = None, seed: int = 0, dtype: Any = np.float32
     ) -> None:
         self.network = network
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except (TypeError, ValueError):
+            raise backend_error(f"unknown dtype {str(dtype)[:40]!r}", "use float32 or float64") from None
         if self.dtype.kind != "f":
             raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
         check_size(network)  # refuse weights that cannot fit before allocating them, pointing at the largest layer

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import lark
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -453,11 +454,33 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
     return None
 
 
+def read_source_bytes(source: str | Path | BinaryIO) -> bytes:
+    """At most MAX_FILE_BYTES + 1 bytes of a file (or an open binary stream such as standard input).
+
+    One byte more than the limit is enough for decode_source to refuse the input: a huge
+    or endless file (`/dev/zero`) is never read whole. Raises OSError.
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as handle:
+            return read_source_bytes(handle)
+    chunks: list[bytes] = []
+    left = MAX_FILE_BYTES + 1
+    while left > 0:
+        chunk = source.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
     """Bytes to text: reject oversized input, invalid UTF-8 and NUL bytes with a position."""
     if len(data) > MAX_FILE_BYTES:
         sink.error(
-            f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}",
+            f"the file is larger than the limit of {MAX_FILE_BYTES:,} bytes"
+            if len(data) == MAX_FILE_BYTES + 1
+            else f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}",
             _position_at(data, MAX_FILE_BYTES),
             "a network description is normally a few kilobytes",
         )
