@@ -367,6 +367,9 @@ class Checker:
 
     def _input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
         if self.input_override is not None:
+            if self.input_override.numel > MAX_ELEMENTS:
+                self.sink.error(f"the input has more than 2^40 elements ({_magnitude(self.input_override.numel)})", None)
+                return None
             return self.input_override
         if decl is None:
             self.sink.error(

@@ -30,6 +30,10 @@ MAX_NUMBER = 2**62
 MAX_REPEAT = MAX_LAYERS
 """Largest repetition count (more would exceed MAX_LAYERS anyway)."""
 
+MAX_FIT_LAYERS = 100_000
+"""Most layers `compile` re-checks in all to see how network parameters reach the layers
+(one re-check per probed value); parameters beyond this stay fixed in the generated class."""
+
 MAX_DRAWN_NODES = 5_000
 """Most boxes `cnndsl render` asks Graphviz to lay out (its time grows much faster than linearly)."""
 
