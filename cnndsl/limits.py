@@ -37,6 +37,15 @@ MAX_FIT_LAYERS = 100_000
 MAX_DRAWN_NODES = 5_000
 """Most boxes `cnndsl render` asks Graphviz to lay out (its time grows much faster than linearly)."""
 
+MAX_DRAWN_MERGE_NESTING = 24
+"""Deepest nesting of drawn merges (`Add[Add[...] | x]`): dot took 12 s at 50 levels, minutes at 70."""
+
+MAX_DRAWN_RANK_WIDTH = 500
+"""Most boxes and edges side by side at one level of a drawing (dot took 10 s for 1,200 branches)."""
+
+DOT_TIMEOUT_S = 120.0
+"""Graphviz's `dot` is stopped after this many seconds (the limits above only estimate its cost)."""
+
 MAX_ACTIVATION_BYTES = 16 * 2**30
 """Largest activation memory one forward pass may need (the IR's estimate times the batch)."""
 
