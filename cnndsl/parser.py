@@ -322,52 +322,52 @@ def _syntax_message(err: UnexpectedInput) -> tuple[str, str | None]:
     return message, hint
 
 
+_BRACKET_EVENTS = re.compile(r"[()\[\]\n]|#[^\n]*")
+
+
 def _bracket_scan(text: str, sink: DiagnosticSink) -> bool:
     """Check brackets balance and nesting depth before Lark sees the text (cheap, no recursion)."""
     stack: list[tuple[str, int, int]] = []
-    line, col = 1, 1
-    in_comment = False
+    line, line_start = 1, 0
     pairs = {")": "(", "]": "["}
-    ok = True
-    for ch in text:
+    # Only brackets, line breaks and comments matter: a regular expression skips the rest.
+    for match in _BRACKET_EVENTS.finditer(text):
+        ch = match.group()
         if ch == "\n":
-            line, col, in_comment = line + 1, 1, False
+            line, line_start = line + 1, match.end()
             continue
-        if not in_comment:
-            if ch == "#":
-                in_comment = True
-            elif ch in "([":
-                stack.append((ch, line, col))
-                if len(stack) > MAX_NESTING:
-                    sink.error(
-                        f"nesting deeper than {MAX_NESTING} levels",
-                        Position(line, col),
-                        "flatten the structure, or use repetition (`x N`) instead of nesting",
-                    )
-                    return False
-            elif ch in ")]":
-                if not stack or stack[-1][0] != pairs[ch]:
-                    if stack:
-                        opener, oline, ocol = stack[-1]
-                        closer = ")" if opener == "(" else "]"
-                        sink.error(
-                            f"`{ch}` does not match the `{opener}` opened at line {oline}, column {ocol}",
-                            Position(line, col),
-                            f"missing `{closer}`?",
-                        )
-                    else:
-                        sink.error(
-                            f"`{ch}` has no matching `{pairs[ch]}`", Position(line, col), "remove it, or add the opening bracket"
-                        )
-                    return False
-                stack.pop()
-        col += 1
+        if ch[0] == "#":
+            continue
+        col = match.start() - line_start + 1
+        if ch in "([":
+            stack.append((ch, line, col))
+            if len(stack) > MAX_NESTING:
+                sink.error(
+                    f"nesting deeper than {MAX_NESTING} levels",
+                    Position(line, col),
+                    "flatten the structure, or use repetition (`x N`) instead of nesting",
+                )
+                return False
+        elif not stack or stack[-1][0] != pairs[ch]:
+            if stack:
+                opener, oline, ocol = stack[-1]
+                closer = ")" if opener == "(" else "]"
+                sink.error(
+                    f"`{ch}` does not match the `{opener}` opened at line {oline}, column {ocol}",
+                    Position(line, col),
+                    f"missing `{closer}`?",
+                )
+            else:
+                sink.error(f"`{ch}` has no matching `{pairs[ch]}`", Position(line, col), "remove it, or add the opening bracket")
+            return False
+        else:
+            stack.pop()
     if stack:
         opener, oline, ocol = stack[-1]
         closer = ")" if opener == "(" else "]"
         sink.error(f"`{opener}` is never closed", Position(oline, ocol), f"missing `{closer}`")
-        ok = False
-    return ok
+        return False
+    return True
 
 
 _TOKEN = re.compile(r"#[^\n]*|[A-Za-z0-9_.]+|[^\sA-Za-z0-9_.,]")
