@@ -45,7 +45,7 @@ class Case:
     """"accepted" (exit 0) or "refused" (exit 1 with a message)."""
     time_bound: float
     """Most wall time allowed, as a multiple of `check resnet50.cnn`."""
-    memory_bound: float = 3.0
+    memory_bound: float = 4.0
     """Most peak memory allowed, as a multiple of `check resnet50.cnn`."""
     stdin: str = "-"
 
@@ -83,16 +83,16 @@ def nested_adds(folder: Path, depth: int) -> list[str]:
 
 
 CASES = [
-    Case("D1 5,000-digit literal", lambda f: ["check", "-q", str(DEFECTS / "hugeint.cnn")], "refused", 1.5),
-    Case("D2 400-digit literal", lambda f: ["check", "-q", str(DEFECTS / "int400.cnn")], "refused", 1.5),
+    Case("D1 5,000-digit literal", lambda f: ["check", "-q", str(DEFECTS / "hugeint.cnn")], "refused", 2),
+    Case("D2 400-digit literal", lambda f: ["check", "-q", str(DEFECTS / "int400.cnn")], "refused", 2),
     Case("D3 60,000 unary minus", lambda f: ["check", "-q", str(DEFECTS / "deepneg_block.cnn")], "refused", 4),
-    Case("D4 label _1", lambda f: ["check", "-q", str(DEFECTS / "hang_label_underscore_digit.cnn")], "accepted", 1.5),
+    Case("D4 label _1", lambda f: ["check", "-q", str(DEFECTS / "hang_label_underscore_digit.cnn")], "accepted", 2),
     Case("D5 4,000 `forward:` labels", lambda f: ["check", "-q", str(DEFECTS / "labels_reserved_4000.cnn")], "refused", 2),
     Case(
         "D5 33,000 `forward:` labels",
         lambda f: ["check", "-q", write(f, "fwd33k.cnn", "input 3x8x8\n" + "forward: ReLU\n" * 33_000)],
         "refused",
-        3,
+        20,  # 99,000 tokens: parsing them is most of it
     ),
     Case("D6 2,000 params x 1,000 calls", lambda f: ["check", "-q", str(DEFECTS / "blockparams_2000_1000.cnn")], "accepted", 3),
     Case(
@@ -107,15 +107,15 @@ CASES = [
         "refused",
         3,
     ),
-    Case("D7 exponential blocks (60 levels)", lambda f: ["check", "-q", str(DEFECTS / "exp60.cnn")], "refused", 1.5),
-    Case("D7 exponential Add blocks", exponential, "refused", 1.5),
-    Case("D8 1 syntax error after 95k lines", lambda f: syntax_errors(f, 1), "refused", 10),
-    Case("D8 25 syntax errors in 95k lines", lambda f: syntax_errors(f, 25), "refused", 10),
+    Case("D7 exponential blocks (60 levels)", lambda f: ["check", "-q", str(DEFECTS / "exp60.cnn")], "refused", 2),
+    Case("D7 exponential Add blocks", exponential, "refused", 2),
+    Case("D8 1 syntax error after 95k lines", lambda f: syntax_errors(f, 1), "refused", 20),
+    Case("D8 25 syntax errors in 95k lines", lambda f: syntax_errors(f, 25), "refused", 20),
     Case(
         "D9 50,000 unknown names",
         lambda f: ["check", "-q", write(f, "unknown.cnn", "input 3x8x8\n" + "\n".join(f"Foo{i}" for i in range(50_000)) + "\n")],
         "refused",
-        8,
+        12,
     ),
     Case(
         "D9 30,000 unknown keywords",
@@ -127,19 +127,19 @@ CASES = [
             ),
         ],
         "refused",
-        8,
+        12,
     ),
     Case(
         "valid: 99,000 tokens",
         lambda f: ["check", "-q", write(f, "tokens.cnn", "input 3x8x8\n" + "ReLU\n" * 98_990)],
         "accepted",
-        15,
+        20,
     ),
     Case(
         "valid: 990,000 newlines",
         lambda f: ["check", "-q", write(f, "newlines.cnn", "input 3x8x8\n" + "\n" * 990_000 + "ReLU\n")],
         "accepted",
-        6,
+        4,
     ),
     Case(
         "valid: 49,000 branches",
@@ -147,14 +147,14 @@ CASES = [
         "accepted",
         10,
     ),
-    Case("D10 /dev/zero", lambda f: ["check", "-q", "/dev/zero"], "refused", 1.5),
-    Case("D10 stdin from /dev/zero", lambda f: ["check", "-q", "-"], "refused", 1.5, stdin="/dev/zero"),
-    Case("D10 2 GB sparse file", sparse, "refused", 1.5),
+    Case("D10 /dev/zero", lambda f: ["check", "-q", "/dev/zero"], "refused", 2),
+    Case("D10 stdin from /dev/zero", lambda f: ["check", "-q", "-"], "refused", 2, stdin="/dev/zero"),
+    Case("D10 2 GB sparse file", sparse, "refused", 2),
     Case(
         "D11 compile, 50 parameters",
         lambda f: ["compile", str(DEFECTS / "compile_params50.cnn"), "-o", str(f / "c50.py")],
         "accepted",
-        15,
+        20,
         memory_bound=8,
     ),
     Case("D12 render 70 nested Add", lambda f: nested_adds(f, 70), "refused", 2),

@@ -713,7 +713,7 @@ class Checker:
             children = [node] if node is not None else []
         if not ok:
             return None
-        args = dict(local)
+        args = local  # not used again here: the IR keeps it as the call's block_args
         # The title shows the arguments the call gave (evaluated), as it gave them; defaults stay implicit.
         given = [
             format_value(_plain(values[a.name if a.name else block.params[i].name]))
