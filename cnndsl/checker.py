@@ -8,17 +8,19 @@ are still checked). Resource limits are enforced before anything large is built.
 from __future__ import annotations
 
 import gc
+import math
 import sys
+from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from . import ast
-from .errors import DiagnosticSink, Position
+from .errors import DiagnosticSink, Position, TooManyErrors
 from .ir import Layer, Node, Parallel, Sequence
 from .layers import KINDS, LayerError, LayerKind, lookup
 from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
-from .limits import MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
+from .limits import MAX_BLOCK_BINDINGS, MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_ERRORS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
 from .names import module_names
 from .shapes import Pair, Shape, Window
 
@@ -92,6 +94,20 @@ class BoundArgs:
 
 
 @dataclass
+class BlockInfo:
+    """A block's signature, made once; and its defaults that are the same at every call, once evaluated."""
+
+    signature: str
+    specs: tuple[ArgSpec, ...]
+    by_name: dict[str, ast.Param]
+    required: list[ast.Param]
+    defaulted: int
+    """How many parameters have a default."""
+    constant_defaults: dict[str, Value]
+    """Defaults that read no other parameter of the block and not `in_channels`."""
+
+
+@dataclass
 class CheckResult:
     name: str
     input_shape: Shape
@@ -99,13 +115,32 @@ class CheckResult:
     params: dict[str, Value]
 
 
+MAX_SUGGESTION_CANDIDATES = 500
+"""Most names one did-you-mean compares (difflib's cost grows with each): the closest in length first."""
+
+
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """A did-you-mean hint, comparing case-insensitively."""
     import difflib  # only on the error path: keeps `cnndsl check` start-up short
 
-    lowered = {c.lower(): c for c in candidates}
-    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    target = name.lower()
+    lowered: dict[str, str] = {}
+    for candidate in candidates:
+        # A ratio of at least 0.6 needs lengths within a factor of 4 of each other.
+        low = candidate.lower()
+        if 4 * len(low) >= len(target) and len(low) <= 4 * len(target):
+            lowered.setdefault(low, candidate)
+    options = list(lowered)
+    if len(options) > MAX_SUGGESTION_CANDIDATES:
+        options = sorted(options, key=lambda c: abs(len(c) - len(target)))[:MAX_SUGGESTION_CANDIDATES]
+    match = difflib.get_close_matches(target, options, n=1, cutoff=0.6)
     return f"did you mean `{lowered[match[0]]}`?" if match else None
+
+
+def names_text(names: list[str], shown: int = 12) -> str:
+    """`a, b, c` for a hint, at most `shown` of them (a block may have thousands of parameters)."""
+    text = ", ".join(names[:shown])
+    return text + f", ... ({len(names) - shown:,} more)" if len(names) > shown else text
 
 
 def ordinal(n: int) -> str:
@@ -113,10 +148,16 @@ def ordinal(n: int) -> str:
 
 
 def parse_value(text: str) -> Value:
-    """A value given as text on the command line (`--set k=v`)."""
+    """A value given as text on the command line (`--set k=v`).
+
+    ValueError for an integer too long to be a value (int() itself refuses over 4,300 digits).
+    """
     low = text.strip().lower()
     if low in BUILTIN_WORDS:
         return BUILTIN_WORDS[low]
+    digits = low.lstrip("+-").replace("x", "")
+    if digits.isdigit() and len(digits.lstrip("0")) > len(str(MAX_NUMBER)):
+        raise ValueError(f"{text.strip()[:20]}... has {len(digits):,} digits; numbers are limited to 2^62")
     for convert in (int, float):
         try:
             return convert(text)
@@ -148,6 +189,11 @@ class Checker:
         self.defaults: dict[str, dict[str, ast.Arg]] = {}
         self.leaf_count = 0
         self.node_count = 0
+        self.binding_count = 0
+        self._min_size_of_block: dict[str, tuple[int, int]] = {}
+        self._block_infos: dict[str, BlockInfo] = {}
+        self._min_sizes: dict[int, tuple[ast.Element, tuple[int, int]]] = {}
+        self._keyword_index: dict[int, tuple[tuple[ArgSpec, ...], dict[str, str]]] = {}
         self._last_pos = Position(1, 1)
         self._network_values: dict[str, Value] = {}
 
@@ -160,11 +206,13 @@ class Checker:
         # (they made checking 100,000 layers quadratic).
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        self.sink.max_errors = MAX_ERRORS
         try:
             return self._run()
-        except Abort:
+        except (Abort, TooManyErrors):
             return None
         finally:
+            self.sink.max_errors = None
             sys.setrecursionlimit(old_limit)
             if gc_was_enabled:
                 gc.enable()
@@ -263,7 +311,7 @@ class Checker:
         for name in self.param_overrides:
             if name not in declared:
                 where = network.pos if network else None
-                options = ", ".join(declared) or "none"
+                options = names_text(list(declared)) or "none"
                 hint = suggest(name, declared) or f"the network's parameters: {options}"
                 self.sink.error(f"unknown network parameter `{name}`", where, hint)
         for param in declared.values():
@@ -271,7 +319,8 @@ class Checker:
                 values[param.name] = self._check_override(param, self.param_overrides[param.name])
             elif param.default is not None:
                 try:
-                    values[param.name] = self._eval(param.default, Scope(dict(values)), None)
+                    # `values` holds the parameters before this one; it is only read during the call.
+                    values[param.name] = self._eval(param.default, Scope(values), None)
                 except EvalError as err:
                     self.sink.error(err.message, err.pos, err.hint)
                     values[param.name] = POISON
@@ -288,12 +337,17 @@ class Checker:
 
     def _check_override(self, param: ast.Param, value: Value) -> Value:
         if isinstance(value, str):
-            value = parse_value(value)
+            try:
+                value = parse_value(value)
+            except ValueError as err:
+                self.sink.error(f"network parameter `{param.name}`: {err}", param.pos)
+                return POISON
         ok = isinstance(value, (bool, int, float, Word)) or (
             isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         )
         if not ok:
-            self.sink.error(f"network parameter `{param.name}` must be a number, a boolean or a word; got {value!r}", param.pos)
+            shown = type(value).__name__ if isinstance(value, (int, float, tuple)) else _short_repr(value)
+            self.sink.error(f"network parameter `{param.name}` must be a number, a boolean or a word; got {shown}", param.pos)
             return POISON
         if isinstance(value, Word) and value.text.lower() != "same":
             # Reported once here; the poisoned value keeps every use of the parameter from repeating it.
@@ -303,9 +357,20 @@ class Checker:
                 f"give `{param.name}` a number, true/false or `same`",
             )
             return POISON
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
-            self.sink.error(f"network parameter `{param.name}` is too large ({value}); the limit is 2^62", param.pos)
-            return POISON
+        numbers = value if isinstance(value, tuple) else (value,)
+        for number in numbers:
+            if isinstance(number, float) and not math.isfinite(number):
+                self.sink.error(
+                    f"network parameter `{param.name}` must be a finite number; got {number}",
+                    param.pos,
+                    "NaN and infinities make layers compute NaN (or fail when the generated file is imported)",
+                )
+                return POISON
+            if isinstance(number, (int, float)) and not isinstance(number, bool) and abs(number) > MAX_NUMBER:
+                self.sink.error(
+                    f"network parameter `{param.name}` is too large ({_magnitude(number)}); the limit is 2^62", param.pos
+                )
+                return POISON
         return value
 
     def _collect_defaults(self, decl: ast.DefaultsDecl) -> None:
@@ -365,6 +430,9 @@ class Checker:
 
     def _declared_input_shape(self, decl: ast.InputDecl | None) -> Shape | None:
         if self.input_override is not None:
+            if self.input_override.numel > MAX_ELEMENTS:
+                self.sink.error(f"the input has more than 2^40 elements ({_magnitude(self.input_override.numel)})", None)
+                return None
             return self.input_override
         if decl is None:
             self.sink.error(
@@ -565,6 +633,17 @@ class Checker:
                 scope.notes(),
             )
             raise Abort
+        if count:
+            per_iteration, _ = self._min_size(el.body, depth + 1)
+            if self.leaf_count + per_iteration * count > MAX_LAYERS:
+                self.sink.error(
+                    f"this repetition expands to at least {count:,} x {per_iteration:,} = {count * per_iteration:,} layers; "
+                    f"the limit is {MAX_LAYERS:,}",
+                    el.pos,
+                    "networks are limited to 100,000 layers after expansion",
+                    scope.notes(),
+                )
+                raise Abort
         start = state.shape
         iterations: list[Node] = []
         for index in range(count or 1):
@@ -638,18 +717,42 @@ class Checker:
         if len(scope.calls) >= MAX_BLOCK_DEPTH:
             self.sink.error(f"block calls nested deeper than {MAX_BLOCK_DEPTH}", call.pos, None, scope.notes())
             raise Abort
-        signature = f"{block.name}({', '.join(p.name + ('=...' if p.default else '') for p in block.params)})"
-        specs = tuple(ArgSpec(p.name, "float", REQUIRED if p.default is None else p.default) for p in block.params)
-        bound = self._bind_names(block.name, specs, signature, call, case_sensitive=True)
-        values: dict[str, Value] = dict(self._network_values)
+        # Binding costs one step per parameter and call: bounded, so that a block with
+        # thousands of defaulted parameters called thousands of times is refused, not slow.
+        self.binding_count += len(block.params)
+        if self.binding_count > MAX_BLOCK_BINDINGS:
+            self.sink.error(
+                f"block calls bind more than {MAX_BLOCK_BINDINGS:,} parameters in all "
+                f"(`{block.name}` has {len(block.params):,} parameters)",
+                call.pos,
+                "give blocks fewer parameters, or call them fewer times",
+                scope.notes(),
+            )
+            raise Abort
+        self._refuse_oversized(block, call, scope)
+        info = self._block_info(block)
+        signature = info.signature
+        bound = self._bind_names(block.name, info.specs, signature, call, case_sensitive=True)
+        # The block's parameters shadow the network's; the network's are not copied per call.
+        local: dict[str, Value] = {}
+        values: Mapping[str, Value] = ChainMap(local, self._network_values)
+        constants = info.constant_defaults
         ok = bound is not None
         if bound is not None:
-            for param in block.params:
+            todo: Iterable[ast.Param] = block.params
+            if len(constants) == info.defaulted:
+                # Every default is known: copy them at once, evaluate only what the call gives.
+                local.update(constants)
+                todo = [*info.required, *(info.by_name[name] for name in bound if name not in constants)]
+                todo += [info.by_name[name] for name in bound if name in constants]
+            for param in todo:
                 try:
                     if param.name in bound:
-                        values[param.name] = self._eval(bound[param.name].value, scope, state.shape)
+                        local[param.name] = self._eval(bound[param.name].value, scope, state.shape)
+                    elif param.name in constants:
+                        local[param.name] = constants[param.name]
                     elif param.default is not None:
-                        values[param.name] = self._eval(param.default, Scope(dict(values), scope.calls), state.shape)
+                        local[param.name] = self._default_value(block, param, values, scope, state.shape)
                     else:
                         self.sink.error(
                             f"block `{block.name}` needs `{param.name}`",
@@ -657,17 +760,17 @@ class Checker:
                             f"the block's parameters: {signature}",
                             scope.notes(),
                         )
-                        values[param.name] = POISON
+                        local[param.name] = POISON
                         ok = False
                 except EvalError as err:
                     self.sink.error(err.message, err.pos, err.hint, scope.notes())
-                    values[param.name] = POISON
+                    local[param.name] = POISON
                     ok = False
                 except Poisoned:
-                    values[param.name] = POISON
+                    local[param.name] = POISON
                     ok = False
         else:
-            values.update({param.name: POISON for param in block.params})
+            local.update({param.name: POISON for param in block.params})
         inner = Scope(values, (*scope.calls, (block.name, text, call.pos)))
         start = state.shape
         if not ok:
@@ -682,7 +785,7 @@ class Checker:
             children = [node] if node is not None else []
         if not ok:
             return None
-        args = {p.name: values[p.name] for p in block.params if p.name in values}
+        args = local  # not used again here: the IR keeps it as the call's block_args
         # The title shows the arguments the call gave (evaluated), as it gave them; defaults stay implicit.
         given = [
             format_value(_plain(values[a.name if a.name else block.params[i].name]))
@@ -692,6 +795,98 @@ class Checker:
         ]
         title = f"{block.name}({', '.join(given)})" if call.args else block.name
         return self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+
+    def _default_value(
+        self, block: ast.BlockDef, param: ast.Param, values: Mapping[str, Value], scope: Scope, shape: Shape | None
+    ) -> Value:
+        """A parameter's default. One that reads no other parameter of the block and not `in_channels`
+        is the same at every call: it is kept in the block's `constant_defaults` and not evaluated again."""
+        assert param.default is not None
+        value = self._eval(param.default, Scope(values, scope.calls), shape)
+        info = self._block_info(block)
+        free = _free_names(param.default)
+        if free is not None and not free & info.by_name.keys() and all(n.lower() != "in_channels" for n in free):
+            info.constant_defaults[param.name] = value
+        return value
+
+    def _block_info(self, block: ast.BlockDef) -> BlockInfo:
+        """What every call of `block` needs, made once per block."""
+        info = self._block_infos.get(block.name)
+        if info is None:
+            signature = f"{block.name}({names_text([p.name + ('=...' if p.default else '') for p in block.params])})"
+            specs = tuple(ArgSpec(p.name, "float", REQUIRED if p.default is None else p.default) for p in block.params)
+            required = [p for p in block.params if p.default is None]
+            by_name: dict[str, ast.Param] = {}
+            for param in block.params:
+                by_name.setdefault(param.name, param)
+            info = self._block_infos[block.name] = BlockInfo(
+                signature, specs, by_name, required, len(block.params) - len(required), {}
+            )
+        return info
+
+    def _refuse_oversized(self, block: ast.BlockDef, call: ast.Call, scope: Scope) -> None:
+        """Refuse a block call before expanding it when it must exceed the layer or node budget
+        (blocks that call the previous one twice double at each level)."""
+        leaves, nodes = self._block_min_size(block)
+        if self.leaf_count + leaves > MAX_LAYERS or self.node_count + nodes > 4 * MAX_LAYERS:
+            at_least = f"{leaves:,} layers" if leaves > MAX_LAYERS else f"{nodes:,} layers and groups"
+            if max(leaves, nodes) >= _SATURATED:
+                at_least = f"more than {_SATURATED - 1:,} layers and groups"
+            self.sink.error(
+                f"block `{block.name}` expands to at least {at_least}",
+                call.pos,
+                f"networks are limited to {MAX_LAYERS:,} layers after expanding blocks and repetition",
+                scope.notes(),
+            )
+            raise Abort
+
+    def _block_min_size(self, block: ast.BlockDef) -> tuple[int, int]:
+        """(layers, layers and groups) a call of `block` expands to at least, without expanding it."""
+        cached = self._min_size_of_block.get(block.name)
+        if cached is None:
+            self._min_size_of_block[block.name] = (0, 0)  # a recursive call is an error of its own
+            cached = self._min_size(block.body, 0)
+            self._min_size_of_block[block.name] = cached
+        return cached
+
+    def _min_size(self, el: ast.Element, depth: int) -> tuple[int, int]:
+        """(layers, layers and groups) `el` expands to at least; each element is sized once."""
+        cached = self._min_sizes.get(id(el))
+        if cached is not None and cached[0] is el:
+            return cached[1]
+        size = self._min_size_uncached(el, depth)
+        self._min_sizes[id(el)] = (el, size)
+        return size
+
+    def _min_size_uncached(self, el: ast.Element, depth: int) -> tuple[int, int]:
+        if depth > MAX_NESTING * 4:  # `_element` refuses this nesting anyway (a lower bound stays one)
+            return 0, 0
+        while isinstance(el, ast.Labeled):
+            el = el.body
+        if isinstance(el, ast.Call):
+            kind = lookup(el.name)
+            if kind is not None:
+                return (1, 1) if not kind.is_merge else (0, 0)
+            block = self.blocks.get(el.name)
+            return self._block_min_size(block) if block is not None else (0, 0)
+        if isinstance(el, ast.Group):
+            leaves, nodes = 0, 1
+            for item in el.items:
+                item_leaves, item_nodes = self._min_size(item, depth + 1)
+                leaves, nodes = _saturate(leaves + item_leaves), _saturate(nodes + item_nodes)
+            return leaves, nodes
+        if isinstance(el, ast.Merge):
+            leaves, nodes = 1, 1  # the merge itself
+            for branch in el.branches:
+                branch_leaves, branch_nodes = self._min_size(branch, depth + 1)
+                leaves, nodes = _saturate(leaves + branch_leaves), _saturate(nodes + branch_nodes)
+            return leaves, nodes
+        if isinstance(el, ast.Repeat):
+            # A count that is a parameter is at least 1.
+            count = el.count.value if isinstance(el.count, ast.Number) and isinstance(el.count.value, int) else 1
+            leaves, nodes = self._min_size(el.body, depth + 1)
+            return _saturate(leaves * max(count, 1)), _saturate(nodes * max(count, 1))
+        return 0, 0
 
     # -- layers ------------------------------------------------------------------------
 
@@ -927,9 +1122,7 @@ class Checker:
         self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call, case_sensitive: bool = False
     ) -> dict[str, ast.Arg] | None:
         """Match a call's arguments to parameter names: positional first, then keywords."""
-        names = [s.name for s in specs]
-        # Each spec's keyword names: its own and its other names (`padding` for `pad`).
-        keywords = {keyword: spec.name for spec in specs for keyword in (spec.name, *spec.keywords)}
+        by_key = self._keyword_names(specs, case_sensitive)
         bound: dict[str, ast.Arg] = {}
         ok = True
         seen_keyword = False
@@ -949,13 +1142,13 @@ class Checker:
                     )
                     ok = False
                     break
-                bound[names[index]] = arg
+                bound[specs[index].name] = arg
                 continue
             seen_keyword = True
             key = arg.name if case_sensitive else arg.name.lower()
-            match = next((n for k, n in keywords.items() if (k if case_sensitive else k.lower()) == key), None)
+            match = by_key.get(key)
             if match is None:
-                hint = suggest(arg.name, names)
+                hint = suggest(arg.name, [s.name for s in specs])
                 hint = f"{hint} signature: {signature}" if hint else f"signature: {signature}"
                 self.sink.error(f"{owner} has no argument `{arg.name}`", arg.pos, hint)
                 ok = False
@@ -966,6 +1159,19 @@ class Checker:
                 continue
             bound[match] = arg
         return bound if ok else None
+
+    def _keyword_names(self, specs: tuple[ArgSpec, ...], case_sensitive: bool) -> dict[str, str]:
+        """Keyword (lower-cased unless case-sensitive) to parameter name, made once per signature."""
+        cached = self._keyword_index.get(id(specs))
+        if cached is None or cached[0] is not specs:
+            # A spec's own name and its other names (`padding` for `pad`); earlier specs and own names win.
+            index = {
+                (keyword if case_sensitive else keyword.lower()): spec.name
+                for spec in reversed(specs)
+                for keyword in (*spec.keywords, spec.name)
+            }
+            cached = self._keyword_index[id(specs)] = (specs, index)
+        return cached[1]
 
     # -- values ------------------------------------------------------------------------
 
@@ -1024,7 +1230,11 @@ class Checker:
 
     def _eval(self, expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) -> Value:
         if depth > MAX_EXPR_DEPTH:
-            raise EvalError(f"expression nested deeper than {MAX_EXPR_DEPTH} levels", expr.pos)
+            raise EvalError(
+                f"expression nested deeper than {MAX_EXPR_DEPTH} levels",
+                expr.pos,
+                "simplify the expression (a network parameter can hold a computed value)",
+            )
         if isinstance(expr, ast.Number):
             return _checked(expr.value, expr.pos)
         if isinstance(expr, ast.Name):
@@ -1073,7 +1283,7 @@ class Checker:
                     f"`{value.text}` is not a value", expr.pos, "a kernel, stride or pad is one number or HxW, such as 3x3"
                 )
             names = [name for name, v in scope.values.items() if v is not POISON] + ["in_channels"]
-            hint = suggest(value.text, names) or (f"names here: {', '.join(names)}" if names else None)
+            hint = suggest(value.text, names) or (f"names here: {names_text(names)}" if names else None)
             raise EvalError(f"unknown name `{value.text}`", expr.pos, hint)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise EvalError(f"arithmetic needs numbers; got {format_value(_plain(value))}", expr.pos)
@@ -1081,10 +1291,10 @@ class Checker:
 
 
 def _checked(value: int | float, pos: Position) -> int | float:
-    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
-        raise EvalError("the expression is not a finite number", pos)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EvalError("the expression is not a finite number", pos, "NaN and infinities cannot be layer arguments")
     if abs(value) > MAX_NUMBER:
-        raise EvalError(f"the value {value:.3g} is too large; numbers are limited to 2^62", pos)
+        raise EvalError(f"the value {_magnitude(value)} is too large; numbers are limited to 2^62", pos)
     return value
 
 
@@ -1149,6 +1359,45 @@ def _owner(kind: LayerKind, spelling: str) -> str:
     return canonical_spelling(spelling) if kind.signature_of(spelling) is not kind.signature else kind.name
 
 
+def _magnitude(value: int | float) -> str:
+    """A number for a message, short and safe: str() of a huge int raises (over 4,300 digits) or floods the screen."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a number of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
+    return f"{value:.3g}"
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, (bytes, bytearray)) else repr(bytes(value[:limit]))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_SATURATED = 2**63
+"""Size estimates stop growing here (they are only compared with the budgets)."""
+
+
+def _saturate(n: int) -> int:
+    return min(n, _SATURATED)
+
+
+def _free_names(expr: ast.Expr) -> set[str] | None:
+    """The names an expression reads (None if it is too deep to look at: not cached then)."""
+    names: set[str] = set()
+    stack: list[tuple[ast.Expr, int]] = [(expr, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPR_DEPTH:
+            return None
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Neg):
+            stack.append((node.operand, depth + 1))
+        elif isinstance(node, ast.Pair):
+            stack += [(node.first, depth + 1), (node.second, depth + 1)]
+        elif isinstance(node, ast.BinOp):
+            stack += [(node.left, depth + 1), (node.right, depth + 1)]
+    return names
+
+
 def _plain(value: Value) -> Value:
     return value.text if isinstance(value, Word) else value
 
@@ -1157,16 +1406,19 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _expr_text(expr: ast.Expr) -> str:
+def _expr_text(expr: ast.Expr, depth: int = 0) -> str:
+    """The expression as written, for notes; `...` below MAX_EXPR_DEPTH levels (the evaluator refuses those)."""
+    if depth > MAX_EXPR_DEPTH:
+        return "..."
     if isinstance(expr, ast.Number):
         return str(expr.value)
     if isinstance(expr, ast.Name):
         return expr.id
     if isinstance(expr, ast.Neg):
-        return f"-{_expr_text(expr.operand)}"
+        return f"-{_expr_text(expr.operand, depth + 1)}"
     if isinstance(expr, ast.Pair):
-        return f"({_expr_text(expr.first)}, {_expr_text(expr.second)})"
-    return f"{_expr_text(expr.left)} {expr.op} {_expr_text(expr.right)}"
+        return f"({_expr_text(expr.first, depth + 1)}, {_expr_text(expr.second, depth + 1)})"
+    return f"{_expr_text(expr.left, depth + 1)} {expr.op} {_expr_text(expr.right, depth + 1)}"
 
 
 def _call_text(call: ast.Call) -> str:

@@ -13,7 +13,8 @@ from . import zoo
 from .checker import parse_value
 from .errors import Diagnostic, use_color
 from .files import same_file
-from .network import Network, check_source
+from .network import MAX_SEED, Network, check_source
+from .parser import read_source_bytes
 from .shapes import Shape
 from .summary import COLUMNS, DEFAULT_COLUMNS, DEFAULT_DEPTH
 
@@ -24,7 +25,10 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"expected k=v; got {item!r}", param_hint="--set")
-        params[key.strip()] = parse_value(value)
+        try:
+            params[key.strip()] = parse_value(value)
+        except ValueError as err:
+            raise click.BadParameter(f"{key.strip()}: {err}", param_hint="--set") from None
     return params
 
 
@@ -39,11 +43,12 @@ def _parse_input(value: str | None) -> Shape | None:
 
 def read_source(path: str) -> tuple[bytes | None, str, str | None]:
     """(data, display name, error) for a path or `-` (standard input)."""
+    # At most one byte over the size limit is read: `/dev/zero` or a 2 GB file is refused, not read whole.
     if path == "-":
-        return sys.stdin.buffer.read(), "<stdin>", None
+        return read_source_bytes(sys.stdin.buffer), "<stdin>", None
     path = str(zoo.find(path) or path)
     try:
-        return Path(path).read_bytes(), path, None
+        return read_source_bytes(path), path, None
     except OSError as err:
         hint = f"\nhint: {zoo.missing_hint(path)}" if isinstance(err, FileNotFoundError) else ""
         return None, path, f"{path}: error: cannot read the file: {err.strerror or err}{hint}"
@@ -67,6 +72,9 @@ def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
     for diagnostic in diagnostics:
         click.echo(diagnostic.format(color), err=True)
 
+
+SEED = click.IntRange(0, MAX_SEED)
+"""Seeds as Network.to_torch and Network.to_numpy accept them."""
 
 input_option = click.option("--input", "input_text", metavar="CxHxW", help="Override the file's input shape.")
 set_option = click.option("--set", "sets", multiple=True, metavar="K=V", help="Set a network parameter (repeatable).")
@@ -246,7 +254,7 @@ def render(
     help="Also save the weights as a state_dict for the generated class (initial ones unless --weights; "
     ".safetensors, .npz, else torch.save).",
 )
-@click.option("--seed", type=int, help="Seed the initial weights.")
+@click.option("--seed", type=SEED, help="Seed the initial weights.")
 @set_option
 @input_option
 def compile_command(
@@ -322,7 +330,7 @@ def compile_command(
     type=click.IntRange(min=1),
     help="CPU threads (torch, or the NumPy backend's BLAS) [default: 1 for small networks].",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Write a checkpoint here after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--metrics-json", type=click.Path(dir_okay=False), help="Write the final metrics here as JSON.")
@@ -425,7 +433,7 @@ def train_command(
 @click.option("-o", "--output", metavar="out.npy", help="Save the output array here.")
 @click.option("--input-shape", "input_text", metavar="CxHxW", help="Override the file's input shape.")
 @set_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the initial weights and random input.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for the initial weights and random input.")
 def run_command(
     file: str,
     backend: str,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import json
 import keyword
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from . import __version__
 from .errors import CnnDslError
 from .ir import Sequence, walk
 from .layers.base import TorchCall
+from .limits import MAX_FIT_LAYERS
 from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion
 
 if TYPE_CHECKING:
@@ -92,13 +94,27 @@ RESERVED = frozenset(
 
 
 def identifier(name: str, fallback: str) -> str:
-    """A Python identifier for a user-provided name: keywords and reserved names get a trailing `_`."""
+    """A Python identifier for a user-provided name: keywords and reserved names get a trailing `_`.
+
+    A name never starts with two underscores: in a class body `__x` is mangled to `_Net__x`
+    (the constructor's keyword would not be `__x`), a parameter `__class__` breaks `super()`
+    and `__debug__` cannot be assigned at all. One leading underscore stays.
+    """
     text = re.sub(r"\W", "_", name, flags=re.ASCII) or fallback
     if text[0].isdigit():
         text = f"{fallback}_{text}"
+    if text.startswith("__"):
+        text = "_" + text.lstrip("_")
     while keyword.iskeyword(text) or text in RESERVED:
         text += "_"
     return text
+
+
+def literal(value: Any) -> str:
+    """A Python literal for an argument value; NaN and infinities as `float("nan")`, never a bare `nan`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
+    return repr(value)
 
 
 def quoted(name: str) -> str:
@@ -185,14 +201,23 @@ def parameter_expressions(network: Network, names: dict[str, str]) -> tuple[dict
     """
     from .network import check_source
 
-    base = collect_calls(network)
+    base: Calls | None = None  # made before the first probe: no probe, no cost
     found: dict[tuple[str, int], tuple[str, str]] = {}
     fixed: list[str] = []
     if not network.source:
         return {}, list(network.parameters)
+    # Each probe re-checks the whole source: bound the work (layers re-checked in all), so
+    # that many parameters on a large network cannot make compiling take minutes. The
+    # parameters left over stay fixed (the generated constructor refuses other values).
+    rechecked = 0
     for param, value in network.parameters.items():
         rule: dict[tuple[str, int], str] | None = None
         for probe in _probes(value):
+            cost = len(probe) * max(len(network.layers), 1)
+            if rechecked + cost > MAX_FIT_LAYERS:
+                break
+            rechecked += cost
+            base = base or collect_calls(network)
             rule = _probe_rule(network, base, param, value, probe, names[param], check_source)
             if rule is not None:
                 break
@@ -311,7 +336,7 @@ class Generator:
     exprs: dict[tuple[str, int], str]
 
     def value(self, path: str, slot: int, value: Any) -> str:
-        return self.exprs.get((path, slot), repr(value))
+        return self.exprs.get((path, slot), literal(value))
 
     def layer(self, plan: ModulePlan) -> Code:
         call, path = plan.call, plan.node.path
@@ -334,8 +359,8 @@ class Generator:
             return self.layer(plan)
         if plan.kind == "merge":  # the branches first, as the container takes them
             args: list[Code | str] = [self.node(branch) for branch in plan.children]
-            args += [repr(value) for value in call.args]
-            args += [f"{key}={value!r}" for key, value in call.kwargs]
+            args += [literal(value) for value in call.args]
+            args += [f"{key}={literal(value)}" for key, value in call.kwargs]
             return Code(call.name, args, explode=True, open_comment=f"-> {node.out_shape}")
         if plan.kind == "identity":
             return Code(call.name)
@@ -363,7 +388,7 @@ def _annotation(value: Any) -> str:
 
 def _default(value: Any) -> str:
     if isinstance(value, (bool, int, float)):
-        return repr(value)
+        return literal(value)
     return json.dumps(str(getattr(value, "text", value)))  # double quotes, as black writes them
 
 
@@ -410,11 +435,14 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
     mean and std and its `forward` standardises its input first, as `to_torch(weights=...)` does.
     """
     class_name = identifier(network.name, "Network")
-    param_names = {}
+    param_names: dict[str, str] = {}
+    used: set[str] = set()
     for param in network.parameters:
-        param_names[param] = identifier(param, "param")
-        while list(param_names.values()).count(param_names[param]) > 1:
-            param_names[param] += "_"
+        name = identifier(param, "param")
+        while name in used:
+            name += "_"
+        used.add(name)
+        param_names[param] = name
     with deep_recursion():
         plan = build_plan(network)
         exprs, fixed = parameter_expressions(network, param_names)

@@ -103,6 +103,10 @@ class CnnDslError(Exception):
         return [title, *self.format(color="NO_COLOR" not in os.environ).splitlines()]
 
 
+class TooManyErrors(Exception):
+    """The sink reached its `max_errors`: the last diagnostic says so; stop checking."""
+
+
 @dataclass
 class DiagnosticSink:
     """Collects diagnostics for one source text, each location reported once."""
@@ -110,8 +114,11 @@ class DiagnosticSink:
     filename: str
     text: str
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    max_errors: int | None = None
+    """When set, the error after this many is replaced by a "too many errors" one and TooManyErrors is raised."""
     _seen: set[tuple[int, int, str]] = field(default_factory=set)
     _lines: list[str] | None = None
+    _error_count: int = 0
 
     def source_line(self, line: int) -> str | None:
         if self._lines is None:
@@ -132,6 +139,16 @@ class DiagnosticSink:
         if key in self._seen:
             return
         self._seen.add(key)
+        if severity == "error":
+            self._error_count += 1
+            if self.max_errors is not None and self._error_count > self.max_errors:
+                self._append("error", f"too many errors; stopping after {self.max_errors}", position, "fix these first", ())
+                raise TooManyErrors
+        self._append(severity, message, position, hint, notes)
+
+    def _append(
+        self, severity: Severity, message: str, position: Position | None, hint: str | None, notes: Iterable[str]
+    ) -> None:
         self.diagnostics.append(
             Diagnostic(
                 severity,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import graphviz
 
 from .files import atomic_write, same_file
 from .ir import Layer, Node, Parallel, Sequence
-from .limits import MAX_DRAWN_NODES, MAX_PNG_DPI
+from .limits import DOT_TIMEOUT_S, MAX_DRAWN_MERGE_NESTING, MAX_DRAWN_NODES, MAX_DRAWN_RANK_WIDTH, MAX_PNG_DPI
 from .shapes import Shape
 
 if TYPE_CHECKING:
@@ -179,6 +180,9 @@ class _Builder:
         self.groups: list[str] = []
         """Graphviz `group`s of the branches being drawn: dot keeps a group's nodes in one
         straight column, so each branch of a merge reads as its own lane."""
+        self.merge_depth = 0
+        self.max_merge_depth = 0
+        """Deepest nesting of drawn merges: dot's layout time explodes with it (long edges crossing)."""
 
     # -- primitives ----------------------------------------------------------------------
 
@@ -226,6 +230,28 @@ class _Builder:
             },
         )
         self.connect(ends, out)
+
+    def widest_rank(self) -> int:
+        """The most boxes and edges passing one level of the layout (dot places each edge that skips
+        levels as a chain of hidden nodes; its crossing minimisation grows with the square of this)."""
+        rank: dict[str, int] = {}
+        # Every edge points from an earlier node to a later one (n0, n1, ... in drawing order).
+        for edge in sorted(self.edges, key=lambda e: int(e.head[1:])):
+            rank[edge.head] = max(rank.get(edge.head, 0), rank.get(edge.tail, 0) + 1)
+        width = [0] * (max(rank.values(), default=0) + 2)
+        for level in rank.values():
+            width[level] += 1
+        passing = [0] * len(width)  # +1 where a skipping edge starts passing levels, -1 after it ends
+        for edge in self.edges:
+            start, end = rank.get(edge.tail, 0) + 1, rank[edge.head]
+            if end > start:
+                passing[start] += 1
+                passing[end] -= 1
+        running, widest = 0, 1
+        for level, boxes in enumerate(width):
+            running += passing[level]
+            widest = max(widest, boxes + running)
+        return widest
 
     def draw_children(self, seq: Sequence, ends: Ends, level: int) -> Ends:
         for child in seq.children:
@@ -316,6 +342,8 @@ class _Builder:
     def draw_parallel(self, par: Parallel, ends: Ends, level: int) -> Ends:
         def body() -> Ends:
             branch_ends: Ends = []
+            self.merge_depth += 1
+            self.max_merge_depth = max(self.max_merge_depth, self.merge_depth)
             for branch in par.branches:
                 self.groups.append(f"g{self.group_counter}")
                 self.group_counter += 1
@@ -323,6 +351,7 @@ class _Builder:
                     branch_ends.extend(self.draw(branch, ends, level))
                 finally:
                     self.groups.pop()
+            self.merge_depth -= 1
             merge = par.merge
             fill, border = FAMILY_STYLE["merge"]
             merge_id = self.add_node(
@@ -369,12 +398,28 @@ def build_graph(network: Network, expand: bool = False, depth: int | None = None
     levels = float("inf") if expand else float(depth or 0)
     builder = _Builder(network, levels)
     builder.draw_network()
+    # Graphviz's layout time grows much faster than linearly with the boxes, the width of the
+    # drawing and the nesting of merges: refuse before running it rather than wait for minutes.
+    if expand or levels > 0:
+        advice = "; draw it collapsed (without --expand) or with a smaller --depth"
+        collapsed = ""
+    else:
+        advice = "; group layers into blocks (a collapsed block is drawn as one box)"
+        collapsed = " even collapsed"
     if builder.counter > MAX_DRAWN_NODES:
-        # Graphviz's layout grows much faster than linearly: refuse before running it.
         raise RenderError(
-            f"the drawing would have {builder.counter:,} boxes; the limit is {MAX_DRAWN_NODES:,}"
-            + ("" if expand else " (even collapsed: the file has many top-level layers)")
-            + "; draw it collapsed (without --expand), with a smaller --depth, or group layers into blocks"
+            f"the drawing would have {builder.counter:,} boxes{collapsed}; the limit is {MAX_DRAWN_NODES:,}" + advice
+        )
+    if builder.max_merge_depth > MAX_DRAWN_MERGE_NESTING:
+        raise RenderError(
+            f"the drawing would nest merges {builder.max_merge_depth} deep{collapsed}; "
+            f"the limit is {MAX_DRAWN_MERGE_NESTING} (Graphviz's layout time explodes with the nesting)" + advice
+        )
+    widest = builder.widest_rank()
+    if widest > MAX_DRAWN_RANK_WIDTH:
+        raise RenderError(
+            f"the drawing would be {widest:,} boxes and edges wide{collapsed}; the limit is {MAX_DRAWN_RANK_WIDTH:,} "
+            "(a merge of many branches)" + advice
         )
 
     # Name and totals on lines of their own: each line is then one text element, placed whole.
@@ -440,20 +485,30 @@ def check_dpi(dpi: float | None, fmt: str) -> None:
         raise ValueError(f"dpi must be between 1 and {MAX_PNG_DPI} (scale up to {MAX_PNG_DPI / DEFAULT_DPI:g}); got {dpi:g}")
 
 
-def graph_bytes(graph: graphviz.Digraph, fmt: str) -> bytes:
-    """The drawing in one format. DOT needs nothing else; the others run Graphviz's `dot`."""
+def graph_bytes(graph: graphviz.Digraph, fmt: str, timeout: float = DOT_TIMEOUT_S) -> bytes:
+    """The drawing in one format. DOT needs nothing else; the others run Graphviz's `dot`, for at most `timeout` seconds."""
     if fmt == "dot":
         return graph.source.encode("utf-8")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     try:
-        return graph.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
+        # `dot` itself, not graphviz's pipe(): that has no timeout, and the limits in
+        # build_graph only estimate the layout's cost.
+        done = subprocess.run(["dot", f"-T{fmt}"], input=graph.source.encode("utf-8"), capture_output=True, timeout=timeout)
+    except FileNotFoundError:
         raise RenderError(INSTALL_HINT.format(fmt=fmt.upper())) from None
-    except graphviz.CalledProcessError as err:
-        detail = (err.stderr or b"").decode("utf-8", "replace").strip()
-        raise RenderError(f"Graphviz's `dot` failed to draw {fmt.upper()}: {detail or err}") from None
+    except subprocess.TimeoutExpired:
+        raise RenderError(
+            f"Graphviz's `dot` did not finish drawing {fmt.upper()} in {timeout:g} s and was stopped; "
+            "draw it collapsed (without --expand) or with a smaller --depth, or write DOT text with `-o FILE.dot`"
+        ) from None
     except OSError as err:
         # Found but not runnable (permissions, a broken install): still the user's to fix.
         raise RenderError(f"cannot run Graphviz's `dot`: {err.strerror or err}") from None
+    if done.returncode != 0:
+        detail = done.stderr.decode("utf-8", "replace").strip()
+        raise RenderError(f"Graphviz's `dot` failed to draw {fmt.upper()}: {detail or f'exit status {done.returncode}'}")
+    return done.stdout
 
 
 def render(

@@ -15,6 +15,12 @@ MAX_LAYERS = 100_000
 MAX_BLOCK_DEPTH = 200
 """Deepest chain of block calls (recursion is an error anyway)."""
 
+MAX_BLOCK_BINDINGS = 2_000_000
+"""Most block parameters bound over all block calls (each call binds every parameter of its block)."""
+
+MAX_ERRORS = 100
+"""Checking stops after this many errors (each costs a message, and a did-you-mean search)."""
+
 MAX_ELEMENTS = 2**40
 """Largest tensor (elements, batch 1) or parameter count of one layer or in total."""
 
@@ -24,11 +30,24 @@ MAX_NUMBER = 2**62
 MAX_REPEAT = MAX_LAYERS
 """Largest repetition count (more would exceed MAX_LAYERS anyway)."""
 
+MAX_FIT_LAYERS = 100_000
+"""Most layers `compile` re-checks in all to see how network parameters reach the layers
+(one re-check per probed value); parameters beyond this stay fixed in the generated class."""
+
 MAX_DRAWN_NODES = 5_000
 """Most boxes `cnndsl render` asks Graphviz to lay out (its time grows much faster than linearly)."""
 
 MAX_PNG_DPI = 1200
 """Highest resolution for PNG drawings (12.5 times Graphviz's 96 dpi: slides need 2-4 times)."""
+
+MAX_DRAWN_MERGE_NESTING = 24
+"""Deepest nesting of drawn merges (`Add[Add[...] | x]`): dot took 12 s at 50 levels, minutes at 70."""
+
+MAX_DRAWN_RANK_WIDTH = 500
+"""Most boxes and edges side by side at one level of a drawing (dot took 10 s for 1,200 branches)."""
+
+DOT_TIMEOUT_S = 120.0
+"""Graphviz's `dot` is stopped after this many seconds (the limits above only estimate its cost)."""
 
 MAX_ACTIVATION_BYTES = 16 * 2**30
 """Largest activation memory one forward pass may need (the IR's estimate times the batch)."""

@@ -3,7 +3,8 @@
 A label becomes its node's name unless Python or PyTorch reserves it: a Python keyword,
 a public attribute of nn.Module / nn.Sequential (`forward`, `training`, `to`, ...) or a
 name starting with `_` cannot be a submodule's attribute name, so it gets a trailing `_`
-(`forward_`, more if a sibling has that name). The label itself stays as written for
+(`forward_`; `_x` becomes `x_`, `_1` becomes `layer_1_`), or `_2`, `_3`, ... when a sibling
+already has that name (`forward_2`). The label itself stays as written for
 summaries and drawings. Deciding this once, in the checker, keeps every backend's keys
 (`f"{layer.path}.weight"`) the same without any mapping.
 """
@@ -37,16 +38,28 @@ def is_module_name(name: str) -> bool:
 
 
 def module_names(names: list[str]) -> list[str]:
-    """Names for sibling nodes: each as it is, unless reserved; then with trailing `_` until free."""
+    """Names for sibling nodes: each as it is, unless reserved; then `base_`, or `base_2`, `base_3`, ... if that is taken.
+
+    Linear in the number of names, however many siblings share a label (each base
+    remembers the next number to try).
+    """
     taken = {name for name in names if is_module_name(name)}
+    next_number: dict[str, int] = {}
     out: list[str] = []
     for name in names:
         if is_module_name(name):
             out.append(name)
             continue
-        candidate = (name.lstrip("_") or "layer") + "_"
-        while candidate in taken or not is_module_name(candidate):
-            candidate += "_"
+        base = name.lstrip("_")
+        if not base or not base[0].isalpha():  # `_`, `_1`: stripped, not an identifier
+            base = f"layer_{base}" if base else "layer"
+        candidate = f"{base}_"
+        if candidate in taken or not is_module_name(candidate):
+            number = next_number.get(base, 2)
+            while f"{base}_{number}" in taken or not is_module_name(f"{base}_{number}"):
+                number += 1
+            next_number[base] = number + 1
+            candidate = f"{base}_{number}"
         taken.add(candidate)
         out.append(candidate)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,7 +12,7 @@ from . import zoo
 from .checker import Checker, Value
 from .errors import CnnDslError, Diagnostic, DiagnosticSink
 from .ir import Layer, Sequence
-from .parser import check_text, decode_source, parse_program
+from .parser import check_text, decode_source, parse_program, read_source_bytes
 from .shapes import Pair, Shape
 from .summary import DEFAULT_COLUMNS, DEFAULT_DEPTH
 
@@ -21,6 +22,30 @@ if TYPE_CHECKING:
     from .numpy_backend import NumpyModel
     from .summary import Summary
     from .weights import WeightsSource
+
+
+MAX_SEED = 2**63 - 1
+"""Largest seed (torch and NumPy both accept 0 to 2^63 - 1)."""
+
+
+def _check_seed(seed: Any, filename: str, optional: bool) -> None:
+    """Refuse a seed that torch or NumPy would reject with an exception of their own."""
+    if seed is None and optional:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        shown = f"{seed!r}"[:40] if not isinstance(seed, int) or abs(seed) < 10**30 else "a huge integer"
+        raise CnnDslError(
+            [
+                Diagnostic(
+                    "error",
+                    f"the seed must be an integer from 0 to 2^63 - 1{' or None' if optional else ''}; got {shown}",
+                    None,
+                    None,
+                    (),
+                    filename,
+                )
+            ]
+        )
 
 
 class Network:
@@ -150,15 +175,18 @@ class Network:
     def to_torch(self, seed: int | None = None, max_bytes: int | None = None, weights: WeightsSource | None = None) -> Any:
         """The network as a `torch.nn.Module` whose state_dict keys follow the layer paths.
 
-        `seed` makes the initial weights reproducible without touching the global RNG, and
-        equal to `to_numpy(seed=seed)`'s (None: PyTorch's default initialisation from the
-        global RNG). `weights` (a .safetensors/.pt/.npz file, a training checkpoint or a
-        state_dict; see cnndsl.weights) replaces them; when they carry the input
-        normalisation they were trained with, the module applies it to its input first.
-        Networks whose weights would need more than `max_bytes` (default
-        `limits.MAX_WEIGHT_BYTES`) are refused with a CnnDslError before anything is allocated.
+        `seed` (None, or an integer from 0 to 2^63 - 1) makes the initial weights reproducible
+        without touching the global RNG, and equal to `to_numpy(seed=seed)`'s (None: PyTorch's
+        default initialisation from the global RNG). `weights` (a .safetensors/.pt/.npz file, a
+        training checkpoint or a state_dict; see cnndsl.weights) replaces them; when they carry
+        the input normalisation they were trained with, the module applies it to its input
+        first. Networks whose weights would need more than `max_bytes` (default
+        `limits.MAX_WEIGHT_BYTES`) are refused with a CnnDslError before anything is
+        allocated, and so is a seed out of range.
         """
         from .torch_backend import build_module
+
+        _check_seed(seed, self.filename, optional=True)
 
         return build_module(self, seed=seed, max_bytes=max_bytes, weights=weights)
 
@@ -172,8 +200,13 @@ class Network:
         """The network as a NumPy model (forward, backward, SGD), initialised as `to_torch(seed=seed)`
         is, or from `state_dict`: a mapping (keys and shapes as `to_torch().state_dict()`) or a
         weights file (see cnndsl.weights), whose input normalisation, if any, the model applies.
-        Needs no torch (except to read .pt files)."""
+        Needs no torch (except to read .pt files).
+
+        `seed` is an integer from 0 to 2^63 - 1 and `dtype` a NumPy floating-point type; other
+        values raise CnnDslError."""
         from .numpy_backend import NumpyModel
+
+        _check_seed(seed, self.filename, optional=False)
 
         return NumpyModel(self, state_dict, seed=seed, dtype=dtype)
 
@@ -189,12 +222,29 @@ def coerce_input(value: Any) -> Shape | None:
         return value
     if isinstance(value, str):
         return Shape.parse(value)
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = (value,)
+    problem = ValueError(f"input must be (C, H, W) or (N,) with positive integers; got {_short(value)}")
+    if not isinstance(value, (tuple, list)):
+        raise problem
     dims = tuple(value)
     if len(dims) not in (1, 3) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-        raise ValueError(f"input must be (C, H, W) or (N,) with positive integers; got {value!r}")
+        raise problem
     return Shape(dims)
+
+
+def _short(value: Any) -> str:
+    """A value for a message: repr() of a huge int raises, and a huge list floods the screen."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a huge integer"
+    if isinstance(value, (tuple, list)) and len(value) > 8:
+        return f"a {type(value).__name__} of {len(value):,} items"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_short(v) for v in value)
+        text = f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    else:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def _default_name(filename: str) -> str:
@@ -209,7 +259,20 @@ def check_source(
     params: Mapping[str, Value] | None = None,
     strict: bool = False,
 ) -> tuple[Network | None, list[Diagnostic]]:
-    """Check a source text; return the network (None on error) and every diagnostic. Never raises CnnDslError."""
+    """Check a source text; return the network (None on error) and every diagnostic. Never raises CnnDslError.
+
+    `source` is the text (str) or its UTF-8 bytes (bytes, bytearray or memoryview) and
+    `filename` a str or path; anything else raises TypeError. Every problem with the text,
+    `input` or `params` is a diagnostic.
+    """
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if not isinstance(source, (str, bytes)):
+        raise TypeError(f"the source must be str or bytes (the .cnn text); got {type(source).__name__}")
+    if isinstance(filename, os.PathLike):
+        filename = os.fspath(filename)
+    if not isinstance(filename, str):
+        raise TypeError(f"filename must be a str (used in messages); got {type(filename).__name__}")
     text = source if isinstance(source, str) else None
     sink = DiagnosticSink(filename, text or "")
     if isinstance(source, bytes):
@@ -219,7 +282,7 @@ def check_source(
         text = None
     try:
         input_shape = coerce_input(input)
-    except ValueError as err:
+    except ValueError as err:  # Shape.parse and coerce_input say what is wrong
         sink.error(f"bad input shape: {err}", None, "give it as CxHxW, for example 3x224x224")
         input_shape = None
     if text is None or sink.has_errors:
@@ -237,7 +300,10 @@ def check_source(
 
 
 def parse(text: str | bytes, filename: str = "<string>", input: Any = None, *, strict: bool = False, **params: Value) -> Network:
-    """Check `.cnn` source text; raise CnnDslError with every diagnostic if it has errors."""
+    """Check `.cnn` source text; raise CnnDslError with every diagnostic if it has errors.
+
+    TypeError when `text` is not str or bytes-like, or `filename` not a str or path (see check_source).
+    """
     network, diagnostics = check_source(text, filename, input, params, strict)
     if network is None:
         raise CnnDslError(diagnostics)
@@ -251,7 +317,7 @@ def load(path: str | Path, input: Any = None, *, strict: bool = False, **params:
     """
     path = zoo.find(str(path)) or Path(path)
     try:
-        data = path.read_bytes()
+        data = read_source_bytes(path)  # at most one byte over the size limit
     except OSError as err:
         hint = zoo.missing_hint(str(path)) if isinstance(err, FileNotFoundError) else None
         raise CnnDslError(

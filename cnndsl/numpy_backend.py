@@ -101,7 +101,10 @@ class NumpyModel:
     def __init__(self, network: Network, state_dict: WeightsSource | None = None, seed: int = 0, dtype: Any = np.float32) -> None:
         self.network = network
         self.preprocess: Preprocess | None = None
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except (TypeError, ValueError):
+            raise backend_error(f"unknown dtype {str(dtype)[:40]!r}", "use float32 or float64") from None
         if self.dtype.kind != "f":
             raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
         check_size(network)  # refuse weights that cannot fit before allocating them, pointing at the largest layer

@@ -1,19 +1,24 @@
-"""Text to AST: a cached Lark LALR parser, a separator post-lexer, and friendly syntax errors."""
+"""Text to AST: a Lark LALR parser built from shipped tables, a separator post-lexer, and friendly syntax errors."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
+import lark
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.grammar import Rule
 from lark.lark import PostLex
+from lark.lexer import TerminalDef
 
 from . import ast
 from .errors import DiagnosticSink, Position
-from .limits import MAX_FILE_BYTES, MAX_NESTING, MAX_TOKENS
+from .limits import MAX_FILE_BYTES, MAX_NESTING, MAX_NUMBER, MAX_TOKENS
 
 GRAMMAR_FILE = "cnn.lark"
 
@@ -90,23 +95,62 @@ class SeparatorPostLex(PostLex):
         return prev.type == "INT" and before_prev is not None and before_prev.type == "REPEAT"
 
 
+def grammar_sha256() -> str:
+    return hashlib.sha256(grammar_text().encode("utf-8")).hexdigest()
+
+
+def _build_parser(**options: object) -> Lark:
+    return Lark(grammar_text(), parser="lalr", lexer="basic", postlex=SeparatorPostLex(), maybe_placeholders=True, **options)
+
+
+def serialized_tables() -> tuple[dict, dict]:
+    """The parser's LALR tables as plain literals (dicts, lists, tuples, strings, numbers), as Lark serializes them.
+
+    scripts/build_parse_tables.py writes them into cnndsl/_parse_tables.py.
+    """
+    data, memo = _build_parser().memo_serialize([TerminalDef, Rule])
+    data["options"]["postlex"] = None  # an object: given again when the tables are loaded
+    return data, memo
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
+    # Lark's own cache (`cache=True`) unpickles a file from the shared temporary folder,
+    # which another local user can plant: never use it. The LALR tables ship as Python
+    # literals in cnndsl/_parse_tables.py (building them takes ~90 ms, loading them ~3 ms);
+    # when they were made from another grammar or another Lark version, build in memory.
     # The AST is built by callbacks during parsing (no parse tree is materialised):
     # positions come from the tokens each rule keeps, which is all the AST needs.
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        lexer="basic",
-        postlex=SeparatorPostLex(),
-        transformer=ToAst(),
-        maybe_placeholders=True,
-        cache=True,
-    )
+    from . import _parse_tables as tables
+
+    if tables.GRAMMAR_SHA256 == grammar_sha256() and tables.LARK_VERSION == lark.__version__:
+        return Lark._load_from_dict(tables.DATA, tables.MEMO, postlex=SeparatorPostLex(), transformer=ToAst())
+    return _build_parser(transformer=ToAst())
 
 
 def _pos(tok: Token) -> Position:
     return Position(tok.line or 1, tok.column or 1)
+
+
+class LiteralError(Exception):
+    """A literal the language cannot hold (raised by ToAst while parsing; reported like a syntax error)."""
+
+    def __init__(self, message: str, tok: Token, hint: str) -> None:
+        super().__init__(message)
+        self.message, self.token, self.hint = message, tok, hint
+
+
+def _whole_number(digits: str, tok: Token) -> int:
+    """An integer literal, refused above MAX_NUMBER before converting (int() of thousands of digits raises or takes long)."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(MAX_NUMBER)) or (significant and int(significant) > MAX_NUMBER):
+        shown = f"{significant[:12]}... ({len(significant):,} digits)" if len(significant) > 24 else significant
+        raise LiteralError(
+            f"the number {shown} is too large; numbers are limited to 2^62 ({MAX_NUMBER:,})",
+            tok,
+            "sizes and counts this large cannot be built; check the number",
+        )
+    return int(significant or "0")
 
 
 class ToAst(Transformer):
@@ -120,8 +164,9 @@ class ToAst(Transformer):
         return ast.NetworkDecl(str(name), tuple(params or ()), _pos(keyword))
 
     def input_decl(self, children: list) -> ast.InputDecl:
-        text = str(children[1]).lower().replace("×", "x")
-        return ast.InputDecl(tuple(int(d) for d in text.split("x")), _pos(children[1]))
+        tok = children[1]
+        text = str(tok).lower().replace("×", "x")
+        return ast.InputDecl(tuple(_whole_number(d, tok) for d in text.split("x")), _pos(tok))
 
     def defaults_decl(self, children: list) -> ast.DefaultsDecl:
         return ast.DefaultsDecl(tuple(children[1:]), _pos(children[0]))
@@ -178,7 +223,7 @@ class ToAst(Transformer):
     def number(self, children: list) -> ast.Number:
         tok = children[0]
         text = str(tok)
-        value: int | float = int(text) if tok.type == "INT" else float(text)
+        value: int | float = _whole_number(text, tok) if tok.type == "INT" else float(text)
         return ast.Number(value, _pos(tok))
 
     def dims(self, children: list) -> ast.Expr:
@@ -303,52 +348,52 @@ def _syntax_message(err: UnexpectedInput, text: str = "") -> tuple[str, str | No
     return message, hint
 
 
+_BRACKET_EVENTS = re.compile(r"[()\[\]\n]|#[^\n]*")
+
+
 def _bracket_scan(text: str, sink: DiagnosticSink) -> bool:
     """Check brackets balance and nesting depth before Lark sees the text (cheap, no recursion)."""
     stack: list[tuple[str, int, int]] = []
-    line, col = 1, 1
-    in_comment = False
+    line, line_start = 1, 0
     pairs = {")": "(", "]": "["}
-    ok = True
-    for ch in text:
+    # Only brackets, line breaks and comments matter: a regular expression skips the rest.
+    for match in _BRACKET_EVENTS.finditer(text):
+        ch = match.group()
         if ch == "\n":
-            line, col, in_comment = line + 1, 1, False
+            line, line_start = line + 1, match.end()
             continue
-        if not in_comment:
-            if ch == "#":
-                in_comment = True
-            elif ch in "([":
-                stack.append((ch, line, col))
-                if len(stack) > MAX_NESTING:
-                    sink.error(
-                        f"nesting deeper than {MAX_NESTING} levels",
-                        Position(line, col),
-                        "flatten the structure, or use repetition (`x N`) instead of nesting",
-                    )
-                    return False
-            elif ch in ")]":
-                if not stack or stack[-1][0] != pairs[ch]:
-                    if stack:
-                        opener, oline, ocol = stack[-1]
-                        closer = ")" if opener == "(" else "]"
-                        sink.error(
-                            f"`{ch}` does not match the `{opener}` opened at line {oline}, column {ocol}",
-                            Position(line, col),
-                            f"missing `{closer}`?",
-                        )
-                    else:
-                        sink.error(
-                            f"`{ch}` has no matching `{pairs[ch]}`", Position(line, col), "remove it, or add the opening bracket"
-                        )
-                    return False
-                stack.pop()
-        col += 1
+        if ch[0] == "#":
+            continue
+        col = match.start() - line_start + 1
+        if ch in "([":
+            stack.append((ch, line, col))
+            if len(stack) > MAX_NESTING:
+                sink.error(
+                    f"nesting deeper than {MAX_NESTING} levels",
+                    Position(line, col),
+                    "flatten the structure, or use repetition (`x N`) instead of nesting",
+                )
+                return False
+        elif not stack or stack[-1][0] != pairs[ch]:
+            if stack:
+                opener, oline, ocol = stack[-1]
+                closer = ")" if opener == "(" else "]"
+                sink.error(
+                    f"`{ch}` does not match the `{opener}` opened at line {oline}, column {ocol}",
+                    Position(line, col),
+                    f"missing `{closer}`?",
+                )
+            else:
+                sink.error(f"`{ch}` has no matching `{pairs[ch]}`", Position(line, col), "remove it, or add the opening bracket")
+            return False
+        else:
+            stack.pop()
     if stack:
         opener, oline, ocol = stack[-1]
         closer = ")" if opener == "(" else "]"
         sink.error(f"`{opener}` is never closed", Position(oline, ocol), f"missing `{closer}`")
-        ok = False
-    return ok
+        return False
+    return True
 
 
 _TOKEN = re.compile(r"#[^\n]*|[A-Za-z0-9_.]+|[^\sA-Za-z0-9_.,]")
@@ -405,31 +450,63 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
     if not _bracket_scan(text, sink) or not _token_count_ok(text, sink):
         return None
     parser = _parser()
-    current = text
+    # After an error the program is refused anyway: the rest is parsed only to report
+    # further syntax errors, starting after the broken statement (each part once, so
+    # many errors cost one pass over the text, not one pass per error).
+    part_start = 0
+    lines_before = 0
     for _ in range(MAX_SYNTAX_ERRORS):
+        part = text[part_start:]
         try:
-            tree = parser.parse(current)
-        except UnexpectedInput as err:
-            message, hint = _syntax_message(err, current)
-            line = err.line if isinstance(err.line, int) and err.line > 0 else current.count("\n") + 1
-            column = err.column if isinstance(err.column, int) and err.column > 0 else 1
-            sink.error(message, Position(line, column), hint)
-            offset = err.pos_in_stream if isinstance(err.pos_in_stream, int) else len(current)
-            start, end = _statement_span(current, offset)
-            if start >= end or not current[start:end].strip():
+            tree = parser.parse(part)
+        except (UnexpectedInput, LiteralError) as err:
+            if isinstance(err, LiteralError):
+                message, hint = err.message, err.hint
+                line, column, offset = err.token.line, err.token.column, err.token.start_pos
+            else:
+                message, hint = _syntax_message(err, part)
+                line, column, offset = err.line, err.column, err.pos_in_stream
+            line = line if isinstance(line, int) and line > 0 else part.count("\n") + 1
+            column = column if isinstance(column, int) and column > 0 else 1
+            sink.error(message, Position(lines_before + line, column), hint)
+            offset = offset if isinstance(offset, int) and offset >= 0 else len(part)
+            _, end = _statement_span(part, offset)
+            if end >= len(part) or not part[end:].strip():
                 return None
-            # Blank the broken statement, keeping positions, and look for further errors.
-            current = current[:start] + "".join(c if c == "\n" else " " for c in current[start:end]) + current[end:]
+            lines_before += part.count("\n", 0, end + 1)
+            part_start += end + 1
             continue
         return None if sink.has_errors else tree
     return None
+
+
+def read_source_bytes(source: str | Path | BinaryIO) -> bytes:
+    """At most MAX_FILE_BYTES + 1 bytes of a file (or an open binary stream such as standard input).
+
+    One byte more than the limit is enough for decode_source to refuse the input: a huge
+    or endless file (`/dev/zero`) is never read whole. Raises OSError.
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as handle:
+            return read_source_bytes(handle)
+    chunks: list[bytes] = []
+    left = MAX_FILE_BYTES + 1
+    while left > 0:
+        chunk = source.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def decode_source(data: bytes, sink: DiagnosticSink) -> str | None:
     """Bytes to text: reject oversized input, invalid UTF-8 and NUL bytes with a position."""
     if len(data) > MAX_FILE_BYTES:
         sink.error(
-            f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}",
+            f"the file is larger than the limit of {MAX_FILE_BYTES:,} bytes"
+            if len(data) == MAX_FILE_BYTES + 1
+            else f"the file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}",
             _position_at(data, MAX_FILE_BYTES),
             "a network description is normally a few kilobytes",
         )

@@ -1,9 +1,11 @@
 """A grammar-aware fuzzer for the checker, shared by tests/test_fuzzing.py and bench/fuzz.py.
 
-Inputs come from four sources: programs generated from the language's grammar (mostly
-plausible, sometimes not), those programs mutated token by token, the zoo files mutated
-byte by byte, and random token soup. Every input must either check or be refused with a
-CnnDslError-style diagnostic that has a position inside the file, within a time limit.
+Inputs come from five sources: programs generated from the language's grammar (mostly
+plausible, sometimes not, with hostile literals and names mixed in), those programs mutated
+token by token, the zoo files mutated byte by byte, random token soup, and hostile
+structures (deep nesting, exponential blocks, many parameters, many errors). Every input
+must either check or be refused with a CnnDslError-style diagnostic that has a position
+inside the file, within a time limit.
 """
 
 from __future__ import annotations
@@ -52,6 +54,41 @@ LAYERS = [
 ]
 WORDS = ["stride", "pad", "groups", "bias", "dilation", "ceil", "kernel", "out", "p", "eps", "size", "multiplier", "nope"]
 
+# Literals a security review used to crash or hang the checker (issue 11: D1-D3, D24).
+HOSTILE_LITERALS = [
+    "9" * 20,
+    "9" * 400,
+    "9" * 5000,
+    "0" * 30 + "7",
+    "4611686018427387905",
+    "1e999",
+    "1e-999",
+    "0." + "9" * 400,
+    "nan",
+    "inf",
+    "-" * 3000 + "1",
+    "+".join(["1"] * 2000),
+    "(" * 150 + "1" + ")" * 150,
+]
+# Names that Python, PyTorch or the generated code reserve, and very long ones (D4, D25).
+HOSTILE_NAMES = [
+    "__debug__",
+    "__class__",
+    "__x",
+    "_1",
+    "_",
+    "__",
+    "forward",
+    "forward_",
+    "training",
+    "class",
+    "self",
+    "x",
+    "super",
+    "in_channels",
+    "n" * 3000,
+]
+
 
 class Generator:
     """Random programs following the grammar, with a sprinkling of mistakes."""
@@ -61,6 +98,8 @@ class Generator:
 
     def number(self) -> str:
         r = self.rng
+        if r.random() < 0.03:
+            return r.choice(HOSTILE_LITERALS)
         return r.choice(
             [
                 "0",
@@ -142,7 +181,7 @@ class Generator:
         else:
             text = f"{self.element(depth + 1)} {r.choice(['x', '*'])} {r.choice(['1', '2', '3', 'n', '(n + 1)', '0', '2.5'])}"
         if r.random() < 0.1:
-            text = f"{r.choice(['stem', 'a', 'b', 'layer1'])}: {text}"
+            text = f"{r.choice(['stem', 'a', 'b', 'layer1', *HOSTILE_NAMES])}: {text}"
         return text
 
     def sequence(self, depth: int = 0) -> str:
@@ -152,7 +191,9 @@ class Generator:
         r = self.rng
         lines = []
         if r.random() < 0.85:
-            lines.append(f"network Net{r.choice(['', '(n=2, c=8)', '(n=2, c=8)', '(c)'])}")
+            name = r.choice(HOSTILE_NAMES) if r.random() < 0.05 else "Net"
+            hostile = r.choice(HOSTILE_NAMES)
+            lines.append(f"network {name}{r.choice(['', '(n=2, c=8)', '(n=2, c=8)', '(c)', f'(n=2, c=8, {hostile}=3)'])}")
         if r.random() < 0.95:
             lines.append(f"input {r.choice(['3x32x32', '3x32x32', '1x8x8', '16x7x7', '64', '3x64x64', '8x8', '0x4x4'])}")
         if r.random() < 0.3:
@@ -200,13 +241,55 @@ def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
     return bytes(buffer)
 
 
+def hostile_structure(rng: random.Random) -> str:
+    """A program whose shape once made checking hang, blow up or crash (issue 11: D3-D9), at a random size."""
+    head = "input 3x8x8\n"
+    kind = rng.randrange(8)
+    if kind == 0:  # exponential blocks: each calls the previous twice (or merges two of them)
+        levels = rng.randint(20, 64)
+        body = rng.choice(["[B{0}, B{0}]", "Add[B{0} | B{0}]", "[B{0} x 2]"])
+        return (
+            head
+            + "block B0 = [ReLU]\n"
+            + "".join(f"block B{i} = " + body.format(i - 1) + "\n" for i in range(1, levels))
+            + f"B{levels - 1}\n"
+        )
+    if kind == 1:  # many defaulted block parameters, many calls
+        params = rng.randint(100, 3000)
+        calls = rng.randint(100, 3000)
+        return head + "block B(" + ",".join(f"p{i}=1" for i in range(params)) + f") = [ReLU]\nB x {calls}\n"
+    if kind == 2:  # deeply nested merges and brackets
+        depth = rng.randint(50, 250)
+        opener = rng.choice(["Add[", "[", "Concat["])
+        closer = " | ReLU]" if opener != "[" else "]"
+        return head + opener * depth + "ReLU" + closer * depth + "\n"
+    if kind == 3:  # labels Python or PyTorch reserve, repeated
+        name = rng.choice(HOSTILE_NAMES[:-1])
+        return head + f"{name}: ReLU\n" * rng.randint(100, 5000)
+    if kind == 4:  # many unknown names or keyword arguments
+        if rng.random() < 0.5:
+            return head + "\n".join(f"Foo{i}" for i in range(rng.randint(100, 20000))) + "\n"
+        return head + "block B(a=1) = [ReLU]\nB(" + ", ".join(f"k{i}=1" for i in range(rng.randint(100, 20000))) + ")\n"
+    if kind == 5:  # syntax errors spread over a long file
+        lines = ["ReLU"] * rng.randint(1000, 30000)
+        for _ in range(rng.randint(1, 40)):
+            lines[rng.randrange(len(lines))] = rng.choice(["ReLU ReLU", "Conv(", "]", "|", "x", "Conv(1,,2)"])
+        return head + "\n".join(lines) + "\n"
+    if kind == 6:  # deep unary minus or long sums in a block argument
+        operand = "-" * rng.randint(600, 20000) + "1" if rng.random() < 0.5 else "+".join(["1"] * rng.randint(600, 20000))
+        return head + f"block B(c) = [Conv(4, 1)]\nB({operand})\n"
+    return head + "Concat[" + " | ".join(["ReLU"] * rng.randint(100, 5000)) + "]\n"  # wide merges
+
+
 def inputs(rng: random.Random) -> Iterator[str | bytes]:
-    """An endless mix of the four input sources."""
+    """An endless mix of the five input sources."""
     generator = Generator(rng)
     zoo = [path.read_bytes() for path in ZOO]
     while True:
         roll = rng.random()
-        if roll < 0.35:
+        if roll < 0.02:
+            yield hostile_structure(rng)
+        elif roll < 0.35:
             yield generator.program()
         elif roll < 0.6:
             yield mutate_tokens(generator.program(), rng)

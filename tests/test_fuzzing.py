@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fuzzing import Generator, check_one, run
+from fuzzing import HOSTILE_LITERALS, HOSTILE_NAMES, Generator, check_one, hostile_structure, run
 
 
 def test_fuzzer_finds_no_defects() -> None:
@@ -27,3 +27,23 @@ def test_harness_reports_defects() -> None:
     assert accepted and defect is None
     accepted, defect, _ = check_one("input 3x8x8\nCnov", 2.0)
     assert not accepted and defect is None
+
+
+def test_hostile_seeds_are_answered_with_a_position_in_time() -> None:
+    # Every hostile structure kind, and every hostile literal and name in argument, label,
+    # parameter and network-name roles: each checks or is refused with a positioned error.
+    import random
+
+    rng = random.Random(7)
+    sources = [hostile_structure(rng) for _ in range(24)]
+    for literal in HOSTILE_LITERALS:
+        sources += [
+            f"input 3x8x8\nConv({literal}, 1)",
+            f"input 3x8x8\nblock B(p={literal}) = [Dropout(p)]\nB",
+            f"network N(c={literal})\ninput 3x8x8\nReLU x c",
+        ]
+    for name in HOSTILE_NAMES:
+        sources += [f"input 3x8x8\n{name}: ReLU", f"network {name}({name}=4)\ninput 3x8x8\nConv({name}, 3)"]
+    for source in sources:
+        _, defect, _ = check_one(source, 5.0)
+        assert defect is None, (defect, source[:200])

@@ -401,11 +401,8 @@ def test_missing_dot_in_a_real_process(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "install graphviz" in proc.stderr.lower()
 
 
-def test_executable_not_found_is_a_render_error(small: Network, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_dot(*args: object, **kwargs: object) -> bytes:
-        raise graphviz.ExecutableNotFound(["dot", "-Tsvg"])
-
-    monkeypatch.setattr(graphviz.Digraph, "pipe", no_dot)
+def test_executable_not_found_is_a_render_error(small: Network, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` there
     with pytest.raises(RenderError, match="apt-get install graphviz"):
         graph_bytes(build_graph(small), "svg")
     assert graph_bytes(build_graph(small), "dot").startswith(b"digraph Small {")

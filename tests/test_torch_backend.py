@@ -186,7 +186,7 @@ def test_labels_that_python_or_torch_reserve_are_renamed_consistently() -> None:
     network = cnndsl.parse(text)
     module = network.to_torch()
     paths = {layer.label: layer.path for layer in network.layers}
-    assert paths["forward"] == "forward__" and paths["forward_"] == "forward_"
+    assert paths["forward"] == "forward_2" and paths["forward_"] == "forward_"
     assert paths["class"] == "training_.class_" and paths["_modules"] == "training_.modules_"
     # the NumPy backend has the same keys without any mapping
     assert set(network.to_numpy().state_dict()) == set(module.state_dict())
@@ -199,11 +199,20 @@ def test_module_names() -> None:
     assert module_names(["0", "conv", "forward", "forward_", "class", "_x", "x_"]) == [
         "0",
         "conv",
-        "forward__",
+        "forward_2",
         "forward_",
         "class_",
-        "x__",
+        "x_2",
         "x_",
+    ]
+    # a name that is no identifier once `_` is stripped gets `layer` in front; a taken `base_` takes a number
+    assert module_names(["_1", "_", "__", "requires_grad_", "_1", "layer_1_"]) == [
+        "layer_1_2",
+        "layer_",
+        "layer_2",
+        "requires_grad__",
+        "layer_1_3",
+        "layer_1_",
     ]
 
 
