@@ -16,14 +16,14 @@ from typing import Any
 from . import ast
 from .errors import DiagnosticSink, Position
 from .ir import Layer, Node, Parallel, Sequence
-from .layers import KINDS, LayerError, LayerKind, lookup
-from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
+from .layers import KINDS, LayerError, LayerKind, MergeKind, lookup
+from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, check_input_rank, format_value
 from .limits import MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
 from .names import module_names
 from .shapes import Pair, Shape, Window
 
 Value = Any  # int | float | bool | Word | tuple[int, int]
-MERGES = {name.lower(): kind for name, kind in KINDS.items() if kind.is_merge}
+MERGES = {name.lower(): kind for name, kind in KINDS.items() if isinstance(kind, MergeKind)}
 BUILTIN_WORDS = {"true": True, "false": False}
 MAX_EXPR_DEPTH = 500
 
@@ -592,7 +592,7 @@ class Checker:
 
     def _call(self, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None) -> Node | None:
         kind = lookup(call.name)
-        if kind is not None and not kind.is_merge:
+        if kind is not None and not isinstance(kind, MergeKind):
             return self._layer(kind, call, scope, state, name, path, label)
         if kind is not None:
             self.sink.error(
@@ -706,6 +706,7 @@ class Checker:
         args, arg_pos = bound_args.values, bound_args.positions
         try:
             args = kind.resolve(args, shape)
+            check_input_rank(kind, args, shape)  # the one place a layer's input rank is enforced
             out = kind.infer(args, shape)
         except LayerError as err:
             self.sink.error(

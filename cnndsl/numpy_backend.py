@@ -23,6 +23,7 @@ import numpy as np
 from .errors import CnnDslError, Diagnostic
 from .files import atomic_write
 from .ir import Layer, Node, Parallel, Sequence
+from .layers import MergeKind
 from .numpy_ops import NpContext, Scratch, Tensors
 from .resources import check_batch, check_size
 
@@ -54,10 +55,6 @@ class Op:
     layer: Layer
     inputs: list[int]
     output: int
-
-    @property
-    def is_merge(self) -> bool:
-        return self.layer.kind.is_merge
 
 
 def compile_program(root: Sequence) -> tuple[list[Op], int]:
@@ -100,7 +97,7 @@ class NumpyModel:
             raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
         check_size(network)  # refuse weights that cannot fit before allocating them, pointing at the largest layer
         for layer in network.layers:
-            if not layer.kind.np_supported():
+            if not layer.kind.np_supported:
                 raise CnnDslError(
                     [
                         Diagnostic(
@@ -200,7 +197,7 @@ class NumpyModel:
             ctx = NpContext(
                 self.rng, record=grad, inplace=not grad and owned[first] and self.uses[first] == 1, scratch=self.scratch
             )
-            if op.is_merge:
+            if isinstance(layer.kind, MergeKind):
                 xs = [values[r] for r in op.inputs]
                 y = layer.kind.np_merge_forward(layer.args, xs, ctx)
             else:
@@ -233,7 +230,7 @@ class NumpyModel:
             g = grads.pop(op.output)
             layer = op.layer
             ctx.need_dx = input_grad or 0 not in op.inputs
-            if op.is_merge:
+            if isinstance(layer.kind, MergeKind):
                 input_grads: list[np.ndarray | None] = list(layer.kind.np_merge_backward(layer.args, ctx, g))
             else:
                 dx, layer_grads = layer.kind.np_backward(layer.args, self.tensors.get(layer.path, {}), ctx, g)

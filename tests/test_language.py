@@ -15,6 +15,7 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnDslError
+from cnndsl.layers import MergeKind
 from cnndsl.layers.catalog import layers_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ def test_merges_and_identity_branches() -> None:
         "Mul[ | GlobalAvgPool, Conv(28, 1), Sigmoid ]\n"
     )
     assert net.output_shape == (28, 8, 8)
-    merges = [layer for layer in net.layers if layer.kind.is_merge]
+    merges = [layer for layer in net.layers if isinstance(layer.kind, MergeKind)]
     assert [m.kind.name for m in merges] == ["Add", "Add", "Concat", "Mul"]
     # merges come after their branches
     assert kinds(net)[:3] == ["Conv", "Identity", "Add"]

@@ -128,6 +128,9 @@ class TorchCall:
 
 Family = Literal["conv", "pool", "linear", "norm", "activation", "regularization", "reshape", "merge", "identity"]
 
+InputRank = Literal["image", "flat", "any"]
+"""An image (C x H x W), a flat vector (N), or either."""
+
 
 class LayerKind:
     """Base of every layer kind. Subclasses set the class attributes and override the rules."""
@@ -141,8 +144,10 @@ class LayerKind:
     mapped onto this kind's arguments by `ArgSpec.target` and `role`. Other aliases take
     `signature`."""
     family: ClassVar[Family]
-    input_rank: ClassVar[Literal["image", "flat", "any"]] = "any"
-    is_merge: ClassVar[bool] = False
+    """What the layer is, for drawings (a fill colour per family); no rule reads it."""
+    input_rank: ClassVar[InputRank] = "any"
+    """The input the kind accepts. The checker enforces it before calling `infer` (one
+    positioned error, see `check_input_rank`), so the shape rules may assume it."""
     is_view: ClassVar[bool] = False
     """True when the output aliases the input (no new activation memory)."""
     outputs_probabilities: ClassVar[bool] = False
@@ -153,7 +158,7 @@ class LayerKind:
     accumulate into it (cnndsl.torch_plan's in-place rules)."""
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        """The output shape for an input shape; raise LayerError when it does not apply."""
+        """The output shape for an input shape of the declared `input_rank`; raise LayerError when it does not apply."""
         raise NotImplementedError
 
     def param_count(self, args: Args, shape: Shape) -> int:
@@ -216,15 +221,14 @@ class LayerKind:
     # micrograd. `params` maps the layer's tensor names (PyTorch's: weight, bias,
     # running_mean, ...) to arrays; `shape` is the layer's input shape without the batch.
 
+    np_supported: ClassVar[bool] = False
+    """True when the kind implements its NumPy kernels (`np_forward` and `np_backward`; a merge's
+    `np_merge_forward` and `np_merge_backward`; an activation's `np_apply` and `np_derivative`).
+    The NumPy backend refuses a network with a layer that does not declare it, naming the
+    layer; tests/test_layers.py checks that every declaration is true."""
+
     np_buffers: ClassVar[tuple[str, ...]] = ()
     """Names among `np_init`'s tensors that are buffers (not trained, no gradient)."""
-
-    def np_supported(self) -> bool:
-        """Whether the kind has NumPy kernels (checked before running, to name the layer)."""
-        kind = type(self)
-        if self.is_merge:
-            return kind.np_merge_forward is not MergeKind.np_merge_forward  # type: ignore[attr-defined]
-        return kind.np_forward is not LayerKind.np_forward
 
     def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
         """Every tensor of the layer, parameters then buffers in state_dict order, initialised as PyTorch does."""
@@ -259,7 +263,6 @@ class MergeKind(LayerKind):
     """Add, Concat and Mul: combine the outputs of parallel branches."""
 
     family = "merge"
-    is_merge = True
 
     def merge(self, shapes: list[Shape]) -> Shape:
         raise NotImplementedError
@@ -330,19 +333,27 @@ def as_pair(value: int | Pair) -> Pair:
     return value if isinstance(value, tuple) else (value, value)
 
 
-def require_image(kind: str, shape: Shape) -> None:
-    if not shape.is_image:
+def check_input_rank(kind: LayerKind, args: Args, shape: Shape) -> None:
+    """Raise the LayerError for an input that is not of the kind's declared `input_rank`.
+
+    The checker calls this once, before `infer`. A kind that needs a flat input still has an
+    output once `flatten` is inserted as the hint says (FC on an image gives `out` features),
+    and checking goes on with it.
+    """
+    if kind.input_rank == "image" and not shape.is_image:
         raise LayerError(
-            f"{kind} needs an image input (CxHxW); got {shape.describe()}",
+            f"{kind.name} needs an image input (CxHxW); got {shape.describe()}",
             "move it before `flatten`, or give the network an image `input` line",
         )
-
-
-def require_flat(kind: str, shape: Shape) -> None:
-    if not shape.is_flat:
+    if kind.input_rank == "flat" and not shape.is_flat:
+        try:
+            recovered: Shape | None = kind.infer(args, Shape((shape.numel,)))
+        except LayerError:
+            recovered = None
         raise LayerError(
-            f"{kind} needs a flat input; got {shape.describe()}",
+            f"{kind.name} needs a flat input; got {shape.describe()}",
             "insert `flatten` (or GlobalAvgPool, flatten) before it",
+            recovered=recovered,
         )
 
 

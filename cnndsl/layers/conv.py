@@ -5,18 +5,21 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..lazy import numpy as np
-from ..lazy import numpy_ops as ops
 from ..shapes import Pair, Shape, Window
-from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
+    from .. import numpy_ops as ops
     from ..numpy_ops import Backward, NpContext, Tensors
+else:
+    from ..lazy import numpy as np
+    from ..lazy import numpy_ops as ops
 
 
 def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Shape:
-    """Output shape of a sliding-window layer; errors when the kernel does not fit."""
-    require_image(kind, shape)
+    """Output shape of a sliding-window layer on an image; errors when the kernel does not fit."""
     dims = []
     for axis, size in enumerate(shape.spatial):
         padded = size + 2 * window.pad[axis]
@@ -126,10 +129,10 @@ class Conv(WindowedKind):
     """
 
     name = "Conv"
+    np_supported = True
     aliases = ("Conv2d",)
     family = "conv"
     fresh_output = True
-    input_rank = "image"
     signature = (
         ArgSpec("out", "int", minimum=1, keywords=("out_channels",)),
         ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
@@ -153,7 +156,6 @@ class Conv(WindowedKind):
     }
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_image(self.name, shape)
         out = windowed_shape(self.name, self.window(args), shape, args["out"])
         groups = args["groups"]
         if shape.channels % groups:
@@ -215,9 +217,9 @@ class DWConv(WindowedKind):
     """
 
     name = "DWConv"
+    np_supported = True
     family = "conv"
     fresh_output = True
-    input_rank = "image"
     signature = (
         ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
         ArgSpec("stride", "pair", 1, minimum=1),
@@ -227,7 +229,6 @@ class DWConv(WindowedKind):
     )
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_image(self.name, shape)
         return windowed_shape(self.name, self.window(args), shape, shape.channels * args["multiplier"])
 
     def param_count(self, args: Args, shape: Shape) -> int:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CnnDslError, Diagnostic
-from ..lazy import numpy as np
 from ..shapes import Shape
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
     from ..numpy_ops import Backward, NpContext, Tensors
+else:
+    from ..lazy import numpy as np
 
 
 @register
@@ -27,6 +30,7 @@ class BatchNorm(LayerKind):
     aliases = ("BN", "BatchNorm2d", "BatchNorm1d")
     family = "norm"
     fresh_output = True
+    np_supported = True
     signature = (ArgSpec("eps", "float", 1e-5), ArgSpec("momentum", "float", 0.1))
     spelling_signatures = {
         spelling: (
@@ -47,8 +51,6 @@ class BatchNorm(LayerKind):
         return args
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        if len(shape) not in (1, 3):
-            raise LayerError(f"BatchNorm needs an image or a flat input; got {shape}")
         return shape
 
     def param_count(self, args: Args, shape: Shape) -> int:
@@ -156,6 +158,7 @@ class Dropout(LayerKind):
 
     name = "Dropout"
     family = "regularization"
+    np_supported = True
     signature = (ArgSpec("p", "float", 0.5), ArgSpec("inplace", "bool", False, role="ignored"))
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
