@@ -795,7 +795,6 @@ class Checker:
             args=args,
             receptive_field=field,
             jump=jump,
-            block_calls=tuple(text for _, text, _ in scope.calls),
         )
 
     def _fit_warnings(self, kind: LayerKind, args: dict[str, Value], shape: Shape, call: ast.Call, scope: Scope) -> None:

@@ -154,14 +154,6 @@ class DiagnosticSink:
     def has_errors(self) -> bool:
         return any(d.severity == "error" for d in self.diagnostics)
 
-    def raise_if_errors(self) -> None:
-        if self.has_errors:
-            raise CnnDslError(sorted(self.diagnostics, key=_order))
-
-
-def _order(d: Diagnostic) -> tuple[int, int]:
-    return (d.position.line, d.position.column) if d.position else (0, 0)
-
 
 def use_color(stream: object = None) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set."""

@@ -47,8 +47,6 @@ class Layer(Node):
     receptive_field: Pair = (1, 1)
     jump: Pair = (1, 1)
     """Effective stride: input pixels between neighbouring outputs."""
-    block_calls: tuple[str, ...] = ()
-    """The block calls that reached this layer, outermost first (for messages)."""
 
     def leaves(self) -> Iterator[Layer]:
         yield self

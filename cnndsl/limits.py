@@ -21,9 +21,6 @@ MAX_ELEMENTS = 2**40
 MAX_NUMBER = 2**62
 """Largest magnitude an argument expression may reach."""
 
-MAX_REPEAT = MAX_LAYERS
-"""Largest repetition count (more would exceed MAX_LAYERS anyway)."""
-
 MAX_DRAWN_NODES = 5_000
 """Most boxes `cnndsl render` asks Graphviz to lay out (its time grows much faster than linearly)."""
 

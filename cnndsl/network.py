@@ -57,7 +57,12 @@ class Network:
 
     @property
     def trainable_params(self) -> int:
-        # Every parameter of the v1 layers is trainable; BatchNorm statistics are buffers.
+        """Parameters that training updates: all of them, since the language cannot freeze one.
+
+        What PyTorch does not train (BatchNorm's running statistics) are buffers, counted in
+        `buffers`, not parameters. The count stays in the summary and the JSON, as torchinfo
+        and Keras print it, and is where frozen layers would be subtracted.
+        """
         return self.root.params
 
     @property

@@ -181,10 +181,6 @@ class ConvGeometry:
     dilation: Pair
     groups: int
 
-    @property
-    def padded_hw(self) -> Pair:
-        return (self.in_hw[0] + 2 * self.pad[0], self.in_hw[1] + 2 * self.pad[1])
-
 
 def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: ConvGeometry, ctx: NpContext) -> np.ndarray:
     """nn.Conv2d's forward: depthwise as a multiply-add per kernel offset, otherwise im2col + one matmul per group."""

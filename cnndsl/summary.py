@@ -245,13 +245,9 @@ def _human(n: int, unit: str = "") -> str:
     return f"{n} {unit}".rstrip()
 
 
-def summary_table(network: Network, depth: int | None = DEFAULT_DEPTH, columns: Sequence_[str] = DEFAULT_COLUMNS) -> Summary:
-    """The table and totals (a `Summary`, which is the text)."""
-    return Summary(network, depth, columns)
-
-
 def _pair(p: tuple[int, int]) -> str:
-    return f"{p[0]}x{p[1]}" if p[0] != p[1] else f"{p[0]}x{p[0]}"
+    """Both sizes, even when equal (`3x3`): a table column reads more easily so."""
+    return f"{p[0]}x{p[1]}"
 
 
 def network_json(network: Network) -> dict[str, Any]:
