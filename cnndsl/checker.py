@@ -77,7 +77,7 @@ class State:
 
     shape: Shape | None
     field: Pair = (1, 1)
-    jump: Pair = (1, 1)
+    effective_stride: Pair = (1, 1)
 
 
 @dataclass
@@ -495,7 +495,7 @@ class Checker:
         branches: list[Sequence] = []
         ends: list[State] = []
         for index, branch in enumerate(el.branches):
-            branch_state = State(start, state.field, state.jump)
+            branch_state = State(start, state.field, state.effective_stride)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
             node = self._finish_sequence(
@@ -508,23 +508,23 @@ class Checker:
             return None
         shapes = [s.shape for s in ends if s.shape is not None]
         field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
-        jump = (max(s.jump[0] for s in ends), max(s.jump[1] for s in ends))
+        effective_stride = (max(s.effective_stride[0] for s in ends), max(s.effective_stride[1] for s in ends))
         try:
             out = kind.merge(shapes)
         except LayerError as err:
             notes = _branch_notes(branches, err.branch) if err.branch is not None else []
             self.sink.error(err.message, el.pos, err.hint, [*notes, *scope.notes()])
             # Go on with the shape the merge would give once fixed: later mistakes are independent of this one.
-            state.shape, state.field, state.jump = err.recovered, field, jump
+            state.shape, state.field, state.effective_stride = err.recovered, field, effective_stride
             return None
         # A branch that broadcasts (a squeeze-excitation gate's 1x1 map) scales the other
         # branches' pixels without moving where they come from: only full-size branches count.
         spatial = [s for s in ends if s.shape is not None and s.shape.is_image and s.shape.spatial == out.spatial]
         counted = spatial or ends
         field = (max(s.field[0] for s in counted), max(s.field[1] for s in counted))
-        jump = (max(s.jump[0] for s in counted), max(s.jump[1] for s in counted))
-        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, jump)
-        state.shape, state.field, state.jump = out, field, jump
+        effective_stride = (max(s.effective_stride[0] for s in counted), max(s.effective_stride[1] for s in counted))
+        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, effective_stride)
+        state.shape, state.field, state.effective_stride = out, field, effective_stride
         return Parallel(
             name,
             path,
@@ -734,9 +734,9 @@ class Checker:
             state.shape = None
             return None
         self._fit_warnings(kind, args, shape, call, scope)
-        field, jump = kind.receptive(args, shape, state.field, state.jump)
-        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, jump)
-        state.shape, state.field, state.jump = out, field, jump
+        field, effective_stride = kind.receptive(args, shape, state.field, state.effective_stride)
+        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, effective_stride)
+        state.shape, state.field, state.effective_stride = out, field, effective_stride
         return layer
 
     def _count_node(self, scope: Scope, pos: Position | None) -> None:
@@ -764,7 +764,7 @@ class Checker:
         out: Shape,
         scope: Scope,
         field: Pair,
-        jump: Pair,
+        effective_stride: Pair,
     ) -> Layer:
         self.leaf_count += 1
         self._last_pos = pos
@@ -794,7 +794,7 @@ class Checker:
             kind=kind,
             args=args,
             receptive_field=field,
-            jump=jump,
+            effective_stride=effective_stride,
         )
 
     def _fit_warnings(self, kind: LayerKind, args: dict[str, Value], shape: Shape, call: ast.Call, scope: Scope) -> None:

@@ -84,7 +84,7 @@ class Network:
 
     @property
     def effective_stride(self) -> Pair:
-        return self.layers[-1].jump
+        return self.layers[-1].effective_stride
 
     @property
     def warnings(self) -> list[Diagnostic]:

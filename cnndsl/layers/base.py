@@ -174,7 +174,7 @@ class LayerKind:
         """The sliding window of windowed layers (for shape, fit and receptive-field rules)."""
         return None
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
+    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
         """Receptive field and effective stride (in input pixels) after this layer.
 
         Layers that collapse the map (global pooling, flatten) leave both as they were: what a
@@ -184,10 +184,10 @@ class LayerKind:
         window = self.window(args)
         if window is not None:
             return (
-                (field[0] + (window.span(0) - 1) * jump[0], field[1] + (window.span(1) - 1) * jump[1]),
-                (jump[0] * window.stride[0], jump[1] * window.stride[1]),
+                (field[0] + (window.span(0) - 1) * effective_stride[0], field[1] + (window.span(1) - 1) * effective_stride[1]),
+                (effective_stride[0] * window.stride[0], effective_stride[1] * window.stride[1]),
             )
-        return field, jump
+        return field, effective_stride
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         """Turn bound arguments into the canonical form the rules and backends read."""

@@ -173,17 +173,17 @@ class AdaptiveAvgPool(LayerKind):
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.channels, *args["size"]))
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
+    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
         # Each bin spans at most ceil(size / out) inputs and bins start floor(size / out) apart.
         # A single bin is global pooling, which keeps the field of the last spatial layer.
         if args["size"] == (1, 1):
-            return field, jump
+            return field, effective_stride
         sizes = shape.spatial
         bins = [-(-sizes[a] // args["size"][a]) for a in (0, 1)]
         steps = [max(1, sizes[a] // args["size"][a]) for a in (0, 1)]
         return (
-            (field[0] + (bins[0] - 1) * jump[0], field[1] + (bins[1] - 1) * jump[1]),
-            (jump[0] * steps[0], jump[1] * steps[1]),
+            (field[0] + (bins[0] - 1) * effective_stride[0], field[1] + (bins[1] - 1) * effective_stride[1]),
+            (effective_stride[0] * steps[0], effective_stride[1] * steps[1]),
         )
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
