@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import CnnDslError, Diagnostic
+from .errors import error, needs_torch
 from .files import Content, OutputConflict, refuse_inputs, write_outputs
 
 if TYPE_CHECKING:
@@ -17,17 +17,13 @@ if TYPE_CHECKING:
 Target = Literal["torch", "onnx"]
 
 
-def _error(message: str, hint: str | None = None, filename: str = "cnndsl") -> CnnDslError:
-    return CnnDslError([Diagnostic("error", message, None, hint, filename=filename)])
-
-
 def write_files(outputs: dict[str | Path, Content]) -> None:
     """Write every output of the command together (all or none), or raise a CnnDslError naming the failure."""
     try:
         write_outputs(outputs)
     except OSError as err:
         where = err.filename or ", ".join(str(p) for p in outputs)
-        raise _error(f"cannot write {where}: {err.strerror or err}", filename=str(where)) from None
+        raise error(f"cannot write {where}: {err.strerror or err}", where=str(where)) from None
 
 
 def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Path]) -> None:
@@ -35,7 +31,7 @@ def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Pat
     try:
         refuse_inputs(outputs, protected)
     except OutputConflict as err:
-        raise _error(str(err), "choose another output path", "cnndsl") from None
+        raise error(str(err), "choose another output path", "cnndsl") from None
 
 
 def export_onnx(network: Network, seed: int | None = None) -> bytes:
@@ -45,7 +41,7 @@ def export_onnx(network: Network, seed: int | None = None) -> bytes:
     torch, and the tests cover it. The torch.export-based one (it needs onnxscript) is the
     fallback for PyTorch releases that have dropped the first.
     """
-    torch = _require_torch(network)
+    torch = _require_torch(network, "the onnx target")
     module = network.to_torch(seed=seed).eval()
     example = torch.zeros(2, *network.input_shape)  # batch 2: a batch of 1 would be specialised
     names = {"input_names": ["input"], "output_names": ["output"]}
@@ -75,24 +71,24 @@ def export_onnx(network: Network, seed: int | None = None) -> bytes:
                     return target.read_bytes()
             except Exception as err:
                 errors.append(_first_line(err))
-    raise _error(f"ONNX export failed: {'; '.join(errors)}", "the torch target (`--target torch`) still works", network.filename)
+    raise error(f"ONNX export failed: {'; '.join(errors)}", "the torch target (`--target torch`) still works", network.filename)
 
 
 def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def _require_torch(network: Network) -> Any:
+def _require_torch(network: Network, what: str) -> Any:
     try:
         import torch
     except ImportError:
-        raise _error("this needs PyTorch, which is not installed", "pip install 'cnndsl[torch]'", network.filename) from None
+        raise needs_torch(what, network.filename) from None
     return torch
 
 
 def initial_weights(network: Network, seed: int | None) -> bytes:
     """`torch.save` of the freshly initialised module's state_dict (the generated class's keys)."""
-    torch = _require_torch(network)
+    torch = _require_torch(network, "saving the initial weights (a torch state_dict)")
     buffer = io.BytesIO()
     torch.save(network.to_torch(seed=seed).state_dict(), buffer)
     return buffer.getvalue()
@@ -112,7 +108,7 @@ def compile_network(
     """
     refuse_overwrite([output, weights_out], list(protected or []))
     if target == "onnx" and output is None:
-        raise _error(
+        raise error(
             "the onnx target writes a binary file and needs an output path", "for example: -o model.onnx", network.filename
         )
     if target == "torch":
@@ -120,7 +116,7 @@ def compile_network(
     elif target == "onnx":
         data = export_onnx(network, seed)
     else:
-        raise _error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
+        raise error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
     outputs: dict[str | Path, Content] = {}
     if weights_out is not None:
         outputs[weights_out] = initial_weights(network, seed)

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 Severity = Literal["error", "warning"]
 
@@ -153,6 +153,37 @@ class DiagnosticSink:
     @property
     def has_errors(self) -> bool:
         return any(d.severity == "error" for d in self.diagnostics)
+
+
+class SourceText(Protocol):
+    """A checked text, such as a Network: errors about it quote its lines."""
+
+    filename: str
+    source: str
+
+
+def error(
+    message: str, hint: str | None = None, where: str | SourceText = "<string>", position: Position | None = None
+) -> CnnDslError:
+    """The one way to build an error outside the checker's sink.
+
+    `where` is what the error is about: the name of a file or an option (`--data`), or a
+    checked network, whose line at `position` the diagnostic quotes with a caret.
+    """
+    if isinstance(where, str):
+        return CnnDslError([Diagnostic("error", message, position, hint, (), where)])
+    sink = DiagnosticSink(where.filename, where.source)
+    sink.error(message, position, hint)
+    return CnnDslError(sink.diagnostics)
+
+
+TORCH_INSTALL = "pip install 'cnndsl[torch]'"
+
+
+def needs_torch(what: str, where: str | SourceText, instead: str | None = None) -> CnnDslError:
+    """The one "needs PyTorch" error: `what` cannot be done without it; `instead` is a way around, if any."""
+    hint = f"{TORCH_INSTALL}, or {instead}" if instead else TORCH_INSTALL
+    return error(f"{what} needs PyTorch, which is not installed", hint, where)
 
 
 def use_color(stream: object = None) -> bool:

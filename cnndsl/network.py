@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import zoo
 from .checker import Checker, Value
-from .errors import CnnDslError, Diagnostic, DiagnosticSink
+from .errors import CnnDslError, Diagnostic, DiagnosticSink, error
 from .ir import Layer, Sequence
 from .parser import check_text, decode_source, parse_program
 from .shapes import Pair, Shape
@@ -252,7 +252,5 @@ def load(path: str | Path, input: Any = None, *, strict: bool = False, **params:
         data = path.read_bytes()
     except OSError as err:
         hint = zoo.missing_hint(str(path)) if isinstance(err, FileNotFoundError) else None
-        raise CnnDslError(
-            [Diagnostic("error", f"cannot read the file: {err.strerror or err}", None, hint, (), str(path))]
-        ) from None
+        raise error(f"cannot read the file: {err.strerror or err}", hint, str(path)) from None
     return parse(data, str(path), input, strict=strict, **params)

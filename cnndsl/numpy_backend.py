@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CnnDslError, Diagnostic
+from .errors import error
 from .files import atomic_write
 from .ir import Layer, Node, Parallel, Sequence
 from .layers import MergeKind
@@ -32,11 +32,6 @@ if TYPE_CHECKING:
 
 MAX_LISTED = 8
 """How many keys an error message lists before it says `and N more`."""
-
-
-def backend_error(message: str, hint: str | None = None, filename: str = "<numpy>") -> CnnDslError:
-    """An error about running a network (input, weights, labels): no source position."""
-    return CnnDslError([Diagnostic("error", message, None, hint, (), filename)])
 
 
 def _listing(keys: list[str]) -> str:
@@ -94,21 +89,17 @@ class NumpyModel:
         self.network = network
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
-            raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
+            raise error(
+                f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64", "<numpy>"
+            )
         check_size(network)  # refuse weights that cannot fit before allocating them, pointing at the largest layer
         for layer in network.layers:
             if not layer.kind.np_supported:
-                raise CnnDslError(
-                    [
-                        Diagnostic(
-                            "error",
-                            f"`{layer.kind.name}` is not supported by the numpy backend",
-                            layer.pos,
-                            "choose another backend or layer kind",
-                            (),
-                            network.filename,
-                        )
-                    ]
+                raise error(
+                    f"`{layer.kind.name}` is not supported by the numpy backend",
+                    "choose another backend or layer kind",
+                    network,
+                    layer.pos,
                 )
         self.ops, self.output_register = compile_program(network.root)
         self.uses = [0] * (self.output_register + 1)
@@ -163,7 +154,7 @@ class NumpyModel:
         try:
             atomic_write(path, lambda handle: np.savez(handle, **state))
         except OSError as err:
-            raise backend_error(f"cannot write {path}: {err.strerror or err}") from None
+            raise error(f"cannot write {path}: {err.strerror or err}", where="<numpy>") from None
 
     def load(self, path: str | Path) -> None:
         """Read weights from an .npz file written by `save` (or numpy.savez of a torch state_dict)."""
@@ -221,7 +212,7 @@ class NumpyModel:
     def backward(self, dy: Any, input_grad: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """(d input, parameter gradients keyed like state_dict) for the last `forward(..., grad=True)`."""
         if self._tape is None:
-            raise backend_error("backward needs a forward pass with grad=True first")
+            raise error("backward needs a forward pass with grad=True first", where="<numpy>")
         dy = np.asarray(dy, dtype=self.dtype)
         grads: dict[int, np.ndarray] = {self.output_register: dy}
         fresh = {self.output_register: False}
@@ -293,26 +284,26 @@ def validate_input(network: Network, x: Any, dtype: Any = np.float32) -> np.ndar
         try:
             x = np.asarray(x)
         except (TypeError, ValueError) as err:
-            raise backend_error(f"the input is not an array: {err}", filename=where) from None
+            raise error(f"the input is not an array: {err}", where=where) from None
     if x.dtype != dtype:
         hint = f"convert it with x.astype(np.{dtype.name})"
         if x.dtype.kind not in "f":
-            raise backend_error(f"the input has dtype {x.dtype}; the network needs floating point ({dtype.name})", hint, where)
-        raise backend_error(f"the input has dtype {x.dtype}; the model computes in {dtype.name}", hint, where)
+            raise error(f"the input has dtype {x.dtype}; the network needs floating point ({dtype.name})", hint, where)
+        raise error(f"the input has dtype {x.dtype}; the model computes in {dtype.name}", hint, where)
     if x.shape == expected:
-        raise backend_error(
+        raise error(
             f"the input has shape {_shape_text(x.shape)} without a batch axis; expected Nx{_shape_text(expected)}",
             "add the batch axis: x[None]",
             where,
         )
     if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
-        raise backend_error(
+        raise error(
             f"the input has shape {_shape_text(x.shape)}; network {network.name} expects Nx{_shape_text(expected)}",
             "give a batch of the input the network was checked for (or check it with another --input)",
             where,
         )
     if x.shape[0] == 0:
-        raise backend_error("the input batch is empty", filename=where)
+        raise error("the input batch is empty", where=where)
     return x
 
 
@@ -341,7 +332,7 @@ def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], giv
     if wrong_shapes:
         problems.append(f"wrong shapes: {_listing(wrong_shapes)}")
     if problems:
-        raise backend_error(
+        raise error(
             f"the weights do not fit network {network.name}: " + "; ".join(problems),
             "were they saved from this network (same file, input shape and --set values)?",
             where,
@@ -356,7 +347,7 @@ def _to_array(value: Any, key: str, where: str) -> np.ndarray:
     try:
         return np.asarray(value)
     except (TypeError, ValueError) as err:
-        raise backend_error(f"weight {key} is not an array: {err}", filename=where) from None
+        raise error(f"weight {key} is not an array: {err}", where=where) from None
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -364,21 +355,22 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
-                raise backend_error(
+                raise error(
                     f"{path} is a single .npy array, not an .npz of named weights",
                     "save with NumpyModel.save or numpy.savez(path, **state_dict)",
+                    "<numpy>",
                 )
             return {key: data[key] for key in data.files}
     except OSError as err:
-        raise backend_error(f"cannot read weights from {path}: {err.strerror or err}") from None
+        raise error(f"cannot read weights from {path}: {err.strerror or err}", where="<numpy>") from None
     except (ValueError, EOFError) as err:
-        raise backend_error(f"{path} is not an .npz weight file: {err}") from None
+        raise error(f"{path} is not an .npz weight file: {err}", where="<numpy>") from None
 
 
 def cross_entropy(logits: np.ndarray, labels: Any, where: str = "<numpy>") -> tuple[float, np.ndarray]:
     """nn.CrossEntropyLoss (mean over the batch) and its gradient with respect to the logits."""
     if logits.ndim != 2:
-        raise backend_error(
+        raise error(
             f"cross-entropy needs a flat output (N x classes); the network outputs {_shape_text(logits.shape[1:])} per sample",
             "end the network with flatten and FC(classes)",
             where,
@@ -386,11 +378,11 @@ def cross_entropy(logits: np.ndarray, labels: Any, where: str = "<numpy>") -> tu
     n, classes = logits.shape
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
-        raise backend_error(f"labels must be integers; got dtype {labels.dtype}", filename=where)
+        raise error(f"labels must be integers; got dtype {labels.dtype}", where=where)
     if labels.shape != (n,):
-        raise backend_error(f"labels must have shape ({n},), one per sample; got {labels.shape}", filename=where)
+        raise error(f"labels must have shape ({n},), one per sample; got {labels.shape}", where=where)
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise backend_error(f"labels must lie in 0..{classes - 1}; got {labels.min()}..{labels.max()}", filename=where)
+        raise error(f"labels must lie in 0..{classes - 1}; got {labels.min()}..{labels.max()}", where=where)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_sum

@@ -6,7 +6,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from .errors import CnnDslError, DiagnosticSink, Position
+from .errors import CnnDslError, error
 from .limits import MAX_ACTIVATION_BYTES, MAX_WEIGHT_BYTES
 
 if TYPE_CHECKING:
@@ -22,13 +22,6 @@ def estimate_bytes(network: Network) -> int:
     return FLOAT_BYTES * (network.params + network.buffers)
 
 
-def network_error(network: Network, message: str, pos: Position | None, hint: str | None = None) -> CnnDslError:
-    """A positioned diagnostic that quotes the network's source line."""
-    sink = DiagnosticSink(network.filename, network.source)
-    sink.error(message, pos, hint)
-    return CnnDslError(sink.diagnostics)
-
-
 def check_size(network: Network, max_bytes: int | None = None) -> None:
     """Refuse networks whose weights would not fit, pointing at the largest layer."""
     limit = MAX_WEIGHT_BYTES if max_bytes is None else max_bytes
@@ -36,12 +29,12 @@ def check_size(network: Network, max_bytes: int | None = None) -> None:
     if needed <= limit:
         return
     largest = max(network.layers, key=lambda layer: layer.params + layer.buffers)
-    raise network_error(
-        network,
+    raise error(
         f"the network's parameters and buffers need {_gib(needed)} (float32); the limit is {_gib(limit)}",
-        largest.pos,
         f"the largest layer, `{largest.path}` ({largest.describe}), has {largest.params:,} parameters; "
         "make it smaller (fewer channels or features, or pool before the FC layer)",
+        network,
+        largest.pos,
     )
 
 
@@ -116,12 +109,12 @@ def check_batch(
             if culprit is not None
             else ""
         )
-        raise network_error(
-            network,
+        raise error(
             f"a batch of {batch:,} needs about {_gib(needed)} of activations on the {backend} backend{detail};"
             f" the limit is {_gib(MAX_ACTIVATION_BYTES)}",
-            culprit.pos if culprit is not None else None,
             "use less padding, or a smaller input" if culprit is not None else "use a smaller batch or input",
+            network,
+            culprit.pos if culprit is not None else None,
         )
     free = available_memory() if check_free else None
     if free is not None and needed > free:
@@ -131,7 +124,7 @@ def check_batch(
 def memory_error(network: Network, batch: int, needed: int | None = None, free: int | None = None) -> CnnDslError:
     """ "not enough memory for batch N (needs X GiB)": what running out of memory becomes, on every backend."""
     needs = f" (needs about {_gib(needed)}" + (f", {_gib(free)} available)" if free is not None else ")") if needed else ""
-    return network_error(network, f"not enough memory for batch {batch:,}{needs}", None, "use a smaller batch or input")
+    return error(f"not enough memory for batch {batch:,}{needs}", "use a smaller batch or input", network, None)
 
 
 def _gib(size: int) -> str:

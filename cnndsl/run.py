@@ -14,10 +14,11 @@ from typing import Any, Literal
 import numpy as np
 
 from .arrays import ArrayFileError, read_npy
+from .errors import error, needs_torch
 from .files import OutputConflict, atomic_write, refuse_inputs
 from .limits import MAX_ACTIVATION_BYTES
 from .network import Network
-from .numpy_backend import backend_error, check_weights, load_npz, validate_input
+from .numpy_backend import check_weights, load_npz, validate_input
 from .resources import check_batch, memory_error
 
 Backend = Literal["numpy", "torch"]
@@ -55,13 +56,13 @@ def read_input(network: Network, spec: str, batch: int | None, seed: int = 0, ba
     try:
         x = read_npy(spec, MAX_ACTIVATION_BYTES)
     except OSError as err:
-        raise backend_error(f"cannot read the input {spec}: {err.strerror or err}", filename=network.filename) from None
+        raise error(f"cannot read the input {spec}: {err.strerror or err}", where=network.filename) from None
     except ArrayFileError as err:
-        raise backend_error(str(err), "save the input with numpy.save", network.filename) from None
+        raise error(str(err), "save the input with numpy.save", network.filename) from None
     if x.shape == tuple(network.input_shape):
         x = x[None]  # one sample: the command line adds the batch axis that the API wants explicit
     if batch is not None and x.ndim >= 1 and x.shape[0] != batch:
-        raise backend_error(
+        raise error(
             f"{spec} holds a batch of {x.shape[0]}; --batch says {batch}",
             "leave --batch out to use the whole file",
             network.filename,
@@ -76,7 +77,7 @@ def refuse_run_overwrite(network: Network, output: str | None, inputs: list[str 
     try:
         refuse_inputs([output], inputs)
     except OutputConflict as err:
-        raise backend_error(str(err), "choose another output path", network.filename) from None
+        raise error(str(err), "choose another output path", network.filename) from None
 
 
 def save_output(network: Network, path: str, array: np.ndarray) -> None:
@@ -84,7 +85,7 @@ def save_output(network: Network, path: str, array: np.ndarray) -> None:
     try:
         atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
     except OSError as err:
-        raise backend_error(f"cannot write the output {path}: {err.strerror or err}", filename=network.filename) from None
+        raise error(f"cannot write the output {path}: {err.strerror or err}", where=network.filename) from None
 
 
 def read_weights(network: Network, path: str) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def read_weights(network: Network, path: str) -> dict[str, Any]:
     if suffix == ".npz":
         return load_npz(path)
     if suffix not in (".pt", ".pth"):
-        raise backend_error(
+        raise error(
             f"unknown weight file type {suffix or '(none)'} for {path}",
             "use .npz (NumPy) or .pt/.pth (PyTorch)",
             network.filename,
@@ -101,22 +102,20 @@ def read_weights(network: Network, path: str) -> dict[str, Any]:
     try:
         import torch
     except ImportError:
-        raise backend_error(
-            f"reading {path} needs PyTorch", "pip install cnndsl[torch], or convert the weights to .npz", network.filename
-        ) from None
+        raise needs_torch(f"reading {path}", network.filename, "convert the weights to .npz") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
-        raise backend_error(f"cannot read weights from {path}: {err.strerror or err}", filename=network.filename) from None
+        raise error(f"cannot read weights from {path}: {err.strerror or err}", where=network.filename) from None
     except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise backend_error(f"{path} is not a PyTorch weight file: {err}", filename=network.filename) from None
+        raise error(f"{path} is not a PyTorch weight file: {err}", where=network.filename) from None
     if isinstance(loaded, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if isinstance(loaded.get(key), dict):
                 loaded = loaded[key]
                 break
     if not isinstance(loaded, dict):
-        raise backend_error(f"{path} holds a {type(loaded).__name__}, not a state_dict", filename=network.filename)
+        raise error(f"{path} holds a {type(loaded).__name__}, not a state_dict", where=network.filename)
     return {str(key): value for key, value in loaded.items()}
 
 
@@ -148,9 +147,7 @@ def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None,
     try:
         import torch
     except ImportError:
-        raise backend_error(
-            "the torch backend needs PyTorch", "pip install cnndsl[torch], or use --backend numpy", network.filename
-        ) from None
+        raise needs_torch("the torch backend", network.filename, "use --backend numpy") from None
     module = network.to_torch(seed=seed).eval()
     if state is not None:
         expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..errors import CnnDslError, Diagnostic
+from ..errors import CnnDslError, error
 from ..shapes import Pair, Shape, Window
 
 if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load numpy for `check`
@@ -360,4 +360,4 @@ def check_input_rank(kind: LayerKind, args: Args, shape: Shape) -> None:
 def unsupported(kind: str, backend: str) -> CnnDslError:
     """The error for a layer kind that a backend does not implement."""
     message = f"`{kind}` is not supported by the {backend} backend"
-    return CnnDslError([Diagnostic("error", message, hint="choose another backend or layer kind")])
+    return error(message, "choose another backend or layer kind")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CnnDslError, Diagnostic
+from ..errors import error
 from ..shapes import Shape
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
@@ -96,7 +96,11 @@ class BatchNorm(LayerKind):
             return y
         count = x.size // x.shape[1]
         if count < 2:
-            raise batch_error(x.shape)
+            # PyTorch refuses train-mode batch statistics over a single value per channel; so do we, in words.
+            raise error(
+                f"BatchNorm in train mode needs more than one value per channel; got input {'x'.join(map(str, x.shape))}",
+                "use a batch of at least 2, or eval mode",
+            )
         # Statistics in float64, as PyTorch accumulates them on the CPU: with few values per
         # channel the output is sensitive to their rounding, and then it matches torch's.
         # The variance about the float64 mean, from float32 deviations about its rounding:
@@ -191,15 +195,3 @@ class Dropout(LayerKind):
         mask = ctx.saved["mask"]
         return (dy if mask is None else dy * mask), {}
 
-
-def batch_error(shape: tuple[int, ...]) -> CnnDslError:
-    """PyTorch refuses train-mode batch statistics over a single value per channel; so do we, in words."""
-    return CnnDslError(
-        [
-            Diagnostic(
-                "error",
-                f"BatchNorm in train mode needs more than one value per channel; got input {'x'.join(map(str, shape))}",
-                hint="use a batch of at least 2, or eval mode",
-            )
-        ]
-    )
