@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import ast
-from .errors import DiagnosticSink, Position
+from .errors import DiagnosticSink, Position, Severity
 from .ir import Layer, Node, Parallel, Sequence
 from .layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, check_input_rank, format_value
@@ -179,7 +179,7 @@ class Checker:
         last_rank = -1
         seen_body = False
         for item in self.program.items:
-            if type(item) in header_rank:
+            if isinstance(item, (ast.NetworkDecl, ast.InputDecl, ast.DefaultsDecl)):
                 word = header_words[type(item)]
                 rank = header_rank[type(item)]
                 if seen_body:
@@ -809,7 +809,7 @@ class Checker:
         if problems:
             if len(problems) == 2 and problems[0].replace("rows", "") == problems[1].replace("columns", ""):
                 problems = [problems[0].replace("rows", "rows and columns")]
-            severity = "error" if self.strict else "warning"
+            severity: Severity = "error" if self.strict else "warning"
             general = "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input"
             fix = _fit_fix(window, shape.spatial)
             self.sink.add(

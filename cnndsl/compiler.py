@@ -67,7 +67,7 @@ def export_onnx(network: Network, seed: int | None = None) -> bytes:
                 )
                 with tempfile.TemporaryDirectory() as folder:
                     target = Path(folder) / "model.onnx"
-                    program.save(str(target))  # type: ignore[union-attr]
+                    program.save(str(target))
                     return target.read_bytes()
             except Exception as err:
                 errors.append(_first_line(err))

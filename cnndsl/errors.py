@@ -35,7 +35,7 @@ class Diagnostic:
         where = self.filename
         if self.position is not None:
             where += f":{self.position.line}:{self.position.column}"
-        sev = self.severity
+        sev: str = self.severity
         if color:
             code = "31" if sev == "error" else "33"
             sev = f"\x1b[1;{code}m{sev}\x1b[0m"

@@ -150,7 +150,7 @@ class NumpyModel:
 
     def save(self, path: str | Path) -> None:
         """Write the state_dict to an .npz file (atomically, through the one writer: cnndsl.files)."""
-        state = self.state_dict()
+        state: dict[str, Any] = self.state_dict()  # Any: numpy's stubs read `**state` as possibly savez's allow_pickle
         try:
             atomic_write(path, lambda handle: np.savez(handle, **state))
         except OSError as err:

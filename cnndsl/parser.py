@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lark import PostLex
@@ -66,6 +67,7 @@ class SeparatorPostLex(PostLex):
                 if kind == "STAR" or (kind == "NAME" and tok.value in ("x", "X")):
                     tok = Token.new_borrow_pos("REPEAT", tok.value, tok)
                 elif kind == "NAME" and tok.value[:1] in "xX" and tok.value[1:].isdigit():
+                    assert tok.start_pos is not None and tok.column is not None  # the lexer's tokens carry positions
                     yield Token.new_borrow_pos("REPEAT", tok.value[0], tok)
                     count = Token(
                         "INT",
@@ -421,7 +423,8 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
             # Blank the broken statement, keeping positions, and look for further errors.
             current = current[:start] + "".join(c if c == "\n" else " " for c in current[start:end]) + current[end:]
             continue
-        return None if sink.has_errors else tree
+        # The LALR parser applies ToAst while it parses: the tree is already a Program.
+        return None if sink.has_errors else cast(ast.Program, tree)
     return None
 
 

@@ -171,6 +171,7 @@ class LeakyReLU(Activation):
         return np.multiply(x, np.where(x > 0, 1.0, args["slope"]).astype(x.dtype, copy=False), out=out)
 
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        assert x is not None  # np_keep is "x"
         return np.where(x > 0, dy, dy * args["slope"])
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:

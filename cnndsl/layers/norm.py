@@ -194,4 +194,3 @@ class Dropout(LayerKind):
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         mask = ctx.saved["mask"]
         return (dy if mask is None else dy * mask), {}
-

@@ -131,7 +131,7 @@ META_KEY = "meta.json"
 
 def save_numpy(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Arrays plus a JSON-able `meta` dict (epoch, history, RNG state, settings), with the SHA-256 of both."""
-    payload = dict(arrays)
+    payload: dict[str, Any] = dict(arrays)  # Any: numpy's stubs read `**payload` as possibly savez's allow_pickle
     meta = {**meta, DIGEST_KEY: content_digest([arrays, meta])}
     payload[META_KEY] = np.array(json.dumps(meta))
     try:

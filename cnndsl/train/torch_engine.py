@@ -93,8 +93,13 @@ class TorchEngine:
             self.runner = torch.compile(self.runner)  # type: ignore[assignment]
         self.x_train, self.y_train = self._place(dataset.x_train, dataset.y_train)
         self.x_test, self.y_test = self._place(dataset.x_test[world.rank :: world.size], dataset.y_test[world.rank :: world.size])
-        self.sampler = DistributedSampler(
-            range(len(dataset.x_train)), num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
+        # The sampler reads only len() of its dataset: the sample indices stand for it.
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            range(len(dataset.x_train)),  # type: ignore[arg-type]
+            num_replicas=world.size,
+            rank=world.rank,
+            shuffle=True,
+            seed=config.seed,
         )
         self.batch = math.ceil(config.batch_size / world.size)
 
