@@ -30,5 +30,8 @@ MAX_PNG_DPI = 1200
 MAX_ACTIVATION_BYTES = 16 * 2**30
 """Largest activation memory one forward pass may need (the IR's estimate times the batch)."""
 
+COLUMN_BYTES = 32 * 2**20
+"""Largest im2col matrix a NumPy convolution builds at once (bigger batches go in slices); the memory estimate counts it."""
+
 MAX_WEIGHT_BYTES = 16 * 2**30
 """Largest float32 parameter and buffer memory the torch and NumPy backends allocate (estimated from the IR first)."""

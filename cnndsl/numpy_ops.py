@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .resources import COLUMN_BYTES  # one constant: the memory estimate counts the columns this slices by
+from .limits import COLUMN_BYTES  # one constant: the memory estimate counts the columns this slices by
 
 Pair = tuple[int, int]
 DIRECT_PRODUCT_PIXELS = 1024

@@ -38,35 +38,9 @@ def check_size(network: Network, max_bytes: int | None = None) -> None:
     )
 
 
-COLUMN_BYTES = 32 * 2**20
-"""Largest im2col matrix a NumPy convolution builds at once (bigger batches go in slices); numpy_ops uses it."""
-
-
 def numpy_workspace_bytes(layer: Layer, batch: int, itemsize: int = FLOAT_BYTES) -> int:
-    """Temporaries the NumPy backend allocates for one layer beside its input and output.
-
-    A windowed layer (Conv, DWConv, MaxPool, AvgPool) copies its input padded by `pad` (plus,
-    for ceil-mode pools, up to a kernel more), and a convolution that is not depthwise builds
-    im2col columns of C*kh*kw x OH*OW per sample, in batch slices of at most COLUMN_BYTES
-    (at least one sample). Dilation widens the window, not the columns, but it is why a
-    huge `pad` still gives a small output: the padded copy is what costs.
-    """
-    args = layer.args
-    if "pad" not in args or "kernel" not in args or len(tuple(layer.in_shape)) != 3:
-        return 0
-    channels, height, width = tuple(layer.in_shape)
-    (ph, pw), (kh, kw) = args["pad"], args["kernel"]
-    extra = (kh, kw) if args.get("ceil") else (0, 0)
-    padded = (
-        0 if ph == pw == 0 and not args.get("ceil") else channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1])
-    )
-    total = padded * batch * itemsize
-    depthwise = layer.kind.name == "DWConv" or (layer.kind.name == "Conv" and args.get("groups", 1) == channels > 1)
-    if layer.kind.name == "Conv" and not depthwise:
-        out_h, out_w = tuple(layer.out_shape)[1:]
-        per_sample = channels * kh * kw * out_h * out_w * itemsize
-        total += per_sample * max(1, min(batch, COLUMN_BYTES // max(1, per_sample)))
-    return total
+    """Temporaries the NumPy backend allocates for one layer beside its input and output (the kind's estimate)."""
+    return layer.kind.np_workspace_bytes(layer.args, layer.in_shape, layer.out_shape, batch, itemsize)
 
 
 def batch_bytes(network: Network, batch: int, itemsize: int = FLOAT_BYTES, backend: str = "numpy") -> tuple[int, Layer | None]:

@@ -230,6 +230,11 @@ class LayerKind:
     np_buffers: ClassVar[tuple[str, ...]] = ()
     """Names among `np_init`'s tensors that are buffers (not trained, no gradient)."""
 
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        """Bytes of temporaries the kernels allocate for a batch beside its input and output
+        (padded copies, im2col columns), counted by the memory check before running."""
+        return 0
+
     def np_init(self, args: Args, shape: Shape, rng: np.random.Generator, dtype: Any) -> Tensors:
         """Every tensor of the layer, parameters then buffers in state_dict order, initialised as PyTorch does."""
         return {}

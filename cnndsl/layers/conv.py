@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ..limits import COLUMN_BYTES
 from ..shapes import Pair, Shape, Window
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register
 
@@ -117,6 +118,17 @@ class WindowedKind(LayerKind):
     def window(self, args: Args) -> Window:
         return conv_window(args)
 
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        # The kernels copy the input padded by `pad` (ceil-mode pools: up to a kernel more).
+        # Dilation widens the window, not the copy, but it is why a huge `pad` can still give
+        # a small output: the padded copy is what costs.
+        (ph, pw), (kh, kw) = args["pad"], args["kernel"]
+        if ph == pw == 0 and not args.get("ceil"):
+            return 0
+        extra = (kh, kw) if args.get("ceil") else (0, 0)
+        channels, height, width = shape
+        return channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1]) * batch * itemsize
+
 
 @register
 class Conv(WindowedKind):
@@ -181,6 +193,16 @@ class Conv(WindowedKind):
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
         kh, kw = args["kernel"]
         return out.numel * (shape.channels // args["groups"]) * kh * kw
+
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        # Besides the padded copy, a convolution that is not depthwise builds im2col columns of
+        # C*kh*kw x OH*OW per sample, in batch slices of at most COLUMN_BYTES (at least one sample).
+        padded = super().np_workspace_bytes(args, shape, out, batch, itemsize)
+        if args["groups"] == shape.channels > 1:  # depthwise: a multiply-add per kernel offset, no columns
+            return padded
+        kh, kw = args["kernel"]
+        per_sample = shape.channels * kh * kw * out[1] * out[2] * itemsize
+        return padded + per_sample * max(1, min(batch, COLUMN_BYTES // max(1, per_sample)))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args))
