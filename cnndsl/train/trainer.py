@@ -49,12 +49,6 @@ class Engine(Protocol):
         """Release what the run holds (the process group); `synchronize` waits for every rank first."""
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    """counts[true, predicted] as int64."""
-    flat = labels.astype(np.int64) * classes + predictions.astype(np.int64)
-    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
-
-
 def steps_per_epoch(samples: int, batch: int) -> int:
     return max(1, math.ceil(samples / batch))
 
