@@ -79,7 +79,7 @@ class Merge(NamedTuple):
 
 class Repeat(NamedTuple):
     body: Element
-    count: Expr
+    count: Expr  # type: ignore[assignment]  # shadows tuple.count, which nothing calls on a Repeat
     pos: Position
 
 

@@ -16,16 +16,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import ast
-from .errors import DiagnosticSink, Position, TooManyErrors
+from .errors import DiagnosticSink, Position, Severity, TooManyErrors
 from .ir import Layer, Node, Parallel, Sequence
-from .layers import KINDS, LayerError, LayerKind, lookup
-from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
+from .layers import KINDS, LayerError, LayerKind, MergeKind, lookup
+from .layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, check_input_rank, format_value
 from .limits import MAX_BLOCK_BINDINGS, MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_ERRORS, MAX_LAYERS, MAX_NESTING, MAX_NUMBER
 from .names import module_names
 from .shapes import Pair, Shape, Window
 
 Value = Any  # int | float | bool | Word | tuple[int, int]
-MERGES = {name.lower(): kind for name, kind in KINDS.items() if kind.is_merge}
+MERGES = {name.lower(): kind for name, kind in KINDS.items() if isinstance(kind, MergeKind)}
 BUILTIN_WORDS = {"true": True, "false": False}
 MAX_EXPR_DEPTH = 500
 
@@ -79,7 +79,7 @@ class State:
 
     shape: Shape | None
     field: Pair = (1, 1)
-    jump: Pair = (1, 1)
+    effective_stride: Pair = (1, 1)
 
 
 @dataclass
@@ -227,7 +227,7 @@ class Checker:
         last_rank = -1
         seen_body = False
         for item in self.program.items:
-            if type(item) in header_rank:
+            if isinstance(item, (ast.NetworkDecl, ast.InputDecl, ast.DefaultsDecl)):
                 word = header_words[type(item)]
                 rank = header_rank[type(item)]
                 if seen_body:
@@ -563,7 +563,7 @@ class Checker:
         branches: list[Sequence] = []
         ends: list[State] = []
         for index, branch in enumerate(el.branches):
-            branch_state = State(start, state.field, state.jump)
+            branch_state = State(start, state.field, state.effective_stride)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
             node = self._finish_sequence(
@@ -576,23 +576,23 @@ class Checker:
             return None
         shapes = [s.shape for s in ends if s.shape is not None]
         field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
-        jump = (max(s.jump[0] for s in ends), max(s.jump[1] for s in ends))
+        effective_stride = (max(s.effective_stride[0] for s in ends), max(s.effective_stride[1] for s in ends))
         try:
             out = kind.merge(shapes)
         except LayerError as err:
             notes = _branch_notes(branches, err.branch) if err.branch is not None else []
             self.sink.error(err.message, el.pos, err.hint, [*notes, *scope.notes()])
             # Go on with the shape the merge would give once fixed: later mistakes are independent of this one.
-            state.shape, state.field, state.jump = err.recovered, field, jump
+            state.shape, state.field, state.effective_stride = err.recovered, field, effective_stride
             return None
         # A branch that broadcasts (a squeeze-excitation gate's 1x1 map) scales the other
         # branches' pixels without moving where they come from: only full-size branches count.
         spatial = [s for s in ends if s.shape is not None and s.shape.is_image and s.shape.spatial == out.spatial]
         counted = spatial or ends
         field = (max(s.field[0] for s in counted), max(s.field[1] for s in counted))
-        jump = (max(s.jump[0] for s in counted), max(s.jump[1] for s in counted))
-        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, jump)
-        state.shape, state.field, state.jump = out, field, jump
+        effective_stride = (max(s.effective_stride[0] for s in counted), max(s.effective_stride[1] for s in counted))
+        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, effective_stride)
+        state.shape, state.field, state.effective_stride = out, field, effective_stride
         return Parallel(
             name,
             path,
@@ -671,7 +671,7 @@ class Checker:
 
     def _call(self, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None) -> Node | None:
         kind = lookup(call.name)
-        if kind is not None and not kind.is_merge:
+        if kind is not None and not isinstance(kind, MergeKind):
             return self._layer(kind, call, scope, state, name, path, label)
         if kind is not None:
             self.sink.error(
@@ -866,7 +866,7 @@ class Checker:
         if isinstance(el, ast.Call):
             kind = lookup(el.name)
             if kind is not None:
-                return (1, 1) if not kind.is_merge else (0, 0)
+                return (1, 1) if not isinstance(kind, MergeKind) else (0, 0)
             block = self.blocks.get(el.name)
             return self._block_min_size(block) if block is not None else (0, 0)
         if isinstance(el, ast.Group):
@@ -901,6 +901,7 @@ class Checker:
         args, arg_pos = bound_args.values, bound_args.positions
         try:
             args = kind.resolve(args, shape)
+            check_input_rank(kind, args, shape)  # the one place a layer's input rank is enforced
             out = kind.infer(args, shape)
         except LayerError as err:
             self.sink.error(
@@ -928,9 +929,9 @@ class Checker:
             state.shape = None
             return None
         self._fit_warnings(kind, args, shape, call, scope)
-        field, jump = kind.receptive(args, shape, state.field, state.jump)
-        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, jump)
-        state.shape, state.field, state.jump = out, field, jump
+        field, effective_stride = kind.receptive(args, shape, state.field, state.effective_stride)
+        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, effective_stride)
+        state.shape, state.field, state.effective_stride = out, field, effective_stride
         return layer
 
     def _count_node(self, scope: Scope, pos: Position | None) -> None:
@@ -958,7 +959,7 @@ class Checker:
         out: Shape,
         scope: Scope,
         field: Pair,
-        jump: Pair,
+        effective_stride: Pair,
     ) -> Layer:
         self.leaf_count += 1
         self._last_pos = pos
@@ -988,8 +989,7 @@ class Checker:
             kind=kind,
             args=args,
             receptive_field=field,
-            jump=jump,
-            block_calls=tuple(text for _, text, _ in scope.calls),
+            effective_stride=effective_stride,
         )
 
     def _fit_warnings(self, kind: LayerKind, args: dict[str, Value], shape: Shape, call: ast.Call, scope: Scope) -> None:
@@ -1004,7 +1004,7 @@ class Checker:
         if problems:
             if len(problems) == 2 and problems[0].replace("rows", "") == problems[1].replace("columns", ""):
                 problems = [problems[0].replace("rows", "rows and columns")]
-            severity = "error" if self.strict else "warning"
+            severity: Severity = "error" if self.strict else "warning"
             general = "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input"
             fix = _fit_fix(window, shape.spatial)
             self.sink.add(

@@ -491,7 +491,7 @@ def layers_command(as_json: bool, markdown: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the zoo as a JSON list.")
 def zoo_command(as_json: bool) -> None:
     """List the networks that ship with cnndsl; `cnndsl check NAME` checks one by name."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for entry in zoo.entries():
         network, _ = check_source(entry.path.read_bytes(), str(entry.path))
         params = network.params if network is not None else None
@@ -504,6 +504,6 @@ def zoo_command(as_json: bool) -> None:
         return
     width = max(len(row["name"]) for row in rows)
     for row in rows:
-        params = f"{row['params']:,}" if row["params"] is not None else "error"
-        line = f"{row['name']:<{width}}  {params:>12}  {row['input']:<11}  {row['description']}"
+        count = f"{row['params']:,}" if row["params"] is not None else "error"
+        line = f"{row['name']:<{width}}  {count:>12}  {row['input']:<11}  {row['description']}"
         click.echo(line if len(line) <= 160 else line[:157] + "...")

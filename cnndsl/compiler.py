@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import CnnDslError, Diagnostic
+from .errors import error, needs_torch
 from .files import Content, OutputConflict, refuse_inputs, write_outputs
 from .weights import Weights, WeightsSource, format_for, read_weights, weights_content
 
@@ -18,17 +18,13 @@ if TYPE_CHECKING:
 Target = Literal["torch", "onnx"]
 
 
-def _error(message: str, hint: str | None = None, filename: str = "cnndsl") -> CnnDslError:
-    return CnnDslError([Diagnostic("error", message, None, hint, filename=filename)])
-
-
 def write_files(outputs: dict[str | Path, Content]) -> None:
     """Write every output of the command together (all or none), or raise a CnnDslError naming the failure."""
     try:
         write_outputs(outputs)
     except OSError as err:
         where = err.filename or ", ".join(str(p) for p in outputs)
-        raise _error(f"cannot write {where}: {err.strerror or err}", filename=str(where)) from None
+        raise error(f"cannot write {where}: {err.strerror or err}", where=str(where)) from None
 
 
 def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Path]) -> None:
@@ -36,7 +32,7 @@ def refuse_overwrite(outputs: list[str | Path | None], protected: list[str | Pat
     try:
         refuse_inputs(outputs, protected)
     except OutputConflict as err:
-        raise _error(str(err), "choose another output path", "cnndsl") from None
+        raise error(str(err), "choose another output path", "cnndsl") from None
 
 
 def export_onnx(network: Network, seed: int | None = None, weights: Weights | None = None) -> bytes:
@@ -46,7 +42,7 @@ def export_onnx(network: Network, seed: int | None = None, weights: Weights | No
     torch, and the tests cover it. The torch.export-based one (it needs onnxscript) is the
     fallback for PyTorch releases that have dropped the first.
     """
-    torch = _require_torch(network)
+    torch = _require_torch(network, "the onnx target")
     module = network.to_torch(seed=seed, weights=weights).eval()
     example = torch.zeros(2, *network.input_shape)  # batch 2: a batch of 1 would be specialised
     names = {"input_names": ["input"], "output_names": ["output"]}
@@ -72,28 +68,28 @@ def export_onnx(network: Network, seed: int | None = None, weights: Weights | No
                 )
                 with tempfile.TemporaryDirectory() as folder:
                     target = Path(folder) / "model.onnx"
-                    program.save(str(target))  # type: ignore[union-attr]
+                    program.save(str(target))
                     return target.read_bytes()
             except Exception as err:
                 errors.append(_first_line(err))
-    raise _error(f"ONNX export failed: {'; '.join(errors)}", "the torch target (`--target torch`) still works", network.filename)
+    raise error(f"ONNX export failed: {'; '.join(errors)}", "the torch target (`--target torch`) still works", network.filename)
 
 
 def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def _require_torch(network: Network) -> Any:
+def _require_torch(network: Network, what: str) -> Any:
     try:
         import torch
     except ImportError:
-        raise _error("this needs PyTorch, which is not installed", "pip install 'cnndsl[torch]'", network.filename) from None
+        raise needs_torch(what, network.filename) from None
     return torch
 
 
 def module_weights(network: Network, seed: int | None, weights: Weights | None) -> dict[str, Any]:
     """The state_dict the generated class loads (its keys): `weights`, checked against the network, or seeded initial ones."""
-    _require_torch(network)
+    _require_torch(network, "writing the weights")
     return dict(network.to_torch(seed=seed, weights=weights).state_dict())
 
 
@@ -120,7 +116,7 @@ def compile_network(
     if loaded is not None and loaded.preprocess is not None:
         loaded.preprocess.check_for(network, loaded.source)
     if target == "onnx" and output is None:
-        raise _error(
+        raise error(
             "the onnx target writes a binary file and needs an output path", "for example: -o model.onnx", network.filename
         )
     # Built first when there are weights: it checks them against the network before anything is written.
@@ -132,7 +128,7 @@ def compile_network(
     elif target == "onnx":
         data = export_onnx(network, seed, loaded)
     else:
-        raise _error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
+        raise error(f"unknown target {target!r}", "choose torch or onnx", network.filename)
     outputs: dict[str | Path, Content] = {}
     if weights_out is not None and state is not None:
         outputs[weights_out] = weights_content(state, None, format_for(weights_out, default="torch"), str(weights_out))

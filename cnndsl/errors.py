@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 Severity = Literal["error", "warning"]
 
@@ -35,7 +35,7 @@ class Diagnostic:
         where = self.filename
         if self.position is not None:
             where += f":{self.position.line}:{self.position.column}"
-        sev = self.severity
+        sev: str = self.severity
         if color:
             code = "31" if sev == "error" else "33"
             sev = f"\x1b[1;{code}m{sev}\x1b[0m"
@@ -171,13 +171,36 @@ class DiagnosticSink:
     def has_errors(self) -> bool:
         return any(d.severity == "error" for d in self.diagnostics)
 
-    def raise_if_errors(self) -> None:
-        if self.has_errors:
-            raise CnnDslError(sorted(self.diagnostics, key=_order))
+
+class SourceText(Protocol):
+    """A checked text, such as a Network: errors about it quote its lines."""
+
+    filename: str
+    source: str
 
 
-def _order(d: Diagnostic) -> tuple[int, int]:
-    return (d.position.line, d.position.column) if d.position else (0, 0)
+def error(
+    message: str, hint: str | None = None, where: str | SourceText = "<string>", position: Position | None = None
+) -> CnnDslError:
+    """The one way to build an error outside the checker's sink.
+
+    `where` is what the error is about: the name of a file or an option (`--data`), or a
+    checked network, whose line at `position` the diagnostic quotes with a caret.
+    """
+    if isinstance(where, str):
+        return CnnDslError([Diagnostic("error", message, position, hint, (), where)])
+    sink = DiagnosticSink(where.filename, where.source)
+    sink.error(message, position, hint)
+    return CnnDslError(sink.diagnostics)
+
+
+TORCH_INSTALL = "pip install 'cnndsl[torch]'"
+
+
+def needs_torch(what: str, where: str | SourceText, instead: str | None = None) -> CnnDslError:
+    """The one "needs PyTorch" error: `what` cannot be done without it; `instead` is a way around, if any."""
+    hint = f"{TORCH_INSTALL}, or {instead}" if instead else TORCH_INSTALL
+    return error(f"{what} needs PyTorch, which is not installed", hint, where)
 
 
 def use_color(stream: object = None) -> bool:

@@ -21,19 +21,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import graphviz
 
 from .files import atomic_write, same_file
 from .ir import Layer, Node, Parallel, Sequence
+from .layers.channel import Identity
 from .limits import DOT_TIMEOUT_S, MAX_DRAWN_MERGE_NESTING, MAX_DRAWN_NODES, MAX_DRAWN_RANK_WIDTH, MAX_PNG_DPI
 from .shapes import Shape
 
 if TYPE_CHECKING:
     from .network import Network
 
-Format = Literal["svg", "png", "pdf", "dot"]
 FORMATS: tuple[str, ...] = ("svg", "png", "pdf", "dot")
 RANKDIRS: tuple[str, ...] = ("TB", "LR")
 
@@ -145,7 +145,7 @@ def _is_unit(node: Node) -> bool:
 
 
 def _is_identity(node: Node) -> bool:
-    return isinstance(node, Layer) and node.kind.family == "identity"
+    return isinstance(node, Layer) and isinstance(node.kind, Identity)
 
 
 def _brief(node: Node) -> str:

@@ -45,10 +45,8 @@ class Layer(Node):
     kind: LayerKind = field(default=None)  # type: ignore[assignment]
     args: dict[str, Any] = field(default_factory=dict)
     receptive_field: Pair = (1, 1)
-    jump: Pair = (1, 1)
+    effective_stride: Pair = (1, 1)
     """Effective stride: input pixels between neighbouring outputs."""
-    block_calls: tuple[str, ...] = ()
-    """The block calls that reached this layer, outermost first (for messages)."""
 
     def leaves(self) -> Iterator[Layer]:
         yield self

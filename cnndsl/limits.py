@@ -27,9 +27,6 @@ MAX_ELEMENTS = 2**40
 MAX_NUMBER = 2**62
 """Largest magnitude an argument expression may reach."""
 
-MAX_REPEAT = MAX_LAYERS
-"""Largest repetition count (more would exceed MAX_LAYERS anyway)."""
-
 MAX_FIT_LAYERS = 100_000
 """Most layers `compile` re-checks in all to see how network parameters reach the layers
 (one re-check per probed value); parameters beyond this stay fixed in the generated class."""
@@ -51,6 +48,9 @@ DOT_TIMEOUT_S = 120.0
 
 MAX_ACTIVATION_BYTES = 16 * 2**30
 """Largest activation memory one forward pass may need (the IR's estimate times the batch)."""
+
+COLUMN_BYTES = 32 * 2**20
+"""Largest im2col matrix a NumPy convolution builds at once (bigger batches go in slices); the memory estimate counts it."""
 
 MAX_WEIGHT_BYTES = 16 * 2**30
 """Largest float32 parameter and buffer memory the torch and NumPy backends allocate (estimated from the IR first)."""

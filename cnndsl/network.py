@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import zoo
 from .checker import Checker, Value
-from .errors import CnnDslError, Diagnostic, DiagnosticSink
+from .errors import CnnDslError, Diagnostic, DiagnosticSink, error
 from .ir import Layer, Sequence
 from .parser import check_text, decode_source, parse_program, read_source_bytes
 from .shapes import Pair, Shape
@@ -83,7 +83,12 @@ class Network:
 
     @property
     def trainable_params(self) -> int:
-        # Every parameter of the v1 layers is trainable; BatchNorm statistics are buffers.
+        """Parameters that training updates: all of them, since the language cannot freeze one.
+
+        What PyTorch does not train (BatchNorm's running statistics) are buffers, counted in
+        `buffers`, not parameters. The count stays in the summary and the JSON, as torchinfo
+        and Keras print it, and is where frozen layers would be subtracted.
+        """
         return self.root.params
 
     @property
@@ -105,7 +110,7 @@ class Network:
 
     @property
     def effective_stride(self) -> Pair:
-        return self.layers[-1].jump
+        return self.layers[-1].effective_stride
 
     @property
     def warnings(self) -> list[Diagnostic]:
@@ -320,7 +325,5 @@ def load(path: str | Path, input: Any = None, *, strict: bool = False, **params:
         data = read_source_bytes(path)  # at most one byte over the size limit
     except OSError as err:
         hint = zoo.missing_hint(str(path)) if isinstance(err, FileNotFoundError) else None
-        raise CnnDslError(
-            [Diagnostic("error", f"cannot read the file: {err.strerror or err}", None, hint, (), str(path))]
-        ) from None
+        raise error(f"cannot read the file: {err.strerror or err}", hint, str(path)) from None
     return parse(data, str(path), input, strict=strict, **params)

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CnnDslError, Diagnostic
+from .errors import error
 from .ir import Layer, Node, Parallel, Sequence
+from .layers import MergeKind
 from .numpy_ops import NpContext, Scratch, Tensors, TorchRandom, check_seed
 from .resources import check_batch, check_size
 from .weights import to_array
@@ -32,11 +33,6 @@ if TYPE_CHECKING:
 
 MAX_LISTED = 8
 """How many keys an error message lists before it says `and N more`."""
-
-
-def backend_error(message: str, hint: str | None = None, filename: str = "<numpy>") -> CnnDslError:
-    """An error about running a network (input, weights, labels): no source position."""
-    return CnnDslError([Diagnostic("error", message, None, hint, (), filename)])
 
 
 def _listing(keys: list[str]) -> str:
@@ -55,10 +51,6 @@ class Op:
     layer: Layer
     inputs: list[int]
     output: int
-
-    @property
-    def is_merge(self) -> bool:
-        return self.layer.kind.is_merge
 
 
 def compile_program(root: Sequence) -> tuple[list[Op], int]:
@@ -104,23 +96,19 @@ class NumpyModel:
         try:
             self.dtype = np.dtype(dtype)
         except (TypeError, ValueError):
-            raise backend_error(f"unknown dtype {str(dtype)[:40]!r}", "use float32 or float64") from None
+            raise error(f"unknown dtype {str(dtype)[:40]!r}", "use float32 or float64", "<numpy>") from None
         if self.dtype.kind != "f":
-            raise backend_error(f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64")
+            raise error(
+                f"the numpy backend computes in floating point; got dtype {self.dtype}", "use float32 or float64", "<numpy>"
+            )
         check_size(network)  # refuse weights that cannot fit before allocating them, pointing at the largest layer
         for layer in network.layers:
-            if not layer.kind.np_supported():
-                raise CnnDslError(
-                    [
-                        Diagnostic(
-                            "error",
-                            f"`{layer.kind.name}` is not supported by the numpy backend",
-                            layer.pos,
-                            "choose another backend or layer kind",
-                            (),
-                            network.filename,
-                        )
-                    ]
+            if not layer.kind.np_supported:
+                raise error(
+                    f"`{layer.kind.name}` is not supported by the numpy backend",
+                    "choose another backend or layer kind",
+                    network,
+                    layer.pos,
                 )
         self.ops, self.output_register = compile_program(network.root)
         self.uses = [0] * (self.output_register + 1)
@@ -131,7 +119,7 @@ class NumpyModel:
         try:
             seed = check_seed(seed)
         except ValueError as err:
-            raise backend_error(str(err), filename=network.filename) from None
+            raise error(str(err), where=network.filename) from None
         # Initial weights come from PyTorch's generator definition (TorchRandom), so that a seed
         # means one initial state in every backend; Dropout draws from its own stream.
         _, run_seed = np.random.SeedSequence(seed % 2**64).spawn(2)
@@ -223,7 +211,7 @@ class NumpyModel:
             ctx = NpContext(
                 self.rng, record=grad, inplace=not grad and owned[first] and self.uses[first] == 1, scratch=self.scratch
             )
-            if op.is_merge:
+            if isinstance(layer.kind, MergeKind):
                 xs = [values[r] for r in op.inputs]
                 y = layer.kind.np_merge_forward(layer.args, xs, ctx)
             else:
@@ -247,7 +235,7 @@ class NumpyModel:
     def backward(self, dy: Any, input_grad: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """(d input, parameter gradients keyed like state_dict) for the last `forward(..., grad=True)`."""
         if self._tape is None:
-            raise backend_error("backward needs a forward pass with grad=True first")
+            raise error("backward needs a forward pass with grad=True first", where="<numpy>")
         dy = np.asarray(dy, dtype=self.dtype)
         grads: dict[int, np.ndarray] = {self.output_register: dy}
         fresh = {self.output_register: False}
@@ -256,7 +244,7 @@ class NumpyModel:
             g = grads.pop(op.output)
             layer = op.layer
             ctx.need_dx = input_grad or 0 not in op.inputs
-            if op.is_merge:
+            if isinstance(layer.kind, MergeKind):
                 input_grads: list[np.ndarray | None] = list(layer.kind.np_merge_backward(layer.args, ctx, g))
             else:
                 dx, layer_grads = layer.kind.np_backward(layer.args, self.tensors.get(layer.path, {}), ctx, g)
@@ -333,27 +321,27 @@ def validate_input(network: Network, x: Any, dtype: Any = np.float32) -> np.ndar
         try:
             x = np.asarray(x)
         except (TypeError, ValueError) as err:
-            raise backend_error(f"the input is not an array: {err}", filename=where) from None
+            raise error(f"the input is not an array: {err}", where=where) from None
     if x.dtype.kind not in INPUT_KINDS:
-        raise backend_error(
+        raise error(
             f"the input has dtype {x.dtype}; the network takes real numbers (floating point or integer images)",
             f"give a numeric array, for example x.astype(np.{dtype.name})",
             where,
         )
     if x.shape == expected:
-        raise backend_error(
+        raise error(
             f"the input has shape {_shape_text(x.shape)} without a batch axis; expected Nx{_shape_text(expected)}",
             "add the batch axis: x[None]",
             where,
         )
     if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
-        raise backend_error(
+        raise error(
             f"the input has shape {_shape_text(x.shape)}; network {network.name} expects Nx{_shape_text(expected)}",
             "give a batch of the input the network was checked for, or check the network for this input shape",
             where,
         )
     if x.shape[0] == 0:
-        raise backend_error("the input batch is empty", filename=where)
+        raise error("the input batch is empty", where=where)
     # Cast only after the shape checks: a wrong-sized array is refused before it is copied.
     return x.astype(dtype, copy=False)
 
@@ -383,7 +371,7 @@ def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], giv
     if wrong_shapes:
         problems.append(f"wrong shapes: {_listing(wrong_shapes)}")
     if problems:
-        raise backend_error(
+        raise error(
             f"the weights do not fit network {network.name}: " + "; ".join(problems),
             "were they saved from this network (same file, input shape and parameter values)?",
             where,
@@ -394,7 +382,7 @@ def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], giv
 def cross_entropy(logits: np.ndarray, labels: Any, where: str = "<numpy>") -> tuple[float, np.ndarray]:
     """nn.CrossEntropyLoss (mean over the batch) and its gradient with respect to the logits."""
     if logits.ndim != 2:
-        raise backend_error(
+        raise error(
             f"cross-entropy needs a flat output (N x classes); the network outputs {_shape_text(logits.shape[1:])} per sample",
             "end the network with flatten and FC(classes)",
             where,
@@ -402,11 +390,11 @@ def cross_entropy(logits: np.ndarray, labels: Any, where: str = "<numpy>") -> tu
     n, classes = logits.shape
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
-        raise backend_error(f"labels must be integers; got dtype {labels.dtype}", filename=where)
+        raise error(f"labels must be integers; got dtype {labels.dtype}", where=where)
     if labels.shape != (n,):
-        raise backend_error(f"labels must have shape ({n},), one per sample; got {labels.shape}", filename=where)
+        raise error(f"labels must have shape ({n},), one per sample; got {labels.shape}", where=where)
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise backend_error(f"labels must lie in 0..{classes - 1}; got {labels.min()}..{labels.max()}", filename=where)
+        raise error(f"labels must lie in 0..{classes - 1}; got {labels.min()}..{labels.max()}", where=where)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_sum

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .resources import COLUMN_BYTES  # one constant: the memory estimate counts the columns this slices by
+from .limits import COLUMN_BYTES  # one constant: the memory estimate counts the columns this slices by
 
 Pair = tuple[int, int]
 DIRECT_PRODUCT_PIXELS = 1024
@@ -246,10 +246,6 @@ class ConvGeometry:
     pad: Pair
     dilation: Pair
     groups: int
-
-    @property
-    def padded_hw(self) -> Pair:
-        return (self.in_hw[0] + 2 * self.pad[0], self.in_hw[1] + 2 * self.pad[1])
 
 
 def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: ConvGeometry, ctx: NpContext) -> np.ndarray:

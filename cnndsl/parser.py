@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import lark
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -71,6 +71,7 @@ class SeparatorPostLex(PostLex):
                 if kind == "STAR" or (kind == "NAME" and tok.value in ("x", "X")):
                     tok = Token.new_borrow_pos("REPEAT", tok.value, tok)
                 elif kind == "NAME" and tok.value[:1] in "xX" and tok.value[1:].isdigit():
+                    assert tok.start_pos is not None and tok.column is not None  # the lexer's tokens carry positions
                     yield Token.new_borrow_pos("REPEAT", tok.value[0], tok)
                     count = Token(
                         "INT",
@@ -460,6 +461,7 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
         try:
             tree = parser.parse(part)
         except (UnexpectedInput, LiteralError) as err:
+            hint: str | None
             if isinstance(err, LiteralError):
                 message, hint = err.message, err.hint
                 line, column, offset = err.token.line, err.token.column, err.token.start_pos
@@ -476,7 +478,8 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
             lines_before += part.count("\n", 0, end + 1)
             part_start += end + 1
             continue
-        return None if sink.has_errors else tree
+        # The LALR parser applies ToAst while it parses: the tree is already a Program.
+        return None if sink.has_errors else cast(ast.Program, tree)
     return None
 
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from .errors import CnnDslError, DiagnosticSink, Position
+from .errors import CnnDslError, error
 from .limits import MAX_ACTIVATION_BYTES, MAX_WEIGHT_BYTES
 
 if TYPE_CHECKING:
@@ -22,13 +22,6 @@ def estimate_bytes(network: Network) -> int:
     return FLOAT_BYTES * (network.params + network.buffers)
 
 
-def network_error(network: Network, message: str, pos: Position | None, hint: str | None = None) -> CnnDslError:
-    """A positioned diagnostic that quotes the network's source line."""
-    sink = DiagnosticSink(network.filename, network.source)
-    sink.error(message, pos, hint)
-    return CnnDslError(sink.diagnostics)
-
-
 def check_size(network: Network, max_bytes: int | None = None) -> None:
     """Refuse networks whose weights would not fit, pointing at the largest layer."""
     limit = MAX_WEIGHT_BYTES if max_bytes is None else max_bytes
@@ -36,44 +29,18 @@ def check_size(network: Network, max_bytes: int | None = None) -> None:
     if needed <= limit:
         return
     largest = max(network.layers, key=lambda layer: layer.params + layer.buffers)
-    raise network_error(
-        network,
+    raise error(
         f"the network's parameters and buffers need {_gib(needed)} (float32); the limit is {_gib(limit)}",
-        largest.pos,
         f"the largest layer, `{largest.path}` ({largest.describe}), has {largest.params:,} parameters; "
         "make it smaller (fewer channels or features, or pool before the FC layer)",
+        network,
+        largest.pos,
     )
-
-
-COLUMN_BYTES = 32 * 2**20
-"""Largest im2col matrix a NumPy convolution builds at once (bigger batches go in slices); numpy_ops uses it."""
 
 
 def numpy_workspace_bytes(layer: Layer, batch: int, itemsize: int = FLOAT_BYTES) -> int:
-    """Temporaries the NumPy backend allocates for one layer beside its input and output.
-
-    A windowed layer (Conv, DWConv, MaxPool, AvgPool) copies its input padded by `pad` (plus,
-    for ceil-mode pools, up to a kernel more), and a convolution that is not depthwise builds
-    im2col columns of C*kh*kw x OH*OW per sample, in batch slices of at most COLUMN_BYTES
-    (at least one sample). Dilation widens the window, not the columns, but it is why a
-    huge `pad` still gives a small output: the padded copy is what costs.
-    """
-    args = layer.args
-    if "pad" not in args or "kernel" not in args or len(tuple(layer.in_shape)) != 3:
-        return 0
-    channels, height, width = tuple(layer.in_shape)
-    (ph, pw), (kh, kw) = args["pad"], args["kernel"]
-    extra = (kh, kw) if args.get("ceil") else (0, 0)
-    padded = (
-        0 if ph == pw == 0 and not args.get("ceil") else channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1])
-    )
-    total = padded * batch * itemsize
-    depthwise = layer.kind.name == "DWConv" or (layer.kind.name == "Conv" and args.get("groups", 1) == channels > 1)
-    if layer.kind.name == "Conv" and not depthwise:
-        out_h, out_w = tuple(layer.out_shape)[1:]
-        per_sample = channels * kh * kw * out_h * out_w * itemsize
-        total += per_sample * max(1, min(batch, COLUMN_BYTES // max(1, per_sample)))
-    return total
+    """Temporaries the NumPy backend allocates for one layer beside its input and output (the kind's estimate)."""
+    return layer.kind.np_workspace_bytes(layer.args, layer.in_shape, layer.out_shape, batch, itemsize)
 
 
 def batch_bytes(network: Network, batch: int, itemsize: int = FLOAT_BYTES, backend: str = "numpy") -> tuple[int, Layer | None]:
@@ -116,12 +83,12 @@ def check_batch(
             if culprit is not None
             else ""
         )
-        raise network_error(
-            network,
+        raise error(
             f"a batch of {batch:,} needs about {_gib(needed)} of activations on the {backend} backend{detail};"
             f" the limit is {_gib(MAX_ACTIVATION_BYTES)}",
-            culprit.pos if culprit is not None else None,
             "use less padding, or a smaller input" if culprit is not None else "use a smaller batch or input",
+            network,
+            culprit.pos if culprit is not None else None,
         )
     free = available_memory() if check_free else None
     if free is not None and needed > free:
@@ -131,7 +98,7 @@ def check_batch(
 def memory_error(network: Network, batch: int, needed: int | None = None, free: int | None = None) -> CnnDslError:
     """ "not enough memory for batch N (needs X GiB)": what running out of memory becomes, on every backend."""
     needs = f" (needs about {_gib(needed)}" + (f", {_gib(free)} available)" if free is not None else ")") if needed else ""
-    return network_error(network, f"not enough memory for batch {batch:,}{needs}", None, "use a smaller batch or input")
+    return error(f"not enough memory for batch {batch:,}{needs}", "use a smaller batch or input", network, None)
 
 
 def _gib(size: int) -> str:

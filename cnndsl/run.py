@@ -15,10 +15,11 @@ from typing import Any, Literal
 import numpy as np
 
 from .arrays import ArrayFileError, read_npy
+from .errors import error, needs_torch
 from .files import OutputConflict, atomic_write, refuse_inputs
 from .limits import MAX_ACTIVATION_BYTES
 from .network import Network
-from .numpy_backend import backend_error, validate_input
+from .numpy_backend import validate_input
 from .resources import check_batch, memory_error
 from .weights import read_weights
 
@@ -61,13 +62,13 @@ def read_input(network: Network, spec: str, batch: int | None, seed: int = 0, ba
     try:
         x = read_npy(spec, MAX_ACTIVATION_BYTES)
     except OSError as err:
-        raise backend_error(f"cannot read the input {spec}: {err.strerror or err}", filename=network.filename) from None
+        raise error(f"cannot read the input {spec}: {err.strerror or err}", where=network.filename) from None
     except ArrayFileError as err:
-        raise backend_error(str(err), "save the input with numpy.save", network.filename) from None
+        raise error(str(err), "save the input with numpy.save", network.filename) from None
     if x.shape == tuple(network.input_shape):
         x = x[None]  # one sample: the command line adds the batch axis that the API wants explicit
     if batch is not None and x.ndim >= 1 and x.shape[0] != batch:
-        raise backend_error(
+        raise error(
             f"{spec} holds a batch of {x.shape[0]}; --batch says {batch}",
             "leave --batch out to use the whole file",
             network.filename,
@@ -82,7 +83,7 @@ def refuse_run_overwrite(network: Network, output: str | None, inputs: list[str 
     try:
         refuse_inputs([output], inputs)
     except OutputConflict as err:
-        raise backend_error(str(err), "choose another output path", network.filename) from None
+        raise error(str(err), "choose another output path", network.filename) from None
 
 
 def save_output(network: Network, path: str, array: np.ndarray) -> None:
@@ -90,7 +91,7 @@ def save_output(network: Network, path: str, array: np.ndarray) -> None:
     try:
         atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
     except OSError as err:
-        raise backend_error(f"cannot write the output {path}: {err.strerror or err}", filename=network.filename) from None
+        raise error(f"cannot write the output {path}: {err.strerror or err}", where=network.filename) from None
 
 
 RUN_SECONDS = 0.5
@@ -141,9 +142,7 @@ def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None,
     try:
         import torch
     except ImportError:
-        raise backend_error(
-            "the torch backend needs PyTorch", "pip install cnndsl[torch], or use --backend numpy", network.filename
-        ) from None
+        raise needs_torch("the torch backend", network.filename, "use --backend numpy") from None
     module = network.to_torch(seed=seed, weights=loaded).eval()
     tensor = torch.from_numpy(x)
     with torch.no_grad():

@@ -134,7 +134,7 @@ def _io_line(network: Network) -> str:
 
 
 def _totals(network: Network) -> list[tuple[str, str]]:
-    rf, jump = network.receptive_field, network.effective_stride
+    rf, effective_stride = network.receptive_field, network.effective_stride
     input_bytes = 4 * network.input_shape.numel
     param_bytes = 4 * (network.params + network.buffers)
     return [
@@ -147,7 +147,7 @@ def _totals(network: Network) -> list[tuple[str, str]]:
         ("Input size", _mb(input_bytes)),
         ("Params size", f"{_mb(param_bytes)} (parameters and buffers, float32)"),
         ("Total size", f"{_mb(network.activation_bytes + param_bytes)} (input, activations, parameters and buffers)"),
-        ("Receptive field", f"{_pair(rf)} (effective stride {_pair(jump)})"),
+        ("Receptive field", f"{_pair(rf)} (effective stride {_pair(effective_stride)})"),
         ("Layers", f"{len(network.layers):,}"),
     ]
 
@@ -245,13 +245,9 @@ def _human(n: int, unit: str = "") -> str:
     return f"{n} {unit}".rstrip()
 
 
-def summary_table(network: Network, depth: int | None = DEFAULT_DEPTH, columns: Sequence_[str] = DEFAULT_COLUMNS) -> Summary:
-    """The table and totals (a `Summary`, which is the text)."""
-    return Summary(network, depth, columns)
-
-
 def _pair(p: tuple[int, int]) -> str:
-    return f"{p[0]}x{p[1]}" if p[0] != p[1] else f"{p[0]}x{p[0]}"
+    """Both sizes, even when equal (`3x3`): a table column reads more easily so."""
+    return f"{p[0]}x{p[1]}"
 
 
 def network_json(network: Network) -> dict[str, Any]:
@@ -282,7 +278,7 @@ def network_json(network: Network) -> dict[str, Any]:
                 "macs": layer.macs,
                 "args": {k: list(v) if isinstance(v, tuple) else v for k, v in layer.args.items()},
                 "receptive_field": list(layer.receptive_field),
-                "effective_stride": list(layer.jump),
+                "effective_stride": list(layer.effective_stride),
                 "line": layer.pos.line,
                 "column": layer.pos.column,
             }

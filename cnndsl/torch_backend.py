@@ -16,8 +16,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .errors import error, needs_torch
 from .ir import Layer
-from .resources import check_size, network_error
+from .resources import check_size
 from .torch_plan import NAMED_SEQUENTIAL, SEQUENTIAL, ModulePlan, build_plan, deep_recursion
 
 if TYPE_CHECKING:
@@ -70,13 +71,11 @@ def build_module(
         try:
             seed = check_seed(seed)
         except ValueError as err:
-            raise network_error(network, str(err), None) from None
+            raise error(str(err), None, network) from None
     try:
         import torch  # noqa: F401  (fail here, with a clear message, if torch is missing)
     except ImportError:
-        raise network_error(
-            network, "the torch target needs PyTorch, which is not installed", None, "pip install 'cnndsl[torch]'"
-        ) from None
+        raise needs_torch("the torch target", network) from None
     with deep_recursion():
         plan = build_plan(network)
         with seeded(seed):
@@ -120,8 +119,8 @@ def install_preprocess(module: nn.Module, preprocess: Preprocess, batch_ndim: in
 
 def standardise_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """The forward pre-hook of `install_preprocess` (a module-level function, so the module still pickles)."""
-    x = args[0]
-    return ((x - module.input_mean) / module.input_std, *args[1:])
+    x, mean, std = args[0], module.get_buffer("input_mean"), module.get_buffer("input_std")
+    return ((x - mean) / std, *args[1:])
 
 
 def _instantiate(network: Network, plan: ModulePlan) -> nn.Module:
@@ -141,11 +140,11 @@ def _instantiate(network: Network, plan: ModulePlan) -> nn.Module:
         try:
             container.add_module(child.name, module)
         except KeyError:  # an attribute that this PyTorch has and names.MODULE_ATTRIBUTES lacks
-            raise network_error(
-                network,
+            raise error(
                 f"the label `{child.name}` is the name of an nn.Module attribute in this PyTorch",
-                child.node.pos,
                 "choose another label",
+                network,
+                child.node.pos,
             ) from None
     return container
 
@@ -157,8 +156,8 @@ def _construct_layer(network: Network, plan: ModulePlan) -> nn.Module:
     try:
         return resolve_class(plan.call.name)(*plan.call.args, **dict(plan.call.kwargs))
     except (RuntimeError, ValueError, TypeError, MemoryError) as err:
-        raise network_error(
-            network,
+        raise error(
             f"PyTorch could not build {layer.describe} at `{layer.path}`: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-            layer.pos,
+            where=network,
+            position=layer.pos,
         ) from None

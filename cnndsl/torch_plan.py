@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .errors import CnnDslError
+from .errors import CnnDslError, error
 from .ir import Layer, Node, Parallel, Sequence
 from .layers.base import LayerError, TorchCall
-from .resources import network_error
 
 if TYPE_CHECKING:
     from .network import Network
@@ -128,9 +127,9 @@ def layer_call(network: Network, layer: Layer, inplace: bool) -> TorchCall:
         return layer.kind.torch_call(layer.args, layer.in_shape, inplace)
     except CnnDslError as err:  # the registry's "not supported by the torch backend"
         message = err.errors[0].message if err.errors else str(err)
-        raise network_error(network, message, layer.pos, "`cnndsl layers` lists every layer kind") from None
+        raise error(message, "`cnndsl layers` lists every layer kind", network, layer.pos) from None
     except LayerError as err:
-        raise network_error(network, err.message, layer.pos, err.hint) from None
+        raise error(err.message, err.hint, network, layer.pos) from None
 
 
 def build_plan(network: Network) -> ModulePlan:

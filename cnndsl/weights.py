@@ -505,7 +505,7 @@ def write_weights(
     where = str(path)
     content = weights_content(state_dict, preprocess, fmt or format_for(path), where)
     try:
-        atomic_write(path, content)
+        atomic_write(os.fspath(path), content)
     except OSError as err:
         raise weights_error(f"cannot write {where}: {err.strerror or err}", where=where) from None
 
@@ -521,7 +521,8 @@ def weights_content(state_dict: Mapping[str, Any], preprocess: Preprocess | None
     if fmt == "safetensors":
         return _safetensors_bytes(arrays, where)
     if fmt == "npz":
-        return lambda handle: np.savez(handle, **arrays)
+        named: dict[str, Any] = arrays  # Any: numpy's stubs read `**named` as possibly savez's allow_pickle
+        return lambda handle: np.savez(handle, **named)
     torch = _torch_for_writing(where)
     return lambda handle: torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, handle)
 

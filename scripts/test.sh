@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs everything and runs the whole test suite, with ruff's lint and format checks.
+# Installs everything and runs the whole test suite, with ruff's lint and format checks and mypy's type check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check cnndsl tests bench docs
 .venv/bin/ruff format --check cnndsl tests bench docs
+echo "== mypy"
+.venv/bin/mypy cnndsl
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"

@@ -15,6 +15,7 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnDslError
+from cnndsl.layers import MergeKind
 from cnndsl.layers.catalog import layers_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ def test_merges_and_identity_branches() -> None:
         "Mul[ | GlobalAvgPool, Conv(28, 1), Sigmoid ]\n"
     )
     assert net.output_shape == (28, 8, 8)
-    merges = [layer for layer in net.layers if layer.kind.is_merge]
+    merges = [layer for layer in net.layers if isinstance(layer.kind, MergeKind)]
     assert [m.kind.name for m in merges] == ["Add", "Add", "Concat", "Mul"]
     # merges come after their branches
     assert kinds(net)[:3] == ["Conv", "Identity", "Add"]
@@ -258,7 +259,7 @@ def test_shufflenet_channel_split_with_chunk() -> None:
 def test_receptive_field_and_effective_stride() -> None:
     net = cnndsl.parse("input 1x64x64\nConv(1, 3), Conv(1, 3, stride=2), Conv(1, 3), MaxPool(2)")
     assert [layer.receptive_field[0] for layer in net.layers] == [3, 5, 9, 11]
-    assert [layer.jump[0] for layer in net.layers] == [1, 2, 2, 4]
+    assert [layer.effective_stride[0] for layer in net.layers] == [1, 2, 2, 4]
 
 
 def test_activation_memory_counts_input_and_non_view_outputs() -> None:
@@ -286,7 +287,7 @@ def test_squeeze_excitation_gates_do_not_blow_up_the_receptive_field(name: str) 
     assert net.effective_stride == (32, 32)
     assert net.receptive_field[0] < 1_000
     for layer in net.layers:
-        assert layer.jump[0] <= 32 and layer.receptive_field[0] < 1_000, layer.path
+        assert layer.effective_stride[0] <= 32 and layer.receptive_field[0] < 1_000, layer.path
     report = net.to_json()
     assert all(row["effective_stride"][0] <= 32 for row in report["layers"])
 

@@ -9,7 +9,9 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnDslError
-from cnndsl.layers import KINDS
+from cnndsl.layers import KINDS, MergeKind
+from cnndsl.layers.activation import Activation
+from cnndsl.layers.base import LayerKind
 
 # kind -> [(call, input shape, output shape, params, buffers, macs)]
 LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = {
@@ -109,6 +111,69 @@ def test_unknown_argument_names_the_signature(kind: str) -> None:
     diagnostic = info.value.diagnostics[0]
     assert f"{kind} has no argument `nonsense`" in diagnostic.message
     assert KINDS[kind].signature_text() in diagnostic.hint
+
+
+WRONG_RANK = {"image": "8", "flat": "8x4x4"}
+"""An input of the other rank, for the kinds that declare one."""
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, v in KINDS.items() if v.input_rank != "any"))
+def test_declared_input_rank_is_enforced(kind: str) -> None:
+    """The checker refuses an input of the wrong rank from `input_rank` alone, with one positioned error."""
+    call = LAYER_CASES[kind][0][0]
+    declared = KINDS[kind].input_rank
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(f"input {WRONG_RANK[declared]}\n{call}")
+    [diagnostic] = info.value.diagnostics
+    expected = (
+        "needs an image input (CxHxW); got a flat vector of 8"
+        if declared == "image"
+        else "needs a flat input; got an image 8x4x4"
+    )
+    assert diagnostic.message == f"{kind} {expected}"
+    assert (diagnostic.position.line, diagnostic.position.column) == (2, 1)
+    assert "flatten" in diagnostic.hint
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, v in KINDS.items() if v.input_rank == "any" and not isinstance(v, MergeKind)))
+def test_kinds_declaring_any_rank_take_images_and_vectors(kind: str) -> None:
+    call = LAYER_CASES[kind][0][0]
+    for in_shape in ("8", "8x4x4"):
+        assert cnndsl.parse(f"input {in_shape}\n{call}").layers[-1].kind.name == kind
+
+
+def test_a_flat_kind_on_an_image_goes_on_with_its_output() -> None:
+    """FC on an image still gives `out` features: the mistake after it is reported too."""
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse("input 8x6x6\nFC(10)\nConv(4, 3)")
+    assert [d.message for d in info.value.diagnostics] == [
+        "FC needs a flat input; got an image 8x6x6",
+        "Conv needs an image input (CxHxW); got a flat vector of 10",
+    ]
+
+
+def _numpy_kernels(kind: LayerKind) -> tuple[str, ...]:
+    """The methods a kind declaring `np_supported` must implement itself."""
+    if isinstance(kind, MergeKind):
+        return ("np_merge_forward", "np_merge_backward")
+    if isinstance(kind, Activation):
+        return ("np_apply", "np_derivative")
+    return ("np_forward", "np_backward")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_numpy_support_is_declared_truly(kind: str) -> None:
+    """`np_supported` is a declaration: it must hold (and be made where the kernels exist)."""
+    cls = type(KINDS[kind])
+    assert isinstance(cls.np_supported, bool), "a declared attribute, not detected"
+    bases = (MergeKind, Activation, LayerKind)
+    implemented = [
+        name for name in _numpy_kernels(KINDS[kind]) if all(getattr(cls, name) is not getattr(base, name, None) for base in bases)
+    ]
+    if cls.np_supported:
+        assert implemented == list(_numpy_kernels(KINDS[kind])), f"{kind} declares np_supported without its kernels"
+    else:
+        assert not implemented, f"{kind} has NumPy kernels but does not declare np_supported"
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

@@ -5,19 +5,24 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..lazy import numpy as np
-from ..lazy import numpy_ops as ops
 from ..shapes import Shape
 from .base import Args, ArgSpec, LayerKind, TorchCall, register, unsupported
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
+    from .. import numpy_ops as ops
     from ..numpy_ops import Backward, NpContext, Tensors
+else:
+    from ..lazy import numpy as np
+    from ..lazy import numpy_ops as ops
 
 
 class Activation(LayerKind):
     """An element-wise function: the shape is unchanged and there are no parameters."""
 
     family = "activation"
+    np_supported = True  # np_forward and np_backward here, in terms of each activation's np_apply and np_derivative
     np_keep: ClassVar[Literal["x", "y"]] = "x"
     """Which array the NumPy derivative reads: the input or the output (saved for backward)."""
 
@@ -31,9 +36,6 @@ class Activation(LayerKind):
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
         """dL/dx from dL/dy and the saved input or output (whichever `np_keep` names)."""
         raise unsupported(self.name, "numpy")
-
-    def np_supported(self) -> bool:
-        return type(self).np_apply is not Activation.np_apply
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         y = self.np_apply(args, x, x if ctx.inplace else None)
@@ -169,6 +171,7 @@ class LeakyReLU(Activation):
         return np.multiply(x, np.where(x > 0, 1.0, args["slope"]).astype(x.dtype, copy=False), out=out)
 
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        assert x is not None  # np_keep is "x"
         return np.where(x > 0, dy, dy * args["slope"])
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:

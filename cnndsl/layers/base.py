@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..errors import CnnDslError, Diagnostic
+from ..errors import CnnDslError, error
 from ..shapes import Pair, Shape, Window
 
 if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load numpy for `check`
@@ -128,6 +128,9 @@ class TorchCall:
 
 Family = Literal["conv", "pool", "linear", "norm", "activation", "regularization", "reshape", "merge", "identity"]
 
+InputRank = Literal["image", "flat", "any"]
+"""An image (C x H x W), a flat vector (N), or either."""
+
 
 class LayerKind:
     """Base of every layer kind. Subclasses set the class attributes and override the rules."""
@@ -141,8 +144,10 @@ class LayerKind:
     mapped onto this kind's arguments by `ArgSpec.target` and `role`. Other aliases take
     `signature`."""
     family: ClassVar[Family]
-    input_rank: ClassVar[Literal["image", "flat", "any"]] = "any"
-    is_merge: ClassVar[bool] = False
+    """What the layer is, for drawings (a fill colour per family); no rule reads it."""
+    input_rank: ClassVar[InputRank] = "any"
+    """The input the kind accepts. The checker enforces it before calling `infer` (one
+    positioned error, see `check_input_rank`), so the shape rules may assume it."""
     is_view: ClassVar[bool] = False
     """True when the output aliases the input (no new activation memory)."""
     outputs_probabilities: ClassVar[bool] = False
@@ -153,7 +158,7 @@ class LayerKind:
     accumulate into it (cnndsl.torch_plan's in-place rules)."""
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        """The output shape for an input shape; raise LayerError when it does not apply."""
+        """The output shape for an input shape of the declared `input_rank`; raise LayerError when it does not apply."""
         raise NotImplementedError
 
     def param_count(self, args: Args, shape: Shape) -> int:
@@ -169,7 +174,7 @@ class LayerKind:
         """The sliding window of windowed layers (for shape, fit and receptive-field rules)."""
         return None
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
+    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
         """Receptive field and effective stride (in input pixels) after this layer.
 
         Layers that collapse the map (global pooling, flatten) leave both as they were: what a
@@ -179,10 +184,10 @@ class LayerKind:
         window = self.window(args)
         if window is not None:
             return (
-                (field[0] + (window.span(0) - 1) * jump[0], field[1] + (window.span(1) - 1) * jump[1]),
-                (jump[0] * window.stride[0], jump[1] * window.stride[1]),
+                (field[0] + (window.span(0) - 1) * effective_stride[0], field[1] + (window.span(1) - 1) * effective_stride[1]),
+                (effective_stride[0] * window.stride[0], effective_stride[1] * window.stride[1]),
             )
-        return field, jump
+        return field, effective_stride
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         """Turn bound arguments into the canonical form the rules and backends read."""
@@ -216,15 +221,19 @@ class LayerKind:
     # micrograd. `params` maps the layer's tensor names (PyTorch's: weight, bias,
     # running_mean, ...) to arrays; `shape` is the layer's input shape without the batch.
 
+    np_supported: ClassVar[bool] = False
+    """True when the kind implements its NumPy kernels (`np_forward` and `np_backward`; a merge's
+    `np_merge_forward` and `np_merge_backward`; an activation's `np_apply` and `np_derivative`).
+    The NumPy backend refuses a network with a layer that does not declare it, naming the
+    layer; tests/test_layers.py checks that every declaration is true."""
+
     np_buffers: ClassVar[tuple[str, ...]] = ()
     """Names among `np_init`'s tensors that are buffers (not trained, no gradient)."""
 
-    def np_supported(self) -> bool:
-        """Whether the kind has NumPy kernels (checked before running, to name the layer)."""
-        kind = type(self)
-        if self.is_merge:
-            return kind.np_merge_forward is not MergeKind.np_merge_forward  # type: ignore[attr-defined]
-        return kind.np_forward is not LayerKind.np_forward
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        """Bytes of temporaries the kernels allocate for a batch beside its input and output
+        (padded copies, im2col columns), counted by the memory check before running."""
+        return 0
 
     def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
         """Every tensor of the layer, parameters then buffers in state_dict order, drawn from `rng` as PyTorch draws them."""
@@ -259,7 +268,6 @@ class MergeKind(LayerKind):
     """Add, Concat and Mul: combine the outputs of parallel branches."""
 
     family = "merge"
-    is_merge = True
 
     def merge(self, shapes: list[Shape]) -> Shape:
         raise NotImplementedError
@@ -330,23 +338,31 @@ def as_pair(value: int | Pair) -> Pair:
     return value if isinstance(value, tuple) else (value, value)
 
 
-def require_image(kind: str, shape: Shape) -> None:
-    if not shape.is_image:
+def check_input_rank(kind: LayerKind, args: Args, shape: Shape) -> None:
+    """Raise the LayerError for an input that is not of the kind's declared `input_rank`.
+
+    The checker calls this once, before `infer`. A kind that needs a flat input still has an
+    output once `flatten` is inserted as the hint says (FC on an image gives `out` features),
+    and checking goes on with it.
+    """
+    if kind.input_rank == "image" and not shape.is_image:
         raise LayerError(
-            f"{kind} needs an image input (CxHxW); got {shape.describe()}",
+            f"{kind.name} needs an image input (CxHxW); got {shape.describe()}",
             "move it before `flatten`, or give the network an image `input` line",
         )
-
-
-def require_flat(kind: str, shape: Shape) -> None:
-    if not shape.is_flat:
+    if kind.input_rank == "flat" and not shape.is_flat:
+        try:
+            recovered: Shape | None = kind.infer(args, Shape((shape.numel,)))
+        except LayerError:
+            recovered = None
         raise LayerError(
-            f"{kind} needs a flat input; got {shape.describe()}",
+            f"{kind.name} needs a flat input; got {shape.describe()}",
             "insert `flatten` (or GlobalAvgPool, flatten) before it",
+            recovered=recovered,
         )
 
 
 def unsupported(kind: str, backend: str) -> CnnDslError:
     """The error for a layer kind that a backend does not implement."""
     message = f"`{kind}` is not supported by the {backend} backend"
-    return CnnDslError([Diagnostic("error", message, hint="choose another backend or layer kind")])
+    return error(message, "choose another backend or layer kind")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..lazy import numpy as np
 from ..shapes import Shape
-from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register, require_image
+from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
     from ..numpy_ops import Backward, NpContext, Tensors
+else:
+    from ..lazy import numpy as np
 
 
 @register
@@ -22,6 +25,7 @@ class Identity(LayerKind):
     name = "Identity"
     family = "identity"
     is_view = True
+    np_supported = True
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return shape
@@ -48,10 +52,10 @@ class ChannelShuffle(LayerKind):
     name = "ChannelShuffle"
     family = "reshape"
     input_rank = "image"
+    np_supported = True
     signature = (ArgSpec("groups", "int", minimum=1),)
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_image(self.name, shape)
         if shape.channels % args["groups"]:
             raise LayerError(
                 f"ChannelShuffle: groups={args['groups']} must divide the channels; got {shape.channels}",
@@ -94,6 +98,7 @@ class Chunk(LayerKind):
     name = "Chunk"
     family = "reshape"
     is_view = True
+    np_supported = True
     signature = (ArgSpec("chunks", "int", minimum=1), ArgSpec("index", "int", minimum=0))
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..lazy import numpy as np
-from ..lazy import numpy_ops as ops
+from ..limits import COLUMN_BYTES
 from ..shapes import Pair, Shape, Window
-from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register, require_image
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
+    from .. import numpy_ops as ops
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
+else:
+    from ..lazy import numpy as np
+    from ..lazy import numpy_ops as ops
 
 
 def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Shape:
-    """Output shape of a sliding-window layer; errors when the kernel does not fit."""
-    require_image(kind, shape)
+    """Output shape of a sliding-window layer on an image; errors when the kernel does not fit."""
     dims = []
     for axis, size in enumerate(shape.spatial):
         padded = size + 2 * window.pad[axis]
@@ -115,6 +119,17 @@ class WindowedKind(LayerKind):
     def window(self, args: Args) -> Window:
         return conv_window(args)
 
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        # The kernels copy the input padded by `pad` (ceil-mode pools: up to a kernel more).
+        # Dilation widens the window, not the copy, but it is why a huge `pad` can still give
+        # a small output: the padded copy is what costs.
+        (ph, pw), (kh, kw) = args["pad"], args["kernel"]
+        if ph == pw == 0 and not args.get("ceil"):
+            return 0
+        extra = (kh, kw) if args.get("ceil") else (0, 0)
+        channels, height, width = shape
+        return channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1]) * batch * itemsize
+
 
 @register
 class Conv(WindowedKind):
@@ -127,10 +142,10 @@ class Conv(WindowedKind):
     """
 
     name = "Conv"
+    np_supported = True
     aliases = ("Conv2d",)
     family = "conv"
     fresh_output = True
-    input_rank = "image"
     signature = (
         ArgSpec("out", "int", minimum=1, keywords=("out_channels",)),
         ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
@@ -154,7 +169,6 @@ class Conv(WindowedKind):
     }
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_image(self.name, shape)
         out = windowed_shape(self.name, self.window(args), shape, args["out"])
         groups = args["groups"]
         if shape.channels % groups:
@@ -180,6 +194,16 @@ class Conv(WindowedKind):
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
         kh, kw = args["kernel"]
         return out.numel * (shape.channels // args["groups"]) * kh * kw
+
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        # Besides the padded copy, a convolution that is not depthwise builds im2col columns of
+        # C*kh*kw x OH*OW per sample, in batch slices of at most COLUMN_BYTES (at least one sample).
+        padded = super().np_workspace_bytes(args, shape, out, batch, itemsize)
+        if args["groups"] == shape.channels > 1:  # depthwise: a multiply-add per kernel offset, no columns
+            return padded
+        kh, kw = args["kernel"]
+        per_sample = shape.channels * kh * kw * out[1] * out[2] * itemsize
+        return padded + per_sample * max(1, min(batch, COLUMN_BYTES // max(1, per_sample)))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args))
@@ -216,9 +240,9 @@ class DWConv(WindowedKind):
     """
 
     name = "DWConv"
+    np_supported = True
     family = "conv"
     fresh_output = True
-    input_rank = "image"
     signature = (
         ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
         ArgSpec("stride", "pair", 1, minimum=1),
@@ -228,7 +252,6 @@ class DWConv(WindowedKind):
     )
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_image(self.name, shape)
         return windowed_shape(self.name, self.window(args), shape, shape.channels * args["multiplier"])
 
     def param_count(self, args: Args, shape: Shape) -> int:

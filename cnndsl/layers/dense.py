@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..lazy import numpy as np
-from ..lazy import numpy_ops as ops
 from ..shapes import Shape
-from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register, require_flat
+from .base import INFERRED, Args, ArgSpec, LayerKind, TorchCall, register
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
+    from .. import numpy_ops as ops
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
+else:
+    from ..lazy import numpy as np
+    from ..lazy import numpy_ops as ops
 
 
 @register
@@ -27,6 +31,7 @@ class FC(LayerKind):
     family = "linear"
     fresh_output = True
     input_rank = "flat"
+    np_supported = True
     signature = (ArgSpec("out", "int", minimum=1, keywords=("out_features",)), ArgSpec("bias", "bool", True))
     spelling_signatures = {
         "Linear": (
@@ -37,11 +42,6 @@ class FC(LayerKind):
     }
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        try:
-            require_flat(self.name, shape)
-        except LayerError as err:
-            err.recovered = Shape((args["out"],))  # the layers after a missing `flatten` are checked too
-            raise
         return Shape((args["out"],))
 
     def param_count(self, args: Args, shape: Shape) -> int:
@@ -90,6 +90,7 @@ class Flatten(LayerKind):
     name = "Flatten"
     family = "reshape"
     is_view = True
+    np_supported = True
     # nn.Flatten's arguments, accepted with the values that keep the batch and flatten the rest.
     signature = (ArgSpec("start_dim", "int", 1, role="fixed"), ArgSpec("end_dim", "int", -1, role="fixed"))
 

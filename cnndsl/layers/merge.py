@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..lazy import numpy as np
-from ..lazy import numpy_ops as ops
 from ..shapes import Shape
 from .base import Args, LayerError, MergeKind, register
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
+    from .. import numpy_ops as ops
     from ..numpy_ops import NpContext
+else:
+    from ..lazy import numpy as np
+    from ..lazy import numpy_ops as ops
 
 
 def _listing(shapes: list[Shape]) -> str:
@@ -53,6 +57,7 @@ class Add(MergeKind):
 
     name = "Add"
     torch_inplace = True
+    np_supported = True
 
     def merge(self, shapes: list[Shape]) -> Shape:
         odd = _first_disagreeing(shapes, lambda a, b: a == b)
@@ -86,6 +91,7 @@ class Concat(MergeKind):
     """
 
     name = "Concat"
+    np_supported = True
 
     def merge(self, shapes: list[Shape]) -> Shape:
         first = shapes[0]
@@ -116,6 +122,7 @@ class Mul(MergeKind):
     """
 
     name = "Mul"
+    np_supported = True
 
     def merge(self, shapes: list[Shape]) -> Shape:
         rank = len(shapes[0])

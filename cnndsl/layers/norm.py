@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CnnDslError, Diagnostic
-from ..lazy import numpy as np
+from ..errors import error
 from ..shapes import Shape
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
+else:
+    from ..lazy import numpy as np
 
 
 @register
@@ -27,6 +30,7 @@ class BatchNorm(LayerKind):
     aliases = ("BN", "BatchNorm2d", "BatchNorm1d")
     family = "norm"
     fresh_output = True
+    np_supported = True
     signature = (ArgSpec("eps", "float", 1e-5), ArgSpec("momentum", "float", 0.1))
     spelling_signatures = {
         spelling: (
@@ -47,8 +51,6 @@ class BatchNorm(LayerKind):
         return args
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        if len(shape) not in (1, 3):
-            raise LayerError(f"BatchNorm needs an image or a flat input; got {shape}")
         return shape
 
     def param_count(self, args: Args, shape: Shape) -> int:
@@ -94,7 +96,11 @@ class BatchNorm(LayerKind):
             return y
         count = x.size // x.shape[1]
         if count < 2:
-            raise batch_error(x.shape)
+            # PyTorch refuses train-mode batch statistics over a single value per channel; so do we, in words.
+            raise error(
+                f"BatchNorm in train mode needs more than one value per channel; got input {'x'.join(map(str, x.shape))}",
+                "use a batch of at least 2, or eval mode",
+            )
         # Statistics in float64, as PyTorch accumulates them on the CPU: with few values per
         # channel the output is sensitive to their rounding, and then it matches torch's.
         # The variance about the float64 mean, from float32 deviations about its rounding:
@@ -156,6 +162,7 @@ class Dropout(LayerKind):
 
     name = "Dropout"
     family = "regularization"
+    np_supported = True
     signature = (ArgSpec("p", "float", 0.5), ArgSpec("inplace", "bool", False, role="ignored"))
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
@@ -187,16 +194,3 @@ class Dropout(LayerKind):
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         mask = ctx.saved["mask"]
         return (dy if mask is None else dy * mask), {}
-
-
-def batch_error(shape: tuple[int, ...]) -> CnnDslError:
-    """PyTorch refuses train-mode batch statistics over a single value per channel; so do we, in words."""
-    return CnnDslError(
-        [
-            Diagnostic(
-                "error",
-                f"BatchNorm in train mode needs more than one value per channel; got input {'x'.join(map(str, shape))}",
-                hint="use a batch of at least 2, or eval mode",
-            )
-        ]
-    )

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..lazy import numpy as np
-from ..lazy import numpy_ops as ops
 from ..shapes import Pair, Shape
-from .base import Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, require_image
+from .base import Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register
 from .conv import WindowedKind, describe_window, np_geometry, torch_pair, windowed_shape
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
+    from .. import numpy_ops as ops
     from ..numpy_ops import Backward, NpContext, Tensors
+else:
+    from ..lazy import numpy as np
+    from ..lazy import numpy_ops as ops
 
 _POOL_SIGNATURE = (
     ArgSpec("kernel", "pair", 2, minimum=1, keywords=("kernel_size",)),
@@ -79,6 +83,7 @@ class MaxPool(WindowPool):
     """
 
     name = "MaxPool"
+    np_supported = True
     aliases = ("Pool", "MaxPool2d")
     spelling_signatures = {"MaxPool2d": _TORCH_MAXPOOL_SIGNATURE}
 
@@ -101,6 +106,7 @@ class AvgPool(WindowPool):
     """
 
     name = "AvgPool"
+    np_supported = True
     aliases = ("AvgPool2d",)
     spelling_signatures = {"AvgPool2d": _TORCH_AVGPOOL_SIGNATURE}
 
@@ -125,9 +131,9 @@ class GlobalAvgPool(LayerKind):
     aliases = ("GAP",)
     family = "pool"
     input_rank = "image"
+    np_supported = True
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_image(self.name, shape)
         return Shape((shape.channels, 1, 1))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
@@ -157,6 +163,7 @@ class AdaptiveAvgPool(LayerKind):
     aliases = ("AdaptiveAvgPool2d",)
     family = "pool"
     input_rank = "image"
+    np_supported = True
     signature = (ArgSpec("size", "pair", minimum=1, keywords=("output_size",)),)
     spelling_signatures = {"AdaptiveAvgPool2d": (ArgSpec("output_size", "pair", minimum=1, target="size"),)}
 
@@ -164,20 +171,19 @@ class AdaptiveAvgPool(LayerKind):
         return {"size": as_pair(args["size"])}
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        require_image(self.name, shape)
         return Shape((shape.channels, *args["size"]))
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
+    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
         # Each bin spans at most ceil(size / out) inputs and bins start floor(size / out) apart.
         # A single bin is global pooling, which keeps the field of the last spatial layer.
         if args["size"] == (1, 1):
-            return field, jump
+            return field, effective_stride
         sizes = shape.spatial
         bins = [-(-sizes[a] // args["size"][a]) for a in (0, 1)]
         steps = [max(1, sizes[a] // args["size"][a]) for a in (0, 1)]
         return (
-            (field[0] + (bins[0] - 1) * jump[0], field[1] + (bins[1] - 1) * jump[1]),
-            (jump[0] * steps[0], jump[1] * steps[1]),
+            (field[0] + (bins[0] - 1) * effective_stride[0], field[1] + (bins[1] - 1) * effective_stride[1]),
+            (effective_stride[0] * steps[0], effective_stride[1] * steps[1]),
         )
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:

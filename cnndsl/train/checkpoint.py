@@ -30,15 +30,11 @@ from typing import Any
 import numpy as np
 
 from ..arrays import ArrayFileError, read_npz
-from ..errors import CnnDslError, Diagnostic
+from ..errors import CnnDslError, error
 from ..files import atomic_write
 
 TORCH_NAME = "checkpoint.pt"
 NUMPY_NAME = "checkpoint.npz"
-
-
-def checkpoint_error(message: str, hint: str | None = None, where: str = "--checkpoint-dir") -> CnnDslError:
-    return CnnDslError([Diagnostic("error", message, None, hint, (), where)])
 
 
 def checkpoint_path(directory: str | Path, backend: str) -> Path:
@@ -85,12 +81,16 @@ def content_digest(state: Any) -> str:
 
 def _verify_digest(path: str | Path, stored: Any, content: Any) -> None:
     if not isinstance(stored, str):
-        raise checkpoint_error(
-            f"{path} has no checksum ({DIGEST_KEY}); it was not written by this version of cnndsl", DAMAGED_HINT
+        raise error(
+            f"{path} has no checksum ({DIGEST_KEY}); it was not written by this version of cnndsl",
+            DAMAGED_HINT,
+            "--checkpoint-dir",
         )
     if stored != content_digest(content):
-        raise checkpoint_error(
-            f"{path} is damaged: its content does not match its SHA-256 checksum (changed after it was written)", DAMAGED_HINT
+        raise error(
+            f"{path} is damaged: its content does not match its SHA-256 checksum (changed after it was written)",
+            DAMAGED_HINT,
+            "--checkpoint-dir",
         )
 
 
@@ -102,7 +102,7 @@ def save_torch(path: str | Path, state: dict[str, Any]) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda handle: torch.save(checked, handle))
     except OSError as err:
-        raise checkpoint_error(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
+        raise error(f"cannot write the checkpoint {path}: {err.strerror or err}", where="--checkpoint-dir") from None
 
 
 def load_torch(path: str | Path) -> dict[str, Any]:
@@ -112,14 +112,15 @@ def load_torch(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
-        raise checkpoint_error(f"cannot read the checkpoint {path}: {err.strerror or err}") from None
+        raise error(f"cannot read the checkpoint {path}: {err.strerror or err}", where="--checkpoint-dir") from None
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        raise checkpoint_error(
+        raise error(
             f"{path} is not a readable torch checkpoint: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
             DAMAGED_HINT,
+            "--checkpoint-dir",
         ) from None
     if not isinstance(state, dict) or state.get("format") != "cnndsl-train-torch":
-        raise checkpoint_error(f"{path} is not a cnndsl training checkpoint")
+        raise error(f"{path} is not a cnndsl training checkpoint", where="--checkpoint-dir")
     stored = state.pop(DIGEST_KEY, None)
     _verify_digest(path, stored, state)
     return state
@@ -130,14 +131,14 @@ META_KEY = "meta.json"
 
 def save_numpy(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Arrays plus a JSON-able `meta` dict (epoch, history, RNG state, settings), with the SHA-256 of both."""
-    payload = dict(arrays)
+    payload: dict[str, Any] = dict(arrays)  # Any: numpy's stubs read `**payload` as possibly savez's allow_pickle
     meta = {**meta, DIGEST_KEY: content_digest([arrays, meta])}
     payload[META_KEY] = np.array(json.dumps(meta))
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda handle: np.savez(handle, **payload))
     except OSError as err:
-        raise checkpoint_error(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
+        raise error(f"cannot write the checkpoint {path}: {err.strerror or err}", where="--checkpoint-dir") from None
 
 
 def load_numpy(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -145,20 +146,20 @@ def load_numpy(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     try:
         arrays = read_npz(path, MAX_CHECKPOINT_BYTES)
     except OSError as err:
-        raise checkpoint_error(f"cannot read the checkpoint {path}: {err.strerror or err}") from None
+        raise error(f"cannot read the checkpoint {path}: {err.strerror or err}", where="--checkpoint-dir") from None
     except ArrayFileError as err:
-        raise checkpoint_error(f"{path} is not a readable NumPy checkpoint: {err}", DAMAGED_HINT) from None
+        raise error(f"{path} is not a readable NumPy checkpoint: {err}", DAMAGED_HINT, "--checkpoint-dir") from None
     if META_KEY not in arrays:
-        raise checkpoint_error(f"{path} is not a cnndsl training checkpoint (no {META_KEY})")
+        raise error(f"{path} is not a cnndsl training checkpoint (no {META_KEY})", where="--checkpoint-dir")
     record = arrays.pop(META_KEY)
     try:
         if record.shape != () or record.dtype.kind != "U":
             raise ValueError(f"a {record.dtype} array of shape {record.shape}, not one string")
         meta = json.loads(str(record))
     except ValueError as err:
-        raise checkpoint_error(f"{path} is damaged: its {META_KEY} record is not JSON ({err})", DAMAGED_HINT) from None
+        raise error(f"{path} is damaged: its {META_KEY} record is not JSON ({err})", DAMAGED_HINT, "--checkpoint-dir") from None
     if not isinstance(meta, dict) or meta.get("format") != "cnndsl-train-numpy":
-        raise checkpoint_error(f"{path} is not a cnndsl training checkpoint")
+        raise error(f"{path} is not a cnndsl training checkpoint", where="--checkpoint-dir")
     stored = meta.pop(DIGEST_KEY, None)
     _verify_digest(path, stored, [arrays, meta])
     return arrays, meta
@@ -196,7 +197,7 @@ def validate_state(path: str | Path, state: dict[str, Any]) -> None:
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         problems.append(f"`config` is {type(config).__name__}, not the run's settings")
     if problems:
-        raise checkpoint_error(f"{path} is damaged: {'; '.join(problems)}", DAMAGED_HINT)
+        raise error(f"{path} is damaged: {'; '.join(problems)}", DAMAGED_HINT, "--checkpoint-dir")
 
 
 def validate_buffers(
@@ -218,7 +219,7 @@ def validate_buffers(
         elif key in shapes and tuple(np.shape(value)) != tuple(shapes[key]):
             problems.append(f"the {what} buffer of {key} is {tuple(np.shape(value))}, the parameter {tuple(shapes[key])}")
     if problems:
-        raise checkpoint_error(f"{path} is damaged: {'; '.join(problems)}", DAMAGED_HINT)
+        raise error(f"{path} is damaged: {'; '.join(problems)}", DAMAGED_HINT, "--checkpoint-dir")
 
 
 @contextlib.contextmanager
@@ -230,7 +231,7 @@ def restoring(path: str | Path) -> Iterator[None]:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise checkpoint_error(f"{path} is damaged: {detail}", DAMAGED_HINT) from None
+        raise error(f"{path} is damaged: {detail}", DAMAGED_HINT, "--checkpoint-dir") from None
 
 
 def load_any(path: str | Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CnnDslError, Diagnostic
+from ..errors import error
 
 BACKENDS = ("torch", "numpy")
 OPTIMIZERS = ("sgd", "adamw")
@@ -40,10 +40,6 @@ def choose_threads(macs_per_sample: int, config: TrainConfig, world_size: int = 
         return None
     per_process_batch = math.ceil(config.batch_size / world_size)
     return 1 if macs_per_sample * per_process_batch < SMALL_BATCH_MACS else None
-
-
-def config_error(message: str, hint: str | None = None) -> CnnDslError:
-    return CnnDslError([Diagnostic("error", message, None, hint, (), "cnndsl train")])
 
 
 @dataclass
@@ -104,29 +100,30 @@ class TrainConfig:
             ("amp", self.amp, AMP_MODES),
         ):
             if value not in allowed:
-                raise config_error(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
+                raise error(f"--{name} must be one of {', '.join(allowed)}; got {value!r}", where="cnndsl train")
         if self.epochs < 1:
-            raise config_error(f"--epochs must be at least 1; got {self.epochs}")
+            raise error(f"--epochs must be at least 1; got {self.epochs}", where="cnndsl train")
         if self.batch_size < 1:
-            raise config_error(f"--batch-size must be at least 1; got {self.batch_size}")
+            raise error(f"--batch-size must be at least 1; got {self.batch_size}", where="cnndsl train")
         if self.learning_rate <= 0:
-            raise config_error(f"--lr must be positive; got {self.learning_rate}")
+            raise error(f"--lr must be positive; got {self.learning_rate}", where="cnndsl train")
         if not 0 <= self.momentum < 1:
-            raise config_error(f"--momentum must lie in [0, 1); got {self.momentum}")
+            raise error(f"--momentum must lie in [0, 1); got {self.momentum}", where="cnndsl train")
         if self.decay < 0:
-            raise config_error(f"--weight-decay must not be negative; got {self.decay}")
+            raise error(f"--weight-decay must not be negative; got {self.decay}", where="cnndsl train")
         if self.threads is not None and self.threads < 1:
-            raise config_error(f"--threads must be at least 1; got {self.threads}")
+            raise error(f"--threads must be at least 1; got {self.threads}", where="cnndsl train")
         if self.save is not None:
             from ..weights import SUFFIX_FORMATS
 
             if Path(self.save).suffix.lower() not in SUFFIX_FORMATS:
-                raise config_error(
+                raise error(
                     f"--save {self.save}: cannot tell the weights format from the suffix",
                     "end it with .safetensors (recommended), .pt or .npz",
+                    "cnndsl train",
                 )
         if self.resume and self.checkpoint_dir is None:
-            raise config_error("--resume needs --checkpoint-dir (where the checkpoint is)")
+            raise error("--resume needs --checkpoint-dir (where the checkpoint is)", where="cnndsl train")
         if self.backend == "numpy":
             torch_only = [
                 flag
@@ -140,9 +137,10 @@ class TrainConfig:
                 if used
             ]
             if torch_only:
-                raise config_error(
+                raise error(
                     f"{', '.join(torch_only)} {'needs' if len(torch_only) == 1 else 'need'} the torch backend",
                     "the numpy backend trains on the CPU in float32 with SGD (momentum); drop the option or use --backend torch",
+                    "cnndsl train",
                 )
 
     def summary(self) -> dict[str, Any]:
@@ -171,4 +169,4 @@ def check_resumable(saved: dict[str, Any], current: TrainConfig, path: object) -
     """Refuse a checkpoint whose optimiser state this run could not load (called before loading anything)."""
     blocking, _ = resume_differences(saved, current)
     if blocking:
-        raise config_error(f"cannot resume {path}: {'; '.join(blocking)}", "resume with the settings it was saved with")
+        raise error(f"cannot resume {path}: {'; '.join(blocking)}", "resume with the settings it was saved with", "cnndsl train")

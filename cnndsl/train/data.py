@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..arrays import ArrayFileError, npz_names, read_npz
-from ..errors import CnnDslError, Diagnostic
+from ..errors import error
 from ..shapes import Shape
 
 TEST_FRACTION = 0.2
@@ -31,11 +31,6 @@ MAX_SYNTHETIC_BYTES = 16 * 2**30
 """A `synthetic:N` request larger than this (float32) is refused before allocating it."""
 MAX_DATA_BYTES = 16 * 2**30
 """Largest total of the arrays an .npz data file may hold (checked from their headers before reading)."""
-
-
-def data_error(message: str, hint: str | None = None, where: str = "--data") -> CnnDslError:
-    """An error about the data (no source position: it is not in the .cnn file)."""
-    return CnnDslError([Diagnostic("error", message, None, hint, (), where)])
 
 
 @dataclass
@@ -114,10 +109,10 @@ def _label_table(splits: list[Any], where: str, num_classes: int) -> tuple[list[
     arrays = [np.asarray(y) for y in splits]
     for y in arrays:
         if y.ndim != 1:
-            raise data_error(f"labels `y` must be one label per sample (a 1-D array); got shape {y.shape}", where=where)
+            raise error(f"labels `y` must be one label per sample (a 1-D array); got shape {y.shape}", where=where)
     if any(y.dtype.kind in "US" for y in arrays):
         if not all(y.dtype.kind in "US" or not y.size for y in arrays):
-            raise data_error("labels must be all strings or all integers, in every split", where=where)
+            raise error("labels must be all strings or all integers, in every split", where=where)
         names = sorted({str(v) for y in arrays for v in y.tolist()})
         index = {name: i for i, name in enumerate(names)}
         return [np.array([index[str(v)] for v in y.tolist()], dtype=np.int64) for y in arrays], names
@@ -127,16 +122,16 @@ def _label_table(splits: list[Any], where: str, num_classes: int) -> tuple[list[
     for y in arrays:
         if y.dtype.kind == "f":
             if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
-                raise data_error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
+                raise error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
         elif y.dtype.kind not in "iub":
-            raise data_error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
+            raise error(f"labels `y` must be integers (class indices) or strings; got dtype {y.dtype}", where=where)
         if y.size:
             low, high = y.min().item(), y.max().item()  # Python numbers: no wrap-around for uint64 or 1e30
             if low < 0:
-                raise data_error(f"labels `y` must be class indices 0..K-1; the smallest is {low}", where=where)
+                raise error(f"labels `y` must be class indices 0..K-1; the smallest is {low}", where=where)
             if high >= bound:
                 outputs = f"the network outputs {num_classes} classes" if num_classes > 0 else f"at most {MAX_CLASSES:,} classes"
-                raise data_error(
+                raise error(
                     f"labels must be class indices below the number of classes; {where} has a label {high}",
                     f"{outputs}: labels are 0..{bound - 1}",
                     where,
@@ -160,7 +155,7 @@ def _to_float(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
     if x.dtype.kind not in "fiub":
-        raise data_error(f"images `x` must be numbers; got dtype {x.dtype}")
+        raise error(f"images `x` must be numbers; got dtype {x.dtype}", where="--data")
     return x.astype(np.float32)
 
 
@@ -178,7 +173,7 @@ def _layout(x: np.ndarray, expected: Shape, name: str) -> np.ndarray:
             return x.reshape(len(x), dims[0])
         return x
     if x.ndim != 4:
-        raise data_error(f"{name}: images `x` must be N x C x H x W or N x H x W x C; got {x.ndim} axes {x.shape}")
+        raise error(f"{name}: images `x` must be N x C x H x W or N x H x W x C; got {x.ndim} axes {x.shape}", where="--data")
     if x.shape[1:] == dims:
         return x
     if (x.shape[3], x.shape[1], x.shape[2]) == dims:
@@ -193,7 +188,7 @@ def load_digits_source() -> Dataset:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise data_error("the digits source needs scikit-learn", "pip install 'cnndsl[train]' (or scikit-learn)") from None
+        raise error("the digits source needs scikit-learn", "pip install 'cnndsl[train]' (or scikit-learn)", "--data") from None
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # N x 1 x 8 x 8
     y = bunch.target.astype(np.int64)
@@ -213,7 +208,7 @@ def load_npz_source(path: Path, expected: Shape, num_classes: int = 0) -> Datase
         names = npz_names(path)
         missing = [k for k in ("x", "y") if k not in names]
         if missing:
-            raise data_error(
+            raise error(
                 f"{path} has no array{'s' if len(missing) > 1 else ''} {', '.join(f'`{k}`' for k in missing)}"
                 f" (it has: {', '.join(names) or 'nothing'})",
                 "save with numpy.savez(path, x=images, y=labels)",
@@ -221,25 +216,25 @@ def load_npz_source(path: Path, expected: Shape, num_classes: int = 0) -> Datase
             )
         arrays = read_npz(path, MAX_DATA_BYTES, ("x", "y", "x_test", "y_test"))
     except OSError as err:
-        raise data_error(f"cannot read {path}: {err.strerror or err}", where=where) from None
+        raise error(f"cannot read {path}: {err.strerror or err}", where=where) from None
     except ArrayFileError as err:
-        raise data_error(str(err), "save with numpy.savez(path, x=images, y=labels)", where) from None
+        raise error(str(err), "save with numpy.savez(path, x=images, y=labels)", where) from None
     if arrays["x"].ndim == 0 or not len(arrays["x"]):
-        raise data_error(f"{path} has no samples (`x` is {_shape_text(arrays['x'].shape) or 'a scalar'})", where=where)
+        raise error(f"{path} has no samples (`x` is {_shape_text(arrays['x'].shape) or 'a scalar'})", where=where)
     x = _layout(_to_float(arrays["x"]), expected, where)
     has_test = "x_test" in arrays and "y_test" in arrays
     splits = [arrays["y"], arrays["y_test"]] if has_test else [arrays["y"]]
     labels, names = _label_table(splits, where, num_classes)
     y = labels[0]
     if len(x) != len(y):
-        raise data_error(f"{path}: `x` has {len(x)} samples but `y` has {len(y)} labels", where=where)
+        raise error(f"{path}: `x` has {len(x)} samples but `y` has {len(y)} labels", where=where)
     if has_test:
         x_test = _layout(_to_float(arrays["x_test"]), expected, where)
         y_test = labels[1]
         if len(x_test) != len(y_test):
-            raise data_error(f"{path}: `x_test` has {len(x_test)} samples but `y_test` has {len(y_test)}", where=where)
+            raise error(f"{path}: `x_test` has {len(x_test)} samples but `y_test` has {len(y_test)}", where=where)
         if x_test.shape[1:] != x.shape[1:]:
-            raise data_error(
+            raise error(
                 f"{path}: test images are {_shape_text(x_test.shape[1:])}, training images {_shape_text(x.shape[1:])}",
                 where=where,
             )
@@ -260,13 +255,13 @@ def _read_images(root: Path, classes: list[str], expected: Shape) -> tuple[np.nd
     try:
         from PIL import Image
     except ImportError:
-        raise data_error(
+        raise error(
             "image folders need Pillow to read PNG and JPEG files", "pip install pillow (or 'cnndsl[train]')", str(root)
         ) from None
     channels, height, width = expected
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
-        raise data_error(
+        raise error(
             f"images are read as grey (1 channel) or RGB (3 channels); the network expects {channels} channels",
             "change the network's `input` line to 1xHxW or 3xHxW",
             str(root),
@@ -282,7 +277,7 @@ def _read_images(root: Path, classes: list[str], expected: Shape) -> tuple[np.nd
                 with Image.open(file) as image:
                     picture = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
             except (OSError, ValueError, Image.DecompressionBombError) as err:
-                raise data_error(f"cannot read image {file}: {err}", where=str(file)) from None
+                raise error(f"cannot read image {file}: {err}", where=str(file)) from None
             array = np.asarray(picture, dtype=np.uint8)
             images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
             labels.append(label)
@@ -295,24 +290,24 @@ def load_image_folder(root: Path, expected: Shape) -> Dataset:
     """`root/class/*.png|jpg` (split per class), or `root/train/class/...` with `root/test|val/class/...`."""
     where = str(root)
     if len(tuple(expected)) != 3:
-        raise data_error(f"image folders need a network with an image input (CxHxW); it takes {expected}", where=where)
+        raise error(f"image folders need a network with an image input (CxHxW); it takes {expected}", where=where)
     subdirs = {p.name.lower(): p for p in _class_dirs(root)}
     test_dir = subdirs.get("test") or subdirs.get("val")
     if "train" in subdirs and test_dir is not None and set(subdirs) <= {"train", "test", "val"}:
         classes = sorted({p.name for p in _class_dirs(subdirs["train"])} | {p.name for p in _class_dirs(test_dir)})
         if not classes:
-            raise data_error(f"{root}/train has no class folders", "lay images out as train/CLASS/*.png", where)
+            raise error(f"{root}/train has no class folders", "lay images out as train/CLASS/*.png", where)
         x, y = _read_images(subdirs["train"], classes, expected)
         x_test, y_test = _read_images(test_dir, classes, expected)
         if not len(x) or not len(x_test):
-            raise data_error(f"no .png or .jpg images under {root}/train or {test_dir}", where=where)
+            raise error(f"no .png or .jpg images under {root}/train or {test_dir}", where=where)
         return Dataset(root.name, x, y, x_test, y_test, classes, input_scale=1 / 255)
     classes = [p.name for p in _class_dirs(root)]
     if not classes:
-        raise data_error(f"{root} has no class folders", "lay images out as ROOT/CLASS_NAME/*.png (or .jpg)", where)
+        raise error(f"{root} has no class folders", "lay images out as ROOT/CLASS_NAME/*.png (or .jpg)", where)
     x, y = _read_images(root, classes, expected)
     if not len(x):
-        raise data_error(f"no .png or .jpg images in the class folders of {root}", where=where)
+        raise error(f"no .png or .jpg images in the class folders of {root}", where=where)
     train, test = stratified_split(y)
     return Dataset(root.name, x[train], y[train], x[test], y[test], classes, input_scale=1 / 255)
 
@@ -327,17 +322,18 @@ def synthetic_source(spec: str, expected: Shape, num_classes: int, seed: int) ->
     try:
         count = int(count_text) if count_text else 2048
     except ValueError:
-        raise data_error(f"synthetic takes a sample count: synthetic:N; got {spec!r}") from None
+        raise error(f"synthetic takes a sample count: synthetic:N; got {spec!r}", where="--data") from None
     if count < 2:
-        raise data_error(f"synthetic needs at least 2 samples; got {count}")
+        raise error(f"synthetic needs at least 2 samples; got {count}", where="--data")
     if num_classes < 1:
-        raise data_error("synthetic data needs a network with a flat output (one score per class)")
+        raise error("synthetic data needs a network with a flat output (one score per class)", where="--data")
     dims = tuple(expected)
     n_test = min(max(count // 5, 1), 1024)
     size = (count + n_test) * int(np.prod(dims)) * 4
     if size > MAX_SYNTHETIC_BYTES:
-        raise data_error(
-            f"synthetic:{count} would need {size / 2**30:.1f} GiB; the limit is {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB"
+        raise error(
+            f"synthetic:{count} would need {size / 2**30:.1f} GiB; the limit is {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB",
+            where="--data",
         )
     rng = np.random.default_rng(seed)
     templates = rng.standard_normal((num_classes, *dims), dtype=np.float32)
@@ -371,17 +367,18 @@ def load_source(spec: str, expected: Shape, num_classes: int, seed: int = 0) -> 
             dataset = load_image_folder(path, expected)
         elif path.suffix.lower() == ".npz":
             if not path.exists():
-                raise data_error(f"no such file: {path}", where=spec)
+                raise error(f"no such file: {path}", where=spec)
             dataset = load_npz_source(path, expected, num_classes)
         elif not path.exists():
-            raise data_error(
+            raise error(
                 f"unknown data source {spec!r}",
                 "give `digits`, `synthetic:N`, a PATH.npz file (arrays x and y) or an image folder ROOT/CLASS/*.png",
+                "--data",
             )
         else:
-            raise data_error(f"{spec} is neither an .npz file nor a folder of class folders", where=spec)
+            raise error(f"{spec} is neither an .npz file nor a folder of class folders", where=spec)
     if not len(dataset.x_train):
-        raise data_error(f"{spec} has no training samples", where=spec)
+        raise error(f"{spec} has no training samples", where=spec)
     _refuse_non_finite(dataset, spec)
     return _standardise(dataset)
 
@@ -392,7 +389,7 @@ def _refuse_non_finite(dataset: Dataset, source: str) -> None:
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.ones(0, bool)
         if not finite.all():
             bad = np.flatnonzero(~finite)
-            raise data_error(
+            raise error(
                 f"{source}: {len(bad):,} {split} image{'s hold' if len(bad) > 1 else ' holds'} NaN or infinite values"
                 f" (the first is sample {int(bad[0])} of the {split} split)",
                 "remove or repair those samples; training on them makes every loss NaN",
@@ -407,13 +404,13 @@ def check_fit(dataset: Dataset, input_shape: Shape, output_shape: Shape, paramet
     name = "digits" if source == "digits" else source
     if got != expected:
         dims = _shape_text(got)
-        raise data_error(
+        raise error(
             f"the network expects {_shape_text(expected)}, {name} {'are' if name == 'digits' else 'is'} {dims}",
             f"add `--input {dims}` or change the `input` line",
             source,
         )
     if len(tuple(output_shape)) != 1:
-        raise data_error(
+        raise error(
             f"training needs one score per class, but the network outputs {_shape_text(tuple(output_shape))} per sample",
             "end the network with flatten and FC(classes)",
             source,
@@ -426,4 +423,4 @@ def check_fit(dataset: Dataset, input_shape: Shape, output_shape: Shape, paramet
             if "num_classes" in parameters
             else f"make the last layer FC({classes})"
         )
-        raise data_error(f"the network outputs {outputs} classes, {name} has {classes}", how, source)
+        raise error(f"the network outputs {outputs} classes, {name} has {classes}", how, source)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import error
 from ..numpy_backend import SGD, cross_entropy
-from .checkpoint import DAMAGED_HINT, checkpoint_error, load_numpy, restoring, save_numpy, validate_buffers, validate_state
+from .checkpoint import DAMAGED_HINT, load_numpy, restoring, save_numpy, validate_buffers, validate_state
 from .config import TrainConfig, check_resumable, choose_threads
 from .data import Dataset
 from .report import EpochProgress
@@ -112,8 +113,10 @@ class NumpyEngine:
         momentum = meta["config"].get("momentum")
         validate_buffers(path, buffers, shapes, complete=meta["epoch"] > 0 and _is_positive(momentum))
         if not isinstance(meta.get("rng"), dict):
-            raise checkpoint_error(
-                f"{path} is damaged: `rng` is {type(meta.get('rng')).__name__}, not a generator state", DAMAGED_HINT
+            raise error(
+                f"{path} is damaged: `rng` is {type(meta.get('rng')).__name__}, not a generator state",
+                DAMAGED_HINT,
+                "--checkpoint-dir",
             )
         with restoring(path):
             self.model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import error
 from ..files import OutputConflict, refuse_inputs
-from .checkpoint import checkpoint_error, checkpoint_path
-from .config import TrainConfig, config_error
+from .checkpoint import checkpoint_path
+from .config import TrainConfig
 from .data import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -36,16 +37,17 @@ def refuse_overwrite(network: Network, config: TrainConfig) -> None:
     try:
         refuse_inputs(outputs, [network.filename, data])
     except OutputConflict as err:
-        raise config_error(str(err), "choose another --metrics-json or --checkpoint-dir") from None
+        raise error(str(err), "choose another --metrics-json or --checkpoint-dir", "cnndsl train") from None
     if data is not None and Path(data).is_dir():
         # An image folder's inputs are its images: an output may live there, but not be one of them.
         root = os.path.realpath(data)
         for output in outputs:
             if output is not None and Path(output).suffix.lower() in IMAGE_SUFFIXES:
                 if os.path.commonpath([os.path.realpath(output), root]) == root:
-                    raise config_error(
+                    raise error(
                         f"refusing to overwrite {output}, an image inside the --data folder {data}",
                         "choose another --metrics-json or --checkpoint-dir",
+                        "cnndsl train",
                     )
 
 
@@ -65,15 +67,16 @@ def checkpoint_lock(directory: str | Path | None) -> Iterator[None]:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as err:
-        raise checkpoint_error(f"cannot use the checkpoint directory {directory}: {err.strerror or err}") from None
+        raise error(f"cannot use the checkpoint directory {directory}: {err.strerror or err}", where="--checkpoint-dir") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise checkpoint_error(
+            raise error(
                 f"checkpoint directory {directory} is in use by another training run (pid {holder})",
                 "wait for it to finish, or give this run another --checkpoint-dir",
+                "--checkpoint-dir",
             ) from None
         with contextlib.suppress(OSError):  # the pid only informs the message; a full disk must not stop the run here
             os.ftruncate(fd, 0)

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
-from ..errors import CnnDslError
-from .checkpoint import DAMAGED_HINT, checkpoint_error, load_torch, restoring, save_torch, validate_buffers, validate_state
-from .config import TrainConfig, check_resumable, choose_threads, config_error
+from ..errors import CnnDslError, error
+from .checkpoint import DAMAGED_HINT, load_torch, restoring, save_torch, validate_buffers, validate_state
+from .config import TrainConfig, check_resumable, choose_threads
 from .data import Dataset
 from .distributed import World, all_sum, broadcast_object, destroy_process_group, gather_objects, init_process_group
 from .report import EpochProgress
@@ -41,7 +41,7 @@ FORMAT = "cnndsl-train-torch"
 
 def resolve_device(requested: str, world: World) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise config_error("--device cuda: no CUDA GPU is available to PyTorch here", "use --device cpu (or auto)")
+        raise error("--device cuda: no CUDA GPU is available to PyTorch here", "use --device cpu (or auto)", "cnndsl train")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     index = world.local_rank % max(torch.cuda.device_count(), 1)
@@ -57,7 +57,7 @@ class TorchEngine:
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         if self.amp_dtype is torch.float16 and self.device.type == "cpu":
-            raise config_error("--amp fp16 needs a GPU", "use --amp bf16 on the CPU")
+            raise error("--amp fp16 needs a GPU", "use --amp bf16 on the CPU", "cnndsl train")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
         threads = choose_threads(network.macs, config, world.size) if self.device.type == "cpu" else config.threads
@@ -93,8 +93,13 @@ class TorchEngine:
             self.runner = torch.compile(self.runner)  # type: ignore[assignment]
         self.x_train, self.y_train = self._place(dataset.x_train, dataset.y_train)
         self.x_test, self.y_test = self._place(dataset.x_test[world.rank :: world.size], dataset.y_test[world.rank :: world.size])
-        self.sampler = DistributedSampler(
-            range(len(dataset.x_train)), num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
+        # The sampler reads only len() of its dataset: the sample indices stand for it.
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            range(len(dataset.x_train)),  # type: ignore[arg-type]
+            num_replicas=world.size,
+            rank=world.rank,
+            shuffle=True,
+            seed=config.seed,
         )
         self.batch = math.ceil(config.batch_size / world.size)
 
@@ -208,15 +213,18 @@ class TorchEngine:
         validate_state(path, checkpoint)
         check_resumable(checkpoint["config"], self.config, path)
         if not isinstance(checkpoint.get("model"), dict):
-            raise checkpoint_error(
-                f"{path} is damaged: `model` is {type(checkpoint.get('model')).__name__}, not a state dict", DAMAGED_HINT
+            raise error(
+                f"{path} is damaged: `model` is {type(checkpoint.get('model')).__name__}, not a state dict",
+                DAMAGED_HINT,
+                "--checkpoint-dir",
             )
         try:
             self.model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:
-            raise checkpoint_error(
+            raise error(
                 f"{path} holds weights of another network: {str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}",
                 "resume with the same .cnn file, --input and --set values, or use another --checkpoint-dir",
+                "--checkpoint-dir",
             ) from None
         self._validate(path, checkpoint)  # after the weights: another network's checkpoint is said as such
         with restoring(path):
@@ -240,7 +248,7 @@ class TorchEngine:
         """The torch-specific parts of a checkpoint, checked before any is loaded: a clear error naming what is wrong."""
 
         def damaged(what: str) -> CnnDslError:
-            return checkpoint_error(f"{path} is damaged: {what}", DAMAGED_HINT)
+            return error(f"{path} is damaged: {what}", DAMAGED_HINT, "--checkpoint-dir")
 
         for key in ("model", "optimizer", "scaler"):
             if not isinstance(checkpoint.get(key), dict):

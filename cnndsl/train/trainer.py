@@ -16,14 +16,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import error, needs_torch
 from ..files import atomic_write, same_file
 from ..ir import Node, Sequence
 from ..network import Network
-from ..resources import network_error
 from ..weights import Preprocess, write_weights
 from .checkpoint import checkpoint_path, remove_stale_temporaries
-from .config import TrainConfig, config_error, resume_differences
-from .data import Dataset, check_fit, data_error, load_source
+from .config import TrainConfig, resume_differences
+from .data import Dataset, check_fit, load_source
 from .distributed import World, world_from_env
 from .outputs import checkpoint_lock, refuse_overwrite
 from .report import EpochProgress, Reporter
@@ -53,12 +53,6 @@ class Engine(Protocol):
         """The model's state_dict as NumPy arrays (for `--save`)."""
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    """counts[true, predicted] as int64."""
-    flat = labels.astype(np.int64) * classes + predictions.astype(np.int64)
-    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
-
-
 def steps_per_epoch(samples: int, batch: int) -> int:
     return max(1, math.ceil(samples / batch))
 
@@ -68,8 +62,12 @@ def make_engine(network: Network, config: TrainConfig, dataset: Dataset, world: 
         from .numpy_engine import NumpyEngine
 
         return NumpyEngine(network, config, dataset)
-    from .torch_engine import TorchEngine
-
+    try:
+        from .torch_engine import TorchEngine
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        raise needs_torch("training with the torch backend", "cnndsl train", "use --backend numpy") from None
     return TorchEngine(network, config, dataset, world)
 
 
@@ -79,7 +77,7 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text.encode())
     except OSError as err:
-        raise config_error(f"cannot write --metrics-json {path}: {err.strerror or err}") from None
+        raise error(f"cannot write --metrics-json {path}: {err.strerror or err}", where="cnndsl train") from None
 
 
 def train(network: Network, config: TrainConfig, world: World | None = None) -> dict[str, Any]:
@@ -97,14 +95,15 @@ def train(network: Network, config: TrainConfig, world: World | None = None) -> 
 
 def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any]:
     if config.backend == "numpy" and world.distributed:
-        raise config_error(
+        raise error(
             f"the numpy backend trains in one process; this is process {world.rank} of {world.size} (torchrun)",
             "run it without torchrun, or use --backend torch",
+            "cnndsl train",
         )
     if config.save is not None:
         for source in (network.filename, config.data):
             if same_file(config.save, source):
-                raise config_error(f"--save {config.save} would overwrite the input {source}", "choose another path")
+                raise error(f"--save {config.save} would overwrite the input {source}", "choose another path", "cnndsl train")
     reporter = Reporter(enabled=world.is_main, progress=config.progress)
     network = logits_network(network, reporter)
     output = tuple(network.output_shape)
@@ -112,10 +111,14 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
     check_fit(dataset, network.input_shape, network.output_shape, network.parameters, config.data)
     if len(dataset.x_train) < 2 * world.size:
         # BatchNorm cannot train on one sample, and every process needs a batch.
-        raise data_error(f"{config.data} has {len(dataset.x_train)} training samples; training needs at least {2 * world.size}")
+        raise error(
+            f"{config.data} has {len(dataset.x_train)} training samples; training needs at least {2 * world.size}", where="--data"
+        )
     if not len(dataset.x_test):
-        raise data_error(
-            f"{config.data} has no test samples", "give each class at least two samples (one in five is held out for testing)"
+        raise error(
+            f"{config.data} has no test samples",
+            "give each class at least two samples (one in five is held out for testing)",
+            "--data",
         )
     engine = make_engine(network, config, dataset, world)
     try:
@@ -139,11 +142,11 @@ def logits_network(network: Network, reporter: Reporter) -> Network:
     """
     last = network.layers[-1]
     if last.kind.name == "Sigmoid":
-        raise network_error(
-            network,
+        raise error(
             "the network ends in Sigmoid, but training uses cross-entropy, which takes logits (raw class scores)",
-            last.pos,
             "remove the final Sigmoid: cross-entropy applies softmax itself (a final Softmax is left out of training)",
+            network,
+            last.pos,
         )
     if last.kind.name != "Softmax":
         return network
@@ -185,13 +188,14 @@ def _guarded(step: Any, *args: Any) -> Any:
     try:
         return step(*args)
     except MemoryError:
-        raise config_error("out of host memory while training", "lower --batch-size, or use a smaller network") from None
+        raise error("out of host memory while training", "lower --batch-size, or use a smaller network", "cnndsl train") from None
     except RuntimeError as err:
         if "out of memory" not in str(err):
             raise
-        raise config_error(
+        raise error(
             f"out of memory while training: {str(err).splitlines()[0]}",
             "lower --batch-size, use --amp bf16, or use a smaller network or input",
+            "cnndsl train",
         ) from None
 
 
