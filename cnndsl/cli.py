@@ -13,7 +13,7 @@ from . import zoo
 from .checker import parse_value
 from .errors import Diagnostic, use_color
 from .files import same_file
-from .network import MAX_SEED, Network, check_source
+from .network import MAX_SEED, MIN_SEED, Network, check_source
 from .parser import read_source_bytes
 from .shapes import Shape
 from .summary import COLUMNS, DEFAULT_COLUMNS, DEFAULT_DEPTH
@@ -73,7 +73,7 @@ def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
         click.echo(diagnostic.format(color), err=True)
 
 
-SEED = click.IntRange(0, MAX_SEED)
+SEED = click.IntRange(MIN_SEED, MAX_SEED)
 """Seeds as Network.to_torch and Network.to_numpy accept them."""
 
 input_option = click.option("--input", "input_text", metavar="CxHxW", help="Override the file's input shape.")

@@ -24,21 +24,21 @@ if TYPE_CHECKING:
     from .weights import WeightsSource
 
 
-MAX_SEED = 2**63 - 1
-"""Largest seed (torch and NumPy both accept 0 to 2^63 - 1)."""
+MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1
+"""The seeds `torch.manual_seed` takes; the NumPy backend draws from the same generator (numpy_ops.TorchRandom)."""
 
 
 def _check_seed(seed: Any, filename: str, optional: bool) -> None:
     """Refuse a seed that torch or NumPy would reject with an exception of their own."""
     if seed is None and optional:
         return
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not MIN_SEED <= seed <= MAX_SEED:
         shown = f"{seed!r}"[:40] if not isinstance(seed, int) or abs(seed) < 10**30 else "a huge integer"
         raise CnnDslError(
             [
                 Diagnostic(
                     "error",
-                    f"the seed must be an integer from 0 to 2^63 - 1{' or None' if optional else ''}; got {shown}",
+                    f"the seed must be an integer from -2^63 to 2^64 - 1{' or None' if optional else ''}; got {shown}",
                     None,
                     None,
                     (),
@@ -180,7 +180,7 @@ class Network:
     def to_torch(self, seed: int | None = None, max_bytes: int | None = None, weights: WeightsSource | None = None) -> Any:
         """The network as a `torch.nn.Module` whose state_dict keys follow the layer paths.
 
-        `seed` (None, or an integer from 0 to 2^63 - 1) makes the initial weights reproducible
+        `seed` (None, or an integer from -2^63 to 2^64 - 1, as `torch.manual_seed` takes) makes the initial weights reproducible
         without touching the global RNG, and equal to `to_numpy(seed=seed)`'s (None: PyTorch's
         default initialisation from the global RNG). `weights` (a .safetensors/.pt/.npz file, a
         training checkpoint or a state_dict; see cnndsl.weights) replaces them; when they carry
@@ -207,7 +207,7 @@ class Network:
         weights file (see cnndsl.weights), whose input normalisation, if any, the model applies.
         Needs no torch (except to read .pt files).
 
-        `seed` is an integer from 0 to 2^63 - 1 and `dtype` a NumPy floating-point type; other
+        `seed` is an integer from -2^63 to 2^64 - 1 and `dtype` a NumPy floating-point type; other
         values raise CnnDslError."""
         from .numpy_backend import NumpyModel
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CnnDslError, Diagnostic
+from .errors import CnnDslError, Diagnostic, needs_torch
 from .files import Content, atomic_write
 from .limits import MAX_WEIGHT_BYTES
 
@@ -293,9 +293,7 @@ def _read_torch(path: Path) -> Weights:
     try:
         import torch
     except ImportError:
-        raise weights_error(
-            f"reading {where} needs PyTorch", "pip install 'cnndsl[torch]', or save the weights as .safetensors or .npz", where
-        ) from None
+        raise needs_torch(f"reading {where}", where, "save the weights as .safetensors or .npz") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
@@ -541,7 +539,5 @@ def _torch_for_writing(where: str) -> Any:
     try:
         import torch
     except ImportError:
-        raise weights_error(
-            f"writing {where} needs PyTorch", "pip install 'cnndsl[torch]', or write .safetensors or .npz", where
-        ) from None
+        raise needs_torch(f"writing {where}", where, "write .safetensors or .npz") from None
     return torch

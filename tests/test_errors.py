@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,12 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnDslError
-from cnndsl.compiler import export_onnx, initial_weights
+from cnndsl.compiler import export_onnx, module_weights
 from cnndsl.errors import Position, error
 from cnndsl.network import Network
-from cnndsl.run import read_weights, run_network
+from cnndsl.run import run_network
 from cnndsl.train.trainer import make_engine
+from cnndsl.weights import read_weights
 
 SOURCE = "input 3x8x8\nConv(4, 3)\nflatten\nFC(2)\n"
 
@@ -42,11 +44,16 @@ def without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "cnndsl.train.torch_engine", raising=False)
 
 
+def _some_file(path: Path) -> Path:
+    path.write_bytes(b"weights")
+    return path
+
+
 TORCH_USES: dict[str, tuple[Callable[[Network, Any], object], str]] = {
     "to_torch": (lambda net, tmp: net.to_torch(), "the torch target"),
-    "compile --weights-out": (lambda net, tmp: initial_weights(net, 0), "saving the initial weights (a torch state_dict)"),
+    "compile --weights-out": (lambda net, tmp: module_weights(net, 0, None), "writing the weights"),
     "compile --target onnx": (lambda net, tmp: export_onnx(net), "the onnx target"),
-    "run --weights w.pt": (lambda net, tmp: read_weights(net, str(tmp / "w.pt")), "reading {tmp}/w.pt"),
+    "run --weights w.pt": (lambda net, tmp: read_weights(_some_file(tmp / "w.pt")), "reading {tmp}/w.pt"),
     "run --backend torch": (
         lambda net, tmp: run_network(net, "torch", np.zeros((1, 3, 8, 8), np.float32)),
         "the torch backend",
