@@ -1,7 +1,8 @@
 """cnndsl: a declarative language and compiler for convolutional neural networks."""
 
 from .errors import CnnDslError, Diagnostic
-from .network import Network, check_source, load, parse
+from .frontend import check_source, load, parse
+from .network import Network
 from .shapes import Shape
 
 __all__ = ["CnnDslError", "Diagnostic", "Network", "Shape", "check_source", "load", "parse"]

@@ -13,7 +13,8 @@ from . import zoo
 from .checker import parse_value
 from .errors import Diagnostic, use_color
 from .files import same_file
-from .network import MAX_SEED, MIN_SEED, Network, check_source
+from .frontend import check_source
+from .network import MAX_SEED, MIN_SEED, Network
 from .parser import read_source_bytes
 from .shapes import Shape
 from .summary import COLUMNS, DEFAULT_COLUMNS, DEFAULT_DEPTH

@@ -199,7 +199,7 @@ def parameter_expressions(network: Network, names: dict[str, str]) -> tuple[dict
 
     `names` maps each network parameter to its (safe) name in the generated constructor.
     """
-    from .network import check_source
+    from .frontend import check_source
 
     base: Calls | None = None  # made before the first probe: no probe, no cost
     found: dict[tuple[str, int], tuple[str, str]] = {}

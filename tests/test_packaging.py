@@ -33,7 +33,7 @@ def test_wheel_contains_the_grammar(wheel: Path) -> None:
     assert len([n for n in names if n.startswith("cnndsl/architectures/") and n.endswith(".cnn")]) == len(
         list((ROOT / "architectures").glob("*.cnn"))
     )
-    assert "cnndsl/checker.py" in names
+    assert "cnndsl/checker/expansion.py" in names
     assert any(name.endswith("entry_points.txt") for name in names)
 
 

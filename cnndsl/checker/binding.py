@@ -1,0 +1,254 @@
+"""Binding: a call's arguments to a signature (positional, then keywords), the keyword index,
+`defaults` lines, and coercion of each value to its argument's type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+
+from .. import ast
+from ..errors import DiagnosticSink, Position
+from ..layers import LayerKind
+from ..layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
+from ..shapes import Shape
+from .values import POISON, EvalError, Scope, Value, Word, as_number, evaluate, ordinal, plain, report_errors, suggest
+
+
+@dataclass
+class BoundArgs:
+    """A layer call's arguments, by the kind's own names, before `resolve`."""
+
+    values: dict[str, Value]
+    positions: dict[str, Position]
+    """Where each argument was given (in the call or in `defaults`), to point errors at it."""
+    inputs: list[tuple[ArgSpec, Value, Position]]
+    """Input sizes a PyTorch spelling repeated (`Conv2d`'s in_channels), to check after inference."""
+
+
+Defaults = dict[str, dict[str, ast.Arg]]
+"""`defaults` lines: kind name to (the kind's own argument name to the argument as written)."""
+
+
+def owner_name(kind: LayerKind, spelling: str) -> str:
+    """The name messages use: the spelling when it has a signature of its own (`Conv2d`), else the kind's."""
+    return canonical_spelling(spelling) if kind.signature_of(spelling) is not kind.signature else kind.name
+
+
+class Binder:
+    """Binds calls to signatures, reporting to `sink`; keeps one keyword index per signature."""
+
+    def __init__(self, sink: DiagnosticSink) -> None:
+        self.sink = sink
+        self._keyword_index: dict[int, tuple[tuple[ArgSpec, ...], dict[str, str]]] = {}
+
+    def layer_args(
+        self,
+        kind: LayerKind,
+        call: ast.Call,
+        scope: Scope,
+        shape: Shape | None,
+        defaults: Defaults,
+        network_values: Mapping[str, Value],
+    ) -> BoundArgs | None:
+        """The kind's arguments from a call in the spelling it uses (PyTorch's spellings map theirs
+        onto the kind's), then `defaults`, then the signature's defaults."""
+        specs = kind.signature_of(call.name)
+        owner = owner_name(kind, call.name)
+        signature = kind.signature_text(call.name)
+        bound = self.bind_names(owner, specs, signature, call)
+        if bound is None:
+            return None
+        kind_defaults = defaults.get(kind.name, {})
+        network_scope = Scope(network_values, scope.calls)
+        result = BoundArgs({}, {}, [])
+        ok = True
+
+        def evaluate_arg(spec: ArgSpec, source: ast.Arg, arg_scope: Scope) -> Value:
+            value = evaluate(source.value, arg_scope, shape)
+            if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same"):
+                as_number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
+            return coerce(owner, spec, value, source.value.pos)
+
+        targeted = {spec.canonical for spec in specs if spec.role == "arg"}
+        sources: list[tuple[ArgSpec, ast.Arg, Scope]] = []
+        for spec in specs:
+            default_key = spec.canonical if spec.role == "arg" else spec.name
+            if spec.name in bound:
+                sources.append((spec, bound[spec.name], scope))
+            elif spec.role in ("arg", "fixed") and default_key in kind_defaults:
+                sources.append((spec, kind_defaults[default_key], network_scope))
+        # `defaults` given through another spelling, for arguments this spelling does not name.
+        for spec in kind.signature:
+            if spec.role == "arg" and spec.name not in targeted and spec.name in kind_defaults:
+                sources.append((spec, kind_defaults[spec.name], network_scope))
+        for spec, source, arg_scope in sources:
+            value = report_errors(
+                self.sink,
+                scope,
+                partial(evaluate_arg, spec, source, arg_scope),
+                f"signature: {signature}",
+            )
+            if value is POISON:
+                ok = False
+                continue
+            if spec.role == "arg":
+                result.values[spec.canonical] = value
+                result.positions[spec.canonical] = source.pos
+            elif spec.role == "input":
+                result.inputs.append((spec, value, source.pos))
+            elif spec.role == "fixed" and value not in (spec.default, (spec.default, spec.default)):
+                self.sink.error(
+                    f"{owner}: cnndsl supports only {spec.name}={format_value(spec.default)}; got {format_value(value)}",
+                    source.pos,
+                    f"remove `{spec.name}`; signature: {signature}",
+                    scope.notes(),
+                )
+                ok = False
+        if not ok:
+            return None
+        for index, spec in enumerate(specs):
+            if spec.default is REQUIRED and spec.canonical not in result.values:
+                self.sink.error(
+                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
+                    call.pos,
+                    f"signature: {signature}",
+                    scope.notes(),
+                )
+                ok = False
+        for index, spec in enumerate(kind.signature):
+            if spec.role != "arg" or spec.name in result.values or not ok:
+                continue
+            if isinstance(spec.default, SameAs):
+                result.values[spec.name] = result.values.get(spec.default.name)
+            elif spec.default is REQUIRED:
+                self.sink.error(
+                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
+                    call.pos,
+                    f"signature: {signature}",
+                    scope.notes(),
+                )
+                ok = False
+            else:
+                result.values[spec.name] = spec.default
+        return result if ok else None
+
+    def check_declared_inputs(
+        self, kind: LayerKind, call: ast.Call, inputs: list[tuple[ArgSpec, Value, Position]], shape: Shape, scope: Scope
+    ) -> bool:
+        """PyTorch's spellings repeat the input size (`Conv2d(3, 16, 3)`): it must be the inferred one."""
+        ok = True
+        for spec, value, pos in inputs:
+            if value == shape.channels:
+                continue
+            spelling = owner_name(kind, call.name)
+            noun = "channels" if shape.is_image else "features"
+            self.sink.error(
+                f"{spelling}'s {spec.name} is {value} but its input has {shape.channels} {noun}",
+                pos,
+                f"the input here is {shape.describe()}: write {shape.channels}, or leave `{spec.name}` out and give the "
+                f"other arguments by keyword (cnndsl infers it); signature: {kind.signature_text(call.name)}",
+                scope.notes(),
+            )
+            ok = False
+        return ok
+
+    def bind_names(
+        self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call, case_sensitive: bool = False
+    ) -> dict[str, ast.Arg] | None:
+        """Match a call's arguments to parameter names: positional first, then keywords."""
+        by_key = self.keyword_names(specs, case_sensitive)
+        bound: dict[str, ast.Arg] = {}
+        ok = True
+        seen_keyword = False
+        for index, arg in enumerate(call.args):
+            if arg.name is None:
+                if seen_keyword:
+                    self.sink.error("a positional argument after a keyword argument", arg.pos, f"signature: {signature}")
+                    ok = False
+                    continue
+                if index >= len(specs):
+                    count = len(specs)
+                    self.sink.error(
+                        f"{owner} takes {'no' if count == 0 else f'at most {count}'} argument{'s' if count != 1 else ''}; "
+                        f"got {len(call.args)}",
+                        arg.pos,
+                        f"signature: {signature}",
+                    )
+                    ok = False
+                    break
+                bound[specs[index].name] = arg
+                continue
+            seen_keyword = True
+            key = arg.name if case_sensitive else arg.name.lower()
+            match = by_key.get(key)
+            if match is None:
+                hint = suggest(arg.name, [s.name for s in specs])
+                hint = f"{hint} signature: {signature}" if hint else f"signature: {signature}"
+                self.sink.error(f"{owner} has no argument `{arg.name}`", arg.pos, hint)
+                ok = False
+                continue
+            if match in bound:
+                self.sink.error(f"`{match}` is given twice", arg.pos, f"signature: {signature}")
+                ok = False
+                continue
+            bound[match] = arg
+        return bound if ok else None
+
+    def keyword_names(self, specs: tuple[ArgSpec, ...], case_sensitive: bool) -> dict[str, str]:
+        """Keyword (lower-cased unless case-sensitive) to parameter name, made once per signature."""
+        cached = self._keyword_index.get(id(specs))
+        if cached is None or cached[0] is not specs:
+            # A spec's own name and its other names (`padding` for `pad`); earlier specs and own names win.
+            index = {
+                (keyword if case_sensitive else keyword.lower()): spec.name
+                for spec in reversed(specs)
+                for keyword in (*spec.keywords, spec.name)
+            }
+            cached = self._keyword_index[id(specs)] = (specs, index)
+        return cached[1]
+
+
+def coerce(owner: str, spec: ArgSpec, value: Value, pos: Position) -> Value:
+    """Check a value against its argument type: expected vs received."""
+
+    def whole(v: Value) -> int | None:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return None
+
+    def fail(expected: str) -> EvalError:
+        return EvalError(f"{owner}: `{spec.name}` must be {expected}; got {format_value(plain(value))}", pos)
+
+    minimum = spec.minimum
+    bound_word = "a positive integer" if minimum == 1 else "a non-negative integer" if minimum == 0 else "an integer"
+    if spec.type == "int":
+        n = whole(value)
+        if n is None or (minimum is not None and n < minimum):
+            raise fail(bound_word)
+        return n
+    if spec.type in ("pair", "pad"):
+        if spec.type == "pad" and isinstance(value, Word) and value.text.lower() == "same":
+            return "same"
+        items = value if isinstance(value, tuple) else (value,)
+        ints = [whole(v) for v in items]
+        if any(n is None or (minimum is not None and n < minimum) for n in ints):
+            raise fail(
+                f"{bound_word}, a pair (h, w) of them or `same`"
+                if spec.type == "pad"
+                else f"{bound_word} or a pair (h, w) of them"
+            )
+        return tuple(ints) if isinstance(value, tuple) else ints[0]
+    if spec.type == "bool":
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if spec.type == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        return float(value)
+    raise AssertionError(spec.type)
