@@ -109,12 +109,7 @@ class Binder:
             return None
         for index, spec in enumerate(specs):
             if spec.default is REQUIRED and spec.canonical not in result.values:
-                self.sink.error(
-                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
-                    call.pos,
-                    f"signature: {signature}",
-                    scope.notes(),
-                )
+                self._missing(owner, spec, index, call, signature, scope)
                 ok = False
         for index, spec in enumerate(kind.signature):
             if spec.role != "arg" or spec.name in result.values or not ok:
@@ -122,16 +117,17 @@ class Binder:
             if isinstance(spec.default, SameAs):
                 result.values[spec.name] = result.values.get(spec.default.name)
             elif spec.default is REQUIRED:
-                self.sink.error(
-                    f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)",
-                    call.pos,
-                    f"signature: {signature}",
-                    scope.notes(),
-                )
+                self._missing(owner, spec, index, call, signature, scope)
                 ok = False
             else:
                 result.values[spec.name] = spec.default
         return result if ok else None
+
+    def _missing(self, owner: str, spec: ArgSpec, index: int, call: ast.Call, signature: str, scope: Scope) -> None:
+        """A required argument the call (and `defaults`) left out, with the signature to fill it from."""
+        self.sink.error(
+            f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)", call.pos, f"signature: {signature}", scope.notes()
+        )
 
     def check_declared_inputs(
         self, kind: LayerKind, call: ast.Call, inputs: list[tuple[ArgSpec, Value, Position]], shape: Shape, scope: Scope
