@@ -1,0 +1,366 @@
+"""Weights by structure: a foreign state_dict (torchvision, timm, any module with the same structure) onto the network's keys.
+
+A state_dict is grouped into parametrised layers: the tensors that share a key prefix
+(`layer1.0.conv1.weight`, `layer1.0.conv1.bias` -> layer `layer1.0.conv1`), in the order the
+keys come. PyTorch lists a module's keys in registration order, which for the torchvision
+classification models equals execution order (tests/test_twins.py checks the whole zoo), so
+the foreign layers are paired with the network's parametrised layers in execution order,
+comparing each pair's kind (conv, linear, batchnorm, ... from the tensor names and the
+weight's rank) and shapes. Where a module registers the branches of a merge in another order
+than they run (a shortcut before the main path), the branches are tried in every order; the
+one order that fits is taken, and two that fit are an ambiguity, refused.
+
+A layer whose shapes differ only because a network parameter or the input shape changed it
+(the classifier head of `--set num_classes=10`: the layer differs from the same layer of the
+network as written) keeps its initial weights and is reported as re-initialised. Any other
+disagreement is refused with a CnnDslError naming the layer on each side and how they
+differ, unless `allow_partial`: then what agrees at the start and at the end is matched, and
+the rest is reported (ours: unmatched, keeping initial weights; theirs: skipped).
+
+The matching reads only keys and shapes: it imports no torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import CnnDslError
+from .ir import Layer, Node, Parallel, Sequence
+from .torch_plan import deep_recursion
+from .weights import PREPROCESS_PREFIX, Weights, weights_error
+
+if TYPE_CHECKING:
+    from .network import Network
+
+Shape = tuple[int, ...]
+MAX_PERMUTED_BRANCHES = 5
+"""Merges with more branches (that hold weights) than this are only tried in their own order (5! = 120 orders)."""
+OPTIONAL_TENSORS = frozenset({"num_batches_tracked"})
+"""Tensors a checkpoint may lack (older PyTorch saved no BatchNorm counter): ours are kept."""
+
+
+@dataclass(frozen=True)
+class LayerTensors:
+    """One parametrised layer of a state_dict: its key prefix and its tensors' shapes."""
+
+    prefix: str
+    shapes: dict[str, Shape]
+
+    @property
+    def kind(self) -> str:
+        """conv, linear, batchnorm, affine (a 1-D weight: LayerNorm, GroupNorm, ...) or other, from names and ranks."""
+        if {"running_mean", "running_var"} <= set(self.shapes):
+            return "batchnorm"
+        weight = self.shapes.get("weight")
+        if weight is None:
+            return "other"
+        return {4: "conv", 3: "conv1d", 2: "linear", 1: "affine"}.get(len(weight), "other")
+
+    def describe(self) -> str:
+        """`layer1.0.conv1` (conv, weight 64x64x3x3)."""
+        weight = self.shapes.get("weight")
+        shape = f", weight {_shape_text(weight)}" if weight is not None else ""
+        return f"`{self.prefix}` ({self.kind}{shape})"
+
+    def keys(self) -> list[str]:
+        return [f"{self.prefix}.{name}" if self.prefix else name for name in self.shapes]
+
+
+def _shape_text(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"
+
+
+def group_layers(shapes: Mapping[str, Shape]) -> list[LayerTensors]:
+    """The state_dict's keys grouped by module prefix, in the order of their first key (preprocessing entries left out)."""
+    groups: dict[str, dict[str, Shape]] = {}
+    for key, shape in shapes.items():
+        if key.startswith(PREPROCESS_PREFIX):
+            continue
+        prefix, _, name = key.rpartition(".")
+        groups.setdefault(prefix, {})[name] = tuple(int(d) for d in shape)
+    return [LayerTensors(prefix, tensors) for prefix, tensors in groups.items()]
+
+
+def shapes_of(state_dict: Mapping[str, Any]) -> dict[str, Shape]:
+    """Key -> shape of any mapping of arrays or tensors (anything with a `.shape`)."""
+    return {str(key): tuple(int(d) for d in getattr(value, "shape", ())) for key, value in state_dict.items()}
+
+
+def difference(ours: LayerTensors, theirs: LayerTensors) -> str | None:
+    """How two layers differ (kind, tensor names, shapes), or None when the weights fit."""
+    if ours.kind != theirs.kind:
+        return f"a {ours.kind} layer against a {theirs.kind} layer"
+    missing = [n for n in ours.shapes if n not in theirs.shapes and n not in OPTIONAL_TENSORS]
+    extra = [n for n in theirs.shapes if n not in ours.shapes]
+    if missing or extra:
+        parts = ([f"{', '.join(missing)} missing"] if missing else []) + ([f"{', '.join(extra)} extra"] if extra else [])
+        return "tensors differ: " + "; ".join(parts)
+    shapes = [
+        f"{name} {_shape_text(theirs.shapes[name])} instead of {_shape_text(shape)}"
+        for name, shape in ours.shapes.items()
+        if name in theirs.shapes and theirs.shapes[name] != shape
+    ]
+    return "shapes differ: " + ", ".join(shapes) if shapes else None
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+@dataclass
+class MatchReport:
+    """What structural matching did: which layer got which weights, and what it left alone."""
+
+    source: str
+    matched: list[tuple[str, str]] = field(default_factory=list)
+    """(our layer's path, their layer's prefix), in execution order."""
+    reinitialised: list[tuple[str, str, str]] = field(default_factory=list)
+    """(ours, theirs, how the shapes differ): a network parameter changed the layer, so it keeps its initial weights."""
+    unmatched: list[str] = field(default_factory=list)
+    """Our layers without a counterpart (kept at their initial weights; only with allow_partial)."""
+    skipped: list[str] = field(default_factory=list)
+    """Their layers not used (only with allow_partial)."""
+
+    def lines(self, limit: int = 8) -> list[str]:
+        """The report as `cnndsl` prints it: one summary line, then the re-initialised, unmatched and skipped layers."""
+        counts = (
+            f"{len(self.matched)} layers matched, {len(self.reinitialised)} re-initialised, "
+            f"{len(self.unmatched)} unmatched, {len(self.skipped)} skipped"
+        )
+        out = [f"weights from {self.source} matched by structure: {counts}"]
+        for ours, theirs, how in self.reinitialised:
+            out.append(f"  re-initialised {ours} (was {theirs}: {how}; a network parameter changed it)")
+        for title, names in (("unmatched (initial weights)", self.unmatched), ("skipped from the weights", self.skipped)):
+            if names:
+                shown = ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+                out.append(f"  {title}: {shown}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+# ---------------------------------------------------------------------------- matching
+
+
+@dataclass
+class _Mismatch(Exception):
+    ours: LayerTensors | None
+    theirs: LayerTensors | None
+    how: str
+
+
+class _Ambiguous(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class _Matcher:
+    own: dict[str, LayerTensors]
+    """Our parametrised layers by path."""
+    foreign: list[LayerTensors]
+    changed: set[str]
+    """Paths of our layers that a network parameter (or the input shape) changed."""
+
+    def layers_under(self, node: Node) -> Iterator[LayerTensors]:
+        for leaf in node.leaves():
+            if leaf.path in self.own:
+                yield self.own[leaf.path]
+
+    def fits(self, ours: LayerTensors, theirs: LayerTensors) -> tuple[bool, str | None]:
+        """(usable, how the shapes differ): a pair that fits, a re-initialised head, or neither (_Mismatch)."""
+        how = difference(ours, theirs)
+        if how is None:
+            return True, None
+        if how.startswith("shapes differ") and ours.prefix in self.changed:
+            return False, how
+        raise _Mismatch(ours, theirs, how)
+
+    def align(self, node: Node, at: int, pairs: list[tuple[LayerTensors, LayerTensors, str | None]]) -> int:
+        """Pair the layers under `node` with the foreign layers from index `at`; returns the next index."""
+        if isinstance(node, Layer):
+            ours = self.own.get(node.path)
+            if ours is None:
+                return at
+            if at >= len(self.foreign):
+                raise _Mismatch(ours, None, "the weights have no more layers")
+            usable, how = self.fits(ours, self.foreign[at])
+            pairs.append((ours, self.foreign[at], how if not usable else None))
+            return at + 1
+        if isinstance(node, Sequence):
+            for child in node.children:
+                at = self.align(child, at, pairs)
+            return at
+        assert isinstance(node, Parallel)
+        return self.align_branches(node, at, pairs)
+
+    def align_branches(self, node: Parallel, at: int, pairs: list[tuple[LayerTensors, LayerTensors, str | None]]) -> int:
+        weighted = [b for b in node.branches if any(True for _ in self.layers_under(b))]
+        try:
+            attempt: list[tuple[LayerTensors, LayerTensors, str | None]] = []
+            end = self.align_all(weighted, at, attempt)
+        except _Mismatch as first:
+            if len(weighted) < 2 or len(weighted) > MAX_PERMUTED_BRANCHES:
+                raise
+            fitting: list[tuple[tuple[Sequence, ...], int, list[tuple[LayerTensors, LayerTensors, str | None]]]] = []
+            for order in itertools.permutations(weighted):
+                trial: list[tuple[LayerTensors, LayerTensors, str | None]] = []
+                try:
+                    fitting.append((order, self.align_all(list(order), at, trial), trial))
+                except _Mismatch:
+                    continue
+            if not fitting:
+                raise first from None
+            if len(fitting) > 1:
+                raise _Ambiguous(
+                    f"the branches of `{node.path or node.name}` fit the weights in {len(fitting)} orders "
+                    f"(starting at their layer `{self.foreign[at].prefix}`)"
+                ) from None
+            _, end, attempt = fitting[0]
+        pairs.extend(attempt)
+        return end
+
+    def align_all(self, nodes: list[Sequence], at: int, pairs: list[tuple[LayerTensors, LayerTensors, str | None]]) -> int:
+        for node in nodes:
+            at = self.align(node, at, pairs)
+        return at
+
+
+def changed_layers(network: Network) -> set[str]:
+    """Paths of the layers that differ (arguments or input shape) from the same layer of the network as written."""
+    from .network import check_source
+
+    written, _ = check_source(network.source, network.filename)
+    if written is None:
+        return {layer.path for layer in network.layers}
+    before = {layer.path: (layer.kind.name, layer.args, tuple(layer.in_shape)) for layer in written.layers}
+    return {
+        layer.path for layer in network.layers if before.get(layer.path) != (layer.kind.name, layer.args, tuple(layer.in_shape))
+    }
+
+
+def is_foreign(expected: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
+    """Whether `given` is not in the network's own layout (some key of ours is missing): structural matching is needed."""
+    return any(key not in given for key in expected)
+
+
+def match_weights(
+    network: Network,
+    expected: Mapping[str, Shape],
+    foreign: Mapping[str, Any],
+    source: str = "<state_dict>",
+    allow_partial: bool = False,
+    reinitialise: bool = True,
+) -> tuple[dict[str, str], MatchReport]:
+    """Our key -> their key for every tensor that gets weights, and the report (see the module docstring).
+
+    `expected` is our state_dict's key -> shape (keys grouped by layer path), `foreign` their
+    state_dict (anything with shapes). `reinitialise=False` refuses changed heads too (exporting
+    to a template must fit it exactly).
+    """
+    own_layers = group_layers(expected)
+    own = {layer.prefix: layer for layer in own_layers}
+    theirs = group_layers(shapes_of(foreign))
+    changed = changed_layers(network) if reinitialise else set()
+    matcher = _Matcher(own, theirs, changed)
+    report = MatchReport(source)
+    pairs: list[tuple[LayerTensors, LayerTensors, str | None]] = []
+    try:
+        end = matcher.align(network.root, 0, pairs)
+        if end < len(theirs):
+            raise _Mismatch(None, theirs[end], f"the weights have {len(theirs) - end} more layers than the network")
+    except _Mismatch as mismatch:
+        if not allow_partial:
+            raise _refusal(network, mismatch, len(own_layers), len(theirs), source) from None
+        pairs = _partial(matcher, network, own_layers, theirs, report)
+    except _Ambiguous as ambiguous:
+        if not allow_partial:
+            raise weights_error(
+                f"cannot match the weights from {source} to network {network.name} by structure: {ambiguous.message}",
+                "save the weights from a module whose branches are registered in the order they run",
+                source,
+            ) from None
+        pairs = _partial(matcher, network, own_layers, theirs, report)
+    mapping: dict[str, str] = {}
+    for ours, their_layer, how in pairs:
+        if how is not None:
+            report.reinitialised.append((ours.prefix, their_layer.prefix, how))
+            continue
+        report.matched.append((ours.prefix, their_layer.prefix))
+        for name in ours.shapes:
+            if name in their_layer.shapes:
+                mapping[_key(ours.prefix, name)] = _key(their_layer.prefix, name)
+    return mapping, report
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _partial(
+    matcher: _Matcher, network: Network, own_layers: list[LayerTensors], theirs: list[LayerTensors], report: MatchReport
+) -> list[tuple[LayerTensors, LayerTensors, str | None]]:
+    """allow_partial: pair what fits from the start and from the end, in execution order; report the rest."""
+    order = [matcher.own[layer.path] for layer in network.layers if layer.path in matcher.own]
+
+    def usable(ours: LayerTensors, their_layer: LayerTensors) -> str | None | bool:
+        try:
+            fits, how = matcher.fits(ours, their_layer)
+        except _Mismatch:
+            return False
+        return None if fits else how
+
+    head: list[tuple[LayerTensors, LayerTensors, str | None]] = []
+    while len(head) < min(len(order), len(theirs)):
+        verdict = usable(order[len(head)], theirs[len(head)])
+        if verdict is False:
+            break
+        head.append((order[len(head)], theirs[len(head)], verdict if isinstance(verdict, str) else None))
+    tail: list[tuple[LayerTensors, LayerTensors, str | None]] = []
+    while len(head) + len(tail) < min(len(order), len(theirs)):
+        ours, their_layer = order[-1 - len(tail)], theirs[-1 - len(tail)]
+        verdict = usable(ours, their_layer)
+        if verdict is False:
+            break
+        tail.append((ours, their_layer, verdict if isinstance(verdict, str) else None))
+    report.unmatched.extend(layer.prefix for layer in order[len(head) : len(order) - len(tail)])
+    report.skipped.extend(layer.prefix for layer in theirs[len(head) : len(theirs) - len(tail)])
+    return head + tail[::-1]
+
+
+def _refusal(network: Network, mismatch: _Mismatch, ours: int, theirs: int, source: str) -> CnnDslError:
+    own = f"our {mismatch.ours.describe()}" if mismatch.ours is not None else "the network has no more layers"
+    other = f"their {mismatch.theirs.describe()}" if mismatch.theirs is not None else "the weights have no more layers"
+    counts = f" (the network has {ours} parametrised layers, the weights {theirs})" if ours != theirs else ""
+    return weights_error(
+        f"the weights from {source} do not fit network {network.name} by structure: {own} against {other}: {mismatch.how}{counts}",
+        "were they saved from this architecture? --allow-partial (allow_partial=True) loads the layers that fit",
+        source,
+    )
+
+
+def remap(mapping: Mapping[str, str], foreign: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """Our state_dict: their tensors where `mapping` says, our current ones elsewhere (re-initialised, unmatched)."""
+    return {key: foreign[mapping[key]] if key in mapping else value for key, value in current.items()}
+
+
+def own_layout(
+    network: Network, current: Mapping[str, Any], weights: Weights, allow_partial: bool = False
+) -> tuple[Mapping[str, Any], MatchReport | None]:
+    """The weights keyed as `current` (our state_dict): unchanged when they already are, else matched by structure.
+
+    Weights that hold at least half of our keys are taken as our own layout (their differences are
+    then named key by key by the caller's check); anything else is matched by structure, and our
+    tensors that get no weights keep their `current` values.
+    """
+    given = weights.state_dict
+    present = sum(1 for key in current if key in given)
+    if 2 * present >= len(current):
+        return given, None
+    with deep_recursion():
+        mapping, report = match_weights(network, shapes_of(current), given, weights.source, allow_partial)
+    return remap(mapping, given, current), report
