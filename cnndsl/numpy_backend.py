@@ -198,10 +198,10 @@ class NumpyModel:
         return report
 
     def save(self, path: str | Path) -> None:
-        """Write the weights and `preprocess` to .safetensors, .pt or .npz (by the suffix; .npz for any other)."""
+        """Write the weights and `preprocess` to .safetensors, .pt or .npz (by the suffix; .safetensors for any other)."""
         from .weights import format_for, write_weights
 
-        write_weights(path, self.state_dict(), self.preprocess, format_for(path, default="npz"))
+        write_weights(path, self.state_dict(), self.preprocess, format_for(path, default="safetensors"))
 
     def load(self, path: str | Path) -> None:
         """Read weights (and their preprocessing) from a .safetensors, .pt or .npz file or a training checkpoint."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnDslError
@@ -85,8 +86,11 @@ def group_layers(shapes: Mapping[str, Shape]) -> list[LayerTensors]:
 
 
 def shapes_of(state_dict: Mapping[str, Any]) -> dict[str, Shape]:
-    """Key -> shape of any mapping of arrays or tensors (anything with a `.shape`)."""
-    return {str(key): tuple(int(d) for d in getattr(value, "shape", ())) for key, value in state_dict.items()}
+    """Key -> shape of a mapping of arrays or tensors (anything with a `.shape`), or of shapes (tuples)."""
+    return {
+        str(key): tuple(int(d) for d in (value if isinstance(value, tuple) else getattr(value, "shape", ())))
+        for key, value in state_dict.items()
+    }
 
 
 def difference(ours: LayerTensors, theirs: LayerTensors) -> str | None:
@@ -275,7 +279,7 @@ def match_weights(
             raise _Mismatch(None, theirs[end], f"the weights have {len(theirs) - end} more layers than the network")
     except _Mismatch as mismatch:
         if not allow_partial:
-            raise _refusal(network, mismatch, len(own_layers), len(theirs), source) from None
+            raise _refusal(network, mismatch, len(own_layers), len(theirs), source, reinitialise) from None
         pairs = _partial(matcher, network, own_layers, theirs, report)
     except _Ambiguous as ambiguous:
         if not allow_partial:
@@ -332,15 +336,17 @@ def _partial(
     return head + tail[::-1]
 
 
-def _refusal(network: Network, mismatch: _Mismatch, ours: int, theirs: int, source: str) -> CnnDslError:
+def _refusal(network: Network, mismatch: _Mismatch, ours: int, theirs: int, source: str, loading: bool) -> CnnDslError:
     own = f"our {mismatch.ours.describe()}" if mismatch.ours is not None else "the network has no more layers"
     other = f"their {mismatch.theirs.describe()}" if mismatch.theirs is not None else "the weights have no more layers"
     counts = f" (the network has {ours} parametrised layers, the weights {theirs})" if ours != theirs else ""
-    return weights_error(
-        f"the weights from {source} do not fit network {network.name} by structure: {own} against {other}: {mismatch.how}{counts}",
-        "were they saved from this architecture? --allow-partial (allow_partial=True) loads the layers that fit",
-        source,
-    )
+    if loading:
+        message = f"the weights from {source} do not fit network {network.name} by structure"
+        hint = "were they saved from this architecture? --allow-partial (allow_partial=True) loads the layers that fit"
+    else:
+        message = f"network {network.name} does not fit the layout of {source}"
+        hint = "the template must have the network's shapes: give it the same parameters, e.g. module:callable(num_classes=10)"
+    return weights_error(f"{message}: {own} against {other}: {mismatch.how}{counts}", hint, source)
 
 
 def remap(mapping: Mapping[str, str], foreign: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
@@ -364,3 +370,66 @@ def own_layout(
     with deep_recursion():
         mapping, report = match_weights(network, shapes_of(current), given, weights.source, allow_partial)
     return remap(mapping, given, current), report
+
+
+# ---------------------------------------------------------------------------- weights out in another layout
+
+
+def template_shapes(template: str | Mapping[str, Any]) -> tuple[dict[str, Shape], str]:
+    """(key -> shape, a name for messages) of a layout template: a state_dict mapping, a weights file, or
+    `module:callable` (optionally with literal keyword arguments, `torchvision.models:resnet50(num_classes=10)`),
+    imported and called, whose `state_dict()` is the template."""
+    from .weights import read_weights
+
+    if isinstance(template, Mapping):
+        return shapes_of(template), "<state_dict>"
+    if ":" in template and not Path(template).exists():
+        module = _call_factory(template)
+        return shapes_of(module.state_dict()), template
+    weights = read_weights(template)
+    return shapes_of(weights.state_dict), weights.source
+
+
+def _call_factory(spec: str) -> Any:
+    """`package.module:callable(k=literal, ...)` imported and called; every failure is one clear CnnDslError."""
+    import ast
+    import importlib
+
+    module_name, _, call = spec.partition(":")
+    name, _, arguments = call.partition("(")
+    hint = "give a weights file, or module:callable such as torchvision.models:resnet50 or torchvision.models:resnet50(num_classes=10)"
+    kwargs: dict[str, Any] = {}
+    if arguments:
+        try:
+            parsed = ast.parse(f"f({arguments}", mode="eval").body
+            assert isinstance(parsed, ast.Call) and not parsed.args
+            kwargs = {str(k.arg): ast.literal_eval(k.value) for k in parsed.keywords}
+        except (SyntaxError, ValueError, AssertionError):
+            raise weights_error(f"cannot read the arguments of {spec}: only keyword=literal arguments", hint, spec) from None
+    try:
+        target: Any = importlib.import_module(module_name.strip())
+        for part in name.strip().split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise weights_error(f"cannot find the layout template {spec}: {err}", hint, spec) from None
+    try:
+        made = target(**kwargs)
+    except Exception as err:  # the factory is foreign code: any failure becomes one message
+        raise weights_error(f"calling {spec} failed: {type(err).__name__}: {err}", hint, spec) from None
+    if not callable(getattr(made, "state_dict", None)):
+        raise weights_error(f"{spec} made a {type(made).__name__}, which has no state_dict()", hint, spec)
+    return made
+
+
+def to_layout(
+    network: Network, state_dict: Mapping[str, Any], template: str | Mapping[str, Any], allow_partial: bool = False
+) -> tuple[dict[str, Any], MatchReport]:
+    """Our weights (keyed as our state_dict) under the template's keys, in the template's order, for
+    `load_state_dict(..., strict=True)` on the template's module. The shapes must agree exactly (a
+    head changed by a parameter too: pass the template the same parameter); with `allow_partial`,
+    what fits is written and the rest reported."""
+    shapes, source = template_shapes(template)
+    with deep_recursion():
+        mapping, report = match_weights(network, shapes_of(state_dict), shapes, source, allow_partial, reinitialise=False)
+    theirs = {their: ours for ours, their in mapping.items()}
+    return {key: state_dict[theirs[key]] for key in shapes if key in theirs}, report
