@@ -166,6 +166,8 @@ class Weights:
     preprocess: Preprocess | None = None
     source: str = "<state_dict>"
     """Where the weights came from, for messages ("input normalised with ... from SOURCE")."""
+    ordered: bool = True
+    """Whether the keys come in the saving module's order (registration order); safetensors files store them sorted."""
 
 
 WeightsSource = str | os.PathLike[str] | Mapping[str, Any] | Weights
@@ -433,7 +435,9 @@ def _read_safetensors(path: Path) -> Weights:
             f"{where} is not a readable .safetensors file (damaged or truncated): {_first_line(err)}", where=where
         ) from None
     arrays = {name: _safetensors_array(name, entry, where) for name, entry in entries}
-    return _from_mapping(arrays, where)
+    weights = _from_mapping(arrays, where)
+    weights.ordered = False
+    return weights
 
 
 def _safetensors_array(name: str, entry: Mapping[str, Any], where: str) -> np.ndarray:

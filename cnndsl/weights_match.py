@@ -259,24 +259,36 @@ def match_weights(
     source: str = "<state_dict>",
     allow_partial: bool = False,
     reinitialise: bool = True,
+    ordered: bool = True,
 ) -> tuple[dict[str, str], MatchReport]:
     """Our key -> their key for every tensor that gets weights, and the report (see the module docstring).
 
     `expected` is our state_dict's key -> shape (keys grouped by layer path), `foreign` their
     state_dict (anything with shapes). `reinitialise=False` refuses changed heads too (exporting
-    to a template must fit it exactly).
+    to a template must fit it exactly). `ordered=False` says the keys are not in the module's
+    order (safetensors stores them sorted): the order is then recovered from the key tree.
     """
     own_layers = group_layers(expected)
     own = {layer.prefix: layer for layer in own_layers}
     theirs = group_layers(shapes_of(foreign))
+    if not ordered:
+        theirs.sort(key=lambda layer: _natural(layer.prefix))
     changed = changed_layers(network) if reinitialise else set()
     matcher = _Matcher(own, theirs, changed)
     report = MatchReport(source)
     pairs: list[tuple[LayerTensors, LayerTensors, str | None]] = []
     try:
-        end = matcher.align(network.root, 0, pairs)
-        if end < len(theirs):
-            raise _Mismatch(None, theirs[end], f"the weights have {len(theirs) - end} more layers than the network")
+        try:
+            pairs = _align_everything(matcher, network)
+        except (_Mismatch, _Ambiguous) as failure:
+            if isinstance(failure, _Ambiguous) and ordered:
+                raise  # the saving module's order is known and more than one reading of it fits
+            sequence = [own[layer.path] for layer in network.layers if layer.path in own]
+            recovered = recover_order(matcher, sequence, theirs)
+            if recovered is None:
+                raise
+            matcher.foreign = recovered
+            pairs = _align_everything(matcher, network)
     except _Mismatch as mismatch:
         if not allow_partial:
             raise _refusal(network, mismatch, len(own_layers), len(theirs), source, reinitialise) from None
@@ -299,6 +311,107 @@ def match_weights(
             if name in their_layer.shapes:
                 mapping[_key(ours.prefix, name)] = _key(their_layer.prefix, name)
     return mapping, report
+
+
+def _align_everything(matcher: _Matcher, network: Network) -> list[tuple[LayerTensors, LayerTensors, str | None]]:
+    pairs: list[tuple[LayerTensors, LayerTensors, str | None]] = []
+    end = matcher.align(network.root, 0, pairs)
+    if end < len(matcher.foreign):
+        extra = len(matcher.foreign) - end
+        raise _Mismatch(None, matcher.foreign[end], f"the weights have {extra} more layers than the network")
+    return pairs
+
+
+def _natural(prefix: str) -> list[tuple[int, int | str]]:
+    """A sort key that puts `layer1.2` before `layer1.10` (numbers compare as numbers)."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in prefix.split(".")]
+
+
+@dataclass(eq=False)
+class _Tree:
+    """Their module tree: a module's own tensors (a layer) and its submodules, in preference order."""
+
+    layer: LayerTensors | None = None
+    children: dict[str, _Tree] = field(default_factory=dict)
+    size: int = 0
+    """Layers in the subtree."""
+
+
+def _tree(layers: list[LayerTensors]) -> _Tree:
+    root = _Tree()
+    for layer in layers:
+        node = root
+        node.size += 1
+        for part in layer.prefix.split(".") if layer.prefix else []:
+            node = node.children.setdefault(part, _Tree())
+            node.size += 1
+        node.layer = layer
+    return root
+
+
+MAX_ORDER_STEPS = 200_000
+"""Work allowed to recover an order (each step tries one submodule at one position)."""
+
+
+def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[LayerTensors]) -> list[LayerTensors] | None:
+    """Their layers in an order that fits ours, keeping each submodule's layers together and numbered submodules
+    (nn.Sequential, nn.ModuleList) in their numeric order; named submodules are tried in `theirs`' order, which
+    decides between equal shapes (`conv1` before `conv2`). None when no order fits (or the search is too long).
+
+    This is how weights whose keys come sorted (safetensors) or whose module registers submodules in
+    another order than it runs them find their order.
+    """
+    root = _tree(theirs)
+    if root.size != len(ours):
+        return None
+    steps = [0]
+    subtrees: dict[tuple[int, int], list[LayerTensors] | None] = {}
+    placements: dict[tuple[tuple[tuple[int, int], ...], int], list[LayerTensors] | None] = {}
+
+    def fits(position: int, layer: LayerTensors) -> bool:
+        try:
+            matcher.fits(ours[position], layer)
+        except _Mismatch:
+            return False
+        return True
+
+    def subtree(node: _Tree, at: int) -> list[LayerTensors] | None:
+        key = (id(node), at)
+        if key not in subtrees:
+            subtrees[key] = None
+            if at + node.size <= len(ours):
+                head = [node.layer] if node.layer is not None else []
+                if not head or fits(at, head[0]):
+                    numbered = tuple(
+                        child for name, child in sorted(node.children.items(), key=lambda i: _natural(i[0])) if name.isdigit()
+                    )
+                    named = [(child,) for name, child in node.children.items() if not name.isdigit()]
+                    rest = place(tuple(chain for chain in (numbered, *named) if chain), at + len(head))
+                    subtrees[key] = head + rest if rest is not None else None
+        return subtrees[key]
+
+    def place(chains: tuple[tuple[_Tree, ...], ...], at: int) -> list[LayerTensors] | None:
+        if not chains:
+            return []
+        key = (tuple((id(chain[0]), len(chain)) for chain in chains), at)
+        if key in placements:
+            return placements[key]
+        placements[key] = None
+        for index, chain in enumerate(chains):
+            steps[0] += 1
+            if steps[0] > MAX_ORDER_STEPS:
+                return None
+            found = subtree(chain[0], at)
+            if found is None:
+                continue
+            remaining = chains[:index] + ((chain[1:],) if len(chain) > 1 else ()) + chains[index + 1 :]
+            rest = place(remaining, at + len(found))
+            if rest is not None:
+                placements[key] = found + rest
+                break
+        return placements[key]
+
+    return subtree(root, 0)
 
 
 def _key(prefix: str, name: str) -> str:
@@ -357,18 +470,25 @@ def remap(mapping: Mapping[str, str], foreign: Mapping[str, Any], current: Mappi
 def own_layout(
     network: Network, current: Mapping[str, Any], weights: Weights, allow_partial: bool = False
 ) -> tuple[Mapping[str, Any], MatchReport | None]:
-    """The weights keyed as `current` (our state_dict): unchanged when they already are, else matched by structure.
+    """The weights keyed as `current` (our state_dict): unchanged when they hold every key of ours, else matched by structure.
 
-    Weights that hold at least half of our keys are taken as our own layout (their differences are
-    then named key by key by the caller's check); anything else is matched by structure, and our
-    tensors that get no weights keep their `current` values.
+    Our tensors that get no weights keep their `current` values. When matching fails and the
+    weights hold at least half of our keys, they are taken as our own layout with mistakes,
+    which the caller's key-by-key check names more precisely.
     """
     given = weights.state_dict
     present = sum(1 for key in current if key in given)
-    if 2 * present >= len(current):
+    if present == len(current):
         return given, None
-    with deep_recursion():
-        mapping, report = match_weights(network, shapes_of(current), given, weights.source, allow_partial)
+    try:
+        with deep_recursion():
+            mapping, report = match_weights(
+                network, shapes_of(current), given, weights.source, allow_partial, ordered=weights.ordered
+            )
+    except CnnDslError:
+        if 2 * present >= len(current):
+            return given, None
+        raise
     return remap(mapping, given, current), report
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything and runs the whole test suite, with ruff's lint and format checks.
+# Installs everything and runs the whole test suite, with ruff's lint and format checks, then the
+# twin tests (tests/test_twins.py: the zoo against torchvision) in the environment scripts/twins.sh makes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -7,4 +8,7 @@ echo "== ruff"
 .venv/bin/ruff check cnndsl tests bench docs
 .venv/bin/ruff format --check cnndsl tests bench docs
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -m "not twins" "$@"
+echo "== twins (torchvision, timm)"
+twins_python="$(bash scripts/twins.sh | tail -n 1)"
+"$twins_python" -m pytest -q -m twins tests/test_twins.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,19 @@ def test_matching_reads_only_shapes() -> None:
         "batchnorm",
         "linear",
     ]
+
+
+def test_sorted_keys_of_a_safetensors_file_find_their_order(tmp_path: Path) -> None:
+    """safetensors stores keys sorted (by dtype, then name: `block.bn_a` before `conv1`): the order comes back from the module tree."""
+    from cnndsl.weights import read_weights, write_weights
+
+    network = cnndsl.parse(SOURCE)
+    own = randomised(network, 4)
+    path = tmp_path / "twin.safetensors"
+    write_weights(path, foreign_layout(own))
+    weights = read_weights(path)
+    assert not weights.ordered and list(weights.state_dict) != list(foreign_layout(own))
+    model = network.to_numpy(path)
+    assert model.weights_report is not None and ("stem.0", "conv1") in model.weights_report.matched
+    x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
