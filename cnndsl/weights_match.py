@@ -23,6 +23,7 @@ The matching reads only keys and shapes: it imports no torch.
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,16 +236,20 @@ class _Matcher:
 
 
 def changed_layers(network: Network) -> set[str]:
-    """Paths of the layers that differ (arguments or input shape) from the same layer of the network as written."""
+    """Paths of the layers whose weights' shapes a network parameter or the input changed: their arguments or
+    their input channels (features, for a flat input) differ from the same layer's in the network as written.
+    (A smaller image alone changes no weight's shape.)"""
     from .network import check_source
 
     written, _ = check_source(network.source, network.filename)
     if written is None:
         return {layer.path for layer in network.layers}
-    before = {layer.path: (layer.kind.name, layer.args, tuple(layer.in_shape)) for layer in written.layers}
-    return {
-        layer.path for layer in network.layers if before.get(layer.path) != (layer.kind.name, layer.args, tuple(layer.in_shape))
-    }
+
+    def shaping(layer: Layer) -> tuple[str, dict[str, Any], int]:
+        return layer.kind.name, layer.args, tuple(layer.in_shape)[0]
+
+    before = {layer.path: shaping(layer) for layer in written.layers}
+    return {layer.path for layer in network.layers if before.get(layer.path) != shaping(layer)}
 
 
 def is_foreign(expected: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
@@ -278,17 +283,27 @@ def match_weights(
     report = MatchReport(source)
     pairs: list[tuple[LayerTensors, LayerTensors, str | None]] = []
     try:
+        sequence = [own[layer.path] for layer in network.layers if layer.path in own]
         try:
             pairs = _align_everything(matcher, network)
         except (_Mismatch, _Ambiguous) as failure:
             if isinstance(failure, _Ambiguous) and ordered:
                 raise  # the saving module's order is known and more than one reading of it fits
-            sequence = [own[layer.path] for layer in network.layers if layer.path in own]
             recovered = recover_order(matcher, sequence, theirs)
             if recovered is None:
                 raise
             matcher.foreign = recovered
             pairs = _align_everything(matcher, network)
+        else:
+            # Layers taken as re-initialised may be the sign of a wrong order (sorted keys): an order
+            # that re-initialises fewer wins.
+            reinitialised = sum(1 for pair in pairs if pair[2] is not None)
+            recovered = recover_order(matcher, sequence, theirs) if reinitialised else None
+            if recovered is not None:
+                trial = _Matcher(own, recovered, changed)
+                alternative = _align_everything(trial, network)  # fits: the order was recovered against ours
+                if sum(1 for pair in alternative if pair[2] is not None) < reinitialised:
+                    matcher, pairs = trial, alternative
     except _Mismatch as mismatch:
         if not allow_partial:
             raise _refusal(network, mismatch, len(own_layers), len(theirs), source, reinitialise) from None
@@ -495,19 +510,20 @@ def own_layout(
 # ---------------------------------------------------------------------------- weights out in another layout
 
 
-def template_shapes(template: str | Mapping[str, Any]) -> tuple[dict[str, Shape], str]:
-    """(key -> shape, a name for messages) of a layout template: a state_dict mapping, a weights file, or
-    `module:callable` (optionally with literal keyword arguments, `torchvision.models:resnet50(num_classes=10)`),
-    imported and called, whose `state_dict()` is the template."""
+def template_shapes(template: str | Mapping[str, Any]) -> tuple[dict[str, Shape], str, Any, bool]:
+    """(key -> shape, a name for messages, the state_dict's `_metadata` or None, whether the keys are in module order)
+    of a layout template: a state_dict mapping, a weights file, or `module:callable` (optionally with literal
+    keyword arguments, `torchvision.models:resnet50(num_classes=10)`), imported and called, whose
+    `state_dict()` is the template."""
     from .weights import read_weights
 
     if isinstance(template, Mapping):
-        return shapes_of(template), "<state_dict>"
+        return shapes_of(template), "<state_dict>", getattr(template, "_metadata", None), True
     if ":" in template and not Path(template).exists():
-        module = _call_factory(template)
-        return shapes_of(module.state_dict()), template
+        state = _call_factory(template).state_dict()
+        return shapes_of(state), template, getattr(state, "_metadata", None), True
     weights = read_weights(template)
-    return shapes_of(weights.state_dict), weights.source
+    return shapes_of(weights.state_dict), weights.source, None, weights.ordered
 
 
 def _call_factory(spec: str) -> Any:
@@ -548,8 +564,15 @@ def to_layout(
     `load_state_dict(..., strict=True)` on the template's module. The shapes must agree exactly (a
     head changed by a parameter too: pass the template the same parameter); with `allow_partial`,
     what fits is written and the rest reported."""
-    shapes, source = template_shapes(template)
+    shapes, source, metadata, ordered = template_shapes(template)
     with deep_recursion():
-        mapping, report = match_weights(network, shapes_of(state_dict), shapes, source, allow_partial, reinitialise=False)
+        mapping, report = match_weights(
+            network, shapes_of(state_dict), shapes, source, allow_partial, reinitialise=False, ordered=ordered
+        )
     theirs = {their: ours for ours, their in mapping.items()}
-    return {key: state_dict[theirs[key]] for key in shapes if key in theirs}, report
+    out: dict[str, Any] = OrderedDict((key, state_dict[theirs[key]]) for key in shapes if key in theirs)
+    if metadata is not None:
+        # Module versions, as nn.Module.state_dict() records them: some modules' loaders need them
+        # (torchvision's MNASNet refuses a state_dict without its version).
+        out._metadata = metadata  # type: ignore[attr-defined]
+    return out, report

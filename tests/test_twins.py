@@ -138,8 +138,11 @@ def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: Modu
 
     module = network.to_torch(weights=saved).eval()
     report = module.weights_report
-    assert report is not None and not (report.reinitialised or report.unmatched or report.skipped), str(report)
-    assert len(report.matched) == len({key.rpartition(".")[0] for key in twin.state_dict()})
+    layers = len({key.rpartition(".")[0] for key in twin.state_dict()})
+    if report is None:  # the zoo file names its layers as the twin does (AlexNet, VGG): loaded key by key
+        assert list(module.state_dict()) == list(twin.state_dict())
+    else:
+        assert len(report.matched) == layers and not (report.reinitialised or report.unmatched or report.skipped), str(report)
     with torch.no_grad():
         assert_close(module(x), expected, "the torch module")
 
@@ -153,7 +156,7 @@ def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: Modu
     assert_close(network.to_numpy(saved)(x.numpy()), expected, "the NumPy backend")
 
     back, back_report = to_layout(network, module.state_dict(), twin.state_dict())
-    assert list(back) == list(twin.state_dict()) and len(back_report.matched) == len(report.matched)
+    assert list(back) == list(twin.state_dict()) and len(back_report.matched) == layers
     fresh = make_twin(torchvision, name).eval()
     fresh.load_state_dict(back, strict=True)
     with torch.no_grad():
