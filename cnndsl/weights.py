@@ -187,6 +187,8 @@ def read_weights(source: WeightsSource) -> Weights:
     path = Path(source)
     where = str(path)
     fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None and _looks_like_safetensors(path):
+        fmt = "safetensors"  # what cnndsl writes where the suffix names no format
     if fmt is None:
         raise weights_error(
             f"unknown weights file type {path.suffix or '(no suffix)'} for {where}",
@@ -199,6 +201,19 @@ def read_weights(source: WeightsSource) -> Weights:
     if fmt == "torch":
         return _read_torch(path)
     return _read_safetensors(path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A regular file that starts as safetensors does: a little-endian header length that fits the file, then `{`."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
 
 
 def _check_file(path: Path) -> None:
