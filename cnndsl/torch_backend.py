@@ -89,7 +89,8 @@ def build_module(
         with seeded(seed):
             module = _instantiate(network, plan)
     if weights is not None:
-        module.weights_report = load_weights(network, module, weights, allow_partial)
+        # setattr: nn.Module types its attributes as tensors and submodules; this is neither.
+        setattr(module, "weights_report", load_weights(network, module, weights, allow_partial))  # noqa: B010
     return module
 
 
