@@ -8,11 +8,14 @@ the foreign layers are paired with the network's parametrised layers in executio
 comparing each pair's kind (conv, linear, batchnorm, ... from the tensor names and the
 weight's rank) and shapes. Where a module registers the branches of a merge in another order
 than they run (a shortcut before the main path), the branches are tried in every order; the
-one order that fits is taken, and two that fit are an ambiguity, refused.
+one order that fits is taken, and two that fit are an ambiguity, refused. When the keys'
+order does not fit at all (safetensors stores keys sorted), `recover_order` finds one in the
+key tree: each submodule's layers together, numbered submodules in their order, named ones in
+the order that fits (key order deciding between equal shapes: `conv1` before `conv2`).
 
-A layer whose shapes differ only because a network parameter or the input shape changed it
-(the classifier head of `--set num_classes=10`: the layer differs from the same layer of the
-network as written) keeps its initial weights and is reported as re-initialised. Any other
+A layer whose shapes differ only because a network parameter or the input channels changed it
+(the classifier head of `--set num_classes=10`: its arguments differ from the same layer's in
+the network as written) keeps its initial weights and is reported as re-initialised. Any other
 disagreement is refused with a CnnDslError naming the layer on each side and how they
 differ, unless `allow_partial`: then what agrees at the start and at the end is matched, and
 the rest is reported (ours: unmatched, keeping initial weights; theirs: skipped).
@@ -66,9 +69,6 @@ class LayerTensors:
         weight = self.shapes.get("weight")
         shape = f", weight {_shape_text(weight)}" if weight is not None else ""
         return f"`{self.prefix}` ({self.kind}{shape})"
-
-    def keys(self) -> list[str]:
-        return [f"{self.prefix}.{name}" if self.prefix else name for name in self.shapes]
 
 
 def _shape_text(shape: Shape) -> str:
@@ -250,11 +250,6 @@ def changed_layers(network: Network) -> set[str]:
 
     before = {layer.path: shaping(layer) for layer in written.layers}
     return {layer.path for layer in network.layers if before.get(layer.path) != shaping(layer)}
-
-
-def is_foreign(expected: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
-    """Whether `given` is not in the network's own layout (some key of ours is missing): structural matching is needed."""
-    return any(key not in given for key in expected)
 
 
 def match_weights(
