@@ -203,9 +203,10 @@ class NumpyModel:
 
         write_weights(path, self.state_dict(), self.preprocess, format_for(path, default="safetensors"))
 
-    def load(self, path: str | Path) -> None:
-        """Read weights (and their preprocessing) from a .safetensors, .pt or .npz file or a training checkpoint."""
-        self.load_state_dict(path)
+    def load(self, path: str | Path, allow_partial: bool = False) -> MatchReport | None:
+        """Read weights (and their preprocessing) from a .safetensors, .pt or .npz file or a training checkpoint,
+        in cnndsl's layout or another module's (matched by structure: the report)."""
+        return self.load_state_dict(path, allow_partial)
 
     # ------------------------------------------------------------------ running
 
