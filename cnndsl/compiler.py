@@ -50,9 +50,11 @@ def export_onnx(
 ) -> bytes:
     """The network as an ONNX model (batch dimension dynamic), via torch.onnx.export; `opset` None: torch's default.
 
-    The initializers are named by the module's state_dict keys: constant folding (which
-    would fold each BatchNorm into its convolution under a generated name) is off, and the
-    module's training mode is preserved (eval), so BatchNorm runs on its running statistics.
+    The initializers are named by the module's state_dict keys: the module's eval mode is
+    exported as it is (`TrainingMode.PRESERVE`), not as `EVAL`, whose peephole pass folds each
+    BatchNorm into its convolution under a generated name; BatchNorm runs on its running
+    statistics either way. (Tensors with equal values share one initializer, aliased by
+    Identity nodes: untrained BatchNorm's ones and zeros.)
 
     The TorchScript-based exporter comes first: it is deprecated but needs nothing beyond
     torch, and the tests cover it. The torch.export-based one (it needs onnxscript) is the
@@ -74,7 +76,6 @@ def export_onnx(
                 dynamo=False,
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                 opset_version=opset,
-                do_constant_folding=False,
                 training=torch.onnx.TrainingMode.PRESERVE,
                 **names,
             )
