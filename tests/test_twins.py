@@ -201,3 +201,25 @@ def test_resnet50_fine_tunes_from_a_torchvision_checkpoint(torchvision: ModuleTy
     assert torch.equal(head.conv1.weight, original["conv1.weight"])  # frozen: not trained
     assert torch.equal(head.layer1[0].conv2.weight, original["layer1.0.conv2.weight"])
     assert not torch.equal(head.layer4[0].conv2.weight, original["layer4.0.conv2.weight"])  # trained
+
+
+def test_a_timm_checkpoint_loads_by_structure(tmp_path: Path) -> None:
+    """timm names ResNet's layers as torchvision does but registers more modules (act1, drop_block, aa): same weights, same outputs."""
+    try:
+        import timm
+    except ImportError as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"timm is not installed: {err}")
+        pytest.skip(f"timm is not installed ({err}); run the twins suite with `bash scripts/twins.sh`'s python")
+    torch.manual_seed(0)
+    twin = randomise(timm.create_model("resnet18", pretrained=False), seed=4)
+    checkpoint = tmp_path / "timm_resnet18.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, checkpoint)
+    network = small_network("resnet18")
+    module = network.to_torch(weights=checkpoint).eval()
+    assert module.weights_report is not None and len(module.weights_report.matched) == 41
+    x = torch.randn(2, *network.input_shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert_close(module(x), twin(x), "cnndsl's ResNet-18 with timm's weights")
