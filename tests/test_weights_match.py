@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,40 @@ def test_sorted_keys_of_a_safetensors_file_find_their_order(tmp_path: Path) -> N
     assert model.weights_report is not None and ("stem.0", "conv1") in model.weights_report.matched
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
+
+
+def test_a_smaller_image_makes_no_layer_re_initialisable() -> None:
+    """Only arguments or input channels changed by a parameter excuse a shape difference, not another image size."""
+    network = cnndsl.parse(SOURCE, input=(3, 16, 16))
+    foreign = foreign_layout(randomised(cnndsl.parse(SOURCE), 1))
+    foreign["block.conv_b.weight"] = np.zeros((6, 6, 5, 5), np.float32)
+    with pytest.raises(cnndsl.CnnDslError, match="our `1.0.3`"):
+        network.to_numpy(foreign)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("no_such_module_here:make", "cannot find the layout template"),
+        ("collections:OrderedDict", "made a OrderedDict, which has no state_dict()"),
+        ("collections:OrderedDict(x=len)", "only keyword=literal arguments"),
+        ("math:sqrt", "calling math:sqrt failed"),
+    ],
+)
+def test_a_bad_layout_template_is_one_clear_error(template: str, message: str) -> None:
+    from cnndsl.weights_match import to_layout
+
+    network = cnndsl.parse(SOURCE)
+    with pytest.raises(cnndsl.CnnDslError, match=re.escape(message)):
+        to_layout(network, network.to_numpy().state_dict(), template)
+
+
+def test_to_layout_names_our_weights_as_the_template(tmp_path: Path) -> None:
+    from cnndsl.weights_match import to_layout
+
+    network = cnndsl.parse(SOURCE)
+    own = randomised(network, 6)
+    template = foreign_layout(randomised(network, 7))
+    out, report = to_layout(network, own, template)
+    assert list(out) == list(template) and len(report.matched) == 8
+    np.testing.assert_array_equal(out["block.shortcut.0.weight"], own["1.1.0.weight"])
