@@ -244,17 +244,28 @@ def render(
 )
 @click.option("-o", "--output", metavar="PATH", help="Write here instead of standard output.")
 @click.option(
+    "--weights-from",
     "--weights",
+    "weights",
     metavar="W",
-    help="Trained weights (.safetensors, .pt, .npz or a training checkpoint): checked against the network; "
-    "their input normalisation becomes the module's first step, and --weights-out gets them.",
+    help="Trained weights (.safetensors, .pt, .npz or a training checkpoint), in cnndsl's layout or another module's "
+    "(torchvision, timm, ...: matched by structure); their input normalisation becomes the module's first step, "
+    "and --weights-out gets them.",
 )
+@click.option("--allow-partial", is_flag=True, help="Load the layers of --weights-from that fit; report the rest.")
 @click.option(
     "--weights-out",
     metavar="PATH",
-    help="Also save the weights as a state_dict for the generated class (initial ones unless --weights; "
-    ".safetensors, .npz, else torch.save).",
+    help="Also save the weights as a state_dict for the generated class (initial ones unless --weights-from; "
+    ".safetensors (also without a known suffix), .pt or .npz).",
 )
+@click.option(
+    "--weights-layout",
+    metavar="FILE_OR_MODULE",
+    help="Write --weights-out under the keys of this template: a state_dict file, or module:callable "
+    "(torchvision.models:resnet50, or with keyword arguments: 'torchvision.models:resnet50(num_classes=10)').",
+)
+@click.option("--opset", type=click.IntRange(min=7), metavar="N", help="ONNX opset version [default: torch's].")
 @click.option("--seed", type=SEED, help="Seed the initial weights.")
 @set_option
 @input_option
@@ -263,7 +274,10 @@ def compile_command(
     target: str,
     output: str | None,
     weights: str | None,
+    allow_partial: bool,
     weights_out: str | None,
+    weights_layout: str | None,
+    opset: int | None,
     seed: int | None,
     sets: tuple[str, ...],
     input_text: str | None,
@@ -274,12 +288,30 @@ def compile_command(
 
     if target == "onnx" and output is None:
         raise click.UsageError("--target onnx writes a binary file; give -o PATH")
+    if weights_layout is not None and weights_out is None:
+        raise click.UsageError("--weights-layout says how --weights-out names the weights; give --weights-out too")
+    if opset is not None and target != "onnx":
+        raise click.UsageError("--opset is for --target onnx")
     network = load_for_command(file, input_text, sets)
     try:
-        text = compile_network(network, target, output, weights_out, seed, protected=[file], weights=weights)  # type: ignore[arg-type]
+        result = compile_network(
+            network,
+            target,  # type: ignore[arg-type]
+            output,
+            weights_out,
+            seed,
+            protected=[file],
+            weights=weights,
+            allow_partial=allow_partial,
+            weights_layout=weights_layout,
+            opset=opset,
+        )
     except CnnDslError as err:
         _print_diagnostics(err.diagnostics)
         sys.exit(1)
+    text = result.source
+    for line in result.report.lines() if result.report is not None else []:
+        click.echo(line, err=True)
     if text is not None:
         click.echo(text, nl=False)
     # With the source on standard output, the notes go to standard error so as not to mix into it.
@@ -340,7 +372,25 @@ def compile_command(
     "--save",
     type=click.Path(dir_okay=False),
     metavar="W",
-    help="Save the trained weights with the input normalisation here: .safetensors (recommended), .pt or .npz.",
+    help="Save the trained weights with the input normalisation here: .safetensors (also without a suffix), .pt or .npz.",
+)
+@click.option(
+    "--init-from",
+    metavar="W",
+    help="Start from these weights: cnndsl's layout or another module's (a torchvision or timm checkpoint), matched by "
+    "structure; a head that --set changed is re-initialised.",
+)
+@click.option(
+    "--freeze",
+    metavar="PATH,...",
+    multiple=True,
+    help="Do not train the layers under these path prefixes (repeatable or comma-separated; torch backend).",
+)
+@click.option("--allow-partial", is_flag=True, help="--init-from: load the layers that fit and report the rest.")
+@click.option(
+    "--weights-layout",
+    metavar="FILE_OR_MODULE",
+    help="--save under the keys of this template (a state_dict file or module:callable such as torchvision.models:resnet50).",
 )
 @set_option
 @input_option
@@ -366,6 +416,10 @@ def train_command(
     metrics_json: str | None,
     no_progress: bool,
     save: str | None,
+    init_from: str | None,
+    freeze: tuple[str, ...],
+    allow_partial: bool,
+    weights_layout: str | None,
     sets: tuple[str, ...],
     input_text: str | None,
 ) -> None:
@@ -398,6 +452,10 @@ def train_command(
             metrics_json=Path(metrics_json) if metrics_json else None,
             progress=not no_progress,
             save=Path(save) if save else None,
+            init_from=init_from,
+            freeze=tuple(p.strip() for item in freeze for p in item.split(",") if p.strip()),
+            allow_partial=allow_partial,
+            weights_layout=weights_layout,
         )
         train(network, config)
     except CnnDslError as err:
@@ -427,9 +485,11 @@ def train_command(
 @click.option(
     "--weights",
     metavar="W",
-    help="Weights: .safetensors, .pt/.pth or .npz (a state_dict, `train --save` output or a training checkpoint); "
+    help="Weights: .safetensors, .pt/.pth or .npz (a state_dict, `train --save` output or a training checkpoint, "
+    "or another module's state_dict such as a torchvision checkpoint: matched by structure); "
     "default: PyTorch's initialisation from --seed.",
 )
+@click.option("--allow-partial", is_flag=True, help="--weights: load the layers that fit and report the rest.")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size for --input random [default: 1].")
 @click.option("-o", "--output", metavar="out.npy", help="Save the output array here.")
 @click.option("--input-shape", "input_text", metavar="CxHxW", help="Override the file's input shape.")
@@ -440,6 +500,7 @@ def run_command(
     backend: str,
     input_spec: str,
     weights: str | None,
+    allow_partial: bool,
     batch: int | None,
     output: str | None,
     input_text: str | None,
@@ -454,7 +515,7 @@ def run_command(
     try:
         refuse_run_overwrite(network, output, [file, input_spec if input_spec != "random" else None, weights])
         x = read_input(network, input_spec, batch, seed, backend)  # type: ignore[arg-type]
-        result = run_network(network, backend, x, weights, seed)  # type: ignore[arg-type]
+        result = run_network(network, backend, x, weights, seed, allow_partial)  # type: ignore[arg-type]
         if output:
             save_output(network, output, result.output)
     except CnnDslError as err:
@@ -462,6 +523,8 @@ def run_command(
         sys.exit(1)
     shape = "x".join(str(d) for d in result.output.shape)
     calls = f"mean of {result.calls} calls" if result.calls > 1 else "1 call"
+    for line in result.weights_report.lines() if result.weights_report is not None else []:
+        click.echo(line)
     click.echo(f"{network.name}: output {shape} ({backend}, {result.seconds * 1000:.1f} ms per batch, {calls} after a warm-up)")
     if result.normalised_by is not None:
         click.echo(f"  input normalised with the training mean/std from {result.normalised_by}")

@@ -176,7 +176,13 @@ class Network:
             return f'<div class="cnndsl-network">{warnings_html(self)}{self.summary()._repr_html_()}</div>'
         return notebook_html(self)
 
-    def to_torch(self, seed: int | None = None, max_bytes: int | None = None, weights: WeightsSource | None = None) -> Any:
+    def to_torch(
+        self,
+        seed: int | None = None,
+        max_bytes: int | None = None,
+        weights: WeightsSource | None = None,
+        allow_partial: bool = False,
+    ) -> Any:
         """The network as a `torch.nn.Module` whose state_dict keys follow the layer paths.
 
         `seed` (None, or an integer from -2^63 to 2^64 - 1, as `torch.manual_seed` takes) makes the initial weights reproducible
@@ -184,15 +190,18 @@ class Network:
         default initialisation from the global RNG). `weights` (a .safetensors/.pt/.npz file, a
         training checkpoint or a state_dict; see cnndsl.weights) replaces them; when they carry
         the input normalisation they were trained with, the module applies it to its input
-        first. Networks whose weights would need more than `max_bytes` (default
-        `limits.MAX_WEIGHT_BYTES`) are refused with a CnnDslError before anything is
-        allocated, and so is a seed out of range.
+        first. Weights in another module's layout (a torchvision, timm or any other module of
+        the same structure) are matched by structure (cnndsl.weights_match): the report is the
+        module's `weights_report` (None for weights in cnndsl's layout); a disagreement is a
+        CnnDslError unless `allow_partial`. Networks whose weights would need more than
+        `max_bytes` (default `limits.MAX_WEIGHT_BYTES`) are refused with a CnnDslError before
+        anything is allocated, and so is a seed out of range.
         """
         from .torch_backend import build_module
 
         _check_seed(seed, self.filename, optional=True)
 
-        return build_module(self, seed=seed, max_bytes=max_bytes, weights=weights)
+        return build_module(self, seed=seed, max_bytes=max_bytes, weights=weights, allow_partial=allow_partial)
 
     def torch_source(self) -> str:
         """One standalone Python file (it imports only torch) that defines the network as an nn.Module class."""
@@ -200,11 +209,14 @@ class Network:
 
         return generate_source(self)
 
-    def to_numpy(self, state_dict: WeightsSource | None = None, seed: int = 0, dtype: Any = "float32") -> NumpyModel:
+    def to_numpy(
+        self, state_dict: WeightsSource | None = None, seed: int = 0, dtype: Any = "float32", allow_partial: bool = False
+    ) -> NumpyModel:
         """The network as a NumPy model (forward, backward, SGD), initialised as `to_torch(seed=seed)`
         is, or from `state_dict`: a mapping (keys and shapes as `to_torch().state_dict()`) or a
         weights file (see cnndsl.weights), whose input normalisation, if any, the model applies.
-        Needs no torch (except to read .pt files).
+        Weights in another module's layout are matched by structure, as in `to_torch`; the
+        report is the model's `weights_report`. Needs no torch (except to read .pt files).
 
         `seed` is an integer from -2^63 to 2^64 - 1 and `dtype` a NumPy floating-point type; other
         values raise CnnDslError."""
@@ -212,7 +224,7 @@ class Network:
 
         _check_seed(seed, self.filename, optional=False)
 
-        return NumpyModel(self, state_dict, seed=seed, dtype=dtype)
+        return NumpyModel(self, state_dict, seed=seed, dtype=dtype, allow_partial=allow_partial)
 
     def __repr__(self) -> str:
         return (

@@ -30,6 +30,7 @@ from .weights import to_array
 if TYPE_CHECKING:
     from .network import Network
     from .weights import Preprocess, WeightsSource
+    from .weights_match import MatchReport
 
 MAX_LISTED = 8
 """How many keys an error message lists before it says `and N more`."""
@@ -90,9 +91,18 @@ class NumpyModel:
     the torch module's); `save` writes it beside the weights.
     """
 
-    def __init__(self, network: Network, state_dict: WeightsSource | None = None, seed: int = 0, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        network: Network,
+        state_dict: WeightsSource | None = None,
+        seed: int = 0,
+        dtype: Any = np.float32,
+        allow_partial: bool = False,
+    ) -> None:
         self.network = network
         self.preprocess: Preprocess | None = None
+        self.weights_report: MatchReport | None = None
+        """How weights in another module's layout were matched by structure (cnndsl.weights_match), if they were."""
         try:
             self.dtype = np.dtype(dtype)
         except (TypeError, ValueError):
@@ -143,7 +153,7 @@ class NumpyModel:
         self.scratch = Scratch()
         self._optimizer: SGD | None = None
         if state_dict is not None:
-            self.load_state_dict(state_dict)
+            self.weights_report = self.load_state_dict(state_dict, allow_partial)
 
     # ------------------------------------------------------------------ weights
 
@@ -155,31 +165,39 @@ class NumpyModel:
         path, _, name = key.rpartition(".")
         return self.tensors[path], name
 
-    def load_state_dict(self, state_dict: WeightsSource) -> None:
+    def load_state_dict(self, state_dict: WeightsSource, allow_partial: bool = False) -> MatchReport | None:
         """Replace every tensor from a mapping (or a weights file); the keys and shapes must match exactly
-        (errors name what differs). Preprocessing entries, if the weights carry them, replace `preprocess`."""
+        (errors name what differs). Preprocessing entries, if the weights carry them, replace `preprocess`.
+
+        Weights in another module's layout (torchvision's, timm's, ...) are matched by structure
+        (cnndsl.weights_match); the matching's report is returned (None for our own layout)."""
         from .weights import read_weights
+        from .weights_match import own_layout
 
         weights = read_weights(state_dict)
         if weights.preprocess is not None:
             weights.preprocess.check_for(self.network, weights.source)
-        expected = {f"{path}.{name}": value.shape for path, tensors in self.tensors.items() for name, value in tensors.items()}
-        converted = check_weights(self.network, expected, weights.state_dict)
+        current = {f"{path}.{name}": value for path, tensors in self.tensors.items() for name, value in tensors.items()}
+        given, report = own_layout(self.network, current, weights, allow_partial)
+        expected = {key: value.shape for key, value in current.items()}
+        converted = check_weights(self.network, expected, given)
         for key, value in converted.items():
             tensors, name = self._slot(key)
             np.copyto(tensors[name], value, casting="unsafe")  # into the initialised arrays: no fresh pages to fault in
         if weights.preprocess is not None:
             self.preprocess = weights.preprocess
+        return report
 
     def save(self, path: str | Path) -> None:
-        """Write the weights and `preprocess` to .safetensors, .pt or .npz (by the suffix; .npz for any other)."""
+        """Write the weights and `preprocess` to .safetensors, .pt or .npz (by the suffix; .safetensors for any other)."""
         from .weights import format_for, write_weights
 
-        write_weights(path, self.state_dict(), self.preprocess, format_for(path, default="npz"))
+        write_weights(path, self.state_dict(), self.preprocess, format_for(path, default="safetensors"))
 
-    def load(self, path: str | Path) -> None:
-        """Read weights (and their preprocessing) from a .safetensors, .pt or .npz file or a training checkpoint."""
-        self.load_state_dict(path)
+    def load(self, path: str | Path, allow_partial: bool = False) -> MatchReport | None:
+        """Read weights (and their preprocessing) from a .safetensors, .pt or .npz file or a training checkpoint,
+        in cnndsl's layout or another module's (matched by structure: the report)."""
+        return self.load_state_dict(path, allow_partial)
 
     # ------------------------------------------------------------------ running
 

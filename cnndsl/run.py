@@ -22,6 +22,7 @@ from .network import Network
 from .numpy_backend import validate_input
 from .resources import check_batch, memory_error
 from .weights import read_weights
+from .weights_match import MatchReport
 
 Backend = Literal["numpy", "torch"]
 
@@ -36,6 +37,8 @@ class RunResult:
     """How many calls `seconds` is the mean of."""
     normalised_by: str | None = None
     """The weights file whose training mean/std standardised the input, if any."""
+    weights_report: MatchReport | None = None
+    """How weights in another module's layout were matched by structure (cnndsl.weights_match)."""
 
     def top_classes(self, k: int = 5) -> list[list[tuple[int, float]]] | None:
         """Per sample, the k best (class, probability) pairs; None unless the output is a class vector."""
@@ -112,7 +115,9 @@ def time_calls(call: Callable[[], Any]) -> tuple[Any, float, int]:
             return output, elapsed / timed, timed
 
 
-def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str | None = None, seed: int = 0) -> RunResult:
+def run_network(
+    network: Network, backend: Backend, x: np.ndarray, weights: str | None = None, seed: int = 0, allow_partial: bool = False
+) -> RunResult:
     """Build the model on `backend` (weights from a file, else seeded PyTorch-style init) and time its forward pass.
 
     Weights that carry the input normalisation they were trained with (cnndsl.weights) make
@@ -122,7 +127,7 @@ def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str 
     """
     check_batch(network, len(x), x.dtype.itemsize, backend)
     try:
-        return _run(network, backend, x, weights, seed)
+        return _run(network, backend, x, weights, seed, allow_partial)
     except MemoryError:
         raise memory_error(network, len(x)) from None
     except RuntimeError as err:  # torch: OutOfMemoryError (a RuntimeError), or "DefaultCPUAllocator: can't allocate"
@@ -132,19 +137,19 @@ def run_network(network: Network, backend: Backend, x: np.ndarray, weights: str 
         raise memory_error(network, len(x)) from None
 
 
-def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None, seed: int) -> RunResult:
+def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None, seed: int, allow_partial: bool) -> RunResult:
     loaded = read_weights(weights) if weights else None
     normalised_by = loaded.source if loaded is not None and loaded.preprocess is not None else None
     if backend == "numpy":
-        model = network.to_numpy(loaded, seed=seed)
+        model = network.to_numpy(loaded, seed=seed, allow_partial=allow_partial)
         output, seconds, calls = time_calls(lambda: model(x))
-        return RunResult(output, seconds, backend, calls, normalised_by)
+        return RunResult(output, seconds, backend, calls, normalised_by, model.weights_report)
     try:
         import torch
     except ImportError:
         raise needs_torch("the torch backend", network.filename, "use --backend numpy") from None
-    module = network.to_torch(seed=seed, weights=loaded).eval()
+    module = network.to_torch(seed=seed, weights=loaded, allow_partial=allow_partial).eval()
     tensor = torch.from_numpy(x)
     with torch.no_grad():
         output, seconds, calls = time_calls(lambda: module(tensor))
-    return RunResult(output.numpy(), seconds, backend, calls, normalised_by)
+    return RunResult(output.numpy(), seconds, backend, calls, normalised_by, getattr(module, "weights_report", None))

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from .network import Network
     from .weights import Preprocess, WeightsSource
+    from .weights_match import MatchReport
 
 
 @contextlib.contextmanager
@@ -54,15 +55,21 @@ def resolve_class(name: str) -> Any:
 
 
 def build_module(
-    network: Network, seed: int | None = None, max_bytes: int | None = None, weights: WeightsSource | None = None
+    network: Network,
+    seed: int | None = None,
+    max_bytes: int | None = None,
+    weights: WeightsSource | None = None,
+    allow_partial: bool = False,
 ) -> nn.Module:
     """The network as an `nn.Module` tree that mirrors the IR (see the module docstring).
 
     Modules are created in execution order, as the generated source creates them, so the
     same seed gives the same initial weights in both (and in the NumPy backend, whose
     initialisers draw from PyTorch's generator definition: cnndsl.numpy_ops.TorchRandom).
-    `weights` (a file or a state_dict, see cnndsl.weights) replaces them; preprocessing
-    stored with them becomes the module's first step (`install_preprocess`).
+    `weights` (a file or a state_dict, see cnndsl.weights) replaces them, matched by
+    structure when they are in another module's layout (cnndsl.weights_match; the report is
+    the module's `weights_report`); preprocessing stored with them becomes the module's first
+    step (`install_preprocess`).
     """
     check_size(network, max_bytes)
     if seed is not None:
@@ -81,25 +88,34 @@ def build_module(
         with seeded(seed):
             module = _instantiate(network, plan)
     if weights is not None:
-        load_weights(network, module, weights)
+        # setattr: nn.Module types its attributes as tensors and submodules; this is neither.
+        setattr(module, "weights_report", load_weights(network, module, weights, allow_partial))  # noqa: B010
     return module
 
 
-def load_weights(network: Network, module: nn.Module, source: WeightsSource) -> None:
-    """Load weights (keys and shapes checked, every difference named) and install their preprocessing, if any."""
+def load_weights(network: Network, module: nn.Module, source: WeightsSource, allow_partial: bool = False) -> MatchReport | None:
+    """Load weights (keys and shapes checked, every difference named) and install their preprocessing, if any.
+
+    Weights in another module's layout (torchvision's, timm's, ...) are matched by structure;
+    the report of that matching is returned (None for weights in the module's own layout).
+    """
     import numpy as np
     import torch
 
     from .numpy_backend import check_weights
     from .weights import read_weights
+    from .weights_match import own_layout
 
     weights = read_weights(source)
-    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-    arrays = check_weights(network, expected, weights.state_dict)
+    current = module.state_dict()
+    given, report = own_layout(network, current, weights, allow_partial)
+    expected = {key: tuple(value.shape) for key, value in current.items()}
+    arrays = check_weights(network, expected, given)
     module.load_state_dict({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()})
     if weights.preprocess is not None:
         weights.preprocess.check_for(network, weights.source)
         install_preprocess(module, weights.preprocess, len(network.input_shape) + 1)
+    return report
 
 
 def install_preprocess(module: nn.Module, preprocess: Preprocess, batch_ndim: int) -> None:

@@ -166,6 +166,8 @@ class Weights:
     preprocess: Preprocess | None = None
     source: str = "<state_dict>"
     """Where the weights came from, for messages ("input normalised with ... from SOURCE")."""
+    ordered: bool = True
+    """Whether the keys come in the saving module's order (registration order); safetensors files store them sorted."""
 
 
 WeightsSource = str | os.PathLike[str] | Mapping[str, Any] | Weights
@@ -185,6 +187,8 @@ def read_weights(source: WeightsSource) -> Weights:
     path = Path(source)
     where = str(path)
     fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None and _looks_like_safetensors(path):
+        fmt = "safetensors"  # what cnndsl writes where the suffix names no format
     if fmt is None:
         raise weights_error(
             f"unknown weights file type {path.suffix or '(no suffix)'} for {where}",
@@ -197,6 +201,19 @@ def read_weights(source: WeightsSource) -> Weights:
     if fmt == "torch":
         return _read_torch(path)
     return _read_safetensors(path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A regular file that starts as safetensors does: a little-endian header length that fits the file, then `{`."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
 
 
 def _check_file(path: Path) -> None:
@@ -431,7 +448,9 @@ def _read_safetensors(path: Path) -> Weights:
             f"{where} is not a readable .safetensors file (damaged or truncated): {_first_line(err)}", where=where
         ) from None
     arrays = {name: _safetensors_array(name, entry, where) for name, entry in entries}
-    return _from_mapping(arrays, where)
+    weights = _from_mapping(arrays, where)
+    weights.ordered = False
+    return weights
 
 
 def _safetensors_array(name: str, entry: Mapping[str, Any], where: str) -> np.ndarray:

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything and runs the whole test suite, with ruff's lint and format checks and mypy's type check.
+# Installs everything and runs the whole test suite, with ruff's lint and format checks and mypy's
+# type check, then the twin tests (tests/test_twins.py: the zoo against torchvision) in the
+# environment scripts/twins.sh makes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,4 +11,7 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy cnndsl
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -m "not twins" "$@"
+echo "== twins (torchvision, timm)"
+twins_python="$(bash scripts/twins.sh | tail -n 1)"
+"$twins_python" -m pytest -q -m twins tests/test_twins.py

@@ -6,9 +6,12 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import error
+
+if TYPE_CHECKING:
+    from ..weights import Weights
 
 BACKENDS = ("torch", "numpy")
 OPTIMIZERS = ("sgd", "adamw")
@@ -72,6 +75,14 @@ class TrainConfig:
     progress: bool = True
     save: Path | None = None
     """Write the trained weights and the input normalisation here at the end (.safetensors, .pt or .npz; no optimiser state)."""
+    init_from: str | None = None
+    """Start from these weights (cnndsl's layout or another module's, matched by structure: cnndsl.weights_match)."""
+    freeze: tuple[str, ...] = ()
+    """Layer path prefixes whose parameters are not trained (torch backend: requires_grad False)."""
+    allow_partial: bool = False
+    """--init-from: load the layers that fit and report the rest, instead of refusing."""
+    weights_layout: str | None = None
+    """--save writes the weights under this template's keys (a weights file or module:callable), without the normalisation."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,12 +127,18 @@ class TrainConfig:
         if self.save is not None:
             from ..weights import SUFFIX_FORMATS
 
-            if Path(self.save).suffix.lower() not in SUFFIX_FORMATS:
+            if Path(self.save).suffix and Path(self.save).suffix.lower() not in SUFFIX_FORMATS:
                 raise error(
                     f"--save {self.save}: cannot tell the weights format from the suffix",
-                    "end it with .safetensors (recommended), .pt or .npz",
+                    "end it with .safetensors (recommended), .pt or .npz; without a suffix it is .safetensors",
                     "cnndsl train",
                 )
+        if self.weights_layout is not None and self.save is None:
+            raise error("--weights-layout says how --save names the weights; give --save too", where="cnndsl train")
+        if self.freeze and self.backend == "numpy":
+            raise error(
+                "--freeze needs the torch backend", "the numpy backend trains every layer; use --backend torch", "cnndsl train"
+            )
         if self.resume and self.checkpoint_dir is None:
             raise error("--resume needs --checkpoint-dir (where the checkpoint is)", where="cnndsl train")
         if self.backend == "numpy":
@@ -170,3 +187,13 @@ def check_resumable(saved: dict[str, Any], current: TrainConfig, path: object) -
     blocking, _ = resume_differences(saved, current)
     if blocking:
         raise error(f"cannot resume {path}: {'; '.join(blocking)}", "resume with the settings it was saved with", "cnndsl train")
+
+
+def initial_weights(config: TrainConfig) -> Weights | None:
+    """`--init-from`'s weights without their input normalisation: the run standardises with its own data's statistics."""
+    if config.init_from is None:
+        return None
+    from ..weights import Weights, read_weights
+
+    loaded = read_weights(config.init_from)
+    return Weights(loaded.state_dict, None, loaded.source)

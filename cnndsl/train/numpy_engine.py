@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import error
 from ..numpy_backend import SGD, cross_entropy
 from .checkpoint import DAMAGED_HINT, load_numpy, restoring, save_numpy, validate_buffers, validate_state
-from .config import TrainConfig, check_resumable, choose_threads
+from .config import TrainConfig, check_resumable, choose_threads, initial_weights
 from .data import Dataset
 from .report import EpochProgress
 
@@ -34,7 +34,8 @@ class NumpyEngine:
     def __init__(self, network: Network, config: TrainConfig, dataset: Dataset) -> None:
         self.config = config
         self.dataset = dataset
-        self.model = network.to_numpy(seed=config.seed)
+        self.model = network.to_numpy(initial_weights(config), seed=config.seed, allow_partial=config.allow_partial)
+        self.weights_report = self.model.weights_report
         self.optimizer = SGD(self.model, config.learning_rate, config.momentum, weight_decay=config.decay)
         self.threads = choose_threads(network.macs, config)
 

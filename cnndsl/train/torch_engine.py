@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import CnnDslError, error
 from .checkpoint import DAMAGED_HINT, load_torch, restoring, save_torch, validate_buffers, validate_state
-from .config import TrainConfig, check_resumable, choose_threads
+from .config import TrainConfig, check_resumable, choose_threads, initial_weights
 from .data import Dataset
 from .distributed import World, all_sum, broadcast_object, destroy_process_group, gather_objects, init_process_group
 from .report import EpochProgress
@@ -75,7 +75,11 @@ class TorchEngine:
         self.classes = dataset.num_classes
         self.memory_format = torch.channels_last if config.channels_last and len(dataset.sample_shape) == 3 else None
         # The same seed on every rank gives the same initial weights (DDP also broadcasts rank 0's).
-        self.model: nn.Module = network.to_torch(seed=config.seed).to(self.device)
+        self.model: nn.Module = network.to_torch(
+            seed=config.seed, weights=initial_weights(config), allow_partial=config.allow_partial
+        ).to(self.device)
+        self.weights_report = getattr(self.model, "weights_report", None)
+        freeze(self.model, config.freeze)
         if self.memory_format is not None:
             self.model = self.model.to(memory_format=self.memory_format)
         self.optimizer = self._optimizer()
@@ -297,6 +301,20 @@ class TorchEngine:
         self.__dict__.pop("runner", None)
         gc.collect()
         destroy_process_group(self.world, synchronize)
+
+
+def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Stop training the parameters under each layer path prefix (requires_grad False); a prefix that names none is refused."""
+    for prefix in prefixes:
+        chosen = [p for name, p in model.named_parameters() if name == prefix or name.startswith(prefix.rstrip(".") + ".")]
+        if not chosen:
+            raise error(
+                f"--freeze {prefix}: no parameters under this path",
+                "give layer paths as in the state_dict keys (`cnndsl check --expand` shows the layers)",
+                "cnndsl train",
+            )
+        for parameter in chosen:
+            parameter.requires_grad_(False)
 
 
 def _is_index(value: Any, count: int) -> bool:

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from ..errors import error, needs_torch
 from ..files import atomic_write, same_file
 from ..ir import Node, Sequence
 from ..network import Network
-from ..weights import Preprocess, write_weights
+from ..weights import Preprocess, format_for, write_weights
 from .checkpoint import checkpoint_path, remove_stale_temporaries
 from .config import TrainConfig, resume_differences
 from .data import Dataset, check_fit, load_source
@@ -28,11 +28,16 @@ from .distributed import World, world_from_env
 from .outputs import checkpoint_lock, refuse_overwrite
 from .report import EpochProgress, Reporter
 
+if TYPE_CHECKING:
+    from ..weights_match import MatchReport
+
 
 class Engine(Protocol):
     """One backend's half of a run. Every method is called on every process of a torchrun job."""
 
     device_name: str
+    weights_report: MatchReport | None
+    """How --init-from's weights were matched by structure (None: none given, or in cnndsl's layout)."""
 
     def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
         """(sum of per-sample losses, correct predictions, samples), summed over all processes."""
@@ -121,6 +126,8 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
             "--data",
         )
     engine = make_engine(network, config, dataset, world)
+    for line in engine.weights_report.lines() if engine.weights_report is not None else []:
+        reporter.line(line)
     try:
         result = _run(network, config, dataset, world, engine, reporter)
     except BaseException:
@@ -263,9 +270,16 @@ def _run(
     metrics["preprocess"] = preprocess.to_json() if preprocess is not None else None
     reporter.final(metrics)
     if world.is_main and config.save is not None:
-        write_weights(config.save, engine.weights(), preprocess)
+        weights: dict[str, Any] = engine.weights()
+        if config.weights_layout is not None:
+            from ..weights_match import to_layout
+
+            weights, _ = to_layout(network, weights, config.weights_layout, config.allow_partial)
+            preprocess = None  # a foreign module's load_state_dict(strict=True) takes only its own keys
+        write_weights(config.save, weights, preprocess, format_for(config.save, default="safetensors"))
         saved = "the weights" + (" and the input normalisation" if preprocess is not None else "")
-        reporter.line(f"saved {saved} to {config.save}")
+        layout = f" in the layout of {config.weights_layout}" if config.weights_layout is not None else ""
+        reporter.line(f"saved {saved} to {config.save}{layout}")
     if world.is_main and config.metrics_json is not None:
         write_metrics(config.metrics_json, metrics)
     return metrics

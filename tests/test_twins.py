@@ -1,0 +1,225 @@
+"""The zoo against its real twins: torchvision's models (and a plain-PyTorch LeNet-5), weights in and out by structure.
+
+For every zoo network with a model in tests/data/torchvision_ref.json: the twin is built with
+random weights and randomised BatchNorm parameters and statistics (nothing is downloaded),
+its state_dict is saved, loaded into cnndsl by structure (cnndsl.weights_match), and the
+outputs in eval mode are compared for the in-memory torch module, the generated file
+(compiled with those weights) and the NumPy backend; the weights then go back in the twin's
+layout and load into the twin with strict=True. Plus the acceptance scenario: ResNet-50
+fine-tuned from a torchvision checkpoint with a new head.
+
+torchvision does not import beside the project's torch 2.13.0 CPU build, so these tests run
+in their own environment (`bash scripts/twins.sh` makes it and prints its python;
+scripts/test.sh runs them there). They are marked `twins`: the main suite runs with
+`-m "not twins"`. Without torchvision they skip, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch_checks import generated_class, one_torch_thread  # noqa: F401  (autouse fixture)
+
+import cnndsl
+from cnndsl.compiler import compile_network
+from cnndsl.weights import read_weights
+from cnndsl.weights_match import to_layout
+
+pytestmark = pytest.mark.twins
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = json.loads((ROOT / "tests" / "data" / "torchvision_ref.json").read_text())["models"]
+TWINS = sorted(REFERENCE)
+SMALL_SIDES = (32, 64, 96)
+"""Input sides tried before the network's own: the smallest it accepts keeps the suite fast."""
+RELATIVE = 1e-5
+"""Largest difference allowed, relative to the largest output magnitude (float32)."""
+TWIN_ARGUMENTS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": False, "init_weights": False}}
+"""The zoo's GoogLeNet is the inference network, without the auxiliary training heads."""
+
+
+@pytest.fixture(scope="module")
+def torchvision() -> ModuleType:
+    """torchvision, or a skip (a failure in CI: the twin tests must run there)."""
+    try:
+        import torchvision
+    except ImportError as err:
+        reason = (
+            f"torchvision is not installed beside this torch ({err}); run the twins suite with `bash scripts/twins.sh`'s python"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return torchvision
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 as plain PyTorch (tests/data/torchvision_ref.json's `lenet5`: torchvision has none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(16, 120, 5)
+        )
+        self.classifier = nn.Sequential(nn.Tanh(), nn.Flatten(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def make_twin(torchvision: ModuleType, name: str, **kwargs: Any) -> nn.Module:
+    if name == "lenet5":
+        return LeNet5()
+    return getattr(torchvision.models, name)(**TWIN_ARGUMENTS.get(name, {}), **kwargs)
+
+
+def randomise(twin: nn.Module, seed: int) -> nn.Module:
+    """Random BatchNorm parameters and running statistics (the defaults, ones and zeros, would hide a swapped pair)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in twin.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                for tensor, low, high in (
+                    (module.weight, 0.5, 1.5),
+                    (module.bias, -0.2, 0.2),
+                    (module.running_mean, -0.2, 0.2),
+                    (module.running_var, 0.5, 2.0),
+                ):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+                module.num_batches_tracked.fill_(7)
+    return twin.eval()
+
+
+def small_network(name: str) -> cnndsl.Network:
+    """The zoo network at the smallest tried input side it accepts (same channels), else as written."""
+    network = cnndsl.load(name)
+    channels = network.input_shape.channels
+    for side in SMALL_SIDES:
+        if side >= min(network.input_shape.spatial):
+            break
+        checked, _ = cnndsl.check_source(network.source, network.filename, (channels, side, side))
+        if checked is not None:
+            return checked
+    return network
+
+
+def assert_close(actual: Any, expected: torch.Tensor, what: str) -> None:
+    actual = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual)
+    scale = float(expected.abs().max())
+    error = float((actual - expected).abs().max())
+    assert error <= RELATIVE * scale, (
+        f"{what}: largest difference {error:.3g}, {error / scale:.3g} of the largest output {scale:.3g}"
+    )
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: ModuleType, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    twin = randomise(make_twin(torchvision, name), seed=1)
+    network = small_network(name)
+    saved = tmp_path / ("twin.pth" if len(name) % 2 else "twin.safetensors")  # both formats over the zoo
+    if saved.suffix == ".pth":
+        torch.save(twin.state_dict(), saved)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, saved)
+    x = torch.randn(2, *network.input_shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = twin(x)
+
+    module = network.to_torch(weights=saved).eval()
+    report = module.weights_report
+    layers = len({key.rpartition(".")[0] for key in twin.state_dict()})
+    if report is None:  # the zoo file names its layers as the twin does (AlexNet, VGG): loaded key by key
+        assert list(module.state_dict()) == list(twin.state_dict())
+    else:
+        assert len(report.matched) == layers and not (report.reinitialised or report.unmatched or report.skipped), str(report)
+    with torch.no_grad():
+        assert_close(module(x), expected, "the torch module")
+
+    source_path, weights_path = tmp_path / "net.py", tmp_path / "net.safetensors"
+    compile_network(network, "torch", source_path, weights_path, weights=saved)
+    generated = generated_class(network, source_path.read_text())().eval()
+    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    with torch.no_grad():
+        assert_close(generated(x), expected, "the generated file")
+
+    assert_close(network.to_numpy(saved)(x.numpy()), expected, "the NumPy backend")
+
+    back, back_report = to_layout(network, module.state_dict(), twin.state_dict())
+    assert list(back) == list(twin.state_dict()) and len(back_report.matched) == layers
+    fresh = make_twin(torchvision, name).eval()
+    fresh.load_state_dict(back, strict=True)
+    with torch.no_grad():
+        assert_close(fresh(x), expected, "the twin with the weights exported back")
+
+
+def test_the_twins_are_the_reference_models(torchvision: ModuleType) -> None:
+    """The twins built here are the models tests/data/torchvision_ref.json describes (its parameter and buffer totals)."""
+    for name in TWINS:
+        with torch.device("meta"):
+            twin = make_twin(torchvision, name) if not name.startswith("regnet") else None
+        if twin is None:  # RegNet computes its widths with real tensors
+            twin = make_twin(torchvision, name)
+        params = sum(p.numel() for p in twin.parameters())
+        buffers = sum(b.numel() for b in twin.buffers())
+        assert (params, buffers) == (REFERENCE[name]["params"], REFERENCE[name]["buffers"]), name
+
+
+def test_resnet50_fine_tunes_from_a_torchvision_checkpoint(torchvision: ModuleType, tmp_path: Path) -> None:
+    """The acceptance scenario: `cnndsl train resnet50 --init-from resnet50.pth --set num_classes=10`."""
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+
+    torch.manual_seed(0)
+    twin = randomise(torchvision.models.resnet50(), seed=3)
+    checkpoint = tmp_path / "resnet50.pth"
+    torch.save(twin.state_dict(), checkpoint)
+    saved = tmp_path / "tuned"
+    arguments = ["train", "resnet50", "--init-from", str(checkpoint), "--set", "num_classes=10", "--input", "3x32x32"]
+    arguments += ["--data", "synthetic:40", "--epochs", "1", "--batch-size", "32", "--no-progress", "--freeze", "stem,layer1"]
+    arguments += ["--save", str(saved), "--weights-layout", "torchvision.models:resnet50(num_classes=10)"]
+    result = CliRunner().invoke(main, arguments, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "matched by structure: 106 layers matched, 1 re-initialised, 0 unmatched, 0 skipped" in result.output
+    assert "re-initialised fc (was fc: shapes differ: weight 1000x2048 instead of 10x2048" in result.output
+    tuned = read_weights(saved).state_dict  # no suffix: safetensors
+    assert read_weights(saved).preprocess is None  # a foreign layout holds only the template's keys
+    head = torchvision.models.resnet50(num_classes=10)
+    head.load_state_dict({k: torch.from_numpy(v) for k, v in tuned.items()}, strict=True)
+    original = twin.state_dict()
+    assert torch.equal(head.conv1.weight, original["conv1.weight"])  # frozen: not trained
+    assert torch.equal(head.layer1[0].conv2.weight, original["layer1.0.conv2.weight"])
+    assert not torch.equal(head.layer4[0].conv2.weight, original["layer4.0.conv2.weight"])  # trained
+
+
+def test_a_timm_checkpoint_loads_by_structure(tmp_path: Path) -> None:
+    """timm names ResNet's layers as torchvision does but registers more modules (act1, drop_block, aa): same weights, same outputs."""
+    try:
+        import timm
+    except ImportError as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"timm is not installed: {err}")
+        pytest.skip(f"timm is not installed ({err}); run the twins suite with `bash scripts/twins.sh`'s python")
+    torch.manual_seed(0)
+    twin = randomise(timm.create_model("resnet18", pretrained=False), seed=4)
+    checkpoint = tmp_path / "timm_resnet18.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, checkpoint)
+    network = small_network("resnet18")
+    module = network.to_torch(weights=checkpoint).eval()
+    assert module.weights_report is not None and len(module.weights_report.matched) == 41
+    x = torch.randn(2, *network.input_shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert_close(module(x), twin(x), "cnndsl's ResNet-18 with timm's weights")

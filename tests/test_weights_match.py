@@ -1,0 +1,191 @@
+"""Weights by structure (cnndsl.weights_match): another module's layout onto the network's keys, without torch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnndsl
+from cnndsl.weights_match import group_layers, match_weights, shapes_of
+
+SOURCE = """
+network Twin(num_classes=5)
+input 3x8x8
+stem: [Conv(4, 3, pad=1), BN, ReLU]
+Add[ Conv(6, 1), BN, ReLU, Conv(6, 3, pad=1) | Conv(6, 1), BN ]
+GlobalAvgPool, flatten, fc: FC(num_classes)
+"""
+
+
+def foreign_layout(state: dict[str, np.ndarray], shortcut_first: bool = False) -> dict[str, np.ndarray]:
+    """The network's weights as a hand-written module would name them (its shortcut registered first, if asked)."""
+    names = {
+        "stem.0": "conv1",
+        "stem.1": "bn1",
+        "1.0.0": "block.conv_a",
+        "1.0.1": "block.bn_a",
+        "1.0.3": "block.conv_b",
+        "1.1.0": "block.shortcut.0",
+        "1.1.1": "block.shortcut.1",
+        "fc": "head",
+    }
+    order = list(names)
+    if shortcut_first:
+        order = order[:2] + order[5:7] + order[2:5] + order[7:]
+    out: dict[str, np.ndarray] = {}
+    for prefix in order:
+        for key, value in state.items():
+            if key.rpartition(".")[0] == prefix:
+                out[f"{names[prefix]}.{key.rpartition('.')[2]}"] = value
+    return out
+
+
+def randomised(network: cnndsl.Network, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    state = network.to_numpy(seed=seed).state_dict()
+    return {
+        k: (rng.uniform(0.5, 2, v.shape) if k.endswith("running_var") else rng.normal(size=v.shape)).astype(v.dtype)
+        for k, v in state.items()
+    }
+
+
+@pytest.mark.parametrize("shortcut_first", [False, True])
+def test_foreign_keys_load_by_structure_and_compute_the_same(shortcut_first: bool) -> None:
+    network = cnndsl.parse(SOURCE)
+    own = randomised(network, 1)
+    model = network.to_numpy(foreign_layout(own, shortcut_first))
+    report = model.weights_report
+    assert report is not None and len(report.matched) == 8 and not report.reinitialised
+    assert ("1.1.0", "block.shortcut.0") in report.matched
+    x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
+
+
+def test_own_layout_gives_no_report() -> None:
+    network = cnndsl.parse(SOURCE)
+    assert network.to_numpy(randomised(network, 1)).weights_report is None
+
+
+def test_a_head_changed_by_a_parameter_is_reinitialised_and_named() -> None:
+    written = cnndsl.parse(SOURCE)
+    tuned = cnndsl.parse(SOURCE, num_classes=2)
+    foreign = foreign_layout(randomised(written, 3))
+    model = tuned.to_numpy(foreign, seed=7)
+    report = model.weights_report
+    assert report is not None and [r[:2] for r in report.reinitialised] == [("fc", "head")]
+    assert "re-initialised fc" in str(report) and "1 re-initialised" in str(report)
+    np.testing.assert_array_equal(model.state_dict()["fc.weight"], tuned.to_numpy(seed=7).state_dict()["fc.weight"])
+    np.testing.assert_array_equal(model.state_dict()["stem.0.weight"], foreign["conv1.weight"])
+
+
+def test_any_other_disagreement_is_refused_naming_both_layers() -> None:
+    network = cnndsl.parse(SOURCE)
+    foreign = foreign_layout(randomised(network, 1))
+    foreign["block.conv_b.weight"] = np.zeros((6, 6, 5, 5), np.float32)
+    with pytest.raises(cnndsl.CnnDslError) as caught:
+        network.to_numpy(foreign)
+    message = str(caught.value)
+    assert "our `1.0.3` (conv, weight 6x6x3x3)" in message and "their `block.conv_b`" in message and "5x5" in message
+    report = network.to_numpy(foreign, allow_partial=True).weights_report
+    assert report is not None and "1.0.3" in report.unmatched and "block.conv_b" in report.skipped
+    assert len(report.matched) == 7
+
+
+def test_extra_or_missing_layers_are_refused() -> None:
+    network = cnndsl.parse(SOURCE)
+    foreign = foreign_layout(randomised(network, 1))
+    extra = {**foreign, "aux.weight": np.zeros((3, 6), np.float32), "aux.bias": np.zeros(3, np.float32)}
+    with pytest.raises(cnndsl.CnnDslError, match="more layers than the network"):
+        network.to_numpy(extra)
+    report = network.to_numpy(extra, allow_partial=True).weights_report
+    assert report is not None and report.skipped == ["aux"] and len(report.matched) == 8
+    missing = {k: v for k, v in foreign.items() if not k.startswith("head.")}
+    with pytest.raises(cnndsl.CnnDslError, match="have no more layers"):
+        network.to_numpy(missing)
+
+
+def test_branches_that_fit_in_two_orders_are_ambiguous() -> None:
+    network = cnndsl.parse(
+        "network Amb\ninput 3x8x8\nConcat[ Conv(4, 1) | Conv(4, 1) | Conv(6, 3, pad=1) ]\nGlobalAvgPool, flatten, FC(2)\n"
+    )
+    state = network.to_numpy().state_dict()
+    order = ["0.2.0", "0.0.0", "0.1.0", "3"]  # the third branch first: its own order does not fit
+    foreign = {
+        f"m{i}.{k.rpartition('.')[2]}": v for i, p in enumerate(order) for k, v in state.items() if k.rpartition(".")[0] == p
+    }
+    with pytest.raises(cnndsl.CnnDslError, match="fit the weights in 2 orders"):
+        network.to_numpy(foreign)
+
+
+def test_matching_reads_only_shapes() -> None:
+    network = cnndsl.parse(SOURCE)
+    own = network.to_numpy().state_dict()
+    shapes = {k: v.shape for k, v in foreign_layout(own).items()}
+    mapping, report = match_weights(network, shapes_of(own), {k: np.empty(s) for k, s in shapes.items()})
+    assert mapping["fc.weight"] == "head.weight" and len(report.matched) == 8
+    assert [layer.kind for layer in group_layers(shapes)] == [
+        "conv",
+        "batchnorm",
+        "conv",
+        "batchnorm",
+        "conv",
+        "conv",
+        "batchnorm",
+        "linear",
+    ]
+
+
+def test_sorted_keys_of_a_safetensors_file_find_their_order(tmp_path: Path) -> None:
+    """safetensors stores keys sorted (by dtype, then name: `block.bn_a` before `conv1`): the order comes back from the module tree."""
+    from cnndsl.weights import read_weights, write_weights
+
+    network = cnndsl.parse(SOURCE)
+    own = randomised(network, 4)
+    path = tmp_path / "twin.safetensors"
+    write_weights(path, foreign_layout(own))
+    weights = read_weights(path)
+    assert not weights.ordered and list(weights.state_dict) != list(foreign_layout(own))
+    model = network.to_numpy(path)
+    assert model.weights_report is not None and ("stem.0", "conv1") in model.weights_report.matched
+    x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
+
+
+def test_a_smaller_image_makes_no_layer_re_initialisable() -> None:
+    """Only arguments or input channels changed by a parameter excuse a shape difference, not another image size."""
+    network = cnndsl.parse(SOURCE, input=(3, 16, 16))
+    foreign = foreign_layout(randomised(cnndsl.parse(SOURCE), 1))
+    foreign["block.conv_b.weight"] = np.zeros((6, 6, 5, 5), np.float32)
+    with pytest.raises(cnndsl.CnnDslError, match="our `1.0.3`"):
+        network.to_numpy(foreign)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("no_such_module_here:make", "cannot find the layout template"),
+        ("collections:OrderedDict", "made a OrderedDict, which has no state_dict()"),
+        ("collections:OrderedDict(x=len)", "only keyword=literal arguments"),
+        ("math:sqrt", "calling math:sqrt failed"),
+    ],
+)
+def test_a_bad_layout_template_is_one_clear_error(template: str, message: str) -> None:
+    from cnndsl.weights_match import to_layout
+
+    network = cnndsl.parse(SOURCE)
+    with pytest.raises(cnndsl.CnnDslError, match=re.escape(message)):
+        to_layout(network, network.to_numpy().state_dict(), template)
+
+
+def test_to_layout_names_our_weights_as_the_template(tmp_path: Path) -> None:
+    from cnndsl.weights_match import to_layout
+
+    network = cnndsl.parse(SOURCE)
+    own = randomised(network, 6)
+    template = foreign_layout(randomised(network, 7))
+    out, report = to_layout(network, own, template)
+    assert list(out) == list(template) and len(report.matched) == 8
+    np.testing.assert_array_equal(out["block.shortcut.0.weight"], own["1.1.0.weight"])
