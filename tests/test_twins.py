@@ -1,6 +1,6 @@
 """The zoo against its real twins: torchvision's models (and a plain-PyTorch LeNet-5), weights in and out by structure.
 
-For every zoo network with a model in tests/data/torchvision_ref.json: the twin is built with
+For every zoo network with a model in tests/data/torchvision_ref.json or architectures_v2.json: the twin is built with
 random weights and randomised BatchNorm parameters and statistics (nothing is downloaded),
 its state_dict is saved, loaded into cnndsl by structure (cnndsl.weights_match), and the
 outputs in eval mode are compared for the in-memory torch module, the generated file
@@ -36,14 +36,21 @@ from cnndsl.weights_match import to_layout
 pytestmark = pytest.mark.twins
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = json.loads((ROOT / "tests" / "data" / "torchvision_ref.json").read_text())["models"]
-TWINS = sorted(REFERENCE)
+REFERENCE = {
+    **json.loads((ROOT / "tests" / "data" / "architectures_v2.json").read_text())["models"],
+    **json.loads((ROOT / "tests" / "data" / "torchvision_ref.json").read_text())["models"],
+}
+TWINS = sorted(set(REFERENCE) & set(cnndsl.zoo.names()))
+"""Every zoo network with reference figures (both files): each has a twin."""
 SMALL_SIDES = (32, 64, 96)
 """Input sides tried before the network's own: the smallest it accepts keeps the suite fast."""
 RELATIVE = 1e-5
 """Largest difference allowed, relative to the largest output magnitude (float32)."""
-TWIN_ARGUMENTS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": False, "init_weights": False}}
-"""The zoo's GoogLeNet is the inference network, without the auxiliary training heads."""
+TWIN_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+"""The zoo's GoogLeNet and Inception-v3 are the inference networks, without the auxiliary training heads."""
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """The model zoo (architectures/*.cnn) against torchvision, layer by layer.
 
-Ground truth is tests/data/torchvision_ref.json (see tests/data/README.md): counts, FLOPs,
-the output shape of every leaf module call and every state_dict shape, recorded from
-torchvision itself. Each zoo file must agree on all of them.
+Ground truth is tests/data/torchvision_ref.json and, for the networks added since,
+tests/data/architectures_v2.json (see tests/data/README.md): counts, FLOPs, the output shape
+of every leaf module call and every state_dict shape, recorded from torchvision itself.
+Each zoo file must agree on all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import cnndsl
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURES = ROOT / "architectures"
 REFERENCE = Path(os.environ.get("CNNDSL_REFERENCE", ROOT / "tests" / "data" / "torchvision_ref.json"))
+REFERENCE_V2 = ROOT / "tests" / "data" / "architectures_v2.json"
 
 # File stem -> reference model key.
 ZOO = {
@@ -50,6 +52,7 @@ ZOO = {
     "squeezenet1_0": "squeezenet1_0",
     "squeezenet1_1": "squeezenet1_1",
     "densenet121": "densenet121",
+    "inception_v3": "inception_v3",
 }
 LECTURE = {"classic", "lecture_conv760", "digits_cnn"}  # digits_cnn is trained in tests/test_train.py
 
@@ -65,8 +68,10 @@ EXPECTED_WARNINGS = {"squeezenet1_0": 1, "squeezenet1_1": 1}
 
 @cache
 def reference() -> dict[str, Any]:
+    """The models of both reference files; the first one's where both describe a model (the same torchvision figures)."""
     assert REFERENCE.is_file(), f"the torchvision reference is missing: {REFERENCE} (set CNNDSL_REFERENCE)"
-    return json.loads(REFERENCE.read_text(encoding="utf-8"))["models"]
+    later = json.loads(REFERENCE_V2.read_text(encoding="utf-8"))["models"]
+    return {**later, **json.loads(REFERENCE.read_text(encoding="utf-8"))["models"]}
 
 
 @cache
@@ -93,6 +98,12 @@ def tensor_shapes(layer: Any) -> list[tuple[int, ...]]:
         # weight, bias, running_mean, running_var, num_batches_tracked (a scalar)
         return [(shape[0],)] * 4 + [()]
     return []
+
+
+def leaf_shape(recorded: list[Any]) -> tuple[int, ...]:
+    """A leaf module's output shape without the batch: the first reference file records one shape, the later one a list."""
+    (shape,) = recorded if recorded and isinstance(recorded[0], list) else [recorded]
+    return tuple(shape[1:])
 
 
 def weighted_leaves(net: cnndsl.Network) -> list[tuple[str, tuple[int, ...]]]:
@@ -132,7 +143,7 @@ def test_counts_match_torchvision(stem: str) -> None:
     assert net.params == ref["params"]
     assert net.buffers == ref["buffers"]
     assert list(net.input_shape) == ref["input"][1:]
-    assert list(net.output_shape) == ref["output"][1:]
+    assert [list(net.output_shape)] == [shape[1:] for shape in ref.get("outputs", [ref.get("output")])]
     # FlopCounterMode counts 2 FLOPs per multiply-accumulate of convolutions and matmuls.
     assert net.macs * 2 == ref["flops"]
 
@@ -140,7 +151,7 @@ def test_counts_match_torchvision(stem: str) -> None:
 @pytest.mark.parametrize("stem", sorted(ZOO))
 def test_weighted_layers_match_torchvision_in_order(stem: str) -> None:
     net, ref = load(stem), reference()[ZOO[stem]]
-    expected = [(TORCH_KINDS[kind], tuple(shape[1:])) for _, kind, shape in ref["leaf_outputs"] if kind in TORCH_KINDS]
+    expected = [(TORCH_KINDS[kind], leaf_shape(shape)) for _, kind, shape in ref["leaf_outputs"] if kind in TORCH_KINDS]
     assert weighted_leaves(net) == expected
 
 
