@@ -5,11 +5,12 @@ backend that needs a `Network` does not load Lark and cannot call back into chec
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .errors import CnnDslError, Diagnostic
+from .errors import Diagnostic, SourceText, error
 from .ir import Layer, Sequence
 from .shapes import Pair, Shape
 from .summary import DEFAULT_COLUMNS, DEFAULT_DEPTH
@@ -27,24 +28,26 @@ MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1
 """The seeds `torch.manual_seed` takes; the NumPy backend draws from the same generator (numpy_ops.TorchRandom)."""
 
 
-def _check_seed(seed: Any, filename: str, optional: bool) -> None:
-    """Refuse a seed that torch or NumPy would reject with an exception of their own."""
+@overload
+def check_seed(seed: object, where: str | SourceText, optional: Literal[False] = False) -> int: ...
+@overload
+def check_seed(seed: object, where: str | SourceText, optional: bool) -> int | None: ...
+def check_seed(seed: object, where: str | SourceText, optional: bool = False) -> int | None:
+    """`seed` as an int in torch.manual_seed's range (MIN_SEED..MAX_SEED; NumPy integers too), None
+    when `optional` allows it; anything else, which torch or NumPy would reject with an exception
+    of their own, is a CnnDslError about `where`."""
     if seed is None and optional:
-        return
-    if isinstance(seed, bool) or not isinstance(seed, int) or not MIN_SEED <= seed <= MAX_SEED:
-        shown = f"{seed!r}"[:40] if not isinstance(seed, int) or abs(seed) < 10**30 else "a huge integer"
-        raise CnnDslError(
-            [
-                Diagnostic(
-                    "error",
-                    f"the seed must be an integer from -2^63 to 2^64 - 1{' or None' if optional else ''}; got {shown}",
-                    None,
-                    None,
-                    (),
-                    filename,
-                )
-            ]
+        return None
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        value = None
+    if value is None or not MIN_SEED <= value <= MAX_SEED:
+        shown = f"{seed!r}"[:40] if value is None or abs(value) < 10**30 else "a huge integer"
+        raise error(
+            f"the seed must be an integer from -2^63 to 2^64 - 1{' or None' if optional else ''}; got {shown}", where=where
         )
+    return value
 
 
 class Network:
@@ -199,7 +202,7 @@ class Network:
         """
         from .torch_backend import build_module
 
-        _check_seed(seed, self.filename, optional=True)
+        check_seed(seed, self.filename, optional=True)
 
         return build_module(self, seed=seed, max_bytes=max_bytes, weights=weights, allow_partial=allow_partial)
 
@@ -222,7 +225,7 @@ class Network:
         values raise CnnDslError."""
         from .numpy_backend import NumpyModel
 
-        _check_seed(seed, self.filename, optional=False)
+        check_seed(seed, self.filename)
 
         return NumpyModel(self, state_dict, seed=seed, dtype=dtype, allow_partial=allow_partial)
 

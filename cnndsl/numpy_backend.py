@@ -23,7 +23,8 @@ import numpy as np
 from .errors import error
 from .ir import Layer, Node, Parallel, Sequence
 from .layers import MergeKind
-from .numpy_ops import NpContext, Scratch, Tensors, TorchRandom, check_seed
+from .network import check_seed
+from .numpy_ops import NpContext, Scratch, Tensors, TorchRandom
 from .resources import check_batch, check_size
 from .weights import to_array
 
@@ -126,10 +127,7 @@ class NumpyModel:
             for register in op.inputs:
                 self.uses[register] += 1
         self.uses[self.output_register] += 1  # the caller reads it: never overwrite or free it
-        try:
-            seed = check_seed(seed)
-        except ValueError as err:
-            raise error(str(err), where=network.filename) from None
+        seed = check_seed(seed, network.filename)
         # Initial weights come from PyTorch's generator definition (TorchRandom), so that a seed
         # means one initial state in every backend; Dropout draws from its own stream.
         _, run_seed = np.random.SeedSequence(seed % 2**64).spawn(2)

@@ -107,20 +107,6 @@ class TorchRandom:
         return out.astype(dtype, copy=False)
 
 
-SEED_RANGE = (-(2**63), 2**64)
-"""The seeds `torch.manual_seed` accepts (a half-open range)."""
-
-
-def check_seed(seed: object) -> int:
-    """`seed` as an int in SEED_RANGE, or a ValueError saying what is wrong (callers turn it into a CnnDslError)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"the seed must be an integer; got {type(seed).__name__} {seed!r}")
-    low, high = SEED_RANGE
-    if not low <= int(seed) < high:
-        raise ValueError(f"the seed must lie in -2**63 .. 2**64 - 1, as torch.manual_seed takes it; got {seed}")
-    return int(seed)
-
-
 def mt19937_key(seed: int) -> np.ndarray:
     """The Mersenne Twister state that `torch.manual_seed(seed)` sets (init_genrand of the low 32 bits)."""
     key = np.empty(624, dtype=np.uint32)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import error, needs_torch
 from .ir import Layer
+from .network import check_seed
 from .resources import check_size
 from .torch_plan import NAMED_SEQUENTIAL, SEQUENTIAL, ModulePlan, build_plan, deep_recursion
 
@@ -72,13 +73,7 @@ def build_module(
     step (`install_preprocess`).
     """
     check_size(network, max_bytes)
-    if seed is not None:
-        from .numpy_ops import check_seed
-
-        try:
-            seed = check_seed(seed)
-        except ValueError as err:
-            raise error(str(err), None, network) from None
+    seed = check_seed(seed, network, optional=True)
     try:
         import torch  # noqa: F401  (fail here, with a clear message, if torch is missing)
     except ImportError:
