@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cnndsl
@@ -487,6 +488,14 @@ def test_seed_bounds_and_dtypes() -> None:
     network = cnndsl.parse(SMALL)
     network.to_numpy(seed=2**64 - 1)
     network.to_numpy(seed=-(2**63))
+    # a NumPy integer is a seed, and means what the same int means, in both backends
+    assert np.array_equal(
+        network.to_numpy(seed=np.int64(3)).state_dict()["0.weight"], network.to_numpy(seed=3).state_dict()["0.weight"]
+    )
+    assert np.array_equal(
+        network.to_torch(seed=np.uint64(3)).state_dict()["0.weight"].numpy(),
+        network.to_torch(seed=3).state_dict()["0.weight"].numpy(),
+    )
     for dtype in ("bogus", object(), "int32"):
         with pytest.raises(CnnDslError, match="dtype"):
             network.to_numpy(dtype=dtype)
