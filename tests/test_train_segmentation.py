@@ -271,6 +271,7 @@ def test_npz_masks_train_with_a_plain_seeded_split(tmp_path: Path) -> None:
         (np.full((10, 16, 16), "a"), "must be integer class indices; got dtype <U1", "N x H x W"),
         (np.zeros((10, 1, 16, 16), np.int64), "with a channel axis", "y=y[:, 0]"),
         (np.zeros((10, 2, 16, 16, 1), np.int64), "one per pixel (N x H x W masks); got shape 10x2x16x16x1", "N x H x W"),
+        (np.zeros((10, 1), np.int64), "one label per sample (N) or one per pixel", "save y.reshape(-1)"),
     ],
 )
 def test_bad_masks_are_refused_with_a_hint(tmp_path: Path, masks: np.ndarray, message: str, hint: str) -> None:

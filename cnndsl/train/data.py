@@ -1,8 +1,9 @@
 """Training data for `cnndsl train`: where it comes from, and whether it fits the network.
 
 Every source ends as a `Dataset`: float32 NCHW arrays for train and test, integer labels
-(one per image, or for segmentation one per pixel: N x H x W masks) and class names, held in memory (the sources this trainer is for are small: digits,
-.npz files and image folders of a few thousand images; a benchmark's synthetic data).
+(one per image, or for segmentation one per pixel: N x H x W masks) and class names, held
+in memory (the sources this trainer is for are small: digits, .npz files and image folders
+of a few thousand images; a benchmark's synthetic data).
 This module needs only NumPy; scikit-learn (digits) and Pillow (image folders) are
 imported when those sources are used, so the NumPy backend trains without torch.
 """
@@ -185,7 +186,7 @@ def _mask_table(splits: list[np.ndarray], where: str, num_classes: int) -> tuple
         if y.ndim != 3:
             raise error(
                 f"labels `y` must be one label per sample (N) or one per pixel (N x H x W masks); got shape {_shape_text(y.shape)}",
-                MASK_HINT,
+                "for one label per sample save y.reshape(-1)" if y.ndim == 2 and 1 in y.shape[1:] else MASK_HINT,
                 where,
             )
         if y.dtype.kind == "f":
