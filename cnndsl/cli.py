@@ -326,7 +326,8 @@ def compile_command(
     "--data",
     required=True,
     metavar="SOURCE",
-    help="digits, synthetic[:N], PATH.npz (arrays x as NxCxHxW or NxHxWxC, and y) or an image folder ROOT/CLASS/*.png|jpg.",
+    help="digits, synthetic[:N], synthetic-seg[:N] (per-pixel masks), PATH.npz (arrays x as NxCxHxW or NxHxWxC, and y: "
+    "labels, or NxHxW masks for a network that outputs CxHxW) or an image folder ROOT/CLASS/*.png|jpg.",
 )
 @click.option("--backend", type=click.Choice(["torch", "numpy"]), default="torch", show_default=True)
 @click.option(

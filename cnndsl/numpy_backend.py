@@ -396,30 +396,41 @@ def check_weights(network: Network, expected: Mapping[str, tuple[int, ...]], giv
 
 
 def cross_entropy(logits: np.ndarray, labels: Any, where: str = "<numpy>") -> tuple[float, np.ndarray]:
-    """nn.CrossEntropyLoss (mean over the batch) and its gradient with respect to the logits."""
-    if logits.ndim != 2:
+    """nn.CrossEntropyLoss (mean over the batch and every position) and its gradient with respect to the logits.
+
+    `logits` is N x classes (one score per class), or N x classes x H x W (one per class and
+    pixel: segmentation) with `labels` N x H x W, as F.cross_entropy takes them.
+    """
+    if logits.ndim < 2:
         raise error(
-            f"cross-entropy needs a flat output (N x classes); the network outputs {_shape_text(logits.shape[1:])} per sample",
-            "end the network with flatten and FC(classes)",
+            f"cross-entropy needs a score per class (N x classes, or N x classes x H x W); the output is {_shape_text(logits.shape)}",
+            "end the network with flatten and FC(classes), or with a Conv(classes, 1) for per-pixel classes",
             where,
         )
-    n, classes = logits.shape
+    n, classes = logits.shape[:2]
+    positions = logits.shape[2:]
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         raise error(f"labels must be integers; got dtype {labels.dtype}", where=where)
-    if labels.shape != (n,):
-        raise error(f"labels must have shape ({n},), one per sample; got {labels.shape}", where=where)
+    if labels.shape != (n, *positions):
+        expected = (n, *positions)
+        what = "one per sample" if not positions else f"one class index per sample and output position ({_shape_text(positions)})"
+        raise error(f"labels must have shape {expected}, {what}; got {labels.shape}", where=where)
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
         raise error(f"labels must lie in 0..{classes - 1}; got {labels.min()}..{labels.max()}", where=where)
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    # Classes last: each row is one (sample, position), and the flat case is the same code.
+    flat = np.moveaxis(logits, 1, -1).reshape(-1, classes)
+    targets = labels.reshape(-1)
+    shifted = flat - flat.max(axis=1, keepdims=True)
     log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_sum
-    rows = np.arange(n)
-    loss = float(-log_probs[rows, labels].mean())
+    rows = np.arange(len(flat))
+    loss = float(-log_probs[rows, targets].mean()) if len(flat) else float("nan")
     grad = np.exp(log_probs)
-    grad[rows, labels] -= 1.0
-    grad /= n
-    return loss, grad.astype(logits.dtype, copy=False)
+    grad[rows, targets] -= 1.0
+    grad /= max(len(flat), 1)
+    grad = np.moveaxis(grad.reshape(n, *positions, classes), -1, 1)
+    return loss, np.ascontiguousarray(grad, dtype=logits.dtype)
 
 
 class SGD:

@@ -182,9 +182,10 @@ def test_bad_labels_are_clear_errors(labels: list, message: str) -> None:
         model.loss_and_grads(inputs(model.network), np.asarray(labels))
 
 
-def test_cross_entropy_needs_a_flat_output() -> None:
+def test_cross_entropy_of_a_map_needs_a_label_per_position() -> None:
+    # A C x H x W output is scored per pixel (segmentation): one label per image does not fit it.
     model = cnndsl.parse("input 3x4x4\nConv(2, 1)").to_numpy()
-    with pytest.raises(CnnDslError, match="flat output"):
+    with pytest.raises(CnnDslError, match=r"labels must have shape \(2, 4, 4\), one class index per sample and output position"):
         model.loss_and_grads(np.zeros((2, 3, 4, 4), np.float32), [0, 1])
 
 

@@ -1,8 +1,9 @@
 """Training data for `cnndsl train`: where it comes from, and whether it fits the network.
 
 Every source ends as a `Dataset`: float32 NCHW arrays for train and test, integer labels
-and class names, held in memory (the sources this trainer is for are small: digits,
-.npz files and image folders of a few thousand images; a benchmark's synthetic data).
+(one per image, or for segmentation one per pixel: N x H x W masks) and class names, held
+in memory (the sources this trainer is for are small: digits, .npz files and image folders
+of a few thousand images; a benchmark's synthetic data).
 This module needs only NumPy; scikit-learn (digits) and Pillow (image folders) are
 imported when those sources are used, so the NumPy backend trains without torch.
 """
@@ -55,6 +56,16 @@ class Dataset:
         return len(self.class_names)
 
     @property
+    def segmentation(self) -> bool:
+        """Per-pixel labels (masks N x H x W) rather than one label per image."""
+        return self.y_train.ndim == 3
+
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        """H x W of the masks; () for one label per image."""
+        return tuple(self.y_train.shape[1:])
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
@@ -80,6 +91,16 @@ def stratified_split(
         test.append(members[:n_test])
         train.append(members[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def random_split(count: int, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices) for samples without one class each (segmentation masks): a plain seeded split.
+
+    At least one sample is held out when there are two or more, and at least one stays for training.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    n_test = min(max(int(round(count * test_fraction)), 1 if count > 1 else 0), max(count - 1, 0))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
 def _standardise(dataset: Dataset) -> Dataset:
@@ -143,6 +164,60 @@ def _label_table(splits: list[Any], where: str, num_classes: int) -> tuple[list[
 
 MAX_CLASSES = 1_000_000
 """Most classes integer labels may imply when the network's output count is not known."""
+
+MASK_HINT = "save masks as integer class indices, one per pixel: numpy.savez(path, x=images, y=masks) with masks N x H x W"
+
+
+def _mask_table(splits: list[np.ndarray], where: str, num_classes: int) -> tuple[list[np.ndarray], list[str]]:
+    """Segmentation masks (N x H x W class indices) as int64 for every split, and the class names 0..K-1.
+
+    K is the network's number of output channels when known (a class may be absent from
+    every mask: background-only crops are common), else the largest index plus one.
+    """
+    converted = []
+    largest = -1
+    for y in splits:
+        if y.ndim == 4 and y.shape[1] == 1:
+            raise error(
+                f"masks `y` must be N x H x W class indices; got {_shape_text(y.shape)} with a channel axis",
+                "drop the channel axis: numpy.savez(path, x=x, y=y[:, 0])",
+                where,
+            )
+        if y.ndim != 3:
+            raise error(
+                f"labels `y` must be one label per sample (N) or one per pixel (N x H x W masks); got shape {_shape_text(y.shape)}",
+                "for one label per sample save y.reshape(-1)" if y.ndim == 2 and 1 in y.shape[1:] else MASK_HINT,
+                where,
+            )
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
+                raise error(
+                    f"masks `y` must be integer class indices; got dtype {y.dtype} with fractional or non-finite values",
+                    MASK_HINT,
+                    where,
+                )
+        elif y.dtype.kind not in "iub":
+            raise error(f"masks `y` must be integer class indices; got dtype {y.dtype}", MASK_HINT, where)
+        if y.size:
+            low, high = y.min().item(), y.max().item()
+            if low < 0:
+                raise error(f"masks `y` must hold class indices 0..K-1; the smallest is {low}", MASK_HINT, where)
+            bound = num_classes if num_classes > 0 else MAX_CLASSES
+            if high >= bound:
+                outputs = (
+                    f"the network outputs {num_classes} channels (one score per class and pixel): classes are 0..{bound - 1}"
+                    if num_classes > 0
+                    else f"at most {MAX_CLASSES:,} classes"
+                )
+                raise error(
+                    f"masks must hold class indices below the number of classes; {where} has a pixel of class {high}",
+                    outputs,
+                    where,
+                )
+            largest = max(largest, int(high))
+        converted.append(y.astype(np.int64))
+    classes = num_classes if num_classes > 0 else largest + 1
+    return converted, [str(i) for i in range(classes)]
 
 
 def _input_scale(x: np.ndarray) -> float:
@@ -224,7 +299,10 @@ def load_npz_source(path: Path, expected: Shape, num_classes: int = 0) -> Datase
     x = _layout(_to_float(arrays["x"]), expected, where)
     has_test = "x_test" in arrays and "y_test" in arrays
     splits = [arrays["y"], arrays["y_test"]] if has_test else [arrays["y"]]
-    labels, names = _label_table(splits, where, num_classes)
+    masks = [y.ndim > 1 for y in splits]
+    if any(masks) and not all(masks):
+        raise error(f"{path}: `y` and `y_test` must both be labels (one per sample) or both masks (N x H x W)", where=where)
+    labels, names = _mask_table(splits, where, num_classes) if all(masks) else _label_table(splits, where, num_classes)
     y = labels[0]
     if len(x) != len(y):
         raise error(f"{path}: `x` has {len(x)} samples but `y` has {len(y)} labels", where=where)
@@ -238,8 +316,14 @@ def load_npz_source(path: Path, expected: Shape, num_classes: int = 0) -> Datase
                 f"{path}: test images are {_shape_text(x_test.shape[1:])}, training images {_shape_text(x.shape[1:])}",
                 where=where,
             )
+        if y_test.shape[1:] != y.shape[1:]:
+            raise error(
+                f"{path}: test masks are {_shape_text(y_test.shape[1:])}, training masks {_shape_text(y.shape[1:])}",
+                where=where,
+            )
         return Dataset(path.name, x, y, x_test, y_test, names, input_scale=_input_scale(arrays["x"]))
-    train, test = stratified_split(y)
+    # A mask has no single class to stratify by.
+    train, test = random_split(len(y)) if y.ndim > 1 else stratified_split(y)
     return Dataset(path.name, x[train], y[train], x[test], y[test], names, input_scale=_input_scale(arrays["x"]))
 
 
@@ -318,13 +402,7 @@ def synthetic_source(spec: str, expected: Shape, num_classes: int, seed: int) ->
     For benchmarks: no files, any shape. The templates make the task learnable, so the
     loss falls and accuracy rises as it would on real data.
     """
-    _, _, count_text = spec.partition(":")
-    try:
-        count = int(count_text) if count_text else 2048
-    except ValueError:
-        raise error(f"synthetic takes a sample count: synthetic:N; got {spec!r}", where="--data") from None
-    if count < 2:
-        raise error(f"synthetic needs at least 2 samples; got {count}", where="--data")
+    count = _synthetic_count(spec, "synthetic", 2048)
     if num_classes < 1:
         raise error("synthetic data needs a network with a flat output (one score per class)", where="--data")
     dims = tuple(expected)
@@ -350,16 +428,122 @@ def synthetic_source(spec: str, expected: Shape, num_classes: int, seed: int) ->
     return Dataset(f"synthetic:{count}", x, y, x_test, y_test, [str(i) for i in range(num_classes)])
 
 
-def load_source(spec: str, expected: Shape, num_classes: int, seed: int = 0) -> Dataset:
-    """The data named by `--data`: `digits`, `synthetic[:N]`, a `.npz` file or an image folder.
+SEGMENTATION_SHAPES = 3
+"""Most shapes (rectangles and discs) drawn on one `synthetic-seg` image."""
+SEGMENTATION_NOISE = 0.8
+"""Standard deviation of the pixel noise of `synthetic-seg`, against class colours about 1 apart: a pixel alone is
+often ambiguous, its neighbourhood is not, so a small convolutional network learns it in a few epochs."""
+
+
+def _synthetic_count(spec: str, name: str, default: int) -> int:
+    _, _, count_text = spec.partition(":")
+    try:
+        count = int(count_text) if count_text else default
+    except ValueError:
+        raise error(f"{name} takes a sample count: {name}:N; got {spec!r}", where="--data") from None
+    if count < 2:
+        raise error(f"{name} needs at least 2 samples; got {count}", where="--data")
+    return count
+
+
+def _pixel_centres(size: int) -> np.ndarray:
+    """The centres of `size` pixels along an axis, in unit coordinates (0..1)."""
+    return (np.arange(size, dtype=np.float32) + 0.5) / size
+
+
+def synthetic_segmentation_source(spec: str, expected: Shape, output_shape: tuple[int, ...], seed: int) -> Dataset:
+    """`synthetic-seg[:N]`: N noisy images of rectangles and discs, each class in its own colour, and their masks.
+
+    Class 0 is the background. The shapes are drawn in unit coordinates and rasterised twice,
+    at the input's H x W for the image and at the output's for the mask, so a network whose
+    output is smaller than its input (pooling) gets masks of its own size, aligned with the image.
+    """
+    count = _synthetic_count(spec, "synthetic-seg", 1024)
+    dims = tuple(expected)
+    if len(dims) != 3:
+        raise error(
+            f"synthetic-seg needs a network with an image input (C x H x W); it takes {_shape_text(dims)}", where="--data"
+        )
+    if len(output_shape) != 3:
+        raise error(
+            "synthetic-seg makes per-pixel labels: it needs a network that outputs C x H x W (one score per class and pixel);"
+            f" this one outputs {_shape_text(output_shape)}",
+            "end the network with Conv(classes, 1) and keep the spatial axes (no flatten); for one label per image use synthetic:N",
+            "--data",
+        )
+    classes, out_h, out_w = output_shape
+    if classes < 2:
+        raise error(
+            f"synthetic-seg needs at least 2 classes (background and a shape); the network outputs {classes} channel",
+            where="--data",
+        )
+    channels, height, width = dims
+    n_test = min(max(count // 5, 1), 1024)
+    size = (count + n_test) * (channels * height * width * 4 + out_h * out_w * 8)
+    if size > MAX_SYNTHETIC_BYTES:
+        raise error(
+            f"synthetic-seg:{count} would need {size / 2**30:.1f} GiB; the limit is {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB",
+            where="--data",
+        )
+    rng = np.random.default_rng(seed)
+    # Evenly spaced brightness (the background darkest) keeps every two classes apart in any channel count;
+    # with several channels each class also gets a tint of its own.
+    colours = np.repeat(np.linspace(0.0, 2.0, classes, dtype=np.float32)[:, None], channels, axis=1)
+    if channels > 1:
+        colours[1:] += 0.5 * rng.standard_normal((classes - 1, channels), dtype=np.float32)
+    grids = {
+        "image": (_pixel_centres(height)[:, None], _pixel_centres(width)[None, :]),
+        "mask": (_pixel_centres(out_h)[:, None], _pixel_centres(out_w)[None, :]),
+    }
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        maps = {"image": np.zeros((n, height, width), np.int64), "mask": np.zeros((n, out_h, out_w), np.int64)}
+        for slot in range(SEGMENTATION_SHAPES):
+            drawn = np.ones(n, bool) if slot == 0 else rng.random(n) < 0.5  # 1 to 3 shapes, later ones on top
+            label = rng.integers(1, classes, n)
+            disc = rng.random(n) < 0.5
+            cy, cx = rng.uniform(0.15, 0.85, (2, n)).astype(np.float32)
+            ry, rx = rng.uniform(0.1, 0.3, (2, n)).astype(np.float32)
+            for name, (ys, xs) in grids.items():
+                dy = (ys[None] - cy[:, None, None]) / ry[:, None, None]
+                dx = (xs[None] - cx[:, None, None]) / rx[:, None, None]
+                inside = np.where(disc[:, None, None], dy**2 + dx**2 <= 1, (np.abs(dy) <= 1) & (np.abs(dx) <= 1))
+                inside &= drawn[:, None, None]
+                maps[name] = np.where(inside, label[:, None, None], maps[name])
+        x = colours[maps["image"]].transpose(0, 3, 1, 2)  # N x H x W x C -> N x C x H x W
+        x += SEGMENTATION_NOISE * rng.standard_normal(x.shape, dtype=np.float32)
+        return np.ascontiguousarray(x), maps["mask"]
+
+    x, y = make(count)
+    x_test, y_test = make(n_test)
+    return Dataset(f"synthetic-seg:{count}", x, y, x_test, y_test, [str(i) for i in range(classes)])
+
+
+def load_source(
+    spec: str, expected: Shape, num_classes: int, seed: int = 0, output_shape: tuple[int, ...] | None = None
+) -> Dataset:
+    """The data named by `--data`: `digits`, `synthetic[:N]`, `synthetic-seg[:N]`, a `.npz` file or an image folder.
 
     `expected` (the network's input shape) orients .npz arrays and sizes folder images;
-    `num_classes` and `seed` are used only by the synthetic source. The result is
-    standardised; call `check_fit` to compare it with the network.
+    `num_classes` (the network's outputs, or output channels for per-pixel classes; 0 when
+    unknown) bounds the labels; `seed` is used only by the synthetic sources, and
+    `output_shape` (the network's, per sample) by `synthetic-seg` and to point `synthetic`
+    away from a per-pixel network. The result is standardised; call `check_fit` to compare
+    it with the network.
     """
     if spec == "digits":
         dataset = load_digits_source()
+    elif spec == "synthetic-seg" or spec.startswith("synthetic-seg:"):
+        if output_shape is None:
+            raise error("synthetic-seg needs the network's output shape (one score per class and pixel)", where="--data")
+        dataset = synthetic_segmentation_source(spec, expected, output_shape, seed)
     elif spec == "synthetic" or spec.startswith("synthetic:"):
+        if output_shape is not None and len(output_shape) == 3:
+            raise error(
+                f"synthetic makes one label per image, but the network outputs {_shape_text(output_shape)} per image",
+                "for per-pixel classes use --data synthetic-seg[:N]",
+                "--data",
+            )
         dataset = synthetic_source(spec, expected, num_classes, seed)
     else:
         path = Path(spec)
@@ -372,7 +556,7 @@ def load_source(spec: str, expected: Shape, num_classes: int, seed: int = 0) -> 
         elif not path.exists():
             raise error(
                 f"unknown data source {spec!r}",
-                "give `digits`, `synthetic:N`, a PATH.npz file (arrays x and y) or an image folder ROOT/CLASS/*.png",
+                "give `digits`, `synthetic:N`, `synthetic-seg:N`, a PATH.npz file (arrays x and y) or an image folder ROOT/CLASS/*.png",
                 "--data",
             )
         else:
@@ -409,10 +593,16 @@ def check_fit(dataset: Dataset, input_shape: Shape, output_shape: Shape, paramet
             f"add `--input {dims}` or change the `input` line",
             source,
         )
+    if dataset.segmentation:
+        _check_mask_fit(dataset, tuple(output_shape), parameters, name, source)
+        return
     if len(tuple(output_shape)) != 1:
+        per_pixel = (
+            " (or, for per-pixel classes, give masks: `y` of N x H x W class indices)" if len(tuple(output_shape)) == 3 else ""
+        )
         raise error(
             f"training needs one score per class, but the network outputs {_shape_text(tuple(output_shape))} per sample",
-            "end the network with flatten and FC(classes)",
+            f"end the network with flatten and FC(classes){per_pixel}",
             source,
         )
     outputs = tuple(output_shape)[0]
@@ -424,3 +614,31 @@ def check_fit(dataset: Dataset, input_shape: Shape, output_shape: Shape, paramet
             else f"make the last layer FC({classes})"
         )
         raise error(f"the network outputs {outputs} classes, {name} has {classes}", how, source)
+
+
+def _check_mask_fit(dataset: Dataset, output: tuple[int, ...], parameters: dict[str, Any], name: str, source: str) -> None:
+    """Masks N x H x W against a network output of classes x H x W per image."""
+    masks = _shape_text(dataset.mask_shape)
+    if len(output) != 3:
+        raise error(
+            f"{name} has per-pixel masks ({masks}), but the network outputs {_shape_text(output)} per sample,"
+            " not one score per class and pixel (classes x H x W)",
+            "end the network with Conv(classes, 1) and no flatten or FC, so that its output keeps a map",
+            source,
+        )
+    channels, spatial = output[0], output[1:]
+    if spatial != dataset.mask_shape:
+        raise error(
+            f"the network outputs {_shape_text(output)} ({_shape_text(spatial)} per class), but the masks of {name} are {masks}",
+            "give masks of the network's output size, or keep the size in the network (Conv with pad=kernel//2, fewer Pool"
+            " or strides)",
+            source,
+        )
+    classes = dataset.num_classes
+    if channels != classes:
+        how = (
+            f"add `--set num_classes={classes}` or change the last Conv"
+            if "num_classes" in parameters
+            else f"make the last layer Conv({classes}, 1)"
+        )
+        raise error(f"the network outputs {channels} channels (one per class), {name} has {classes} classes", how, source)

@@ -19,6 +19,7 @@ from ..numpy_backend import SGD, cross_entropy
 from .checkpoint import DAMAGED_HINT, load_numpy, restoring, save_numpy, validate_buffers, validate_state
 from .config import TrainConfig, check_resumable, choose_threads, initial_weights
 from .data import Dataset
+from .metrics import first_output
 from .report import EpochProgress
 
 if TYPE_CHECKING:
@@ -53,15 +54,16 @@ class NumpyEngine:
         with threadpool_limits(limits=self.threads, user_api="blas"):
             yield
 
-    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float, int]:
         with self._blas_threads():
             return self._train_epoch(epoch, progress)
 
-    def _train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
+    def _train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float, int]:
         x, y = self.dataset.x_train, self.dataset.y_train
         self.optimizer.lr = self.config.lr_at(epoch)
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(x))
-        loss_sum, correct, count = 0.0, 0, 0
+        positions = int(np.prod(y.shape[1:]))  # labels per image: 1, or a mask's pixels
+        loss_sum, correct, count = 0.0, 0.0, 0
         batch = self.config.batch_size
         for begin in range(0, len(order), batch):
             index = order[begin : begin + batch]
@@ -69,12 +71,12 @@ class NumpyEngine:
                 progress.update(0)
                 continue
             xb, yb = x[index], y[index]
-            logits = self.model.forward(xb, train=True, grad=True)
+            logits = first_output(self.model.forward(xb, train=True, grad=True))
             loss, dlogits = cross_entropy(logits, yb, self.model.network.filename)
             _, grads = self.model.backward(dlogits, input_grad=False)
             self.optimizer.step(grads)
             loss_sum += loss * len(index)
-            correct += int((logits.argmax(1) == yb).sum())
+            correct += int((logits.argmax(1) == yb).sum()) / positions  # for masks, each image's share of correct pixels
             count += len(index)
             progress.update(len(index), loss_sum / count, correct / count)
         return loss_sum, correct, count
@@ -90,10 +92,12 @@ class NumpyEngine:
         confusion = np.zeros((classes, classes), dtype=np.int64)
         for begin in range(0, len(x), EVAL_BATCH):
             xb, yb = x[begin : begin + EVAL_BATCH], y[begin : begin + EVAL_BATCH]
-            logits = self.model.forward(xb, train=False)
+            logits = first_output(self.model.forward(xb, train=False))
             loss, _ = cross_entropy(logits, yb, self.model.network.filename)
-            loss_sum += loss * len(xb)
-            np.add.at(confusion, (yb, logits.argmax(1)), 1)
+            loss_sum += loss * yb.size  # summed over images, or pixels, as the torch engine's
+            confusion += np.bincount((yb * classes + logits.argmax(1)).ravel(), minlength=classes * classes).reshape(
+                classes, classes
+            )
         return loss_sum, confusion
 
     def save(self, path: Path, state: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """What a training run shows: a progress bar per epoch, a summary line per epoch, the final
-test accuracy and confusion matrix. Only the main process (rank 0) shows anything.
+test accuracy (for segmentation: mean IoU and pixel accuracy) and confusion matrix. Only the
+main process (rank 0) shows anything.
 
 Progress bars go to standard error and vanish when the epoch ends (its summary line, on
 standard output, replaces them), so logs and pipes get one line per epoch.
@@ -97,13 +98,25 @@ class Reporter:
         self.line(
             f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}"
             f" | test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}"
-            f" | {record['images_per_second']:,.0f} img/s, {record['seconds']:.1f} s"
+            + (f" mIoU {record['test_mean_iou']:.4f}" if "test_mean_iou" in record else "")  # segmentation: accuracies per pixel
+            + f" | {record['images_per_second']:,.0f} img/s, {record['seconds']:.1f} s"
         )
 
     def final(self, metrics: dict[str, Any]) -> None:
         if self._out is None:
             return
         correct = sum(row[i] for i, row in enumerate(metrics["confusion_matrix"]))
+        if metrics.get("task") == "segmentation":
+            self.line(
+                f"test mean IoU {metrics['mean_iou']:.4f}, pixel accuracy {metrics['test_accuracy']:.4f}"
+                f" ({correct:,}/{metrics['test_pixels']:,} pixels of {metrics['test_samples']:,} images)"
+                f" after {metrics['epochs']} epochs; {metrics['images_per_second']:,.0f} img/s"
+                f" on {metrics['device']} x {metrics['world_size']}"
+            )
+            scores = zip(metrics["class_names"], metrics["iou_per_class"], strict=True)
+            self.line("IoU per class: " + ", ".join(f"{name} {'-' if iou is None else f'{iou:.3f}'}" for name, iou in scores))
+            self.confusion(metrics["confusion_matrix"], metrics["class_names"], "pixels")
+            return
         self.line(
             f"test accuracy {metrics['test_accuracy']:.4f} ({correct}/{metrics['test_samples']})"
             f" after {metrics['epochs']} epochs; {metrics['images_per_second']:,.0f} img/s"
@@ -111,7 +124,7 @@ class Reporter:
         )
         self.confusion(metrics["confusion_matrix"], metrics["class_names"])
 
-    def confusion(self, matrix: list[list[int]], names: list[str]) -> None:
+    def confusion(self, matrix: list[list[int]], names: list[str], counted: str = "") -> None:
         if self._out is None:
             return
         if len(names) > MAX_MATRIX_CLASSES:
@@ -120,7 +133,8 @@ class Reporter:
         from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+        of = f" of {counted}" if counted else ""
+        table = Table(title=f"confusion matrix{of} (rows: true class, columns: predicted)", title_justify="left")
         table.add_column("true \\ pred", justify="right", style="bold")
         for name in names:
             table.add_column(escape(name[:8]), justify="right")

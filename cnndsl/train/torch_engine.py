@@ -26,6 +26,7 @@ from .checkpoint import DAMAGED_HINT, load_torch, restoring, save_torch, validat
 from .config import TrainConfig, check_resumable, choose_threads, initial_weights
 from .data import Dataset
 from .distributed import World, all_sum, broadcast_object, destroy_process_group, gather_objects, init_process_group
+from .metrics import first_output
 from .report import EpochProgress
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class TorchEngine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float, int]:
         self.runner.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr_at(epoch)
@@ -151,7 +152,8 @@ class TorchEngine:
                 continue
             xb, yb = self._batch(self.x_train, self.y_train, index)
             with self._autocast():
-                logits = self.runner(xb)
+                logits = first_output(self.runner(xb))
+                # Per image, or per pixel (N x classes x H x W against N x H x W masks): the mean over every label.
                 loss = F.cross_entropy(logits.float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -159,7 +161,8 @@ class TorchEngine:
             self.scaler.update()
             with torch.no_grad():
                 totals[0] += loss.detach().double() * len(index)
-                totals[1] += (logits.argmax(1) == yb).sum()
+                # Correct images, or for masks each image's share of correct pixels: the accuracy is then per pixel.
+                totals[1] += (logits.argmax(1) == yb).sum() / yb[0].numel()
                 totals[2] += len(index)
             if progress.progress is not None and (step % REPORT_EVERY == 0 or step == len(starts) - 1):
                 done = totals.tolist()
@@ -169,11 +172,14 @@ class TorchEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         loss_sum, correct, count = all_sum(totals, self.world).tolist()
-        return loss_sum, int(correct), int(count)
+        return loss_sum, correct, int(count)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, np.ndarray]:
-        """Each rank scores its own slice of the test set (no padding), then the sums are all-reduced."""
+        """Each rank scores its own slice of the test set (no padding), then the sums are all-reduced.
+
+        For masks the loss is summed and the confusion matrix counted over pixels.
+        """
         self.model.eval()
         loss = torch.zeros(1, dtype=torch.float64, device=self.device)
         confusion = torch.zeros(self.classes * self.classes, dtype=torch.long, device=self.device)
@@ -181,9 +187,9 @@ class TorchEngine:
             index = torch.arange(begin, min(begin + EVAL_BATCH, len(self.x_test)))
             xb, yb = self._batch(self.x_test, self.y_test, index)
             with self._autocast():
-                logits = self.model(xb).float()
-            loss += F.cross_entropy(logits, yb, reduction="sum").double()
-            confusion += torch.bincount(yb * self.classes + logits.argmax(1), minlength=self.classes * self.classes)
+                logits = first_output(self.model(xb)).float()
+            loss += F.cross_entropy(logits, yb, reduction="sum").double()  # summed over images, or pixels
+            confusion += torch.bincount((yb * self.classes + logits.argmax(1)).flatten(), minlength=self.classes * self.classes)
         all_sum(loss, self.world)
         all_sum(confusion, self.world)
         return float(loss.item()), confusion.view(self.classes, self.classes).cpu().numpy()

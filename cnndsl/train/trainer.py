@@ -25,6 +25,7 @@ from .checkpoint import checkpoint_path, remove_stale_temporaries
 from .config import TrainConfig, resume_differences
 from .data import Dataset, check_fit, load_source
 from .distributed import World, world_from_env
+from .metrics import iou_per_class, mean_iou
 from .outputs import checkpoint_lock, refuse_overwrite
 from .report import EpochProgress, Reporter
 
@@ -39,11 +40,14 @@ class Engine(Protocol):
     weights_report: MatchReport | None
     """How --init-from's weights were matched by structure (None: none given, or in cnndsl's layout)."""
 
-    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, int, int]:
-        """(sum of per-sample losses, correct predictions, samples), summed over all processes."""
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> tuple[float, float, int]:
+        """(sum of per-sample losses, correct predictions, samples), summed over all processes.
+
+        For masks a sample's loss is its mean over pixels, and its correct prediction the share of its pixels predicted right.
+        """
 
     def evaluate(self) -> tuple[float, np.ndarray]:
-        """(sum of per-sample test losses, K x K confusion matrix), summed over all processes."""
+        """(sum of per-sample test losses, K x K confusion matrix), summed over all processes; for masks, both per pixel."""
 
     def save(self, path: Path, state: dict[str, Any]) -> None:
         """Write a checkpoint with `state` (epoch, history, settings) and the engine's own state."""
@@ -112,7 +116,8 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
     reporter = Reporter(enabled=world.is_main, progress=config.progress)
     network = logits_network(network, reporter)
     output = tuple(network.output_shape)
-    dataset = load_source(config.data, network.input_shape, output[0] if len(output) == 1 else 0, config.seed)
+    # The classes are the network's outputs, or its output channels for per-pixel labels (C x H x W).
+    dataset = load_source(config.data, network.input_shape, output[0] if len(output) in (1, 3) else 0, config.seed, output)
     check_fit(dataset, network.input_shape, network.output_shape, network.parameters, config.data)
     if len(dataset.x_train) < 2 * world.size:
         # BatchNorm cannot train on one sample, and every process needs a batch.
@@ -232,7 +237,9 @@ def _run(
     preprocess = training_preprocess(dataset, reporter)
     reporter.line(
         f"training {network.name} ({network.params:,} params) on {dataset.name}: {len(dataset.x_train):,} train /"
-        f" {len(dataset.x_test):,} test images {'x'.join(map(str, dataset.sample_shape))}, {dataset.num_classes} classes;"
+        f" {len(dataset.x_test):,} test images {'x'.join(map(str, dataset.sample_shape))}, {dataset.num_classes} classes"
+        + (f" per pixel (masks {'x'.join(map(str, dataset.mask_shape))})" if dataset.segmentation else "")
+        + ";"
         f" {config.backend} on {engine.device_name}"
         + (f" x {world.size} processes" if world.distributed else "")
         + "".join(f", {option}" for option in run_options(config))
@@ -257,6 +264,8 @@ def _run(
             "images_per_second": count / max(seconds, 1e-9),
             "lr": config.lr_at(epoch),
         }
+        if dataset.segmentation:  # the accuracies above are per pixel
+            record["test_mean_iou"] = mean_iou(confusion)
         history.append(record)
         reporter.epoch_summary(record, config.epochs)
         if path is not None:
@@ -304,11 +313,15 @@ def final_metrics(
     history: list[dict[str, Any]],
     confusion: np.ndarray,
 ) -> dict[str, Any]:
-    """The --metrics-json object: the issue's fields first, then what else a reader needs."""
+    """The --metrics-json object: the issue's fields first, then what else a reader needs.
+
+    For masks the accuracy and the confusion matrix count pixels, and `mean_iou`, `iou_per_class`
+    and `test_pixels` come after the accuracy; `test_samples` stays the number of test images.
+    """
     tested = int(confusion.sum())
     images = sum(r["images"] for r in history)
     seconds = sum(r["seconds"] for r in history)
-    return {
+    metrics: dict[str, Any] = {
         "test_accuracy": float(np.trace(confusion)) / max(tested, 1),
         "train_loss": history[-1]["train_loss"] if history else None,
         "epochs": len(history),
@@ -327,4 +340,16 @@ def final_metrics(
         "device": engine.device_name,
         "normalization": {"mean": dataset.mean, "std": dataset.std},
         "settings": config.summary(),
+    }
+    if not dataset.segmentation:
+        return metrics
+    metrics["test_samples"] = len(dataset.x_test)
+    accuracy = metrics.pop("test_accuracy")
+    return {
+        "task": "segmentation",
+        "test_accuracy": accuracy,
+        "mean_iou": mean_iou(confusion),
+        "iou_per_class": iou_per_class(confusion),
+        "test_pixels": tested,
+        **metrics,
     }
