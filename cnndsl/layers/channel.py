@@ -170,8 +170,8 @@ class PixelShuffle(LayerKind):
         channels, height, width = shape
         if channels % (r * r):
             raise LayerError(
-                f"PixelShuffle: the channels must divide by factor*factor = {r * r}; got {channels}",
-                f"make the layer before it give a multiple of {r * r} channels (out channels x {r * r})",
+                f"PixelShuffle: the channels must divide by {r * r} (the factor {r}, squared); got {channels}",
+                f"give it {r * r} times the channels wanted out (the layer before it sets them)",
                 arg="factor",
                 recovered=Shape((max(1, channels // (r * r)), height * r, width * r)),
             )
