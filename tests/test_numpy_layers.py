@@ -69,7 +69,7 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
     "ELU": [("3x4x4", "ELU"), ("6", "ELU(alpha=0.5)"), ("3x4x4", "Conv(3, 1), ELU")],  # in place after Conv
     "Mish": [("3x4x4", "Mish")],
     "Softplus": [("3x4x4", "Softplus"), ("3x4x4", "Softplus(beta=2, threshold=1)")],
-    "PReLU": [("3x4x4", "PReLU"), ("3x4x4", "PReLU(3, init=0.1)"), ("5", "PReLU(5)")],
+    "PReLU": [("3x4x4", "PReLU"), ("3x4x4", "PReLU(3, init=0.1)"), ("5", "PReLU(5)"), ("3x4x4", "PReLU(init=1.5)")],
     "LogSoftmax": [("4x3x3", "LogSoftmax"), ("7", "LogSoftmax")],
     "SiLU": [("3x4x4", "SiLU")],
     "Hardswish": [("3x4x4", "Hardswish")],

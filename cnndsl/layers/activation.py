@@ -139,8 +139,15 @@ class GELU(Activation):
 
     def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         if args["approximate"] == "tanh":
-            inner = np.tanh((x + _GELU_CUBIC * x * x * x) * _SQRT_2_OVER_PI)
-            return np.multiply(x * 0.5, 1.0 + inner, out=out)
+            # 0.5 x (1 + tanh(x (c + c k x^2))), evaluated in place in one temporary.
+            inner = np.multiply(x, x)
+            inner *= _GELU_CUBIC * _SQRT_2_OVER_PI
+            inner += _SQRT_2_OVER_PI
+            inner *= x
+            np.tanh(inner, out=inner)
+            inner += 1.0
+            inner *= 0.5
+            return np.multiply(inner, x, out=out)
         return np.multiply(x * 0.5, 1.0 + ops.erf(x * (1 / math.sqrt(2))), out=out)
 
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
@@ -252,8 +259,14 @@ class ELU(Activation):
     signature = (ArgSpec("alpha", "float", 1.0), ArgSpec("inplace", "bool", False, role="ignored"))
 
     def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        negative = np.expm1(np.minimum(x, 0.0)) * args["alpha"]
-        return _into(np.where(x > 0, x, negative), out)
+        # max(x, 0) + alpha * expm1(min(x, 0)): a few whole-array passes, no np.where temporaries.
+        negative = np.minimum(x, 0.0)
+        np.expm1(negative, out=negative)
+        if args["alpha"] != 1.0:
+            negative *= args["alpha"]
+        result = np.maximum(x, 0.0, out=out)
+        result += negative
+        return result
 
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
         assert y is not None
@@ -419,8 +432,14 @@ class PReLU(LayerKind):
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         ctx.save(x=x)
-        slope = self._slope(params["weight"], x.ndim)
-        return np.where(x > 0, x, x * slope)
+        weight = params["weight"]
+        y = np.multiply(x, self._slope(weight, x.ndim))
+        # Slopes at most 1 (the usual case): max(x, a x) is PReLU; at least 1: min(x, a x). Two passes either way.
+        if (weight <= 1).all():
+            return np.maximum(y, x, out=y)
+        if (weight >= 1).all():
+            return np.minimum(y, x, out=y)
+        return np.where(x > 0, x, y)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         x = ctx.saved["x"]
