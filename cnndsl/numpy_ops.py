@@ -218,6 +218,58 @@ def unpad2d(xp: np.ndarray, pad: Pair, size: Pair) -> np.ndarray:
     return xp[:, :, ph : ph + size[0], pw : pw + size[1]]
 
 
+def padding_sources(size: int, low: int, high: int, mode: str) -> np.ndarray:
+    """For each padded position along one axis, the input index it copies (-1: a zero), as nn.Conv2d's padding modes do."""
+    positions = np.arange(-low, size + high)
+    if mode == "reflect":  # mirror without repeating the edge: -1 -> 1, size -> size - 2
+        return np.where(positions >= size, 2 * (size - 1) - positions, np.abs(positions))
+    if mode == "replicate":
+        return np.clip(positions, 0, size - 1)
+    if mode == "circular":
+        return positions % size
+    return np.where((positions >= 0) & (positions < size), positions, -1)
+
+
+def pad_borders(x: np.ndarray, pads: tuple[int, int, int, int], mode: str) -> np.ndarray:
+    """x (N, C, H, W) padded by (top, bottom, left, right) in `mode` (zeros, reflect, replicate, circular).
+
+    The interior is one copy; the borders are filled from it a few rows and columns at a
+    time (they are at most a kernel wide), so the cost is that of the copy.
+    """
+    top, bottom, left, right = pads
+    if mode == "zeros":
+        return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    n, c, h, w = x.shape
+    out = np.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
+    out[:, :, top : top + h, left : left + w] = x
+    rows = padding_sources(h, top, bottom, mode)
+    border_rows = np.r_[0:top, top + h : top + h + bottom]
+    if len(border_rows):
+        out[:, :, border_rows, left : left + w] = x[:, :, rows[border_rows]]
+    columns = padding_sources(w, left, right, mode)
+    border_columns = np.r_[0:left, left + w : left + w + right]
+    if len(border_columns):  # from the padded rows too: the corners
+        out[:, :, :, border_columns] = out[:, :, :, left + columns[border_columns]]
+    return out
+
+
+def fold_borders(dxp: np.ndarray, pads: tuple[int, int, int, int], mode: str, size: Pair) -> np.ndarray:
+    """pad_borders' backward: the padded gradient summed onto the input positions each border copied."""
+    top, bottom, left, right = pads
+    h, w = size
+    rows = padding_sources(h, top, bottom, mode)
+    columns = padding_sources(w, left, right, mode)
+    folded = dxp[:, :, :, left : left + w].copy()
+    if mode != "zeros":
+        for position in (*range(left), *range(left + w, left + w + right)):  # a loop over the border: a few columns
+            folded[:, :, :, columns[position]] += dxp[:, :, :, position]
+    dx = folded[:, :, top : top + h].copy()
+    if mode != "zeros":
+        for position in (*range(top), *range(top + h, top + h + bottom)):
+            dx[:, :, rows[position]] += folded[:, :, position]
+    return dx
+
+
 # ---------------------------------------------------------------- convolution
 
 
@@ -445,6 +497,16 @@ def adaptive_matrix(size: int, out: int, dtype: Any) -> np.ndarray:
     pos = np.arange(size)
     inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
     return (inside / (end - start)[:, None]).astype(dtype)
+
+
+def adaptive_bins(size: int, out: int) -> np.ndarray:
+    """(out, longest bin) input indices of nn.AdaptiveMaxPool's bins (as adaptive_matrix's); a shorter
+    bin repeats its last index, which leaves its maximum (and the first position of it) unchanged."""
+    i = np.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)
+    longest = int((end - start).max())
+    return np.minimum(start[:, None] + np.arange(longest)[None, :], end[:, None] - 1)
 
 
 # ---------------------------------------------------------------- element-wise helpers

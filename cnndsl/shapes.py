@@ -66,6 +66,8 @@ class Window:
     pad: Pair
     dilation: Pair = (1, 1)
     ceil: bool = False
+    pad_extra: Pair = (0, 0)
+    """One more padding on the bottom/right: PyTorch's `padding="same"` with an even kernel (stride 1 only)."""
 
     def span(self, axis: int) -> int:
         return self.dilation[axis] * (self.kernel[axis] - 1) + 1
@@ -73,7 +75,7 @@ class Window:
     def output_size(self, size: int, axis: int) -> int:
         """PyTorch's output size along one axis (may be < 1: the caller reports that)."""
         span, stride, pad = self.span(axis), self.stride[axis], self.pad[axis]
-        numerator = size + 2 * pad - span
+        numerator = size + 2 * pad + self.pad_extra[axis] - span
         if numerator < 0:
             return 0
         if not self.ceil:

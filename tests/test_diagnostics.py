@@ -72,7 +72,12 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
         [("error", 1, 11, "network parameter `c` has no default")],
     ),
     ("block_missing_argument", "input 3x8x8\nblock B(c) = [Conv(c, 1)]\nB()", [("error", 3, 1, "block `B` needs `c`")]),
-    ("pad_same_even_kernel", "input 3x8x8\nConv(3, 2, pad=same)", [("error", 2, 12, "pad=same needs an odd kernel")]),
+    (
+        "pad_same_even_kernel",
+        "input 3x8x8\nConv(3, 2, stride=2, pad=same)",
+        [("error", 2, 22, "pad=same with an even kernel (after dilation) needs stride 1")],
+    ),
+    ("pool_pad_same_even_kernel", "input 3x8x8\nMaxPool(2, pad=same)", [("error", 2, 12, "pad=same needs an odd kernel")]),
     ("chunk_index", "input 4x8x8\nChunk(2, 2)", [("error", 2, 10, "index must be below chunks")]),
     (
         "add_channels_differ",

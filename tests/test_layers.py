@@ -20,10 +20,13 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("Conv(8, (3, 1), stride=(2, 1), pad=(1, 0), bias=false)", "4x9x9", (8, 5, 9), 8 * 4 * 3, 0, 8 * 5 * 9 * 4 * 3),
         ("Conv(8, 3, dilation=2, pad=2)", "2x7x7", (8, 7, 7), 8 * 2 * 9 + 8, 0, 8 * 49 * 2 * 9),
         ("Conv(8, 3, groups=4, pad=same)", "4x6x6", (8, 6, 6), 8 * 1 * 9 + 8, 0, 8 * 36 * 1 * 9),
+        ("Conv(8, 4, pad=same, pad_mode=reflect)", "2x7x6", (8, 7, 6), 8 * 2 * 16 + 8, 0, 8 * 42 * 2 * 16),
+        ("Conv2d(2, 8, 3, 1, 1, 1, 1, False, circular)", "2x5x5", (8, 5, 5), 8 * 2 * 9, 0, 8 * 25 * 2 * 9),
     ],
     "DWConv": [
         ("DWConv(3, stride=2, pad=1)", "6x8x8", (6, 4, 4), 6 * 9 + 6, 0, 6 * 16 * 9),
         ("DWConv(5, multiplier=2, bias=false)", "3x9x9", (6, 5, 5), 6 * 25, 0, 6 * 25 * 25),
+        ("DWConv((2, 3), pad=same, pad_mode=replicate)", "3x5x5", (3, 5, 5), 3 * 6 + 3, 0, 3 * 25 * 6),
     ],
     "MaxPool": [("MaxPool(2)", "3x9x9", (3, 4, 4), 0, 0, 0), ("Pool(3, stride=2, pad=1)", "3x8x8", (3, 4, 4), 0, 0, 0)],
     "AvgPool": [("AvgPool(2, ceil=true)", "3x9x9", (3, 5, 5), 0, 0, 0), ("AvgPool(3, 1, 1)", "2x5x5", (2, 5, 5), 0, 0, 0)],
@@ -32,6 +35,16 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("AdaptiveAvgPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0),
         ("AdaptiveAvgPool((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0),
     ],
+    "GlobalMaxPool": [("GlobalMaxPool", "16x7x5", (16, 1, 1), 0, 0, 0), ("GMP", "2x3x3", (2, 1, 1), 0, 0, 0)],
+    "AdaptiveMaxPool": [
+        ("AdaptiveMaxPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0),
+        ("AdaptiveMaxPool2d((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0),
+    ],
+    "PixelShuffle": [
+        ("PixelShuffle(3)", "18x4x5", (2, 12, 15), 0, 0, 0),
+        ("PixelShuffle(upscale_factor=2)", "4x1x1", (1, 2, 2), 0, 0, 0),
+    ],
+    "PixelUnshuffle": [("PixelUnshuffle(2)", "3x4x6", (12, 2, 3), 0, 0, 0)],
     "FC": [
         ("FC(10)", "100", (10,), 1010, 0, 1000),
         ("Linear(100, 10, bias=false)", "100", (10,), 1000, 0, 1000),
@@ -44,7 +57,16 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
     "ReLU6": [("ReLU6", "5", (5,), 0, 0, 0)],
     "Sigmoid": [("Sigmoid", "3x4x4", (3, 4, 4), 0, 0, 0)],
     "Tanh": [("Tanh", "3x4x4", (3, 4, 4), 0, 0, 0)],
-    "GELU": [("GELU", "3x4x4", (3, 4, 4), 0, 0, 0)],
+    "GELU": [("GELU", "3x4x4", (3, 4, 4), 0, 0, 0), ("GELU(approximate=tanh)", "5", (5,), 0, 0, 0)],
+    "ELU": [("ELU", "3x4x4", (3, 4, 4), 0, 0, 0), ("ELU(0.5, inplace=true)", "5", (5,), 0, 0, 0)],
+    "Mish": [("Mish", "3x4x4", (3, 4, 4), 0, 0, 0)],
+    "Softplus": [("Softplus(beta=2, threshold=10)", "3x4x4", (3, 4, 4), 0, 0, 0)],
+    "PReLU": [
+        ("PReLU", "3x4x4", (3, 4, 4), 1, 0, 0),
+        ("PReLU(3, init=0.1)", "3x4x4", (3, 4, 4), 3, 0, 0),
+        ("PReLU(7)", "7", (7,), 7, 0, 0),
+    ],
+    "LogSoftmax": [("LogSoftmax", "10", (10,), 0, 0, 0), ("LogSoftmax(dim=1)", "4x2x2", (4, 2, 2), 0, 0, 0)],
     "SiLU": [("SiLU", "3x4x4", (3, 4, 4), 0, 0, 0)],
     "Hardswish": [("Hardswish", "3x4x4", (3, 4, 4), 0, 0, 0)],
     "Hardsigmoid": [("Hardsigmoid", "3x4x4", (3, 4, 4), 0, 0, 0)],
@@ -71,7 +93,59 @@ BAD_ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "LeakyReLU": ("LeakyReLU(true)", "3x8x8", "`slope` must be a number"),
     "ChannelShuffle": ("ChannelShuffle(3)", "8x4x4", "groups=3 must divide the channels"),
     "Chunk": ("Chunk(3, 0)", "8x4x4", "3 chunks must divide the channels"),
+    "AdaptiveMaxPool": ("AdaptiveMaxPool((2, 0))", "3x8x8", "`size` must be a positive integer or a pair"),
+    "PixelShuffle": ("PixelShuffle(2)", "6x4x4", "PixelShuffle: the channels must divide by 4 (the factor 2, squared); got 6"),
+    "PixelUnshuffle": ("PixelUnshuffle(3)", "2x6x5", "PixelUnshuffle: the height and width must divide by factor 3; got 6x5"),
+    "GELU": ("GELU(approximate=sigmoid)", "3x8x8", "GELU: `approximate` must be one of none, tanh; got sigmoid"),
+    "ELU": ("ELU(alpha=false)", "3x8x8", "`alpha` must be a number"),
+    "Softplus": ("Softplus(beta=0)", "3x8x8", "Softplus: beta must not be 0"),
+    "PReLU": ("PReLU(4)", "3x8x8", "PReLU: num_parameters must be 1 or the input's channels (3); got 4"),
+    "LogSoftmax": ("LogSoftmax(dim=0)", "10", "LogSoftmax: cnndsl supports only dim=1; got 0"),
 }
+
+# (input shape, call, a fragment of the expected message): the padding rules PyTorch enforces too.
+BAD_PADDING = [
+    (
+        "3x3x3",
+        "Conv(4, 3, pad=3, pad_mode=reflect)",
+        "Conv: pad_mode=reflect needs a padding smaller than the input size; got pad 3",
+    ),
+    (
+        "3x3x3",
+        "Conv(4, 3, pad=4, pad_mode=circular)",
+        "Conv: pad_mode=circular needs a padding at most the input size; got pad 4",
+    ),
+    (
+        "3x2x2",
+        "DWConv(4, pad=same, pad_mode=reflect)",
+        "DWConv: pad_mode=reflect needs a padding smaller than the input size; got pad 2",
+    ),
+    ("3x8x8", "Conv(4, 2, stride=2, pad=same)", "padding='same' is not supported for strided convolutions"),
+    ("3x8x8", "Conv(4, 3, pad_mode=mirror)", "Conv: `pad_mode` must be one of zeros, reflect, replicate, circular; got mirror"),
+    (
+        "3x8x8",
+        "Conv2d(3, 4, 3, padding_mode=2)",
+        "Conv2d: `padding_mode` must be one of zeros, reflect, replicate, circular; got 2",
+    ),
+    ("3x8x8", "MaxPool(2, pad=same)", "MaxPool: pad=same needs an odd kernel"),
+]
+
+
+@pytest.mark.parametrize(("in_shape", "call", "fragment"), BAD_PADDING, ids=[c for _, c, _ in BAD_PADDING])
+def test_bad_padding(in_shape: str, call: str, fragment: str) -> None:
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(f"input {in_shape}\n{call}")
+    [diagnostic] = info.value.diagnostics
+    assert fragment in diagnostic.message + " " + (diagnostic.hint or "")
+    assert diagnostic.position.line == 2
+
+
+def test_even_kernel_same_pads_the_bottom_right_as_pytorch() -> None:
+    """pad=same with an even kernel at stride 1 keeps the size (PyTorch pads one more at the bottom/right)."""
+    net = cnndsl.parse("input 3x7x6\nConv(4, (2, 4), pad=same, dilation=(1, 1))\nConv(4, 3, dilation=2, pad=same)")
+    assert tuple(net.output_shape) == (4, 7, 6)
+    assert net.layers[0].args["pad"] == (0, 1) and net.layers[0].args["pad_extra"] == (1, 1)
+    assert "pad_extra" not in net.layers[1].args and net.layers[1].args["pad"] == (2, 2)
 
 
 def check_layer(call: str, in_shape: str, out_shape: tuple[int, ...], params: int, buffers: int, macs: int) -> None:

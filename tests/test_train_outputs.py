@@ -49,6 +49,18 @@ def test_a_final_softmax_is_left_out_of_training(backend: str, capsys: pytest.Ca
     assert [layer.kind.name for layer in network.layers][-1] == "Softmax"  # the caller's network is untouched
 
 
+def test_a_final_log_softmax_is_trained_through_as_nll(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Cross-entropy on log-probabilities is their negative log-likelihood (log_softmax is idempotent): a final
+    LogSoftmax stays in training, without a note or a warning, and trains as well as logits do."""
+    network = with_head("LogSoftmax")
+    assert network.warnings == []
+    metrics = train(network, quick(backend="numpy", epochs=5, save=tmp_path / "w.npz"))
+    assert metrics["test_accuracy"] >= 0.95, metrics["history"]
+    assert "LogSoftmax" not in capsys.readouterr().err
+    log_probabilities = network.to_numpy(tmp_path / "w.npz")(np.zeros((2, 1, 8, 8)))
+    np.testing.assert_allclose(np.exp(log_probabilities).sum(axis=1), 1.0, rtol=1e-5)
+
+
 def test_a_final_sigmoid_is_refused_at_its_line() -> None:
     with pytest.raises(CnnDslError) as caught:
         train(with_head("Sigmoid"), quick(backend="numpy", epochs=1))

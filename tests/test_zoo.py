@@ -55,6 +55,9 @@ ZOO = {
     "inception_v3": "inception_v3",
 }
 LECTURE = {"classic", "lecture_conv760", "digits_cnn"}  # digits_cnn is trained in tests/test_train.py
+REFERENCE_V2 = ROOT / "tests" / "data" / "architectures_v2.json"
+ZOO_V2 = {"espcn": "espcn"}
+"""File stem -> model key in architectures_v2.json (the next wave; see tests/data/README.md)."""
 
 # torchvision module type -> cnndsl kind, for the layers that carry weights.
 TORCH_KINDS = {"Conv2d": "Conv", "BatchNorm2d": "BatchNorm", "BatchNorm1d": "BatchNorm", "Linear": "FC"}
@@ -127,7 +130,7 @@ def header(stem: str) -> str:
 
 def test_every_architecture_file_is_tested() -> None:
     stems = {path.stem for path in ARCHITECTURES.glob("*.cnn")}
-    assert stems == set(ZOO) | LECTURE, "add new architectures/*.cnn files to ZOO (or LECTURE) in this test"
+    assert stems == set(ZOO) | set(ZOO_V2) | LECTURE, "add new architectures/*.cnn files to ZOO, ZOO_V2 (or LECTURE) in this test"
 
 
 def test_every_zoo_entry_has_a_reference() -> None:
@@ -170,15 +173,42 @@ def test_tensor_shapes_account_for_every_count(stem: str) -> None:
         assert sum(math.prod(shape) for shape in tensor_shapes(layer)) == layer.params + layer.buffers, layer.path
 
 
-@pytest.mark.parametrize("stem", sorted(ZOO))
+@pytest.mark.parametrize("stem", sorted(ZOO) + sorted(ZOO_V2))
 def test_header_cites_paper_and_parameter_count(stem: str) -> None:
     text = header(stem)
     assert text.startswith(f"# {stem}.cnn — ")
     assert re.search(r"\b(19|20)\d\d\b", text), "cite the paper's year"
-    assert f"{reference()[ZOO[stem]]['params']:,}" in text
+    params = reference()[ZOO[stem]]["params"] if stem in ZOO else reference_v2()[ZOO_V2[stem]]["params"]
+    assert f"{params:,}" in text
 
 
-@pytest.mark.parametrize("stem", sorted(ZOO))
+# -- the next wave, against architectures_v2.json: every leaf's path and output shape ----
+
+
+@cache
+def reference_v2() -> dict[str, Any]:
+    return json.loads(REFERENCE_V2.read_text(encoding="utf-8"))["models"]
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO_V2))
+def test_v2_counts_match_the_reference(stem: str) -> None:
+    net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
+    assert (net.params, net.trainable_params, net.buffers) == (ref["params"], ref["trainable"], ref["buffers"])
+    assert [1, *net.input_shape] == ref["input"] and [[1, *net.output_shape]] == ref["outputs"]
+    assert net.macs * 2 == ref["flops"]
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO_V2))
+def test_v2_leaf_outputs_and_tensor_shapes_match_the_reference(stem: str) -> None:
+    net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
+    assert [(layer.path, [[1, *layer.out_shape]]) for layer in net.layers] == [
+        (path, shapes) for path, _, shapes in ref["leaf_outputs"]
+    ]
+    ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
+    assert ours == sorted(tuple(shape) for shape in ref["param_shapes"].values())
+
+
+@pytest.mark.parametrize("stem", sorted(ZOO) + sorted(ZOO_V2))
 def test_zoo_files_check_cleanly(stem: str) -> None:
     net = load(stem)
     assert not [d for d in net.diagnostics if d.severity == "error"]

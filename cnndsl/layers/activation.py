@@ -1,4 +1,4 @@
-"""Element-wise activations and Softmax."""
+"""Element-wise activations (PReLU with a learnable slope), Softmax and LogSoftmax."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..shapes import Shape
-from .base import Args, ArgSpec, LayerKind, TorchCall, register, unsupported
+from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register, unsupported
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
     import numpy as np
 
     from .. import numpy_ops as ops
-    from ..numpy_ops import Backward, NpContext, Tensors
+    from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 else:
     from ..lazy import numpy as np
     from ..lazy import numpy_ops as ops
@@ -70,16 +70,6 @@ def _activation(name: str, doc: str, **members: Any) -> type[Activation]:
 # the clip points, Hardswish uses x/3 + 1/2 on the closed interval [-3, 3]).
 
 
-def _gelu(self: Activation, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    return np.multiply(x * 0.5, 1.0 + ops.erf(x * (1 / math.sqrt(2))), out=out)
-
-
-def _gelu_derivative(self: Activation, args: Args, x: np.ndarray, y: None, dy: np.ndarray) -> np.ndarray:
-    cdf = 0.5 * (1.0 + ops.erf(x * (1 / math.sqrt(2))))
-    pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
-    return dy * (cdf + x * pdf)
-
-
 def _silu(self: Activation, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     return np.multiply(x, ops.sigmoid(x), out=out)
 
@@ -131,7 +121,52 @@ Tanh = _activation(
     np_apply=lambda self, args, x, out: np.tanh(x, out=out),
     np_derivative=lambda self, args, x, y, dy: dy * (1.0 - y * y),
 )
-GELU = _activation("GELU", "x * Phi(x), the exact (ops.erf) form (nn.GELU).", np_apply=_gelu, np_derivative=_gelu_derivative)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_CUBIC = 0.044715  # nn.GELU(approximate="tanh")'s coefficient
+
+
+@register
+class GELU(Activation):
+    """x * Phi(x) (nn.GELU): the exact erf form, or the tanh approximation with `approximate=tanh`.
+
+    Args: approximate=none (or tanh: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), as BERT and GPT-2).
+    Shape: unchanged.
+    Example: `GELU(approximate=tanh)`.
+    """
+
+    name = "GELU"
+    signature = (ArgSpec("approximate", "choice", "none", choices=("none", "tanh")),)
+
+    def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        if args["approximate"] == "tanh":
+            # 0.5 x (1 + tanh(x (c + c k x^2))), evaluated in place in one temporary.
+            inner = np.multiply(x, x)
+            inner *= _GELU_CUBIC * _SQRT_2_OVER_PI
+            inner += _SQRT_2_OVER_PI
+            inner *= x
+            np.tanh(inner, out=inner)
+            inner += 1.0
+            inner *= 0.5
+            return np.multiply(inner, x, out=out)
+        return np.multiply(x * 0.5, 1.0 + ops.erf(x * (1 / math.sqrt(2))), out=out)
+
+    def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        assert x is not None  # np_keep is "x"
+        if args["approximate"] == "tanh":
+            inner = np.tanh((x + _GELU_CUBIC * x * x * x) * _SQRT_2_OVER_PI)
+            slope = _SQRT_2_OVER_PI * (1.0 + 3 * _GELU_CUBIC * x * x)
+            return dy * (0.5 * (1.0 + inner) + 0.5 * x * (1.0 - inner * inner) * slope)
+        cdf = 0.5 * (1.0 + ops.erf(x * (1 / math.sqrt(2))))
+        pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        return dy * (cdf + x * pdf)
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.GELU", (), (("approximate", "tanh"),) if args["approximate"] == "tanh" else ())
+
+    def describe(self, args: Args) -> str:
+        return "GELU tanh" if args["approximate"] == "tanh" else "GELU"
+
+
 SiLU = _activation(
     "SiLU",
     "x * ops.sigmoid(x), also called swish (nn.SiLU).",
@@ -207,3 +242,214 @@ class Softmax(Activation):
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
         assert y is not None
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
+
+
+@register
+class ELU(Activation):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise (nn.ELU).
+
+    Args: alpha=1.0.
+    Shape: unchanged.
+    Example: `ELU(alpha=0.5)`.
+    """
+
+    name = "ELU"
+    np_keep = "y"
+    torch_inplace = True
+    signature = (ArgSpec("alpha", "float", 1.0), ArgSpec("inplace", "bool", False, role="ignored"))
+
+    def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        # max(x, 0) + alpha * expm1(min(x, 0)): a few whole-array passes, no np.where temporaries.
+        negative = np.minimum(x, 0.0)
+        np.expm1(negative, out=negative)
+        if args["alpha"] != 1.0:
+            negative *= args["alpha"]
+        result = np.maximum(x, 0.0, out=out)
+        result += negative
+        return result
+
+    def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        assert y is not None
+        # d/dx alpha * (exp(x) - 1) = y + alpha; PyTorch passes the gradient 1 for x > 0 only (read off y).
+        return np.where(y > 0, dy, dy * (y + args["alpha"]))
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs: tuple[tuple[str, object], ...] = () if args["alpha"] == 1.0 else (("alpha", args["alpha"]),)
+        return TorchCall("nn.ELU", (), kwargs + ((("inplace", True),) if inplace else ()))
+
+    def describe(self, args: Args) -> str:
+        return "ELU" if args["alpha"] == 1.0 else f"ELU {args['alpha']:g}"
+
+
+def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """`result`, copied into `out` when given (np.where takes no `out`)."""
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+def _softplus(z: np.ndarray) -> np.ndarray:
+    """log(1 + exp(z)) without overflow."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+@register
+class Mish(Activation):
+    """x * tanh(softplus(x)) (nn.Mish), as YOLOv4 uses.
+
+    Shape: unchanged.
+    Example: `Conv(32, 3, pad=1), Mish`.
+    """
+
+    name = "Mish"
+    signature = INPLACE_SIGNATURE
+
+    def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return np.multiply(x, np.tanh(_softplus(x)), out=out)
+
+    def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        assert x is not None
+        t = np.tanh(_softplus(x))
+        return dy * (t + x * ops.sigmoid(x) * (1.0 - t * t))
+
+
+@register
+class Softplus(Activation):
+    """log(1 + exp(beta * x)) / beta, and x where beta * x > threshold (nn.Softplus).
+
+    Args: beta=1, threshold=20.
+    Shape: unchanged.
+    Example: `Softplus(beta=2)`.
+    """
+
+    name = "Softplus"
+    signature = (ArgSpec("beta", "float", 1.0), ArgSpec("threshold", "float", 20.0))
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        if args["beta"] == 0:
+            raise LayerError(
+                "Softplus: beta must not be 0; got 0", "beta scales x inside the logarithm and divides it", arg="beta"
+            )
+        return args
+
+    def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        z = x * args["beta"]
+        soft = _softplus(z) / args["beta"]
+        return _into(np.where(z > args["threshold"], x, soft), out)
+
+    def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        assert x is not None
+        z = x * args["beta"]
+        return np.where(z > args["threshold"], dy, dy * ops.sigmoid(z))
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs: tuple[tuple[str, object], ...] = ()
+        if args["beta"] != 1.0:
+            kwargs += (("beta", args["beta"]),)
+        if args["threshold"] != 20.0:
+            kwargs += (("threshold", args["threshold"]),)
+        return TorchCall("nn.Softplus", (), kwargs)
+
+    def describe(self, args: Args) -> str:
+        return "Softplus" if args["beta"] == 1.0 else f"Softplus {args['beta']:g}"
+
+
+@register
+class LogSoftmax(Activation):
+    """log(softmax(x)) over channels (images) or features (flat input): nn.LogSoftmax(dim=1).
+
+    A network ending in it gives log-probabilities; `train` keeps it, since cross-entropy on
+    log-probabilities is the negative log-likelihood of the same distribution (nn.NLLLoss).
+    Shape: unchanged.
+    Example: `FC(10), LogSoftmax`.
+    """
+
+    name = "LogSoftmax"
+    np_keep = "y"
+    signature = (ArgSpec("dim", "int", 1, role="fixed"),)  # nn.LogSoftmax(dim=1): over channels or features
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.LogSoftmax", (), (("dim", 1),))
+
+    def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        shifted = np.subtract(x, x.max(axis=1, keepdims=True), out=out)
+        shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return shifted
+
+    def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        assert y is not None
+        return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
+
+
+@register
+class PReLU(LayerKind):
+    """max(0, x) + a * min(0, x) with a learnable slope `a` (nn.PReLU): one for all channels, or one per channel.
+
+    Args: num_parameters=1 (1, or the input's channels/features), init=0.25.
+    Shape: unchanged; num_parameters parameters.
+    Example: `Conv(64, 3, pad=1), PReLU(64)`.
+    """
+
+    name = "PReLU"
+    family = "activation"
+    np_supported = True
+    signature = (ArgSpec("num_parameters", "int", 1, minimum=1, keywords=("channels",)), ArgSpec("init", "float", 0.25))
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        count = args["num_parameters"]
+        if count not in (1, shape.channels):
+            noun = "channels" if shape.is_image else "features"
+            raise LayerError(
+                f"PReLU: num_parameters must be 1 or the input's {noun} ({shape.channels}); got {count}",
+                "one slope for all, or one per channel (nn.PReLU refuses any other count)",
+                arg="num_parameters",
+                recovered=shape,
+            )
+        return shape
+
+    def param_count(self, args: Args, shape: Shape) -> int:
+        return int(args["num_parameters"])
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs: tuple[tuple[str, object], ...] = ()
+        if args["num_parameters"] != 1:
+            kwargs += (("num_parameters", args["num_parameters"]),)
+        if args["init"] != 0.25:
+            kwargs += (("init", args["init"]),)
+        return TorchCall("nn.PReLU", (), kwargs)
+
+    def describe(self, args: Args) -> str:
+        return "PReLU" if args["num_parameters"] == 1 else f"PReLU {args['num_parameters']}"
+
+    def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
+        return {"weight": np.full(args["num_parameters"], args["init"], dtype=dtype)}
+
+    @staticmethod
+    def _slope(weight: np.ndarray, ndim: int) -> np.ndarray:
+        """The weight broadcast over (N, C, ...): per channel along axis 1."""
+        return weight.reshape(1, -1, *([1] * (ndim - 2))) if weight.size > 1 else weight.reshape(())
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        ctx.save(x=x)
+        weight = params["weight"]
+        y = np.multiply(x, self._slope(weight, x.ndim))
+        # Slopes at most 1 (the usual case): max(x, a x) is PReLU; at least 1: min(x, a x). Two passes either way.
+        if (weight <= 1).all():
+            return np.maximum(y, x, out=y)
+        if (weight >= 1).all():
+            return np.minimum(y, x, out=y)
+        return np.where(x > 0, x, y)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        x = ctx.saved["x"]
+        weight = params["weight"]
+        negative = x <= 0
+        per_position = np.where(negative, dy * x, 0.0)
+        if weight.size > 1:
+            axes = (0, *range(2, x.ndim))
+            dw = per_position.sum(axis=axes)
+        else:
+            dw = np.asarray(per_position.sum()).reshape(1)
+        dx = np.where(negative, dy * self._slope(weight, x.ndim), dy) if ctx.need_dx else None
+        return dx, {"weight": dw.astype(weight.dtype, copy=False)}

@@ -1,10 +1,10 @@
-"""Channel plumbing: Identity, ChannelShuffle and Chunk (ShuffleNet's channel split)."""
+"""Channel plumbing: Identity, ChannelShuffle, Chunk (ShuffleNet's channel split), PixelShuffle and PixelUnshuffle."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..shapes import Shape
+from ..shapes import Pair, Shape
 from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
@@ -135,3 +135,105 @@ class Chunk(LayerKind):
         dx = np.zeros(shape, dtype=dy.dtype)
         dx[:, args["index"] * size : (args["index"] + 1) * size] = dy
         return dx, {}
+
+
+def _shuffle(x: np.ndarray, r: int) -> np.ndarray:
+    """(N, C*r*r, H, W) -> (N, C, H*r, W*r), as nn.PixelShuffle: channel c*r*r + i*r + j goes to pixel (h*r + i, w*r + j)."""
+    n, c, h, w = x.shape
+    out = c // (r * r)
+    return x.reshape(n, out, r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, out, h * r, w * r)
+
+
+def _unshuffle(x: np.ndarray, r: int) -> np.ndarray:
+    """_shuffle's inverse (nn.PixelUnshuffle): (N, C, H*r, W*r) -> (N, C*r*r, H, W)."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // r, r, w // r, r).transpose(0, 1, 3, 5, 2, 4).reshape(n, c * r * r, h // r, w // r)
+
+
+@register
+class PixelShuffle(LayerKind):
+    """Rearranges channels into space (nn.PixelShuffle), the sub-pixel upsampling of ESPCN.
+
+    Args: factor r (PyTorch's upscale_factor).
+    Shape: C*r*r x H x W -> C x H*r x W*r; the channels must divide by r*r.
+    Example: `Conv(9, 3, pad=1), PixelShuffle(3)`.
+    """
+
+    name = "PixelShuffle"
+    family = "reshape"
+    input_rank = "image"
+    np_supported = True
+    signature = (ArgSpec("factor", "int", minimum=1, keywords=("upscale_factor",)),)
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        r = args["factor"]
+        channels, height, width = shape
+        if channels % (r * r):
+            raise LayerError(
+                f"PixelShuffle: the channels must divide by {r * r} (the factor {r}, squared); got {channels}",
+                f"give it {r * r} times the channels wanted out (the layer before it sets them)",
+                arg="factor",
+                recovered=Shape((max(1, channels // (r * r)), height * r, width * r)),
+            )
+        return Shape((channels // (r * r), height * r, width * r))
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.PixelShuffle", (args["factor"],))
+
+    def describe(self, args: Args) -> str:
+        return f"PixelShuffle x{args['factor']}"
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        return _shuffle(x, args["factor"])
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return _unshuffle(dy, args["factor"]), {}
+
+
+@register
+class PixelUnshuffle(LayerKind):
+    """Rearranges space into channels (nn.PixelUnshuffle), PixelShuffle's inverse.
+
+    Args: factor r (PyTorch's downscale_factor).
+    Shape: C x H x W -> C*r*r x H/r x W/r; H and W must divide by r.
+    Example: `PixelUnshuffle(2)`.
+    """
+
+    name = "PixelUnshuffle"
+    family = "reshape"
+    input_rank = "image"
+    np_supported = True
+    signature = (ArgSpec("factor", "int", minimum=1, keywords=("downscale_factor",)),)
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        r = args["factor"]
+        channels, height, width = shape
+        out = Shape((channels * r * r, max(1, height // r), max(1, width // r)))
+        if height % r or width % r:
+            raise LayerError(
+                f"PixelUnshuffle: the height and width must divide by factor {r}; got {height}x{width}",
+                f"resize or pad the map to a multiple of {r} first",
+                arg="factor",
+                recovered=out,
+            )
+        return out
+
+    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
+        # An output pixel gathers an r x r block: a window of r at stride r.
+        r = args["factor"]
+        return (
+            (field[0] + (r - 1) * effective_stride[0], field[1] + (r - 1) * effective_stride[1]),
+            (effective_stride[0] * r, effective_stride[1] * r),
+        )
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.PixelUnshuffle", (args["factor"],))
+
+    def describe(self, args: Args) -> str:
+        return f"PixelUnshuffle /{args['factor']}"
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        return _unshuffle(x, args["factor"])
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return _shuffle(dy, args["factor"]), {}

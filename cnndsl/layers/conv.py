@@ -23,7 +23,7 @@ def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Sh
     """Output shape of a sliding-window layer on an image; errors when the kernel does not fit."""
     dims = []
     for axis, size in enumerate(shape.spatial):
-        padded = size + 2 * window.pad[axis]
+        padded = size + 2 * window.pad[axis] + window.pad_extra[axis]
         span = window.span(axis)
         if span > padded:
             what = "dilated kernel" if window.dilation[axis] > 1 else "kernel"
@@ -37,11 +37,29 @@ def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Sh
 
 
 def conv_window(args: Args) -> Window:
-    return Window(args["kernel"], args["stride"], args["pad"], args.get("dilation", (1, 1)), args.get("ceil", False))
+    return Window(
+        args["kernel"],
+        args["stride"],
+        args["pad"],
+        args.get("dilation", (1, 1)),
+        args.get("ceil", False),
+        args.get("pad_extra", (0, 0)),
+    )
 
 
-def resolve_window_args(kind: str, args: Args) -> Args:
-    """Pairs for kernel/stride/dilation, and `pad=same` as the symmetric padding it means."""
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+"""nn.Conv2d's `padding_mode` values; cnndsl's `pad_mode`."""
+
+
+def resolve_window_args(kind: str, args: Args, asymmetric_same: bool = False) -> Args:
+    """Pairs for kernel/stride/dilation, and `pad=same` as the padding it means.
+
+    An odd span pads both sides equally, at any stride (the output is ceil(input / stride)).
+    An even span at stride 1 pads one more on the bottom/right, as nn.Conv2d(padding="same")
+    does: `pad` holds the top/left side and `pad_extra` the one more (only convolutions,
+    `asymmetric_same`; PyTorch's pools take no `same`). An even span at a larger stride is
+    refused, as PyTorch refuses `same` for every strided convolution.
+    """
     out = dict(args)
     for name in ("kernel", "stride", "dilation"):
         if name in out:
@@ -50,15 +68,43 @@ def resolve_window_args(kind: str, args: Args) -> Args:
         dilation = out.get("dilation", (1, 1))
         spans = [dilation[a] * (out["kernel"][a] - 1) for a in (0, 1)]
         if any(s % 2 for s in spans):
-            raise LayerError(
-                f"{kind}: pad=same needs an odd kernel (after dilation) to pad both sides equally; got kernel {pair_text(out['kernel'])}",
-                "use an odd kernel or give pad explicitly",
-                arg="pad",
-            )
+            if not asymmetric_same:
+                raise LayerError(
+                    f"{kind}: pad=same needs an odd kernel (after dilation) to pad both sides equally; "
+                    f"got kernel {pair_text(out['kernel'])}",
+                    "use an odd kernel or give pad explicitly",
+                    arg="pad",
+                )
+            if out["stride"] != (1, 1):
+                raise LayerError(
+                    f"{kind}: pad=same with an even kernel (after dilation) needs stride 1; got kernel "
+                    f"{pair_text(out['kernel'])} and stride {pair_text(out['stride'])}",
+                    "PyTorch refuses it too (\"padding='same' is not supported for strided convolutions\"); "
+                    "give pad explicitly or use an odd kernel",
+                    arg="pad",
+                )
+            out["pad_extra"] = (spans[0] % 2, spans[1] % 2)
         out["pad"] = (spans[0] // 2, spans[1] // 2)
     else:
         out["pad"] = as_pair(out["pad"])
     return out
+
+
+def check_pad_mode(kind: str, args: Args, shape: Shape) -> None:
+    """PyTorch's limits on non-zero padding: reflect needs pad < input size, circular pad <= input size."""
+    mode = args.get("pad_mode", "zeros")
+    if mode not in ("reflect", "circular"):
+        return
+    pad, extra = args["pad"], args.get("pad_extra", (0, 0))
+    for axis, size in enumerate(shape.spatial):
+        widest = pad[axis] + extra[axis]
+        if widest >= size if mode == "reflect" else widest > size:
+            rule = "smaller than" if mode == "reflect" else "at most"
+            raise LayerError(
+                f"{kind}: pad_mode={mode} needs a padding {rule} the input size; got pad {widest} on an input of {size}",
+                "PyTorch refuses it too; use pad_mode=replicate or zeros, less padding, or apply it where the map is larger",
+                arg="pad",
+            )
 
 
 def torch_pair(value: Pair) -> int | Pair:
@@ -66,13 +112,24 @@ def torch_pair(value: Pair) -> int | Pair:
     return value[0] if value[0] == value[1] else value
 
 
-def torch_window_kwargs(args: Args) -> tuple[tuple[str, int | Pair], ...]:
-    """stride, padding and dilation for nn.Conv2d, each only where it differs from PyTorch's default."""
-    kwargs: list[tuple[str, int | Pair]] = []
+def torch_window_kwargs(args: Args) -> tuple[tuple[str, int | Pair | str], ...]:
+    """stride, padding and dilation for nn.Conv2d, each only where it differs from PyTorch's default;
+    `padding="same"` where the padding is one-sided (an even kernel)."""
+    kwargs: list[tuple[str, int | Pair | str]] = []
     for name, torch_name, default in (("stride", "stride", (1, 1)), ("pad", "padding", (0, 0)), ("dilation", "dilation", (1, 1))):
-        if name in args and args[name] != default:
+        if name == "pad" and args.get("pad_extra", (0, 0)) != (0, 0):
+            kwargs.append(("padding", "same"))
+        elif name in args and args[name] != default:
             kwargs.append((torch_name, torch_pair(args[name])))
     return tuple(kwargs)
+
+
+def torch_conv_tail(args: Args) -> tuple[tuple[str, bool | str], ...]:
+    """nn.Conv2d's bias and padding_mode, each only where it differs from PyTorch's default."""
+    kwargs: tuple[tuple[str, bool | str], ...] = () if args["bias"] else (("bias", False),)
+    if args["pad_mode"] != "zeros":
+        kwargs += (("padding_mode", args["pad_mode"]),)
+    return kwargs
 
 
 def np_geometry(args: Args, x: np.ndarray, groups: int) -> ops.ConvGeometry:
@@ -81,6 +138,29 @@ def np_geometry(args: Args, x: np.ndarray, groups: int) -> ops.ConvGeometry:
     in_hw = (x.shape[2], x.shape[3])
     out_hw = (window.output_size(in_hw[0], 0), window.output_size(in_hw[1], 1))
     return ops.ConvGeometry(in_hw, out_hw, window.kernel, window.stride, window.pad, window.dilation, groups)
+
+
+def np_conv_forward(args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, groups: int) -> np.ndarray:
+    """nn.Conv2d's forward; a padding mode other than zeros, or a one-sided `same`, pads the input
+    first (as PyTorch does) and convolves it unpadded."""
+    extra = args.get("pad_extra", (0, 0))
+    mode = args["pad_mode"]
+    if mode == "zeros" and extra == (0, 0):
+        return ops.conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, groups), ctx)
+    (ph, pw), size = args["pad"], (x.shape[2], x.shape[3])
+    pads = (ph, ph + extra[0], pw, pw + extra[1])
+    ctx.save(pads=pads, in_size=size)
+    xp = ops.pad_borders(x, pads, mode)
+    return ops.conv_forward(
+        xp, params["weight"], params.get("bias"), np_geometry({**args, "pad": (0, 0), "pad_extra": (0, 0)}, xp, groups), ctx
+    )
+
+
+def np_conv_backward(args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+    dx, grads = ops.conv_backward(params["weight"], args["bias"], ctx, dy)
+    if dx is not None and "pads" in ctx.saved:
+        dx = ops.fold_borders(dx, ctx.saved["pads"], args["pad_mode"], ctx.saved["in_size"])
+    return dx, grads
 
 
 def np_conv_init(weight_shape: tuple[int, ...], bias: bool, rng: TorchRandom, dtype: Any) -> Tensors:
@@ -101,11 +181,17 @@ def describe_window(name: str, args: Args, prefix: str = "") -> str:
     parts.append(f"{args['kernel'][0]}x{args['kernel'][1]}")
     if args["stride"] != (1, 1):
         parts.append("/" + pair_text(args["stride"]))
-    if args["pad"] != (0, 0):
+    if args.get("pad_extra", (0, 0)) != (0, 0):
+        parts.append("pad same")
+    elif args["pad"] != (0, 0):
         parts.append("pad " + pair_text(args["pad"]))
     if args.get("dilation", (1, 1)) != (1, 1):
         parts.append("dil " + pair_text(args["dilation"]))
     return " ".join(parts)
+
+
+def describe_pad_mode(args: Args) -> str:
+    return "" if args["pad_mode"] == "zeros" else f" {args['pad_mode']}"
 
 
 class WindowedKind(LayerKind):
@@ -124,9 +210,10 @@ class WindowedKind(LayerKind):
         # Dilation widens the window, not the copy, but it is why a huge `pad` can still give
         # a small output: the padded copy is what costs.
         (ph, pw), (kh, kw) = args["pad"], args["kernel"]
-        if ph == pw == 0 and not args.get("ceil"):
+        one_sided = args.get("pad_extra", (0, 0))
+        if ph == pw == 0 and not args.get("ceil") and one_sided == (0, 0):
             return 0
-        extra = (kh, kw) if args.get("ceil") else (0, 0)
+        extra = (kh, kw) if args.get("ceil") else one_sided
         channels, height, width = shape
         return channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1]) * batch * itemsize
 
@@ -136,8 +223,9 @@ class Conv(WindowedKind):
     """2-D convolution.
 
     Args: out channels, kernel, stride=1, pad=0 (int, pair or `same`), dilation=1,
-    groups=1, bias=true.
-    Shape: C x H x W -> out x H' x W', H' = floor((H + 2P - D(F-1) - 1)/S) + 1.
+    groups=1, bias=true, pad_mode=zeros (reflect, replicate or circular: nn.Conv2d's padding_mode).
+    Shape: C x H x W -> out x H' x W', H' = floor((H + 2P - D(F-1) - 1)/S) + 1; `same` keeps
+    H at stride 1 (an even kernel pads one more on the bottom/right, as PyTorch).
     Example: `Conv(64, 3, stride=2, pad=1)`.
     """
 
@@ -154,6 +242,7 @@ class Conv(WindowedKind):
         ArgSpec("dilation", "pair", 1, minimum=1),
         ArgSpec("groups", "int", 1, minimum=1),
         ArgSpec("bias", "bool", True),
+        ArgSpec("pad_mode", "choice", "zeros", keywords=("padding_mode",), choices=PAD_MODES),
     )
     spelling_signatures = {
         "Conv2d": (
@@ -165,11 +254,16 @@ class Conv(WindowedKind):
             ArgSpec("dilation", "pair", 1, minimum=1),
             ArgSpec("groups", "int", 1, minimum=1),
             ArgSpec("bias", "bool", True),
+            ArgSpec("padding_mode", "choice", "zeros", target="pad_mode", choices=PAD_MODES),
         )
     }
 
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return resolve_window_args(self.name, args, asymmetric_same=True)
+
     def infer(self, args: Args, shape: Shape) -> Shape:
         out = windowed_shape(self.name, self.window(args), shape, args["out"])
+        check_pad_mode(self.name, args, shape)
         groups = args["groups"]
         if shape.channels % groups:
             raise LayerError(
@@ -209,32 +303,30 @@ class Conv(WindowedKind):
         kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args))
         if args["groups"] != 1:
             kwargs += (("groups", args["groups"]),)
-        if not args["bias"]:
-            kwargs += (("bias", False),)
-        return TorchCall("nn.Conv2d", (in_shape.channels, args["out"]), kwargs)
+        return TorchCall("nn.Conv2d", (in_shape.channels, args["out"]), kwargs + torch_conv_tail(args))
 
     def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
         kh, kw = args["kernel"]
         return np_conv_init((args["out"], shape.channels // args["groups"], kh, kw), args["bias"], rng, dtype)
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        return ops.conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, args["groups"]), ctx)
+        return np_conv_forward(args, params, x, ctx, args["groups"])
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        return ops.conv_backward(params["weight"], args["bias"], ctx, dy)
+        return np_conv_backward(args, params, ctx, dy)
 
     def describe(self, args: Args) -> str:
         text = describe_window("Conv", args, str(args["out"]))
         if args["groups"] != 1:
             text += f" g{args['groups']}"
-        return text
+        return text + describe_pad_mode(args)
 
 
 @register
 class DWConv(WindowedKind):
     """Depthwise convolution: one filter (times `multiplier`) per input channel.
 
-    Args: kernel, stride=1, pad=0, multiplier=1, bias=true.
+    Args: kernel, stride=1, pad=0, multiplier=1, bias=true, pad_mode=zeros.
     Shape: C x H x W -> C*multiplier x H' x W' (nn.Conv2d with groups=C).
     Example: `DWConv(3, stride=2, pad=1, bias=false)`.
     """
@@ -249,10 +341,16 @@ class DWConv(WindowedKind):
         ArgSpec("pad", "pad", 0, minimum=0, keywords=("padding",)),
         ArgSpec("multiplier", "int", 1, minimum=1),
         ArgSpec("bias", "bool", True),
+        ArgSpec("pad_mode", "choice", "zeros", keywords=("padding_mode",), choices=PAD_MODES),
     )
 
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return resolve_window_args(self.name, args, asymmetric_same=True)
+
     def infer(self, args: Args, shape: Shape) -> Shape:
-        return windowed_shape(self.name, self.window(args), shape, shape.channels * args["multiplier"])
+        out = windowed_shape(self.name, self.window(args), shape, shape.channels * args["multiplier"])
+        check_pad_mode(self.name, args, shape)
+        return out
 
     def param_count(self, args: Args, shape: Shape) -> int:
         kh, kw = args["kernel"]
@@ -266,9 +364,7 @@ class DWConv(WindowedKind):
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         channels = in_shape.channels
         kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args), ("groups", channels))
-        if not args["bias"]:
-            kwargs += (("bias", False),)
-        return TorchCall("nn.Conv2d", (channels, channels * args["multiplier"]), kwargs)
+        return TorchCall("nn.Conv2d", (channels, channels * args["multiplier"]), kwargs + torch_conv_tail(args))
 
     # As nn.Conv2d(C, C*multiplier, groups=C): weight (C*multiplier, 1, kh, kw).
     def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
@@ -276,11 +372,11 @@ class DWConv(WindowedKind):
         return np_conv_init((shape.channels * args["multiplier"], 1, kh, kw), args["bias"], rng, dtype)
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        return ops.conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, x.shape[1]), ctx)
+        return np_conv_forward(args, params, x, ctx, x.shape[1])
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        return ops.conv_backward(params["weight"], args["bias"], ctx, dy)
+        return np_conv_backward(args, params, ctx, dy)
 
     def describe(self, args: Args) -> str:
         mult = f" x{args['multiplier']}" if args["multiplier"] != 1 else ""
-        return describe_window("DWConv", args) + mult
+        return describe_window("DWConv", args) + mult + describe_pad_mode(args)

@@ -1,11 +1,11 @@
-"""Pooling: windowed max/average pooling and adaptive/global average pooling."""
+"""Pooling: windowed max/average pooling and adaptive/global average and max pooling."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ..shapes import Pair, Shape
-from .base import Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register
+from .base import KINDS, Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register
 from .conv import WindowedKind, describe_window, np_geometry, torch_pair, windowed_shape
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
@@ -204,3 +204,108 @@ class AdaptiveAvgPool(LayerKind):
         a_h, a_w = ctx.saved["a_h"], ctx.saved["a_w"]
         dx = np.tensordot(np.tensordot(dy, a_w, axes=([3], [0])), a_h, axes=([2], [0]))
         return np.ascontiguousarray(dx.transpose(0, 1, 3, 2)), {}
+
+
+def _max_over_bins(x: np.ndarray, rows: np.ndarray, columns: np.ndarray, ctx: NpContext) -> np.ndarray:
+    """Max over rectangular bins (N, C, H, W) -> (N, C, OH, OW); `rows` (OH, Lh) and `columns` (OW, Lw) list each
+    bin's input indices (a short bin repeats its last index, which leaves the max unchanged)."""
+    n, c = x.shape[:2]
+    oh, lh = rows.shape
+    ow, lw = columns.shape
+    windows = x[:, :, rows][:, :, :, :, columns]  # (N, C, OH, Lh, OW, Lw)
+    flat = windows.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, oh, ow, lh * lw)
+    best = flat.argmax(axis=4)
+    ctx.save(rows=rows, columns=columns, best=best, shape=x.shape)
+    return np.take_along_axis(flat, best[..., None], axis=4)[..., 0]
+
+
+def _max_over_bins_backward(ctx: NpContext, dy: np.ndarray) -> np.ndarray:
+    """Each output's gradient to its bin's maximum, summed where bins overlap (one bincount)."""
+    rows, columns, best, shape = ctx.saved["rows"], ctx.saved["columns"], ctx.saved["best"], ctx.saved["shape"]
+    n, c, h, w = shape
+    lw = columns.shape[1]
+    source_h = np.take_along_axis(rows[None, None, :, None, :], (best // lw)[..., None], axis=4)[..., 0]
+    source_w = np.take_along_axis(columns[None, None, None, :, :], (best % lw)[..., None], axis=4)[..., 0]
+    planes = np.arange(n * c).reshape(n, c, 1, 1)
+    flat = (planes * h + source_h) * w + source_w
+    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * h * w)
+    return dx.astype(dy.dtype, copy=False).reshape(shape)
+
+
+@register
+class GlobalMaxPool(LayerKind):
+    """Maximum over the whole map (nn.AdaptiveMaxPool2d(1)).
+
+    Shape: C x H x W -> C x 1 x 1.
+    Example: `GlobalMaxPool, flatten, FC(10)`.
+    """
+
+    name = "GlobalMaxPool"
+    aliases = ("GMP",)
+    family = "pool"
+    input_rank = "image"
+    np_supported = True
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        return Shape((shape.channels, 1, 1))
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.AdaptiveMaxPool2d", (1,))
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        flat = x.reshape(*x.shape[:2], -1)
+        best = flat.argmax(axis=2)
+        ctx.save(best=best, shape=x.shape)
+        return np.take_along_axis(flat, best[..., None], axis=2).reshape(*x.shape[:2], 1, 1)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        shape = ctx.saved["shape"]
+        dx = np.zeros((*shape[:2], shape[2] * shape[3]), dtype=dy.dtype)
+        np.put_along_axis(dx, ctx.saved["best"][..., None], dy.reshape(*shape[:2], 1), axis=2)
+        return dx.reshape(shape), {}
+
+
+@register
+class AdaptiveMaxPool(LayerKind):
+    """Max pooling to a fixed output size (nn.AdaptiveMaxPool2d).
+
+    Args: size (an int or a pair).
+    Shape: C x H x W -> C x size_h x size_w; bin i spans floor(i*H/size) to ceil((i+1)*H/size).
+    Example: `AdaptiveMaxPool(7)`.
+    """
+
+    name = "AdaptiveMaxPool"
+    aliases = ("AdaptiveMaxPool2d",)
+    family = "pool"
+    input_rank = "image"
+    np_supported = True
+    signature = (ArgSpec("size", "pair", minimum=1, keywords=("output_size",)),)
+    spelling_signatures = {
+        "AdaptiveMaxPool2d": (
+            ArgSpec("output_size", "pair", minimum=1, target="size"),
+            ArgSpec("return_indices", "bool", False, role="fixed"),
+        )
+    }
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return {"size": as_pair(args["size"])}
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        return Shape((shape.channels, *args["size"]))
+
+    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
+        return KINDS["AdaptiveAvgPool"].receptive(args, shape, field, effective_stride)  # the same bins
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.AdaptiveMaxPool2d", (torch_pair(args["size"]),))
+
+    def describe(self, args: Args) -> str:
+        return f"AdaptiveMaxPool {pair_text(args['size'])}"
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        rows = ops.adaptive_bins(x.shape[2], args["size"][0])
+        columns = ops.adaptive_bins(x.shape[3], args["size"][1])
+        return _max_over_bins(x, rows, columns, ctx)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return _max_over_bins_backward(ctx, dy), {}

@@ -150,7 +150,9 @@ def logits_network(network: Network, reporter: Reporter) -> Network:
     A final Softmax would be applied twice, which trains badly and silently (48% instead of
     97% on digits): it is left out of training with a note. It has no weights, so the saved
     weights still run with it, and `run` shows its probabilities. A final Sigmoid squashes
-    each class on its own, which cross-entropy cannot undo: refused.
+    each class on its own, which cross-entropy cannot undo: refused. A final LogSoftmax
+    stays: cross-entropy on log-probabilities is their negative log-likelihood (nn.NLLLoss),
+    the same loss and gradients as on the logits, since log_softmax is idempotent.
     """
     last = network.layers[-1]
     if last.kind.name == "Sigmoid":
