@@ -66,7 +66,7 @@ class Binder:
 
         def evaluate_arg(spec: ArgSpec, source: ast.Arg, arg_scope: Scope) -> Value:
             value = evaluate(source.value, arg_scope, shape)
-            if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same"):
+            if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same") and spec.type != "choice":
                 as_number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
             return coerce(owner, spec, value, source.value.pos)
 
@@ -243,6 +243,12 @@ def coerce(owner: str, spec: ArgSpec, value: Value, pos: Position) -> Value:
         if not isinstance(value, bool):
             raise fail("true or false")
         return value
+    if spec.type == "choice":
+        # A bare word; a number or an unknown word gets the list to choose from.
+        word = value.text.lower() if isinstance(value, Word) else None
+        if word not in spec.choices:
+            raise fail(f"one of {', '.join(spec.choices)}")
+        return word
     if spec.type == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("a number")

@@ -19,9 +19,10 @@ if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load n
 
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
-ArgType = Literal["int", "pair", "pad", "bool", "float"]
+ArgType = Literal["int", "pair", "pad", "bool", "float", "choice"]
 """How an argument's value is read: int, a whole number; pair, an int or `(h, w)`;
-pad, a pair or `same`; bool, `true`/`false`; float, any number."""
+pad, a pair or `same`; bool, `true`/`false`; float, any number; choice, one of the bare
+words in `ArgSpec.choices` (`pad_mode=reflect`, `approximate=tanh`)."""
 
 
 class Required:
@@ -70,6 +71,8 @@ class ArgSpec:
     """The kind's argument this one sets, when a spelling names it differently (Conv2d's
     `kernel_size` sets Conv's `kernel`); None: the argument of the same name."""
     role: ArgRole = "arg"
+    choices: tuple[str, ...] = ()
+    """The words a `choice` argument takes, in lower case."""
 
     @property
     def canonical(self) -> str:
