@@ -50,11 +50,18 @@ class _MaskedDropout(LayerKind):
         keep = ctx.rng.random(self.mask_shape(args, x.shape), dtype=np.float32) >= p
         mask = keep * np.asarray(1 / (1 - p) if p < 1 else 0.0, x.dtype)
         ctx.save(mask=mask)
-        return np.multiply(x, mask, out=x if ctx.inplace else None)
+        # As (N, C or 1, positions): one factor per contiguous run, faster than broadcasting (N, C, 1, 1).
+        rows = x.reshape(mask.shape[0], mask.shape[1], -1)
+        return np.multiply(rows, mask.reshape(mask.shape[0], mask.shape[1], 1), out=rows if ctx.inplace else None).reshape(
+            x.shape
+        )
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         mask = ctx.saved["mask"]
-        return (dy if mask is None else dy * mask), {}
+        if mask is None:
+            return dy, {}
+        rows = dy.reshape(mask.shape[0], mask.shape[1], -1)
+        return (rows * mask.reshape(mask.shape[0], mask.shape[1], 1)).reshape(dy.shape), {}
 
 
 @register
