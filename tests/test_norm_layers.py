@@ -44,8 +44,9 @@ MESSAGES = [
         "GroupNorm",
         "GroupNorm needs `groups` (its 1st argument)",
         1,
-        "GroupNorm(groups, num_channels, eps=1e-05, affine=true)",
+        "GroupNorm(groups, num_channels, eps=1e-05, affine=true, bias=true)",
     ),
+    ("4x6x6", "GroupNorm(2, bias=false)", "GroupNorm: cnndsl supports only bias=true; got false", 14, "remove `bias`"),
     ("4x6x6", "GroupNorm(0)", "GroupNorm: `groups` must be a positive integer; got 0", 11, "signature: GroupNorm("),
     ("4x6x6", "GroupNorm(2, num_channels=4, groups=2)", "`groups` is given twice", 30, "signature: GroupNorm("),
     ("16", "GroupNorm(2)", "GroupNorm needs an image input (CxHxW); got a flat vector of 16", 1, "flatten"),
@@ -279,3 +280,36 @@ def test_the_convnext_block_example_runs_the_same_in_every_backend() -> None:
 def test_generated_source_writes_words_as_black_does() -> None:
     source = cnndsl.parse("input 4x3x3\nStochasticDepth(0.2, mode=batch)").torch_source()
     assert 'StochasticDepth(0.2, mode="batch")' in source
+
+
+@pytest.mark.parametrize(
+    ("spelling", "torch_class"),
+    [
+        ("LayerNorm", "LayerNorm"),
+        ("GroupNorm", "GroupNorm"),
+        ("InstanceNorm2d", "InstanceNorm2d"),
+        ("LocalResponseNorm", "LocalResponseNorm"),
+        ("Dropout2d", "Dropout2d"),
+    ],
+)
+def test_pytorch_names_take_pytorchs_arguments_in_pytorchs_order(spelling: str, torch_class: str) -> None:
+    """Code copied from a PyTorch model means what it meant there: the same positions, defaults and keywords."""
+    import inspect
+
+    torch = require_torch()
+    from cnndsl.layers import lookup
+    from cnndsl.layers.base import INFERRED, REQUIRED
+
+    # PyTorch's keyword-only arguments (`bias` of GroupNorm and InstanceNorm2d) come last in cnndsl's.
+    parameters = sorted(
+        (p for p in inspect.signature(getattr(torch.nn, torch_class)).parameters.values() if p.name not in ("device", "dtype")),
+        key=lambda p: p.kind == inspect.Parameter.KEYWORD_ONLY,
+    )
+    specs = lookup(spelling).signature_of(spelling)
+    assert len(specs) == len(parameters)
+    for spec, parameter in zip(specs, parameters, strict=True):
+        assert parameter.name in (spec.name, *spec.keywords), (spec, parameter)
+        if spec.default is REQUIRED or spec.default is INFERRED:
+            assert parameter.default is inspect.Parameter.empty
+        else:
+            assert spec.default == parameter.default, (spec, parameter)

@@ -250,6 +250,7 @@ class GroupNorm(_PerSampleNorm):
         ArgSpec("num_channels", "int", INFERRED, minimum=1, role="input"),
         ArgSpec("eps", "float", 1e-5),
         ArgSpec("affine", "bool", True),
+        ArgSpec("bias", "bool", True, role="fixed"),  # PyTorch's keyword-only bias (2.x)
     )
 
     def groups(self, args: Args, channels: int) -> int:
@@ -312,6 +313,7 @@ class InstanceNorm(_PerSampleNorm):
             ArgSpec("momentum", "float", 0.1),
             ArgSpec("affine", "bool", False),
             ArgSpec("track_running_stats", "bool", False),
+            ArgSpec("bias", "bool", True, role="fixed"),  # PyTorch's keyword-only bias (2.x)
         )
     }
 
