@@ -313,3 +313,54 @@ def test_pytorch_names_take_pytorchs_arguments_in_pytorchs_order(spelling: str, 
             assert parameter.default is inspect.Parameter.empty
         else:
             assert spec.default == parameter.default, (spec, parameter)
+
+
+def test_huge_arguments_cost_no_more_than_the_input() -> None:
+    """An LRN window far wider than the channels, a GroupNorm mistake on a very wide input: fast, and the same answer."""
+    import time
+
+    start = time.perf_counter()
+    net = cnndsl.parse("input 3x4x4\nLRN(1000000000, alpha=0.1)")
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    wide = net.to_numpy(dtype=np.float64).forward(x)
+    # Every channel's window holds all three channels: the sum of squares is the same everywhere.
+    expected = x / (1 + 0.1 / 1e9 * np.sum(x * x, axis=1, keepdims=True)) ** 0.75
+    assert np.allclose(wide, expected, rtol=1e-12)
+    with pytest.raises(CnnDslError, match="choose a divisor of 99999989"):
+        cnndsl.parse("input 99999989x1x1\nGroupNorm(2)")
+    assert time.perf_counter() - start < 2
+
+
+def test_onnx_export_computes_what_torch_does() -> None:
+    """Every new kind exports (eval mode: the dropouts are the identity) and ONNX's reference evaluator agrees with torch."""
+    onnx = pytest.importorskip("onnx", reason="the onnx package is not installed; ONNX files cannot be checked")
+    torch = require_torch()
+    from onnx.reference import ReferenceEvaluator
+
+    from cnndsl.compiler import export_onnx
+
+    net = cnndsl.parse(
+        "input 8x6x6\n"
+        "LayerNorm(eps=1e-6), GroupNorm(4), InstanceNorm(affine=true), Add[ Conv(8, 1), StochasticDepth(0.3) | ]\n"
+        "InstanceNorm, Scale(0.5), Dropout2d(0.2), LRN(3, alpha=0.1, k=2), GAP, flatten, LayerNorm, FC(3)\n"
+    )
+    # (InstanceNorm after LRN would fail: PyTorch's TorchScript exporter loses the channel count after LRN.)
+    model = onnx.load_from_string(export_onnx(net, seed=0))
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).standard_normal((2, 8, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = net.to_torch(seed=0).eval()(torch.from_numpy(x)).numpy()
+    [actual] = ReferenceEvaluator(model).run(None, {model.graph.input[0].name: x})
+    assert np.allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_export_of_running_instance_statistics_is_refused_in_words() -> None:
+    """PyTorch's exporter cannot export InstanceNorm2d with running statistics for a dynamic batch: one clear error."""
+    pytest.importorskip("onnx", reason="the onnx package is not installed")
+    require_torch()
+    from cnndsl.compiler import export_onnx
+
+    net = cnndsl.parse("input 8x6x6\nInstanceNorm(track_running_stats=true)")
+    with pytest.raises(CnnDslError, match="ONNX export failed: Unsupported: ONNX export of instance_norm") as info:
+        export_onnx(net, seed=0)
+    assert "--target torch" in (info.value.diagnostics[0].hint or "")

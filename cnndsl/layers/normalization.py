@@ -9,6 +9,7 @@ over the same axes.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ..shapes import Shape
@@ -263,7 +264,8 @@ class GroupNorm(_PerSampleNorm):
     def infer(self, args: Args, shape: Shape) -> Shape:
         groups, channels = args["groups"], shape.channels
         if channels % groups:
-            divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+            small = [d for d in range(1, math.isqrt(channels) + 1) if channels % d == 0]  # O(sqrt C), for any C
+            divisors = sorted({*small, *(channels // d for d in small)})
             shown = ", ".join(map(str, divisors[-6:]))
             raise LayerError(
                 f"GroupNorm: groups={groups} must divide the channels; got {channels}",
@@ -361,10 +363,10 @@ def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
     """
     channels = a.shape[1]
     out = np.zeros_like(a)
-    for offset in range(-before, after + 1):
+    # Offsets beyond the channels add nothing: a window of any size costs at most 2C - 1 slices.
+    for offset in range(max(-before, 1 - channels), min(after, channels - 1) + 1):
         lo, hi = max(0, -offset), min(channels, channels - offset)
-        if lo < hi:
-            out[:, lo:hi] += a[:, lo + offset : hi + offset]
+        out[:, lo:hi] += a[:, lo + offset : hi + offset]
     return out
 
 
