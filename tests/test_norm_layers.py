@@ -364,3 +364,24 @@ def test_onnx_export_of_running_instance_statistics_is_refused_in_words() -> Non
     with pytest.raises(CnnDslError, match="ONNX export failed: Unsupported: ONNX export of instance_norm") as info:
         export_onnx(net, seed=0)
     assert "--target torch" in (info.value.diagnostics[0].hint or "")
+
+
+TRAINABLE_NET = """network NormNet(num_classes=10)
+input 1x8x8
+block CN(c, p) = Add[ DWConv(3, pad=1), LayerNorm(eps=1e-6), Conv(2 * c, 1), GELU, Conv(c, 1), Scale(0.1), StochasticDepth(p) | ]
+Conv(16, 3, pad=1), InstanceNorm(affine=true), ReLU, CN(16, 0.1), Dropout2d(0.1), MaxPool(2), CN(16, 0.2)
+GroupNorm(4), ReLU, LRN(3), GAP, flatten, LayerNorm, FC(num_classes)
+"""
+"""Every new kind in one small network (no per-sample norm right before the global average, which would undo it)."""
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_a_network_of_the_new_kinds_learns_digits(backend: str) -> None:
+    """`cnndsl train` in both backends: train-mode dropouts, running statistics and every gradient together (~77% after 6 epochs)."""
+    if backend == "torch":
+        require_torch()
+    from cnndsl.train import TrainConfig, train
+
+    config = TrainConfig(data="digits", progress=False, threads=1, backend=backend, epochs=6)  # type: ignore[arg-type]
+    metrics = train(cnndsl.parse(TRAINABLE_NET), config)
+    assert metrics["test_accuracy"] >= 0.6, metrics["history"]
