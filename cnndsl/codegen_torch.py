@@ -111,9 +111,12 @@ def identifier(name: str, fallback: str) -> str:
 
 
 def literal(value: Any) -> str:
-    """A Python literal for an argument value; NaN and infinities as `float("nan")`, never a bare `nan`."""
+    """A Python literal for an argument value; NaN and infinities as `float("nan")`, never a bare `nan`;
+    a word (a `choice` argument's: `mode="row"`) double-quoted, as black writes it."""
     if isinstance(value, float) and not math.isfinite(value):
         return f'float("{value}")'
+    if isinstance(value, str):
+        return quoted(value)
     return repr(value)
 
 

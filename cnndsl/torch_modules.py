@@ -1,5 +1,6 @@
 """The few PyTorch modules that torch.nn lacks: the merges of parallel branches, Chunk,
-ChannelShuffle, and `sequential` (an nn.Sequential with named submodules).
+ChannelShuffle, LayerNorm2d, Scale, StochasticDepth, and `sequential` (an nn.Sequential
+with named submodules).
 
 Every public class and function of this module is a helper (`HELPERS`): a TorchCall may
 name it, and the source that `cnndsl compile --target torch` writes copies the ones its
@@ -96,6 +97,61 @@ class ChannelShuffle(nn.Module):
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """nn.LayerNorm over the channels at every position of an (N, C, H, W) map.
+
+    As torchvision's ConvNeXt LayerNorm2d: the same parameters (`weight`, `bias` of C),
+    computed channels-last.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Scale(nn.Module):
+    """A learnable scale per channel, ConvNeXt's layer scale: `x * layer_scale`.
+
+    `layer_scale` has shape (C, 1, 1), as the parameter of torchvision's CNBlock.
+    """
+
+    def __init__(self, channels: int, init: float = 1e-6) -> None:
+        super().__init__()
+        self.layer_scale = nn.Parameter(torch.full((channels, 1, 1), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.layer_scale
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth: in training, zeroes the input of each sample
+    (mode `row`) or of the whole batch (`batch`) with probability p, and scales what
+    is kept by 1 / (1 - p); the identity in eval.
+    """
+
+    def __init__(self, p: float, mode: str = "row") -> None:
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [1] * x.dim()
+        if self.mode == "row":
+            size[0] = x.shape[0]
+        noise = torch.empty(size, dtype=x.dtype, device=x.device)
+        noise = noise.bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
 
 
 def sequential(*modules: tuple[str, nn.Module]) -> nn.Sequential:

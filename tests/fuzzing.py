@@ -48,11 +48,19 @@ LAYERS = [
     "ChannelShuffle",
     "Chunk",
     "Identity",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm2d",
+    "LRN",
+    "Scale",
+    "StochasticDepth",
+    "Dropout2d",
     "Cnov",
     "B1",
     "B2",
 ]
 WORDS = ["stride", "pad", "groups", "bias", "dilation", "ceil", "kernel", "out", "p", "eps", "size", "multiplier", "nope"]
+WORDS += ["mode", "affine"]  # the norms' arguments
 
 # Literals a security review used to crash or hang the checker (issue 11: D1-D3, D24).
 HOSTILE_LITERALS = [

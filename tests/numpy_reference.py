@@ -43,11 +43,12 @@ def twins(network: Network, seed: int = 0, dtype: Any = np.float32) -> tuple[Any
 
 
 def use_numpy_dropout_masks(module: Any, model: NumpyModel, network: Network) -> list[Any]:
-    """Make torch's Dropout modules apply the masks the NumPy model just drew (their RNGs differ)."""
+    """Make torch's dropout modules (Dropout, Dropout2d, StochasticDepth: every regularisation
+    kind that saves a `mask`) apply the masks the NumPy model just drew (their RNGs differ)."""
     torch = require_torch()
     handles = []
     for layer, saved in model.recorded():
-        if layer.kind.name == "Dropout" and saved.get("mask") is not None:
+        if layer.kind.family == "regularization" and saved.get("mask") is not None:
             mask = torch.from_numpy(saved["mask"])
             submodule = module.get_submodule(layer.path)
             handles.append(submodule.register_forward_hook(lambda m, inputs, output, mask=mask: inputs[0] * mask))

@@ -177,7 +177,14 @@ def element(draw: st.DrawFn, shape: Shape, program: Program, depth: int) -> tupl
     if kind == "act":
         return draw(st.sampled_from(ACTIVATIONS)), shape
     if kind == "bn":
-        return draw(st.sampled_from(["BN", "BatchNorm(eps=0.001, momentum=0.2)"])), shape
+        # Per-sample norms only where they keep the network's gradient well-conditioned: a
+        # group of one channel (InstanceNorm) is undone exactly by the head's global average,
+        # and two values normalise to +-1 whatever they were, which leaves a zero gradient
+        # that NumPy and torch round differently (no meaningful comparison).
+        norms = ["BN", "BatchNorm(eps=0.001, momentum=0.2)", "Scale(0.5)", "LRN(3, alpha=0.01)"]
+        norms += ["LayerNorm"] if c >= 3 else []
+        norms += [f"GroupNorm({g})" for g in _divisors(c) if c // g >= 2 and c // g * h * w >= 3][-2:]
+        return draw(st.sampled_from(norms)), shape
     if kind == "pool":
         return draw(pool(shape))
     if kind == "dwconv":
@@ -185,7 +192,8 @@ def element(draw: st.DrawFn, shape: Shape, program: Program, depth: int) -> tupl
         return (text, out) if out[1] >= 1 and out[2] >= 1 else ("Identity", shape)
     if kind == "misc":
         groups = [g for g in _divisors(c) if g > 1]
-        options = ["Identity", "Dropout(0.3)"] + [f"ChannelShuffle({g})" for g in groups[:2]]
+        options = ["Identity", "Dropout(0.3)", "Dropout2d(0.2)", "StochasticDepth(0.2)"]
+        options += [f"ChannelShuffle({g})" for g in groups[:2]]
         if h >= 2 and w >= 2:
             options.append("AdaptiveAvgPool((2, 1))")
         return _misc_shape(draw(st.sampled_from(options)), shape)

@@ -61,6 +61,26 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
     "Flatten": [("3x4x5", "flatten"), ("6", "flatten")],
     "BatchNorm": [("4x5x5", "BN"), ("6", "BN"), ("3x4x4", "BatchNorm(eps=0.001, momentum=0.3)")],
     "Dropout": [("3x4x4", "Dropout(0.3)"), ("20", "Dropout")],
+    "LayerNorm": [("4x5x5", "LayerNorm"), ("6", "LayerNorm(eps=1e-6)"), ("4x3x3", "LayerNorm(4, elementwise_affine=false)")],
+    "GroupNorm": [("6x4x4", "GroupNorm(3)"), ("6x3x4", "GroupNorm(2, 6, affine=false)"), ("4x3x3", "GroupNorm(1, eps=1e-3)")],
+    "InstanceNorm": [
+        ("3x4x5", "InstanceNorm"),
+        ("3x4x5", "InstanceNorm(affine=true, track_running_stats=true, momentum=0.3)"),
+        ("3x4x4", "InstanceNorm2d(3, affine=true)"),
+    ],
+    "LocalResponseNorm": [
+        ("7x4x4", "LRN(3)"),
+        ("6x3x3", "LocalResponseNorm(4, alpha=0.01, beta=0.6, k=2)"),
+        ("3x3x3", "LRN(5, alpha=0.1)"),  # a window wider than the channels
+    ],
+    "Scale": [("5x3x3", "Scale(0.5)"), ("4x3x3", "Conv(4, 1), Scale")],
+    "Dropout2d": [("4x3x3", "Dropout2d(0.4)"), ("4x3x3", "Conv(4, 1), Dropout2d")],
+    "StochasticDepth": [
+        ("4x3x3", "StochasticDepth(0.3)"),
+        ("4x3x3", "StochasticDepth(0.5, mode=batch)"),
+        ("8", "StochasticDepth(0.3)"),
+        ("4x3x3", "Add[ Conv(4, 1), StochasticDepth(0.5) | ]"),
+    ],
     "ReLU": [("3x4x4", "ReLU")],
     "ReLU6": [("3x4x4", "ReLU6")],
     "Sigmoid": [("3x4x4", "Sigmoid")],
