@@ -197,8 +197,8 @@ class Budget:
                 leaves, nodes = saturate(leaves + branch_leaves), saturate(nodes + branch_nodes)
             return leaves, nodes
         if isinstance(el, ast.Repeat):
-            # A count that is a parameter is at least 1.
-            count = el.count.value if isinstance(el.count, ast.Number) and isinstance(el.count.value, int) else 1
+            # A count that is not a literal may be 0 (`x 0` builds nothing): at least 0, then.
+            count = el.count.value if isinstance(el.count, ast.Number) and isinstance(el.count.value, int) else 0
             leaves, nodes = self.min_size(el.body, depth + 1)
-            return saturate(leaves * max(count, 1)), saturate(nodes * max(count, 1))
+            return saturate(leaves * max(count, 0)), saturate(nodes * max(count, 0))
         return 0, 0
