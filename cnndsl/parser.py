@@ -51,7 +51,16 @@ class SeparatorPostLex(PostLex):
         pending: Token | None = None
         pending_newline = False
         in_def = False  # on a `def` line: an expression, where `*` and `x` are never repetition
+        line_start = True
+        def_candidate: Token | None = None  # `def` first on a line: DEF if a name follows
         for tok in stream:
+            if def_candidate is not None:
+                word, def_candidate = def_candidate, None
+                if tok.type == "NAME":
+                    word = Token.new_borrow_pos("DEF", word.value, word)
+                    in_def = True
+                yield word
+                before_prev, prev = prev, word
             kind = tok.type
             if kind == "_NEWLINE" or (kind == "_COMMA" and depth == 0):
                 if depth == 0:
@@ -59,14 +68,18 @@ class SeparatorPostLex(PostLex):
                     pending_newline = pending_newline or kind == "_NEWLINE"
                     in_def = in_def and kind != "_NEWLINE"
                 continue
-            if kind == "DEF" and depth == 0:
-                in_def = True
+
             if pending is not None:
                 if prev is not None and prev.type not in _OPENERS and kind not in _CLOSERS:
                     sep = "_NL" if pending_newline else "_SEP"
                     yield Token.new_borrow_pos(sep, pending.value, pending)
                     before_prev, prev = prev, None
+                line_start = line_start or pending_newline
                 pending, pending_newline = None, False
+            if line_start and depth == 0 and kind == "NAME" and tok.value.lower() == "def":
+                def_candidate, line_start = tok, False
+                continue
+            line_start = False
             if kind == "LPAR":
                 depth += 1
             elif kind == "RPAR":
@@ -92,6 +105,8 @@ class SeparatorPostLex(PostLex):
                     continue
             yield tok
             before_prev, prev = prev, tok
+        if def_candidate is not None:
+            yield def_candidate
 
     @staticmethod
     def _ends_element(prev: Token, before_prev: Token | None) -> bool:

@@ -392,3 +392,9 @@ def test_a_network_of_no_layers_is_refused(body: str, column: int) -> None:
     assert message == "the network has no layers: every element of it is empty or repeated 0 times"
     assert (line, col) == (2, column)
     assert hint is not None and "Identity" in hint
+
+
+def test_def_is_a_keyword_only_first_on_a_line_before_a_name() -> None:
+    net = cnndsl.parse("network N(def=2)\ninput 3x8x8\nDEF f(c) = c * def\ndef: Conv(f(def), 1), Conv(def * 2, 1)")
+    assert [layer.out_shape[0] for layer in net.layers] == [4, 4]
+    assert [layer.path for layer in net.layers] == ["def_", "1"]  # a Python keyword, made a safe module name
