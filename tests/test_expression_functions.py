@@ -398,3 +398,22 @@ def test_def_is_a_keyword_only_first_on_a_line_before_a_name() -> None:
     net = cnndsl.parse("network N(def=2)\ninput 3x8x8\nDEF f(c) = c * def\ndef: Conv(f(def), 1), Conv(def * 2, 1)")
     assert [layer.out_shape[0] for layer in net.layers] == [4, 4]
     assert [layer.path for layer in net.layers] == ["def_", "1"]  # a Python keyword, made a safe module name
+
+
+def test_unrun_bodies_are_checked_once_so_doubling_zero_repetitions_cost_nothing() -> None:
+    lines = ["input 3x8x8", "block B0 = [Cnov]"] + [f"block B{k} = [B{k - 1} x 0, B{k - 1} x 0]" for k in range(1, 40)]
+    start = time.perf_counter()
+    assert errors_of("\n".join([*lines, "B39, ReLU"]))[0].startswith("<string>:2:13: error: unknown layer or block `Cnov`")
+    assert time.perf_counter() - start < 2
+
+
+def test_counts_of_network_parameters_are_known_to_the_expansion_estimate() -> None:
+    lines = ["network N(n=2)", "input 3x8x8", "block B0 = [ReLU]"]
+    lines += [f"block B{k} = [B{k - 1} x n, B{k - 1} x n]" for k in range(1, 40)]
+    start = time.perf_counter()
+    message, line, _, _ = first_error("\n".join([*lines, "B39"]))
+    assert message.startswith("block `B39` expands to at least") and line == 43
+    assert time.perf_counter() - start < 1
+    # ... and only when nothing hides the parameter: here `n` is B1's own parameter, 0 at the call.
+    net = cnndsl.parse("network N(n=100000)\ninput 3x8x8\nblock B(n) = [ReLU x n, ReLU x n]\nB(0), B(1)")
+    assert len(net.layers) == 2

@@ -87,6 +87,8 @@ class Checker:
         self.binder = Binder(sink)
         self._block_infos: dict[str, BlockInfo] = {}
         self._network_values: dict[str, Value] = {}
+        self._unrun_checked: set[int] = set()
+        """The ids of the repetitions (AST nodes, alive during the check) whose body was checked without running it."""
         """The network's parameters, and the file's functions (`functions.define_functions`)."""
 
     # -- entry point -------------------------------------------------------------------
@@ -115,6 +117,7 @@ class Checker:
         network, input_decl, body = header.network, header.input, header.body
         params = network_params(self.sink, network, self.param_overrides)
         self._network_values = define_functions(header.functions, params) if header.functions else params
+        self.budget.set_constants(self.program, self._network_values)
         if header.defaults is not None:
             self.defaults = collect_defaults(self.sink, self.binder, header.defaults)
         shape = input_shape(self.sink, self.budget, input_decl, self.input_override)
@@ -321,9 +324,14 @@ class Checker:
         start = state.shape
         iterations: list[Node] = []
         if not count:
-            # Never run (`x 0`), or its count is wrong: the body is still checked once, for the
-            # mistakes that do not depend on its input (a misspelt layer); `x 0` passes its input through.
-            self._element(el.body, _with_index(scope, el.index_name, POISON), State(None), "0", _join(path, "0"), depth + 1)
+            # Never run (`x 0`), or its count is wrong: the body is still checked, for the mistakes
+            # that do not depend on its input (a misspelt layer), once per repetition in the source:
+            # checks that build nothing would escape the expansion estimate (blocks of `B x 0, B x 0`
+            # would double at each level). `x 0` passes its input through.
+            if id(el) not in self._unrun_checked:
+                self._unrun_checked.add(id(el))
+                unrun = _with_index(scope, el.index_name, POISON)
+                self._element(el.body, unrun, State(None), "0", _join(path, "0"), depth + 1)
             if count is None:
                 state.shape = None
                 return None
