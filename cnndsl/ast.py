@@ -27,7 +27,7 @@ class Name(NamedTuple):
 
 
 class BinOp(NamedTuple):
-    op: str  # one of + - * / // %
+    op: str  # one of + - * / // % **
     left: Expr
     right: Expr
     pos: Position
@@ -44,7 +44,44 @@ class Pair(NamedTuple):
     pos: Position
 
 
-Expr = Number | Name | BinOp | Neg | Pair
+class FuncCall(NamedTuple):
+    """A function in an expression: `max(8, c // 2)`, `make_divisible(c * width)`, a `def`'s function."""
+
+    name: str
+    args: tuple[Arg, ...]
+    pos: Position
+
+
+class Compare(NamedTuple):
+    """`a < b`, or a chain `a <= b < c` (Python's: each pair compared, all must hold)."""
+
+    first: Expr
+    rest: tuple[tuple[str, Expr], ...]  # (one of < <= > >= == !=, the operand after it)
+    pos: Position
+
+
+class BoolOp(NamedTuple):
+    op: str  # `and` or `or`, short-circuiting
+    left: Expr
+    right: Expr
+    pos: Position
+
+
+class Not(NamedTuple):
+    operand: Expr
+    pos: Position
+
+
+class Conditional(NamedTuple):
+    """`then if test else otherwise`: only the branch chosen is evaluated."""
+
+    then: Expr
+    test: Expr
+    otherwise: Expr
+    pos: Position
+
+
+Expr = Number | Name | BinOp | Neg | Pair | FuncCall | Compare | BoolOp | Not | Conditional
 
 
 # -- elements ----------------------------------------------------------------------
@@ -81,6 +118,8 @@ class Repeat(NamedTuple):
     body: Element
     count: Expr  # type: ignore[assignment]  # shadows tuple.count, which nothing calls on a Repeat
     pos: Position
+    index_name: str | None = None
+    """`x N as i`: the name that holds the iteration's number (0 to N - 1) in the body."""
 
 
 class Labeled(NamedTuple):
@@ -124,7 +163,16 @@ class BlockDef(NamedTuple):
     pos: Position
 
 
-Declaration = NetworkDecl | InputDecl | DefaultsDecl | BlockDef
+class FuncDef(NamedTuple):
+    """`def name(p1, p2=default) = expression`: a function for expressions."""
+
+    name: str
+    params: tuple[Param, ...]
+    body: Expr
+    pos: Position
+
+
+Declaration = NetworkDecl | InputDecl | DefaultsDecl | BlockDef | FuncDef
 
 
 class Program(NamedTuple):

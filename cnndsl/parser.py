@@ -50,24 +50,41 @@ class SeparatorPostLex(PostLex):
         before_prev: Token | None = None
         pending: Token | None = None
         pending_newline = False
+        in_def = False  # on a `def` line: an expression, where `*` and `x` are never repetition
+        line_start = True
+        def_candidate: Token | None = None  # `def` first on a line: DEF if a name follows
         for tok in stream:
+            if def_candidate is not None:
+                word, def_candidate = def_candidate, None
+                if tok.type == "NAME":
+                    word = Token.new_borrow_pos("DEF", word.value, word)
+                    in_def = True
+                yield word
+                before_prev, prev = prev, word
             kind = tok.type
             if kind == "_NEWLINE" or (kind == "_COMMA" and depth == 0):
                 if depth == 0:
                     pending = pending or tok
                     pending_newline = pending_newline or kind == "_NEWLINE"
+                    in_def = in_def and kind != "_NEWLINE"
                 continue
+
             if pending is not None:
                 if prev is not None and prev.type not in _OPENERS and kind not in _CLOSERS:
                     sep = "_NL" if pending_newline else "_SEP"
                     yield Token.new_borrow_pos(sep, pending.value, pending)
                     before_prev, prev = prev, None
+                line_start = line_start or pending_newline
                 pending, pending_newline = None, False
+            if line_start and depth == 0 and kind == "NAME" and tok.value.lower() == "def":
+                def_candidate, line_start = tok, False
+                continue
+            line_start = False
             if kind == "LPAR":
                 depth += 1
             elif kind == "RPAR":
                 depth = max(0, depth - 1)
-            if depth == 0 and prev is not None and self._ends_element(prev, before_prev):
+            if depth == 0 and not in_def and prev is not None and self._ends_element(prev, before_prev):
                 if kind == "STAR" or (kind == "NAME" and tok.value in ("x", "X")):
                     tok = Token.new_borrow_pos("REPEAT", tok.value, tok)
                 elif kind == "NAME" and tok.value[:1] in "xX" and tok.value[1:].isdigit():
@@ -88,6 +105,8 @@ class SeparatorPostLex(PostLex):
                     continue
             yield tok
             before_prev, prev = prev, tok
+        if def_candidate is not None:
+            yield def_candidate
 
     @staticmethod
     def _ends_element(prev: Token, before_prev: Token | None) -> bool:
@@ -176,6 +195,10 @@ class ToAst(Transformer):
         _, name, params, body = children
         return ast.BlockDef(str(name), tuple(params or ()), body, _pos(name))
 
+    def func_def(self, children: list) -> ast.FuncDef:
+        _, name, params, body = children
+        return ast.FuncDef(str(name), tuple(params), body, _pos(name))
+
     def param_list(self, children: list) -> list[ast.Param]:
         return [c for c in children if c is not None]
 
@@ -188,8 +211,8 @@ class ToAst(Transformer):
         return ast.Labeled(str(label), body, _pos(label))
 
     def repeat(self, children: list) -> ast.Repeat:
-        body, op, count = children
-        return ast.Repeat(body, count, _pos(op))
+        body, op, count, _, index = children
+        return ast.Repeat(body, count, _pos(op), str(index) if index is not None else None)
 
     def call(self, children: list) -> ast.Call:
         name, args = children
@@ -244,6 +267,35 @@ class ToAst(Transformer):
         bracket, first, second = children
         return ast.Pair(first, second, _pos(bracket))
 
+    def funccall(self, children: list) -> ast.FuncCall:
+        name, args = children
+        return ast.FuncCall(str(name), tuple(args), _pos(name))
+
+    def compare(self, children: list) -> ast.Compare:
+        first, *rest = children
+        pairs = tuple((str(rest[i]), rest[i + 1]) for i in range(0, len(rest), 2))
+        return ast.Compare(first, pairs, first.pos)
+
+    def or_(self, children: list) -> ast.BoolOp:
+        left, _, right = children
+        return ast.BoolOp("or", left, right, left.pos)
+
+    def and_(self, children: list) -> ast.BoolOp:
+        left, _, right = children
+        return ast.BoolOp("and", left, right, left.pos)
+
+    def not_(self, children: list) -> ast.Not:
+        word, operand = children
+        return ast.Not(operand, _pos(word))
+
+    def conditional(self, children: list) -> ast.Conditional:
+        then, _, test, _, otherwise = children
+        return ast.Conditional(then, test, otherwise, then.pos)
+
+    def power(self, children: list) -> ast.BinOp:
+        base, _, exponent = children
+        return ast.BinOp("**", base, exponent, base.pos)
+
     def neg(self, children: list) -> ast.Neg:
         sign, operand = children
         return ast.Neg(operand, _pos(sign))
@@ -291,13 +343,25 @@ _TOKEN_WORDS = {
     "SLASH": "`/`",
     "PERCENT": "`%`",
     "DOUBLESLASH": "`//`",
+    "POWER": "`**`",
+    "COMPARE": "a comparison",
+    "IF": "`if`",
+    "ELSE": "`else`",
+    "AND": "`and`",
+    "OR": "`or`",
+    "NOT": "`not`",
+    "AS": "`as`",
 }
+
+
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "POWER", "COMPARE", "AND", "OR", "IF", "ELSE"}
+"""Operators that may follow an operand: a hint after one says "an operator" rather than listing them all."""
 
 
 def _describe(token_type: str, value: str | None = None) -> str:
     if token_type in ("NAME", "INT", "DECIMAL", "DIMS") and value:
         return f"`{value}`"
-    if token_type in ("NETWORK", "INPUT", "DEFAULTS", "BLOCK"):
+    if token_type in ("NETWORK", "INPUT", "DEFAULTS", "BLOCK", "DEF"):
         return f"`{(value or token_type).lower()}`"
     if token_type == "_NL":
         return "a new line"
@@ -326,9 +390,13 @@ def _syntax_message(err: UnexpectedInput, text: str = "") -> tuple[str, str | No
         return f"unexpected {_describe(err.token.type, str(err.token.value))} in the input shape", f"write {dims} without spaces"
     assert isinstance(err, UnexpectedToken)
     tok = err.token
-    expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
+    # `accepts` is what the parser would take here; `expected` may hold more (LALR merges states'
+    # lookaheads: after an operand, a new line is "expected" even inside parentheses).
+    expected = set(getattr(err, "accepts", None) or ()) or set(err.expected)
     got = _describe(tok.type, str(tok.value) if tok.type != "$END" else None)
-    words = sorted({_describe(e) for e in expected if not e.startswith("__")})
+    words = sorted({_describe(e) for e in expected if not e.startswith("__") and e not in _OPERATORS})
+    if expected & _OPERATORS:
+        words.append("an operator")
     if tok.type == "$END":
         message = "unexpected end of file"
     else:
@@ -337,7 +405,7 @@ def _syntax_message(err: UnexpectedInput, text: str = "") -> tuple[str, str | No
     if tok.type == "VBAR":
         message = "`|` outside a merge"
         hint = "`|` separates branches inside Add[...], Concat[...] or Mul[...]"
-    elif "INT" in expected and "NAME" in expected and "LPAR" in expected and "LSQB" not in expected and "DECIMAL" not in expected:
+    elif "INT" in expected and "NAME" in expected and "LPAR" in expected and "LSQB" not in expected and "MINUS" not in expected:
         message = "`x` needs a count" if tok.type in ("$END", "_NL", "_SEP", "RSQB", "VBAR") else message
         hint = "write a repetition as `element x 3` or `[a, b]x2`"
     elif tok.type == "NAME" and ("_SEP" in expected or "_NL" in expected):

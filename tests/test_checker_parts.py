@@ -297,3 +297,29 @@ def test_checker_reports_a_shape_error_and_stops_the_branch() -> None:
     result = Checker(ast.Program((ast.InputDecl((3, 8, 8), P), merge)), target).run()
     assert result is None
     assert len(target.diagnostics) == 1 and target.diagnostics[0].message == "Add: branch shapes disagree: 4x6x6, 3x8x8"
+
+
+# -- functions -----------------------------------------------------------------------------
+
+
+def test_functions_part_alone() -> None:
+    from cnndsl.checker.functions import define_functions, function_key, power
+
+    def args(*values: ast.Expr) -> tuple[ast.Arg, ...]:
+        return tuple(ast.Arg(None, v, P) for v in values)
+
+    scope = Scope({"w": 0.5})
+    assert evaluate(ast.FuncCall("make_divisible", args(binop("*", num(40), name("w"))), P), scope, None) == 24
+    test = ast.Compare(name("w"), (("<", num(1)), ("<=", num(1))), P)
+    assert evaluate(ast.Conditional(num(8), test, num(16), P), scope, None) == 8
+    assert evaluate(ast.BoolOp("and", ast.Not(test, P), binop("/", num(1), num(0)), P), scope, None) is False
+    assert power(2, 62, P) == 2**62
+    with pytest.raises(EvalError, match="too large"):
+        power(2, 63, P)
+    body = binop("*", name("c"), name("w"))
+    definition = ast.FuncDef("scale", (ast.Param("c", None, P),), body, P)
+    values = define_functions({"scale": definition}, {"w": 0.5})
+    assert function_key("scale") in values and "scale" not in values
+    assert evaluate(ast.FuncCall("scale", args(num(6)), P), Scope(values), None) == 3.0
+    assert free_names(ast.FuncCall("scale", args(name("k")), P)) == {"k"}
+    assert expr_text(ast.Conditional(num(8), test, num(16), P)) == "8 if w < 1 <= 1 else 16"

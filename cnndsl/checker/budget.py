@@ -9,6 +9,7 @@ expanded. Every refusal is one positioned error, then `Abort`: checking stops at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NoReturn
 
 from .. import ast
@@ -16,7 +17,8 @@ from ..errors import DiagnosticSink, Position
 from ..layers import LayerKind, MergeKind, lookup
 from ..limits import MAX_BLOCK_BINDINGS, MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING
 from ..shapes import Shape
-from .values import Scope, magnitude
+from .functions import whole_count
+from .values import EvalError, Poisoned, Scope, Value, evaluate, free_names, magnitude
 
 MAX_NODES = 4 * MAX_LAYERS
 """Layers and containers together: thousands of empty branches cannot build an unbounded tree either."""
@@ -45,6 +47,9 @@ class Budget:
         self.binding_count = 0
         self.last_pos = Position(1, 1)
         """The last position expansion reached: where a node-budget error without a position points."""
+        self.constants: Mapping[str, Value] = {}
+        """Network parameters (and functions) that no block parameter or repetition index hides:
+        a repetition count made of them only is known before expanding (`set_constants`)."""
         self._min_size_of_block: dict[str, tuple[int, int]] = {}
         self._min_sizes: dict[int, tuple[ast.Element, tuple[int, int]]] = {}
 
@@ -155,6 +160,38 @@ class Budget:
                 scope,
             )
 
+    def set_constants(self, program: ast.Program, network_values: Mapping[str, Value]) -> None:
+        """The network values every repetition count sees as they are (called once, before expanding)."""
+        hidden = {param.name for block in self.blocks.values() for param in block.params}
+        stack: list[object] = list(program.items)
+        while stack:  # the repetition indexes anywhere in the program
+            node = stack.pop()
+            if isinstance(node, ast.Repeat):
+                if node.index_name is not None:
+                    hidden.add(node.index_name)
+                stack.append(node.body)
+            elif isinstance(node, (ast.Labeled, ast.BlockDef)):
+                stack.append(node.body)
+            elif isinstance(node, (ast.Group, ast.Merge)):
+                stack += node.items if isinstance(node, ast.Group) else node.branches
+        self.constants = {name: value for name, value in network_values.items() if name not in hidden}
+
+    def _least_count(self, count: ast.Expr) -> int:
+        """A repetition count known before expanding: a literal, or an expression of network
+        parameters that nothing hides; 0 otherwise (`x 0` builds nothing: 0 is a lower bound)."""
+        if isinstance(count, ast.Number):
+            value: Value = count.value
+        else:
+            names = free_names(count)
+            if names is None or not names <= self.constants.keys():
+                return 0
+            try:
+                value = evaluate(count, Scope(self.constants), None)
+            except (EvalError, Poisoned):
+                return 0  # reported when the repetition is expanded
+        whole = whole_count(value)
+        return max(whole, 0) if whole is not None else 0
+
     def block_min_size(self, block: ast.BlockDef) -> tuple[int, int]:
         """(layers, layers and groups) a call of `block` expands to at least, without expanding it."""
         cached = self._min_size_of_block.get(block.name)
@@ -197,8 +234,7 @@ class Budget:
                 leaves, nodes = saturate(leaves + branch_leaves), saturate(nodes + branch_nodes)
             return leaves, nodes
         if isinstance(el, ast.Repeat):
-            # A count that is a parameter is at least 1.
-            count = el.count.value if isinstance(el.count, ast.Number) and isinstance(el.count.value, int) else 1
+            count = self._least_count(el.count)
             leaves, nodes = self.min_size(el.body, depth + 1)
-            return saturate(leaves * max(count, 1)), saturate(nodes * max(count, 1))
+            return saturate(leaves * count), saturate(nodes * count)
         return 0, 0

@@ -12,10 +12,10 @@ from __future__ import annotations
 import gc
 import sys
 from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from .. import ast
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
@@ -27,6 +27,7 @@ from ..names import module_names
 from ..shapes import Pair, Shape, Window
 from .binding import Binder, Defaults
 from .budget import Abort, Budget
+from .functions import define_functions, whole_count
 from .header import collect_defaults, input_shape, layer_names, network_params, split_program
 from .values import POISON, Scope, Value, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
 
@@ -86,6 +87,9 @@ class Checker:
         self.binder = Binder(sink)
         self._block_infos: dict[str, BlockInfo] = {}
         self._network_values: dict[str, Value] = {}
+        self._unrun_checked: set[int] = set()
+        """The ids of the repetitions (AST nodes, alive during the check) whose body was checked without running it."""
+        """The network's parameters, and the file's functions (`functions.define_functions`)."""
 
     # -- entry point -------------------------------------------------------------------
 
@@ -112,7 +116,8 @@ class Checker:
         self.blocks.update(header.blocks)
         network, input_decl, body = header.network, header.input, header.body
         params = network_params(self.sink, network, self.param_overrides)
-        self._network_values = params
+        self._network_values = define_functions(header.functions, params) if header.functions else params
+        self.budget.set_constants(self.program, self._network_values)
         if header.defaults is not None:
             self.defaults = collect_defaults(self.sink, self.binder, header.defaults)
         shape = input_shape(self.sink, self.budget, input_decl, self.input_override)
@@ -123,10 +128,17 @@ class Checker:
                 "add layers after the header, for example `Conv(32, 3), ReLU`",
             )
             return None
-        scope = Scope(params)
+        scope = Scope(self._network_values)
         state = State(shape)
         children = self._sequence(body, scope, state, "")
         if shape is None or state.shape is None or self.sink.has_errors:
+            return None
+        if self.budget.leaf_count == 0:
+            self.sink.error(
+                "the network has no layers: every element of it is empty or repeated 0 times",
+                body[0].pos,
+                "a network needs at least one layer (`Identity` passes its input through)",
+            )
             return None
         name = network.name if network else self.default_name
         root = self._make_sequence(
@@ -293,16 +305,16 @@ class Checker:
     def _repeat(
         self, el: ast.Repeat, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int
     ) -> Node | None:
-        count = report_errors(self.sink, scope, lambda: evaluate(el.count, scope, state.shape))
-        if count is POISON:
-            count = None
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-            self.sink.error(
-                f"a repetition count must be a whole number of at least 1; got {format_value(count)}",
-                el.count.pos,
-                "for example `[Conv(64, 3), ReLU] x 3`",
-                scope.notes(),
-            )
+        value = report_errors(self.sink, scope, lambda: evaluate(el.count, scope, state.shape))
+        count = None if value is POISON else whole_count(value)
+        if value is not POISON and (count is None or count < 0):
+            if count is None:
+                message = f"a repetition count must be a whole number; got {format_value(plain(value))}"
+                hint = "round it: `x round(...)`, `x floor(...)` or `x ceil(...)`"
+            else:
+                message = f"a repetition count cannot be negative; got {count}"
+                hint = "`x 0` repeats nothing: the repetition passes its input through"
+            self.sink.error(message, el.count.pos, hint, scope.notes())
             count = None
         if count is not None:
             self.budget.check_repeat_count(count, el.count.pos, scope)
@@ -311,18 +323,28 @@ class Checker:
             self.budget.check_repeat(self.budget.leaf_count, per_iteration, count, True, el.pos, scope)
         start = state.shape
         iterations: list[Node] = []
-        for index in range(count or 1):
+        if not count:
+            # Never run (`x 0`), or its count is wrong: the body is still checked, for the mistakes
+            # that do not depend on its input (a misspelt layer), once per repetition in the source:
+            # checks that build nothing would escape the expansion estimate (blocks of `B x 0, B x 0`
+            # would double at each level). `x 0` passes its input through.
+            if id(el) not in self._unrun_checked:
+                self._unrun_checked.add(id(el))
+                unrun = _with_index(scope, el.index_name, POISON)
+                self._element(el.body, unrun, State(None), "0", _join(path, "0"), depth + 1)
+            if count is None:
+                state.shape = None
+                return None
+        for index in range(count):
             before = self.budget.leaf_count
-            node = self._element(el.body, scope, state, str(index), _join(path, str(index)), depth + 1)
+            inner = _with_index(scope, el.index_name, index)
+            node = self._element(el.body, inner, state, str(index), _join(path, str(index)), depth + 1)
             if node is not None:
                 iterations.append(node)
-            if index == 0 and count:
+            if index == 0:
                 self.budget.check_repeat(before, self.budget.leaf_count - before, count, False, el.pos, scope)
-            if state.shape is None or count is None:
+            if state.shape is None:
                 break
-        if count is None:
-            state.shape = None
-            return None
         return self._finish_sequence(name, path, label, el.pos, start, state, iterations, "repeat", f"x {count}")
 
     def _call(self, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None) -> Node | None:
@@ -620,6 +642,14 @@ def _fit_fix(window: Window, sizes: Pair) -> str | None:
         if min(candidate.kernel) >= 1 and fits(candidate):
             return f"{setting('kernel', candidate.kernel)} gives {arithmetic(candidate)}"
     return None
+
+
+def _with_index(scope: Scope, index: str | None, value: Value) -> Scope:
+    """The scope of an iteration of `x N as i`: `i` is the iteration's number (POISON when the body is only checked)."""
+    if index is None:
+        return scope
+    # ChainMap only reads the scope's values: a read-only mapping serves.
+    return Scope(ChainMap({index: value}, cast("MutableMapping[str, Value]", scope.values)), scope.calls)
 
 
 def _join(path: str, name: str) -> str:

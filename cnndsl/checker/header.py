@@ -15,7 +15,21 @@ from ..limits import MAX_NUMBER
 from ..shapes import Shape
 from .binding import Binder, Defaults, owner_name
 from .budget import Budget
-from .values import POISON, Scope, Value, Word, evaluate, magnitude, names_text, parse_value, report_errors, short_repr, suggest
+from .functions import BUILTINS
+from .values import (
+    POISON,
+    Scope,
+    Value,
+    Word,
+    evaluate,
+    free_names,
+    magnitude,
+    names_text,
+    parse_value,
+    report_errors,
+    short_repr,
+    suggest,
+)
 
 
 @dataclass
@@ -26,6 +40,7 @@ class Header:
     input: ast.InputDecl | None = None
     defaults: ast.DefaultsDecl | None = None
     blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
+    functions: dict[str, ast.FuncDef] = field(default_factory=dict)
     body: list[ast.Element] = field(default_factory=list)
 
 
@@ -68,6 +83,8 @@ def split_program(program: ast.Program, sink: DiagnosticSink) -> Header:
         seen_body = True
         if isinstance(item, ast.BlockDef):
             define_block(item, header.blocks, sink)
+        elif isinstance(item, ast.FuncDef):
+            define_function(item, header.functions, sink)
         else:
             header.body.append(item)
     return header
@@ -95,6 +112,38 @@ def define_block(block: ast.BlockDef, blocks: dict[str, ast.BlockDef], sink: Dia
             sink.error(f"parameter `{param.name}` appears twice in block `{block.name}`", param.pos)
         seen.add(param.name)
     blocks[block.name] = block
+
+
+def define_function(function: ast.FuncDef, functions: dict[str, ast.FuncDef], sink: DiagnosticSink) -> None:
+    if function.name in BUILTINS:
+        sink.error(
+            f"`{function.name}` is a built-in function", function.pos, f"choose another name; built in: {', '.join(BUILTINS)}"
+        )
+        return
+    if function.name in functions:
+        first = functions[function.name].pos
+        sink.error(
+            f"function `{function.name}` is defined twice",
+            function.pos,
+            f"the first definition is at line {first.line}, column {first.column}",
+        )
+        return
+    seen: set[str] = set()
+    for param in function.params:
+        if param.name in seen:
+            sink.error(f"parameter `{param.name}` appears twice in function `{function.name}`", param.pos)
+        seen.add(param.name)
+    # A function's value depends only on its arguments and the network's parameters, so that a
+    # block default that calls one with constant arguments is the same at every call.
+    for expr in (function.body, *(p.default for p in function.params if p.default is not None)):
+        for name in sorted(free_names(expr) or ()):
+            if name.lower() == "in_channels" and name not in seen:
+                sink.error(
+                    f"function `{function.name}` reads `in_channels`",
+                    function.pos,
+                    f"pass it as an argument: `def {function.name}(c, ...) = ...` called as `{function.name}(in_channels, ...)`",
+                )
+    functions[function.name] = function
 
 
 def network_params(sink: DiagnosticSink, network: ast.NetworkDecl | None, overrides: Mapping[str, Value]) -> dict[str, Value]:

@@ -172,10 +172,17 @@ def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) 
             result = left // right if isinstance(left, int) and isinstance(right, int) and left % right == 0 else left / right
         elif expr.op == "//":
             result = left // right
-        else:
+        elif expr.op == "%":
             result = left % right
+        else:
+            from .functions import power
+
+            return power(left, right, expr.pos)
         return checked(result, expr.pos)
-    raise AssertionError(f"unknown expression {expr!r}")
+    # Function calls, comparisons, and/or/not and conditionals: checker/functions.py.
+    from .functions import evaluate_extended
+
+    return evaluate_extended(expr, scope, shape, depth)
 
 
 def as_number(value: Value, expr: ast.Expr, scope: Scope) -> int | float:
@@ -185,7 +192,7 @@ def as_number(value: Value, expr: ast.Expr, scope: Scope) -> int | float:
             raise EvalError(
                 f"`{value.text}` is not a value", expr.pos, "a kernel, stride or pad is one number or HxW, such as 3x3"
             )
-        names = [name for name, v in scope.values.items() if v is not POISON] + ["in_channels"]
+        names = [name for name, v in scope.values.items() if v is not POISON and name.isidentifier()] + ["in_channels"]
         hint = suggest(value.text, names) or (f"names here: {names_text(names)}" if names else None)
         raise EvalError(f"unknown name `{value.text}`", expr.pos, hint)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -229,6 +236,10 @@ def free_names(expr: ast.Expr) -> set[str] | None:
             stack += [(node.first, depth + 1), (node.second, depth + 1)]
         elif isinstance(node, ast.BinOp):
             stack += [(node.left, depth + 1), (node.right, depth + 1)]
+        elif not isinstance(node, ast.Number):
+            from .functions import sub_expressions
+
+            stack += [(operand, depth + 1) for operand in sub_expressions(node)]
     return names
 
 
@@ -248,7 +259,11 @@ def expr_text(expr: ast.Expr, depth: int = 0) -> str:
         return f"-{expr_text(expr.operand, depth + 1)}"
     if isinstance(expr, ast.Pair):
         return f"({expr_text(expr.first, depth + 1)}, {expr_text(expr.second, depth + 1)})"
-    return f"{expr_text(expr.left, depth + 1)} {expr.op} {expr_text(expr.right, depth + 1)}"
+    if isinstance(expr, ast.BinOp):
+        return f"{expr_text(expr.left, depth + 1)} {expr.op} {expr_text(expr.right, depth + 1)}"
+    from .functions import extended_text
+
+    return extended_text(expr, depth)
 
 
 def call_text(call: ast.Call) -> str:
