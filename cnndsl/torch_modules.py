@@ -108,7 +108,8 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)
-        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        weight, bias = self.weight, self.bias
+        x = nn.functional.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
 
