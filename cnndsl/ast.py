@@ -83,13 +83,22 @@ class Repeat(NamedTuple):
     pos: Position
 
 
+class Reference(NamedTuple):
+    """`@name`: the tensor of the earlier element labelled `name` (`@input`: the body's input);
+    `@name*` (`every`): the output of every iteration of the labelled repetition, as merge branches."""
+
+    label: str
+    every: bool
+    pos: Position
+
+
 class Labeled(NamedTuple):
     label: str
     body: Element
     pos: Position
 
 
-Element = Call | Group | Merge | Repeat | Labeled
+Element = Call | Group | Merge | Repeat | Labeled | Reference
 
 
 # -- declarations -------------------------------------------------------------------
@@ -112,6 +121,18 @@ class InputDecl(NamedTuple):
     pos: Position
 
 
+class OutputName(NamedTuple):
+    label: str
+    pos: Position
+
+
+class OutputDecl(NamedTuple):
+    """`output a, b`: the network returns the tensors labelled `a` and `b`, in that order."""
+
+    names: tuple[OutputName, ...]
+    pos: Position
+
+
 class DefaultsDecl(NamedTuple):
     calls: tuple[Call, ...]
     pos: Position
@@ -124,7 +145,7 @@ class BlockDef(NamedTuple):
     pos: Position
 
 
-Declaration = NetworkDecl | InputDecl | DefaultsDecl | BlockDef
+Declaration = NetworkDecl | InputDecl | OutputDecl | DefaultsDecl | BlockDef
 
 
 class Program(NamedTuple):
