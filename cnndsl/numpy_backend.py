@@ -16,7 +16,6 @@ Weights are keyed exactly like the PyTorch module's state_dict: `f"{layer.path}.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

@@ -124,7 +124,7 @@ class _Graph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         values: dict[int, torch.Tensor] = {0: x}
-        for (path, merge, inputs, output), done in zip(self.steps, self.free_after):
+        for (path, merge, inputs, output), done in zip(self.steps, self.free_after, strict=True):
             xs = [values[r] for r in inputs]
             if merge == "Concat":
                 y = torch.cat(xs, dim=1)
