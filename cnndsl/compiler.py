@@ -45,14 +45,21 @@ def export_onnx(network: Network, seed: int | None = None, weights: Weights | No
     torch = _require_torch(network, "the onnx target")
     module = network.to_torch(seed=seed, weights=weights).eval()
     example = torch.zeros(2, *network.input_shape)  # batch 2: a batch of 1 would be specialised
-    names = {"input_names": ["input"], "output_names": ["output"]}
+    # One graph output per network output, named by its label (`output` without an `output` line).
+    outputs = [name if name != "input" else "input_output" for name in network.output_names]
+    names = {"input_names": ["input"], "output_names": outputs}
     errors: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the deprecation notice is not the user's concern
         try:
             buffer = io.BytesIO()
             torch.onnx.export(
-                module, (example,), buffer, dynamo=False, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names
+                module,
+                (example,),
+                buffer,
+                dynamo=False,
+                dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
+                **names,
             )
             return buffer.getvalue()
         except Exception as err:  # exporter failures come in many types; each becomes one message
