@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import CnnDslError
-from .ir import Layer, Node, Parallel, Reference, Sequence, walk
+from .ir import Node, Parallel, Reference, Sequence, walk
+from .layers import MergeKind
 from .layers.base import TorchCall
 from .limits import MAX_FIT_LAYERS
-from .layers import MergeKind
 from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion, shared_tensors
 
 if TYPE_CHECKING:
