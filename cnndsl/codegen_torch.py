@@ -537,6 +537,14 @@ def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
             names[register] = name
         return names[register]
 
+    read = {register for step in flow.steps for register in step.inputs} | set(flow.outputs)
+
+    def assign(register: int, node: Node, expression: str, shape: object) -> str:
+        # A tensor that nothing reads is still computed (BatchNorm's statistics move in training), unnamed.
+        if register not in read:
+            return f"        {expression}  # {shape}, read by nothing"
+        return f"        {name_for(register, node)} = {expression}  # {shape}"
+
     lines: list[str] = []
     steps = iter(flow.steps)
     for child in network.root.children:
@@ -546,15 +554,14 @@ def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
             continue  # the next element reads the reference's source directly
         inner = [node for node, _ in walk(child) if node is not child]
         if not any(isinstance(node, Reference) or node in shared for node in inner):
-            source, target = names[flow.consumed[child]], name_for(flow.produced[child], child)
-            lines.append(f"        {target} = {modules[child]}({source})  # {child.out_shape}")
+            source = names[flow.consumed[child]]
+            lines.append(assign(flow.produced[child], child, f"{modules[child]}({source})", child.out_shape))
             continue
         for step in own:
             layer = step.layer
             owner: Node = layer
             if isinstance(layer.kind, MergeKind):  # the merge's tensor is its Parallel's: the label is there
                 owner = next(node for node in [child, *inner] if isinstance(node, Parallel) and node.merge is layer)
-            target = name_for(step.output, owner)
             inputs = [names[r] for r in step.inputs]
             if isinstance(layer.kind, MergeKind):
                 if layer.kind.name == "Concat":
@@ -563,7 +570,7 @@ def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
                     expression = (" + " if layer.kind.name == "Add" else " * ").join(inputs)
             else:
                 expression = f"{modules[layer]}({inputs[0]})"
-            lines.append(f"        {target} = {expression}  # {layer.out_shape}")
+            lines.append(assign(step.output, owner, expression, layer.out_shape))
     results = [names[r] for r in flow.outputs]
     lines.append(f"        return {', '.join(results)}")
     return lines
