@@ -6,6 +6,7 @@ backend that needs a `Network` does not load Lark and cannot call back into chec
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,7 @@ class Network:
         self.layers: list[Layer] = list(root.leaves())
         self.outputs: list[Reference] | None = outputs
         """The `output` line's tensors, in order; None when the network returns its last element's."""
+        self._program: Program | None = None
 
     @property
     def output_shape(self) -> Shape:
@@ -90,14 +92,16 @@ class Network:
         """Every output's label (`output` for a network without an `output` line)."""
         return [ref.name for ref in self.outputs] if self.outputs else ["output"]
 
-    @property
+    @cached_property
     def is_graph(self) -> bool:
         """Whether the data flow leaves the tree: a reference (`@name`) or an `output` line."""
         return self.outputs is not None or any(isinstance(node, Reference) for node, _ in walk(self.root))
 
     def program(self) -> Program:
-        """The data flow as steps on registers, with the outputs' registers (see cnndsl.ir.program)."""
-        return program(self.root, self.outputs)
+        """The data flow as steps on registers, with the outputs' registers (see cnndsl.ir.program); made once."""
+        if self._program is None:
+            self._program = program(self.root, self.outputs)
+        return self._program
 
     @property
     def params(self) -> int:

@@ -197,3 +197,22 @@ def test_numpy_backward_wants_one_gradient_per_output() -> None:
     model.forward(np.zeros((1, 3, 16, 16), np.float32), grad=True)
     with pytest.raises(cnndsl.CnnDslError, match="2 outputs: backward needs a sequence"):
         model.backward(np.zeros((1, 2, 4, 4), np.float32))
+
+
+SEVERAL = "input 3x8x8\noutput logits, s\ns: Conv(4, 3, pad=1)\nGlobalAvgPool, flatten\nlogits: FC(10)\n"
+
+
+def test_run_shows_the_first_output_and_train_refuses_an_output_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+
+    path = tmp_path / "several.cnn"
+    path.write_text(SEVERAL, encoding="utf-8")
+    for backend in ("numpy", "torch"):
+        result = CliRunner().invoke(main, ["run", str(path), "--backend", backend])
+        assert result.exit_code == 0, result.output
+        assert "output 1x10" in result.output
+    result = CliRunner().invoke(main, ["train", str(path), "--data", "synthetic"])
+    assert result.exit_code != 0 and "training does not yet read networks with an `output` line" in result.output
+    assert "Traceback" not in result.output
