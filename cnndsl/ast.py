@@ -122,13 +122,22 @@ class Repeat(NamedTuple):
     """`x N as i`: the name that holds the iteration's number (0 to N - 1) in the body."""
 
 
+class Reference(NamedTuple):
+    """`@name`: the tensor of the earlier element labelled `name` (`@input`: the body's input);
+    `@name*` (`every`): the output of every iteration of the labelled repetition, as merge branches."""
+
+    label: str
+    every: bool
+    pos: Position
+
+
 class Labeled(NamedTuple):
     label: str
     body: Element
     pos: Position
 
 
-Element = Call | Group | Merge | Repeat | Labeled
+Element = Call | Group | Merge | Repeat | Labeled | Reference
 
 
 # -- declarations -------------------------------------------------------------------
@@ -148,6 +157,18 @@ class NetworkDecl(NamedTuple):
 
 class InputDecl(NamedTuple):
     dims: tuple[int, ...]
+    pos: Position
+
+
+class OutputName(NamedTuple):
+    label: str
+    pos: Position
+
+
+class OutputDecl(NamedTuple):
+    """`output a, b`: the network returns the tensors labelled `a` and `b`, in that order."""
+
+    names: tuple[OutputName, ...]
     pos: Position
 
 
@@ -172,7 +193,7 @@ class FuncDef(NamedTuple):
     pos: Position
 
 
-Declaration = NetworkDecl | InputDecl | DefaultsDecl | BlockDef | FuncDef
+Declaration = NetworkDecl | InputDecl | OutputDecl | DefaultsDecl | BlockDef | FuncDef
 
 
 class Program(NamedTuple):

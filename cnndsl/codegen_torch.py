@@ -3,7 +3,9 @@
 The file imports only torch. It defines the network as `class <Name>(nn.Module)` whose
 constructor takes the network's parameters as keyword arguments, builds named submodules
 that mirror the IR exactly (so its state_dict keys equal `cnndsl.Network.to_torch()`'s),
-and has a plain `forward` with one line per top-level element and shape comments. The
+and has a plain `forward` with one line per top-level element and shape comments (a network
+with references or several outputs names its tensors: one line per element, or per layer
+and merge inside an element that reads a reference, `return head, e2` at the end). The
 module tree is `cnndsl.torch_plan.build_plan`'s, the one the in-memory module is built
 from; the helpers the plan names (`ModulePlan.helpers`) are copied from torch_modules.py.
 
@@ -33,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import CnnDslError
-from .ir import Sequence, walk
+from .ir import Node, Parallel, Reference, Sequence, walk
+from .layers import MergeKind
 from .layers.base import TorchCall
 from .limits import MAX_FIT_LAYERS
-from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion
+from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion, shared_tensors
 
 if TYPE_CHECKING:
     from .network import Network
@@ -499,11 +502,101 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
     lines += init_lines
     if preprocess is not None:
         lines += preprocess_lines(preprocess, len(network.input_shape) + 1)
-    lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
+    several = network.outputs is not None and len(network.outputs) > 1
+    returns = "tuple[torch.Tensor, ...]" if several else "torch.Tensor"
+    lines += ["", f"    def forward(self, x: torch.Tensor) -> {returns}:"]
     if preprocess is not None:
         lines.append("        x = (x - self.input_mean) / self.input_std")
+    if network.is_graph:
+        lines += graph_forward(network, plan)
+        return "\n".join(lines) + "\n"
     for attr, child in zip(attrs, plan.children, strict=True):
         target = f"self.{attr}" if attr.isidentifier() else f"getattr(self, {quoted(attr)})"
         lines.append(f"        x = {target}(x)  # {child.node.out_shape}")
     lines.append("        return x")
     return "\n".join(lines) + "\n"
+
+
+def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
+    """`forward`'s body for a network whose data flow leaves the tree: named tensors, as a person writes a U-Net.
+
+    A top-level element that holds no reference and none of whose inner tensors is read
+    again runs as one call (its container's forward is exact); any other is written out
+    one layer or merge per line. Labelled tensors take their label's name.
+    """
+    flow = network.program()
+    shared = shared_tensors(network)
+    modules = module_expressions(plan)
+    names = {0: "x"}
+    taken = {"x", "self", "torch", "nn"}
+
+    def name_for(register: int, node: Node) -> str:
+        if register not in names:
+            base = identifier(node.label, "t") if node.label is not None else f"x{len(names)}"
+            name = base
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            names[register] = name
+        return names[register]
+
+    read = {register for step in flow.steps for register in step.inputs} | set(flow.outputs)
+
+    def assign(register: int, node: Node, expression: str, shape: object) -> str:
+        # A tensor that nothing reads is still computed (BatchNorm's statistics move in training), unnamed.
+        if register not in read:
+            return f"        {expression}  # {shape}, read by nothing"
+        return f"        {name_for(register, node)} = {expression}  # {shape}"
+
+    lines: list[str] = []
+    steps = iter(flow.steps)
+    for child in network.root.children:
+        leaves = sum(1 for _ in child.leaves())
+        own = [next(steps) for _ in range(leaves)]
+        if isinstance(child, Reference):
+            continue  # the next element reads the reference's source directly
+        inner = [node for node, _ in walk(child) if node is not child]
+        if not any(isinstance(node, Reference) or node in shared for node in inner):
+            source = names[flow.consumed[child]]
+            lines.append(assign(flow.produced[child], child, f"{modules[child]}({source})", child.out_shape))
+            continue
+        for step in own:
+            layer = step.layer
+            owner: Node = layer
+            if isinstance(layer.kind, MergeKind):  # the merge's tensor is its Parallel's: the label is there
+                owner = next(node for node in [child, *inner] if isinstance(node, Parallel) and node.merge is layer)
+            inputs = [names[r] for r in step.inputs]
+            if isinstance(layer.kind, MergeKind):
+                if layer.kind.name == "Concat":
+                    expression = f"torch.cat([{', '.join(inputs)}], dim=1)"
+                else:
+                    expression = (" + " if layer.kind.name == "Add" else " * ").join(inputs)
+            else:
+                expression = f"{modules[layer]}({inputs[0]})"
+            lines.append(assign(step.output, owner, expression, layer.out_shape))
+    results = [names[r] for r in flow.outputs]
+    lines.append(f"        return {', '.join(results)}")
+    return lines
+
+
+def module_expressions(plan: ModulePlan) -> dict[Node, str]:
+    """How `forward` reaches each node's module: `self.e1[0]`, `getattr(self, "5")`, ..."""
+    found: dict[Node, str] = {}
+    stack: list[tuple[ModulePlan, str]] = [(child, "self") for child in plan.children]
+    parents = {id(child): plan for child in plan.children}
+    while stack:
+        current, parent_expr = stack.pop()
+        parent = parents[id(current)]
+        if current.name.isidentifier() and not keyword.iskeyword(current.name):
+            expr = f"{parent_expr}.{current.name}"
+        elif parent.call.name == SEQUENTIAL and parent is not plan:  # indices 0, 1, ...: nn.Sequential's own
+            expr = f"{parent_expr}[{current.name}]"
+        else:
+            expr = f"getattr({parent_expr}, {quoted(current.name)})"
+        found[current.node] = expr
+        if isinstance(current.node, Parallel):
+            found[current.node.merge] = expr
+        for child in current.children:
+            parents[id(child)] = current
+            stack.append((child, expr))
+    return found

@@ -59,7 +59,9 @@ def export_onnx(
     torch = _require_torch(network, "the onnx target")
     module = network.to_torch(seed=seed, weights=weights, allow_partial=allow_partial).eval()
     example = torch.zeros(2, *network.input_shape)  # batch 2: a batch of 1 would be specialised
-    names = {"input_names": ["input"], "output_names": ["output"]}
+    # One graph output per network output, named by its label (`output` without an `output` line).
+    outputs = [name if name != "input" else "input_output" for name in network.output_names]
+    names = {"input_names": ["input"], "output_names": outputs}
     errors: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the deprecation notice is not the user's concern
@@ -70,7 +72,7 @@ def export_onnx(
                 (example,),
                 buffer,
                 dynamo=False,
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
                 opset_version=opset,
                 training=torch.onnx.TrainingMode.PRESERVE,
                 **names,

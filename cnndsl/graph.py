@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import graphviz
 
 from .files import atomic_write, same_file
-from .ir import Layer, Node, Parallel, Sequence
+from .ir import Layer, Node, Parallel, Reference, Sequence, walk
 from .layers.channel import Identity
 from .limits import DOT_TIMEOUT_S, MAX_DRAWN_MERGE_NESTING, MAX_DRAWN_NODES, MAX_DRAWN_RANK_WIDTH, MAX_PNG_DPI
 from .shapes import Shape
@@ -135,8 +135,12 @@ class _Edge:
     attrs: dict[str, str] = field(default_factory=dict)
 
 
-Ends = list[tuple[str, Shape]]
-"""The nodes whose outputs feed what is drawn next, each with the shape it produces."""
+Ends = list[tuple[str, Shape, bool]]
+"""The nodes whose outputs feed what is drawn next, each with the shape it produces and
+whether it arrives through a reference (`@name`: drawn as a skip edge)."""
+
+SKIP_EDGE = {"style": "dashed", "color": "#1f5fa8", "fontcolor": "#1f5fa8"}
+"""A reference's edge: from the referenced tensor to where it is read."""
 
 
 def _is_unit(node: Node) -> bool:
@@ -180,6 +184,11 @@ class _Builder:
         self.groups: list[str] = []
         """Graphviz `group`s of the branches being drawn: dot keeps a group's nodes in one
         straight column, so each branch of a merge reads as its own lane."""
+        self.outputs: dict[Node, Ends] = {}
+        """What each drawn node's output is drawn as (a reference's source is looked up here);
+        the nodes inside a collapsed box map to the box."""
+        self.inputs: dict[Node, Ends] = {}
+        """The ends feeding each body (network, block call): what `@input` reads."""
         self.merge_depth = 0
         self.max_merge_depth = 0
         """Deepest nesting of drawn merges: dot's layout time explodes with it (long edges crossing)."""
@@ -195,8 +204,8 @@ class _Builder:
         return node_id
 
     def connect(self, ends: Ends, head: str) -> None:
-        for tail, shape in ends:
-            self.edges.append(_Edge(tail, head, shape_text(shape)))
+        for tail, shape, skip in ends:
+            self.edges.append(_Edge(tail, head, shape_text(shape), dict(SKIP_EDGE) if skip else {}))
 
     @contextmanager
     def cluster(self, label: str, attrs: dict[str, str]) -> Iterator[None]:
@@ -217,19 +226,32 @@ class _Builder:
             f"<b>input</b><br/>{_html(shape_text(net.input_shape))}",
             {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#e8e8e8", "color": "#111111", "penwidth": "2"},
         )
-        ends = self.draw_children(net.root, [(start, net.input_shape)], 0)
-        out = self.add_node(
-            f"<b>output</b><br/>{_html(shape_text(net.output_shape))}",
-            {
-                "shape": "box",
-                "style": "rounded,filled,bold",
-                "fillcolor": "#e8e8e8",
-                "color": "#111111",
-                "penwidth": "2",
-                "peripheries": "2",
-            },
+        self.inputs[net.root] = [(start, net.input_shape, False)]
+        ends = self.draw_children(net.root, [(start, net.input_shape, False)], 0)
+        outputs = (
+            [(name, self.reference_ends(ref)) for name, ref in zip(net.output_names, net.outputs, strict=True)]
+            if net.outputs is not None
+            else [("output", ends)]
         )
-        self.connect(ends, out)
+        for name, feeding in outputs:
+            shape = feeding[0][1] if feeding else net.output_shape
+            out = self.add_node(
+                f"<b>{_html(name)}</b><br/>{_html(shape_text(shape))}",
+                {
+                    "shape": "box",
+                    "style": "rounded,filled,bold",
+                    "fillcolor": "#e8e8e8",
+                    "color": "#111111",
+                    "penwidth": "2",
+                    "peripheries": "2",
+                },
+            )
+            self.connect([(tail, shape, False) for tail, shape, _ in feeding], out)
+
+    def reference_ends(self, ref: Reference) -> Ends:
+        """What a reference reads, as drawn: its source's output (or a body's input), arriving as a skip edge."""
+        ends = self.inputs.get(ref.source, []) if ref.of_input else self.outputs.get(ref.source, [])
+        return [(tail, shape, True) for tail, shape, _ in ends]
 
     def widest_rank(self) -> int:
         """The most boxes and edges passing one level of the layout (dot places each edge that skips
@@ -259,11 +281,20 @@ class _Builder:
         return ends
 
     def draw(self, node: Node, ends: Ends, level: int) -> Ends:
+        ends = self.draw_node(node, ends, level)
+        self.outputs[node] = ends
+        return ends
+
+    def draw_node(self, node: Node, ends: Ends, level: int) -> Ends:
+        if isinstance(node, Reference):
+            return self.reference_ends(node)
         if isinstance(node, Layer):
             return self.draw_layer(node, ends)
         if isinstance(node, Parallel):
             return self.draw_parallel(node, ends, level)
         assert isinstance(node, Sequence)
+        if node.role == "block":
+            self.inputs[node] = ends
         if _is_unit(node):
             if level >= self.depth:
                 return self.draw_collapsed(node, ends)
@@ -318,7 +349,11 @@ class _Builder:
             attrs["style"] = "rounded,filled,bold"
         node_id = self.add_node("<br/>".join(lines), attrs)
         self.connect(ends, node_id)
-        return [(node_id, seq.out_shape)]
+        drawn: Ends = [(node_id, seq.out_shape, False)]
+        if self.network.is_graph:  # a reference to a label inside the box reads the box
+            for inner, _ in walk(seq):
+                self.outputs[inner] = drawn
+        return drawn
 
     def draw_layer(self, layer: Layer, ends: Ends) -> Ends:
         if _is_identity(layer):
@@ -337,7 +372,7 @@ class _Builder:
             {"shape": "box", "style": style, "fillcolor": fill, "color": border, "tooltip": _plain(layer.path)},
         )
         self.connect(ends, node_id)
-        return [(node_id, layer.out_shape)]
+        return [(node_id, layer.out_shape, False)]
 
     def draw_parallel(self, par: Parallel, ends: Ends, level: int) -> Ends:
         def body() -> Ends:
@@ -366,7 +401,7 @@ class _Builder:
                 },
             )
             self.connect(branch_ends, merge_id)
-            return [(merge_id, merge.out_shape)]
+            return [(merge_id, merge.out_shape, False)]
 
         if par.label is not None:
             with self.cluster(f"<b>{_html(par.label)}</b>", {"style": "rounded,dashed", "color": "#666666"}):

@@ -3,7 +3,14 @@
 A tree of nodes. Every node knows its module path (which is also its PyTorch module
 path and state_dict prefix), its input and output shapes, its totals and its source
 position. Leaves are `Layer`s; `Sequence`s run their children in order; a `Parallel`
-runs its branches on the same input and combines them with its merge layer.
+runs its branches on the same input and combines them with its merge layer; a
+`Reference` (`@name`) yields the tensor of an earlier node instead of its input.
+
+The tree says what reads what: a node reads its input (the previous sibling's output, or
+its parent's input for a first child), except a Reference, which reads its source. The
+data edges that follow are explicit in `program` (every step with the steps it reads),
+which every backend runs or prints: the NumPy register machine, the torch module of a
+network that is a graph, the generated `forward`, the summary's and drawing's skip edges.
 """
 
 from __future__ import annotations
@@ -60,6 +67,25 @@ class Layer(Node):
         return 0 if self.kind.is_view else self.out_shape.numel
 
 
+@dataclass(eq=False)
+class Reference(Node):
+    """`@name`: the output of `source` (with `of_input`, the input of `source`, a body: `@input`).
+
+    It has no module and no state; in a sequence, what follows continues from its tensor.
+    """
+
+    source: Node = field(default=None)  # type: ignore[assignment]
+    of_input: bool = False
+
+    def leaves(self) -> Iterator[Layer]:
+        return iter(())
+
+    @property
+    def target_text(self) -> str:
+        """`@label` as written (the source's label, or `input`)."""
+        return "@input" if self.of_input else f"@{self.source.label or self.source.path}"
+
+
 SequenceRole = Literal["network", "group", "block", "repeat"]
 
 
@@ -109,3 +135,78 @@ def walk(node: Node) -> Iterator[tuple[Node, int]]:
         current, depth = stack.pop()
         yield current, depth
         stack.extend((child, depth + 1) for child in reversed(current.children_nodes()))
+
+
+@dataclass(eq=False)
+class Step:
+    """One step of a network's data flow: a layer or a merge, the registers it reads, the one it writes."""
+
+    layer: Layer
+    inputs: list[int]
+    output: int
+
+
+@dataclass
+class Program:
+    """The data flow of a network as steps on numbered registers (register 0 is the network input).
+
+    `produced` maps every node to the register of its output and `consumed` to the register it
+    reads: the explicit data edges (a Reference's `consumed` is its source's register).
+    """
+
+    steps: list[Step]
+    outputs: list[int]
+    produced: dict[Node, int]
+    consumed: dict[Node, int]
+    register_count: int
+
+    def reads(self, node: Node) -> list[int]:
+        """The registers a node reads: its input; a merge, each branch's output."""
+        if isinstance(node, Parallel):
+            return [self.produced[branch] for branch in node.branches]
+        return [self.consumed[node]]
+
+
+def program(root: Sequence, outputs: list[Reference] | None = None) -> Program:
+    """The steps in execution order (iteratively: trees can be deep); `outputs` default to the root's output."""
+    steps: list[Step] = []
+    produced: dict[Node, int] = {}
+    consumed: dict[Node, int] = {}
+    counter = 0
+    # An explicit stack of (node, phase): phase 0 enters a node, phase 1 finishes it.
+    stack: list[tuple[Node, int]] = [(root, 0)]
+    current = 0  # the register flowing along the current sequence
+    while stack:
+        node, phase = stack.pop()
+        if phase == 0:
+            consumed[node] = current
+            if isinstance(node, Reference):
+                current = consumed[node.source] if node.of_input else produced[node.source]
+                produced[node] = current
+                continue
+            if isinstance(node, Layer):
+                counter += 1
+                steps.append(Step(node, [current], counter))
+                current = produced[node] = counter
+                continue
+            stack.append((node, 1))
+            if isinstance(node, Parallel):
+                for branch in reversed(node.branches):
+                    stack.append((branch, 0))
+                    stack.append((node, 2))  # phase 2: the branch starts from the merge's input
+            else:
+                assert isinstance(node, Sequence)
+                stack.extend((child, 0) for child in reversed(node.children))
+        elif phase == 2:
+            current = consumed[node]
+        elif isinstance(node, Parallel):
+            counter += 1
+            steps.append(Step(node.merge, [produced[branch] for branch in node.branches], counter))
+            current = produced[node] = produced[node.merge] = counter
+            consumed[node.merge] = consumed[node]
+        else:
+            produced[node] = current
+    registers = (
+        [consumed[ref.source] if ref.of_input else produced[ref.source] for ref in outputs] if outputs else [produced[root]]
+    )
+    return Program(steps, registers, produced, consumed, counter + 1)

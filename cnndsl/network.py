@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import Diagnostic, SourceText, error
-from .ir import Layer, Sequence
+from .ir import Layer, Program, Reference, Sequence, program, walk
 from .shapes import Pair, Shape
 from .summary import DEFAULT_COLUMNS, DEFAULT_DEPTH
 
@@ -62,6 +63,7 @@ class Network:
         diagnostics: list[Diagnostic],
         filename: str,
         source: str = "",
+        outputs: list[Reference] | None = None,
     ) -> None:
         self.name = name
         self.input_shape = input_shape
@@ -74,10 +76,35 @@ class Network:
         """The checked text: diagnostics quote its lines, and code generation re-checks it
         with other parameter values to see how each parameter reaches the layers."""
         self.layers: list[Layer] = list(root.leaves())
+        self.outputs: list[Reference] | None = outputs
+        """The `output` line's tensors, in order; None when the network returns its last element's."""
+        self._program: Program | None = None
 
     @property
     def output_shape(self) -> Shape:
-        return self.root.out_shape
+        """The (first) output's shape."""
+        return self.output_shapes[0]
+
+    @property
+    def output_shapes(self) -> list[Shape]:
+        """Every output's shape, in order (one, unless an `output` line lists several)."""
+        return [ref.out_shape for ref in self.outputs] if self.outputs else [self.root.out_shape]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Every output's label (`output` for a network without an `output` line)."""
+        return [ref.name for ref in self.outputs] if self.outputs else ["output"]
+
+    @cached_property
+    def is_graph(self) -> bool:
+        """Whether the data flow leaves the tree: a reference (`@name`) or an `output` line."""
+        return self.outputs is not None or any(isinstance(node, Reference) for node, _ in walk(self.root))
+
+    def program(self) -> Program:
+        """The data flow as steps on registers, with the outputs' registers (see cnndsl.ir.program); made once."""
+        if self._program is None:
+            self._program = program(self.root, self.outputs)
+        return self._program
 
     @property
     def params(self) -> int:

@@ -1,9 +1,11 @@
 """The NumPy backend: run and train a checked network with NumPy alone (no torch).
 
-`Network.to_numpy()` compiles the IR tree into a flat program: every Layer and every merge
-becomes one op that reads numbered registers and writes one (the network input is
-register 0). Forward runs the ops in order; backward runs them in reverse, summing the
-gradients of registers that several branches read. The kernels themselves live with the
+`Network.to_numpy()` runs the network's data flow (`cnndsl.ir.program`): every Layer and
+every merge is one step that reads numbered registers and writes one (the network input
+is register 0; a reference `@name` reads its source's register). Forward runs the steps
+in order and returns the output registers (a tuple when an `output` line lists several);
+backward runs them in reverse, summing the gradients of registers that several steps
+(branches, references, outputs) read. The kernels themselves live with the
 layer kinds (`np_forward` / `np_backward` in cnndsl/layers), so this module only moves
 arrays around, tracks which arrays a layer may overwrite, and frees each activation as
 soon as its last reader has run.
@@ -14,14 +16,13 @@ Weights are keyed exactly like the PyTorch module's state_dict: `f"{layer.path}.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import error
-from .ir import Layer, Node, Parallel, Sequence
+from .ir import Layer
 from .layers import MergeKind
 from .network import check_seed
 from .numpy_ops import NpContext, Scratch, Tensors, TorchRandom
@@ -44,38 +45,6 @@ def _listing(keys: list[str]) -> str:
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape) if shape else "a scalar"
-
-
-@dataclass
-class Op:
-    """One step of the compiled program: a layer (one input) or a merge (one input per branch)."""
-
-    layer: Layer
-    inputs: list[int]
-    output: int
-
-
-def compile_program(root: Sequence) -> tuple[list[Op], int]:
-    """The ops in execution order and the register holding the network output."""
-    ops: list[Op] = []
-    counter = [0]
-
-    def emit(node: Node, register: int) -> int:
-        if isinstance(node, Layer):
-            counter[0] += 1
-            ops.append(Op(node, [register], counter[0]))
-            return counter[0]
-        if isinstance(node, Parallel):
-            outputs = [emit(branch, register) for branch in node.branches]
-            counter[0] += 1
-            ops.append(Op(node.merge, outputs, counter[0]))
-            return counter[0]
-        assert isinstance(node, Sequence)
-        for child in node.children:
-            register = emit(child, register)
-        return register
-
-    return ops, emit(root, 0)
 
 
 class NumpyModel:
@@ -121,12 +90,15 @@ class NumpyModel:
                     network,
                     layer.pos,
                 )
-        self.ops, self.output_register = compile_program(network.root)
-        self.uses = [0] * (self.output_register + 1)
+        program = network.program()
+        self.ops = program.steps
+        self.output_registers = program.outputs
+        self.uses = [0] * program.register_count
         for op in self.ops:
             for register in op.inputs:
                 self.uses[register] += 1
-        self.uses[self.output_register] += 1  # the caller reads it: never overwrite or free it
+        for register in self.output_registers:
+            self.uses[register] += 1  # the caller reads it: never overwrite or free it
         seed = check_seed(seed, network.filename)
         # Initial weights come from PyTorch's generator definition (TorchRandom), so that a seed
         # means one initial state in every backend; Dropout draws from its own stream.
@@ -209,11 +181,12 @@ class NumpyModel:
         check_batch(self.network, array.shape[0], self.dtype.itemsize, "numpy", check_free=False)
         return array
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any) -> Any:
         return self.forward(x)
 
-    def forward(self, x: Any, train: bool = False, grad: bool = False) -> np.ndarray:
-        """The output for a batch (N, *input). `grad=True` keeps what `backward` needs."""
+    def forward(self, x: Any, train: bool = False, grad: bool = False) -> Any:
+        """The output for a batch (N, *input): an array, or a tuple of arrays in the `output` line's order
+        when it lists several. `grad=True` keeps what `backward` needs."""
         x = self.check_input(x)
         values: dict[int, np.ndarray] = {0: x}
         owned = {0: False}  # never overwrite the caller's array
@@ -245,18 +218,44 @@ class NumpyModel:
             if tape is not None:
                 tape.append(ctx)
         self._tape = tape
-        y = values[self.output_register]
-        return y.copy() if np.may_share_memory(y, x) else y
+        outputs = [values[r] for r in self.output_registers]
+        outputs = [y.copy() if np.may_share_memory(y, x) else y for y in outputs]
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
 
     def backward(self, dy: Any, input_grad: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-        """(d input, parameter gradients keyed like state_dict) for the last `forward(..., grad=True)`."""
+        """(d input, parameter gradients keyed like state_dict) for the last `forward(..., grad=True)`.
+
+        `dy` is the gradient of the output; with several outputs, a sequence of one gradient
+        per output, in order (None for an output that the loss does not read). A layer whose
+        output reaches no output gets zero gradients."""
         if self._tape is None:
             raise error("backward needs a forward pass with grad=True first", where="<numpy>")
-        dy = np.asarray(dy, dtype=self.dtype)
-        grads: dict[int, np.ndarray] = {self.output_register: dy}
-        fresh = {self.output_register: False}
+        if len(self.output_registers) > 1:
+            if not isinstance(dy, (tuple, list)) or len(dy) != len(self.output_registers):
+                raise error(
+                    f"the network has {len(self.output_registers)} outputs: backward needs a sequence of as many gradients",
+                    "pass one array per output, in the `output` line's order (None for an output without gradient)",
+                    "<numpy>",
+                )
+            given = list(dy)
+        else:
+            given = [dy]
+        grads: dict[int, np.ndarray] = {}
+        fresh: dict[int, bool] = {}
+        for register, gradient in zip(self.output_registers, given, strict=True):
+            if gradient is None:
+                continue
+            gradient = np.asarray(gradient, dtype=self.dtype)
+            if register in grads:  # two outputs name one tensor
+                grads[register] = grads[register] + gradient
+                fresh[register] = True
+            else:
+                grads[register], fresh[register] = gradient, False
         param_grads: dict[str, np.ndarray] = {}
         for op, ctx in zip(reversed(self.ops), reversed(self._tape), strict=True):
+            if op.output not in grads:  # read by nothing that reaches an output
+                ctx.saved.clear()
+                continue
             g = grads.pop(op.output)
             layer = op.layer
             ctx.need_dx = input_grad or 0 not in op.inputs
@@ -280,6 +279,10 @@ class NumpyModel:
                     grads[register] = grads[register] + gx
                     fresh[register] = True
         self._tape = None
+        for key in self.trainable:
+            if key not in param_grads:
+                tensors, name = self._slot(key)
+                param_grads[key] = np.zeros_like(tensors[name])
         dx = grads.get(0)
         if dx is not None and self.preprocess is not None:
             _, std = self.preprocess.broadcast(dx.ndim, dx.dtype)
@@ -288,9 +291,11 @@ class NumpyModel:
 
     def loss_and_grads(self, x: Any, labels: Any, train: bool = True) -> tuple[float, dict[str, np.ndarray]]:
         """Mean softmax cross-entropy of the outputs (as logits) against integer labels, and every parameter's gradient."""
-        logits = self.forward(x, train=train, grad=True)
+        outputs = self.forward(x, train=train, grad=True)
+        logits = outputs[0] if isinstance(outputs, tuple) else outputs  # several outputs: the first goes to the loss
         loss, dlogits = cross_entropy(logits, labels, self.network.filename)
-        _, grads = self.backward(dlogits, input_grad=False)
+        dy = (dlogits, *[None] * (len(outputs) - 1)) if isinstance(outputs, tuple) else dlogits
+        _, grads = self.backward(dy, input_grad=False)
         return loss, grads
 
     def sgd_step(

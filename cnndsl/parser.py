@@ -188,6 +188,15 @@ class ToAst(Transformer):
         text = str(tok).lower().replace("×", "x")
         return ast.InputDecl(tuple(_whole_number(d, tok) for d in text.split("x")), _pos(tok))
 
+    def output_decl(self, children: list) -> ast.OutputDecl:
+        keyword, *names = children
+        return ast.OutputDecl(tuple(ast.OutputName(str(name), _pos(name)) for name in names), _pos(keyword))
+
+    def reference(self, children: list) -> ast.Reference:
+        tok = children[0]
+        text = str(tok)[1:]
+        return ast.Reference(text.rstrip("*"), text.endswith("*"), _pos(tok))
+
     def defaults_decl(self, children: list) -> ast.DefaultsDecl:
         return ast.DefaultsDecl(tuple(children[1:]), _pos(children[0]))
 
@@ -325,6 +334,7 @@ _TOKEN_WORDS = {
     "INT": "a number",
     "DECIMAL": "a number",
     "DIMS": "a shape such as 3x32x32",
+    "REF": "a reference such as `@name`",
     "LSQB": "`[`",
     "RSQB": "`]`",
     "LPAR": "`(`",
@@ -361,7 +371,9 @@ _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "POWER", "COMPARE", "
 def _describe(token_type: str, value: str | None = None) -> str:
     if token_type in ("NAME", "INT", "DECIMAL", "DIMS") and value:
         return f"`{value}`"
-    if token_type in ("NETWORK", "INPUT", "DEFAULTS", "BLOCK", "DEF"):
+    if token_type == "REF" and value:
+        return f"`{value}`"
+    if token_type in ("NETWORK", "INPUT", "OUTPUT", "DEFAULTS", "BLOCK", "DEF"):
         return f"`{(value or token_type).lower()}`"
     if token_type == "_NL":
         return "a new line"
@@ -383,6 +395,8 @@ def _syntax_message(err: UnexpectedInput, text: str = "") -> tuple[str, str | No
                 f"unexpected quote `{char}`",
                 f"no quotes: write `{word}`, not `{char}{word}{char}` (the language has no strings)",
             )
+        if char == "@":
+            return "`@` without a label", "a reference is `@` and the label of an earlier element, with no space: `@skip`"
         return f"unexpected character `{char}`", "layer names, numbers, `[ ]`, `( )`, `|`, `,`, `:` and `x` make up the language"
     spaced = _SPACED_INPUT.fullmatch(line)
     if spaced and isinstance(err, UnexpectedToken):

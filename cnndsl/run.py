@@ -143,6 +143,7 @@ def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None,
     if backend == "numpy":
         model = network.to_numpy(loaded, seed=seed, allow_partial=allow_partial)
         output, seconds, calls = time_calls(lambda: model(x))
+        output = output[0] if isinstance(output, tuple) else output  # several outputs: the first is shown
         return RunResult(output, seconds, backend, calls, normalised_by, model.weights_report)
     try:
         import torch
@@ -152,4 +153,5 @@ def _run(network: Network, backend: Backend, x: np.ndarray, weights: str | None,
     tensor = torch.from_numpy(x)
     with torch.no_grad():
         output, seconds, calls = time_calls(lambda: module(tensor))
+    output = output[0] if isinstance(output, tuple) else output  # several outputs: the first is shown
     return RunResult(output.numpy(), seconds, backend, calls, normalised_by, getattr(module, "weights_report", None))

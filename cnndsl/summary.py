@@ -7,7 +7,7 @@ from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .ir import Layer, Node, Parallel, Sequence
+from .ir import Layer, Node, Parallel, Reference, Sequence, walk
 from .layers.base import format_value
 
 if TYPE_CHECKING:
@@ -108,6 +108,9 @@ def summary_rows(network: Network, depth: int | None = DEFAULT_DEPTH) -> list[Su
         if isinstance(node, Layer):
             rows.append(SummaryRow(node, level, node.describe, False))
             continue
+        if isinstance(node, Reference):
+            rows.append(SummaryRow(node, level, node.target_text, False))
+            continue
         kind = _container_kind(node)
         inner = level
         if kind is not None:
@@ -130,7 +133,34 @@ def _title(network: Network) -> str:
 
 def _io_line(network: Network) -> str:
     params_text = ", ".join(f"{k}={format_value(getattr(v, 'text', v))}" for k, v in network.parameters.items())
-    return f"input {network.input_shape} -> output {network.output_shape}" + (f"   [{params_text}]" if params_text else "")
+    if network.outputs is None:
+        outputs = f"output {network.output_shape}"
+    else:
+        outputs = ("outputs " if len(network.outputs) > 1 else "output ") + ", ".join(
+            f"{name} {shape}" for name, shape in zip(network.output_names, network.output_shapes, strict=True)
+        )
+    return f"input {network.input_shape} -> {outputs}" + (f"   [{params_text}]" if params_text else "")
+
+
+def tensor_names(network: Network) -> dict[int, str]:
+    """A name for every register of the data flow: `input`, or the path of the layer or merge that writes it."""
+    names = {0: "input"}
+    for step in network.program().steps:
+        names[step.output] = step.layer.path
+    return names
+
+
+def skip_notes(network: Network) -> list[str]:
+    """One line per reference: where it is, what it reads, and which merge or layer reads it in turn."""
+    flow = network.program()
+    names = tensor_names(network)
+    notes = []
+    for node, _ in walk(network.root):
+        if isinstance(node, Reference):
+            source = names[flow.produced[node]]
+            what = "the network's input" if source == "input" else f"the output of `{source}`"
+            notes.append(f"  {node.path} reads {node.target_text}: {what}, {node.out_shape}")
+    return notes
 
 
 def _totals(network: Network) -> list[tuple[str, str]]:
@@ -166,6 +196,10 @@ def _text(network: Network, depth: int | None, columns: tuple[str, ...], rows: l
     totals = _totals(network)
     width = max(len(k) for k, _ in totals) + 1
     out.extend(f"{(k + ':').ljust(width)} {v}" for k, v in totals)
+    references = skip_notes(network) if network.is_graph else []
+    if references:
+        out.append("References (skip connections):")
+        out.extend(references)
     if depth is not None and any(row.folded for row in rows):
         out.append(f"(blocks and groups below depth {depth} are folded into one row with their totals: --depth N opens them)")
     return "\n".join(out)
@@ -251,11 +285,18 @@ def _pair(p: tuple[int, int]) -> str:
 
 
 def network_json(network: Network) -> dict[str, Any]:
+    flow = network.program()
+    names = tensor_names(network)
+    # The data edges: the tensors each layer reads (a merge, one per branch), by the path of their writer.
+    reads = {step.layer: [names[r] for r in step.inputs] for step in flow.steps}
     return {
         "file": network.filename,
         "network": network.name,
         "input": list(network.input_shape),
         "output": list(network.output_shape),
+        "outputs": [
+            {"name": name, "shape": list(shape)} for name, shape in zip(network.output_names, network.output_shapes, strict=True)
+        ],
         "params": network.params,
         "trainable_params": network.trainable_params,
         "buffers": network.buffers,
@@ -270,6 +311,7 @@ def network_json(network: Network) -> dict[str, Any]:
         "layers": [
             {
                 "path": layer.path,
+                "reads": reads[layer],
                 "kind": layer.kind.name,
                 "input": list(layer.in_shape),
                 "output": list(layer.out_shape),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import error, needs_torch
 from .ir import Layer
+from .layers import MergeKind
 from .network import check_seed
 from .resources import check_size
 from .torch_plan import NAMED_SEQUENTIAL, SEQUENTIAL, ModulePlan, build_plan, deep_recursion
@@ -82,6 +83,8 @@ def build_module(
         plan = build_plan(network)
         with seeded(seed):
             module = _instantiate(network, plan)
+    if network.is_graph:
+        module = _graph_module(network, module)
     if weights is not None:
         # setattr: nn.Module types its attributes as tensors and submodules; this is neither.
         setattr(module, "weights_report", load_weights(network, module, weights, allow_partial))  # noqa: B010
@@ -132,6 +135,21 @@ def standardise_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tupl
     """The forward pre-hook of `install_preprocess` (a module-level function, so the module still pickles)."""
     x, mean, std = args[0], module.get_buffer("input_mean"), module.get_buffer("input_std")
     return ((x - mean) / std, *args[1:])
+
+
+def _graph_module(network: Network, tree: nn.Module) -> nn.Module:
+    """The tree's top-level modules under a `_Graph` that runs the data flow (see torch_plan's docstring)."""
+    from .torch_modules import _Graph
+
+    flow = network.program()
+    steps = [
+        (step.layer.path, step.layer.kind.name if isinstance(step.layer.kind, MergeKind) else "", step.inputs, step.output)
+        for step in flow.steps
+    ]
+    graph = _Graph(steps, flow.outputs)
+    for name, child in tree.named_children():
+        graph.add_module(name, child)
+    return graph
 
 
 def _instantiate(network: Network, plan: ModulePlan) -> nn.Module:

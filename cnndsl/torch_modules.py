@@ -160,6 +160,44 @@ def sequential(*modules: tuple[str, nn.Module]) -> nn.Sequential:
     return nn.Sequential(OrderedDict(modules))
 
 
+class _Graph(nn.Module):
+    """The in-memory module of a network whose data flow leaves the tree (references, several outputs).
+
+    It holds the network's top-level modules as its own children, so every state_dict key
+    is the tree's, and runs the data flow (cnndsl.ir.program) step by step: `steps` are
+    `(path, merge, inputs, output)` on numbered registers (0 is the input), `merge` the
+    merge's name (Add, Concat, Mul) or "" for the module at `path`. Each register is
+    dropped after its last reader. Several outputs come back as a tuple.
+    """
+
+    def __init__(self, steps: list[tuple[str, str, list[int], int]], outputs: list[int]) -> None:
+        super().__init__()
+        self.steps = steps
+        self.outputs = outputs
+        last_read = {register: index for index, (_, _, inputs, _) in enumerate(steps) for register in inputs}
+        for register in outputs:
+            last_read[register] = len(steps)
+        self.free_after = [[r for r in inputs if last_read[r] == index] for index, (_, _, inputs, _) in enumerate(steps)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        values: dict[int, torch.Tensor] = {0: x}
+        for (path, merge, inputs, output), done in zip(self.steps, self.free_after, strict=True):
+            xs = [values[r] for r in inputs]
+            if merge == "Concat":
+                y = torch.cat(xs, dim=1)
+            elif merge:
+                y = xs[0]
+                for other in xs[1:]:
+                    y = y + other if merge == "Add" else y * other
+            else:
+                y = self.get_submodule(path)(xs[0])
+            for register in done:
+                del values[register]
+            values[output] = y
+        outputs = tuple(values[r] for r in self.outputs)
+        return outputs if len(outputs) > 1 else outputs[0]
+
+
 def _helpers() -> dict[str, Callable[..., nn.Module]]:
     # Derived, not listed: a helper added above cannot be missing from generated files.
     return {

@@ -10,7 +10,13 @@ the same decisions from one walk, with one error translation and one recursion g
 The plan mirrors the IR node for node: each IR Sequence (the network, a group, a branch,
 a block call, a repetition) is one container whose `node` keeps its role, block name,
 block arguments and title; each Parallel is one merge container whose children are its
-branches; each Layer is one leaf. Nothing is flattened away.
+branches; each Layer is one leaf. Nothing is flattened away. A Reference (`@name`) has
+no module: it is left out of its sequence (which then names its children, keeping their
+indices as the state_dict keys). A network whose data flow leaves the tree
+(`Network.is_graph`) runs its steps (cnndsl.ir.program) instead of the containers'
+forwards: the in-memory module is a `torch_modules._Graph`, the generated source a class
+whose `forward` names the intermediate tensors. Nothing is computed in place there when
+its input is read again (by a reference or as an output).
 
 This module imports no torch: generating source must not load it.
 """
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from .errors import CnnDslError, error
-from .ir import Layer, Node, Parallel, Sequence
+from .ir import Layer, Node, Parallel, Reference, Sequence, walk
 from .layers.base import LayerError, TorchCall
 
 if TYPE_CHECKING:
@@ -73,15 +79,17 @@ class ModulePlan:
 # ---- in-place rules ------------------------------------------------------------------------
 
 
-def inplace_allowed(previous: Node | None) -> bool:
+def inplace_allowed(previous: Node | None, shared: frozenset[Node] = frozenset()) -> bool:
     """Whether an activation may overwrite its input: only a fresh tensor nothing else reads.
 
     The output of a kind that declares `fresh_output` (Conv, DWConv, BatchNorm, FC: not
     saved for backward, and only the next sibling reads it) qualifies, and so does a merge
     of two or more branches; the first element of a sequence does not (its input may be a
     branch's shared input, or the caller's tensor), nor the output of an activation (ReLU
-    and Sigmoid save their output).
+    and Sigmoid save their output), nor a tensor in `shared` (a reference's source or an output).
     """
+    if previous in shared:
+        return False
     if isinstance(previous, Layer):
         return previous.kind.fresh_output
     if isinstance(previous, Parallel):
@@ -132,28 +140,37 @@ def layer_call(network: Network, layer: Layer, inplace: bool) -> TorchCall:
         raise error(err.message, err.hint, network, layer.pos) from None
 
 
+def shared_tensors(network: Network) -> frozenset[Node]:
+    """The nodes whose output is read again after the next element: references' sources and the outputs."""
+    sources = [node.source for node, _ in walk(network.root) if isinstance(node, Reference) and not node.of_input]
+    sources += [ref.source for ref in network.outputs or () if not ref.of_input]
+    return frozenset(sources)
+
+
 def build_plan(network: Network) -> ModulePlan:
     """The network's module tree (see the module docstring); errors point at the layer."""
     with deep_recursion():
-        return _plan(network, network.root, inplace=False)
+        return _plan(network, network.root, inplace=False, shared=shared_tensors(network) if network.is_graph else frozenset())
 
 
-def _plan(network: Network, node: Node, inplace: bool) -> ModulePlan:
+def _plan(network: Network, node: Node, inplace: bool, shared: frozenset[Node] = frozenset()) -> ModulePlan:
     # `inplace` is the in-place decision for a Layer (made by its parent sequence).
     if isinstance(node, Layer):
         return ModulePlan(node.name, "layer", layer_call(network, node, inplace), node, inplace=inplace)
     if isinstance(node, Parallel):
-        branches = [_plan(network, branch, inplace=False) for branch in node.branches]
-        accumulate = merge_inplace(node)
+        branches = [_plan(network, branch, inplace=False, shared=shared) for branch in node.branches]
+        accumulate = merge_inplace(node) and not shared
         call = layer_call(network, node.merge, accumulate)
         return ModulePlan(node.name, "merge", call, node, branches, inplace=accumulate)
     assert isinstance(node, Sequence)
-    if not node.children:  # an empty branch: no state, so the keys are unaffected
+    modules = [child for child in node.children if not isinstance(child, Reference)]
+    if not modules:  # an empty branch (or only references): no state, so the keys are unaffected
         return ModulePlan(node.name, "identity", TorchCall("nn.Identity"), node)
     children: list[ModulePlan] = []
     previous: Node | None = None
     for child in node.children:
-        children.append(_plan(network, child, inplace_allowed(previous)))  # only a Layer reads the flag
+        if not isinstance(child, Reference):  # only a Layer reads the in-place flag
+            children.append(_plan(network, child, inplace_allowed(previous, shared), shared))
         previous = child
-    indexed = [child.name for child in node.children] == [str(i) for i in range(len(node.children))]
+    indexed = [child.name for child in modules] == [str(i) for i in range(len(modules))]
     return ModulePlan(node.name, "sequence", TorchCall(SEQUENTIAL if indexed else NAMED_SEQUENTIAL), node, children)

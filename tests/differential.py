@@ -10,6 +10,7 @@ from numpy_reference import relative_error, twins
 from torch_checks import leaf_output_shapes
 
 import cnndsl
+from cnndsl.layers import MergeKind
 
 TOLERANCE = 1e-5
 """float64 on both sides. A real bug shows as an error of 1e-3 or more; rounding stays near
@@ -39,6 +40,8 @@ def _compare(net: cnndsl.Network) -> list[str]:
     module.eval()
     actual = leaf_output_shapes(net, module, torch.from_numpy(x))
     for layer in net.layers:
+        if net.is_graph and isinstance(layer.kind, MergeKind):
+            continue  # the graph module adds the branches itself: no merge module runs (the outputs check it)
         if actual.get(layer.path) != tuple(layer.out_shape):
             problems.append(
                 f"shape of {layer.path} ({layer.kind.name}): checker {layer.out_shape}, torch {actual.get(layer.path)}"
@@ -47,20 +50,30 @@ def _compare(net: cnndsl.Network) -> list[str]:
     for train in (False, True):
         module.train(train)
         x_t = torch.tensor(x, requires_grad=True)
-        y_t = module(x_t)
-        y = model.forward(x, train=train, grad=True)
+        outputs_t = module(x_t)
+        outputs = model.forward(x, train=train, grad=True)
+        # Several outputs come as tuples in both; compare one by one.
+        ys_t = outputs_t if isinstance(outputs_t, tuple) else (outputs_t,)
+        ys = outputs if isinstance(outputs, tuple) else (outputs,)
         mode = "train" if train else "eval"
-        if tuple(y.shape[1:]) != tuple(net.output_shape) or y.shape != tuple(y_t.shape):
-            problems.append(f"{mode} output shape: checker {net.output_shape}, numpy {y.shape[1:]}, torch {tuple(y_t.shape[1:])}")
+        shapes = [tuple(shape) for shape in net.output_shapes]
+        if [y.shape[1:] for y in ys] != shapes or [y.shape for y in ys] != [tuple(y_t.shape) for y_t in ys_t]:
+            problems.append(
+                f"{mode} output shape: checker {shapes}, numpy {[y.shape[1:] for y in ys]}, torch {[tuple(y.shape[1:]) for y in ys_t]}"
+            )
             continue
         if any(layer.kind.family == "regularization" for layer in net.layers) and train:
             continue  # the two libraries draw different dropout masks; tests/test_numpy_random.py aligns them
-        error = relative_error(y, y_t.detach().numpy())
-        if error > TOLERANCE:
-            problems.append(f"{mode} output: numpy and torch differ by {error:.2e}")
-        dy = np.random.default_rng(1).standard_normal(y.shape)
-        y_t.backward(torch.from_numpy(dy))
-        dx, _ = model.backward(dy)
+        for index, (y, y_t) in enumerate(zip(ys, ys_t, strict=True)):
+            error = relative_error(y, y_t.detach().numpy())
+            if error > TOLERANCE:
+                problems.append(f"{mode} output {index}: numpy and torch differ by {error:.2e}")
+        dys = [np.random.default_rng(1 + index).standard_normal(y.shape) for index, y in enumerate(ys)]
+        torch.autograd.backward(list(ys_t), [torch.from_numpy(dy) for dy in dys])
+        dx, _ = model.backward(dys if len(dys) > 1 else dys[0])
+        if x_t.grad is None:  # no output reads the input (it cannot happen: every body starts from it)
+            problems.append(f"{mode}: torch computed no input gradient")
+            continue
         error = relative_error(dx, x_t.grad.numpy())
         if error > TOLERANCE:
             problems.append(f"{mode} input gradient: numpy and torch differ by {error:.2e}")

@@ -5,7 +5,9 @@ blocks), then a body built element by element while tracking the shape, so that 
 program checks. It covers chains, residual Add (plain and strided), Concat, Mul gates
 (squeeze-excitation), a ShuffleNet-style Chunk split, block calls, repetition, labels
 (some of them Python keywords or nn.Module attribute names), odd sizes and strides,
-dilation, groups, ceil mode, pad=same, and flat (`input N`) networks.
+dilation, groups, ceil mode, pad=same, and flat (`input N`) networks; references to
+earlier labelled tensors (`Add[@stem | ...]`, `Concat[@x | ...]`, `@input, ...`) and
+`output` lines naming several of them.
 
 Shapes are tracked with cnndsl's own window arithmetic only to steer generation; the
 tests that use these programs compare the checker against PyTorch.
@@ -59,6 +61,13 @@ class Program:
 
     blocks: set[str] = field(default_factory=set)
     labels_used: int = 0
+    labels: set[str] = field(default_factory=set)
+    """Every label drawn so far: one namespace for the whole body, so labels never repeat."""
+    tensors: list[tuple[str, Shape]] = field(default_factory=list)
+    """Labelled elements already complete, with their shapes: what a reference may read."""
+    top_level: list[str] = field(default_factory=list)
+    """Labels of the body's own elements (for `output` lines)."""
+    input_shape: Shape = (0, 0, 0)
 
 
 def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1, ceil: bool = False) -> int:
@@ -171,7 +180,22 @@ def element(draw: st.DrawFn, shape: Shape, program: Program, depth: int) -> tupl
         choices += ["group", "repeat", "block"]
     if c % 2 == 0:
         choices.append("split")
+    same = [label for label, seen in program.tensors if seen == shape]
+    spatial = [(label, seen) for label, seen in program.tensors if seen[1:] == shape[1:]]
+    if same or spatial:
+        choices += ["reference", "reference"]
+    if program.input_shape:
+        choices.append("restart")
     kind = draw(st.sampled_from(choices))
+    if kind == "reference":
+        if same and draw(st.booleans()):
+            other = draw(st.sampled_from(["Identity", draw(preserving(shape))]))
+            return f"Add[ @{draw(st.sampled_from(same))} | {other} ]", shape
+        label, seen = draw(st.sampled_from(spatial))
+        return f"Concat[ @{label}, {draw(preserving(seen))} | Identity ]", (seen[0] + c, h, w)
+    if kind == "restart":  # continue from the network's input: what came before is read only by references
+        text, out = draw(conv(program.input_shape))
+        return f"@input, {text}", out
     if kind == "conv":
         return draw(conv(shape))
     if kind == "act":
@@ -246,12 +270,18 @@ def _misc_shape(text: str, shape: Shape) -> tuple[str, Shape]:
 def chain(draw: st.DrawFn, shape: Shape, program: Program, depth: int, low: int, high: int) -> tuple[str, Shape]:
     """`low`..`high` elements, some labelled (labels unique within the chain)."""
     parts: list[str] = []
-    labels = draw(st.lists(st.sampled_from(LABELS), unique=True, max_size=high))
+    labels = draw(
+        st.lists(st.sampled_from([label for label in LABELS if label not in program.labels]), unique=True, max_size=high)
+    )
+    program.labels.update(labels)
     for index in range(draw(st.integers(low, high))):
         text, shape = draw(element(shape, program, depth))
         if index < len(labels) and draw(st.booleans()):
             # A label names one element; wrap comma-separated text in a group first.
             text = f"{labels[index]}: [{text}]" if "," in text and not text.startswith("[") else f"{labels[index]}: {text}"
+            program.tensors.append((labels[index], shape))
+            if depth == 0:
+                program.top_level.append(labels[index])
         parts.append(text)
     return ", ".join(parts), shape
 
@@ -283,8 +313,13 @@ def networks(draw: st.DrawFn, with_head: bool | None = None) -> str:
         body.append("FC(classes)")
         return f"network Flat(classes={classes})\ninput {features}\n" + ", ".join(body) + "\n"
     shape = (draw(st.integers(1, 6)), draw(st.integers(1, 19)), draw(st.integers(1, 19)))
+    program.input_shape = shape
     body, out = draw(chain(shape, program, 0, 1, 5))
     lines = [f"network Net(classes={classes})", f"input {shape[0]}x{shape[1]}x{shape[2]}"]
+    if program.top_level and draw(st.integers(0, 3)) == 0:
+        lines.append(
+            "output " + ", ".join(draw(st.lists(st.sampled_from(program.top_level), min_size=1, max_size=3, unique=True)))
+        )
     if draw(st.booleans()):
         lines.append("defaults Conv(bias=false), Pool(2)")
     lines += [BLOCKS[name] for name in sorted(program.blocks)]

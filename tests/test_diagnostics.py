@@ -58,7 +58,61 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ("nul_byte", "input 3x8x8\nRe\x00LU", [("error", 2, 3, "NUL byte")]),
     ("invalid_utf8", b"input 3x8x8\nReLU \xff", [("error", 2, 6, "invalid UTF-8 byte 0xff")]),
     ("header_after_body", "input 3x8x8\nReLU\ndefaults Conv(3)", [("error", 3, 1, "`defaults` must come before")]),
-    ("duplicate_label", "input 3x8x8\na: ReLU, a: ReLU", [("error", 2, 10, "label `a` is used twice")]),
+    ("duplicate_label", "input 3x8x8\na: ReLU, a: ReLU", [("error", 2, 10, "label `a` is defined twice in the network")]),
+    # references (`@name`) and the `output` line
+    (
+        "duplicate_label_in_two_groups",
+        "input 3x8x8\n[a: ReLU], [a: ReLU]",
+        [("error", 2, 13, "label `a` is defined twice in the network")],
+    ),
+    (
+        "unknown_label",
+        "input 3x8x8\nskip: Conv(4, 3, pad=1)\nConcat[@skp | Identity]",
+        [("error", 3, 8, "unknown label `skp` in `@skp`")],
+    ),
+    (
+        "reference_to_a_later_label",
+        "input 3x8x8\nConcat[@b | Identity]\nb: ReLU",
+        [("error", 2, 8, "`@b` refers to `b`, which is computed later (line 3, column 1)")],
+    ),
+    (
+        "reference_inside_its_element",
+        "input 3x8x8\na: Add[@a | Identity]",
+        [("error", 2, 8, "`@a` refers to the element it is part of: `a` is not computed yet")],
+    ),
+    (
+        "reference_across_a_block",
+        "input 3x8x8\nblock B = Add[@a | Identity]\na: ReLU, B",
+        [("error", 2, 15, "`@a`: the label `a` belongs to the network, outside block `B`")],
+    ),
+    (
+        "labelled_reference",
+        "input 3x8x8\na: ReLU\nb: @a",
+        [("error", 3, 4, "a reference cannot be labelled")],
+    ),
+    (
+        "every_iteration_of_no_repetition",
+        "input 3x8x8\na: ReLU\nConcat[@a* | Identity]",
+        [("error", 3, 8, "`@a*` needs a repetition, and `a` labels no `x N`")],
+    ),
+    (
+        "every_iteration_outside_a_merge",
+        "input 3x8x8\nm: ReLU x 2\n@m*",
+        [("error", 3, 1, "`@m*` stands only as a whole branch of a merge")],
+    ),
+    ("at_without_label", "input 3x8x8\nReLU, @ a", [("error", 2, 7, "`@` without a label")]),
+    (
+        "unknown_output",
+        "input 3x8x8\noutput a, c\na: ReLU\nb: ReLU",
+        [("error", 2, 11, "unknown label `c` in `output c`")],
+    ),
+    ("output_twice", "input 3x8x8\noutput a, a\na: ReLU", [("error", 2, 11, "`a` is an output twice")]),
+    ("output_before_input", "output a\ninput 3x8x8\na: ReLU", [("error", 2, 7, "`input` is out of order")]),
+    (
+        "merge_of_a_reference_and_a_smaller_map",
+        "input 3x8x8\ns: ReLU\nMaxPool(2)\nConcat[@s | Identity]",
+        [("error", 4, 1, "Concat: branch shapes disagree outside the channel axis: 3x8x8, 3x4x4")],
+    ),
     (
         "doesnt_fit",
         "input 3x7x7\nConv(8, 3, stride=3)",

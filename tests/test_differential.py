@@ -22,6 +22,10 @@ REGRESSIONS = [
     # saturated Softmax. Not bugs; they pin the tolerance (1e-5) from below.
     "network Flat(classes=4)\ninput 2\nFC(1, bias=true), GELU, FC(3, bias=true), BN, FC(classes)",
     "network Flat(classes=6)\ninput 6\nFC(16, bias=false), GELU, FC(4, bias=false), Softmax, FC(2, bias=true), GELU, FC(classes)",
+    # References: a skip tensor concatenated after pooling, an @input restart, two outputs, and
+    # a tensor that the chain, a merge and an output all read (its gradients are summed).
+    "input 3x8x8\noutput head, s\ns: [Conv(4, 3, pad=1), BN, ReLU]\nMaxPool(2)\nConcat[@s, MaxPool(2) | Conv(2, 1)]\n"
+    "Add[@input, Conv(6, 2, stride=2) | Identity]\nhead: Mul[@s, AvgPool(2), Conv(6, 1) | Sigmoid]",
 ]
 
 
@@ -35,5 +39,6 @@ REGRESSIONS = [
 @example(source=REGRESSIONS[1])
 @example(source=REGRESSIONS[2])
 @example(source=REGRESSIONS[3])
+@example(source=REGRESSIONS[4])
 def test_checker_torch_and_numpy_agree(source: str) -> None:
     assert disagreements(source) == [], source

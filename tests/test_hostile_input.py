@@ -198,7 +198,7 @@ def test_renaming_thousands_of_reserved_labels_is_linear() -> None:
     names = module_names(["forward"] * 50_000 + [f"_x{i}" for i in range(50_000)])
     assert len(set(names)) == 100_000 and max(len(n) for n in names) < 20
     errors = errors_of((DEFECTS / "labels_reserved_4000.cnn").read_text(encoding="utf-8"))
-    assert "used twice" in errors[0].message
+    assert "defined twice" in errors[0].message
     assert len(errors) == MAX_ERRORS + 1 and "too many errors" in errors[-1].message
     network = cnndsl.parse("input 3x8x8\n" + "".join(f"_f{i}: ReLU\n" for i in range(20_000)))
     assert network.layers[-1].path == "f19999_"
@@ -402,12 +402,13 @@ def test_hostile_names_in_every_role_compile_to_working_modules() -> None:
     from cnndsl.layers import lookup
 
     for name in HOSTILE_NAMES:
-        # The name as the network, a parameter (that drives two layers), a label, a block and a label inside it.
+        # The name as the network, a parameter (that drives two layers), a label, a block, a label inside
+        # it, and a reference (`@name`: a tensor that the generated forward names).
         block = name if lookup(name) is None else f"B{name}"
         source = (
             f"network {name}({name}=4)\ninput 3x8x8\n"
             f"block {block}(c) = [{name}: Conv(c, 3, pad=1), ReLU]\n"
-            f"{name}: Conv({name}, 3), {block}({name} * 2), t: [{name}: ReLU]\n"
+            f"{name}: Conv({name}, 3), {block}({name} * 2), t: [Concat[@{name}, ReLU | Identity]]\n"
         )
         network = cnndsl.parse(source)
         code = network.torch_source()
@@ -425,7 +426,7 @@ def test_hostile_names_in_every_role_compile_to_working_modules() -> None:
         keyword = identifier(name, "param")
         assert not keyword.startswith("__")
         wider = classes[-1](**{keyword: 6})
-        assert wider(torch.zeros(1, 3, 8, 8)).shape[1] == 12
+        assert wider(torch.zeros(1, 3, 8, 8)).shape[1] == 6 + 12  # @name (6 channels) joined to the block's 2 * 6
 
 
 def test_param_debug_sample_imports(tmp_path: Path) -> None:

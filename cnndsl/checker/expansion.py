@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from .. import ast
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
-from ..ir import Layer, Node, Parallel, Sequence
+from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, check_input_rank, format_value
 from ..limits import MAX_ERRORS
@@ -29,6 +29,7 @@ from .binding import Binder, Defaults
 from .budget import Abort, Budget
 from .functions import define_functions, whole_count
 from .header import collect_defaults, input_shape, layer_names, network_params, split_program
+from .references import INPUT, Entry, Namespace, declared_labels, define, unresolved
 from .values import POISON, Scope, Value, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
 
 MERGES = {name.lower(): kind for name, kind in KINDS.items() if isinstance(kind, MergeKind)}
@@ -41,6 +42,9 @@ class State:
     shape: Shape | None
     field: Pair = (1, 1)
     effective_stride: Pair = (1, 1)
+
+    def copy(self) -> State:
+        return State(self.shape, self.field, self.effective_stride)
 
 
 @dataclass
@@ -63,6 +67,8 @@ class CheckResult:
     input_shape: Shape
     root: Sequence
     params: dict[str, Value]
+    outputs: list[Reference] | None = None
+    """The `output` line's tensors, in order; None: the body's last element."""
 
 
 class Checker:
@@ -90,6 +96,8 @@ class Checker:
         self._unrun_checked: set[int] = set()
         """The ids of the repetitions (AST nodes, alive during the check) whose body was checked without running it."""
         """The network's parameters, and the file's functions (`functions.define_functions`)."""
+        self._namespace: Namespace | None = None
+        self._declared_by_block: dict[str, dict[str, Position]] = {}
 
     # -- entry point -------------------------------------------------------------------
 
@@ -130,7 +138,9 @@ class Checker:
             return None
         scope = Scope(self._network_values)
         state = State(shape)
+        namespace = self._namespace = Namespace(None, state.copy(), declared_labels(body))
         children = self._sequence(body, scope, state, "")
+        outputs = self._outputs(header.output, namespace, scope) if header.output is not None else None
         if shape is None or state.shape is None or self.sink.has_errors:
             return None
         if self.budget.leaf_count == 0:
@@ -144,8 +154,33 @@ class Checker:
         root = self._make_sequence(
             "", "", None, body[0].pos if body else Position(1, 1), shape, state.shape, children, "network", name
         )
-        self._logits_warning(root)
-        return CheckResult(name, shape, root, dict(params))
+        for ref in [*namespace.input_refs, *(outputs or [])]:
+            if ref.of_input:
+                ref.source = root
+        if outputs is None:
+            self._logits_warning(root)
+        return CheckResult(name, shape, root, dict(params), outputs)
+
+    def _outputs(self, decl: ast.OutputDecl, namespace: Namespace, scope: Scope) -> list[Reference] | None:
+        """The `output` line's tensors: labels of the network's body (or `input`), each a Reference outside the tree."""
+        outputs: list[Reference] = []
+        seen: dict[str, Position] = {}
+        for item in decl.names:
+            if item.label in seen:
+                first = seen[item.label]
+                self.sink.error(
+                    f"`{item.label}` is an output twice",
+                    item.pos,
+                    f"it is already listed at line {first.line}, column {first.column}; list each output once",
+                )
+                continue
+            seen[item.label] = item.pos
+            ref = self._resolve(
+                ast.Reference(item.label, False, item.pos), namespace, State(None), item.label, "", scope, f"output {item.label}"
+            )
+            if ref is not None:
+                outputs.append(ref)
+        return outputs if len(outputs) == len(decl.names) else None
 
     def _logits_warning(self, root: Sequence) -> None:
         """A network that ends in Softmax or Sigmoid trains badly with cross-entropy, which expects logits."""
@@ -164,18 +199,8 @@ class Checker:
         self.budget.count_node(scope, None)
         items = list(items)
         nodes: list[Node] = []
-        labels: dict[str, Position] = {}
         names = module_names([item.label if isinstance(item, ast.Labeled) else str(i) for i, item in enumerate(items)])
         for item, name in zip(items, names, strict=True):
-            if isinstance(item, ast.Labeled):
-                if item.label in labels:
-                    first = labels[item.label]
-                    self.sink.error(
-                        f"label `{item.label}` is used twice in the same sequence",
-                        item.pos,
-                        f"the first is at line {first.line}, column {first.column}; labels name modules, so they must differ",
-                    )
-                labels[item.label] = item.pos
             self.budget.last_pos = item.pos
             node = self._element(item, scope, state, name, _join(path, name), 0)
             if node is not None:
@@ -185,11 +210,50 @@ class Checker:
     def _element(self, el: ast.Element, scope: Scope, state: State, name: str, path: str, depth: int) -> Node | None:
         self.budget.check_nesting(depth, el.pos)
         label = None
+        label_pos = el.pos
         while isinstance(el, ast.Labeled):
             if label is not None:
                 self.sink.error("an element has two labels", el.pos, "give each element one label")
             label = el.label
             el = el.body
+        if label is None or self._namespace is None:
+            return self._unlabeled(el, scope, state, name, path, label, depth, None)
+        entry = define(self.sink, self._namespace, label, label_pos)
+        iterations: list[tuple[Node, State]] | None = [] if isinstance(el, ast.Repeat) else None
+        node = self._unlabeled(el, scope, state, name, path, label, depth, iterations)
+        entry.node, entry.state, entry.done, entry.iterations = node, state.copy(), True, iterations
+        return node
+
+    def _unlabeled(
+        self,
+        el: ast.Element,
+        scope: Scope,
+        state: State,
+        name: str,
+        path: str,
+        label: str | None,
+        depth: int,
+        iterations: list[tuple[Node, State]] | None,
+    ) -> Node | None:
+        if isinstance(el, ast.Reference):
+            if label is not None:
+                self.sink.error(
+                    f"a reference cannot be labelled: `@{el.label}` already has the name `{el.label}`",
+                    el.pos,
+                    f"write `@{el.label}` where you would write `@{label}`",
+                    scope.notes(),
+                )
+            if el.every:
+                self.sink.error(
+                    f"`@{el.label}*` stands only as a whole branch of a merge",
+                    el.pos,
+                    f"it yields one tensor per iteration: `Concat[@a | @{el.label}*]`",
+                    scope.notes(),
+                )
+                state.shape = None
+                return None
+            assert self._namespace is not None
+            return self._resolve(el, self._namespace, state, name, path, scope)
         if isinstance(el, ast.Call):
             return self._call(el, scope, state, name, path, label)
         if isinstance(el, ast.Group):
@@ -199,7 +263,7 @@ class Checker:
         if isinstance(el, ast.Merge):
             return self._merge(el, scope, state, name, path, label, depth)
         if isinstance(el, ast.Repeat):
-            return self._repeat(el, scope, state, name, path, label, depth)
+            return self._repeat(el, scope, state, name, path, label, depth, iterations)
         raise AssertionError(f"unknown element {el!r}")
 
     def _finish_sequence(
@@ -259,7 +323,21 @@ class Checker:
         start = state.shape
         branches: list[Sequence] = []
         ends: list[State] = []
-        for index, branch in enumerate(el.branches):
+        index = 0
+        for branch in el.branches:
+            every = branch.items[0] if len(branch.items) == 1 and isinstance(branch.items[0], ast.Reference) else None
+            if every is not None and every.every:
+                for node, end in self._every_iteration(every, scope):
+                    ends.append(end.copy())
+                    if start is not None and node is not None:
+                        ref = Reference(
+                            "0", _join(_join(path, str(index)), "0"), None, every.pos, start, node.out_shape, source=node
+                        )
+                        branches.append(
+                            Sequence(str(index), _join(path, str(index)), None, every.pos, start, node.out_shape, children=[ref])
+                        )
+                    index += 1
+                continue
             branch_state = State(start, state.field, state.effective_stride)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
@@ -268,6 +346,7 @@ class Checker:
             )
             if node is not None:
                 branches.append(node)
+            index += 1
         if kind is None or start is None or any(s.shape is None for s in ends):
             state.shape = None
             return None
@@ -302,8 +381,68 @@ class Checker:
             merge=merge,
         )
 
+    def _every_iteration(self, ref: ast.Reference, scope: Scope) -> list[tuple[Node | None, State]]:
+        """`@m*`: every iteration of the labelled repetition `m`, each with its state (one poisoned entry when wrong)."""
+        assert self._namespace is not None
+        entry = self._namespace.entries.get(ref.label)
+        if entry is None or not entry.done:
+            unresolved(self.sink, self._namespace, ref, scope.notes())
+            return [(None, State(None))]
+        if entry.iterations is None:
+            self.sink.error(
+                f"`@{ref.label}*` needs a repetition, and `{ref.label}` labels no `x N`",
+                ref.pos,
+                f"`@{ref.label}` is its one tensor; `@name*` is every iteration of `name: [...] x n`",
+                scope.notes(),
+            )
+            return [(None, State(None))]
+        if entry.node is None or not entry.iterations:
+            return [(None, State(None))]
+        return [(node, end) for node, end in entry.iterations]
+
+    def _resolve(
+        self, ref: ast.Reference, namespace: Namespace, state: State, name: str, path: str, scope: Scope, written: str = ""
+    ) -> Reference | None:
+        """`@label`: a Reference to the label's node (or to the body's input); the state continues from it."""
+        in_shape = state.shape
+        if ref.label == INPUT:
+            found: Entry | None = Entry(ref.pos, None, namespace.input_state, True)
+        else:
+            found = namespace.entries.get(ref.label)
+            if found is None or not found.done:
+                unresolved(self.sink, namespace, ref, scope.notes(), written)
+                state.shape = None
+                return None
+        assert found is not None and found.state is not None
+        state.shape, state.field, state.effective_stride = found.state.shape, found.state.field, found.state.effective_stride
+        if state.shape is None or (ref.label != INPUT and found.node is None):
+            state.shape = None  # the labelled element had an error, already reported
+            return None
+        node = Reference(
+            name,
+            path,
+            None,
+            ref.pos,
+            in_shape or state.shape,
+            state.shape,
+            # `@input`'s source is the body's node, made once the body is complete (see input_refs).
+            source=cast(Node, found.node),
+            of_input=ref.label == INPUT,
+        )
+        if node.of_input:
+            namespace.input_refs.append(node)
+        return node
+
     def _repeat(
-        self, el: ast.Repeat, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int
+        self,
+        el: ast.Repeat,
+        scope: Scope,
+        state: State,
+        name: str,
+        path: str,
+        label: str | None,
+        depth: int,
+        iterations_out: list[tuple[Node, State]] | None = None,
     ) -> Node | None:
         value = report_errors(self.sink, scope, lambda: evaluate(el.count, scope, state.shape))
         count = None if value is POISON else whole_count(value)
@@ -341,6 +480,8 @@ class Checker:
             node = self._element(el.body, inner, state, str(index), _join(path, str(index)), depth + 1)
             if node is not None:
                 iterations.append(node)
+                if iterations_out is not None:
+                    iterations_out.append((node, state.copy()))
             if index == 0:
                 self.budget.check_repeat(before, self.budget.leaf_count - before, count, False, el.pos, scope)
             if state.shape is None:
@@ -434,11 +575,20 @@ class Checker:
         body = block.body
         while isinstance(body, ast.Labeled):
             body = body.body
-        if isinstance(body, ast.Group):
-            children = self._sequence(body.items, inner, state, path)
-        else:
-            node = self._element(block.body, inner, state, "0", _join(path, "0"), 0)
-            children = [node] if node is not None else []
+        items = body.items if isinstance(body, ast.Group) else (block.body,)
+        declared = self._declared_by_block.get(block.name)
+        if declared is None:
+            declared = self._declared_by_block[block.name] = declared_labels(items)
+        outer = self._namespace
+        namespace = self._namespace = Namespace(block.name, state.copy(), declared, outer)
+        try:
+            if isinstance(body, ast.Group):
+                children = self._sequence(body.items, inner, state, path)
+            else:
+                node = self._element(block.body, inner, state, "0", _join(path, "0"), 0)
+                children = [node] if node is not None else []
+        finally:
+            self._namespace = outer
         if not ok:
             return None
         args = local  # not used again here: the IR keeps it as the call's block_args
@@ -450,7 +600,11 @@ class Checker:
             for i, a in enumerate(call.args)
         ]
         title = f"{block.name}({', '.join(given)})" if call.args else block.name
-        return self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+        result = self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+        for ref in namespace.input_refs:
+            if result is not None:
+                ref.source = result
+        return result
 
     def _default_value(
         self, block: ast.BlockDef, param: ast.Param, values: Mapping[str, Value], scope: Scope, shape: Shape | None
@@ -596,9 +750,16 @@ def _branch_notes(branches: list[Sequence], odd: int) -> list[str]:
         if index >= len(branches):
             continue
         branch = branches[index]
-        changed = [layer for layer in branch.leaves() if layer.out_shape != layer.in_shape]
-        if changed:
+        # The last layer that changed the shape, or a reference after it (which gives its source's shape).
+        changed = [n for n, _ in walk(branch) if isinstance(n, Reference) or (isinstance(n, Layer) and n.out_shape != n.in_shape)]
+        if changed and isinstance(changed[-1], Reference):
+            ref = changed[-1]
+            notes.append(
+                f"branch {index} gives {branch.out_shape}: `{ref.target_text}` at line {ref.pos.line}, column {ref.pos.column} is {ref.out_shape}"
+            )
+        elif changed:
             layer = changed[-1]
+            assert isinstance(layer, Layer)
             notes.append(
                 f"branch {index} gives {branch.out_shape}: `{layer.describe}` at line {layer.pos.line}, "
                 f"column {layer.pos.column} turns {layer.in_shape} into {layer.out_shape}"

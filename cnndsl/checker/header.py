@@ -38,6 +38,7 @@ class Header:
 
     network: ast.NetworkDecl | None = None
     input: ast.InputDecl | None = None
+    output: ast.OutputDecl | None = None
     defaults: ast.DefaultsDecl | None = None
     blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
     functions: dict[str, ast.FuncDef] = field(default_factory=dict)
@@ -50,33 +51,37 @@ def layer_names() -> list[str]:
 
 
 def split_program(program: ast.Program, sink: DiagnosticSink) -> Header:
-    """Header lines first, in the order network, input, defaults; then blocks and layers."""
+    """Header lines first, in the order network, input, output, defaults; then blocks and layers."""
     header = Header()
-    header_rank = {ast.NetworkDecl: 0, ast.InputDecl: 1, ast.DefaultsDecl: 2}
-    header_words = {ast.NetworkDecl: "network", ast.InputDecl: "input", ast.DefaultsDecl: "defaults"}
+    header_rank = {ast.NetworkDecl: 0, ast.InputDecl: 1, ast.OutputDecl: 2, ast.DefaultsDecl: 3}
+    header_words = {ast.NetworkDecl: "network", ast.InputDecl: "input", ast.OutputDecl: "output", ast.DefaultsDecl: "defaults"}
     last_rank = -1
     seen_body = False
     for item in program.items:
-        if isinstance(item, (ast.NetworkDecl, ast.InputDecl, ast.DefaultsDecl)):
+        if isinstance(item, (ast.NetworkDecl, ast.InputDecl, ast.OutputDecl, ast.DefaultsDecl)):
             word = header_words[type(item)]
             rank = header_rank[type(item)]
             if seen_body:
                 sink.error(
                     f"`{word}` must come before the blocks and layers",
                     item.pos,
-                    "header lines come first, in the order network, input, defaults",
+                    "header lines come first, in the order network, input, output, defaults",
                 )
             elif rank == last_rank:
                 sink.error(f"a second `{word}` line", item.pos, "give each header line once")
             elif rank < last_rank:
                 sink.error(
-                    f"`{word}` is out of order", item.pos, "header lines come first, in the order network, input, defaults"
+                    f"`{word}` is out of order",
+                    item.pos,
+                    "header lines come first, in the order network, input, output, defaults",
                 )
             last_rank = max(last_rank, rank)
             if isinstance(item, ast.NetworkDecl):
                 header.network = header.network or item
             elif isinstance(item, ast.InputDecl):
                 header.input = header.input or item
+            elif isinstance(item, ast.OutputDecl):
+                header.output = header.output or item
             else:
                 header.defaults = header.defaults or item
             continue

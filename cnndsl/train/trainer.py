@@ -113,6 +113,13 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
         for source in (network.filename, config.data):
             if same_file(config.save, source):
                 raise error(f"--save {config.save} would overwrite the input {source}", "choose another path", "cnndsl train")
+    if network.outputs is not None:
+        raise error(
+            "training does not yet read networks with an `output` line: the loss takes the network's last element",
+            "train a copy of the file without the `output` line (its weights load into this one: the keys are the same)",
+            network,
+            network.outputs[0].pos,
+        )
     reporter = Reporter(enabled=world.is_main, progress=config.progress)
     network = logits_network(network, reporter)
     output = tuple(network.output_shape)
@@ -169,6 +176,13 @@ def logits_network(network: Network, reporter: Reporter) -> Network:
     while isinstance(node, Sequence) and node.children:
         chain.append(node)
         node = node.children[-1]
+    if node is not last and network.is_graph:  # the body ends in a reference: its Softmax is elsewhere
+        raise error(
+            f"the network's output is `{node.path}`, a reference, and its Softmax at `{last.path}` cannot be left out of training",
+            "end the body with the layers that make the logits, without a final Softmax",
+            network,
+            last.pos,
+        )
     if node is not last:  # the last layer in execution order is always the last child of the last children
         raise AssertionError(f"{last.path}: the final layer is not at the end of the tree")
     # Rebuild the chain of last children without the Softmax; every other node is shared.

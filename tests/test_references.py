@@ -1,0 +1,218 @@
+"""References to earlier tensors (`@name`, `@input`, `@name*`) and the `output` line: the checker's
+scoping, the IR's data flow, and every backend following it (NumPy against torch in float64,
+forward and gradients; generated source; summary, JSON, drawing, ONNX)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cnndsl
+from cnndsl.ir import Reference, walk
+
+torch = pytest.importorskip("torch")
+
+UNET = """network Skips(width=4)
+input 3x16x16
+output head, e2
+e1: [Conv(width, 3, pad=1), BN, ReLU]
+MaxPool(2)
+e2: [Conv(2 * width, 3, pad=1), BN, ReLU]
+MaxPool(2)
+Conv(2 * width, 3, pad=1), ReLU
+Concat[@e2, MaxPool(2) | Identity]
+Add[@e1, AvgPool(4), Conv(4 * width, 1) | Identity]
+head: Conv(2, 1)
+"""
+
+C2F = """network C2f(n=2)
+input 16x6x6
+block Bottleneck(c) = Add[Conv(c, 3, pad=1), BN, SiLU, Conv(c, 3, pad=1), BN, SiLU | Identity]
+stem: [Conv(16, 1), BN, SiLU]
+a: Chunk(2, 0)
+@stem, b: Chunk(2, 1)
+m: Bottleneck(8) x n
+Concat[@a | @b | @m*]
+Conv(16, 1), BN, SiLU
+"""
+
+# ReLU right after a referenced Conv: computed in place, it would overwrite the tensor that
+# the Add reads again (the Conv's output is a fresh tensor, which in a chain may be reused).
+INPLACE_TRAP = "input 3x6x6\nc: Conv(4, 1), ReLU, Add[@c | Identity], ReLU\n"
+
+# A tensor read four times (two references, the chain, an output): its gradient is the sum.
+READ_TWICE = "input 2x5x5\noutput s, t\ns: Conv(3, 3, pad=1)\nt: Add[@s, Tanh | Identity]\nMul[@s | Sigmoid]\n"
+
+# A block's @input: a residual unit written with a reference.
+RESIDUAL_BLOCK = """input 4x6x6
+block Unit(c) = [Conv(c, 3, pad=1), BN, ReLU, Add[@input | Identity]]
+Unit(4) x 2
+"""
+
+# What precedes `@input, ...` at top level is read by nothing: its parameters get zero gradients.
+DEAD = "input 3x5x5\nConv(4, 1), @input, Conv(2, 3)\n"
+
+NETWORKS = {"unet": UNET, "c2f": C2F, "inplace": INPLACE_TRAP, "read_twice": READ_TWICE, "block": RESIDUAL_BLOCK, "dead": DEAD}
+
+
+def as_tuple(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def twins(net: cnndsl.Network) -> tuple[Any, Any]:
+    module = net.to_torch(seed=3).double()
+    model = net.to_numpy({k: v.detach().numpy() for k, v in module.state_dict().items()}, dtype="float64")
+    return module, model
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("train", [False, True])
+def test_numpy_and_torch_agree_forward_and_float64_gradients(name: str, train: bool) -> None:
+    net = cnndsl.parse(NETWORKS[name])
+    module, model = twins(net)
+    module.train(train)
+    x = np.random.default_rng(0).standard_normal((2, *net.input_shape))
+    x_t = torch.tensor(x, requires_grad=True)
+    ys_t = as_tuple(module(x_t))
+    ys = as_tuple(model.forward(x, train=train, grad=True))
+    assert [y.shape[1:] for y in ys] == [tuple(s) for s in net.output_shapes]
+    for y, y_t in zip(ys, ys_t, strict=True):
+        np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dys = [np.random.default_rng(1 + i).standard_normal(y.shape) for i, y in enumerate(ys)]
+    torch.autograd.backward(list(ys_t), [torch.from_numpy(dy) for dy in dys])
+    dx, grads = model.backward(dys if len(dys) > 1 else dys[0])
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for key, parameter in module.named_parameters():
+        expected = parameter.grad.numpy() if parameter.grad is not None else np.zeros(parameter.shape)
+        np.testing.assert_allclose(grads[key], expected, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_dead_layers_get_zero_gradients_and_the_output_restarts_from_the_input() -> None:
+    net = cnndsl.parse(DEAD)
+    _, model = twins(net)
+    model.forward(np.ones((1, 3, 5, 5)), grad=True)
+    _, grads = model.backward(np.ones((1, 2, 3, 3)))
+    assert not grads["0.weight"].any() and grads["2.weight"].any()
+
+
+def test_a_referenced_tensor_is_never_overwritten_in_place() -> None:
+    net = cnndsl.parse(INPLACE_TRAP)
+    module = net.to_torch(seed=0)
+    assert getattr(module, "1").inplace is False  # the ReLU after the referenced Conv
+    assert getattr(module, "3").inplace is True  # after the merge: nothing reads its input again
+
+
+def test_scoping_current_iteration_then_last_and_block_input() -> None:
+    net = cnndsl.parse("input 4x6x6\nr: [a: Conv(4, 3, pad=1), Add[@a | Identity]] x 3\nConcat[@a | Identity]\n")
+    refs = [node for node, _ in walk(net.root) if isinstance(node, Reference)]
+    # Inside the repetition each iteration reads its own `a`; after it, `@a` is the last iteration's.
+    assert [(ref.path, ref.source.path) for ref in refs] == [
+        ("r.0.1.0.0", "r.0.a"),
+        ("r.1.1.0.0", "r.1.a"),
+        ("r.2.1.0.0", "r.2.a"),
+        ("1.0.0", "r.2.a"),
+    ]
+    net = cnndsl.parse(RESIDUAL_BLOCK)
+    refs = [node for node, _ in walk(net.root) if isinstance(node, Reference)]
+    assert [(ref.of_input, ref.source.path) for ref in refs] == [(True, "0.0"), (True, "0.1")]  # each call's input
+
+
+def test_the_data_flow_names_what_every_step_reads() -> None:
+    net = cnndsl.parse(UNET)
+    reads = {layer["path"]: layer["reads"] for layer in net.to_json()["layers"]}
+    assert reads["6.0.1"] == ["e2.2"]  # the MaxPool after @e2 reads e2's last layer
+    assert reads["6.1.0"] == ["5"]  # the Identity branch reads the current input, the ReLU's output
+    assert reads["6"] == ["6.0.1", "6.1.0"]  # Concat: the skip branch first
+    assert reads["7.0.1"] == ["e1.2"]
+    assert reads["e1.0"] == ["input"]
+    assert net.to_json()["outputs"] == [{"name": "head", "shape": [2, 4, 4]}, {"name": "e2", "shape": [8, 8, 8]}]
+
+
+def test_every_iteration_follows_the_parameter() -> None:
+    for n in (1, 2, 4):
+        net = cnndsl.parse(C2F, n=n)
+        concat = net.root.children[5]
+        assert len(concat.branches) == 2 + n
+        assert concat.out_shape == (8 * (2 + n), 6, 6)
+        sources = [branch.children[0].source.path for branch in concat.branches[2:]]
+        assert sources == [f"m.{i}" for i in range(n)]
+
+
+def test_summary_lists_references_and_outputs() -> None:
+    text = str(cnndsl.parse(UNET).summary(depth=None))
+    assert "input 3x16x16 -> outputs head 2x4x4, e2 8x8x8" in text
+    assert "  6.0.0  @e2 " in text
+    assert "  6.0.0 reads @e2: the output of `e2.2`, 8x8x8" in text
+    assert "References" not in str(cnndsl.load(Path(__file__).parent.parent / "architectures" / "lenet5.cnn").summary())
+
+
+def test_drawing_has_a_dashed_skip_edge_per_reference_and_a_box_per_output() -> None:
+    source = cnndsl.parse(UNET).to_dot(expand=True).source
+    assert source.count("style=dashed") == 2  # @e2 and @e1
+    assert "<b>head</b>" in source and "<b>e2</b>" in source
+
+
+def load_generated(net: cnndsl.Network, tmp_path: Path) -> Any:
+    path = tmp_path / "generated.py"
+    path.write_text(net.torch_source(), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("generated", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, net.name)()
+
+
+@pytest.mark.parametrize("name", ["unet", "c2f", "read_twice", "block"])
+def test_generated_source_names_its_tensors_and_equals_the_module(name: str, tmp_path: Path) -> None:
+    net = cnndsl.parse(NETWORKS[name], "net.cnn")
+    module = net.to_torch(seed=1).eval()
+    generated = load_generated(net, tmp_path)
+    generated.load_state_dict(module.state_dict())
+    generated.eval()
+    x = torch.randn(2, *net.input_shape)
+    with torch.no_grad():
+        for a, b in zip(as_tuple(module(x)), as_tuple(generated(x)), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    if name == "unet":
+        source = net.torch_source()
+        assert "        e1 = self.e1(x)  # 4x16x16" in source
+        assert "        return head, e2" in source
+
+
+def test_onnx_has_one_output_per_name() -> None:
+    onnx = pytest.importorskip("onnx")
+    from cnndsl.compiler import export_onnx
+
+    model = onnx.load_from_string(export_onnx(cnndsl.parse(UNET), seed=0))
+    assert [output.name for output in model.graph.output] == ["head", "e2"]
+
+
+def test_numpy_backward_wants_one_gradient_per_output() -> None:
+    net = cnndsl.parse(UNET)
+    model = net.to_numpy()
+    model.forward(np.zeros((1, 3, 16, 16), np.float32), grad=True)
+    with pytest.raises(cnndsl.CnnDslError, match="2 outputs: backward needs a sequence"):
+        model.backward(np.zeros((1, 2, 4, 4), np.float32))
+
+
+SEVERAL = "input 3x8x8\noutput logits, s\ns: Conv(4, 3, pad=1)\nGlobalAvgPool, flatten\nlogits: FC(10)\n"
+
+
+def test_run_shows_the_first_output_and_train_refuses_an_output_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+
+    path = tmp_path / "several.cnn"
+    path.write_text(SEVERAL, encoding="utf-8")
+    for backend in ("numpy", "torch"):
+        result = CliRunner().invoke(main, ["run", str(path), "--backend", backend])
+        assert result.exit_code == 0, result.output
+        assert "output 1x10" in result.output
+    result = CliRunner().invoke(main, ["train", str(path), "--data", "synthetic"])
+    assert result.exit_code != 0 and "training does not yet read networks with an `output` line" in result.output
+    assert "Traceback" not in result.output
