@@ -68,6 +68,8 @@ class Program:
     top_level: list[str] = field(default_factory=list)
     """Labels of the body's own elements (for `output` lines)."""
     input_shape: Shape = (0, 0, 0)
+    graphs: bool = True
+    """Whether to draw references, `@input` restarts and `output` lines (some layers then feed no output)."""
 
 
 def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1, ceil: bool = False) -> int:
@@ -182,9 +184,9 @@ def element(draw: st.DrawFn, shape: Shape, program: Program, depth: int) -> tupl
         choices.append("split")
     same = [label for label, seen in program.tensors if seen == shape]
     spatial = [(label, seen) for label, seen in program.tensors if seen[1:] == shape[1:]]
-    if same or spatial:
+    if (same or spatial) and program.graphs:
         choices += ["reference", "reference"]
-    if program.input_shape:
+    if program.input_shape and program.graphs:
         choices.append("restart")
     kind = draw(st.sampled_from(choices))
     if kind == "reference":
@@ -300,9 +302,9 @@ def head(draw: st.DrawFn, shape: Shape) -> str:
 
 
 @st.composite
-def networks(draw: st.DrawFn, with_head: bool | None = None) -> str:
-    """A whole valid .cnn program (text)."""
-    program = Program()
+def networks(draw: st.DrawFn, with_head: bool | None = None, graphs: bool = True) -> str:
+    """A whole valid .cnn program (text); `graphs` False: a series-parallel network, without references or outputs."""
+    program = Program(graphs=graphs)
     classes = draw(st.integers(1, 10))
     if draw(st.integers(0, 5)) == 0:  # flat networks: FC, BN1d, activations, dropout
         features = draw(st.integers(1, 20))
@@ -316,7 +318,7 @@ def networks(draw: st.DrawFn, with_head: bool | None = None) -> str:
     program.input_shape = shape
     body, out = draw(chain(shape, program, 0, 1, 5))
     lines = [f"network Net(classes={classes})", f"input {shape[0]}x{shape[1]}x{shape[2]}"]
-    if program.top_level and draw(st.integers(0, 3)) == 0:
+    if program.top_level and graphs and draw(st.integers(0, 3)) == 0:
         lines.append(
             "output " + ", ".join(draw(st.lists(st.sampled_from(program.top_level), min_size=1, max_size=3, unique=True)))
         )
