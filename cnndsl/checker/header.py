@@ -103,20 +103,29 @@ def define_block(block: ast.BlockDef, blocks: dict[str, ast.BlockDef], sink: Dia
             "choose another name; layer names are case-insensitive",
         )
         return
-    if block.name in blocks:
-        first = blocks[block.name].pos
-        sink.error(
-            f"block `{block.name}` is defined twice",
-            block.pos,
-            f"the first definition is at line {first.line}, column {first.column}",
-        )
+    if _defined_twice(f"block `{block.name}`", block.pos, blocks.get(block.name), sink):
         return
-    seen: set[str] = set()
-    for param in block.params:
-        if param.name in seen:
-            sink.error(f"parameter `{param.name}` appears twice in block `{block.name}`", param.pos)
-        seen.add(param.name)
+    _repeated_params(block.params, f"block `{block.name}`", sink)
     blocks[block.name] = block
+
+
+def _defined_twice(what: str, pos: Position, earlier: ast.BlockDef | ast.FuncDef | None, sink: DiagnosticSink) -> bool:
+    """Report a second definition of `what` (a block or a function), pointing at the first; True if it is one."""
+    if earlier is None:
+        return False
+    first = earlier.pos
+    sink.error(f"{what} is defined twice", pos, f"the first definition is at line {first.line}, column {first.column}")
+    return True
+
+
+def _repeated_params(params: tuple[ast.Param, ...], owner: str, sink: DiagnosticSink) -> set[str]:
+    """Report each parameter name given twice in one block's or function's parameter list; the names."""
+    seen: set[str] = set()
+    for param in params:
+        if param.name in seen:
+            sink.error(f"parameter `{param.name}` appears twice in {owner}", param.pos)
+        seen.add(param.name)
+    return seen
 
 
 def define_function(function: ast.FuncDef, functions: dict[str, ast.FuncDef], sink: DiagnosticSink) -> None:
@@ -125,24 +134,14 @@ def define_function(function: ast.FuncDef, functions: dict[str, ast.FuncDef], si
             f"`{function.name}` is a built-in function", function.pos, f"choose another name; built in: {', '.join(BUILTINS)}"
         )
         return
-    if function.name in functions:
-        first = functions[function.name].pos
-        sink.error(
-            f"function `{function.name}` is defined twice",
-            function.pos,
-            f"the first definition is at line {first.line}, column {first.column}",
-        )
+    if _defined_twice(f"function `{function.name}`", function.pos, functions.get(function.name), sink):
         return
-    seen: set[str] = set()
-    for param in function.params:
-        if param.name in seen:
-            sink.error(f"parameter `{param.name}` appears twice in function `{function.name}`", param.pos)
-        seen.add(param.name)
+    param_names = _repeated_params(function.params, f"function `{function.name}`", sink)
     # A function's value depends only on its arguments and the network's parameters, so that a
     # block default that calls one with constant arguments is the same at every call.
     for expr in (function.body, *(p.default for p in function.params if p.default is not None)):
         for name in sorted(free_names(expr) or ()):
-            if name.lower() == "in_channels" and name not in seen:
+            if name.lower() == "in_channels" and name not in param_names:
                 sink.error(
                     f"function `{function.name}` reads `in_channels`",
                     function.pos,
