@@ -56,7 +56,7 @@ ZOO = {
 }
 LECTURE = {"classic", "lecture_conv760", "digits_cnn"}  # digits_cnn is trained in tests/test_train.py
 REFERENCE_V2 = ROOT / "tests" / "data" / "architectures_v2.json"
-ZOO_V2 = {"espcn": "espcn"}
+ZOO_V2 = {"espcn": "espcn", "dcgan_generator": "dcgan_generator"}
 """File stem -> model key in architectures_v2.json (the next wave; see tests/data/README.md)."""
 
 # torchvision module type -> cnndsl kind, for the layers that carry weights.
@@ -88,6 +88,10 @@ def tensor_shapes(layer: Any) -> list[tuple[int, ...]]:
     if kind == "Conv":
         kh, kw = args["kernel"]
         out = [(args["out"], shape[0] // args["groups"], kh, kw)]
+        return out + [(args["out"],)] if args["bias"] else out
+    if kind == "ConvTranspose":  # nn.ConvTranspose2d's weight is (in, out/groups, kh, kw)
+        kh, kw = args["kernel"]
+        out = [(shape[0], args["out"] // args["groups"], kh, kw)]
         return out + [(args["out"],)] if args["bias"] else out
     if kind == "DWConv":
         kh, kw = args["kernel"]
