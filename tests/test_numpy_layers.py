@@ -71,6 +71,9 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x3x4", "Upsample(scale_factor=1.5, mode=bilinear, align_corners=true)"),
         ("2x4x5", "Upsample(size=(7, 3), mode=bilinear)"),
         ("2x4x5", "Upsample(size=(1, 9), mode=bilinear, align_corners=true)"),
+        ("2x5x4", "Upsample(1.7)"),  # a fractional factor: PyTorch's float32 source index, floor(i / 1.7)
+        ("2x6x5", "Upsample(size=(4, 3))"),  # nearest, shrinking
+        ("2x6x5", "Upsample(0.6, mode=bilinear)"),
     ],
     "Reshape": [("24", "Reshape(6, 2, 2)"), ("12", "FC(18), Unflatten(2, 3, 3), Conv(2, 3, pad=1)")],
     "FC": [("10", "FC(5)"), ("7", "FC(3, bias=false)")],
