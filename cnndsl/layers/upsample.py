@@ -141,6 +141,8 @@ class ConvTranspose(LayerKind):
             ArgSpec("groups", "int", 1, minimum=1),
             ArgSpec("bias", "bool", True),
             ArgSpec("dilation", "pair", 1, minimum=1),
+            # nn.ConvTranspose2d takes padding_mode but accepts only zeros.
+            ArgSpec("padding_mode", "choice", "zeros", role="fixed", choices=("zeros", "reflect", "replicate", "circular")),
         )
     }
 
