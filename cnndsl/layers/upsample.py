@@ -368,6 +368,12 @@ class Upsample(LayerKind):
             kwargs.append(("align_corners", args["align_corners"]))
         return TorchCall("nn.Upsample", (), tuple(kwargs))
 
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        # The rows-resized intermediate (C x H' x W per sample) and the two interpolation matrices.
+        channels, height, width = shape
+        matrices = out[1] * height + out[2] * width
+        return (batch * channels * out[1] * width + matrices) * itemsize
+
     def np_refusal(self, args: Args) -> str | None:
         if args["mode"] not in NUMPY_UPSAMPLE_MODES:
             return f"Upsample(mode={args['mode']}) is not supported by the numpy backend (nearest and bilinear are)"
