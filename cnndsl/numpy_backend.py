@@ -83,9 +83,10 @@ class NumpyModel:
             )
         check_size(network)  # refuse weights that cannot fit before allocating them, pointing at the largest layer
         for layer in network.layers:
-            if not layer.kind.np_supported:
+            refusal = layer.kind.np_refusal(layer.args) if layer.kind.np_supported else None
+            if not layer.kind.np_supported or refusal:
                 raise error(
-                    f"`{layer.kind.name}` is not supported by the numpy backend",
+                    refusal or f"`{layer.kind.name}` is not supported by the numpy backend",
                     "choose another backend or layer kind",
                     network,
                     layer.pos,

@@ -225,3 +225,17 @@ def test_main_job_compile_and_run_in_a_fresh_process(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", run], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 10)"
+
+
+def test_bicubic_upsampling_lowers_to_nn_upsample_in_both_targets() -> None:
+    """Bicubic runs only on the torch targets (the NumPy backend refuses it): both compute F.interpolate's bicubic."""
+    net = cnndsl.parse("input 2x5x4\nUpsample(2, mode=bicubic, align_corners=true)\nUpsample(size=(7, 5), mode=bicubic)")
+    source = net.torch_source()
+    assert 'nn.Upsample(scale_factor=2, mode="bicubic", align_corners=True)' in source
+    assert 'nn.Upsample(size=(7, 5), mode="bicubic", align_corners=False)' in source
+    x = torch.randn(3, 2, 5, 4)
+    expected = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=True)
+    expected = torch.nn.functional.interpolate(expected, size=(7, 5), mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(net.to_torch().eval()(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(generated_class(net)().eval()(x), expected, rtol=0, atol=0)

@@ -98,6 +98,31 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
     "ChannelShuffle": [("ChannelShuffle(2)", "8x4x4", (8, 4, 4), 0, 0, 0)],
     "Chunk": [("Chunk(2, 1)", "8x4x4", (4, 4, 4), 0, 0, 0), ("Chunk(4, 0)", "8", (2,), 0, 0, 0)],
     "Identity": [("Identity", "3x4x4", (3, 4, 4), 0, 0, 0)],
+    "ConvTranspose": [
+        # (N - 1)·S - 2P + D·(K - 1) + output_pad + 1; weight (in, out/groups, kh, kw); MACs: each input pixel scatters a kernel
+        ("ConvTranspose(8, 4, stride=2, pad=1)", "3x5x5", (8, 10, 10), 3 * 8 * 16 + 8, 0, 3 * 25 * 8 * 16),
+        ("ConvTranspose(512, 4, bias=false)", "100x1x1", (512, 4, 4), 100 * 512 * 16, 0, 100 * 512 * 16),
+        (
+            "ConvTranspose(6, (3, 2), stride=(2, 1), pad=(1, 0), output_pad=(1, 0), groups=3)",
+            "3x4x4",
+            (6, 8, 5),
+            3 * 2 * 6 + 6,
+            0,
+            48 * 2 * 6,
+        ),
+        ("ConvTranspose2d(4, 2, 3, 2, 1, 1, 1, False, 2)", "4x3x3", (2, 8, 8), 4 * 2 * 9, 0, 36 * 2 * 9),
+    ],
+    "Upsample": [
+        ("Upsample(2)", "3x4x5", (3, 8, 10), 0, 0, 0),
+        ("Upsample(scale_factor=1.5, mode=bilinear, align_corners=true)", "2x4x5", (2, 6, 7), 0, 0, 0),
+        ("Upsample(size=(7, 3), mode=bilinear)", "2x4x5", (2, 7, 3), 0, 0, 0),
+        ("Upsample(size=9, mode=bicubic)", "2x4x5", (2, 9, 9), 0, 0, 0),
+    ],
+    "Reshape": [
+        ("Reshape(4, 2, 3)", "24", (4, 2, 3), 0, 0, 0),
+        ("Reshape(c=2, h=3, w=4)", "24", (2, 3, 4), 0, 0, 0),
+        ("Unflatten(3, 2, 4)", "24", (3, 2, 4), 0, 0, 0),
+    ],
     "Add": [("Add[ Conv(4, 1) | Identity ]", "4x4x4", (4, 4, 4), 20, 0, 4 * 16 * 4)],
     "Concat": [("Concat[ Conv(2, 1) | Identity ]", "4x4x4", (6, 4, 4), 10, 0, 2 * 16 * 4)],
     "Mul": [("Mul[ Identity | GlobalAvgPool ]", "4x4x4", (4, 4, 4), 0, 0, 0)],
@@ -131,6 +156,13 @@ BAD_ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "Softplus": ("Softplus(beta=0)", "3x8x8", "Softplus: beta must not be 0"),
     "PReLU": ("PReLU(4)", "3x8x8", "PReLU: num_parameters must be 1 or the input's channels (3); got 4"),
     "LogSoftmax": ("LogSoftmax(dim=0)", "10", "LogSoftmax: cnndsl supports only dim=1; got 0"),
+    "ConvTranspose": (
+        "ConvTranspose(8, 3, stride=2, output_pad=2)",
+        "3x4x4",
+        "output_pad must be smaller than the stride or the dilation",
+    ),
+    "Upsample": ("Upsample(2, size=(8, 8))", "3x4x4", "Upsample: give exactly one of scale and size; got both"),
+    "Reshape": ("Reshape(4, 2, 2)", "24", "Reshape: c·h·w = 4·2·2 = 16, but its input has 24 features"),
 }
 
 # (input shape, call, a fragment of the expected message): the padding rules PyTorch enforces too.
@@ -284,3 +316,45 @@ def test_numpy_support_is_declared_truly(kind: str) -> None:
 def test_kind_has_docstring_with_example(kind: str) -> None:
     doc = type(KINDS[kind]).__doc__ or ""
     assert "Example:" in doc, kind
+
+
+# Layers that grow the map: each refusal names its rule (and the transposed formula, as Conv's errors show the forward one).
+GROW_ERRORS = [
+    (
+        "3x2x2",
+        "ConvTranspose(4, 1, pad=1)",
+        "ConvTranspose: the output would be 0 wide: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1 = (2 - 1)·1 - 2·1 + 1·(1 - 1) + 0 + 1 = 0",
+    ),
+    (
+        "3x4x4",
+        "ConvTranspose(4, 3, stride=2, dilation=3, output_pad=3)",
+        "output_pad must be smaller than the stride or the dilation",
+    ),
+    ("3x4x4", "ConvTranspose(4, 3, groups=2)", "ConvTranspose: groups=2 must divide the input channels; got 3"),
+    ("4x4x4", "ConvTranspose2d(3, 4, 3)", "ConvTranspose2d's in_channels is 3 but its input has 4 channels"),
+    ("3x4x4", "Upsample", "Upsample: give exactly one of scale and size; got neither"),
+    ("3x4x4", "Upsample(2, align_corners=true)", "Upsample: align_corners applies only to mode=bilinear or bicubic"),
+    ("3x4x4", "Upsample(0.1)", "Upsample: scale 0.1 leaves no pixels: floor(4·0.1) x floor(4·0.1) = 0x0"),
+    ("3x4x4", "Upsample(2, mode=area)", "Upsample: `mode` must be one of nearest, bilinear, bicubic; got area"),
+    ("3x4x4", "Reshape(3, 4, 4)", "Reshape needs a flat input"),
+    ("20", "Unflatten(2, 3, 3)", "Reshape: c·h·w = 2·3·3 = 18, but its input has 20 features"),
+]
+
+
+@pytest.mark.parametrize(("in_shape", "call", "fragment"), GROW_ERRORS, ids=[c for _, c, _ in GROW_ERRORS])
+def test_growing_layers_refuse_with_their_rule(in_shape: str, call: str, fragment: str) -> None:
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(f"input {in_shape}\n{call}")
+    assert any(fragment in d.message for d in info.value.diagnostics), [d.message for d in info.value.diagnostics]
+    assert all(d.position.line == 2 for d in info.value.diagnostics)
+
+
+def test_numpy_backend_refuses_bicubic_upsampling_by_name() -> None:
+    """Bicubic is PyTorch's (the torch targets build it); the NumPy backend says so instead of computing another function."""
+    from cnndsl.numpy_backend import NumpyModel
+
+    net = cnndsl.parse("input 3x4x4\nConv(3, 1)\nUpsample(2, mode=bicubic)")
+    assert tuple(net.output_shape) == (3, 8, 8)
+    with pytest.raises(CnnDslError, match=r"Upsample\(mode=bicubic\) is not supported by the numpy backend") as info:
+        NumpyModel(net)
+    assert info.value.diagnostics[0].position.line == 3

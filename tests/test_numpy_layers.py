@@ -57,6 +57,25 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
     "AdaptiveMaxPool": [("3x7x7", "AdaptiveMaxPool(3)"), ("2x5x9", "AdaptiveMaxPool((2, 4))"), ("2x3x4", "AdaptiveMaxPool2d(5)")],
     "PixelShuffle": [("18x3x4", "PixelShuffle(3)"), ("8x2x3", "Conv(8, 3, pad=1), PixelShuffle(2)")],
     "PixelUnshuffle": [("2x6x4", "PixelUnshuffle(2)")],
+    "ConvTranspose": [
+        ("3x4x5", "ConvTranspose(4, 3)"),
+        ("3x4x4", "ConvTranspose(5, 4, stride=2, pad=1, bias=false)"),
+        ("4x3x4", "ConvTranspose(6, (3, 2), stride=(2, 3), pad=(1, 0), output_pad=(1, 2), groups=2)"),
+        ("2x3x3", "ConvTranspose(3, 3, stride=2, dilation=2, output_pad=1)"),
+        ("4x3x3", "ConvTranspose2d(4, 4, 2, 2, groups=4)"),
+    ],
+    "Upsample": [
+        ("3x3x4", "Upsample(2)"),
+        ("2x5x4", "Upsample(size=(7, 3))"),
+        ("2x3x4", "Upsample(2, mode=bilinear)"),
+        ("2x3x4", "Upsample(scale_factor=1.5, mode=bilinear, align_corners=true)"),
+        ("2x4x5", "Upsample(size=(7, 3), mode=bilinear)"),
+        ("2x4x5", "Upsample(size=(1, 9), mode=bilinear, align_corners=true)"),
+        ("2x5x4", "Upsample(1.7)"),  # a fractional factor: PyTorch's float32 source index, floor(i / 1.7)
+        ("2x6x5", "Upsample(size=(4, 3))"),  # nearest, shrinking
+        ("2x6x5", "Upsample(0.6, mode=bilinear)"),
+    ],
+    "Reshape": [("24", "Reshape(6, 2, 2)"), ("12", "FC(18), Unflatten(2, 3, 3), Conv(2, 3, pad=1)")],
     "FC": [("10", "FC(5)"), ("7", "FC(3, bias=false)")],
     "Flatten": [("3x4x5", "flatten"), ("6", "flatten")],
     "BatchNorm": [("4x5x5", "BN"), ("6", "BN"), ("3x4x4", "BatchNorm(eps=0.001, momentum=0.3)")],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnDslError
-from cnndsl.layers import KINDS
+from cnndsl.layers import KINDS, lookup
 from cnndsl.layers.base import INFERRED
 
 
@@ -126,3 +127,15 @@ def test_cli_check_reads_conv2d_as_pytorch_does(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "cnndsl", "check", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Conv 16 3x3" in result.stdout and "warning" not in result.stderr
+
+
+def test_convtranspose2d_takes_pytorchs_signature_in_its_order() -> None:
+    torch = pytest.importorskip("torch")
+    ours = [spec.name for spec in lookup("ConvTranspose2d").signature_of("ConvTranspose2d")]
+    theirs = [name for name in inspect.signature(torch.nn.ConvTranspose2d).parameters if name not in ("device", "dtype")]
+    assert ours == theirs
+    (layer,) = layer_args("input 4x3x3\nConvTranspose2d(4, 8, 3, 2, 1, 1, 2, False, 1, zeros)")
+    assert (layer["out"], layer["stride"], layer["output_pad"], layer["groups"], layer["bias"]) == (8, (2, 2), (1, 1), 2, False)
+    assert error_of("input 4x3x3\nConvTranspose2d(4, 8, 3, padding_mode=reflect)").message == (
+        "ConvTranspose2d: cnndsl supports only padding_mode=zeros; got reflect"
+    )

@@ -56,7 +56,7 @@ ZOO = {
 }
 LECTURE = {"classic", "lecture_conv760", "digits_cnn"}  # digits_cnn is trained in tests/test_train.py
 REFERENCE_V2 = ROOT / "tests" / "data" / "architectures_v2.json"
-ZOO_V2 = {"espcn": "espcn"}
+ZOO_V2 = {"espcn": "espcn", "dcgan_generator": "dcgan_generator", "dcgan_discriminator": "dcgan_discriminator"}
 """File stem -> model key in architectures_v2.json (the next wave; see tests/data/README.md)."""
 
 # torchvision module type -> cnndsl kind, for the layers that carry weights.
@@ -66,7 +66,8 @@ WEIGHTED_KINDS = {"Conv": "Conv", "DWConv": "Conv", "BatchNorm": "BatchNorm", "F
 
 # Expected "doesn't fit" warnings: SqueezeNet's strided stems really do skip the last input
 # row and column in torchvision as well. Every other zoo file must check without any.
-EXPECTED_WARNINGS = {"squeezenet1_0": 1, "squeezenet1_1": 1}
+# dcgan_discriminator ends in the tutorial's Sigmoid (trained there with BCELoss): the warning that cross-entropy wants logits is right.
+EXPECTED_WARNINGS = {"squeezenet1_0": 1, "squeezenet1_1": 1, "dcgan_discriminator": 1}
 
 
 @cache
@@ -88,6 +89,10 @@ def tensor_shapes(layer: Any) -> list[tuple[int, ...]]:
     if kind == "Conv":
         kh, kw = args["kernel"]
         out = [(args["out"], shape[0] // args["groups"], kh, kw)]
+        return out + [(args["out"],)] if args["bias"] else out
+    if kind == "ConvTranspose":  # nn.ConvTranspose2d's weight is (in, out/groups, kh, kw)
+        kh, kw = args["kernel"]
+        out = [(shape[0], args["out"] // args["groups"], kh, kw)]
         return out + [(args["out"],)] if args["bias"] else out
     if kind == "DWConv":
         kh, kw = args["kernel"]

@@ -230,6 +230,10 @@ class LayerKind:
     The NumPy backend refuses a network with a layer that does not declare it, naming the
     layer; tests/test_layers.py checks that every declaration is true."""
 
+    def np_refusal(self, args: Args) -> str | None:
+        """Why the NumPy backend cannot run this layer with these arguments (Upsample's bicubic mode), or None."""
+        return None
+
     np_buffers: ClassVar[tuple[str, ...]] = ()
     """Names among `np_init`'s tensors that are buffers (not trained, no gradient)."""
 
@@ -326,6 +330,8 @@ def canonical_spelling(name: str) -> str:
 
 
 def format_value(value: Any) -> str:
+    if value is None:  # an optional argument with no default value (Upsample's scale or size)
+        return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):

@@ -1,0 +1,448 @@
+"""Layers that grow the map: the transposed convolution ConvTranspose, Upsample, and Reshape.
+
+Their NumPy kernels live here (not in numpy_ops) and are vectorised: a transposed
+convolution is one product per group plus a scatter-add per kernel offset (its forward is a
+convolution's input gradient, its backward a convolution's forward); Upsample, nearest or
+bilinear, is separable, so it is two small interpolation matrices applied to the rows and
+the columns, and its backward is the same two matrices transposed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ..shapes import Pair, Shape
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register
+from .conv import torch_pair
+
+if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
+    import numpy as np
+
+    from .. import numpy_ops as ops
+    from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
+else:
+    from ..lazy import numpy as np
+    from ..lazy import numpy_ops as ops
+
+
+# ---------------------------------------------------------------- ConvTranspose
+
+
+def transposed_size(size: int, kernel: int, stride: int, pad: int, dilation: int, output_pad: int) -> int:
+    """nn.ConvTranspose2d's output size along one axis: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1."""
+    return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_pad + 1
+
+
+def _full_size(size: int, kernel: int, stride: int, dilation: int, output_pad: int) -> int:
+    """The scatter buffer's extent along one axis, before the padding is cropped (output_pad extends the far side)."""
+    return (size - 1) * stride + dilation * (kernel - 1) + 1 + output_pad
+
+
+def _offset(i: int, size: int, stride: int, dilation: int) -> slice:
+    """The buffer positions kernel offset `i` reaches from the `size` input positions."""
+    return slice(i * dilation, i * dilation + (size - 1) * stride + 1, stride)
+
+
+def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, args: Args, ctx: NpContext) -> np.ndarray:
+    """nn.ConvTranspose2d's forward: per group, W^T @ x gives every kernel offset's contribution, scatter-added and cropped."""
+    n, c, h, w = x.shape
+    groups = args["groups"]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (
+        args["kernel"],
+        args["stride"],
+        args["pad"],
+        args["dilation"],
+        args["output_pad"],
+    )
+    out_g = weight.shape[1]
+    out_channels = out_g * groups
+    wg = weight.reshape(groups, c // groups, out_g * kh * kw)
+    xg = x.reshape(n, groups, c // groups, h * w)
+    cols = np.matmul(wg.transpose(0, 2, 1), xg).reshape(n, out_channels, kh, kw, h, w)
+    buf = np.zeros((n, out_channels, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), x.dtype)
+    for i in range(kh):  # kernel offsets only: each add covers every pixel and channel
+        for j in range(kw):
+            buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)] += cols[:, :, i, j]
+    out_h = transposed_size(h, kh, sh, ph, dh, oph)
+    out_w = transposed_size(w, kw, sw, pw, dw, opw)
+    y = np.ascontiguousarray(buf[:, :, ph : ph + out_h, pw : pw + out_w])
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    ctx.save(x=x)
+    return y
+
+
+def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx: NpContext, dy: np.ndarray) -> Backward:
+    """The input gradient is a strided convolution of dy (a window gather and one product per group)."""
+    x = ctx.saved["x"]
+    n, c, h, w = x.shape
+    groups = args["groups"]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (
+        args["kernel"],
+        args["stride"],
+        args["pad"],
+        args["dilation"],
+        args["output_pad"],
+    )
+    out_channels, out_h, out_w = dy.shape[1:]
+    out_g = out_channels // groups
+    buf = np.zeros((n, out_channels, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), dy.dtype)
+    buf[:, :, ph : ph + out_h, pw : pw + out_w] = dy
+    dcols = np.empty((n, out_channels, kh, kw, h, w), dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dcols[:, :, i, j] = buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)]
+    dcols_g = dcols.reshape(n, groups, out_g * kh * kw, h * w)
+    wg = weight.reshape(groups, c // groups, out_g * kh * kw)
+    xg = x.reshape(n, groups, c // groups, h * w)
+    grads = {"weight": np.matmul(xg, dcols_g.transpose(0, 1, 3, 2)).sum(axis=0).reshape(weight.shape)}
+    if has_bias:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    dx = np.matmul(wg, dcols_g).reshape(x.shape) if ctx.need_dx else None
+    return dx, grads
+
+
+@register
+class ConvTranspose(LayerKind):
+    """2-D transposed convolution (nn.ConvTranspose2d): the learned upsampling of generators and decoders.
+
+    Args: out channels, kernel, stride=1, pad=0, output_pad=0 (added to the bottom/right; less
+    than the stride or the dilation), groups=1, dilation=1, bias=true.
+    Shape: C x H x W -> out x H' x W', H' = (H - 1)·S - 2P + D·(K - 1) + output_pad + 1
+    (a convolution's formula solved for its input: stride 2, kernel 4, pad 1 doubles H).
+    Example: `ConvTranspose(128, 4, stride=2, pad=1, bias=false)`.
+    """
+
+    name = "ConvTranspose"
+    np_supported = True
+    aliases = ("ConvTranspose2d",)
+    family = "conv"
+    fresh_output = True
+    input_rank = "image"
+    signature = (
+        ArgSpec("out", "int", minimum=1, keywords=("out_channels",)),
+        ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
+        ArgSpec("stride", "pair", 1, minimum=1),
+        ArgSpec("pad", "pair", 0, minimum=0, keywords=("padding",)),
+        ArgSpec("output_pad", "pair", 0, minimum=0, keywords=("output_padding",)),
+        ArgSpec("groups", "int", 1, minimum=1),
+        ArgSpec("dilation", "pair", 1, minimum=1),
+        ArgSpec("bias", "bool", True),
+    )
+    spelling_signatures = {
+        "ConvTranspose2d": (
+            ArgSpec("in_channels", "int", INFERRED, minimum=1, role="input"),
+            ArgSpec("out_channels", "int", minimum=1, target="out"),
+            ArgSpec("kernel_size", "pair", minimum=1, target="kernel"),
+            ArgSpec("stride", "pair", 1, minimum=1),
+            ArgSpec("padding", "pair", 0, minimum=0, target="pad"),
+            ArgSpec("output_padding", "pair", 0, minimum=0, target="output_pad"),
+            ArgSpec("groups", "int", 1, minimum=1),
+            ArgSpec("bias", "bool", True),
+            ArgSpec("dilation", "pair", 1, minimum=1),
+            # nn.ConvTranspose2d takes padding_mode but accepts only zeros.
+            ArgSpec("padding_mode", "choice", "zeros", role="fixed", choices=("zeros", "reflect", "replicate", "circular")),
+        )
+    }
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        out = dict(args)
+        for name in ("kernel", "stride", "pad", "output_pad", "dilation"):
+            out[name] = as_pair(out[name])
+        return out
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        for axis in (0, 1):
+            limit = max(args["stride"][axis], args["dilation"][axis])
+            if args["output_pad"][axis] >= limit:
+                raise LayerError(
+                    f"ConvTranspose: output_pad must be smaller than the stride or the dilation; got output_pad "
+                    f"{pair_text(args['output_pad'])} with stride {pair_text(args['stride'])} and dilation "
+                    f"{pair_text(args['dilation'])}",
+                    "output_pad only picks among the sizes a strided convolution maps onto the same size; PyTorch refuses it too",
+                    arg="output_pad",
+                )
+        dims = []
+        for axis, size in enumerate(shape.spatial):
+            k, s, p, d, op = (args[name][axis] for name in ("kernel", "stride", "pad", "dilation", "output_pad"))
+            out = transposed_size(size, k, s, p, d, op)
+            if out < 1:
+                raise LayerError(
+                    f"ConvTranspose: the output would be {out} wide: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1 = "
+                    f"({size} - 1)·{s} - 2·{p} + {d}·({k} - 1) + {op} + 1 = {out}",
+                    "use less padding, a larger kernel or stride, or apply it where the map is larger",
+                    arg="pad",
+                )
+            dims.append(out)
+        result = Shape((args["out"], *dims))
+        groups = args["groups"]
+        for what, count, hint in (
+            ("input channels", shape.channels, f"choose groups among the divisors of {shape.channels}"),
+            ("output channels", args["out"], "make out a multiple of groups"),
+        ):
+            if count % groups:
+                raise LayerError(
+                    f"ConvTranspose: groups={groups} must divide the {what}; got {count}", hint, arg="groups", recovered=result
+                )
+        return result
+
+    def param_count(self, args: Args, shape: Shape) -> int:
+        kh, kw = args["kernel"]
+        return shape.channels * (args["out"] // args["groups"]) * kh * kw + (args["out"] if args["bias"] else 0)
+
+    def macs(self, args: Args, shape: Shape, out: Shape) -> int:
+        # Every input pixel scatters one kernel of out/groups channels (fvcore's and ptflops' count).
+        kh, kw = args["kernel"]
+        return shape.numel * (args["out"] // args["groups"]) * kh * kw
+
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        # The per-offset columns (out x kh x kw x H x W) and the uncropped scatter buffer.
+        kh, kw = args["kernel"]
+        _, h, w = shape
+        full = [
+            _full_size(shape[1 + a], args["kernel"][a], args["stride"][a], args["dilation"][a], args["output_pad"][a])
+            for a in (0, 1)
+        ]
+        return batch * itemsize * args["out"] * (kh * kw * h * w + full[0] * full[1])
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs: list[tuple[str, Any]] = [("kernel_size", torch_pair(args["kernel"]))]
+        for name, torch_name, default in (
+            ("stride", "stride", (1, 1)),
+            ("pad", "padding", (0, 0)),
+            ("output_pad", "output_padding", (0, 0)),
+        ):
+            if args[name] != default:
+                kwargs.append((torch_name, torch_pair(args[name])))
+        if args["groups"] != 1:
+            kwargs.append(("groups", args["groups"]))
+        if not args["bias"]:
+            kwargs.append(("bias", False))
+        if args["dilation"] != (1, 1):
+            kwargs.append(("dilation", torch_pair(args["dilation"])))
+        return TorchCall("nn.ConvTranspose2d", (in_shape.channels, args["out"]), tuple(kwargs))
+
+    def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
+        # nn.ConvTranspose2d's weight is (in, out/groups, kh, kw); its fan_in (for both bounds) is out/groups*kh*kw.
+        kh, kw = args["kernel"]
+        weight_shape = (shape.channels, args["out"] // args["groups"], kh, kw)
+        fan_in = math.prod(weight_shape[1:])
+        bound = ops.default_weight_bound(fan_in)
+        tensors = {"weight": rng.uniform(-bound, bound, weight_shape, dtype)}
+        if args["bias"]:
+            bias_bound = ops.default_bias_bound(fan_in)
+            tensors["bias"] = rng.uniform(-bias_bound, bias_bound, args["out"], dtype)
+        return tensors
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        return conv_transpose_forward(x, params["weight"], params.get("bias"), args, ctx)
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return conv_transpose_backward(params["weight"], args["bias"], args, ctx, dy)
+
+    def describe(self, args: Args) -> str:
+        parts = ["ConvTranspose", str(args["out"]), f"{args['kernel'][0]}x{args['kernel'][1]}"]
+        if args["stride"] != (1, 1):
+            parts.append("x" + pair_text(args["stride"]))
+        if args["pad"] != (0, 0):
+            parts.append("pad " + pair_text(args["pad"]))
+        if args["output_pad"] != (0, 0):
+            parts.append("outpad " + pair_text(args["output_pad"]))
+        if args["dilation"] != (1, 1):
+            parts.append("dil " + pair_text(args["dilation"]))
+        text = " ".join(parts)
+        return text + (f" g{args['groups']}" if args["groups"] != 1 else "")
+
+
+# ---------------------------------------------------------------- Upsample
+
+UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
+NUMPY_UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def interpolation_matrix(size: int, out: int, scale: float | None, mode: str, align_corners: bool, dtype: Any) -> np.ndarray:
+    """The (out, size) matrix that maps one axis as nn.Upsample does (nearest or bilinear).
+
+    `scale` is the user's scale factor, or None when a size was given: PyTorch then uses
+    size/out, else 1/scale, for the source positions.
+    """
+    matrix = np.zeros((out, size), dtype)
+    rows = np.arange(out)
+    if mode == "nearest":
+        # PyTorch computes the source index in float32: floor(dst * scale), clamped.
+        ratio = np.float32(1.0 / scale) if scale is not None else np.float32(size) / np.float32(out)
+        source = np.minimum(np.floor(rows.astype(np.float32) * ratio).astype(np.int64), size - 1)
+        matrix[rows, source] = 1
+        return matrix
+    if align_corners:
+        ratio = (size - 1) / (out - 1) if out > 1 else 0.0
+        position = rows * ratio
+    else:
+        ratio = 1.0 / scale if scale is not None else size / out
+        position = np.maximum(ratio * (rows + 0.5) - 0.5, 0.0)
+    low = np.minimum(np.floor(position).astype(np.int64), size - 1)
+    high = np.minimum(low + 1, size - 1)
+    weight = position - low
+    np.add.at(matrix, (rows, low), 1 - weight)
+    np.add.at(matrix, (rows, high), weight)
+    return matrix
+
+
+def upsample_matrices(args: Args, in_hw: Pair, out_hw: Pair, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    scale = args["scale"]
+    scales = (None, None) if scale is None else (scale[0], scale[1])
+    return (
+        interpolation_matrix(in_hw[0], out_hw[0], scales[0], args["mode"], args["align_corners"], dtype),
+        interpolation_matrix(in_hw[1], out_hw[1], scales[1], args["mode"], args["align_corners"], dtype),
+    )
+
+
+@register
+class Upsample(LayerKind):
+    """Resizes the map by interpolation (nn.Upsample): nearest, bilinear or bicubic.
+
+    Args: scale (a number or a pair (h, w); PyTorch's scale_factor), size=(h, w) instead of
+    scale, mode=nearest (bilinear or bicubic; the NumPy backend runs nearest and bilinear),
+    align_corners=false (only for bilinear and bicubic).
+    Shape: C x H x W -> C x floor(H·scale) x floor(W·scale), or C x h x w with size.
+    Example: `Upsample(2, mode=bilinear)`.
+    """
+
+    name = "Upsample"
+    np_supported = True
+    family = "reshape"
+    input_rank = "image"
+    signature = (
+        ArgSpec("scale", "float", None, keywords=("scale_factor",)),
+        ArgSpec("mode", "choice", "nearest", choices=UPSAMPLE_MODES),
+        ArgSpec("align_corners", "bool", False),
+        ArgSpec("size", "pair", None, minimum=1),
+    )
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        out = dict(args)
+        if out["scale"] is not None:
+            out["scale"] = (out["scale"], out["scale"])
+        if out["size"] is not None:
+            out["size"] = as_pair(out["size"])
+        return out
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        scale, size = args["scale"], args["size"]
+        if (scale is None) == (size is None):
+            raise LayerError(
+                "Upsample: give exactly one of scale and size; got " + ("both" if scale is not None else "neither"),
+                "write `Upsample(2)` for a factor or `Upsample(size=(h, w))` for a size",
+                arg="size" if scale is not None else None,
+            )
+        if args["align_corners"] and args["mode"] == "nearest":
+            raise LayerError(
+                "Upsample: align_corners applies only to mode=bilinear or bicubic",
+                "drop align_corners, or choose mode=bilinear (PyTorch refuses it too)",
+                arg="align_corners",
+            )
+        if size is not None:
+            return Shape((shape.channels, *size))
+        if scale[0] <= 0:
+            raise LayerError(f"Upsample: scale must be positive; got {scale[0]:g}", "use a factor such as 2", arg="scale")
+        dims = [math.floor(n * scale[0]) for n in shape.spatial]
+        if min(dims) < 1:
+            raise LayerError(
+                f"Upsample: scale {scale[0]:g} leaves no pixels: floor({shape[1]}·{scale[0]:g}) x floor({shape[2]}·{scale[0]:g}) "
+                f"= {dims[0]}x{dims[1]}",
+                "use a larger scale, or give size=(h, w)",
+                arg="scale",
+            )
+        return Shape((shape.channels, *dims))
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        kwargs: list[tuple[str, Any]] = []
+        if args["size"] is not None:
+            kwargs.append(("size", torch_pair(args["size"])))
+        else:
+            scale = args["scale"][0]
+            kwargs.append(("scale_factor", int(scale) if float(scale).is_integer() else scale))
+        if args["mode"] != "nearest":
+            kwargs.append(("mode", args["mode"]))
+            kwargs.append(("align_corners", args["align_corners"]))
+        return TorchCall("nn.Upsample", (), tuple(kwargs))
+
+    def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
+        # The rows-resized intermediate (C x H' x W per sample) and the two interpolation matrices.
+        channels, height, width = shape
+        matrices = out[1] * height + out[2] * width
+        return (batch * channels * out[1] * width + matrices) * itemsize
+
+    def np_refusal(self, args: Args) -> str | None:
+        if args["mode"] not in NUMPY_UPSAMPLE_MODES:
+            return f"Upsample(mode={args['mode']}) is not supported by the numpy backend (nearest and bilinear are)"
+        return None
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        in_hw = (x.shape[2], x.shape[3])
+        out_hw = tuple(args["size"]) if args["size"] is not None else tuple(math.floor(n * args["scale"][0]) for n in in_hw)
+        rows, columns = upsample_matrices(args, in_hw, (out_hw[0], out_hw[1]), x.dtype)
+        ctx.save(rows=rows, columns=columns)
+        return np.ascontiguousarray(np.matmul(np.matmul(rows, x), columns.T))
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        rows, columns = ctx.saved["rows"], ctx.saved["columns"]
+        return np.ascontiguousarray(np.matmul(np.matmul(rows.T, dy), columns)), {}
+
+    def describe(self, args: Args) -> str:
+        what = f"to {pair_text(args['size'])}" if args["size"] is not None else f"x{args['scale'][0]:g}"
+        corners = " corners" if args["align_corners"] else ""
+        return f"Upsample {what} {args['mode']}{corners}"
+
+
+# ---------------------------------------------------------------- Reshape
+
+
+@register
+class Reshape(LayerKind):
+    """Reshapes the features into an image (nn.Unflatten(1, (c, h, w))): a generator's start from a flat vector.
+
+    Args: c, h, w (`Unflatten(c, h, w)` is PyTorch's `nn.Unflatten(1, (c, h, w))`).
+    Shape: N -> c x h x w; c·h·w must equal N (an image is flattened first).
+    Example: `FC(4096), Reshape(256, 4, 4)`.
+    """
+
+    name = "Reshape"
+    np_supported = True
+    is_view = True
+    aliases = ("Unflatten",)
+    family = "reshape"
+    input_rank = "flat"
+    signature = (
+        ArgSpec("c", "int", minimum=1),
+        ArgSpec("h", "int", minimum=1, keywords=("height",)),
+        ArgSpec("w", "int", minimum=1, keywords=("width",)),
+    )
+
+    def resolve(self, args: Args, shape: Shape | None) -> Args:
+        return {"dims": (args["c"], args["h"], args["w"])}
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        c, h, w = args["dims"]
+        if c * h * w != shape.numel:
+            raise LayerError(
+                f"Reshape: c·h·w = {c}·{h}·{w} = {c * h * w}, but its input has {shape.numel} features",
+                f"choose c, h, w whose product is {shape.numel}, or change the layer before it to give {c * h * w} features "
+                f"(PyTorch's nn.Unflatten(1, (c, h, w)) is written Unflatten(c, h, w))",
+            )
+        return Shape((c, h, w))
+
+    def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
+        return TorchCall("nn.Unflatten", (1, tuple(args["dims"])))
+
+    def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
+        ctx.save(in_shape=x.shape)
+        return x.reshape(x.shape[0], *args["dims"])
+
+    def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
+        return dy.reshape(ctx.saved["in_shape"]), {}
+
+    def describe(self, args: Args) -> str:
+        c, h, w = args["dims"]
+        return f"Reshape {c}x{h}x{w}"
