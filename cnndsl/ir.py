@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import Position
+from .expr import LayerExprs
 from .layers.base import LayerKind
 from .shapes import Pair, Shape
 
@@ -47,6 +48,8 @@ class Layer(Node):
     receptive_field: Pair = (1, 1)
     effective_stride: Pair = (1, 1)
     """Effective stride: input pixels between neighbouring outputs."""
+    exprs: LayerExprs | None = None
+    """How the network's parameters reach its arguments and input (cnndsl.expr); None when none does."""
 
     def leaves(self) -> Iterator[Layer]:
         yield self

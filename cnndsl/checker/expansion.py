@@ -19,6 +19,8 @@ from typing import Any, cast
 
 from .. import ast
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
+from ..expr import LayerExprs, Term, params_of
+from ..expr import param as parameter_term
 from ..ir import Layer, Node, Parallel, Sequence
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, check_input_rank, format_value
@@ -29,6 +31,7 @@ from .binding import Binder, Defaults
 from .budget import Abort, Budget
 from .functions import define_functions, whole_count
 from .header import collect_defaults, input_shape, layer_names, network_params, split_program
+from .symbolic import merged_terms, output_terms, resolved_terms, term_of
 from .values import POISON, Scope, Value, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
 
 MERGES = {name.lower(): kind for name, kind in KINDS.items() if isinstance(kind, MergeKind)}
@@ -41,6 +44,13 @@ class State:
     shape: Shape | None
     field: Pair = (1, 1)
     effective_stride: Pair = (1, 1)
+    channels: Term = None
+    """The term of the shape's channels (features) when a network parameter reaches them (checker/symbolic.py)."""
+    size: frozenset[str] = frozenset()
+    """The network parameters the image's height and width may depend on."""
+
+    def channels_term(self) -> Term:
+        return self.channels if self.channels is not None else (self.shape[0] if self.shape is not None else None)
 
 
 @dataclass
@@ -63,6 +73,9 @@ class CheckResult:
     input_shape: Shape
     root: Sequence
     params: dict[str, Value]
+    structural: frozenset[str] = frozenset()
+    """Parameters that decide what the IR's expressions cannot say: a repetition count (which layers
+    exist), or another parameter's default. Code generation cannot vary them."""
 
 
 class Checker:
@@ -87,6 +100,9 @@ class Checker:
         self.binder = Binder(sink)
         self._block_infos: dict[str, BlockInfo] = {}
         self._network_values: dict[str, Value] = {}
+        self._symbols: dict[str, Term] = {}
+        """Each network parameter's term (itself); empty without parameters: then no term is built."""
+        self._structural: set[str] = set()
         self._unrun_checked: set[int] = set()
         """The ids of the repetitions (AST nodes, alive during the check) whose body was checked without running it."""
         """The network's parameters, and the file's functions (`functions.define_functions`)."""
@@ -117,6 +133,13 @@ class Checker:
         network, input_decl, body = header.network, header.input, header.body
         params = network_params(self.sink, network, self.param_overrides)
         self._network_values = define_functions(header.functions, params) if header.functions else params
+        self._symbols = {name: parameter_term(name) for name, value in params.items() if value is not POISON}
+        if network is not None:  # a default that reads another parameter ties the two together
+            for declared in network.params:
+                names = free_names(declared.default) if declared.default is not None else set()
+                read = (set(params) if names is None else names) & params.keys() - {declared.name}
+                if read:
+                    self._structural |= {declared.name, *read}
         self.budget.set_constants(self.program, self._network_values)
         if header.defaults is not None:
             self.defaults = collect_defaults(self.sink, self.binder, header.defaults)
@@ -128,7 +151,7 @@ class Checker:
                 "add layers after the header, for example `Conv(32, 3), ReLU`",
             )
             return None
-        scope = Scope(self._network_values)
+        scope = Scope(self._network_values, symbols=self._symbols)
         state = State(shape)
         children = self._sequence(body, scope, state, "")
         if shape is None or state.shape is None or self.sink.has_errors:
@@ -145,7 +168,7 @@ class Checker:
             "", "", None, body[0].pos if body else Position(1, 1), shape, state.shape, children, "network", name
         )
         self._logits_warning(root)
-        return CheckResult(name, shape, root, dict(params))
+        return CheckResult(name, shape, root, dict(params), frozenset(self._structural))
 
     def _logits_warning(self, root: Sequence) -> None:
         """A network that ends in Softmax or Sigmoid trains badly with cross-entropy, which expects logits."""
@@ -260,7 +283,7 @@ class Checker:
         branches: list[Sequence] = []
         ends: list[State] = []
         for index, branch in enumerate(el.branches):
-            branch_state = State(start, state.field, state.effective_stride)
+            branch_state = State(start, state.field, state.effective_stride, state.channels, state.size)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
             node = self._finish_sequence(
@@ -289,6 +312,9 @@ class Checker:
         field = (max(s.field[0] for s in counted), max(s.field[1] for s in counted))
         effective_stride = (max(s.effective_stride[0] for s in counted), max(s.effective_stride[1] for s in counted))
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, effective_stride)
+        if self._symbols:
+            channels, state.size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
+            state.channels = channels if params_of(channels) else None
         state.shape, state.field, state.effective_stride = out, field, effective_stride
         return Parallel(
             name,
@@ -318,6 +344,8 @@ class Checker:
             count = None
         if count is not None:
             self.budget.check_repeat_count(count, el.count.pos, scope)
+            if self._symbols:  # the count decides which layers exist: no expression says that
+                self._structural |= params_of(term_of(el.count, scope, state.shape, state.channels_term()))
         if count:
             per_iteration, _ = self.budget.min_size(el.body, depth + 1)
             self.budget.check_repeat(self.budget.leaf_count, per_iteration, count, True, el.pos, scope)
@@ -427,7 +455,8 @@ class Checker:
                     ok = False
         else:
             local.update({param.name: POISON for param in block.params})
-        inner = Scope(values, (*scope.calls, (block.name, text, call.pos)))
+        symbols = self._block_symbols(block, bound, values, scope, state) if self._symbols and ok else self._symbols
+        inner = Scope(values, (*scope.calls, (block.name, text, call.pos)), symbols)
         start = state.shape
         if not ok:
             state.shape = None
@@ -451,6 +480,21 @@ class Checker:
         ]
         title = f"{block.name}({', '.join(given)})" if call.args else block.name
         return self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+
+    def _block_symbols(
+        self, block: ast.BlockDef, bound: Mapping[str, ast.Arg] | None, values: Mapping[str, Value], scope: Scope, state: State
+    ) -> Mapping[str, Term]:
+        """The terms of a call's block parameters (beside their values), shadowing the network's."""
+        local: dict[str, Term] = {}
+        symbols = ChainMap(local, self._symbols)
+        channels = state.channels_term()
+        for param in block.params:
+            if bound is not None and param.name in bound:
+                local[param.name] = term_of(bound[param.name].value, scope, state.shape, channels)
+            elif param.default is not None:
+                default_scope = Scope(values, scope.calls, symbols)
+                local[param.name] = term_of(param.default, default_scope, state.shape, channels)
+        return symbols
 
     def _default_value(
         self, block: ast.BlockDef, param: ast.Param, values: Mapping[str, Value], scope: Scope, shape: Shape | None
@@ -486,11 +530,22 @@ class Checker:
         self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
     ) -> Layer | None:
         shape = state.shape
-        bound_args = self.binder.layer_args(kind, call, scope, shape, self.defaults, self._network_values)
+        symbolic = bool(self._symbols)
+        bound_args = self.binder.layer_args(
+            kind,
+            call,
+            scope,
+            shape,
+            self.defaults,
+            self._network_values,
+            self._symbols if symbolic else None,
+            state.channels_term() if symbolic else None,
+        )
         if bound_args is None or shape is None:
             state.shape = None
             return None
         args, arg_pos = bound_args.values, bound_args.positions
+        before = args
         try:
             args = kind.resolve(args, shape)
             check_input_rank(kind, args, shape)  # the one place a layer's input rank is enforced
@@ -516,8 +571,21 @@ class Checker:
         self._fit_warnings(kind, args, shape, call, scope)
         field, effective_stride = kind.receptive(args, shape, state.field, state.effective_stride)
         layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, effective_stride)
+        if symbolic:
+            self._record_terms(layer, kind, before, bound_args.terms, state)
         state.shape, state.field, state.effective_stride = out, field, effective_stride
         return layer
+
+    @staticmethod
+    def _record_terms(layer: Layer, kind: LayerKind, before: Mapping[str, Value], terms: dict[str, Term], state: State) -> None:
+        """The layer's expressions (cnndsl.expr.LayerExprs) and what reaches the next layer's input."""
+        assert state.shape is not None
+        arg_terms = resolved_terms(before, layer.args, terms) if terms else {}
+        channels = state.channels_term()
+        if arg_terms or state.channels is not None or state.size:
+            layer.exprs = LayerExprs(arg_terms, channels, state.size)
+        out_channels, state.size = output_terms(kind, layer.args, arg_terms, state.shape, layer.out_shape, channels, state.size)
+        state.channels = out_channels if params_of(out_channels) else None
 
     def _new_layer(
         self,
@@ -649,7 +717,9 @@ def _with_index(scope: Scope, index: str | None, value: Value) -> Scope:
     if index is None:
         return scope
     # ChainMap only reads the scope's values: a read-only mapping serves.
-    return Scope(ChainMap({index: value}, cast("MutableMapping[str, Value]", scope.values)), scope.calls)
+    values = ChainMap({index: value}, cast("MutableMapping[str, Value]", scope.values))
+    symbols = ChainMap({index: value}, cast("MutableMapping[str, Value]", scope.symbols)) if scope.symbols else scope.symbols
+    return Scope(values, scope.calls, symbols)
 
 
 def _join(path: str, name: str) -> str:
