@@ -94,7 +94,7 @@ def test_helpers_are_derived_from_the_plan_and_copied_exactly() -> None:
     plain = cnndsl.parse("input 4x4x4\nConcat[ Conv(2, 1) | Chunk(2, 0) ], ReLU")
     assert set().union(*(c.helpers() for c in build_plan(plain).children)) == {"Concat", "Chunk"}
     source = plain.torch_source()
-    assert "class Concat(nn.Module):" in source and "class Chunk(nn.Module):" in source
+    assert "class Concat(nn.Sequential):" in source and "class Chunk(nn.Module):" in source
     assert "class Add(" not in source and "def sequential(" not in source and "OrderedDict" not in source
     named = cnndsl.parse("input 4x4x4\nunit: [conv: Conv(2, 1), act: ReLU], GlobalAvgPool")
     source = named.torch_source()
