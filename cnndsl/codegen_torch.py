@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import __version__
 from .expr import Expr, Term, binary, call, expressible, opaque, params_of, render
-from .ir import Layer, Sequence
+from .ir import Layer, Node, Parallel, Sequence
 from .layers.base import TorchCall
 from .shapes import Shape
 from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion
@@ -324,6 +324,78 @@ def parameter_expressions(network: Network, names: dict[str, str]) -> ParameterC
     return ParameterCode(exprs, ordered, list(definitions.values()))
 
 
+# ---- comments that hold for every value the constructor accepts ---------------------------------
+
+
+MAX_COMMENT_EXPRESSION = 24
+"""Longest expression a shape comment writes; a longer one is left out (the comment says less, not something false)."""
+
+
+@dataclass
+class Comments:
+    """Shapes and block titles for comments, written over the constructor's parameters where those
+    reach them (`# (2 * width)x16x16`, `# Res(width)`), so that they hold for every value it accepts.
+
+    `names` maps each parameter the constructor lets vary to its name; `fixed` the others to their values.
+    """
+
+    names: dict[str, str]
+    fixed: dict[str, Any]
+
+    def number(self, term: Term, value: Any) -> str | None:
+        """A number's text: its value when no varying parameter reaches it, its expression, or None."""
+        if not params_of(term) & self.names.keys():
+            return literal(value)
+        if not expressible(term):
+            return None
+        text = render(term, {**self.names, **{p: literal(v) for p, v in self.fixed.items()}}, literal)
+        return text if len(text) <= MAX_COMMENT_EXPRESSION else None
+
+    def shape(self, node: Node) -> str | None:
+        """The node's output shape, or None where it depends on the parameters in a way no expression writes."""
+        found = _output_terms(node)
+        if found is None:
+            return None if self.names else str(node.out_shape)
+        term, size = found
+        if size & self.names.keys():
+            return None
+        channels = self.number(term, node.out_shape[0])
+        if channels is None:
+            return None
+        if not node.out_shape.is_image:
+            return channels
+        if not channels.isdigit():
+            channels = f"({channels})" if " " in channels else channels
+            return f"{channels} x {node.out_shape[1]} x {node.out_shape[2]}"
+        return str(node.out_shape)
+
+    def title(self, node: Sequence) -> str:
+        """A block call's title (`Res(64)`), with the arguments a varying parameter reaches as expressions."""
+        exprs = node.block_exprs
+        if node.role != "block" or exprs is None or not any(params_of(t) & self.names.keys() for t in exprs.values()):
+            return node.title
+        given: list[str] = []
+        for key, term in exprs.items():
+            text = self.number(term, None)
+            if text is None:
+                return f"{node.block}(...)"
+            given.append(text if key.isdigit() else f"{key}={text}")
+        return f"{node.block}({', '.join(given)})"
+
+
+def _output_terms(node: Node) -> tuple[Term, frozenset[str]] | None:
+    """The term of a node's output channels and the parameters its image size depends on (None: not known here)."""
+    while isinstance(node, Sequence):
+        if not node.children:
+            return None  # an empty branch passes its input on: what reaches that is not recorded here
+        node = node.children[-1]
+    layer = node.merge if isinstance(node, Parallel) else node
+    assert isinstance(layer, Layer)
+    if layer.exprs is None:
+        return layer.out_shape[0], frozenset()
+    return layer.exprs.out, layer.exprs.out_size
+
+
 # ---- layout ----------------------------------------------------------------------------
 
 
@@ -394,6 +466,7 @@ class Generator:
     """Lays a plan's modules out as constructor calls; `exprs` puts network parameters into their arguments."""
 
     exprs: dict[tuple[str, int], str]
+    comments: Comments
 
     def value(self, path: str, slot: int, value: Any) -> str:
         return self.exprs.get((path, slot), literal(value))
@@ -421,13 +494,17 @@ class Generator:
             args: list[Code | str] = [self.node(branch) for branch in plan.children]
             args += [literal(value) for value in call.args]
             args += [f"{key}={literal(value)}" for key, value in call.kwargs]
-            return Code(call.name, args, explode=True, open_comment=f"-> {node.out_shape}")
+            shape = self.comments.shape(node)
+            return Code(call.name, args, explode=True, open_comment=f"-> {shape}" if shape else "")
         if plan.kind == "identity":
             return Code(call.name)
         assert isinstance(node, Sequence)
         # Shapes go on containers and forward lines: per-layer comments would push most
         # convolutions past 88 columns and make black split them.
-        comment = f"{comment_text(node.title)} -> {node.out_shape}" if node.role in ("block", "repeat") else ""
+        comment = ""
+        if node.role in ("block", "repeat"):
+            shape = self.comments.shape(node)
+            comment = comment_text(self.comments.title(node)) + (f" -> {shape}" if shape else "")
         if call.name == SEQUENTIAL:  # children named 0, 1, ...: nn.Sequential names them so
             return Code(call.name, [self.node(child) for child in plan.children], explode=True, open_comment=comment)
         entries: list[Code | str] = []
@@ -506,7 +583,9 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
     with deep_recursion():
         plan = build_plan(network)
         parameter_code = parameter_expressions(network, param_names)
-        gen = Generator(parameter_code.exprs)
+        fixed = {p: network.parameters[p] for p in parameter_code.fixed}
+        comments = Comments({p: n for p, n in param_names.items() if p not in fixed}, fixed)
+        gen = Generator(parameter_code.exprs, comments)
         # The network itself is the generated class: its children are its attributes.
         attrs = [child.name for child in plan.children]
         body = [gen.node(child) for child in plan.children]
@@ -525,6 +604,7 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         "# Edit the .cnn file and recompile rather than editing this file.",
         f"# Input {network.input_shape} -> output {network.output_shape}: {network.params:,} parameters, "
         f"{network.buffers:,} buffers, {_macs(network.macs)}.",
+        *(["# These figures are for the default parameter values; the comments below hold for any."] if comments.names else []),
         "# Shapes in comments exclude the batch dimension.",
         "",
     ]
@@ -534,7 +614,8 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
     for source in helpers:
         lines += ["", source, ""]
     lines += ["", f"class {class_name}(nn.Module):"]
-    lines.append(f'    """{comment_text(network.name)}: {network.input_shape} -> {network.output_shape}."""')
+    output = comments.shape(network.root) or "?"
+    lines.append(f'    """{comment_text(network.name)}: {network.input_shape} -> {output}."""')
     lines.append("")
     signature = ", ".join(f"{param_names[p]}: {_annotation(v)} = {_default(v)}" for p, v in network.parameters.items())
     def_line = f"    def __init__(self, {signature}) -> None:" if signature else "    def __init__(self) -> None:"
@@ -564,6 +645,7 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         lines.append("        x = (x - self.input_mean) / self.input_std")
     for attr, child in zip(attrs, plan.children, strict=True):
         target = f"self.{attr}" if attr.isidentifier() else f"getattr(self, {quoted(attr)})"
-        lines.append(f"        x = {target}(x)  # {child.node.out_shape}")
+        shape = comments.shape(child.node)
+        lines.append(f"        x = {target}(x)  # {shape}" if shape else f"        x = {target}(x)")
     lines.append("        return x")
     return "\n".join(lines) + "\n"

@@ -263,14 +263,24 @@ class LayerExprs:
     `resolve`; the other arguments are constants). `channels`: the term of the input's channels
     (a flat input's features). `size`: the parameters the input's height and width may depend on
     (their sizes are not written as expressions: a layer that reads them cannot vary with these).
+    `out` and `out_size`: the same for its output.
     """
 
-    __slots__ = ("args", "channels", "size")
+    __slots__ = ("args", "channels", "size", "out", "out_size")
 
-    def __init__(self, args: dict[str, Term], channels: Term, size: frozenset[str]) -> None:
+    def __init__(
+        self,
+        args: dict[str, Term],
+        channels: Term,
+        size: frozenset[str],
+        out: Term = None,
+        out_size: frozenset[str] = frozenset(),
+    ) -> None:
         self.args = args
         self.channels = channels
         self.size = size
+        self.out = out
+        self.out_size = out_size
 
     @property
     def params(self) -> frozenset[str]:

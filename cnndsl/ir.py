@@ -76,6 +76,9 @@ class Sequence(Node):
     """What the source wrote: `Basic(64)`, `x 2`, `[...]`."""
     block: str | None = None
     block_args: dict[str, Any] | None = None
+    block_exprs: dict[str, Any] | None = None
+    """A block call a network parameter reaches: the terms (cnndsl.expr) of the arguments the call
+    gave, keyed by keyword, or by position ("0", "1", ...) for positional ones."""
 
     def leaves(self) -> Iterator[Layer]:
         for child in self.children:

@@ -195,3 +195,20 @@ def test_what_no_expression_follows_is_refused_with_a_hint(text: str, fixed: str
     other = {"b": False} if fixed == "b" else {fixed: network.parameters[fixed] + 1}
     with pytest.raises(ValueError, match=f"{fixed} changes the network in ways this file cannot express.*--set {fixed}="):
         cls(**other)
+
+
+# ---- comments ------------------------------------------------------------------------------
+
+
+def test_comments_hold_for_every_value_the_constructor_accepts() -> None:
+    source = cnndsl.parse(EXPRESSIONS).torch_source()
+    assert "nn.Sequential(  # Unit(width) -> width x 16 x 16" in source
+    assert 'x = getattr(self, "13")(x)  # classes' in source and '"""Net: 3x16x16 -> classes."""' in source
+    assert 'x = getattr(self, "12")(x)  # 2 * classes' in source
+    # After `Conv(width, k)` the image size depends on k: no size is written rather than a false one.
+    assert 'x = getattr(self, "1")(x)\n' in source
+    assert "Unit(4)" not in source and "4x16x16" not in source and "# 5\n" not in source
+    assert "# These figures are for the default parameter values" in source
+    fixed = cnndsl.parse("network N(deep=2)\ninput 3x8x8\nblock B(c) = [Conv(c, 1)]\nB(deep * 4) x deep").torch_source()
+    assert "B(8) -> 8x8x8" in fixed  # a parameter the constructor refuses to vary keeps its value in comments
+    assert "These figures" not in fixed

@@ -270,6 +270,7 @@ class Checker:
             title=title,
             block=block,
             block_args=block_args,
+            block_exprs=None,  # set by the block call where a network parameter reaches its arguments
         )
 
     def _merge(
@@ -313,8 +314,10 @@ class Checker:
         effective_stride = (max(s.effective_stride[0] for s in counted), max(s.effective_stride[1] for s in counted))
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, effective_stride)
         if self._symbols:
-            channels, state.size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
-            state.channels = channels if params_of(channels) else None
+            channels, size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
+            if params_of(channels) or size or any(s.channels is not None or s.size for s in ends):
+                merge.exprs = LayerExprs({}, ends[0].channels_term(), ends[0].size, channels, size)
+            state.channels, state.size = (channels if params_of(channels) else None), size
         state.shape, state.field, state.effective_stride = out, field, effective_stride
         return Parallel(
             name,
@@ -456,6 +459,7 @@ class Checker:
         else:
             local.update({param.name: POISON for param in block.params})
         symbols = self._block_symbols(block, bound, values, scope, state) if self._symbols and ok else self._symbols
+        block_terms = {p.name: symbols[p.name] for p in block.params if p.name in symbols} if self._symbols and ok else {}
         inner = Scope(values, (*scope.calls, (block.name, text, call.pos)), symbols)
         start = state.shape
         if not ok:
@@ -479,7 +483,12 @@ class Checker:
             for i, a in enumerate(call.args)
         ]
         title = f"{block.name}({', '.join(given)})" if call.args else block.name
-        return self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+        node = self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+        if node is not None and any(params_of(term) for term in block_terms.values()):
+            node.block_exprs = {
+                (a.name or str(i)): block_terms[a.name if a.name else block.params[i].name] for i, a in enumerate(call.args)
+            }
+        return node
 
     def _block_symbols(
         self, block: ast.BlockDef, bound: Mapping[str, ast.Arg] | None, values: Mapping[str, Value], scope: Scope, state: State
@@ -582,10 +591,11 @@ class Checker:
         assert state.shape is not None
         arg_terms = resolved_terms(before, layer.args, terms) if terms else {}
         channels = state.channels_term()
+        out_channels, out_size = output_terms(kind, layer.args, arg_terms, state.shape, layer.out_shape, channels, state.size)
         if arg_terms or state.channels is not None or state.size:
-            layer.exprs = LayerExprs(arg_terms, channels, state.size)
-        out_channels, state.size = output_terms(kind, layer.args, arg_terms, state.shape, layer.out_shape, channels, state.size)
+            layer.exprs = LayerExprs(arg_terms, channels, state.size, out_channels, out_size)
         state.channels = out_channels if params_of(out_channels) else None
+        state.size = out_size
 
     def _new_layer(
         self,
