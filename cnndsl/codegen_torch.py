@@ -13,11 +13,12 @@ Every user-provided name (network, parameters, labels, the file name in comments
 through `identifier` or `comment_text` (module names are safe from the checker, see cnndsl.names) before it reaches the output: nothing
 from the source file can inject code.
 
-How a network parameter reaches the layers is not in the IR (it holds numbers), so the
-generator re-checks the source with other values of each parameter and fits each changed
-constructor argument as `a * param + b`. Arguments that follow no such rule make the
-generated constructor refuse other values of that parameter, with a message that says to
-recompile with `--set`.
+How a network parameter reaches the layers is in the IR: the checker records each argument's
+and each input's expression (`Layer.exprs`, cnndsl.expr), and `parameter_expressions` passes
+them through the layer's `torch_call` as traced numbers and renders what comes out. What no
+expression follows (a repetition count, a comparison such as `groups != 1`) makes the
+generated constructor refuse other values of those parameters, with a message that says to
+recompile with `--set`. Nothing is checked again: this module does not import the front end.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import __version__
-from .errors import CnnDslError
-from .ir import Node, Parallel, Reference, Sequence, walk
+from .expr import Expr, Term, binary, call, expressible, opaque, params_of, render
+from .ir import Layer, Node, Parallel, Reference, Sequence, walk
 from .layers import MergeKind
 from .layers.base import TorchCall
-from .limits import MAX_FIT_LAYERS
+from .shapes import Shape
 from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion, shared_tensors
 
 if TYPE_CHECKING:
@@ -138,136 +139,264 @@ def comment_text(text: str) -> str:
 # ---- parameters ------------------------------------------------------------------------
 
 
-def flat_values(call: TorchCall) -> list[Any]:
-    """The call's numbers in order, tuples flattened: the slots a parameter can drive."""
-    values: list[Any] = []
-    for value in (*call.args, *(v for _, v in call.kwargs)):
-        values.extend(value if isinstance(value, tuple) else (value,))
-    return values
+class _Traced:
+    """A number a network parameter reaches, given to a kind's `torch_call` in place of the plain one.
+
+    It is the number (an int or float subclass), carrying its term (cnndsl.expr). Passed through
+    unchanged, the generated code writes its expression. Anything else `torch_call` does with it
+    is recorded: arithmetic gives an opaque term, and a comparison or conversion is a decision
+    (`decided`) whose outcome the generated code would freeze, so its parameters are fixed.
+    Comparing two numbers with one term is no decision (`(k, k)` collapses to `k` for any k).
+    """
+
+    term: Term
+    decided: ClassVar[set[str]] = set()
+
+    def _decide(self) -> None:
+        _Traced.decided |= params_of(self.term)
+
+    def _combine(self, other: object) -> Term:
+        return opaque(params_of(self.term) | params_of(getattr(other, "term", None)))
 
 
-def skeleton(call: TorchCall) -> tuple[Any, ...]:
-    """Everything about a call except its numbers: two calls with one skeleton differ only in values."""
-    shape = tuple(len(v) if isinstance(v, tuple) else -1 for v in (*call.args, *(v for _, v in call.kwargs)))
-    return (call.name, len(call.args), tuple(k for k, _ in call.kwargs), shape)
+def _comparison(name: str) -> Callable[..., Any]:
+    def compare(self: Any, other: object) -> Any:
+        if isinstance(other, _Traced) and other.term == self.term and name in ("__eq__", "__le__", "__ge__"):
+            return True
+        if isinstance(other, _Traced) and other.term == self.term and name in ("__ne__", "__lt__", "__gt__"):
+            return False
+        self._decide()
+        if isinstance(other, _Traced):
+            other._decide()
+        return getattr(self._base, name)(self, other)
+
+    return compare
+
+
+_OPERATOR_OF = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**"}
+"""The dunder methods whose result `torch_call` may pass on: its term is the same operation's (cnndsl.expr)."""
+
+
+def _arithmetic(name: str) -> Callable[..., Any]:
+    stem = name.strip("_")
+    reverse = stem.startswith("r") and stem[1:] in _OPERATOR_OF
+
+    def compute(self: Any, *others: Any) -> Any:
+        result = getattr(self._base, name)(self, *others)
+        if isinstance(result, bool) or not isinstance(result, (int, float)):
+            self._decide()
+            return result
+        other = others[0] if others else None
+        other_term = other.term if isinstance(other, _Traced) else other
+        operator = _OPERATOR_OF.get(stem[1:] if reverse else stem)
+        if operator is not None and isinstance(other_term, (int, float, Expr)) and not isinstance(other_term, bool):
+            term = binary(operator, other_term, self.term) if reverse else binary(operator, self.term, other_term)
+        elif stem == "neg":
+            term = call("neg", self.term)
+        elif stem == "pos":
+            term = self.term
+        else:
+            term = self._combine(other)
+        return _traced(result, term)
+
+    return compute
+
+
+def _conversion(name: str) -> Callable[..., Any]:
+    def convert(self: Any, *args: Any) -> Any:
+        self._decide()
+        return getattr(self._base, name)(self, *args)
+
+    return convert
+
+
+_COMPARISONS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
+_ARITHMETIC = (
+    *("__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __floordiv__ __rfloordiv__".split()),
+    *("__mod__ __rmod__ __pow__ __rpow__ __neg__ __pos__ __abs__ __round__ __trunc__ __floor__ __ceil__".split()),
+)
+_CONVERSIONS = ("__bool__", "__int__", "__float__", "__index__", "__str__", "__repr__", "__format__", "__divmod__")
+
+
+def _traced_class(base: type) -> type:
+    members: dict[str, Any] = {"_base": base, "__hash__": base.__hash__}
+    members.update({name: _comparison(name) for name in _COMPARISONS})
+    members.update({name: _arithmetic(name) for name in _ARITHMETIC})
+    members.update({name: _conversion(name) for name in _CONVERSIONS})
+    return type(f"Traced{base.__name__.title()}", (_Traced, base), members)
+
+
+_TRACED = {int: _traced_class(int), float: _traced_class(float)}
+
+
+def _traced(value: Any, term: Term) -> Any:
+    """`value` carrying `term`; None for a value that cannot carry one (a bool, a word)."""
+    cls = _TRACED.get(type(value))
+    if cls is None:
+        return None
+    traced = cls(value)
+    traced.term = term
+    return traced
+
+
+def _traced_value(value: Any, term: Term) -> Any:
+    """An argument's value with its term: pairs element by element; None where a value cannot carry it."""
+    if isinstance(value, tuple):
+        terms = term if isinstance(term, tuple) else (term,) * len(value)
+        items = [_traced(v, t) if params_of(t) else v for v, t in zip(value, terms, strict=True)]
+        return None if any(i is None for i in items) else tuple(items)
+    return _traced(value, term)
+
+
+def traced_call(layer: Layer, inplace: bool) -> tuple[TorchCall, set[str]]:
+    """The layer's TorchCall computed from traced arguments and input (see _Traced), and the
+    parameters whose effect on it no expression can write (they must stay fixed)."""
+    exprs = layer.exprs
+    assert exprs is not None
+    fixed: set[str] = set()
+    args = dict(layer.args)
+    for name, term in exprs.args.items():
+        traced = _traced_value(args[name], term)
+        if traced is None:  # a boolean or a word: whatever torch_call does with it, it decides
+            fixed |= params_of(term)
+        else:
+            args[name] = traced
+    dims: list[Any] = list(layer.in_shape)
+    if params_of(exprs.channels):
+        dims[0] = _traced(dims[0], exprs.channels)
+    if exprs.size and layer.in_shape.is_image:  # the image size is never written: reading it is a decision
+        dims[1:] = [_traced(d, opaque(exprs.size)) for d in dims[1:]]
+    shape = tuple.__new__(Shape, dims)  # Shape() would convert the traced dimensions to plain ints
+    _Traced.decided = set()
+    try:
+        call = layer.kind.torch_call(args, shape, inplace)
+    except Exception:  # noqa: BLE001 - any failure on traced values: the plain call stands, nothing varies
+        return layer.kind.torch_call(layer.args, layer.in_shape, inplace), fixed | exprs.params
+    finally:
+        decided, _Traced.decided = _Traced.decided, set()
+    return call, fixed | decided
 
 
 @dataclass
-class Calls:
-    """Every layer's TorchCall by path, and the tree's structure, for one parameter setting."""
+class ParameterCode:
+    """How the network's parameters reach the generated constructor's calls."""
 
-    calls: dict[str, TorchCall]
-    structure: tuple[tuple[str, str], ...]
-
-
-def collect_calls(network: Network) -> Calls:
-    calls = {plan.node.path: plan.call for plan in build_plan(network).walk() if plan.kind == "layer"}
-    structure = tuple((node.path, type(node).__name__) for node, _ in walk(network.root))
-    return Calls(calls, structure)
+    exprs: dict[tuple[str, int], str]
+    """(layer path, slot) -> the expression that gives the call's number at that slot (its numbers in order, tuples flattened)."""
+    fixed: list[str]
+    """The parameters no expression follows: the constructor refuses other values."""
+    definitions: list[tuple[str, str]]
+    """Local variables the expressions read (name, expression), in order: the parts of long expressions."""
 
 
-def _probes(value: Any) -> list[tuple[Any, Any]]:
-    if isinstance(value, bool):
-        return [(not value, value)]
-    if isinstance(value, int):
-        candidates = [(value + 1, value + 2), (2 * value, 3 * value), (value + 2, value + 4)]
-        return [c for c in candidates if min(c) >= 1 and value not in c]
-    if isinstance(value, float):
-        return [(value * 1.5, value * 0.5)] if value else [(0.25, 0.75)]
-    return []  # bare words (`same`): no numeric rule to find
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
-
-
-def _fit(name: str, points: list[tuple[Any, Any]]) -> str | None:
-    """An expression of `name` through every (param value, slot value) point, or None."""
-    if all(_same(slot, param) for param, slot in points):
-        return name
-    if not all(type(p) is int and type(s) is int for p, s in points):
-        return None
-    (p0, s0), (p1, s1) = points[0], points[1]
-    if (s1 - s0) % (p1 - p0):
-        return None
-    slope = (s1 - s0) // (p1 - p0)
-    offset = s0 - slope * p0
-    if any(slope * p + offset != s for p, s in points):
-        return None
-    term = name if slope == 1 else f"{slope} * {name}"
-    if offset == 0:
-        return term
-    return f"{term} + {offset}" if offset > 0 else f"{term} - {-offset}"
-
-
-def parameter_expressions(network: Network, names: dict[str, str]) -> tuple[dict[tuple[str, int], str], list[str]]:
-    """(layer path, slot) -> expression over the parameters, and the parameters no rule covers.
-
-    `names` maps each network parameter to its (safe) name in the generated constructor.
-    """
-    from .frontend import check_source
-
-    base: Calls | None = None  # made before the first probe: no probe, no cost
-    found: dict[tuple[str, int], tuple[str, str]] = {}
-    fixed: list[str] = []
-    if not network.source:
-        return {}, list(network.parameters)
-    # Each probe re-checks the whole source: bound the work (layers re-checked in all), so
-    # that many parameters on a large network cannot make compiling take minutes. The
-    # parameters left over stay fixed (the generated constructor refuses other values).
-    rechecked = 0
-    for param, value in network.parameters.items():
-        rule: dict[tuple[str, int], str] | None = None
-        for probe in _probes(value):
-            cost = len(probe) * max(len(network.layers), 1)
-            if rechecked + cost > MAX_FIT_LAYERS:
-                break
-            rechecked += cost
-            base = base or collect_calls(network)
-            rule = _probe_rule(network, base, param, value, probe, names[param], check_source)
-            if rule is not None:
-                break
-        if rule is None:
-            fixed.append(param)
+def parameter_expressions(network: Network, names: dict[str, str]) -> ParameterCode:
+    """Each layer's recorded terms (`Layer.exprs`, cnndsl.expr) passed through its `torch_call`
+    (`traced_call`) and rendered over `names` (each network parameter's safe name in the
+    generated constructor), read from the IR alone."""
+    fixed = set(network.structural_parameters)
+    slots: list[tuple[str, int, Term]] = []
+    for module in build_plan(network).walk():
+        node = module.node
+        if module.kind != "layer" or not isinstance(node, Layer) or node.exprs is None:
             continue
-        for slot, expr in rule.items():
-            if slot in found:  # two parameters drive one number: no single-parameter rule holds
-                fixed.extend(p for p in (param, found[slot][0]) if p not in fixed)
-            found[slot] = (param, expr)
-    exprs = {slot: expr for slot, (param, expr) in found.items() if param not in fixed}
-    return exprs, fixed
+        call, unexpressed = traced_call(node, module.inplace)
+        fixed |= unexpressed
+        flat: list[Any] = []
+        for value in (*call.args, *(v for _, v in call.kwargs)):
+            flat.extend(value if isinstance(value, tuple) else (value,))
+        for slot, value in enumerate(flat):
+            if isinstance(value, _Traced):
+                slots.append((node.path, slot, value.term))
+                if not expressible(value.term):
+                    fixed |= params_of(value.term)
+    # A slot that reads a fixed parameter keeps its number: the constructor refuses other values.
+    definitions: dict[Expr, tuple[str, str]] = {}
+    taken = set(names.values())
+
+    def name_of(node: Expr, text: str) -> str:
+        if node not in definitions:
+            name = f"c{len(definitions) + 1}"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            definitions[node] = (name, text)
+        return definitions[node][0]
+
+    exprs = {(path, slot): render(term, names, literal, name_of) for path, slot, term in slots if not params_of(term) & fixed}
+    ordered = [p for p in network.parameters if p in fixed]
+    return ParameterCode(exprs, ordered, list(definitions.values()))
 
 
-def _probe_rule(
-    network: Network, base: Calls, param: str, value: Any, probe: tuple[Any, ...], name: str, check: Callable[..., Any]
-) -> dict[tuple[str, int], str] | None:
-    variants: list[Calls] = []
-    for other in probe:
-        params = {**network.parameters, param: other}
-        checked, _ = check(network.source, network.filename, network.input_shape, params)
-        if checked is None:
+# ---- comments that hold for every value the constructor accepts ---------------------------------
+
+
+MAX_COMMENT_EXPRESSION = 24
+"""Longest expression a shape comment writes; a longer one is left out (the comment says less, not something false)."""
+
+
+@dataclass
+class Comments:
+    """Shapes and block titles for comments, written over the constructor's parameters where those
+    reach them (`# (2 * width)x16x16`, `# Res(width)`), so that they hold for every value it accepts.
+
+    `names` maps each parameter the constructor lets vary to its name; `fixed` the others to their values.
+    """
+
+    names: dict[str, str]
+    fixed: dict[str, Any]
+
+    def number(self, term: Term, value: Any) -> str | None:
+        """A number's text: its value when no varying parameter reaches it, its expression, or None."""
+        if not params_of(term) & self.names.keys():
+            return literal(value)
+        if not expressible(term):
             return None
-        try:
-            variant = collect_calls(checked)
-        except CnnDslError:
+        text = render(term, {**self.names, **{p: literal(v) for p, v in self.fixed.items()}}, literal)
+        return text if len(text) <= MAX_COMMENT_EXPRESSION else None
+
+    def shape(self, node: Node) -> str | None:
+        """The node's output shape, or None where it depends on the parameters in a way no expression writes."""
+        found = _output_terms(node)
+        if found is None:
+            return None if self.names else str(node.out_shape)
+        term, size = found
+        if size & self.names.keys():
             return None
-        if variant.structure != base.structure or variant.calls.keys() != base.calls.keys():
+        channels = self.number(term, node.out_shape[0])
+        if channels is None:
             return None
-        variants.append(variant)
-    rule: dict[tuple[str, int], str] = {}
-    for path, call in base.calls.items():
-        others = [v.calls[path] for v in variants]
-        if any(skeleton(o) != skeleton(call) for o in others):
-            return None
-        columns = zip(flat_values(call), *(flat_values(o) for o in others), strict=True)
-        for slot, values in enumerate(columns):
-            if all(_same(v, values[0]) for v in values):
-                continue
-            expr = _fit(name, list(zip((value, *probe), values, strict=True)))
-            if expr is None:
-                return None
-            rule[(path, slot)] = expr
-    return rule
+        if not node.out_shape.is_image:
+            return channels
+        if not channels.isdigit():
+            channels = f"({channels})" if " " in channels else channels
+            return f"{channels} x {node.out_shape[1]} x {node.out_shape[2]}"
+        return str(node.out_shape)
+
+    def title(self, node: Sequence) -> str:
+        """A block call's title (`Res(64)`), with the arguments a varying parameter reaches as expressions."""
+        exprs = node.block_exprs
+        if node.role != "block" or exprs is None or not any(params_of(t) & self.names.keys() for t in exprs.values()):
+            return node.title
+        given: list[str] = []
+        for key, term in exprs.items():
+            text = self.number(term, None)
+            if text is None:
+                return f"{node.block}(...)"
+            given.append(text if key.isdigit() else f"{key}={text}")
+        return f"{node.block}({', '.join(given)})"
+
+
+def _output_terms(node: Node) -> tuple[Term, frozenset[str]] | None:
+    """The term of a node's output channels and the parameters its image size depends on (None: not known here)."""
+    while isinstance(node, Sequence):
+        if not node.children:
+            return None  # an empty branch passes its input on: what reaches that is not recorded here
+        node = node.children[-1]
+    layer = node.merge if isinstance(node, Parallel) else node
+    assert isinstance(layer, Layer)
+    if layer.exprs is None:
+        return layer.out_shape[0], frozenset()
+    return layer.exprs.out, layer.exprs.out_size
 
 
 # ---- layout ----------------------------------------------------------------------------
@@ -340,6 +469,7 @@ class Generator:
     """Lays a plan's modules out as constructor calls; `exprs` puts network parameters into their arguments."""
 
     exprs: dict[tuple[str, int], str]
+    comments: Comments
 
     def value(self, path: str, slot: int, value: Any) -> str:
         return self.exprs.get((path, slot), literal(value))
@@ -367,13 +497,17 @@ class Generator:
             args: list[Code | str] = [self.node(branch) for branch in plan.children]
             args += [literal(value) for value in call.args]
             args += [f"{key}={literal(value)}" for key, value in call.kwargs]
-            return Code(call.name, args, explode=True, open_comment=f"-> {node.out_shape}")
+            shape = self.comments.shape(node)
+            return Code(call.name, args, explode=True, open_comment=f"-> {shape}" if shape else "")
         if plan.kind == "identity":
             return Code(call.name)
         assert isinstance(node, Sequence)
         # Shapes go on containers and forward lines: per-layer comments would push most
         # convolutions past 88 columns and make black split them.
-        comment = f"{comment_text(node.title)} -> {node.out_shape}" if node.role in ("block", "repeat") else ""
+        comment = ""
+        if node.role in ("block", "repeat"):
+            shape = self.comments.shape(node)
+            comment = comment_text(self.comments.title(node)) + (f" -> {shape}" if shape else "")
         if call.name == SEQUENTIAL:  # children named 0, 1, ...: nn.Sequential names them so
             return Code(call.name, [self.node(child) for child in plan.children], explode=True, open_comment=comment)
         entries: list[Code | str] = []
@@ -451,8 +585,10 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         param_names[param] = name
     with deep_recursion():
         plan = build_plan(network)
-        exprs, fixed = parameter_expressions(network, param_names)
-        gen = Generator(exprs)
+        parameter_code = parameter_expressions(network, param_names)
+        fixed = {p: network.parameters[p] for p in parameter_code.fixed}
+        comments = Comments({p: n for p, n in param_names.items() if p not in fixed}, fixed)
+        gen = Generator(parameter_code.exprs, comments)
         # The network itself is the generated class: its children are its attributes.
         attrs = [child.name for child in plan.children]
         body = [gen.node(child) for child in plan.children]
@@ -471,6 +607,7 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         "# Edit the .cnn file and recompile rather than editing this file.",
         f"# Input {network.input_shape} -> output {network.output_shape}: {network.params:,} parameters, "
         f"{network.buffers:,} buffers, {_macs(network.macs)}.",
+        *(["# These figures are for the default parameter values; the comments below hold for any."] if comments.names else []),
         "# Shapes in comments exclude the batch dimension.",
         "",
     ]
@@ -480,7 +617,8 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
     for source in helpers:
         lines += ["", source, ""]
     lines += ["", f"class {class_name}(nn.Module):"]
-    lines.append(f'    """{comment_text(network.name)}: {network.input_shape} -> {network.output_shape}."""')
+    output = comments.shape(network.root) or "?"
+    lines.append(f'    """{comment_text(network.name)}: {network.input_shape} -> {output}."""')
     lines.append("")
     signature = ", ".join(f"{param_names[p]}: {_annotation(v)} = {_default(v)}" for p, v in network.parameters.items())
     def_line = f"    def __init__(self, {signature}) -> None:" if signature else "    def __init__(self) -> None:"
@@ -492,13 +630,16 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
     else:
         lines.append(def_line)
     lines.append("        super().__init__()")
-    for param in fixed:
+    for param in parameter_code.fixed:
         name, value = param_names[param], network.parameters[param]
         lines.append(f"        if {name} != {_default(value)}:")
         lines.append("            raise ValueError(")
         lines.append(f'                "{comment_text(param)} changes the network in ways this file cannot express; "')
         lines.append(f'                "recompile with: cnndsl compile FILE --target torch --set {comment_text(param)}=VALUE"')
         lines.append("            )")
+    if parameter_code.definitions:
+        lines.append("        # Numbers shared by the layers below, computed from the parameters as the .cnn file does.")
+        lines += [f"        {name} = {text}" for name, text in parameter_code.definitions]
     lines += init_lines
     if preprocess is not None:
         lines += preprocess_lines(preprocess, len(network.input_shape) + 1)
@@ -508,16 +649,17 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
     if preprocess is not None:
         lines.append("        x = (x - self.input_mean) / self.input_std")
     if network.is_graph:
-        lines += graph_forward(network, plan)
+        lines += graph_forward(network, plan, comments)
         return "\n".join(lines) + "\n"
     for attr, child in zip(attrs, plan.children, strict=True):
         target = f"self.{attr}" if attr.isidentifier() else f"getattr(self, {quoted(attr)})"
-        lines.append(f"        x = {target}(x)  # {child.node.out_shape}")
+        shape = comments.shape(child.node)
+        lines.append(f"        x = {target}(x)  # {shape}" if shape else f"        x = {target}(x)")
     lines.append("        return x")
     return "\n".join(lines) + "\n"
 
 
-def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
+def graph_forward(network: Network, plan: ModulePlan, comments: Comments) -> list[str]:
     """`forward`'s body for a network whose data flow leaves the tree: named tensors, as a person writes a U-Net.
 
     A top-level element that holds no reference and none of whose inner tensors is read
@@ -542,11 +684,13 @@ def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
 
     read = {register for step in flow.steps for register in step.inputs} | set(flow.outputs)
 
-    def assign(register: int, node: Node, expression: str, shape: object) -> str:
+    def assign(register: int, node: Node, expression: str, shaped: Node) -> str:
+        shape = comments.shape(shaped)
         # A tensor that nothing reads is still computed (BatchNorm's statistics move in training), unnamed.
         if register not in read:
-            return f"        {expression}  # {shape}, read by nothing"
-        return f"        {name_for(register, node)} = {expression}  # {shape}"
+            return f"        {expression}  # {shape or 'its shape depends on the parameters'}, read by nothing"
+        line = f"        {name_for(register, node)} = {expression}"
+        return f"{line}  # {shape}" if shape else line
 
     lines: list[str] = []
     steps = iter(flow.steps)
@@ -558,7 +702,7 @@ def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
         inner = [node for node, _ in walk(child) if node is not child]
         if not any(isinstance(node, Reference) or node in shared for node in inner):
             source = names[flow.consumed[child]]
-            lines.append(assign(flow.produced[child], child, f"{modules[child]}({source})", child.out_shape))
+            lines.append(assign(flow.produced[child], child, f"{modules[child]}({source})", child))
             continue
         for step in own:
             layer = step.layer
@@ -573,7 +717,7 @@ def graph_forward(network: Network, plan: ModulePlan) -> list[str]:
                     expression = (" + " if layer.kind.name == "Add" else " * ").join(inputs)
             else:
                 expression = f"{modules[layer]}({inputs[0]})"
-            lines.append(assign(step.output, owner, expression, layer.out_shape))
+            lines.append(assign(step.output, owner, expression, layer))
     results = [names[r] for r in flow.outputs]
     lines.append(f"        return {', '.join(results)}")
     return lines

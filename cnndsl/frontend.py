@@ -99,7 +99,17 @@ def check_source(
     diagnostics = sorted(sink.diagnostics, key=lambda d: (d.position.line, d.position.column) if d.position else (0, 0))
     if result is None or sink.has_errors:
         return None, diagnostics
-    network = Network(result.name, result.input_shape, result.root, result.params, diagnostics, filename, text, result.outputs)
+    network = Network(
+        result.name,
+        result.input_shape,
+        result.root,
+        result.params,
+        diagnostics,
+        filename,
+        text,
+        result.outputs,
+        result.structural,
+    )
     return network, diagnostics
 
 

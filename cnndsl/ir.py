@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import Position
+from .expr import LayerExprs
 from .layers.base import LayerKind
 from .shapes import Pair, Shape
 
@@ -54,6 +55,8 @@ class Layer(Node):
     receptive_field: Pair = (1, 1)
     effective_stride: Pair = (1, 1)
     """Effective stride: input pixels between neighbouring outputs."""
+    exprs: LayerExprs | None = None
+    """How the network's parameters reach its arguments and input (cnndsl.expr); None when none does."""
 
     def leaves(self) -> Iterator[Layer]:
         yield self
@@ -99,6 +102,9 @@ class Sequence(Node):
     """What the source wrote: `Basic(64)`, `x 2`, `[...]`."""
     block: str | None = None
     block_args: dict[str, Any] | None = None
+    block_exprs: dict[str, Any] | None = None
+    """A block call a network parameter reaches: the terms (cnndsl.expr) of the arguments the call
+    gave, keyed by keyword, or by position ("0", "1", ...) for positional ones."""
 
     def leaves(self) -> Iterator[Layer]:
         for child in self.children:

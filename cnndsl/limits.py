@@ -30,9 +30,6 @@ MAX_NUMBER = 2**62
 MAX_FUNCTION_CALLS = 100_000
 """Most calls of the functions a file defines with `def`, in one check (one calling another twice doubles per level)."""
 
-MAX_FIT_LAYERS = 100_000
-"""Most layers `compile` re-checks in all to see how network parameters reach the layers
-(one re-check per probed value); parameters beyond this stay fixed in the generated class."""
 
 MAX_DRAWN_NODES = 5_000
 """Most boxes `cnndsl render` asks Graphviz to lay out (its time grows much faster than linearly)."""

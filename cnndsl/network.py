@@ -64,6 +64,7 @@ class Network:
         filename: str,
         source: str = "",
         outputs: list[Reference] | None = None,
+        structural_parameters: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
         self.input_shape = input_shape
@@ -73,8 +74,10 @@ class Network:
         self.diagnostics = diagnostics
         self.filename = filename
         self.source = source
-        """The checked text: diagnostics quote its lines, and code generation re-checks it
-        with other parameter values to see how each parameter reaches the layers."""
+        """The checked text: diagnostics quote its lines."""
+        self.structural_parameters = structural_parameters
+        """Parameters that the IR's expressions (`Layer.exprs`) cannot follow: they decide which
+        layers exist (a repetition count) or another parameter's default."""
         self.layers: list[Layer] = list(root.leaves())
         self.outputs: list[Reference] | None = outputs
         """The `output` line's tensors, in order; None when the network returns its last element's."""

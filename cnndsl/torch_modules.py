@@ -20,50 +20,39 @@ import torch
 from torch import nn
 
 
-class Add(nn.Module):
+class Add(nn.Sequential):
     """Runs every branch (submodules `0`, `1`, ...) on one input; sums the outputs.
 
     `inplace=True` accumulates into the first branch's output, as torchvision's
     `out += identity` does; only for a first branch that ends in a fresh tensor that
     autograd does not keep (a convolution, normalisation or linear layer).
+    An nn.Sequential only to hold the branches: torch.jit.script iterates over it.
     """
 
     def __init__(self, *branches: nn.Module, inplace: bool = False) -> None:
-        super().__init__()
+        super().__init__(*branches)
         self.inplace = inplace
-        for index, branch in enumerate(branches):
-            self.add_module(str(index), branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [branch(x) for branch in self._modules.values()]
+        outputs = [branch(x) for branch in self]
         out = outputs[0]
         for other in outputs[1:]:
             out = out.add_(other) if self.inplace else out + other
         return out
 
 
-class Concat(nn.Module):
+class Concat(nn.Sequential):
     """Runs every branch on one input; concatenates the outputs along channels."""
 
-    def __init__(self, *branches: nn.Module) -> None:
-        super().__init__()
-        for index, branch in enumerate(branches):
-            self.add_module(str(index), branch)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([branch(x) for branch in self._modules.values()], dim=1)
+        return torch.cat([branch(x) for branch in self], dim=1)
 
 
-class Mul(nn.Module):
+class Mul(nn.Sequential):
     """Runs every branch on one input; multiplies the outputs (broadcasting: gates)."""
 
-    def __init__(self, *branches: nn.Module) -> None:
-        super().__init__()
-        for index, branch in enumerate(branches):
-            self.add_module(str(index), branch)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [branch(x) for branch in self._modules.values()]
+        outputs = [branch(x) for branch in self]
         out = outputs[0]
         for other in outputs[1:]:
             out = out * other

@@ -308,8 +308,9 @@ def test_compile_with_many_parameters_on_a_large_network(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     source = out.read_text(encoding="utf-8")
     compile(source, str(out), "exec")
-    # Past the re-check budget the parameters stay fixed: other values are refused with a message.
-    assert source.count("raise ValueError(") == 50 and "--set p0=VALUE" in source
+    # Generating reads how each parameter reaches the layers from the IR (nothing is checked again):
+    # none of the 50 reaches one, so the constructor takes them all and refuses no value.
+    assert "p0: int = 1," in source and "p49: int = 50," in source and "raise ValueError(" not in source
 
 
 def test_render_refuses_layouts_that_would_explode(tmp_path: Path) -> None:

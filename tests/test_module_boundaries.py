@@ -61,10 +61,9 @@ def test_the_lists_name_real_modules() -> None:
     assert "cnndsl.network" in backend_modules() and "cnndsl.torch_plan" in backend_modules()
 
 
-# codegen_torch still re-checks the source to express network parameters (issue 12, item 1's
-# second half), and weights_match to tell which layers a --set value reshaped: strict, so the
-# mark must go when the IR records where each number came from.
-RECHECKS_SOURCE = {"cnndsl.codegen_torch", "cnndsl.weights_match"}
+# weights_match still re-checks the source to tell which layers a --set value reshaped: strict,
+# so the mark must go when it reads that from the IR (code generation does: Layer.exprs).
+RECHECKS_SOURCE = {"cnndsl.weights_match"}
 
 
 @pytest.mark.parametrize(

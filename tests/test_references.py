@@ -179,7 +179,7 @@ def test_generated_source_names_its_tensors_and_equals_the_module(name: str, tmp
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     if name == "unet":
         source = net.torch_source()
-        assert "        e1 = self.e1(x)  # 4x16x16" in source
+        assert "        e1 = self.e1(x)  # width x 16 x 16" in source  # comments hold for every width
         assert "        return head, e2" in source
 
 

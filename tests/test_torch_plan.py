@@ -87,14 +87,14 @@ def test_inplace_flags_are_decided_in_the_plan() -> None:
 
 
 def test_fresh_output_is_declared_by_the_kinds_whose_output_autograd_does_not_keep() -> None:
-    assert {name for name, kind in KINDS.items() if kind.fresh_output} == {"Conv", "DWConv", "BatchNorm", "FC"}
+    assert {name for name, kind in KINDS.items() if kind.fresh_output} == {"Conv", "DWConv", "ConvTranspose", "BatchNorm", "FC"}
 
 
 def test_helpers_are_derived_from_the_plan_and_copied_exactly() -> None:
     plain = cnndsl.parse("input 4x4x4\nConcat[ Conv(2, 1) | Chunk(2, 0) ], ReLU")
     assert set().union(*(c.helpers() for c in build_plan(plain).children)) == {"Concat", "Chunk"}
     source = plain.torch_source()
-    assert "class Concat(nn.Module):" in source and "class Chunk(nn.Module):" in source
+    assert "class Concat(nn.Sequential):" in source and "class Chunk(nn.Module):" in source
     assert "class Add(" not in source and "def sequential(" not in source and "OrderedDict" not in source
     named = cnndsl.parse("input 4x4x4\nunit: [conv: Conv(2, 1), act: ReLU], GlobalAvgPool")
     source = named.torch_source()

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from .. import ast
 from ..errors import DiagnosticSink, Position
+from ..expr import params_of
 from ..layers import LayerKind
 from ..layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
 from ..shapes import Shape
+from .symbolic import as_coerced, term_of
 from .values import POISON, EvalError, Scope, Value, Word, as_number, evaluate, ordinal, plain, report_errors, suggest
 
 
@@ -24,6 +27,8 @@ class BoundArgs:
     """Where each argument was given (in the call or in `defaults`), to point errors at it."""
     inputs: list[tuple[ArgSpec, Value, Position]]
     """Input sizes a PyTorch spelling repeated (`Conv2d`'s in_channels), to check after inference."""
+    terms: dict[str, Any] = field(default_factory=dict)
+    """The terms (checker/symbolic.py) of the arguments a network parameter reaches; the others are constants."""
 
 
 Defaults = dict[str, dict[str, ast.Arg]]
@@ -50,9 +55,14 @@ class Binder:
         shape: Shape | None,
         defaults: Defaults,
         network_values: Mapping[str, Value],
+        network_symbols: Mapping[str, Any] | None = None,
+        channels: Any = None,
     ) -> BoundArgs | None:
         """The kind's arguments from a call in the spelling it uses (PyTorch's spellings map theirs
-        onto the kind's), then `defaults`, then the signature's defaults."""
+        onto the kind's), then `defaults`, then the signature's defaults.
+
+        With `network_symbols` (the network has parameters), each argument's term is recorded
+        too; `channels` is the term of the input's channels."""
         specs = kind.signature_of(call.name)
         owner = owner_name(kind, call.name)
         signature = kind.signature_text(call.name)
@@ -60,15 +70,23 @@ class Binder:
         if bound is None:
             return None
         kind_defaults = defaults.get(kind.name, {})
-        network_scope = Scope(network_values, scope.calls)
+        network_scope = Scope(network_values, scope.calls, network_symbols or {})
         result = BoundArgs({}, {}, [])
         ok = True
+        symbolic = network_symbols is not None
 
         def evaluate_arg(spec: ArgSpec, source: ast.Arg, arg_scope: Scope) -> Value:
-            value = evaluate(source.value, arg_scope, shape)
-            if isinstance(value, Word) and not (spec.type == "pad" and value.text.lower() == "same") and spec.type != "choice":
-                as_number(value, source.value, arg_scope)  # raises "unknown name" with a suggestion
-            return coerce(owner, spec, value, source.value.pos)
+            raw = evaluate(source.value, arg_scope, shape)
+            if isinstance(raw, Word) and not (spec.type == "pad" and raw.text.lower() == "same") and spec.type != "choice":
+                as_number(raw, source.value, arg_scope)  # raises "unknown name" with a suggestion
+            value = coerce(owner, spec, raw, source.value.pos)
+            if symbolic and spec.role == "arg":
+                term = as_coerced(term_of(source.value, arg_scope, shape, channels), raw, value)
+                if params_of(term):
+                    result.terms[spec.canonical] = term
+                else:
+                    result.terms.pop(spec.canonical, None)
+            return value
 
         targeted = {spec.canonical for spec in specs if spec.role == "arg"}
         sources: list[tuple[ArgSpec, ast.Arg, Scope]] = []
@@ -116,6 +134,8 @@ class Binder:
                 continue
             if isinstance(spec.default, SameAs):
                 result.values[spec.name] = result.values.get(spec.default.name)
+                if spec.default.name in result.terms:
+                    result.terms[spec.name] = result.terms[spec.default.name]
             elif spec.default is REQUIRED:
                 self._missing(owner, spec, index, call, signature, scope)
                 ok = False

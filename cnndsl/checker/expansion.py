@@ -19,6 +19,8 @@ from typing import Any, cast
 
 from .. import ast
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
+from ..expr import LayerExprs, Term, params_of
+from ..expr import param as parameter_term
 from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, check_input_rank, format_value
@@ -30,6 +32,7 @@ from .budget import Abort, Budget
 from .functions import define_functions, whole_count
 from .header import collect_defaults, input_shape, layer_names, network_params, split_program
 from .references import INPUT, Entry, Namespace, declared_labels, define, unresolved
+from .symbolic import merged_terms, output_terms, resolved_terms, term_of
 from .values import POISON, Scope, Value, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
 
 MERGES = {name.lower(): kind for name, kind in KINDS.items() if isinstance(kind, MergeKind)}
@@ -42,9 +45,16 @@ class State:
     shape: Shape | None
     field: Pair = (1, 1)
     effective_stride: Pair = (1, 1)
+    channels: Term = None
+    """The term of the shape's channels (features) when a network parameter reaches them (checker/symbolic.py)."""
+    size: frozenset[str] = frozenset()
+    """The network parameters the image's height and width may depend on."""
+
+    def channels_term(self) -> Term:
+        return self.channels if self.channels is not None else (self.shape[0] if self.shape is not None else None)
 
     def copy(self) -> State:
-        return State(self.shape, self.field, self.effective_stride)
+        return State(self.shape, self.field, self.effective_stride, self.channels, self.size)
 
 
 @dataclass
@@ -69,6 +79,9 @@ class CheckResult:
     params: dict[str, Value]
     outputs: list[Reference] | None = None
     """The `output` line's tensors, in order; None: the body's last element."""
+    structural: frozenset[str] = frozenset()
+    """Parameters that decide what the IR's expressions cannot say: a repetition count (which layers
+    exist), or another parameter's default. Code generation cannot vary them."""
 
 
 class Checker:
@@ -93,6 +106,9 @@ class Checker:
         self.binder = Binder(sink)
         self._block_infos: dict[str, BlockInfo] = {}
         self._network_values: dict[str, Value] = {}
+        self._symbols: dict[str, Term] = {}
+        """Each network parameter's term (itself); empty without parameters: then no term is built."""
+        self._structural: set[str] = set()
         self._unrun_checked: set[int] = set()
         """The ids of the repetitions (AST nodes, alive during the check) whose body was checked without running it."""
         """The network's parameters, and the file's functions (`functions.define_functions`)."""
@@ -125,6 +141,13 @@ class Checker:
         network, input_decl, body = header.network, header.input, header.body
         params = network_params(self.sink, network, self.param_overrides)
         self._network_values = define_functions(header.functions, params) if header.functions else params
+        self._symbols = {name: parameter_term(name) for name, value in params.items() if value is not POISON}
+        if network is not None:  # a default that reads another parameter ties the two together
+            for declared in network.params:
+                names = free_names(declared.default) if declared.default is not None else set()
+                read = (set(params) if names is None else names) & params.keys() - {declared.name}
+                if read:
+                    self._structural |= {declared.name, *read}
         self.budget.set_constants(self.program, self._network_values)
         if header.defaults is not None:
             self.defaults = collect_defaults(self.sink, self.binder, header.defaults)
@@ -136,7 +159,7 @@ class Checker:
                 "add layers after the header, for example `Conv(32, 3), ReLU`",
             )
             return None
-        scope = Scope(self._network_values)
+        scope = Scope(self._network_values, symbols=self._symbols)
         state = State(shape)
         namespace = self._namespace = Namespace(None, state.copy(), declared_labels(body))
         children = self._sequence(body, scope, state, "")
@@ -159,7 +182,7 @@ class Checker:
                 ref.source = root
         if outputs is None:
             self._logits_warning(root)
-        return CheckResult(name, shape, root, dict(params), outputs)
+        return CheckResult(name, shape, root, dict(params), outputs, frozenset(self._structural))
 
     def _outputs(self, decl: ast.OutputDecl, namespace: Namespace, scope: Scope) -> list[Reference] | None:
         """The `output` line's tensors: labels of the network's body (or `input`), each a Reference outside the tree."""
@@ -311,6 +334,7 @@ class Checker:
             title=title,
             block=block,
             block_args=block_args,
+            block_exprs=None,  # set by the block call where a network parameter reaches its arguments
         )
 
     def _merge(
@@ -338,7 +362,7 @@ class Checker:
                         )
                     index += 1
                 continue
-            branch_state = State(start, state.field, state.effective_stride)
+            branch_state = State(start, state.field, state.effective_stride, state.channels, state.size)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
             node = self._finish_sequence(
@@ -368,6 +392,11 @@ class Checker:
         field = (max(s.field[0] for s in counted), max(s.field[1] for s in counted))
         effective_stride = (max(s.effective_stride[0] for s in counted), max(s.effective_stride[1] for s in counted))
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, effective_stride)
+        if self._symbols:
+            channels, size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
+            if params_of(channels) or size or any(s.channels is not None or s.size for s in ends):
+                merge.exprs = LayerExprs({}, ends[0].channels_term(), ends[0].size, channels, size)
+            state.channels, state.size = (channels if params_of(channels) else None), size
         state.shape, state.field, state.effective_stride = out, field, effective_stride
         return Parallel(
             name,
@@ -415,6 +444,7 @@ class Checker:
                 return None
         assert found is not None and found.state is not None
         state.shape, state.field, state.effective_stride = found.state.shape, found.state.field, found.state.effective_stride
+        state.channels, state.size = found.state.channels, found.state.size
         if state.shape is None or (ref.label != INPUT and found.node is None):
             state.shape = None  # the labelled element had an error, already reported
             return None
@@ -457,6 +487,8 @@ class Checker:
             count = None
         if count is not None:
             self.budget.check_repeat_count(count, el.count.pos, scope)
+            if self._symbols:  # the count decides which layers exist: no expression says that
+                self._structural |= params_of(term_of(el.count, scope, state.shape, state.channels_term()))
         if count:
             per_iteration, _ = self.budget.min_size(el.body, depth + 1)
             self.budget.check_repeat(self.budget.leaf_count, per_iteration, count, True, el.pos, scope)
@@ -568,7 +600,9 @@ class Checker:
                     ok = False
         else:
             local.update({param.name: POISON for param in block.params})
-        inner = Scope(values, (*scope.calls, (block.name, text, call.pos)))
+        symbols = self._block_symbols(block, bound, values, scope, state) if self._symbols and ok else self._symbols
+        block_terms = {p.name: symbols[p.name] for p in block.params if p.name in symbols} if self._symbols and ok else {}
+        inner = Scope(values, (*scope.calls, (block.name, text, call.pos)), symbols)
         start = state.shape
         if not ok:
             state.shape = None
@@ -600,11 +634,30 @@ class Checker:
             for i, a in enumerate(call.args)
         ]
         title = f"{block.name}({', '.join(given)})" if call.args else block.name
-        result = self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+        node = self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
         for ref in namespace.input_refs:
-            if result is not None:
-                ref.source = result
-        return result
+            if node is not None:
+                ref.source = node
+        if node is not None and any(params_of(term) for term in block_terms.values()):
+            node.block_exprs = {
+                (a.name or str(i)): block_terms[a.name if a.name else block.params[i].name] for i, a in enumerate(call.args)
+            }
+        return node
+
+    def _block_symbols(
+        self, block: ast.BlockDef, bound: Mapping[str, ast.Arg] | None, values: Mapping[str, Value], scope: Scope, state: State
+    ) -> Mapping[str, Term]:
+        """The terms of a call's block parameters (beside their values), shadowing the network's."""
+        local: dict[str, Term] = {}
+        symbols = ChainMap(local, self._symbols)
+        channels = state.channels_term()
+        for param in block.params:
+            if bound is not None and param.name in bound:
+                local[param.name] = term_of(bound[param.name].value, scope, state.shape, channels)
+            elif param.default is not None:
+                default_scope = Scope(values, scope.calls, symbols)
+                local[param.name] = term_of(param.default, default_scope, state.shape, channels)
+        return symbols
 
     def _default_value(
         self, block: ast.BlockDef, param: ast.Param, values: Mapping[str, Value], scope: Scope, shape: Shape | None
@@ -640,11 +693,22 @@ class Checker:
         self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
     ) -> Layer | None:
         shape = state.shape
-        bound_args = self.binder.layer_args(kind, call, scope, shape, self.defaults, self._network_values)
+        symbolic = bool(self._symbols)
+        bound_args = self.binder.layer_args(
+            kind,
+            call,
+            scope,
+            shape,
+            self.defaults,
+            self._network_values,
+            self._symbols if symbolic else None,
+            state.channels_term() if symbolic else None,
+        )
         if bound_args is None or shape is None:
             state.shape = None
             return None
         args, arg_pos = bound_args.values, bound_args.positions
+        before = args
         try:
             args = kind.resolve(args, shape)
             check_input_rank(kind, args, shape)  # the one place a layer's input rank is enforced
@@ -670,8 +734,22 @@ class Checker:
         self._fit_warnings(kind, args, shape, call, scope)
         field, effective_stride = kind.receptive(args, shape, state.field, state.effective_stride)
         layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, effective_stride)
+        if symbolic:
+            self._record_terms(layer, kind, before, bound_args.terms, state)
         state.shape, state.field, state.effective_stride = out, field, effective_stride
         return layer
+
+    @staticmethod
+    def _record_terms(layer: Layer, kind: LayerKind, before: Mapping[str, Value], terms: dict[str, Term], state: State) -> None:
+        """The layer's expressions (cnndsl.expr.LayerExprs) and what reaches the next layer's input."""
+        assert state.shape is not None
+        arg_terms = resolved_terms(before, layer.args, terms) if terms else {}
+        channels = state.channels_term()
+        out_channels, out_size = output_terms(kind, layer.args, arg_terms, state.shape, layer.out_shape, channels, state.size)
+        if arg_terms or state.channels is not None or state.size:
+            layer.exprs = LayerExprs(arg_terms, channels, state.size, out_channels, out_size)
+        state.channels = out_channels if params_of(out_channels) else None
+        state.size = out_size
 
     def _new_layer(
         self,
@@ -810,7 +888,9 @@ def _with_index(scope: Scope, index: str | None, value: Value) -> Scope:
     if index is None:
         return scope
     # ChainMap only reads the scope's values: a read-only mapping serves.
-    return Scope(ChainMap({index: value}, cast("MutableMapping[str, Value]", scope.values)), scope.calls)
+    values = ChainMap({index: value}, cast("MutableMapping[str, Value]", scope.values))
+    symbols = ChainMap({index: value}, cast("MutableMapping[str, Value]", scope.symbols)) if scope.symbols else scope.symbols
+    return Scope(values, scope.calls, symbols)
 
 
 def _join(path: str, name: str) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .. import ast
@@ -47,6 +48,9 @@ class EvalError(Exception):
         self.message, self.pos, self.hint = message, pos, hint
 
 
+NO_SYMBOLS: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Scope:
     """Names visible to an expression and the chain of block calls that led here."""
@@ -54,6 +58,9 @@ class Scope:
     values: Mapping[str, Value]
     calls: tuple[tuple[str, str, Position], ...] = ()
     """(block name, call as written, call position), outermost first."""
+    symbols: Mapping[str, Any] = field(default_factory=lambda: NO_SYMBOLS)
+    """Name -> its term over the network's parameters (checker/symbolic.py), beside `values`
+    and shadowed as they are; empty in a network without parameters."""
 
     def notes(self) -> list[str]:
         return [

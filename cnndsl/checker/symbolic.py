@@ -1,0 +1,207 @@
+"""What the checker records in the IR about the network's parameters: each number's expression.
+
+Alongside the values, a scope maps each name to its *term* (`cnndsl.expr`): a network
+parameter is `param(name)`, a block parameter the term of the argument that bound it, a
+constant itself. `term_of` builds an argument's term from its AST the way `values.evaluate`
+builds its value; layers then carry the terms of their arguments and input channels
+(`cnndsl.expr.LayerExprs`), and code generation renders them as Python without checking
+anything again.
+
+A network without parameters never comes here (its scopes have no symbols), so checking it
+costs nothing more. Terms are only built after the value was evaluated without error, so
+folding constants here cannot fail where evaluation did not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import ast
+from ..expr import Expr, Term, binary, call, opaque, params_of
+from ..layers.base import LayerKind
+from ..shapes import Shape
+from .values import Scope, evaluate, free_names
+
+SYMBOLIC_FUNCTIONS = frozenset({"min", "max", "abs", "floor", "ceil"})
+"""Built-in functions with the same meaning in Python (`cnndsl.expr.FUNCTIONS` renders them);
+calls of the others (and of a file's `def` functions) are opaque."""
+
+
+def term_of(expr: ast.Expr, scope: Scope, shape: Shape | None, channels: Term) -> Term:
+    """The term of `expr` (already evaluated without error): an Expr when a parameter reaches it.
+
+    `channels` is the term of the layer's input channels (what `in_channels` reads).
+    """
+    if isinstance(expr, ast.Number):
+        return expr.value
+    if isinstance(expr, ast.Name):
+        if expr.id in scope.symbols:
+            return scope.symbols[expr.id]
+        if expr.id not in scope.values and expr.id.lower() == "in_channels":
+            return channels
+        return evaluate(expr, scope, shape)
+    if isinstance(expr, ast.Neg):
+        return call("neg", term_of(expr.operand, scope, shape, channels))
+    if isinstance(expr, ast.Pair):
+        return (term_of(expr.first, scope, shape, channels), term_of(expr.second, scope, shape, channels))
+    if isinstance(expr, ast.BinOp):
+        left = term_of(expr.left, scope, shape, channels)
+        right = term_of(expr.right, scope, shape, channels)
+        op = expr.op
+        if op == "/" and (params_of(left) or params_of(right)) and isinstance(evaluate(expr, scope, shape), int):
+            op = "//"  # the checker's `/` of ints that divide exactly is an int: floor division keeps it one
+        return binary(op, left, right)
+    if isinstance(expr, ast.FuncCall) and expr.name in SYMBOLIC_FUNCTIONS and all(a.name is None for a in expr.args):
+        return call(expr.name, *(term_of(a.value, scope, shape, channels) for a in expr.args))
+    return _opaque_or_constant(expr, scope, shape, channels)
+
+
+def _opaque_or_constant(expr: ast.Expr, scope: Scope, shape: Shape | None, channels: Term) -> Term:
+    """A node with no expression here (a conditional, a comparison, a `def` function's call):
+    its value when no parameter reaches it, else opaque over the parameters that may."""
+    names = free_names(expr)
+    reached: set[str] = set()
+    if names is None:  # too deep to look at: every parameter in sight
+        reached.update(*(params_of(t) for t in scope.symbols.values()), params_of(channels))
+    else:
+        for name in names:
+            if name in scope.symbols:
+                reached |= params_of(scope.symbols[name])
+            elif name.lower() == "in_channels" and name not in scope.values:
+                reached |= params_of(channels)
+        stack = [expr]
+        while stack and names is not None:  # a `def` function may read any parameter of the network
+            node = stack.pop()
+            if isinstance(node, ast.FuncCall) and node.name + "()" in scope.values:
+                reached.update(*(params_of(t) for t in scope.symbols.values()))
+                break
+            stack.extend(_children(node))
+    if not reached:
+        return evaluate(expr, scope, shape)
+    return opaque(frozenset(reached))
+
+
+def _children(node: ast.Expr) -> tuple[ast.Expr, ...]:
+    from .functions import sub_expressions
+
+    if isinstance(node, ast.Neg):
+        return (node.operand,)
+    if isinstance(node, ast.Pair):
+        return (node.first, node.second)
+    if isinstance(node, ast.BinOp):
+        return (node.left, node.right)
+    if isinstance(node, (ast.Number, ast.Name)):
+        return ()
+    return sub_expressions(node)
+
+
+def as_coerced(term: Term, raw: object, value: object) -> Term:
+    """The term of an argument after `binding.coerce` turned `raw` into `value`: a whole float
+    made an int is `int(...)` in Python too (PyTorch refuses 64.0 channels)."""
+    if not params_of(term):
+        return value
+    if isinstance(value, tuple) and isinstance(term, tuple) and len(term) == len(value):
+        raws = raw if isinstance(raw, tuple) else (raw,) * len(value)
+        return tuple(as_coerced(t, r, v) for t, r, v in zip(term, raws, value, strict=True))
+    if isinstance(value, int) and not isinstance(value, bool) and isinstance(raw, float):
+        return Expr("int", (term,))
+    if isinstance(value, (bool, str)) or isinstance(term, tuple) != isinstance(value, tuple):
+        return opaque(params_of(term))
+    return term
+
+
+NOT_SIZES = frozenset({"out", "groups", "multiplier", "bias", "p"})
+"""Arguments that never change a layer's output height and width, nor (in `resolve`) another
+argument: a parameter reaching only these leaves the image size and the other arguments alone."""
+
+
+def resolved_terms(before: Mapping[str, Any], after: Mapping[str, Any], terms: dict[str, Term]) -> dict[str, Term]:
+    """The terms of a kind's arguments after `resolve` turned `before` into `after`.
+
+    An argument `resolve` kept keeps its term; one it made a pair (3 -> (3, 3)) is the pair of its
+    term; one it computed otherwise (`pad=same` from the kernel) is opaque over the parameters that
+    reach the layer's other arguments (those in NOT_SIZES aside).
+    """
+    resolved: dict[str, Term] = {}
+    reaching = frozenset().union(*(params_of(t) for name, t in terms.items() if name not in NOT_SIZES))
+    for name, value in after.items():
+        old = before.get(name, _MISSING)
+        term = terms.get(name, old)
+        if old is not _MISSING and type(old) is type(value) and old == value:
+            result = term
+        elif isinstance(value, tuple) and len(value) == 2 and not isinstance(old, tuple) and value == (old, old):
+            result = (term, term)
+        else:
+            result = opaque(reaching | params_of(term)) if reaching or params_of(term) else value
+        if params_of(result):
+            resolved[name] = result
+    return resolved
+
+
+_MISSING = object()
+
+SIZE_SETTING = frozenset({"GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgPool", "AdaptiveMaxPool"})
+"""Kinds whose output height and width their arguments alone decide, whatever their input's."""
+
+CHANNEL_PRESERVING = frozenset({"activation", "norm", "pool", "regularization", "identity"})
+"""Families whose kinds keep their input's channels (a flat input's features)."""
+
+
+def output_terms(
+    kind: LayerKind,
+    args: Mapping[str, Any],
+    terms: Mapping[str, Term],
+    shape: Shape,
+    out: Shape,
+    channels: Term,
+    size: frozenset[str],
+) -> tuple[Term, frozenset[str]]:
+    """The term of a layer's output channels (features) and the parameters its image size may depend on."""
+    reaching = frozenset().union(*(params_of(t) for t in terms.values()))
+    size_reaching = frozenset().union(*(params_of(t) for name, t in terms.items() if name not in NOT_SIZES))
+    if not out.is_image:
+        out_size: frozenset[str] = frozenset()
+    elif kind.name in SIZE_SETTING:
+        out_size = size_reaching
+    else:
+        out_size = size | size_reaching
+    term: Term
+    if "out" in args and out[0] == args["out"]:
+        term = terms.get("out", out[0])
+    elif kind.family in CHANNEL_PRESERVING and out[0] == shape[0] and out.is_image == shape.is_image:
+        term = channels
+    elif kind.name == "DWConv":
+        term = binary("*", channels, terms.get("multiplier", args.get("multiplier")))
+    elif kind.name == "Chunk":
+        term = binary("//", channels, terms.get("chunks", args.get("chunks")))
+    elif kind.name in ("PixelShuffle", "PixelUnshuffle"):
+        factor = terms.get("factor", args.get("factor"))
+        square = binary("*", factor, factor)
+        term = binary("//" if kind.name == "PixelShuffle" else "*", channels, square)
+    elif kind.name == "Flatten" and shape.is_image and not size:
+        term = binary("*", channels, shape[1] * shape[2])
+    elif kind.name == "Flatten" and not shape.is_image:
+        term = channels
+    else:  # no rule here: constant unless a parameter reaches the layer
+        reached = reaching | params_of(channels) | size
+        term = opaque(reached) if reached else out[0]
+    if not params_of(term):
+        term = out[0]
+    return term, out_size
+
+
+def merged_terms(op: str, ends: list[tuple[Term, frozenset[str]]], out: Shape) -> tuple[Term, frozenset[str]]:
+    """A merge's output channels term and size parameters, from its branches' (Add and Mul: the first
+    branch's channels, all being equal; Concat: their sum)."""
+    size = frozenset().union(*(s for _, s in ends)) if out.is_image else frozenset()
+    if op == "Concat":
+        term: Term = 0
+        for channels, _ in ends:
+            term = binary("+", term, channels) if term != 0 or params_of(term) else channels
+    elif op in ("Add", "Mul"):
+        term = ends[0][0]
+    else:
+        reached = frozenset().union(*(params_of(c) for c, _ in ends))
+        term = opaque(reached) if reached else out[0]
+    return (term if params_of(term) else out[0]), size

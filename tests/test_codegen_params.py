@@ -1,0 +1,214 @@
+"""Network parameters in generated source: the expressions the checker records in the IR
+(cnndsl.expr, Layer.exprs), rendered without checking the source again; the generated class
+built with other values equals the network checked with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch_checks import generated_class, one_torch_thread  # noqa: F401  (autouse fixture)
+
+import cnndsl
+import cnndsl.frontend
+from cnndsl.checker.symbolic import term_of
+from cnndsl.checker.values import Scope
+from cnndsl.expr import Expr, binary, call, expressible, opaque, param, params_of, render
+from cnndsl.parser import parse_program
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = ROOT / "architectures"
+DEFECTS = Path(__file__).resolve().parent / "data" / "defects"
+
+EXPRESSIONS = """network Net(width=4, k=3, classes=5, drop=0.25, half=3)
+input 3x16x16
+block Unit(c, kernel=3) = [Conv(c, kernel, pad=kernel // 2), BatchNorm, ReLU]
+block Res(c) = Add[ Unit(c), Conv(c, 3, pad=1), BatchNorm | ]
+Unit(width), Conv(width, k, pad=1)
+Res(width)
+Conv(2 * width + 1, 3, stride=2, pad=same), ReLU
+Concat[ Conv(width, 1) | Conv(8, 1) | ]
+Conv(in_channels / half, 1)
+DWConv(3, pad=1, multiplier=2)
+Conv(max(width, 6) - 1, 1)
+GlobalAvgPool, Flatten, Dropout(drop), FC(classes * 2), FC(classes)
+"""
+
+
+# ---- the expressions ----------------------------------------------------------------------
+
+
+def test_render_writes_python_with_the_fewest_parentheses() -> None:
+    w, g = param("width"), param("growth")
+    names = {"width": "width", "growth": "g"}
+    assert render(binary("*", w, 2), names) == "2 * width"
+    assert render(binary("+", binary("+", 64, g), g), names) == "2 * g + 64"
+    assert render(binary("-", w, binary("-", w, g)), names) == "g"  # linear terms cancel
+    assert render(binary("//", binary("+", w, 16), 2), names) == "(width + 16) // 2"
+    assert render(binary("-", 10, binary("//", w, 2)), names) == "-(width // 2) + 10"
+    assert render(binary("**", binary("**", w, 2), 3), names) == "(width**2) ** 3".replace("**2", " ** 2")
+    assert render(call("max", w, binary("*", g, 3)), names) == "max(width, 3 * g)"
+    assert render((w, 3), names) == "(width, 3)"
+    assert binary("+", 2, 3) == 5 and call("max", 2, 7) == 7  # constants fold as the checker computes them
+
+
+def test_long_expressions_are_named_in_parts() -> None:
+    g = param("growth")
+    inner = binary("//", binary("+", binary("*", g, 6), 64), 2)
+    outer = binary("+", binary("//", binary("+", inner, binary("*", g, 12)), 2), g)
+    parts: dict[Expr, str] = {}
+
+    def name_of(node: Expr, text: str) -> str:
+        return parts.setdefault(node, f"c{len(parts) + 1}")
+
+    assert render(outer, {"growth": "growth"}, repr, name_of) == "c2 + growth"
+    assert list(parts.values()) == ["c1", "c2"]
+
+
+def test_opaque_terms_name_their_parameters() -> None:
+    term = binary("+", opaque(frozenset({"a", "b"})), param("c"))
+    assert params_of(term) == {"a", "b", "c"}
+    assert not expressible(term) and expressible(binary("+", param("a"), 1))
+    with pytest.raises(ValueError):
+        render(term, {"a": "a", "b": "b", "c": "c"})
+
+
+def _term(text: str, values: dict[str, Any], symbols: dict[str, Any]) -> Any:
+    program = parse_program(f"Conv({text}, 1)\n", cnndsl.errors.DiagnosticSink("<t>", ""))
+    assert program is not None
+    expr = program.items[0].args[0].value
+    return term_of(expr, Scope(values, symbols=symbols), cnndsl.Shape((16, 8, 8)), binary("*", param("w"), 2))
+
+
+def test_term_of_follows_names_blocks_and_in_channels() -> None:
+    values, symbols = {"w": 4, "c": 8, "n": 3}, {"w": param("w"), "c": binary("*", param("w"), 2), "n": 3}
+    assert _term("w * 2 + n", values, symbols) == binary("+", binary("*", param("w"), 2), 3)
+    assert _term("c", values, symbols) == binary("*", param("w"), 2)  # a block parameter bound to `w * 2`
+    assert _term("in_channels / 2", values, symbols) == binary("//", binary("*", param("w"), 2), 2)
+    assert _term("n * 4", values, symbols) == 12  # no parameter: a constant
+    assert _term("min(w, 8)", values, symbols) == call("min", param("w"), 8)
+    conditional = _term("8 if w > 2 else 4", values, symbols)
+    assert not expressible(conditional) and params_of(conditional) == {"w"}
+
+
+def test_layers_record_their_expressions_in_the_ir() -> None:
+    network = cnndsl.parse(EXPRESSIONS)
+    exprs = {layer.path: layer.exprs for layer in network.layers}
+    first, second = exprs["0.0"], exprs["1"]
+    assert first is not None and first.args == {"out": param("width")} and first.channels == 3  # the input: a constant
+    assert second is not None and second.args == {"out": param("width"), "kernel": (param("k"), param("k"))}
+    assert second.size == frozenset() and exprs["2.0.0.0.1"] is not None
+    assert exprs["2.0.0.0.1"].size == {"k"}  # the kernel changes the image size after it
+    assert exprs["2.0.0.0.1"].channels == param("width")  # BatchNorm in Unit(c), called with `width`
+    fc = network.layers[-1]
+    assert fc.exprs is not None and fc.exprs.channels == binary("*", param("classes"), 2)
+    assert network.structural_parameters == frozenset()
+    plain = cnndsl.load(ZOO / "vgg11.cnn", num_classes=10)
+    assert all(layer.exprs is None or not layer.exprs.channels for layer in plain.layers if layer.path.startswith("features"))
+
+
+# ---- code generation reads the IR alone ------------------------------------------------------
+
+
+def _without_front_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("code generation ran the front end")
+
+    for name in ("check_source", "parse", "load"):
+        monkeypatch.setattr(cnndsl.frontend, name, refuse)
+        monkeypatch.setattr(cnndsl, name, refuse)
+    monkeypatch.setattr(cnndsl.checker.Checker, "run", refuse)
+
+
+def test_generation_does_not_check_the_source_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    networks = [cnndsl.load(DEFECTS / "compile_params50.cnn"), cnndsl.load(ZOO / "densenet121.cnn"), cnndsl.parse(EXPRESSIONS)]
+    _without_front_end(monkeypatch)
+    fifty, densenet, expressions = (network.torch_source() for network in networks)
+    # Fifty parameters that reach no layer: the constructor takes them and nothing depends on them.
+    assert "p49: int = 50" in fifty and "changes the network" not in fifty
+    # DenseNet's growth reaches every layer after the first through concatenations and transitions.
+    assert "c1 = (6 * growth + 64) // 2" in densenet
+    assert "nn.BatchNorm2d(c1 + 5 * growth)" in densenet and "bn_size * growth," in densenet
+    assert "changes the network" not in densenet
+    for line in [
+        "nn.Conv2d(3, width, kernel_size=3, padding=1)",
+        "nn.Conv2d(width, width, kernel_size=k, padding=1)",
+        "nn.Conv2d(width, 2 * width + 1, kernel_size=3, stride=2, padding=1)",
+        "nn.Conv2d(3 * width + 9, c1, kernel_size=1)",
+        "nn.Conv2d(c1, 2 * c1, kernel_size=3, padding=1, groups=c1)",
+        "nn.Dropout(p=drop)",
+        "nn.Linear(2 * classes, classes)",
+    ]:
+        assert line in expressions, line
+
+
+# ---- other values --------------------------------------------------------------------------
+
+
+def _same_module(text: str, values: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """The generated class built with `values` equals the network checked with them: keys, shapes, weights, outputs."""
+    cls = generated_class(cnndsl.parse(text))
+    expected = cnndsl.parse(text, **values).to_torch(seed=7).eval()
+    torch.manual_seed(7)
+    model = cls(**values).eval()
+    ours, theirs = model.state_dict(), expected.state_dict()
+    assert list(ours) == list(theirs)
+    for key in ours:
+        assert ours[key].shape == theirs[key].shape, key
+        assert torch.equal(ours[key], theirs[key]), key
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.equal(model(x), expected(x))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"width": 6, "k": 5, "classes": 3, "drop": 0.5}, {"width": 9, "half": 1}, {"width": 7, "k": 1, "half": 5}, {"half": 7}],
+)
+def test_other_values_build_the_network_checked_with_them(values: dict[str, Any]) -> None:
+    _same_module(EXPRESSIONS, values, (3, 16, 16))
+
+
+def test_densenet_with_another_growth_rate() -> None:
+    _same_module((ZOO / "densenet121.cnn").read_text(), {"growth": 12, "bn_size": 2, "num_classes": 10}, (3, 32, 32))
+
+
+@pytest.mark.parametrize(
+    ("text", "fixed"),
+    [
+        ("network N(deep=2)\ninput 3x8x8\nConv(4, 1) x deep", "deep"),  # a repetition count: which layers exist
+        ("network N(g=1)\ninput 4x8x8\nConv(8, 3, groups=g)", "g"),  # torch_call writes groups only when it is not 1
+        ("network N(a=2, b=a * 2)\ninput 3x8x8\nConv(b, 1)", "a"),  # a default that reads another parameter
+        ("network N(w=4)\ninput 3x8x8\ndef f(x) = x * w\nConv(f(2), 1)", "w"),  # a `def` function
+        ("network N(w=4)\ninput 3x8x8\nConv(8 if w > 2 else 4, 1)", "w"),  # a conditional
+        ("network N(k=3)\ninput 3x9x9\nConv(4, k), Flatten, FC(2)", "k"),  # the image size reaches FC's features
+        ("network N(b=true)\ninput 3x8x8\nConv(4, 1, bias=b)", "b"),  # a boolean decides what torch_call writes
+        ("network N(k=3)\ninput 3x8x8\nConv(4, k, pad=k // 2)", "k"),  # torch_call writes padding only when it is not 0
+    ],
+)
+def test_what_no_expression_follows_is_refused_with_a_hint(text: str, fixed: str) -> None:
+    network = cnndsl.parse(text)
+    cls = generated_class(network)
+    cls()  # the values it was compiled with
+    other = {"b": False} if fixed == "b" else {fixed: network.parameters[fixed] + 1}
+    with pytest.raises(ValueError, match=f"{fixed} changes the network in ways this file cannot express.*--set {fixed}="):
+        cls(**other)
+
+
+# ---- comments ------------------------------------------------------------------------------
+
+
+def test_comments_hold_for_every_value_the_constructor_accepts() -> None:
+    source = cnndsl.parse(EXPRESSIONS).torch_source()
+    assert "nn.Sequential(  # Unit(width) -> width x 16 x 16" in source
+    assert 'x = getattr(self, "13")(x)  # classes' in source and '"""Net: 3x16x16 -> classes."""' in source
+    assert 'x = getattr(self, "12")(x)  # 2 * classes' in source
+    # After `Conv(width, k)` the image size depends on k: no size is written rather than a false one.
+    assert 'x = getattr(self, "1")(x)\n' in source
+    assert "Unit(4)" not in source and "4x16x16" not in source and "# 5\n" not in source
+    assert "# These figures are for the default parameter values" in source
+    fixed = cnndsl.parse("network N(deep=2)\ninput 3x8x8\nblock B(c) = [Conv(c, 1)]\nB(deep * 4) x deep").torch_source()
+    assert "B(8) -> 8x8x8" in fixed  # a parameter the constructor refuses to vary keeps its value in comments
+    assert "These figures" not in fixed
