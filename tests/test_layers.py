@@ -113,7 +113,7 @@ def test_unknown_argument_names_the_signature(kind: str) -> None:
     assert KINDS[kind].signature_text() in diagnostic.hint
 
 
-WRONG_RANK = {"image": "8", "flat": "8x4x4"}
+WRONG_RANK = {"image": "8", "flat": "8x4x4", "spatial": "8"}
 """An input of the other rank, for the kinds that declare one."""
 
 
@@ -125,11 +125,11 @@ def test_declared_input_rank_is_enforced(kind: str) -> None:
     with pytest.raises(CnnDslError) as info:
         cnndsl.parse(f"input {WRONG_RANK[declared]}\n{call}")
     [diagnostic] = info.value.diagnostics
-    expected = (
-        "needs an image input (CxHxW); got a flat vector of 8"
-        if declared == "image"
-        else "needs a flat input; got an image 8x4x4"
-    )
+    expected = {
+        "image": "needs an image input (CxHxW); got a flat vector of 8",
+        "flat": "needs a flat input; got an image 8x4x4",
+        "spatial": "needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 8",
+    }[declared]
     assert diagnostic.message == f"{kind} {expected}"
     assert (diagnostic.position.line, diagnostic.position.column) == (2, 1)
     assert "flatten" in diagnostic.hint
@@ -148,7 +148,7 @@ def test_a_flat_kind_on_an_image_goes_on_with_its_output() -> None:
         cnndsl.parse("input 8x6x6\nFC(10)\nConv(4, 3)")
     assert [d.message for d in info.value.diagnostics] == [
         "FC needs a flat input; got an image 8x6x6",
-        "Conv needs an image input (CxHxW); got a flat vector of 10",
+        "Conv needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 10",
     ]
 
 
