@@ -108,8 +108,9 @@ class LayerNorm2d(nn.LayerNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One permute per rank, spelt out: TorchScript scripts it (no unpacking), and the ONNX
-        # exporter keeps the shapes through it (movedim loses the channel count a GroupNorm needs).
+        # One permute per rank, spelt out: TorchScript scripts it (no unpacking),
+        # and the ONNX exporter keeps the shapes through it (movedim loses the
+        # channel count a GroupNorm after it needs).
         if x.dim() == 3:
             to_last, back = [0, 2, 1], [0, 2, 1]
         elif x.dim() == 5:
@@ -117,7 +118,9 @@ class LayerNorm2d(nn.LayerNorm):
         else:
             to_last, back = [0, 2, 3, 1], [0, 3, 1, 2]
         x = x.permute(to_last)
-        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        # Short names: the generated source stays within 88 columns.
+        weight, bias = self.weight, self.bias
+        x = nn.functional.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
         return x.permute(back)
 
 
