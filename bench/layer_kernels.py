@@ -122,7 +122,7 @@ def padding_alone(options: argparse.Namespace, np: Any, torch: Any) -> None:
 
     x = np.random.default_rng(1).standard_normal((options.batch, 16, 64, 64)).astype(np.float32)
     x_t = torch.from_numpy(x)
-    pads = (2, 2, 2, 2)
+    pads, torch_pads = ((2, 2), (2, 2)), (2, 2, 2, 2)
     for mode, torch_mode in (("reflect", "reflect"), ("replicate", "replicate"), ("circular", "circular")):
         padded = numpy_ops.pad_borders(x, pads, mode)
         dy = np.ones_like(padded)
@@ -134,14 +134,14 @@ def padding_alone(options: argparse.Namespace, np: Any, torch: Any) -> None:
 
         def torch_both(torch_mode: str = torch_mode, dy_t: Any = dy_t) -> None:
             leaf = x_t.detach().requires_grad_(True)
-            torch.nn.functional.pad(leaf, pads, mode=torch_mode).backward(dy_t)
+            torch.nn.functional.pad(leaf, torch_pads, mode=torch_mode).backward(dy_t)
 
         def numpy_forward(mode: str = mode) -> None:
             numpy_ops.pad_borders(x, pads, mode)
 
         def torch_forward(torch_mode: str = torch_mode) -> None:
             with torch.no_grad():
-                torch.nn.functional.pad(x_t, pads, mode=torch_mode)
+                torch.nn.functional.pad(x_t, torch_pads, mode=torch_mode)
 
         for action in (numpy_forward, torch_forward, numpy_both, torch_both):
             action()

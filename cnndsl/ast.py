@@ -39,9 +39,16 @@ class Neg(NamedTuple):
 
 
 class Pair(NamedTuple):
+    """A parenthesised tuple: `(h, w)`, or `(d, h, w)` with the third entry in `rest`."""
+
     first: Expr
     second: Expr
     pos: Position
+    rest: tuple[Expr, ...] = ()
+
+    @property
+    def items(self) -> tuple[Expr, ...]:
+        return (self.first, self.second, *self.rest)
 
 
 class FuncCall(NamedTuple):

@@ -365,11 +365,11 @@ class Comments:
         channels = self.number(term, node.out_shape[0])
         if channels is None:
             return None
-        if not node.out_shape.is_image:
+        if not node.out_shape.has_space:
             return channels
         if not channels.isdigit():
             channels = f"({channels})" if " " in channels else channels
-            return f"{channels} x {node.out_shape[1]} x {node.out_shape[2]}"
+            return " x ".join([channels, *map(str, node.out_shape.spatial)])
         return str(node.out_shape)
 
     def title(self, node: Sequence) -> str:

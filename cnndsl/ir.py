@@ -22,7 +22,7 @@ from typing import Any, Literal
 from .errors import Position
 from .expr import LayerExprs
 from .layers.base import LayerKind
-from .shapes import Pair, Shape
+from .shapes import Shape, Sizes
 
 
 @dataclass(eq=False)
@@ -52,8 +52,8 @@ class Layer(Node):
 
     kind: LayerKind = field(default=None)  # type: ignore[assignment]
     args: dict[str, Any] = field(default_factory=dict)
-    receptive_field: Pair = (1, 1)
-    effective_stride: Pair = (1, 1)
+    receptive_field: Sizes = (1, 1)
+    effective_stride: Sizes = (1, 1)
     """Effective stride: input pixels between neighbouring outputs."""
     exprs: LayerExprs | None = None
     """How the network's parameters reach its arguments and input (cnndsl.expr); None when none does."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import Diagnostic, SourceText, error
 from .ir import Layer, Program, Reference, Sequence, program, walk
-from .shapes import Pair, Shape
+from .shapes import Shape, Sizes
 from .summary import DEFAULT_COLUMNS, DEFAULT_DEPTH
 
 if TYPE_CHECKING:
@@ -137,11 +137,11 @@ class Network:
         return 4 * (self.input_shape.numel + sum(layer.activation_elements for layer in self.layers))
 
     @property
-    def receptive_field(self) -> Pair:
+    def receptive_field(self) -> Sizes:
         return self.layers[-1].receptive_field
 
     @property
-    def effective_stride(self) -> Pair:
+    def effective_stride(self) -> Sizes:
         return self.layers[-1].effective_stride
 
     @property

@@ -1,6 +1,6 @@
 """Vectorised NumPy kernels shared by the layer kinds' NumPy forward and backward methods.
 
-Layouts are NCHW throughout. Convolutions are im2col (a strided view copied once into a
+Layouts are NC followed by the spatial axes (NCL, NCHW, NCDHW). Convolutions are im2col (a strided view copied once into a
 contiguous column matrix) plus one batched BLAS matmul; the backward scatters the column
 gradient back with col2im, one strided add per kernel offset (never a loop over pixels
 or channels). Pools use the same window views. Nothing here imports torch.
@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from .limits import COLUMN_BYTES  # one constant: the memory estimate counts the columns this slices by
 
-Pair = tuple[int, int]
+Sizes = tuple[int, ...]
+"""One value per spatial axis."""
 DIRECT_PRODUCT_PIXELS = 1024
 """Output maps at least this large (OH*OW) get one product per sample, written in place (measured 5% faster on ResNet-18)."""
 Tensors = dict[str, np.ndarray]
@@ -132,94 +133,109 @@ def default_bias_bound(fan_in: int) -> float:
 
 
 # ---------------------------------------------------------------- windows and im2col
+#
+# Every kernel below works over any number of spatial axes, (N, C, L), (N, C, H, W) or
+# (N, C, D, H, W): sizes, kernels, strides and paddings are tuples with one entry per axis.
+# Python loops run over kernel offsets only (each step covers every position and channel).
+
+_ALL = slice(None)
 
 
-def pad2d(x: np.ndarray, pad: Pair, extra: Pair = (0, 0), value: float = 0.0) -> np.ndarray:
-    """Pad H and W by `pad` on both sides plus `extra` more on the bottom/right (ceil-mode pools)."""
-    ph, pw = pad
-    eh, ew = extra
-    if ph == pw == eh == ew == 0:
+def _index(*parts: Any) -> tuple[Any, ...]:
+    """An index tuple built from pieces (`_index(_ALL, _ALL, *offset)`), for any number of axes."""
+    return parts
+
+
+def pad_spatial(x: np.ndarray, pad: Sizes, extra: Sizes | None = None, value: float = 0.0) -> np.ndarray:
+    """Pad every spatial axis by `pad` on both sides plus `extra` more at its end (ceil-mode pools)."""
+    extra = extra or (0,) * len(pad)
+    if not any(pad) and not any(extra):
         return x
-    n, c, h, w = x.shape
-    out = np.empty((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=x.dtype)
-    # Fill only the borders: the interior is overwritten by the copy anyway.
-    out[:, :, :ph] = value
-    out[:, :, ph + h :] = value
-    out[:, :, ph : ph + h, :pw] = value
-    out[:, :, ph : ph + h, pw + w :] = value
-    out[:, :, ph : ph + h, pw : pw + w] = x
+    sizes = x.shape[2:]
+    out = np.empty((*x.shape[:2], *(s + 2 * p + e for s, p, e in zip(sizes, pad, extra, strict=True))), dtype=x.dtype)
+    interior = tuple(slice(p, p + s) for p, s in zip(pad, sizes, strict=True))
+    # Fill only the borders: the interior is overwritten by the copy anyway. A cell outside the
+    # interior is so first on some axis `a`, inside on the axes before it: one slab per side of `a`.
+    for a, (p, s) in enumerate(zip(pad, sizes, strict=True)):
+        out[_index(_ALL, _ALL, *interior[:a], slice(0, p))] = value
+        out[_index(_ALL, _ALL, *interior[:a], slice(p + s, None))] = value
+    out[_index(_ALL, _ALL, *interior)] = x
     return out
 
 
-def window_view(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
-    """Read-only strided view (N, C, kh, kw, OH, OW) of a padded input: view[..., i, j, oh, ow] = xp[..., oh*s + i*d, ow*s + j*d]."""
-    n, c = xp.shape[:2]
-    sn, sc, sh, sw = xp.strides
+def window_view(xp: np.ndarray, kernel: Sizes, stride: Sizes, dilation: Sizes, out_hw: Sizes) -> np.ndarray:
+    """Read-only strided view (N, C, *kernel, *out) of a padded input:
+    view[..., i, j, oh, ow] = xp[..., oh*s + i*d, ow*s + j*d] (every spatial axis alike)."""
+    spatial_strides = xp.strides[2:]
     return as_strided(
         xp,
-        shape=(n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]),
-        strides=(sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1]),
+        shape=(*xp.shape[:2], *kernel, *out_hw),
+        strides=(
+            *xp.strides[:2],
+            *(st * d for st, d in zip(spatial_strides, dilation, strict=True)),
+            *(st * s for st, s in zip(spatial_strides, stride, strict=True)),
+        ),
         writeable=False,
     )
 
 
-def offset_slices(i: int, j: int, stride: Pair, dilation: Pair, out_hw: Pair) -> tuple[slice, slice]:
-    """The padded-input positions that kernel offset (i, j) reads, as slices (for col2im adds)."""
-    top, left = i * dilation[0], j * dilation[1]
-    return (
-        slice(top, top + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
-        slice(left, left + stride[1] * (out_hw[1] - 1) + 1, stride[1]),
-    )
+def offset_slices(offset: Sizes, stride: Sizes, dilation: Sizes, out_hw: Sizes) -> tuple[slice, ...]:
+    """The padded-input positions that kernel offset `offset` (one index per axis) reads, as slices (for col2im adds)."""
+    return tuple(slice(i * d, i * d + s * (o - 1) + 1, s) for i, s, d, o in zip(offset, stride, dilation, out_hw, strict=True))
+
+
+def _spatial_axes(rank: int, first: int) -> tuple[int, ...]:
+    return tuple(range(first, first + rank))
 
 
 def im2col(
-    xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair, scratch: Scratch | None = None
+    xp: np.ndarray, kernel: Sizes, stride: Sizes, dilation: Sizes, out_hw: Sizes, scratch: Scratch | None = None
 ) -> np.ndarray:
-    """Columns (C*kh*kw, N*OH*OW) of a padded input: one copy of the window view, channel-major.
+    """Columns (C*prod(kernel), N*prod(out)) of a padded input: one copy of the window view, channel-major.
 
     Channel-major columns make a convolution a single 2-D product W (O, C*kh*kw) @ cols over
     the whole batch. NumPy's stacked matmul (one product per sample) measured three times
     slower on ResNet-18, batch 8, than this one large product plus the transpose of its output.
     """
     n, c = xp.shape[:2]
-    shape = (c, kernel[0], kernel[1], n, out_hw[0], out_hw[1])
+    rank = len(kernel)
+    shape = (c, *kernel, n, *out_hw)
     cols = scratch.get("cols", shape, xp.dtype) if scratch is not None else np.empty(shape, dtype=xp.dtype)
-    np.copyto(cols, window_view(xp, kernel, stride, dilation, out_hw).transpose(1, 2, 3, 0, 4, 5))
-    return cols.reshape(c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1])
+    view = window_view(xp, kernel, stride, dilation, out_hw)
+    np.copyto(cols, view.transpose(1, *_spatial_axes(rank, 2), 0, *_spatial_axes(rank, 2 + rank)))
+    return cols.reshape(c * math.prod(kernel), n * math.prod(out_hw))
 
 
 def col2im(
-    dcols: np.ndarray, padded_shape: tuple[int, ...], kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair
+    dcols: np.ndarray, padded_shape: tuple[int, ...], kernel: Sizes, stride: Sizes, dilation: Sizes, out_hw: Sizes
 ) -> np.ndarray:
-    """Scatter-add channel-major column gradients (C*kh*kw, N*OH*OW) back onto the padded input's shape."""
+    """Scatter-add channel-major column gradients (C*prod(kernel), N*prod(out)) back onto the padded input's shape."""
     n, c = padded_shape[:2]
-    d6 = dcols.reshape(c, kernel[0], kernel[1], n, out_hw[0], out_hw[1])
-    if kernel == (1, 1) and stride == (1, 1):
-        return np.ascontiguousarray(d6[:, 0, 0].transpose(1, 0, 2, 3))
+    rank = len(kernel)
+    blocks = dcols.reshape(c, *kernel, n, *out_hw)
+    if all(k == 1 for k in kernel) and all(s == 1 for s in stride):
+        return np.ascontiguousarray(blocks[_index(_ALL, *(0,) * rank)].swapaxes(0, 1))
     # Accumulate channel-major (contiguous reads of the columns), transpose once at the end.
     dxp = np.zeros((c, n, *padded_shape[2:]), dtype=dcols.dtype)
-    for i in range(kernel[0]):  # kernel offsets only: each add covers every pixel and channel
-        for j in range(kernel[1]):
-            rows, columns = offset_slices(i, j, stride, dilation, out_hw)
-            dxp[:, :, rows, columns] += d6[:, i, j]
-    return np.ascontiguousarray(dxp.transpose(1, 0, 2, 3))
+    for offset in np.ndindex(*kernel):  # kernel offsets only: each add covers every position and channel
+        dxp[_index(_ALL, _ALL, *offset_slices(offset, stride, dilation, out_hw))] += blocks[_index(_ALL, *offset)]
+    return np.ascontiguousarray(dxp.swapaxes(0, 1))
 
 
 def to_channel_major(a: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (C, N*H*W), a copy."""
-    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(a.shape[1], -1)
+    """(N, C, *spatial) -> (C, N*prod(spatial)), a copy."""
+    return np.ascontiguousarray(a.swapaxes(0, 1)).reshape(a.shape[1], -1)
 
 
-def unpad2d(xp: np.ndarray, pad: Pair, size: Pair) -> np.ndarray:
+def unpad_spatial(xp: np.ndarray, pad: Sizes, size: Sizes) -> np.ndarray:
     """The interior of a padded array (a view)."""
-    ph, pw = pad
-    if xp.shape[2:] == size:
+    if xp.shape[2:] == tuple(size):
         return xp
-    return xp[:, :, ph : ph + size[0], pw : pw + size[1]]
+    return xp[_index(_ALL, _ALL, *(slice(p, p + s) for p, s in zip(pad, size, strict=True)))]
 
 
 def padding_sources(size: int, low: int, high: int, mode: str) -> np.ndarray:
-    """For each padded position along one axis, the input index it copies (-1: a zero), as nn.Conv2d's padding modes do."""
+    """For each padded position along one axis, the input index it copies (-1: a zero), as nn.ConvNd's padding modes do."""
     positions = np.arange(-low, size + high)
     if mode == "reflect":  # mirror without repeating the edge: -1 -> 1, size -> size - 2
         return np.where(positions >= size, 2 * (size - 1) - positions, np.abs(positions))
@@ -230,44 +246,45 @@ def padding_sources(size: int, low: int, high: int, mode: str) -> np.ndarray:
     return np.where((positions >= 0) & (positions < size), positions, -1)
 
 
-def pad_borders(x: np.ndarray, pads: tuple[int, int, int, int], mode: str) -> np.ndarray:
-    """x (N, C, H, W) padded by (top, bottom, left, right) in `mode` (zeros, reflect, replicate, circular).
+def pad_borders(x: np.ndarray, pads: tuple[tuple[int, int], ...], mode: str) -> np.ndarray:
+    """x (N, C, *spatial) padded by (before, after) on each spatial axis in `mode` (zeros, reflect,
+    replicate, circular), as nn.ConvNd's padding modes do.
 
-    The interior is one copy; the borders are filled from it a few rows and columns at a
-    time (they are at most a kernel wide), so the cost is that of the copy.
+    The interior is one copy; the borders are filled from it one axis at a time (they are at
+    most a kernel wide), so the cost is that of the copy. Axis `a`'s borders are filled over the
+    already padded extent of the axes before it (the corners) and the interior of those after.
     """
-    top, bottom, left, right = pads
     if mode == "zeros":
-        return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    n, c, h, w = x.shape
-    out = np.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
-    out[:, :, top : top + h, left : left + w] = x
-    rows = padding_sources(h, top, bottom, mode)
-    border_rows = np.r_[0:top, top + h : top + h + bottom]
-    if len(border_rows):
-        out[:, :, border_rows, left : left + w] = x[:, :, rows[border_rows]]
-    columns = padding_sources(w, left, right, mode)
-    border_columns = np.r_[0:left, left + w : left + w + right]
-    if len(border_columns):  # from the padded rows too: the corners
-        out[:, :, :, border_columns] = out[:, :, :, left + columns[border_columns]]
+        return np.pad(x, ((0, 0), (0, 0), *pads))
+    sizes = x.shape[2:]
+    out = np.empty((*x.shape[:2], *(s + lo + hi for s, (lo, hi) in zip(sizes, pads, strict=True))), dtype=x.dtype)
+    interior = tuple(slice(lo, lo + s) for s, (lo, _) in zip(sizes, pads, strict=True))
+    out[_index(_ALL, _ALL, *interior)] = x
+    for a, (size, (lo, hi)) in enumerate(zip(sizes, pads, strict=True)):
+        border = np.r_[0:lo, lo + size : lo + size + hi]
+        if len(border):
+            sources = lo + padding_sources(size, lo, hi, mode)[border]
+            before = (_ALL,) * a
+            out[_index(_ALL, _ALL, *before, border, *interior[a + 1 :])] = out[
+                _index(_ALL, _ALL, *before, sources, *interior[a + 1 :])
+            ]
     return out
 
 
-def fold_borders(dxp: np.ndarray, pads: tuple[int, int, int, int], mode: str, size: Pair) -> np.ndarray:
-    """pad_borders' backward: the padded gradient summed onto the input positions each border copied."""
-    top, bottom, left, right = pads
-    h, w = size
-    rows = padding_sources(h, top, bottom, mode)
-    columns = padding_sources(w, left, right, mode)
-    folded = dxp[:, :, :, left : left + w].copy()
-    if mode != "zeros":
-        for position in (*range(left), *range(left + w, left + w + right)):  # a loop over the border: a few columns
-            folded[:, :, :, columns[position]] += dxp[:, :, :, position]
-    dx = folded[:, :, top : top + h].copy()
-    if mode != "zeros":
-        for position in (*range(top), *range(top + h, top + h + bottom)):
-            dx[:, :, rows[position]] += folded[:, :, position]
-    return dx
+def fold_borders(dxp: np.ndarray, pads: tuple[tuple[int, int], ...], mode: str, size: Sizes) -> np.ndarray:
+    """pad_borders' backward: the padded gradient summed onto the input positions each border copied
+    (the last axis first, the reverse of pad_borders' order)."""
+    grad = dxp
+    for a in reversed(range(len(pads))):
+        (lo, hi), length = pads[a], size[a]
+        before = (_ALL,) * a
+        folded = grad[_index(_ALL, _ALL, *before, slice(lo, lo + length))].copy()
+        if mode != "zeros":
+            sources = padding_sources(length, lo, hi, mode)
+            for position in (*range(lo), *range(lo + length, lo + length + hi)):  # a loop over the border: a few slices
+                folded[_index(_ALL, _ALL, *before, sources[position])] += grad[_index(_ALL, _ALL, *before, position)]
+        grad = folded
+    return grad
 
 
 # ---------------------------------------------------------------- convolution
@@ -275,41 +292,47 @@ def fold_borders(dxp: np.ndarray, pads: tuple[int, int, int, int], mode: str, si
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """Everything a convolution's kernels need, resolved once from the layer's arguments."""
+    """Everything a convolution's kernels need, resolved once from the layer's arguments.
 
-    in_hw: Pair
-    out_hw: Pair
-    kernel: Pair
-    stride: Pair
-    pad: Pair
-    dilation: Pair
+    Every field but `groups` has one entry per spatial axis (`in_hw`, `out_hw`: the input's
+    and output's spatial sizes, (L,), (H, W) or (D, H, W)).
+    """
+
+    in_hw: Sizes
+    out_hw: Sizes
+    kernel: Sizes
+    stride: Sizes
+    pad: Sizes
+    dilation: Sizes
     groups: int
 
 
 def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: ConvGeometry, ctx: NpContext) -> np.ndarray:
-    """nn.Conv2d's forward: depthwise as a multiply-add per kernel offset, otherwise im2col + one matmul per group."""
+    """nn.Conv1d/2d/3d's forward: depthwise as a multiply-add per kernel offset, otherwise im2col + one matmul per group."""
     n, c = x.shape[:2]
+    rank = len(geo.kernel)
     out_channels = weight.shape[0]
-    xp = pad2d(x, geo.pad)
+    xp = pad_spatial(x, geo.pad)
     if geo.groups == c and weight.shape[1] == 1:
         y = _depthwise_forward(xp, weight, geo)
     else:
         g = geo.groups
-        k, og = c * geo.kernel[0] * geo.kernel[1] // g, out_channels // g
+        taps = math.prod(geo.kernel)
+        k, og = c * taps // g, out_channels // g
         w2 = weight.reshape(out_channels, k)
         y = np.empty((n, out_channels, *geo.out_hw), x.dtype)
-        # Columns are kh*kw times the input: above COLUMN_BYTES, run the batch in slices so
-        # that they never dominate the peak memory (each slice still one large product).
-        per_sample = c * geo.kernel[0] * geo.kernel[1] * geo.out_hw[0] * geo.out_hw[1] * x.itemsize
+        size = math.prod(geo.out_hw)
+        # Columns are prod(kernel) times the input: above COLUMN_BYTES, run the batch in slices
+        # so that they never dominate the peak memory (each slice still one large product).
+        per_sample = c * taps * size * x.itemsize
         step = max(1, min(n, COLUMN_BYTES // max(1, per_sample)))
-        size = geo.out_hw[0] * geo.out_hw[1]
         y3 = y.reshape(n, out_channels, size)
         for start in range(0, n, step):
             part = xp[start : start + step]
             cols = im2col(part, geo.kernel, geo.stride, geo.dilation, geo.out_hw, ctx.scratch)
             if size >= DIRECT_PRODUCT_PIXELS:
-                # Large maps: one product per sample (and group) straight into the NCHW output;
-                # BLAS reads the sample's columns in place (row stride N*OH*OW), no transpose.
+                # Large maps: one product per sample (and group) straight into the NC... output;
+                # BLAS reads the sample's columns in place (row stride N*prod(out)), no transpose.
                 for sample in range(len(part)):
                     pixels = slice(sample * size, (sample + 1) * size)
                     for group in range(g):
@@ -321,17 +344,17 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo
             for group in range(g):
                 rows = slice(group * og, (group + 1) * og)
                 np.matmul(w2[rows], cols[group * k : (group + 1) * k], out=y2[rows])
-            np.copyto(y[start : start + step], y2.reshape(out_channels, len(part), *geo.out_hw).transpose(1, 0, 2, 3))
+            np.copyto(y[start : start + step], y2.reshape(out_channels, len(part), *geo.out_hw).swapaxes(0, 1))
     if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
+        y += bias.reshape(1, -1, *(1,) * rank)
     # The padded input is what backward needs; re-deriving the columns there is one copy,
-    # far cheaper in memory than keeping kh*kw times the input alive until backward.
+    # far cheaper in memory than keeping prod(kernel) times the input alive until backward.
     ctx.save(xp=xp, geo=geo)
     return y
 
 
 def conv_backward(weight: np.ndarray, has_bias: bool, ctx: NpContext, dy: np.ndarray) -> Backward:
-    """Gradients of nn.Conv2d: dW and the column gradient as one matmul per group each, dx by col2im."""
+    """Gradients of nn.Conv1d/2d/3d: dW and the column gradient as one matmul per group each, dx by col2im."""
     xp: np.ndarray = ctx.saved["xp"]
     geo: ConvGeometry = ctx.saved["geo"]
     c = xp.shape[1]
@@ -360,23 +383,23 @@ def conv_backward(weight: np.ndarray, has_bias: bool, ctx: NpContext, dy: np.nda
         if dcols is not None:
             dxp = col2im(dcols, xp.shape, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
     if has_bias:
-        grads["bias"] = dy.sum(axis=(0, 2, 3))
-    dx = None if dxp is None else unpad2d(dxp, geo.pad, geo.in_hw)
+        grads["bias"] = dy.sum(axis=(0, *range(2, dy.ndim)))
+    dx = None if dxp is None else unpad_spatial(dxp, geo.pad, geo.in_hw)
     return dx, grads
 
 
 def _depthwise_forward(xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """groups == in_channels: accumulate weight[c, k, i, j] * window(i, j) over the kernel offsets."""
+    """groups == in_channels: accumulate weight[c, k, *offset] * window(offset) over the kernel offsets."""
     n, c = xp.shape[:2]
     mult = weight.shape[0] // c
+    spread = (None,) * len(geo.kernel)  # a weight broadcast over the output positions
     w = weight.reshape(c, mult, *geo.kernel)
     view = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
     y = np.zeros((n, c, mult, *geo.out_hw), dtype=xp.dtype)
     tmp = np.empty_like(y)
-    for i in range(geo.kernel[0]):
-        for j in range(geo.kernel[1]):
-            np.multiply(view[:, :, None, i, j], w[None, :, :, i, j, None, None], out=tmp)
-            y += tmp
+    for offset in np.ndindex(*geo.kernel):
+        np.multiply(view[_index(_ALL, _ALL, None, *offset)], w[_index(None, _ALL, _ALL, *offset, *spread)], out=tmp)
+        y += tmp
     return y.reshape(n, c * mult, *geo.out_hw)
 
 
@@ -385,108 +408,108 @@ def _depthwise_backward(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     n, c = xp.shape[:2]
     mult = weight.shape[0] // c
+    spread = (None,) * len(geo.kernel)
     w = weight.reshape(c, mult, *geo.kernel)
     view = window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
     dy5 = dy.reshape(n, c, mult, *geo.out_hw)
     dw = np.empty_like(w)
     dxp = np.zeros(xp.shape, dtype=xp.dtype) if need_dx else None
     dy_sum = dy5.sum(axis=2) if mult > 1 else dy5[:, :, 0]
-    for i in range(geo.kernel[0]):
-        for j in range(geo.kernel[1]):
-            dw[:, :, i, j] = np.einsum("nckhw,nchw->ck", dy5, view[:, :, i, j])
-            if dxp is not None:
-                rows, columns = offset_slices(i, j, geo.stride, geo.dilation, geo.out_hw)
-                if mult == 1:
-                    dxp[:, :, rows, columns] += dy_sum * w[None, :, 0, i, j, None, None]
-                else:
-                    dxp[:, :, rows, columns] += np.einsum("nckhw,ck->nchw", dy5, w[:, :, i, j])
+    positions = "xyz"[: len(geo.kernel)]  # einsum letters for the output's spatial axes
+    for offset in np.ndindex(*geo.kernel):
+        dw[_index(_ALL, _ALL, *offset)] = np.einsum(f"nck{positions},nc{positions}->ck", dy5, view[_index(_ALL, _ALL, *offset)])
+        if dxp is not None:
+            reads = (_ALL, _ALL, *offset_slices(offset, geo.stride, geo.dilation, geo.out_hw))
+            if mult == 1:
+                dxp[reads] += dy_sum * w[_index(None, _ALL, 0, *offset, *spread)]
+            else:
+                dxp[reads] += np.einsum(f"nck{positions},ck->nc{positions}", dy5, w[_index(_ALL, _ALL, *offset)])
     return dw.reshape(weight.shape), dxp
 
 
 # ---------------------------------------------------------------- pooling
 
 
-def pool_extra(size: Pair, out_hw: Pair, kernel: Pair, stride: Pair, pad: Pair) -> Pair:
-    """Bottom/right cells beyond the symmetric padding that ceil-mode windows reach."""
-    return tuple(max(0, (out_hw[a] - 1) * stride[a] + kernel[a] - (size[a] + 2 * pad[a])) for a in (0, 1))  # type: ignore[return-value]
+def pool_extra(size: Sizes, out_hw: Sizes, kernel: Sizes, stride: Sizes, pad: Sizes) -> Sizes:
+    """Cells at the end of each axis beyond the symmetric padding that ceil-mode windows reach."""
+    return tuple(max(0, (o - 1) * s + k - (n + 2 * p)) for n, o, k, s, p in zip(size, out_hw, kernel, stride, pad, strict=True))
 
 
-def maxpool_forward(x: np.ndarray, kernel: Pair, stride: Pair, pad: Pair, out_hw: Pair, ctx: NpContext) -> np.ndarray:
-    """nn.MaxPool2d: -inf padding; backward routes to the first maximum in scan order, as PyTorch does."""
-    size = (x.shape[2], x.shape[3])
+def maxpool_forward(x: np.ndarray, kernel: Sizes, stride: Sizes, pad: Sizes, out_hw: Sizes, ctx: NpContext) -> np.ndarray:
+    """nn.MaxPool1d/2d/3d: -inf padding; backward routes to the first maximum in scan order, as PyTorch does."""
+    size = x.shape[2:]
     extra = pool_extra(size, out_hw, kernel, stride, pad)
-    xp = pad2d(x, pad, extra, -np.inf)
-    view = window_view(xp, kernel, stride, (1, 1), out_hw)
-    # Separable: the maximum over each window's columns, then over its rows; fewer passes
-    # than one per kernel offset (ResNet's 3x3/2 stem pool: 4 instead of 8).
-    columns = [xp[:, :, :, j : j + stride[1] * (out_hw[1] - 1) + 1 : stride[1]] for j in range(kernel[1])]
-    wide = columns[0].copy()
-    for column in columns[1:]:
-        np.maximum(wide, column, out=wide)
-    rows = [wide[:, :, i : i + stride[0] * (out_hw[0] - 1) + 1 : stride[0]] for i in range(kernel[0])]
-    y = rows[0].copy()
-    for row in rows[1:]:
-        np.maximum(y, row, out=y)
-    del wide, columns, rows
+    xp = pad_spatial(x, pad, extra, -np.inf)
+    view = window_view(xp, kernel, stride, (1,) * len(kernel), out_hw)
+    # Separable: the maximum along the last axis's window, then the one before, ...; fewer
+    # passes than one per kernel offset (ResNet's 3x3/2 stem pool: 4 instead of 8).
+    y = xp
+    for axis in reversed(range(len(kernel))):
+        ahead = (_ALL,) * (2 + axis)
+        steps = [
+            y[_index(*ahead, slice(j, j + stride[axis] * (out_hw[axis] - 1) + 1, stride[axis]))] for j in range(kernel[axis])
+        ]
+        reduced = steps[0].copy()
+        for step in steps[1:]:
+            np.maximum(reduced, step, out=reduced)
+        y = reduced
     arg = None
     if ctx.record:
         # Offsets in reverse scan order, each overwriting where it attains the maximum: what
         # remains is the first maximum, the one PyTorch routes the gradient to.
-        arg = np.zeros(y.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32)
+        offsets = list(np.ndindex(*kernel))
+        arg = np.zeros(y.shape, dtype=np.uint8 if len(offsets) < 256 else np.int32)
         hit = np.empty(y.shape, dtype=bool)
-        for offset in reversed(range(kernel[0] * kernel[1])):
-            np.equal(view[:, :, offset // kernel[1], offset % kernel[1]], y, out=hit)
-            np.copyto(arg, offset, where=hit)
+        for index in reversed(range(len(offsets))):
+            np.equal(view[_index(_ALL, _ALL, *offsets[index])], y, out=hit)
+            np.copyto(arg, index, where=hit)
     ctx.save(arg=arg, padded_shape=xp.shape)
     return y
 
 
-def maxpool_backward(ctx: NpContext, kernel: Pair, stride: Pair, pad: Pair, in_hw: Pair, dy: np.ndarray) -> np.ndarray:
+def maxpool_backward(ctx: NpContext, kernel: Sizes, stride: Sizes, pad: Sizes, in_hw: Sizes, dy: np.ndarray) -> np.ndarray:
     arg: np.ndarray = ctx.saved["arg"]
     dxp = np.zeros(ctx.saved["padded_shape"], dtype=dy.dtype)
-    out_hw = (dy.shape[2], dy.shape[3])
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            rows, columns = offset_slices(i, j, stride, (1, 1), out_hw)
-            dxp[:, :, rows, columns] += np.where(arg == i * kernel[1] + j, dy, 0)
-    return unpad2d(dxp, pad, in_hw)
+    out_hw = dy.shape[2:]
+    ones = (1,) * len(kernel)
+    for index, offset in enumerate(np.ndindex(*kernel)):
+        dxp[_index(_ALL, _ALL, *offset_slices(offset, stride, ones, out_hw))] += np.where(arg == index, dy, 0)
+    return unpad_spatial(dxp, pad, in_hw)
 
 
-def avgpool_divisor(size: Pair, out_hw: Pair, kernel: Pair, stride: Pair, pad: Pair, dtype: Any) -> np.ndarray:
+def avgpool_divisor(size: Sizes, out_hw: Sizes, kernel: Sizes, stride: Sizes, pad: Sizes, dtype: Any) -> np.ndarray:
     """PyTorch's count_include_pad divisor per output cell: windows clipped to the padded input (ceil mode)."""
-    counts = []
-    for a in (0, 1):
+    divisor = np.ones((), dtype=np.int64)
+    for a in range(len(kernel)):
         start = np.arange(out_hw[a]) * stride[a] - pad[a]
         end = np.minimum(start + kernel[a], size[a] + pad[a])
-        counts.append(end - start)
-    return np.outer(counts[0], counts[1]).astype(dtype)
+        divisor = np.multiply.outer(divisor, end - start)
+    return divisor.astype(dtype)
 
 
-def avgpool_forward(x: np.ndarray, kernel: Pair, stride: Pair, pad: Pair, out_hw: Pair, ctx: NpContext) -> np.ndarray:
-    size = (x.shape[2], x.shape[3])
+def avgpool_forward(x: np.ndarray, kernel: Sizes, stride: Sizes, pad: Sizes, out_hw: Sizes, ctx: NpContext) -> np.ndarray:
+    size = x.shape[2:]
     extra = pool_extra(size, out_hw, kernel, stride, pad)
-    xp = pad2d(x, pad, extra, 0.0)
-    view = window_view(xp, kernel, stride, (1, 1), out_hw)
-    y = view[:, :, 0, 0].copy()
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            if i or j:
-                y += view[:, :, i, j]
+    xp = pad_spatial(x, pad, extra, 0.0)
+    view = window_view(xp, kernel, stride, (1,) * len(kernel), out_hw)
+    offsets = np.ndindex(*kernel)
+    y = view[_index(_ALL, _ALL, *next(offsets))].copy()
+    for offset in offsets:
+        y += view[_index(_ALL, _ALL, *offset)]
     divisor = avgpool_divisor(size, out_hw, kernel, stride, pad, x.dtype)
     y /= divisor
     ctx.save(divisor=divisor, padded_shape=xp.shape)
     return y
 
 
-def avgpool_backward(ctx: NpContext, kernel: Pair, stride: Pair, pad: Pair, in_hw: Pair, dy: np.ndarray) -> np.ndarray:
+def avgpool_backward(ctx: NpContext, kernel: Sizes, stride: Sizes, pad: Sizes, in_hw: Sizes, dy: np.ndarray) -> np.ndarray:
     share = dy / ctx.saved["divisor"]
     dxp = np.zeros(ctx.saved["padded_shape"], dtype=dy.dtype)
-    out_hw = (dy.shape[2], dy.shape[3])
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            rows, columns = offset_slices(i, j, stride, (1, 1), out_hw)
-            dxp[:, :, rows, columns] += share
-    return unpad2d(dxp, pad, in_hw)
+    out_hw = dy.shape[2:]
+    ones = (1,) * len(kernel)
+    for offset in np.ndindex(*kernel):
+        dxp[_index(_ALL, _ALL, *offset_slices(offset, stride, ones, out_hw))] += share
+    return unpad_spatial(dxp, pad, in_hw)
 
 
 def adaptive_matrix(size: int, out: int, dtype: Any) -> np.ndarray:
@@ -507,6 +530,18 @@ def adaptive_bins(size: int, out: int) -> np.ndarray:
     end = -((-(i + 1) * size) // out)
     longest = int((end - start).max())
     return np.minimum(start[:, None] + np.arange(longest)[None, :], end[:, None] - 1)
+
+
+def separable_apply(x: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
+    """Apply one (out, in) matrix per spatial axis of (N, C, *spatial): one BLAS product per axis.
+
+    Each product contracts axis 2 and appends the result axis last, so after every spatial
+    axis the axes are back in order.
+    """
+    y = x
+    for matrix in matrices:
+        y = np.tensordot(y, matrix, axes=([2], [1]))
+    return np.ascontiguousarray(y)
 
 
 # ---------------------------------------------------------------- element-wise helpers

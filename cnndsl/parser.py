@@ -260,21 +260,23 @@ class ToAst(Transformer):
         return ast.Number(value, _pos(tok))
 
     def dims(self, children: list) -> ast.Expr:
-        # `Conv(16, 3x3)`: HxW written as the summary prints it is the pair (3, 3). Three or more
-        # sizes are no argument value: left as a name, the checker reports it as unknown.
+        # `Conv(16, 3x3)`: HxW written as the summary prints it is the pair (3, 3), and `3x3x3`
+        # the triple of a 3-D kernel. Four or more sizes are no argument value: left as a name,
+        # the checker reports it as unknown.
         tok = children[0]
         parts = str(tok).lower().replace("×", "x").split("x")
-        if len(parts) != 2:
+        if len(parts) not in (2, 3):
             return ast.Name(str(tok), _pos(tok))
         pos = _pos(tok)
-        return ast.Pair(ast.Number(int(parts[0]), pos), ast.Number(int(parts[1]), pos), pos)
+        first, second, *rest = (ast.Number(int(part), pos) for part in parts)
+        return ast.Pair(first, second, pos, tuple(rest))
 
     def name(self, children: list) -> ast.Name:
         return ast.Name(str(children[0]), _pos(children[0]))
 
     def pair(self, children: list) -> ast.Pair:
-        bracket, first, second = children
-        return ast.Pair(first, second, _pos(bracket))
+        bracket, first, second, *rest = children
+        return ast.Pair(first, second, _pos(bracket), tuple(rest))
 
     def funccall(self, children: list) -> ast.FuncCall:
         name, args = children

@@ -6,10 +6,16 @@ import math
 from dataclasses import dataclass
 
 Pair = tuple[int, int]
+Sizes = tuple[int, ...]
+"""One value per spatial axis: (L,), (H, W) or (D, H, W); kernels, strides, paddings, receptive fields."""
+
+SPATIAL_AXES = {1: "L", 2: "HxW", 3: "DxHxW"}
+"""The spatial axes by their number, as `input` lines spell them after the channels."""
 
 
 class Shape(tuple[int, ...]):
-    """An immutable tensor shape without the batch dimension: (C, H, W) or (N,)."""
+    """An immutable tensor shape without the batch dimension: (N,) a flat vector, or C and 1, 2
+    or 3 spatial axes: (C, L) a signal, (C, H, W) an image, (C, D, H, W) a volume."""
 
     __slots__ = ()
 
@@ -25,13 +31,24 @@ class Shape(tuple[int, ...]):
         return len(self) == 1
 
     @property
+    def spatial_rank(self) -> int:
+        """The number of spatial axes: 0 for a flat vector, 1 for a signal, 2 an image, 3 a volume."""
+        return len(self) - 1
+
+    @property
+    def has_space(self) -> bool:
+        """True for a signal, an image or a volume: channels followed by spatial axes."""
+        return len(self) > 1
+
+    @property
     def channels(self) -> int:
         """Channels of an image, or the length of a flat vector."""
         return self[0]
 
     @property
-    def spatial(self) -> Pair:
-        return (self[1], self[2]) if self.is_image else (1, 1)
+    def spatial(self) -> Sizes:
+        """The spatial sizes ((L,), (H, W) or (D, H, W)); () for a flat vector."""
+        return tuple(self[1:])
 
     @property
     def numel(self) -> int:
@@ -41,30 +58,34 @@ class Shape(tuple[int, ...]):
         return "x".join(str(d) for d in self)
 
     def describe(self) -> str:
-        """Words for messages: `an image 64x56x56` or `a flat vector of 784`."""
-        return f"an image {self}" if self.is_image else f"a flat vector of {self[0]}" if self.is_flat else str(self)
+        """Words for messages: `an image 64x56x56`, `a flat vector of 784`, `a 1-D signal 32x8000 (CxL)`."""
+        if self.is_flat:
+            return f"a flat vector of {self[0]}"
+        if self.is_image:
+            return f"an image {self}"
+        return f"a {self.spatial_rank}-D {'signal' if self.spatial_rank == 1 else 'volume'} {self} (Cx{SPATIAL_AXES[self.spatial_rank]})"
 
     @classmethod
     def parse(cls, text: str) -> Shape:
-        """Parse `3x224x224` or `784`; raises ValueError with a readable message."""
+        """Parse `3x224x224`, `784`, `1x8000` or `3x16x112x112`; raises ValueError with a readable message."""
         parts = text.lower().replace("×", "x").replace(",", "x").strip().split("x")
         try:
             dims = [int(p) for p in parts]
         except ValueError:
-            raise ValueError(f"expected CxHxW or N, such as 3x224x224; got {text!r}") from None
-        if len(dims) not in (1, 3) or any(d < 1 for d in dims):
-            raise ValueError(f"expected CxHxW or N with positive sizes, such as 3x224x224; got {text!r}")
+            raise ValueError(f"expected CxHxW, CxL, CxDxHxW or N, such as 3x224x224; got {text!r}") from None
+        if len(dims) not in (1, 2, 3, 4) or any(d < 1 for d in dims):
+            raise ValueError(f"expected CxHxW, CxL, CxDxHxW or N with positive sizes, such as 3x224x224; got {text!r}")
         return cls(dims)
 
 
 @dataclass(frozen=True)
 class Window:
-    """A sliding window along both spatial axes, as Conv2d and the pools use."""
+    """A sliding window along every spatial axis, as Conv1d/2d/3d and the pools use (one entry per axis)."""
 
-    kernel: Pair
-    stride: Pair
-    pad: Pair
-    dilation: Pair = (1, 1)
+    kernel: Sizes
+    stride: Sizes
+    pad: Sizes
+    dilation: Sizes = (1, 1)
     ceil: bool = False
     pad_extra: Pair = (0, 0)
     """One more padding on the bottom/right: PyTorch's `padding="same"` with an even kernel (stride 1 only)."""

@@ -279,9 +279,9 @@ def _human(n: int, unit: str = "") -> str:
     return f"{n} {unit}".rstrip()
 
 
-def _pair(p: tuple[int, int]) -> str:
-    """Both sizes, even when equal (`3x3`): a table column reads more easily so."""
-    return f"{p[0]}x{p[1]}"
+def _pair(p: tuple[int, ...]) -> str:
+    """Every axis's size, even when equal (`3x3`, `3x3x3`; `80` for a 1-D layer): a table column reads more easily so."""
+    return "x".join(str(v) for v in p)
 
 
 def network_json(network: Network) -> dict[str, Any]:

@@ -89,17 +89,28 @@ class ChannelShuffle(nn.Module):
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """nn.LayerNorm over the channels at every position of an (N, C, H, W) map.
+    """nn.LayerNorm over the channels at every position of an (N, C, H, W) map (and of
+    (N, C, L) signals and (N, C, D, H, W) volumes alike).
 
     As torchvision's ConvNeXt LayerNorm2d: the same parameters (`weight`, `bias` of C),
     computed channels-last.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
+        # One permute per rank, spelt out: TorchScript scripts it (no unpacking),
+        # and the ONNX exporter keeps the shapes through it (movedim loses the
+        # channel count a GroupNorm after it needs).
+        if x.dim() == 3:
+            to_last, back = [0, 2, 1], [0, 2, 1]
+        elif x.dim() == 5:
+            to_last, back = [0, 2, 3, 4, 1], [0, 4, 1, 2, 3]
+        else:
+            to_last, back = [0, 2, 3, 1], [0, 3, 1, 2]
+        x = x.permute(to_last)
+        # Short names: the generated source stays within 88 columns.
         weight, bias = self.weight, self.bias
         x = nn.functional.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        return x.permute(back)
 
 
 class Scale(nn.Module):

@@ -201,12 +201,12 @@ def test_input_shape_from_the_line_or_the_override() -> None:
     budget = Budget(target, {})
     assert input_shape(target, budget, ast.InputDecl((3, 8, 8), P), None) == Shape((3, 8, 8))
     assert input_shape(target, budget, ast.InputDecl((3, 8, 8), P), Shape((1, 4, 4))) == Shape((1, 4, 4))
-    assert input_shape(target, budget, ast.InputDecl((3, 8), Position(2, 1)), None) is None
+    assert input_shape(target, budget, ast.InputDecl((3, 8, 8, 8, 8), Position(2, 1)), None) is None
     assert input_shape(target, budget, None, None) is None
     assert input_shape(target, budget, ast.InputDecl((2**21, 2**10, 2**10), Position(3, 1)), None) is None
     assert input_shape(target, budget, ast.InputDecl((224, 224, 3), Position(4, 1)), None) == Shape((224, 224, 3))
     assert messages(target) == [
-        "`input` takes CxHxW or N; got 2 dimensions",
+        "`input` takes N, CxL, CxHxW or CxDxHxW; got 5 dimensions",
         "no `input` line",
         f"the input has {2**41:,} elements; the limit is 2^40",
         "input 224x224x3 looks channels-last; cnndsl takes CxHxW: did you mean 3x224x224?",

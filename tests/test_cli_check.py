@@ -97,7 +97,7 @@ def test_strict_and_quiet(tmp_path: Path) -> None:
 
 def test_usage_errors_exit_2(small: Path) -> None:
     assert run("check").exit_code == 2
-    assert run("check", "--input", "3x3", str(small)).exit_code == 2
+    assert run("check", "--input", "3x3x3x3x3", str(small)).exit_code == 2
     assert run("check", "--set", "novalue", str(small)).exit_code == 2
 
 

@@ -212,3 +212,18 @@ def test_comments_hold_for_every_value_the_constructor_accepts() -> None:
     fixed = cnndsl.parse("network N(deep=2)\ninput 3x8x8\nblock B(c) = [Conv(c, 1)]\nB(deep * 4) x deep").torch_source()
     assert "B(8) -> 8x8x8" in fixed  # a parameter the constructor refuses to vary keeps its value in comments
     assert "These figures" not in fixed
+
+
+@pytest.mark.parametrize(
+    ("text", "comment"),
+    [
+        ("network Aud(width=4)\ninput 1x64\nConv(width, 5, stride=2), ReLU, Conv(2 * width, 3)", "# (2 * width) x 28\n"),
+        (
+            "network Vid(width=4)\ninput 3x4x8x8\nConv(width, 3, pad=1), Conv(2 * width, 3, stride=2, pad=1)",
+            "# (2 * width) x 2 x 4 x 4\n",
+        ),
+    ],
+)
+def test_comments_of_signals_and_volumes_keep_every_spatial_axis(text: str, comment: str) -> None:
+    # A shape over a parameter must not read as a flat vector of that many features.
+    assert comment in cnndsl.parse(text).torch_source()

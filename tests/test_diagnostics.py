@@ -38,7 +38,11 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ),
     ("concat_disagree", "input 3x8x8\nConcat[Conv(4, 1) | Conv(4, 3)]", [("error", 2, 1, "Concat: branch shapes disagree")]),
     ("fc_on_image", "input 3x8x8\nFC(10)", [("error", 2, 1, "FC needs a flat input; got an image 3x8x8")]),
-    ("conv_on_flat", "input 3x8x8\nflatten, Conv(3, 1)", [("error", 2, 10, "Conv needs an image input")]),
+    (
+        "conv_on_flat",
+        "input 3x8x8\nflatten, Conv(3, 1)",
+        [("error", 2, 10, "Conv needs channels with spatial axes (CxL, CxHxW or CxDxHxW)")],
+    ),
     (
         "recursion",
         "input 3x8x8\nblock A(c) = [Conv(c, 1), B(c)]\nblock B(c) = [A(c)]\nA(3)",
@@ -145,7 +149,28 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ),
     ("input_with_spaces", "input 3 x 32 x 32\nReLU", [("error", 1, 9, "unexpected `x` in the input shape")]),
     ("quoted_word", 'input 3x8x8\nConv(4, 3, pad="same")', [("error", 2, 16, "unexpected quote")]),
-    ("three_sizes_as_kernel", "input 3x8x8\nConv(4, 3x3x3)", [("error", 2, 9, "`3x3x3` is not a value")]),
+    (
+        "three_sizes_on_an_image",
+        "input 3x8x8\nConv(4, 3x3x3)",
+        [("error", 2, 9, "Conv: `kernel` (3, 3, 3) has 3 entries but the input has 2 spatial axes (HxW)")],
+    ),
+    ("four_sizes_as_kernel", "input 3x8x8\nConv(4, 3x3x3x3)", [("error", 2, 9, "`3x3x3x3` is not a value")]),
+    (
+        "conv2d_on_a_signal",
+        "input 1x8000\nConv2d(1, 16, 3)",
+        [("error", 2, 1, "Conv2d needs an image (CxHxW); got a 1-D signal")],
+    ),
+    (
+        "conv1d_on_an_image",
+        "input 3x8x8\nConv1d(3, 16, 3)",
+        [("error", 2, 1, "Conv1d needs a 1-D input (CxL); got an image 3x8x8")],
+    ),
+    (
+        "pair_on_a_signal",
+        "input 1x100\nMaxPool((2, 2))",
+        [("error", 2, 9, "MaxPool: `kernel` (2, 2) has 2 entries but the input has 1 spatial axis (L)")],
+    ),
+    ("input_five_dims", "input 1x2x3x4x5\nReLU", [("error", 1, 7, "`input` takes N, CxL, CxHxW or CxDxHxW; got 5 dimensions")]),
     ("conv2d_in_channels", "input 3x8x8\nConv2d(16, 8, 3)", [("error", 2, 8, "Conv2d's in_channels is 16 but its input has 3")]),
     ("final_softmax", "input 8\nFC(4), Softmax", [("warning", 2, 8, "the network ends in Softmax")]),
     ("channels_last", "input 32x32x3\nReLU", [("warning", 1, 7, "input 32x32x3 looks channels-last")]),

@@ -148,7 +148,7 @@ BAD_ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "LeakyReLU": ("LeakyReLU(true)", "3x8x8", "`slope` must be a number"),
     "ChannelShuffle": ("ChannelShuffle(3)", "8x4x4", "groups=3 must divide the channels"),
     "Chunk": ("Chunk(3, 0)", "8x4x4", "3 chunks must divide the channels"),
-    "AdaptiveMaxPool": ("AdaptiveMaxPool((2, 0))", "3x8x8", "`size` must be a positive integer or a pair"),
+    "AdaptiveMaxPool": ("AdaptiveMaxPool((2, 0))", "3x8x8", "`size` must be a positive integer or a tuple of them"),
     "PixelShuffle": ("PixelShuffle(2)", "6x4x4", "PixelShuffle: the channels must divide by 4 (the factor 2, squared); got 6"),
     "PixelUnshuffle": ("PixelUnshuffle(3)", "2x6x5", "PixelUnshuffle: the height and width must divide by factor 3; got 6x5"),
     "GELU": ("GELU(approximate=sigmoid)", "3x8x8", "GELU: `approximate` must be one of none, tanh; got sigmoid"),
@@ -249,7 +249,7 @@ def test_unknown_argument_names_the_signature(kind: str) -> None:
     assert KINDS[kind].signature_text() in diagnostic.hint
 
 
-WRONG_RANK = {"image": "8", "flat": "8x4x4"}
+WRONG_RANK = {"image": "8", "flat": "8x4x4", "spatial": "8"}
 """An input of the other rank, for the kinds that declare one."""
 
 
@@ -261,21 +261,45 @@ def test_declared_input_rank_is_enforced(kind: str) -> None:
     with pytest.raises(CnnDslError) as info:
         cnndsl.parse(f"input {WRONG_RANK[declared]}\n{call}")
     [diagnostic] = info.value.diagnostics
-    expected = (
-        "needs an image input (CxHxW); got a flat vector of 8"
-        if declared == "image"
-        else "needs a flat input; got an image 8x4x4"
-    )
+    expected = {
+        "image": "needs an image input (CxHxW); got a flat vector of 8",
+        "flat": "needs a flat input; got an image 8x4x4",
+        "spatial": "needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 8",
+    }[declared]
     assert diagnostic.message == f"{kind} {expected}"
     assert (diagnostic.position.line, diagnostic.position.column) == (2, 1)
     assert "flatten" in diagnostic.hint
 
 
+@pytest.mark.parametrize("kind", sorted(k for k, v in KINDS.items() if v.input_rank == "image"))
+def test_image_only_kinds_refuse_signals_and_volumes(kind: str) -> None:
+    """The 2-D-only kinds (no 1-D or 3-D form) refuse CxL and CxDxHxW in the checker, not in a backend."""
+    call = LAYER_CASES[kind][0][0]
+    for in_shape, described in (("8x4", "a 1-D signal 8x4 (CxL)"), ("8x2x4x4", "a 3-D volume 8x2x4x4 (CxDxHxW)")):
+        with pytest.raises(CnnDslError) as info:
+            cnndsl.parse(f"input {in_shape}\n{call}")
+        [diagnostic] = info.value.diagnostics
+        assert diagnostic.message == f"{kind} needs an image input (CxHxW); got {described}"
+        assert diagnostic.hint == f"{kind} has no 1-D or 3-D form; use it on CxHxW maps"
+
+
 @pytest.mark.parametrize("kind", sorted(k for k, v in KINDS.items() if v.input_rank == "any" and not isinstance(v, MergeKind)))
 def test_kinds_declaring_any_rank_take_images_and_vectors(kind: str) -> None:
     call = LAYER_CASES[kind][0][0]
-    for in_shape in ("8", "8x4x4"):
+    for in_shape in ("8", "8x4x4", "8x6", "8x2x4x4"):
         assert cnndsl.parse(f"input {in_shape}\n{call}").layers[-1].kind.name == kind
+
+
+def test_avgpool3d_refuses_a_volume_smaller_than_its_kernel() -> None:
+    """nn.AvgPool3d checks the kernel against the unpadded volume (AvgPool1d/2d and MaxPool3d do not)."""
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse("input 2x2x9x9\nAvgPool(3, stride=2, pad=1)")
+    [diagnostic] = info.value.diagnostics
+    assert (
+        "AvgPool3d needs the unpadded volume at least as large as the kernel; got kernel 3 on a 3-D volume" in diagnostic.message
+    )
+    assert cnndsl.parse("input 2x2x9x9\nAvgPool((1, 3, 3), stride=2, pad=(0, 1, 1))").output_shape == (2, 1, 5, 5)
+    assert cnndsl.parse("input 2x2x9x9\nMaxPool(3, stride=2, pad=1)").output_shape == (2, 1, 5, 5)
 
 
 def test_a_flat_kind_on_an_image_goes_on_with_its_output() -> None:
@@ -284,7 +308,7 @@ def test_a_flat_kind_on_an_image_goes_on_with_its_output() -> None:
         cnndsl.parse("input 8x6x6\nFC(10)\nConv(4, 3)")
     assert [d.message for d in info.value.diagnostics] == [
         "FC needs a flat input; got an image 8x6x6",
-        "Conv needs an image input (CxHxW); got a flat vector of 10",
+        "Conv needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 10",
     ]
 
 

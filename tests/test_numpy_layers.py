@@ -31,6 +31,13 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x6x7", "Conv(4, 4, stride=1, pad=same, pad_mode=replicate, dilation=1)"),
         ("3x5x6", "Conv(4, (2, 3), pad=same)"),
         ("4x5x5", "Conv2d(4, 4, 3, 2, 2, groups=2, padding_mode=circular)"),
+        ("3x17", "Conv(4, 5, stride=3, pad=2, dilation=2)"),
+        ("4x9", "Conv1d(4, 6, 3, padding=1, groups=2)"),
+        ("2x5x6x7", "Conv(3, (3, 1, 2), stride=(1, 2, 1), pad=(1, 0, 1))"),
+        ("2x4x5x5", "Conv3d(2, 4, 3, dilation=(1, 2, 1), bias=false)"),
+        ("3x9", "Conv(4, 4, pad=same, pad_mode=reflect)"),  # padding modes and one-sided `same` at ranks 1 and 3
+        ("2x4x5x6", "Conv(3, (2, 3, 2), pad=same, pad_mode=circular)"),
+        ("2x3x4x4", "Conv3d(2, 3, 3, padding=1, padding_mode=replicate)"),
     ],
     "DWConv": [
         ("4x8x8", "DWConv(3, stride=2, pad=1)"),
@@ -38,21 +45,37 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("3x7x9", "DWConv((3, 1), stride=(1, 2), pad=same)"),
         ("3x6x6", "DWConv(4, pad=same, pad_mode=circular, multiplier=2)"),
         ("2x6x7", "DWConv(3, stride=2, pad=1, pad_mode=reflect)"),
+        ("3x11", "DWConv(3, stride=2, multiplier=2)"),
+        ("2x5x5x6", "DWConv(3, stride=(1, 2, 2), pad=1)"),
+        ("2x8", "DWConv(3, stride=2, pad=2, pad_mode=replicate, multiplier=2)"),
+        ("2x3x4x5", "DWConv(2, pad=same, pad_mode=reflect)"),
     ],
     "MaxPool": [
         ("3x8x8", "MaxPool(2)"),
         ("2x9x9", "MaxPool(3, stride=2, pad=1)"),
         ("2x8x8", "MaxPool(3, stride=2, ceil=true)"),
         ("2x8x7", "MaxPool((3, 2), stride=(2, 1), pad=(1, 1), ceil=true)"),
+        ("3x17", "MaxPool(4)"),
+        ("2x10", "MaxPool1d(3, stride=2, padding=1, ceil_mode=true)"),
+        ("2x4x6x6", "MaxPool(3, stride=(1, 2, 2), pad=1)"),
+        ("2x5x5x4", "MaxPool3d((1, 2, 2), ceil_mode=true)"),
     ],
     "AvgPool": [
         ("3x8x8", "AvgPool(2)"),
         ("2x9x9", "AvgPool(3, stride=2, pad=1)"),
         ("2x8x8", "AvgPool(3, stride=2, pad=1, ceil=true)"),
         ("2x7x6", "AvgPool((3, 2), stride=(2, 1), pad=(1, 1), ceil=true)"),
+        ("3x9", "AvgPool(3, stride=2, pad=1, ceil=true)"),
+        ("2x5x6x6", "AvgPool3d(2, stride=(1, 2, 2), padding=(1, 0, 1))"),
     ],
-    "GlobalAvgPool": [("4x5x3", "GlobalAvgPool")],
-    "AdaptiveAvgPool": [("3x7x7", "AdaptiveAvgPool(3)"), ("2x5x9", "AdaptiveAvgPool((2, 4))"), ("2x3x4", "AdaptiveAvgPool(5)")],
+    "GlobalAvgPool": [("4x5x3", "GlobalAvgPool"), ("4x7", "GlobalAvgPool"), ("3x3x4x5", "GlobalAvgPool")],
+    "AdaptiveAvgPool": [
+        ("3x7x7", "AdaptiveAvgPool(3)"),
+        ("2x5x9", "AdaptiveAvgPool((2, 4))"),
+        ("2x3x4", "AdaptiveAvgPool(5)"),
+        ("3x10", "AdaptiveAvgPool1d(4)"),
+        ("2x4x5x6", "AdaptiveAvgPool((2, 3, 4))"),
+    ],
     "GlobalMaxPool": [("4x5x3", "GlobalMaxPool")],
     "AdaptiveMaxPool": [("3x7x7", "AdaptiveMaxPool(3)"), ("2x5x9", "AdaptiveMaxPool((2, 4))"), ("2x3x4", "AdaptiveMaxPool2d(5)")],
     "PixelShuffle": [("18x3x4", "PixelShuffle(3)"), ("8x2x3", "Conv(8, 3, pad=1), PixelShuffle(2)")],
@@ -76,11 +99,13 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x6x5", "Upsample(0.6, mode=bilinear)"),
     ],
     "Reshape": [("24", "Reshape(6, 2, 2)"), ("12", "FC(18), Unflatten(2, 3, 3), Conv(2, 3, pad=1)")],
-    "FC": [("10", "FC(5)"), ("7", "FC(3, bias=false)")],
-    "Flatten": [("3x4x5", "flatten"), ("6", "flatten")],
-    "BatchNorm": [("4x5x5", "BN"), ("6", "BN"), ("3x4x4", "BatchNorm(eps=0.001, momentum=0.3)")],
-    "Dropout": [("3x4x4", "Dropout(0.3)"), ("20", "Dropout")],
-    "LayerNorm": [("4x5x5", "LayerNorm"), ("6", "LayerNorm(eps=1e-6)"), ("4x3x3", "LayerNorm(4, elementwise_affine=false)")],
+    "LayerNorm": [
+        ("4x5x5", "LayerNorm"),
+        ("6", "LayerNorm(eps=1e-6)"),
+        ("4x3x3", "LayerNorm(4, elementwise_affine=false)"),
+        ("4x7", "LayerNorm"),  # over the channels of a signal and of a volume, as of an image
+        ("3x2x3x4", "LayerNorm(eps=1e-6)"),
+    ],
     "GroupNorm": [("6x4x4", "GroupNorm(3)"), ("6x3x4", "GroupNorm(2, 6, affine=false)"), ("4x3x3", "GroupNorm(1, eps=1e-3)")],
     "InstanceNorm": [
         ("3x4x5", "InstanceNorm"),
@@ -100,7 +125,17 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("8", "StochasticDepth(0.3)"),
         ("4x3x3", "Add[ Conv(4, 1), StochasticDepth(0.5) | ]"),
     ],
-    "ReLU": [("3x4x4", "ReLU")],
+    "FC": [("10", "FC(5)"), ("7", "FC(3, bias=false)")],
+    "Flatten": [("3x4x5", "flatten"), ("6", "flatten")],
+    "BatchNorm": [
+        ("4x5x5", "BN"),
+        ("6", "BN"),
+        ("3x4x4", "BatchNorm(eps=0.001, momentum=0.3)"),
+        ("4x9", "BatchNorm1d(4)"),
+        ("3x3x4x4", "BatchNorm3d(3, momentum=0.2)"),
+    ],
+    "Dropout": [("3x4x4", "Dropout(0.3)"), ("20", "Dropout"), ("3x9", "Dropout(0.5)"), ("2x3x4x4", "Dropout(0.2)")],
+    "ReLU": [("3x4x4", "ReLU"), ("3x7", "ReLU"), ("2x3x3x3", "ReLU")],
     "ReLU6": [("3x4x4", "ReLU6")],
     "Sigmoid": [("3x4x4", "Sigmoid")],
     "Tanh": [("3x4x4", "Tanh")],
@@ -116,14 +151,26 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
     "LeakyReLU": [("3x4x4", "LeakyReLU(0.2)")],
     "Softmax": [("4x3x3", "Softmax"), ("7", "Softmax")],
     "Identity": [("3x4x4", "Identity")],
-    "ChannelShuffle": [("6x3x3", "ChannelShuffle(3)")],
-    "Chunk": [("6x3x3", "Chunk(3, 1)"), ("8", "Chunk(2, 0)")],
+    "ChannelShuffle": [("6x3x3", "ChannelShuffle(3)"), ("6x5", "ChannelShuffle(2)"), ("4x2x3x3", "ChannelShuffle(2)")],
+    "Chunk": [("6x3x3", "Chunk(3, 1)"), ("8", "Chunk(2, 0)"), ("6x5", "Chunk(2, 1)"), ("4x2x3x3", "Chunk(2, 0)")],
     "Add": [
         ("4x5x5", "Add[ Conv(4, 3, pad=1) | | ReLU ]"),
         ("4x5x5", "Add[ conv: Conv(4, 1), norm: BN | ], ReLU"),  # in place after BN; labels: the `sequential` helper
+        ("4x9", "Add[ Conv(4, 3, pad=1), BN | ], ReLU"),
+        ("3x3x4x4", "Add[ Conv(3, 3, pad=1), BN | ], ReLU"),
     ],
-    "Concat": [("3x5x5", "Concat[ Conv(2, 1) | Identity | MaxPool(3, stride=1, pad=1) ]"), ("6", "Concat[ FC(3) | ]")],
-    "Mul": [("4x5x5", "Mul[ Identity | GlobalAvgPool, Conv(4, 1), Sigmoid ]"), ("4x5x5", "Mul[ Conv(4, 1) | Conv(1, 1) | ]")],
+    "Concat": [
+        ("3x5x5", "Concat[ Conv(2, 1) | Identity | MaxPool(3, stride=1, pad=1) ]"),
+        ("6", "Concat[ FC(3) | ]"),
+        ("3x8", "Concat[ Conv(2, 3, pad=1) | MaxPool(3, stride=1, pad=1) ]"),
+        ("2x3x4x4", "Concat[ Conv(2, 1) | Identity ]"),
+    ],
+    "Mul": [
+        ("4x5x5", "Mul[ Identity | GlobalAvgPool, Conv(4, 1), Sigmoid ]"),
+        ("4x5x5", "Mul[ Conv(4, 1) | Conv(1, 1) | ]"),
+        ("4x9", "Mul[ Identity | GlobalAvgPool, Conv(4, 1), Sigmoid ]"),
+        ("4x3x4x4", "Mul[ Identity | GlobalAvgPool, Conv(4, 1), Sigmoid ]"),
+    ],
 }
 """kind -> [(input shape, body)]."""
 
@@ -144,6 +191,21 @@ def test_every_kind_has_numpy_cases() -> None:
     assert not missing, f"add NUMPY_CASES rows for {missing}"
     unknown = [kind for kind in NUMPY_CASES if kind not in KINDS]
     assert not unknown, f"NUMPY_CASES names unregistered kinds {unknown}"
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, v in KINDS.items() if v.input_rank in ("spatial", "any")))
+def test_every_spatial_kind_runs_at_every_rank_it_declares(kind: str) -> None:
+    """A kind over spatial axes has cases at each rank it supports (1-D, 2-D, 3-D), so its
+    kernels are compared with torch's `*1d`/`*2d`/`*3d` modules on every one."""
+    declared = set(KINDS[kind].spatial_ranks)
+    covered = {network(shape, "Identity").input_shape.spatial_rank for shape, _ in NUMPY_CASES[kind]}
+    if KINDS[kind].input_rank == "spatial" or kind in SPATIAL_ANY_KINDS:
+        assert declared <= covered, f"{kind}: add NUMPY_CASES rows at ranks {sorted(declared - covered)}"
+
+
+SPATIAL_ANY_KINDS = {"BatchNorm", "Dropout", "ReLU", "Chunk", "Add", "Concat", "Mul"}
+"""Kinds of any rank whose behaviour depends on the layout (per-channel statistics, channel
+slices, merges); checked at every spatial rank. Element-wise activations are rank-blind."""
 
 
 @pytest.mark.parametrize(("kind", "shape", "body"), CASES, ids=IDS)

@@ -254,9 +254,9 @@ def coerce(owner: str, spec: ArgSpec, value: Value, pos: Position) -> Value:
         ints = [whole(v) for v in items]
         if any(n is None or (minimum is not None and n < minimum) for n in ints):
             raise fail(
-                f"{bound_word}, a pair (h, w) of them or `same`"
+                f"{bound_word}, a tuple of them (one per spatial axis: (h, w), (d, h, w)) or `same`"
                 if spec.type == "pad"
-                else f"{bound_word} or a pair (h, w) of them"
+                else f"{bound_word} or a tuple of them (one per spatial axis: (h, w), (d, h, w))"
             )
         return tuple(ints) if isinstance(value, tuple) else ints[0]
     if spec.type == "bool":

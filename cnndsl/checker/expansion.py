@@ -23,10 +23,10 @@ from ..expr import LayerExprs, Term, params_of
 from ..expr import param as parameter_term
 from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
-from ..layers.base import REQUIRED, ArgSpec, check_input_rank, format_value
+from ..layers.base import REQUIRED, ArgSpec, check_input_rank, check_spelling_rank, format_value
 from ..limits import MAX_ERRORS
 from ..names import module_names
-from ..shapes import Pair, Shape, Window
+from ..shapes import Shape, Sizes, Window
 from .binding import Binder, Defaults
 from .budget import Abort, Budget
 from .functions import define_functions, whole_count
@@ -43,8 +43,9 @@ class State:
     """What flows between elements: the shape (None once unknown) and the receptive field."""
 
     shape: Shape | None
-    field: Pair = (1, 1)
-    effective_stride: Pair = (1, 1)
+    field: Sizes = (1, 1)
+    """Per spatial axis of the input ((L,), (H, W), (D, H, W)); (1, 1) for a flat input, as ever."""
+    effective_stride: Sizes = (1, 1)
     channels: Term = None
     """The term of the shape's channels (features) when a network parameter reaches them (checker/symbolic.py)."""
     size: frozenset[str] = frozenset()
@@ -160,7 +161,8 @@ class Checker:
             )
             return None
         scope = Scope(self._network_values, symbols=self._symbols)
-        state = State(shape)
+        ones = (1,) * (shape.spatial_rank if shape is not None and shape.has_space else 2)
+        state = State(shape, ones, ones)
         namespace = self._namespace = Namespace(None, state.copy(), declared_labels(body))
         children = self._sequence(body, scope, state, "")
         outputs = self._outputs(header.output, namespace, scope) if header.output is not None else None
@@ -375,8 +377,7 @@ class Checker:
             state.shape = None
             return None
         shapes = [s.shape for s in ends if s.shape is not None]
-        field = (max(s.field[0] for s in ends), max(s.field[1] for s in ends))
-        effective_stride = (max(s.effective_stride[0] for s in ends), max(s.effective_stride[1] for s in ends))
+        field, effective_stride = _widest(ends)
         try:
             out = kind.merge(shapes)
         except LayerError as err:
@@ -387,10 +388,8 @@ class Checker:
             return None
         # A branch that broadcasts (a squeeze-excitation gate's 1x1 map) scales the other
         # branches' pixels without moving where they come from: only full-size branches count.
-        spatial = [s for s in ends if s.shape is not None and s.shape.is_image and s.shape.spatial == out.spatial]
-        counted = spatial or ends
-        field = (max(s.field[0] for s in counted), max(s.field[1] for s in counted))
-        effective_stride = (max(s.effective_stride[0] for s in counted), max(s.effective_stride[1] for s in counted))
+        spatial = [s for s in ends if s.shape is not None and s.shape.has_space and s.shape.spatial == out.spatial]
+        field, effective_stride = _widest(spatial or ends)
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, effective_stride)
         if self._symbols:
             channels, size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
@@ -710,6 +709,7 @@ class Checker:
         args, arg_pos = bound_args.values, bound_args.positions
         before = args
         try:
+            check_spelling_rank(kind, shape, call.name)  # `Conv1d` on an image
             args = kind.resolve(args, shape)
             check_input_rank(kind, args, shape)  # the one place a layer's input rank is enforced
             out = kind.infer(args, shape)
@@ -762,8 +762,8 @@ class Checker:
         shape: Shape,
         out: Shape,
         scope: Scope,
-        field: Pair,
-        effective_stride: Pair,
+        field: Sizes,
+        effective_stride: Sizes,
     ) -> Layer:
         self.budget.count_layer(scope, pos)
         params = kind.param_count(args, shape)
@@ -789,19 +789,23 @@ class Checker:
         if window is None:
             return
         problems = []
-        for axis, (size, word) in enumerate(zip(shape.spatial, ("rows", "columns"), strict=True)):
+        words = AXIS_WORDS[shape.spatial_rank]
+        for axis, (size, word) in enumerate(zip(shape.spatial, words, strict=True)):
             dropped = window.dropped_pixels(size, axis)
             if dropped:
-                problems.append(f"{window.arithmetic(size, axis)} leaves the last {dropped} input {word} unread")
+                problems.append((f"{window.arithmetic(size, axis)} leaves the last {dropped} input", word))
         if problems:
-            if len(problems) == 2 and problems[0].replace("rows", "") == problems[1].replace("columns", ""):
-                problems = [problems[0].replace("rows", "rows and columns")]
+            # Axes with the same arithmetic are said once: `... leaves the last 1 input rows and columns unread`.
+            merged: dict[str, list[str]] = {}
+            for text, word in problems:
+                merged.setdefault(text, []).append(word)
+            problems_text = [f"{text} {' and '.join(axis_words)} unread" for text, axis_words in merged.items()]
             severity: Severity = "error" if self.strict else "warning"
             general = "change pad, stride or kernel so that (N - F + 2P)/S + 1 is whole, or crop the input"
             fix = _fit_fix(window, shape.spatial)
             self.sink.add(
                 severity,
-                f"{kind.name} doesn't fit its input {shape}: " + "; ".join(problems),
+                f"{kind.name} doesn't fit its input {shape}: " + "; ".join(problems_text),
                 call.pos,
                 f"{fix} (or {general})" if fix else general,
                 scope.notes(),
@@ -847,7 +851,20 @@ def _branch_notes(branches: list[Sequence], odd: int) -> list[str]:
     return notes
 
 
-def _fit_fix(window: Window, sizes: Pair) -> str | None:
+AXIS_WORDS = {1: ("samples",), 2: ("rows", "columns"), 3: ("frames", "rows", "columns")}
+"""What a fit warning calls the input's positions along each spatial axis, by the number of axes."""
+
+
+def _widest(states: list[State]) -> tuple[Sizes, Sizes]:
+    """The largest receptive field and effective stride over merged branches, per axis."""
+    axes = range(len(states[0].field))
+    return (
+        tuple(max(s.field[a] for s in states) for a in axes),
+        tuple(max(s.effective_stride[a] for s in states) for a in axes),
+    )
+
+
+def _fit_fix(window: Window, sizes: Sizes) -> str | None:
     """The smallest change that makes (N - F + 2P)/S + 1 whole on both axes, with the lecture's
     arithmetic: `pad=1 gives (7 - 3 + 2*1)/3 + 1 = 3`. More padding first (up to half the
     window, which pooling allows too), then a kernel one or two larger or smaller; None when
@@ -862,19 +879,19 @@ def _fit_fix(window: Window, sizes: Pair) -> str | None:
 
     def arithmetic(candidate: Window) -> str:
         texts = [candidate.arithmetic(size, axis) for axis, size in enumerate(sizes)]
-        return texts[0] if texts[0] == texts[1] else " and ".join(texts)
+        return texts[0] if len(set(texts)) == 1 else " and ".join(texts)
 
-    def setting(name: str, values: Pair) -> str:
-        return f"{name}={values[0]}" if values[0] == values[1] else f"{name}=({values[0]}, {values[1]})"
+    def setting(name: str, values: Sizes) -> str:
+        return f"{name}={values[0]}" if len(set(values)) == 1 else f"{name}=({', '.join(map(str, values))})"
 
-    def bumped(values: Pair, delta: int) -> Pair:
+    def bumped(values: Sizes, delta: int) -> Sizes:
         """`values` changed by `delta` on the axes that drop pixels."""
         drops = [bool(window.dropped_pixels(size, axis)) for axis, size in enumerate(sizes)]
-        return (values[0] + delta if drops[0] else values[0], values[1] + delta if drops[1] else values[1])
+        return tuple(v + delta if drop else v for v, drop in zip(values, drops, strict=True))
 
     for extra in range(1, max(window.stride) + 1):
         candidate = replace(window, pad=bumped(window.pad, extra))
-        if all(2 * candidate.pad[axis] <= candidate.span(axis) for axis in (0, 1)) and fits(candidate):
+        if all(2 * candidate.pad[axis] <= candidate.span(axis) for axis in range(len(sizes))) and fits(candidate):
             return f"{setting('pad', candidate.pad)} gives {arithmetic(candidate)}"
     for delta in (1, -1, 2, -2):
         candidate = replace(window, kernel=bumped(window.kernel, delta))

@@ -277,11 +277,12 @@ def declared_input_shape(
             "add `input CxHxW` (for example `input 3x224x224`) or `input N`, or pass --input",
         )
         return None
-    if len(decl.dims) not in (1, 3):
+    if len(decl.dims) not in (1, 2, 3, 4):
         sink.error(
-            f"`input` takes CxHxW or N; got {len(decl.dims)} dimensions",
+            f"`input` takes N, CxL, CxHxW or CxDxHxW; got {len(decl.dims)} dimensions",
             decl.pos,
-            "for a grey image write 1xHxW, for example `input 1x28x28`",
+            "a flat vector `input 784`, a 1-D signal `input 1x8000`, an image `input 3x224x224`, "
+            "a 3-D volume or video `input 3x16x112x112`",
         )
         return None
     if any(d < 1 for d in decl.dims):

@@ -163,7 +163,7 @@ def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) 
         value = as_number(evaluate(expr.operand, scope, shape, depth + 1), expr.operand, scope)
         return -value
     if isinstance(expr, ast.Pair):
-        return (evaluate(expr.first, scope, shape, depth + 1), evaluate(expr.second, scope, shape, depth + 1))
+        return tuple(evaluate(item, scope, shape, depth + 1) for item in expr.items)
     if isinstance(expr, ast.BinOp):
         left = as_number(evaluate(expr.left, scope, shape, depth + 1), expr.left, scope)
         right = as_number(evaluate(expr.right, scope, shape, depth + 1), expr.right, scope)
@@ -240,7 +240,7 @@ def free_names(expr: ast.Expr) -> set[str] | None:
         elif isinstance(node, ast.Neg):
             stack.append((node.operand, depth + 1))
         elif isinstance(node, ast.Pair):
-            stack += [(node.first, depth + 1), (node.second, depth + 1)]
+            stack += [(item, depth + 1) for item in node.items]
         elif isinstance(node, ast.BinOp):
             stack += [(node.left, depth + 1), (node.right, depth + 1)]
         elif not isinstance(node, ast.Number):
@@ -265,7 +265,7 @@ def expr_text(expr: ast.Expr, depth: int = 0) -> str:
     if isinstance(expr, ast.Neg):
         return f"-{expr_text(expr.operand, depth + 1)}"
     if isinstance(expr, ast.Pair):
-        return f"({expr_text(expr.first, depth + 1)}, {expr_text(expr.second, depth + 1)})"
+        return f"({', '.join(expr_text(item, depth + 1) for item in expr.items)})"
     if isinstance(expr, ast.BinOp):
         return f"{expr_text(expr.left, depth + 1)} {expr.op} {expr_text(expr.right, depth + 1)}"
     from .functions import extended_text

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import CnnDslError, error
-from ..shapes import Pair, Shape, Window
+from ..shapes import SPATIAL_AXES, Shape, Sizes, Window
 
 if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load numpy for `check`
     import numpy as np
@@ -20,9 +20,10 @@ if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load n
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
 ArgType = Literal["int", "pair", "pad", "bool", "float", "choice"]
-"""How an argument's value is read: int, a whole number; pair, an int or `(h, w)`;
-pad, a pair or `same`; bool, `true`/`false`; float, any number; choice, one of the bare
-words in `ArgSpec.choices` (`pad_mode=reflect`, `approximate=tanh`)."""
+"""How an argument's value is read: int, a whole number; pair, an int or a tuple with one
+entry per spatial axis (`(h, w)`, `(d, h, w)`); pad, a pair or `same`; bool, `true`/`false`;
+float, any number; choice, one of the bare words in `ArgSpec.choices` (`pad_mode=reflect`,
+`approximate=tanh`)."""
 
 
 class Required:
@@ -131,8 +132,9 @@ class TorchCall:
 
 Family = Literal["conv", "pool", "linear", "norm", "activation", "regularization", "reshape", "merge", "identity"]
 
-InputRank = Literal["image", "flat", "any"]
-"""An image (C x H x W), a flat vector (N), or either."""
+InputRank = Literal["image", "flat", "spatial", "any"]
+"""An image (C x H x W), a flat vector (N), channels with spatial axes (the ranks the kind's
+`spatial_ranks` lists: C x L, C x H x W, C x D x H x W), or any of them."""
 
 
 class LayerKind:
@@ -151,6 +153,13 @@ class LayerKind:
     input_rank: ClassVar[InputRank] = "any"
     """The input the kind accepts. The checker enforces it before calling `infer` (one
     positioned error, see `check_input_rank`), so the shape rules may assume it."""
+    spatial_ranks: ClassVar[tuple[int, ...]] = (1, 2, 3)
+    """With input_rank "spatial": the numbers of spatial axes the kind works over (1: C x L,
+    2: C x H x W, 3: C x D x H x W). A kind that supports several takes per-axis tuples of
+    that length (see `spatial_tuple`) and lowers to torch's `*1d`/`*2d`/`*3d` module."""
+    spelling_ranks: ClassVar[dict[str, tuple[int, ...]]] = {}
+    """PyTorch's spellings tied to a rank (`Conv1d`: (1,), `BatchNorm1d`: (0, 1), flat or C x L):
+    the checker refuses one on another input and names the spelling that fits."""
     is_view: ClassVar[bool] = False
     """True when the output aliases the input (no new activation memory)."""
     outputs_probabilities: ClassVar[bool] = False
@@ -177,18 +186,19 @@ class LayerKind:
         """The sliding window of windowed layers (for shape, fit and receptive-field rules)."""
         return None
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
-        """Receptive field and effective stride (in input pixels) after this layer.
+    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
+        """Receptive field and effective stride (in input pixels, per spatial axis) after this layer.
 
         Layers that collapse the map (global pooling, flatten) leave both as they were: what a
         user means by a network's receptive field is that of its last spatial layer (435x435,
         stride 32 for ResNet-18, at any input size), not the whole image.
         """
         window = self.window(args)
-        if window is not None:
+        if window is not None and len(window.kernel) == len(field):
+            axes = range(len(field))
             return (
-                (field[0] + (window.span(0) - 1) * effective_stride[0], field[1] + (window.span(1) - 1) * effective_stride[1]),
-                (effective_stride[0] * window.stride[0], effective_stride[1] * window.stride[1]),
+                tuple(field[a] + (window.span(a) - 1) * effective_stride[a] for a in axes),
+                tuple(effective_stride[a] * window.stride[a] for a in axes),
             )
         return field, effective_stride
 
@@ -339,25 +349,81 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def pair_text(value: Pair, sep: str = "x") -> str:
-    return str(value[0]) if value[0] == value[1] else f"{value[0]}{sep}{value[1]}"
+def pair_text(value: Sizes, sep: str = "x") -> str:
+    """One number when every axis has the same (`3`), else all of them (`3x1`, `3x7x7`)."""
+    return str(value[0]) if len(set(value)) == 1 else sep.join(str(v) for v in value)
 
 
-def as_pair(value: int | Pair) -> Pair:
+def as_pair(value: int | Sizes) -> Sizes:
     return value if isinstance(value, tuple) else (value, value)
 
 
+def spatial_tuple(kind: str, name: str, value: int | Sizes, rank: int) -> Sizes:
+    """An argument as one entry per spatial axis: an int means the same on every axis; a tuple
+    must have `rank` entries."""
+    if not isinstance(value, tuple):
+        return (value,) * rank
+    if len(value) != rank:
+        axes = SPATIAL_AXES[rank]
+        raise LayerError(
+            f"{kind}: `{name}` {format_value(value)} has {len(value)} entries but the input has {rank} spatial "
+            f"ax{'is' if rank == 1 else 'es'} ({axes})",
+            f"give one int (the same on every axis) or {rank} entries, one per axis {axes}"
+            if rank > 1
+            else "give one int: a 1-D input has one spatial axis",
+            arg=name,
+        )
+    return value
+
+
+def rank_spelling(spellings: dict[str, tuple[int, ...]], rank: int) -> str | None:
+    """The spelling among `spellings` that fits an input with `rank` spatial axes."""
+    return next((spelling for spelling, ranks in spellings.items() if rank in ranks), None)
+
+
+def check_spelling_rank(kind: LayerKind, shape: Shape, spelling: str) -> None:
+    """Raise the LayerError for a spelling tied to a rank on an input of another (`Conv1d` on
+    an image, `Conv2d` on a signal), naming the spelling that fits. The checker calls it
+    before `resolve`, whose per-axis tuples are read by the input's rank."""
+    spelt = canonical_spelling(spelling)
+    ranks = kind.spelling_ranks.get(spelt)
+    if ranks is None or shape.spatial_rank in ranks:
+        return
+    fitting = rank_spelling(kind.spelling_ranks, shape.spatial_rank)
+    if fitting is not None or kind.input_rank == "any" or shape.spatial_rank in kind.spatial_ranks:
+        instead = f"`{fitting}` or `{kind.name}`" if fitting is not None else f"`{kind.name}`"
+        raise LayerError(
+            f"{spelt} needs {_rank_words(ranks)}; got {shape.describe()}",
+            f"on this input write {instead} (cnndsl picks the rank from the input)",
+        )
+    # Otherwise no spelling of the kind fits (Conv1d on a flat vector): check_input_rank says so.
+
+
 def check_input_rank(kind: LayerKind, args: Args, shape: Shape) -> None:
-    """Raise the LayerError for an input that is not of the kind's declared `input_rank`.
+    """Raise the LayerError for an input that is not of the kind's declared `input_rank`
+    (with "spatial": of a rank among its `spatial_ranks`).
 
     The checker calls this once, before `infer`. A kind that needs a flat input still has an
     output once `flatten` is inserted as the hint says (FC on an image gives `out` features),
     and checking goes on with it.
     """
+    if kind.input_rank == "spatial" and shape.spatial_rank not in kind.spatial_ranks:
+        if shape.is_flat:
+            raise LayerError(
+                f"{kind.name} needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got {shape.describe()}",
+                "move it before `flatten`, or give the network an `input` line with spatial axes "
+                "(`input 1x8000` for a 1-D signal, `input 3x224x224` for an image)",
+            )
+        raise LayerError(
+            f"{kind.name} works over {_rank_words(tuple(r for r in kind.spatial_ranks if r))}; got {shape.describe()}",
+            "1-D layers need `input CxL`, 3-D layers `input CxDxHxW`" if kind.spatial_ranks != (2,) else None,
+        )
     if kind.input_rank == "image" and not shape.is_image:
         raise LayerError(
             f"{kind.name} needs an image input (CxHxW); got {shape.describe()}",
-            "move it before `flatten`, or give the network an image `input` line",
+            f"{kind.name} has no 1-D or 3-D form; use it on CxHxW maps"
+            if shape.has_space
+            else "move it before `flatten`, or give the network an image `input` line",
         )
     if kind.input_rank == "flat" and not shape.is_flat:
         try:
@@ -369,6 +435,16 @@ def check_input_rank(kind: LayerKind, args: Args, shape: Shape) -> None:
             "insert `flatten` (or GlobalAvgPool, flatten) before it",
             recovered=recovered,
         )
+
+
+def _rank_words(ranks: tuple[int, ...]) -> str:
+    """`a 1-D input (CxL)`, `a flat or 1-D input (N or CxL)`, `an image (CxHxW)`."""
+    words = {0: ("flat", "N"), 1: ("1-D", "CxL"), 2: ("2-D", "CxHxW"), 3: ("3-D", "CxDxHxW")}
+    if ranks == (2,):
+        return "an image (CxHxW)"
+    names = " or ".join(words[r][0] for r in ranks)
+    forms = " or ".join(words[r][1] for r in ranks)
+    return f"a {names} input ({forms})"
 
 
 def unsupported(kind: str, backend: str) -> CnnDslError:

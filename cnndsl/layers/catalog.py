@@ -24,13 +24,20 @@ def _description(kind: LayerKind) -> str:
     return doc.split("\n\n", 1)[0].replace("\n", " ")
 
 
+def _input_text(kind: LayerKind) -> str:
+    """The input a kind takes: `image`, `flat`, `any`, or its spatial ranks (`1-D/2-D/3-D`)."""
+    if kind.input_rank != "spatial":
+        return kind.input_rank
+    return "/".join(f"{rank}-D" for rank in kind.spatial_ranks)
+
+
 def layer_rows() -> list[LayerRow]:
     """One row per registered kind, in registration order."""
     rows = []
     for kind in KINDS.values():
         own = type(kind).signature_text()
         others = {alias: text for alias, text in type(kind).spellings().items() if alias != kind.name and text != own}
-        rows.append(LayerRow(kind.name, tuple(kind.aliases), own, kind.input_rank, _description(kind), others))
+        rows.append(LayerRow(kind.name, tuple(kind.aliases), own, _input_text(kind), _description(kind), others))
     return rows
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..shapes import Pair, Shape
+from ..shapes import Shape, Sizes
 from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
@@ -51,7 +51,7 @@ class ChannelShuffle(LayerKind):
 
     name = "ChannelShuffle"
     family = "reshape"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
     signature = (ArgSpec("groups", "int", minimum=1),)
 
@@ -75,12 +75,12 @@ class ChannelShuffle(LayerKind):
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         n, c = x.shape[:2]
         g = args["groups"]
-        return x.reshape(n, g, c // g, *x.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(x.shape)
+        return x.reshape(n, g, c // g, *x.shape[2:]).transpose(0, 2, 1, *range(3, x.ndim + 1)).reshape(x.shape)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         n, c = dy.shape[:2]
         g = args["groups"]
-        return dy.reshape(n, c // g, g, *dy.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(dy.shape), {}
+        return dy.reshape(n, c // g, g, *dy.shape[2:]).transpose(0, 2, 1, *range(3, dy.ndim + 1)).reshape(dy.shape), {}
 
 
 @register
@@ -218,7 +218,7 @@ class PixelUnshuffle(LayerKind):
             )
         return out
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
+    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
         # An output pixel gathers an r x r block: a window of r at stride r.
         r = args["factor"]
         return (

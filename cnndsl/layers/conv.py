@@ -6,8 +6,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..limits import COLUMN_BYTES
-from ..shapes import Pair, Shape, Window
-from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register
+from ..shapes import Shape, Sizes, Window
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, pair_text, register, spatial_tuple
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
     import numpy as np
@@ -20,7 +20,7 @@ else:
 
 
 def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Shape:
-    """Output shape of a sliding-window layer on an image; errors when the kernel does not fit."""
+    """Output shape of a sliding-window layer on a signal, image or volume; errors when the kernel does not fit."""
     dims = []
     for axis, size in enumerate(shape.spatial):
         padded = size + 2 * window.pad[axis] + window.pad_extra[axis]
@@ -37,36 +37,47 @@ def windowed_shape(kind: str, window: Window, shape: Shape, channels: int) -> Sh
 
 
 def conv_window(args: Args) -> Window:
+    kernel = args["kernel"]
+    ones, zeros = (1,) * len(kernel), (0,) * len(kernel)
     return Window(
-        args["kernel"],
+        kernel,
         args["stride"],
         args["pad"],
-        args.get("dilation", (1, 1)),
+        args.get("dilation", ones),
         args.get("ceil", False),
-        args.get("pad_extra", (0, 0)),
+        args.get("pad_extra", zeros),
     )
 
 
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
-"""nn.Conv2d's `padding_mode` values; cnndsl's `pad_mode`."""
+"""nn.ConvNd's `padding_mode` values; cnndsl's `pad_mode`."""
 
 
-def resolve_window_args(kind: str, args: Args, asymmetric_same: bool = False) -> Args:
-    """Pairs for kernel/stride/dilation, and `pad=same` as the padding it means.
+def resolve_window_args(kind: str, args: Args, shape: Shape | None, asymmetric_same: bool = False) -> Args:
+    """One entry per spatial axis for kernel/stride/pad/dilation (an int means the same on
+    every axis), and `pad=same` as the padding it means.
 
     An odd span pads both sides equally, at any stride (the output is ceil(input / stride)).
-    An even span at stride 1 pads one more on the bottom/right, as nn.Conv2d(padding="same")
-    does: `pad` holds the top/left side and `pad_extra` the one more (only convolutions,
-    `asymmetric_same`; PyTorch's pools take no `same`). An even span at a larger stride is
-    refused, as PyTorch refuses `same` for every strided convolution.
+    An even span at stride 1 pads one more on the far side (bottom/right), as
+    nn.Conv2d(padding="same") does: `pad` holds the near side and `pad_extra` the one more
+    (only convolutions, `asymmetric_same`; PyTorch's pools take no `same`). An even span at a
+    larger stride is refused, as PyTorch refuses `same` for every strided convolution.
     """
     out = dict(args)
+    if shape is None or not shape.has_space:
+        # A flat input, which the input-rank check reports next: any consistent window will do.
+        rank = 2
+        for name in ("kernel", "stride", "pad", "dilation"):
+            if isinstance(out.get(name), tuple):
+                out[name] = out[name][0]
+    else:
+        rank = shape.spatial_rank
     for name in ("kernel", "stride", "dilation"):
         if name in out:
-            out[name] = as_pair(out[name])
+            out[name] = spatial_tuple(kind, name, out[name], rank)
     if out.get("pad") == "same":
-        dilation = out.get("dilation", (1, 1))
-        spans = [dilation[a] * (out["kernel"][a] - 1) for a in (0, 1)]
+        dilation = out.get("dilation", (1,) * rank)
+        spans = [dilation[a] * (out["kernel"][a] - 1) for a in range(rank)]
         if any(s % 2 for s in spans):
             if not asymmetric_same:
                 raise LayerError(
@@ -75,7 +86,7 @@ def resolve_window_args(kind: str, args: Args, asymmetric_same: bool = False) ->
                     "use an odd kernel or give pad explicitly",
                     arg="pad",
                 )
-            if out["stride"] != (1, 1):
+            if any(s != 1 for s in out["stride"]):
                 raise LayerError(
                     f"{kind}: pad=same with an even kernel (after dilation) needs stride 1; got kernel "
                     f"{pair_text(out['kernel'])} and stride {pair_text(out['stride'])}",
@@ -83,10 +94,10 @@ def resolve_window_args(kind: str, args: Args, asymmetric_same: bool = False) ->
                     "give pad explicitly or use an odd kernel",
                     arg="pad",
                 )
-            out["pad_extra"] = (spans[0] % 2, spans[1] % 2)
-        out["pad"] = (spans[0] // 2, spans[1] // 2)
+            out["pad_extra"] = tuple(span % 2 for span in spans)
+        out["pad"] = tuple(span // 2 for span in spans)
     else:
-        out["pad"] = as_pair(out["pad"])
+        out["pad"] = spatial_tuple(kind, "pad", out["pad"], rank)
     return out
 
 
@@ -95,7 +106,8 @@ def check_pad_mode(kind: str, args: Args, shape: Shape) -> None:
     mode = args.get("pad_mode", "zeros")
     if mode not in ("reflect", "circular"):
         return
-    pad, extra = args["pad"], args.get("pad_extra", (0, 0))
+    pad = args["pad"]
+    extra = args.get("pad_extra", (0,) * len(pad))
     for axis, size in enumerate(shape.spatial):
         widest = pad[axis] + extra[axis]
         if widest >= size if mode == "reflect" else widest > size:
@@ -107,19 +119,24 @@ def check_pad_mode(kind: str, args: Args, shape: Shape) -> None:
             )
 
 
-def torch_pair(value: Pair) -> int | Pair:
-    """A square window as one int, the way people write PyTorch."""
-    return value[0] if value[0] == value[1] else value
+def torch_pair(value: Sizes) -> int | Sizes:
+    """A square (cubic) window as one int, the way people write PyTorch."""
+    return value[0] if len(set(value)) == 1 else value
 
 
-def torch_window_kwargs(args: Args) -> tuple[tuple[str, int | Pair | str], ...]:
-    """stride, padding and dilation for nn.Conv2d, each only where it differs from PyTorch's default;
+def torch_module(name: str, rank: int) -> str:
+    """torch's module for `rank` spatial axes: `nn.Conv1d`, `nn.Conv2d`, `nn.Conv3d`."""
+    return f"nn.{name}{rank}d"
+
+
+def torch_window_kwargs(args: Args) -> tuple[tuple[str, int | Sizes | str], ...]:
+    """stride, padding and dilation for nn.ConvNd, each only where it differs from PyTorch's default;
     `padding="same"` where the padding is one-sided (an even kernel)."""
-    kwargs: list[tuple[str, int | Pair | str]] = []
-    for name, torch_name, default in (("stride", "stride", (1, 1)), ("pad", "padding", (0, 0)), ("dilation", "dilation", (1, 1))):
-        if name == "pad" and args.get("pad_extra", (0, 0)) != (0, 0):
+    kwargs: list[tuple[str, int | Sizes | str]] = []
+    for name, torch_name, default in (("stride", "stride", 1), ("pad", "padding", 0), ("dilation", "dilation", 1)):
+        if name == "pad" and any(args.get("pad_extra", ())):
             kwargs.append(("padding", "same"))
-        elif name in args and args[name] != default:
+        elif name in args and any(v != default for v in args[name]):
             kwargs.append((torch_name, torch_pair(args[name])))
     return tuple(kwargs)
 
@@ -133,26 +150,27 @@ def torch_conv_tail(args: Args) -> tuple[tuple[str, bool | str], ...]:
 
 
 def np_geometry(args: Args, x: np.ndarray, groups: int) -> ops.ConvGeometry:
-    """The NumPy kernels' view of a windowed layer applied to a batch `x`."""
+    """The NumPy kernels' view of a windowed layer applied to a batch `x` (N, C, *spatial)."""
     window = conv_window(args)
-    in_hw = (x.shape[2], x.shape[3])
-    out_hw = (window.output_size(in_hw[0], 0), window.output_size(in_hw[1], 1))
-    return ops.ConvGeometry(in_hw, out_hw, window.kernel, window.stride, window.pad, window.dilation, groups)
+    in_size = tuple(x.shape[2:])
+    out_size = tuple(window.output_size(size, axis) for axis, size in enumerate(in_size))
+    return ops.ConvGeometry(in_size, out_size, window.kernel, window.stride, window.pad, window.dilation, groups)
 
 
 def np_conv_forward(args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, groups: int) -> np.ndarray:
-    """nn.Conv2d's forward; a padding mode other than zeros, or a one-sided `same`, pads the input
+    """nn.ConvNd's forward; a padding mode other than zeros, or a one-sided `same`, pads the input
     first (as PyTorch does) and convolves it unpadded."""
-    extra = args.get("pad_extra", (0, 0))
+    pad = args["pad"]
+    zeros = (0,) * len(pad)
+    extra = args.get("pad_extra", zeros)
     mode = args["pad_mode"]
-    if mode == "zeros" and extra == (0, 0):
+    if mode == "zeros" and not any(extra):
         return ops.conv_forward(x, params["weight"], params.get("bias"), np_geometry(args, x, groups), ctx)
-    (ph, pw), size = args["pad"], (x.shape[2], x.shape[3])
-    pads = (ph, ph + extra[0], pw, pw + extra[1])
-    ctx.save(pads=pads, in_size=size)
+    pads = tuple((p, p + e) for p, e in zip(pad, extra, strict=True))
+    ctx.save(pads=pads, in_size=tuple(x.shape[2:]))
     xp = ops.pad_borders(x, pads, mode)
     return ops.conv_forward(
-        xp, params["weight"], params.get("bias"), np_geometry({**args, "pad": (0, 0), "pad_extra": (0, 0)}, xp, groups), ctx
+        xp, params["weight"], params.get("bias"), np_geometry({**args, "pad": zeros, "pad_extra": zeros}, xp, groups), ctx
     )
 
 
@@ -178,14 +196,14 @@ def describe_window(name: str, args: Args, prefix: str = "") -> str:
     parts = [name]
     if prefix:
         parts.append(prefix)
-    parts.append(f"{args['kernel'][0]}x{args['kernel'][1]}")
-    if args["stride"] != (1, 1):
+    parts.append("x".join(str(k) for k in args["kernel"]))
+    if any(s != 1 for s in args["stride"]):
         parts.append("/" + pair_text(args["stride"]))
-    if args.get("pad_extra", (0, 0)) != (0, 0):
+    if any(args.get("pad_extra", ())):
         parts.append("pad same")
-    elif args["pad"] != (0, 0):
+    elif any(args["pad"]):
         parts.append("pad " + pair_text(args["pad"]))
-    if args.get("dilation", (1, 1)) != (1, 1):
+    if any(d != 1 for d in args.get("dilation", ())):
         parts.append("dil " + pair_text(args["dilation"]))
     return " ".join(parts)
 
@@ -195,12 +213,12 @@ def describe_pad_mode(args: Args) -> str:
 
 
 class WindowedKind(LayerKind):
-    """A kind that slides a window over an image: Conv, DWConv and the windowed pools."""
+    """A kind that slides a window over a signal, image or volume: Conv, DWConv and the windowed pools."""
 
-    input_rank = "image"
+    input_rank = "spatial"
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return resolve_window_args(self.name, args)
+        return resolve_window_args(self.name, args, shape)
 
     def window(self, args: Args) -> Window:
         return conv_window(args)
@@ -209,29 +227,31 @@ class WindowedKind(LayerKind):
         # The kernels copy the input padded by `pad` (ceil-mode pools: up to a kernel more).
         # Dilation widens the window, not the copy, but it is why a huge `pad` can still give
         # a small output: the padded copy is what costs.
-        (ph, pw), (kh, kw) = args["pad"], args["kernel"]
-        one_sided = args.get("pad_extra", (0, 0))
-        if ph == pw == 0 and not args.get("ceil") and one_sided == (0, 0):
+        pad, kernel = args["pad"], args["kernel"]
+        one_sided = args.get("pad_extra", (0,) * len(kernel))
+        if not any(pad) and not args.get("ceil") and not any(one_sided):
             return 0
-        extra = (kh, kw) if args.get("ceil") else one_sided
-        channels, height, width = shape
-        return channels * (height + 2 * ph + extra[0]) * (width + 2 * pw + extra[1]) * batch * itemsize
+        extra = kernel if args.get("ceil") else one_sided
+        padded = math.prod(size + 2 * p + e for size, p, e in zip(shape.spatial, pad, extra, strict=True))
+        return shape.channels * padded * batch * itemsize
 
 
 @register
 class Conv(WindowedKind):
-    """2-D convolution.
+    """Convolution over 1, 2 or 3 spatial axes (nn.Conv1d/2d/3d, by the input).
 
-    Args: out channels, kernel, stride=1, pad=0 (int, pair or `same`), dilation=1,
+    Args: out channels, kernel, stride=1, pad=0 (int, tuple per axis or `same`), dilation=1,
     groups=1, bias=true, pad_mode=zeros (reflect, replicate or circular: nn.Conv2d's padding_mode).
-    Shape: C x H x W -> out x H' x W', H' = floor((H + 2P - D(F-1) - 1)/S) + 1; `same` keeps
-    H at stride 1 (an even kernel pads one more on the bottom/right, as PyTorch).
+    Shape: C x H x W -> out x H' x W', H' = floor((H + 2P - D(F-1) - 1)/S) + 1 (per axis;
+    C x L and C x D x H x W alike); `same` keeps H at stride 1 (an even kernel pads one more
+    on the bottom/right, as PyTorch).
     Example: `Conv(64, 3, stride=2, pad=1)`.
     """
 
     name = "Conv"
     np_supported = True
-    aliases = ("Conv2d",)
+    aliases = ("Conv2d", "Conv1d", "Conv3d")
+    spelling_ranks = {"Conv1d": (1,), "Conv2d": (2,), "Conv3d": (3,)}
     family = "conv"
     fresh_output = True
     signature = (
@@ -245,7 +265,7 @@ class Conv(WindowedKind):
         ArgSpec("pad_mode", "choice", "zeros", keywords=("padding_mode",), choices=PAD_MODES),
     )
     spelling_signatures = {
-        "Conv2d": (
+        spelling: (
             ArgSpec("in_channels", "int", INFERRED, minimum=1, role="input"),
             ArgSpec("out_channels", "int", minimum=1, target="out"),
             ArgSpec("kernel_size", "pair", minimum=1, target="kernel"),
@@ -256,10 +276,11 @@ class Conv(WindowedKind):
             ArgSpec("bias", "bool", True),
             ArgSpec("padding_mode", "choice", "zeros", target="pad_mode", choices=PAD_MODES),
         )
+        for spelling in ("Conv2d", "Conv1d", "Conv3d")
     }
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return resolve_window_args(self.name, args, asymmetric_same=True)
+        return resolve_window_args(self.name, args, shape, asymmetric_same=True)
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         out = windowed_shape(self.name, self.window(args), shape, args["out"])
@@ -282,32 +303,31 @@ class Conv(WindowedKind):
         return out
 
     def param_count(self, args: Args, shape: Shape) -> int:
-        kh, kw = args["kernel"]
-        return args["out"] * (shape.channels // args["groups"]) * kh * kw + (args["out"] if args["bias"] else 0)
+        taps = math.prod(args["kernel"])
+        return args["out"] * (shape.channels // args["groups"]) * taps + (args["out"] if args["bias"] else 0)
 
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
-        kh, kw = args["kernel"]
-        return out.numel * (shape.channels // args["groups"]) * kh * kw
+        return out.numel * (shape.channels // args["groups"]) * math.prod(args["kernel"])
 
     def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
         # Besides the padded copy, a convolution that is not depthwise builds im2col columns of
-        # C*kh*kw x OH*OW per sample, in batch slices of at most COLUMN_BYTES (at least one sample).
+        # C*kh*kw x OH*OW per sample (every axis alike), in batch slices of at most COLUMN_BYTES (at least one sample).
         padded = super().np_workspace_bytes(args, shape, out, batch, itemsize)
         if args["groups"] == shape.channels > 1:  # depthwise: a multiply-add per kernel offset, no columns
             return padded
-        kh, kw = args["kernel"]
-        per_sample = shape.channels * kh * kw * out[1] * out[2] * itemsize
+        per_sample = shape.channels * math.prod(args["kernel"]) * math.prod(out.spatial) * itemsize
         return padded + per_sample * max(1, min(batch, COLUMN_BYTES // max(1, per_sample)))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args))
         if args["groups"] != 1:
             kwargs += (("groups", args["groups"]),)
-        return TorchCall("nn.Conv2d", (in_shape.channels, args["out"]), kwargs + torch_conv_tail(args))
+        return TorchCall(
+            torch_module("Conv", in_shape.spatial_rank), (in_shape.channels, args["out"]), kwargs + torch_conv_tail(args)
+        )
 
     def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
-        kh, kw = args["kernel"]
-        return np_conv_init((args["out"], shape.channels // args["groups"], kh, kw), args["bias"], rng, dtype)
+        return np_conv_init((args["out"], shape.channels // args["groups"], *args["kernel"]), args["bias"], rng, dtype)
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         return np_conv_forward(args, params, x, ctx, args["groups"])
@@ -327,7 +347,8 @@ class DWConv(WindowedKind):
     """Depthwise convolution: one filter (times `multiplier`) per input channel.
 
     Args: kernel, stride=1, pad=0, multiplier=1, bias=true, pad_mode=zeros.
-    Shape: C x H x W -> C*multiplier x H' x W' (nn.Conv2d with groups=C).
+    Shape: C x H x W -> C*multiplier x H' x W' (nn.Conv2d with groups=C; C x L and
+    C x D x H x W alike, nn.Conv1d/3d).
     Example: `DWConv(3, stride=2, pad=1, bias=false)`.
     """
 
@@ -345,7 +366,7 @@ class DWConv(WindowedKind):
     )
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return resolve_window_args(self.name, args, asymmetric_same=True)
+        return resolve_window_args(self.name, args, shape, asymmetric_same=True)
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         out = windowed_shape(self.name, self.window(args), shape, shape.channels * args["multiplier"])
@@ -353,23 +374,22 @@ class DWConv(WindowedKind):
         return out
 
     def param_count(self, args: Args, shape: Shape) -> int:
-        kh, kw = args["kernel"]
         out = shape.channels * args["multiplier"]
-        return out * kh * kw + (out if args["bias"] else 0)
+        return out * math.prod(args["kernel"]) + (out if args["bias"] else 0)
 
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
-        kh, kw = args["kernel"]
-        return out.numel * kh * kw
+        return out.numel * math.prod(args["kernel"])
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         channels = in_shape.channels
         kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args), ("groups", channels))
-        return TorchCall("nn.Conv2d", (channels, channels * args["multiplier"]), kwargs + torch_conv_tail(args))
+        return TorchCall(
+            torch_module("Conv", in_shape.spatial_rank), (channels, channels * args["multiplier"]), kwargs + torch_conv_tail(args)
+        )
 
-    # As nn.Conv2d(C, C*multiplier, groups=C): weight (C*multiplier, 1, kh, kw).
+    # As nn.Conv2d(C, C*multiplier, groups=C): weight (C*multiplier, 1, kh, kw) (one kernel size per axis).
     def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
-        kh, kw = args["kernel"]
-        return np_conv_init((shape.channels * args["multiplier"], 1, kh, kw), args["bias"], rng, dtype)
+        return np_conv_init((shape.channels * args["multiplier"], 1, *args["kernel"]), args["bias"], rng, dtype)
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         return np_conv_forward(args, params, x, ctx, x.shape[1])

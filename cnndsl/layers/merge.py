@@ -31,18 +31,21 @@ def _projection_hint(main: Shape, other: Shape, index: int) -> str:
     """How branch `index` can be made to match branch 0 before an Add: a 1x1 projection, strided
     only where the sizes differ by a whole factor (a stride cannot fix channels, a 1x1 Conv can)."""
     general = "every branch of Add must produce the same shape"
-    if not (main.is_image and other.is_image):
+    if not (main.has_space and main.spatial_rank == other.spatial_rank):
         return f"{general}; branch {index} gives {other.describe()}, branch 0 {main.describe()}"
     channels_differ = main.channels != other.channels
-    (h, w), (oh, ow) = main.spatial, other.spatial
-    if (h, w) == (oh, ow):
-        return f"{general}: a 1x1 projection `Conv({main.channels}, 1)` at the end of branch {index} turns {other} into {main}"
-    if oh % h or ow % w or oh // h != ow // w:
-        return f"{general}; branch {index} gives {other}, branch 0 {main}: make their heights and widths agree first"
-    stride = oh // h
+    sizes, other_sizes = main.spatial, other.spatial
+    one = "x".join("1" * main.spatial_rank)
+    if sizes == other_sizes:
+        return f"{general}: a {one} projection `Conv({main.channels}, 1)` at the end of branch {index} turns {other} into {main}"
+    factors = {o // s if o % s == 0 else 0 for s, o in zip(sizes, other_sizes, strict=True)}
+    if len(factors) != 1 or 0 in factors:
+        what = "lengths" if main.spatial_rank == 1 else "heights and widths" if main.spatial_rank == 2 else "spatial sizes"
+        return f"{general}; branch {index} gives {other}, branch 0 {main}: make their {what} agree first"
+    stride = factors.pop()
     if channels_differ:
         return (
-            f"{general}: a strided 1x1 projection `Conv({main.channels}, 1, stride={stride})` at the end of branch {index} "
+            f"{general}: a strided {one} projection `Conv({main.channels}, 1, stride={stride})` at the end of branch {index} "
             f"turns {other} into {main}"
         )
     return f"{general}: `AvgPool({stride})` or `Conv({main.channels}, 1, stride={stride})` at the end of branch {index} turns {other} into {main}"

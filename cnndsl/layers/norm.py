@@ -16,9 +16,15 @@ else:
     from ..lazy import numpy as np
 
 
+def _channel_axes(ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """For a batch of `ndim` axes (N, C, *spatial): the axes a per-channel statistic reduces over,
+    and the shape a per-channel vector broadcasts as."""
+    return (0, *range(2, ndim)), (1, -1, *(1,) * (ndim - 2))
+
+
 @register
 class BatchNorm(LayerKind):
-    """Batch normalisation: nn.BatchNorm2d on images, nn.BatchNorm1d on flat input.
+    """Batch normalisation: nn.BatchNorm2d on images, nn.BatchNorm1d on flat input and 1-D signals, nn.BatchNorm3d on volumes.
 
     Args: eps=1e-5, momentum=0.1.
     Shape: unchanged. Parameters: weight and bias per channel; buffers: running mean
@@ -27,7 +33,8 @@ class BatchNorm(LayerKind):
     """
 
     name = "BatchNorm"
-    aliases = ("BN", "BatchNorm2d", "BatchNorm1d")
+    aliases = ("BN", "BatchNorm2d", "BatchNorm1d", "BatchNorm3d")
+    spelling_ranks = {"BatchNorm1d": (0, 1), "BatchNorm2d": (2,), "BatchNorm3d": (3,)}
     family = "norm"
     fresh_output = True
     np_supported = True
@@ -40,7 +47,7 @@ class BatchNorm(LayerKind):
             ArgSpec("affine", "bool", True, role="fixed"),
             ArgSpec("track_running_stats", "bool", True, role="fixed"),
         )
-        for spelling in ("BatchNorm2d", "BatchNorm1d")
+        for spelling in ("BatchNorm2d", "BatchNorm1d", "BatchNorm3d")
     }
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
@@ -65,7 +72,7 @@ class BatchNorm(LayerKind):
             kwargs += (("eps", args["eps"]),)
         if args["momentum"] != 0.1:
             kwargs += (("momentum", args["momentum"]),)
-        return TorchCall("nn.BatchNorm2d" if in_shape.is_image else "nn.BatchNorm1d", (in_shape.channels,), kwargs)
+        return TorchCall(f"nn.BatchNorm{max(1, in_shape.spatial_rank)}d", (in_shape.channels,), kwargs)
 
     def describe(self, args: Args) -> str:
         return "BatchNorm" if args["eps"] == 1e-5 else f"BatchNorm eps {args['eps']:g}"
@@ -83,8 +90,7 @@ class BatchNorm(LayerKind):
         }
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        axes = (0, 2, 3) if x.ndim == 4 else (0,)
-        bshape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+        axes, bshape = _channel_axes(x.ndim)
         weight, bias = params["weight"], params["bias"]
         if not train:
             inv = 1.0 / np.sqrt(params["running_var"] + args["eps"])
@@ -126,8 +132,7 @@ class BatchNorm(LayerKind):
         return y
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        axes = (0, 2, 3) if dy.ndim == 4 else (0,)
-        bshape = (1, -1, 1, 1) if dy.ndim == 4 else (1, -1)
+        axes, bshape = _channel_axes(dy.ndim)
         inv = ctx.saved["inv"]
         if ctx.saved["train"]:
             xhat = ctx.saved["xhat"]

@@ -95,7 +95,7 @@ def _affine_backward(params: Tensors, xhat: np.ndarray, dy: np.ndarray) -> tuple
 
 @register
 class LayerNorm(LayerKind):
-    """Layer normalisation over the channels at every position (ConvNeXt's LayerNorm2d); over the features of flat input (nn.LayerNorm).
+    """Layer normalisation over the channels at every position (ConvNeXt's LayerNorm2d; of 1-D and 3-D maps alike); over the features of flat input (nn.LayerNorm).
 
     Args: normalized_shape (PyTorch's; the channels, inferred and checked when given),
     eps=1e-5 (PyTorch's default; ConvNeXt uses `eps=1e-6`), elementwise_affine=true (also
@@ -132,7 +132,7 @@ class LayerNorm(LayerKind):
         if not args["elementwise_affine"]:
             kwargs += (("elementwise_affine", False),)
         # cnndsl.torch_modules.LayerNorm2d: nn.LayerNorm over channels-last, as torchvision's ConvNeXt.
-        return TorchCall("LayerNorm2d" if in_shape.is_image else "nn.LayerNorm", (in_shape.channels,), kwargs)
+        return TorchCall("LayerNorm2d" if in_shape.has_space else "nn.LayerNorm", (in_shape.channels,), kwargs)
 
     def describe(self, args: Args) -> str:
         return "LayerNorm" if args["eps"] == 1e-5 else f"LayerNorm eps {args['eps']:g}"

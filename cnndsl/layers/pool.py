@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
-from ..shapes import Pair, Shape
-from .base import KINDS, Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register
-from .conv import WindowedKind, describe_window, np_geometry, torch_pair, windowed_shape
+from ..shapes import Shape, Sizes
+from .base import KINDS, Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, spatial_tuple
+from .conv import WindowedKind, describe_window, np_geometry, torch_module, torch_pair, windowed_shape
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
     import numpy as np
@@ -46,7 +47,7 @@ class WindowPool(WindowedKind):
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         out = super().resolve(args, shape)
-        for axis in (0, 1):
+        for axis in range(len(out["kernel"])):
             if out["pad"][axis] * 2 > out["kernel"][axis]:
                 raise LayerError(
                     f"{self.name}: pad should be at most half the kernel; got pad {out['pad'][axis]} with kernel {out['kernel'][axis]}",
@@ -62,11 +63,11 @@ class WindowPool(WindowedKind):
         kwargs: tuple[tuple[str, object], ...] = ()
         if args["stride"] != args["kernel"]:  # PyTorch's stride defaults to the kernel too
             kwargs += (("stride", torch_pair(args["stride"])),)
-        if args["pad"] != (0, 0):
+        if any(args["pad"]):
             kwargs += (("padding", torch_pair(args["pad"])),)
         if args["ceil"]:
             kwargs += (("ceil_mode", True),)
-        return TorchCall(f"nn.{self.name}2d", (torch_pair(args["kernel"]),), kwargs)
+        return TorchCall(torch_module(self.name, in_shape.spatial_rank), (torch_pair(args["kernel"]),), kwargs)
 
     def describe(self, args: Args) -> str:
         text = describe_window(self.name, args)
@@ -75,17 +76,18 @@ class WindowPool(WindowedKind):
 
 @register
 class MaxPool(WindowPool):
-    """Max pooling (nn.MaxPool2d); padding counts as -inf.
+    """Max pooling (nn.MaxPool1d/2d/3d, by the input); padding counts as -inf.
 
     Args: kernel=2, stride=kernel, pad=0, ceil=false.
-    Shape: C x H x W -> C x H' x W'.
+    Shape: C x H x W -> C x H' x W' (C x L and C x D x H x W alike).
     Example: `MaxPool(3, stride=2, pad=1)`.
     """
 
     name = "MaxPool"
     np_supported = True
-    aliases = ("Pool", "MaxPool2d")
-    spelling_signatures = {"MaxPool2d": _TORCH_MAXPOOL_SIGNATURE}
+    aliases = ("Pool", "MaxPool2d", "MaxPool1d", "MaxPool3d")
+    spelling_signatures = {spelling: _TORCH_MAXPOOL_SIGNATURE for spelling in ("MaxPool2d", "MaxPool1d", "MaxPool3d")}
+    spelling_ranks = {"MaxPool1d": (1,), "MaxPool2d": (2,), "MaxPool3d": (3,)}
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         out_hw = np_geometry(args, x, 1).out_hw
@@ -98,17 +100,32 @@ class MaxPool(WindowPool):
 
 @register
 class AvgPool(WindowPool):
-    """Average pooling (nn.AvgPool2d); padding counts as zeros in the average.
+    """Average pooling (nn.AvgPool1d/2d/3d, by the input); padding counts as zeros in the average.
 
     Args: kernel=2, stride=kernel, pad=0, ceil=false.
-    Shape: C x H x W -> C x H' x W'.
+    Shape: C x H x W -> C x H' x W' (C x L and C x D x H x W alike).
     Example: `AvgPool(2)`.
     """
 
     name = "AvgPool"
     np_supported = True
-    aliases = ("AvgPool2d",)
-    spelling_signatures = {"AvgPool2d": _TORCH_AVGPOOL_SIGNATURE}
+    aliases = ("AvgPool2d", "AvgPool1d", "AvgPool3d")
+    spelling_signatures = {spelling: _TORCH_AVGPOOL_SIGNATURE for spelling in ("AvgPool2d", "AvgPool1d", "AvgPool3d")}
+    spelling_ranks = {"AvgPool1d": (1,), "AvgPool2d": (2,), "AvgPool3d": (3,)}
+
+    def infer(self, args: Args, shape: Shape) -> Shape:
+        out = super().infer(args, shape)
+        # nn.AvgPool3d (unlike 1d/2d and the max pools) refuses a volume smaller than the kernel
+        # before padding: "input image (T: 2 H: 9 W: 9) smaller than kernel size".
+        if shape.spatial_rank == 3 and any(size < k for size, k in zip(shape.spatial, args["kernel"], strict=True)):
+            raise LayerError(
+                f"AvgPool: PyTorch's AvgPool3d needs the unpadded volume at least as large as the kernel; "
+                f"got kernel {pair_text(args['kernel'])} on {shape.describe()}",
+                "use a smaller kernel on the short axes, e.g. (1, 3, 3)",
+                arg="kernel",
+                recovered=out,
+            )
+        return out
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         out_hw = np_geometry(args, x, 1).out_hw
@@ -121,89 +138,92 @@ class AvgPool(WindowPool):
 
 @register
 class GlobalAvgPool(LayerKind):
-    """Average over the whole map (nn.AdaptiveAvgPool2d(1)).
+    """Average over the whole map (nn.AdaptiveAvgPool1d/2d/3d(1), by the input).
 
-    Shape: C x H x W -> C x 1 x 1.
+    Shape: C x H x W -> C x 1 x 1 (C x L -> C x 1, C x D x H x W -> C x 1 x 1 x 1).
     Example: `GlobalAvgPool, flatten, FC(10)`.
     """
 
     name = "GlobalAvgPool"
     aliases = ("GAP",)
     family = "pool"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        return Shape((shape.channels, 1, 1))
+        return Shape((shape.channels, *(1,) * shape.spatial_rank))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
-        return TorchCall("nn.AdaptiveAvgPool2d", (1,))
+        return TorchCall(torch_module("AdaptiveAvgPool", in_shape.spatial_rank), (1,))
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         ctx.save(shape=x.shape)
-        return x.mean(axis=(2, 3), keepdims=True)
+        return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         shape = ctx.saved["shape"]
         dx = np.empty(shape, dtype=dy.dtype)
-        dx[...] = dy * (1 / (shape[2] * shape[3]))
+        dx[...] = dy * (1 / math.prod(shape[2:]))
         return dx, {}
 
 
 @register
 class AdaptiveAvgPool(LayerKind):
-    """Average pooling to a fixed output size (nn.AdaptiveAvgPool2d).
+    """Average pooling to a fixed output size (nn.AdaptiveAvgPool1d/2d/3d, by the input).
 
-    Args: size (an int or a pair).
-    Shape: C x H x W -> C x size_h x size_w.
+    Args: size (an int or a tuple, one entry per spatial axis).
+    Shape: C x H x W -> C x size_h x size_w (C x L and C x D x H x W alike).
     Example: `AdaptiveAvgPool(7)`.
     """
 
     name = "AdaptiveAvgPool"
-    aliases = ("AdaptiveAvgPool2d",)
+    aliases = ("AdaptiveAvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool3d")
     family = "pool"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
     signature = (ArgSpec("size", "pair", minimum=1, keywords=("output_size",)),)
-    spelling_signatures = {"AdaptiveAvgPool2d": (ArgSpec("output_size", "pair", minimum=1, target="size"),)}
+    spelling_signatures = {
+        spelling: (ArgSpec("output_size", "pair", minimum=1, target="size"),)
+        for spelling in ("AdaptiveAvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool3d")
+    }
+    spelling_ranks = {"AdaptiveAvgPool1d": (1,), "AdaptiveAvgPool2d": (2,), "AdaptiveAvgPool3d": (3,)}
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return {"size": as_pair(args["size"])}
+        size = args["size"]
+        if shape is None or not shape.has_space:  # a flat input, which the input-rank check reports next
+            return {"size": size if isinstance(size, tuple) else (size, size)}
+        return {"size": spatial_tuple(self.name, "size", size, shape.spatial_rank)}
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.channels, *args["size"]))
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
+    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
         # Each bin spans at most ceil(size / out) inputs and bins start floor(size / out) apart.
         # A single bin is global pooling, which keeps the field of the last spatial layer.
-        if args["size"] == (1, 1):
+        if all(s == 1 for s in args["size"]) or len(field) != len(args["size"]):
             return field, effective_stride
-        sizes = shape.spatial
-        bins = [-(-sizes[a] // args["size"][a]) for a in (0, 1)]
-        steps = [max(1, sizes[a] // args["size"][a]) for a in (0, 1)]
+        sizes, axes = shape.spatial, range(len(field))
+        bins = [-(-sizes[a] // args["size"][a]) for a in axes]
+        steps = [max(1, sizes[a] // args["size"][a]) for a in axes]
         return (
-            (field[0] + (bins[0] - 1) * effective_stride[0], field[1] + (bins[1] - 1) * effective_stride[1]),
-            (effective_stride[0] * steps[0], effective_stride[1] * steps[1]),
+            tuple(field[a] + (bins[a] - 1) * effective_stride[a] for a in axes),
+            tuple(effective_stride[a] * steps[a] for a in axes),
         )
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
-        return TorchCall("nn.AdaptiveAvgPool2d", (torch_pair(args["size"]),))
+        return TorchCall(torch_module("AdaptiveAvgPool", in_shape.spatial_rank), (torch_pair(args["size"]),))
 
     def describe(self, args: Args) -> str:
         return f"AdaptiveAvgPool {pair_text(args['size'])}"
 
-    # Separable: out = A_h @ x @ A_w^T with (out, in) averaging matrices, two BLAS products.
+    # Separable: one (out, in) averaging matrix per spatial axis, one BLAS product each.
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        a_h = ops.adaptive_matrix(x.shape[2], args["size"][0], x.dtype)
-        a_w = ops.adaptive_matrix(x.shape[3], args["size"][1], x.dtype)
-        ctx.save(a_h=a_h, a_w=a_w)
-        y = np.tensordot(np.tensordot(x, a_w, axes=([3], [1])), a_h, axes=([2], [1]))
-        return np.ascontiguousarray(y.transpose(0, 1, 3, 2))
+        matrices = [ops.adaptive_matrix(x.shape[2 + a], size, x.dtype) for a, size in enumerate(args["size"])]
+        ctx.save(matrices=matrices)
+        return ops.separable_apply(x, matrices)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        a_h, a_w = ctx.saved["a_h"], ctx.saved["a_w"]
-        dx = np.tensordot(np.tensordot(dy, a_w, axes=([3], [0])), a_h, axes=([2], [0]))
-        return np.ascontiguousarray(dx.transpose(0, 1, 3, 2)), {}
+        return ops.separable_apply(dy, [m.T for m in ctx.saved["matrices"]]), {}
 
 
 def _max_over_bins(x: np.ndarray, rows: np.ndarray, columns: np.ndarray, ctx: NpContext) -> np.ndarray:
@@ -293,7 +313,7 @@ class AdaptiveMaxPool(LayerKind):
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.channels, *args["size"]))
 
-    def receptive(self, args: Args, shape: Shape, field: Pair, effective_stride: Pair) -> tuple[Pair, Pair]:
+    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
         return KINDS["AdaptiveAvgPool"].receptive(args, shape, field, effective_stride)  # the same bins
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
