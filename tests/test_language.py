@@ -280,7 +280,7 @@ def test_receptive_field_is_that_of_the_last_spatial_layer_at_any_input_size() -
         assert net.to_json()["receptive_field"] == [435, 435]
 
 
-@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf", "mobilenet_v3_small"])
+@pytest.mark.parametrize("name", ["efficientnet", "mobilenet_v3_large", "regnet_y_400mf", "mobilenet_v3_small"])
 def test_squeeze_excitation_gates_do_not_blow_up_the_receptive_field(name: str) -> None:
     # A Mul gate's 1x1 branch used to multiply the effective stride by the whole map (8.2e21 for EfficientNet-B0).
     net = cnndsl.load(ROOT / "architectures" / f"{name}.cnn")

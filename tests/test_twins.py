@@ -40,9 +40,21 @@ REFERENCE = {
     **json.loads((ROOT / "tests" / "data" / "architectures_v2.json").read_text())["models"],
     **json.loads((ROOT / "tests" / "data" / "torchvision_ref.json").read_text())["models"],
 }
+ZOO_SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "efficientnet_b0": ("efficientnet", {}),
+    "efficientnet_b3": ("efficientnet", {"width": 1.2, "depth": 1.4, "dropout": 0.3}),
+    "efficientnet_b5": ("efficientnet", {"width": 1.6, "depth": 2.2, "dropout": 0.4, "bn_eps": 0.001, "bn_momentum": 0.01}),
+    "mobilenet_v3_large_width_0_75": ("mobilenet_v3_large", {"width": 0.75}),
+    "mobilenet_v3_small_width_0_5": ("mobilenet_v3_small", {"width": 0.5}),
+}
+"""Twins whose zoo file is not named after them: the file and its `--set` values (EfficientNet B0-B7 is one
+file; MobileNetV3 at torchvision's width_mult 0.5, where Small's 40 -> 48 block gains its shortcut, and 0.75)."""
+TWIN_BUILDERS = {"mobilenet_v3_large_width_0_75": "mobilenet_v3_large", "mobilenet_v3_small_width_0_5": "mobilenet_v3_small"}
+"""The torchvision builder of the twins not named after one."""
 TWINS = sorted(json.loads((ROOT / "tests" / "data" / "torchvision_ref.json").read_text())["models"]) + ["inception_v3"]
 """The zoo networks whose twin is a torchvision classification model (or the plain LeNet-5 below); the
 other zoo networks' twins are plain PyTorch, in tests/test_zoo_twins.py."""
+TWINS += sorted(set(ZOO_SETTINGS) - set(TWINS))  # and the other members of a zoo file, by --set
 SMALL_SIDES = (32, 64, 96)
 """Input sides tried before the network's own: the smallest it accepts keeps the suite fast."""
 RELATIVE = 1e-5
@@ -50,8 +62,11 @@ RELATIVE = 1e-5
 TWIN_ARGUMENTS: dict[str, dict[str, Any]] = {
     "googlenet": {"aux_logits": False, "init_weights": False},
     "inception_v3": {"aux_logits": False, "init_weights": False},
+    "mobilenet_v3_large_width_0_75": {"width_mult": 0.75},
+    "mobilenet_v3_small_width_0_5": {"width_mult": 0.5},
 }
-"""The zoo's GoogLeNet and Inception-v3 are the inference networks, without the auxiliary training heads."""
+"""The zoo's GoogLeNet and Inception-v3 are the inference networks, without the auxiliary training heads; MobileNetV3's
+width_mult is the zoo file's `width`."""
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +101,7 @@ class LeNet5(nn.Module):
 def make_twin(torchvision: ModuleType, name: str, **kwargs: Any) -> nn.Module:
     if name == "lenet5":
         return LeNet5()
-    return getattr(torchvision.models, name)(**TWIN_ARGUMENTS.get(name, {}), **kwargs)
+    return getattr(torchvision.models, TWIN_BUILDERS.get(name, name))(**TWIN_ARGUMENTS.get(name, {}), **kwargs)
 
 
 def randomise(twin: nn.Module, seed: int) -> nn.Module:
@@ -107,16 +122,35 @@ def randomise(twin: nn.Module, seed: int) -> nn.Module:
 
 
 def small_network(name: str) -> cnndsl.Network:
-    """The zoo network at the smallest tried input side it accepts (same channels), else as written."""
-    network = cnndsl.load(name)
+    """The zoo network (with its ZOO_SETTINGS) at the smallest tried input side it accepts (same channels), else as written."""
+    stem, settings = ZOO_SETTINGS.get(name, (name, {}))
+    network = cnndsl.load(stem, **settings)
     channels = network.input_shape.channels
     for side in SMALL_SIDES:
         if side >= min(network.input_shape.spatial):
             break
-        checked, _ = cnndsl.check_source(network.source, network.filename, (channels, side, side))
+        checked, _ = cnndsl.check_source(network.source, network.filename, (channels, side, side), settings)
         if checked is not None:
             return checked
     return network
+
+
+def assert_same_hyperparameters(module: nn.Module, twin: nn.Module) -> None:
+    """What equal outputs in eval cannot show: BatchNorm's eps and momentum, dropout rates, and the stochastic
+    depth rate of every residual block that calls one (torchvision's MBConv builds one in every block)."""
+
+    def rates(model: nn.Module) -> list[list[float]]:
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        dropouts = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+        return [sorted(m.eps for m in norms), sorted(m.momentum for m in norms), sorted(dropouts)]
+
+    for what, mine, twins in zip(("BatchNorm eps", "BatchNorm momentum", "dropout"), rates(module), rates(twin), strict=True):
+        assert mine == pytest.approx(twins, rel=1e-9), what  # MnasNet's momentum is 1 - 0.9997, written 0.0003
+    ours = [m.p for m in module.modules() if type(m).__name__ == "StochasticDepth"]
+    theirs = [
+        m.stochastic_depth.p for m in twin.modules() if getattr(m, "use_res_connect", False) and hasattr(m, "stochastic_depth")
+    ]
+    assert ours == theirs
 
 
 def assert_close(actual: Any, expected: torch.Tensor, what: str) -> None:
@@ -145,6 +179,7 @@ def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: Modu
         expected = twin(x)
 
     module = network.to_torch(weights=saved).eval()
+    assert_same_hyperparameters(module, twin)
     report = module.weights_report
     layers = len({key.rpartition(".")[0] for key in twin.state_dict()})
     if report is None:  # the zoo file names its layers as the twin does (AlexNet, VGG): loaded key by key
@@ -172,8 +207,8 @@ def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: Modu
 
 
 def test_the_twins_are_the_reference_models(torchvision: ModuleType) -> None:
-    """The twins built here are the models tests/data/torchvision_ref.json describes (its parameter and buffer totals)."""
-    for name in TWINS:
+    """The twins built here are the models the reference files describe (their parameter and buffer totals)."""
+    for name in [name for name in TWINS if name in REFERENCE]:
         with torch.device("meta"):
             twin = make_twin(torchvision, name) if not name.startswith("regnet") else None
         if twin is None:  # RegNet computes its widths with real tensors

@@ -46,7 +46,7 @@ ZOO = {
     "mobilenet_v3_small": "mobilenet_v3_small",
     "mobilenet_v3_large": "mobilenet_v3_large",
     "mnasnet1_0": "mnasnet1_0",
-    "efficientnet_b0": "efficientnet_b0",
+    "efficientnet": "efficientnet_b0",  # B0 by default; B1-B7 by --set, in VARIANTS below
     "regnet_y_400mf": "regnet_y_400mf",
     "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
     "squeezenet1_0": "squeezenet1_0",
@@ -216,6 +216,111 @@ def test_v2_leaf_outputs_and_tensor_shapes_match_the_reference(stem: str) -> Non
     ]
     ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
     assert ours == sorted(tuple(shape) for shape in ref["param_shapes"].values())
+
+
+# -- several reference models from one file: EfficientNet B0-B7 by `--set` and `--input` ---
+
+
+EFFICIENTNET = {"width": 1.0, "depth": 1.0, "dropout": 0.2}
+EFFICIENTNET_B5_B7_NORM = {"bn_eps": 0.001, "bn_momentum": 0.01}  # torchvision's norm_layer for B5, B6 and B7
+VARIANTS: dict[str, tuple[str, dict[str, float]]] = {
+    "efficientnet_b0": ("efficientnet", {}),
+    "efficientnet_b1": ("efficientnet", {"width": 1.0, "depth": 1.1, "dropout": 0.2}),
+    "efficientnet_b2": ("efficientnet", {"width": 1.1, "depth": 1.2, "dropout": 0.3}),
+    "efficientnet_b3": ("efficientnet", {"width": 1.2, "depth": 1.4, "dropout": 0.3}),
+    "efficientnet_b4": ("efficientnet", {"width": 1.4, "depth": 1.8, "dropout": 0.4}),
+    "efficientnet_b5": ("efficientnet", {"width": 1.6, "depth": 2.2, "dropout": 0.4, **EFFICIENTNET_B5_B7_NORM}),
+    "efficientnet_b6": ("efficientnet", {"width": 1.8, "depth": 2.6, "dropout": 0.5, **EFFICIENTNET_B5_B7_NORM}),
+    "efficientnet_b7": ("efficientnet", {"width": 2.0, "depth": 3.1, "dropout": 0.5, **EFFICIENTNET_B5_B7_NORM}),
+    "mobilenet_v3_large": ("mobilenet_v3_large", {}),
+}
+"""Model key in architectures_v2.json -> the zoo file and its `--set` values (torchvision's multipliers);
+the input size is the reference's, given as `--input` would."""
+# torchvision module type of a leaf -> the cnndsl kind that lowers to it, where the names differ.
+TORCH_TYPES = {
+    "Conv": "Conv2d",
+    "DWConv": "Conv2d",
+    "BatchNorm": "BatchNorm2d",
+    "FC": "Linear",
+    "GlobalAvgPool": "AdaptiveAvgPool2d",
+}
+# Our layers that torchvision computes in forward() instead of with a module: merges (`+=`, the
+# gate's `scale * input`), the flatten, and the identity branch of a residual.
+FUNCTIONAL_KINDS = {"Add", "Mul", "Flatten", "Identity"}
+
+
+def load_variant(key: str) -> cnndsl.Network:
+    stem, settings = VARIANTS[key]
+    return cnndsl.load(ARCHITECTURES / f"{stem}.cnn", input=tuple(reference_v2()[key]["input"][1:]), **settings)
+
+
+def test_every_efficientnet_of_the_reference_is_a_variant() -> None:
+    assert {key for key in reference_v2() if re.fullmatch(r"efficientnet_b\d", key)} <= set(VARIANTS)
+
+
+@pytest.mark.parametrize("key", sorted(VARIANTS))
+def test_variant_counts_match_the_reference(key: str) -> None:
+    net, ref = load_variant(key), reference_v2()[key]
+    assert (net.params, net.trainable_params, net.buffers) == (ref["params"], ref["trainable"], ref["buffers"])
+    assert [[1, *net.output_shape]] == ref["outputs"]
+    assert net.macs * 2 == ref["flops"]
+    assert not net.diagnostics
+    assert f"{ref['params']:,}" in header(VARIANTS[key][0]), "the file's header lists each member's parameter count"
+
+
+@pytest.mark.parametrize("key", sorted(VARIANTS))
+def test_variant_leaf_outputs_and_tensor_shapes_match_the_reference(key: str) -> None:
+    """Every leaf module's type and output shape in execution order, and every state_dict shape.
+
+    The module paths differ: torchvision names a block's layers `block`, a keyword of the language."""
+    net, ref = load_variant(key), reference_v2()[key]
+    ours = [
+        (TORCH_TYPES.get(layer.kind.name, layer.kind.name), [[1, *layer.out_shape]])
+        for layer in net.layers
+        if layer.kind.name not in FUNCTIONAL_KINDS
+    ]
+    assert ours == [(kind, shapes) for _, kind, shapes in ref["leaf_outputs"]]
+    tensors = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
+    assert tensors == sorted(tuple(shape) for shape in ref["param_shapes"].values())
+
+
+def _torchvision_make_divisible(v: float, divisor: int = 8) -> int:
+    """torchvision.models._utils._make_divisible, written out (min_value = divisor)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+# torchvision's _efficientnet_conf for B0-B7: stride, input and output channels, repeats of each stage.
+EFFICIENTNET_STAGES = [
+    (1, 32, 16, 1),
+    (2, 16, 24, 2),
+    (2, 24, 40, 2),
+    (2, 40, 80, 3),
+    (1, 80, 112, 3),
+    (2, 112, 192, 4),
+    (1, 192, 320, 1),
+]
+
+
+@pytest.mark.parametrize("key", [key for key in sorted(VARIANTS) if key.startswith("efficientnet")])
+def test_efficientnet_stochastic_depth_rises_as_torchvisions(key: str) -> None:
+    """EfficientNet's loop: block j of all `total` drops at 0.2 * j / total; only residual blocks call it."""
+    settings = {**EFFICIENTNET, **VARIANTS[key][1]}
+    stages = [
+        (stride, _torchvision_make_divisible(cin * settings["width"]), _torchvision_make_divisible(cout * settings["width"]))
+        for stride, cin, cout, _ in EFFICIENTNET_STAGES
+    ]
+    repeats = [math.ceil(n * settings["depth"]) for *_, n in EFFICIENTNET_STAGES]
+    total, block, expected = sum(repeats), 0, []
+    for (stride, cin, cout), n in zip(stages, repeats, strict=True):
+        for first in [True] + [False] * (n - 1):
+            if not first or (stride == 1 and cin == cout):
+                expected.append(0.2 * float(block) / total)
+            block += 1
+    net = load_variant(key)
+    rates = [layer.args["p"] for layer in net.layers if layer.kind.name == "StochasticDepth"]
+    assert rates == expected and len(rates) == total - len(EFFICIENTNET_STAGES)
+    assert {layer.args["p"] for layer in net.layers if layer.kind.name == "Dropout"} == {settings["dropout"]}
 
 
 @pytest.mark.parametrize("stem", sorted(ZOO) + sorted(ZOO_V2))
