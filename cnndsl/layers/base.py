@@ -19,10 +19,24 @@ if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load n
 
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
-ArgType = Literal["int", "pair", "pad", "bool", "float", "choice"]
+ArgType = Literal["int", "pair", "pad", "bool", "float", "choice", "reference"]
 """How an argument's value is read: int, a whole number; pair, an int or `(h, w)`;
 pad, a pair or `same`; bool, `true`/`false`; float, any number; choice, one of the bare
-words in `ArgSpec.choices` (`pad_mode=reflect`, `approximate=tanh`)."""
+words in `ArgSpec.choices` (`pad_mode=reflect`, `approximate=tanh`); reference, `@name`,
+an earlier tensor (the kind's `resolve` receives it as a TensorRef, its shape known)."""
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """An argument that names a tensor (`like=@skip`), as `resolve` receives it.
+
+    The checker resolves the reference in the layer's scope (the labels of its body) and
+    records it on the Layer (`Layer.arg_refs`) as a data edge; the kind reads only the
+    shape, which is known statically, and keeps `text` in its resolved arguments."""
+
+    text: str
+    """`@skip` as written."""
+    shape: Shape
 
 
 class Required:
