@@ -88,7 +88,19 @@ class Conditional(NamedTuple):
     pos: Position
 
 
-Expr = Number | Name | BinOp | Neg | Pair | FuncCall | Compare | BoolOp | Not | Conditional
+class Reference(NamedTuple):
+    """`@name`: the tensor of the earlier element labelled `name` (`@input`: the body's input);
+    `@name*` (`every`): the output of every iteration of the labelled repetition, as merge branches.
+
+    It is an element, and also an expression: an argument that names a tensor (`Upsample(like=@skip)`,
+    an ArgSpec of type `reference`); evaluated as a number, it is an error."""
+
+    label: str
+    every: bool
+    pos: Position
+
+
+Expr = Number | Name | BinOp | Neg | Pair | FuncCall | Compare | BoolOp | Not | Conditional | Reference
 
 
 # -- elements ----------------------------------------------------------------------
@@ -127,15 +139,6 @@ class Repeat(NamedTuple):
     pos: Position
     index_name: str | None = None
     """`x N as i`: the name that holds the iteration's number (0 to N - 1) in the body."""
-
-
-class Reference(NamedTuple):
-    """`@name`: the tensor of the earlier element labelled `name` (`@input`: the body's input);
-    `@name*` (`every`): the output of every iteration of the labelled repetition, as merge branches."""
-
-    label: str
-    every: bool
-    pos: Position
 
 
 class Labeled(NamedTuple):

@@ -142,6 +142,9 @@ whether it arrives through a reference (`@name`: drawn as a skip edge)."""
 SKIP_EDGE = {"style": "dashed", "color": "#1f5fa8", "fontcolor": "#1f5fa8"}
 """A reference's edge: from the referenced tensor to where it is read."""
 
+SHAPE_EDGE = {"style": "dotted", "color": "#1f5fa8", "fontcolor": "#1f5fa8", "arrowhead": "odot"}
+"""An argument's reference (`Upsample(like=@x)`): the layer reads only that tensor's size."""
+
 
 def _is_unit(node: Node) -> bool:
     """Block calls and repetitions: what collapses into one box."""
@@ -350,7 +353,7 @@ class _Builder:
         node_id = self.add_node("<br/>".join(lines), attrs)
         self.connect(ends, node_id)
         drawn: Ends = [(node_id, seq.out_shape, False)]
-        if self.network.is_graph:  # a reference to a label inside the box reads the box
+        if self.network.is_graph or self.network.reads_shapes:  # a reference to a label inside the box reads the box
             for inner, _ in walk(seq):
                 self.outputs[inner] = drawn
         return drawn
@@ -372,6 +375,9 @@ class _Builder:
             {"shape": "box", "style": style, "fillcolor": fill, "color": border, "tooltip": _plain(layer.path)},
         )
         self.connect(ends, node_id)
+        for arg, ref in layer.arg_refs.items():
+            for tail, shape, _ in self.reference_ends(ref):
+                self.edges.append(_Edge(tail, node_id, f"{arg}: {shape_text(shape)}", dict(SHAPE_EDGE)))
         return [(node_id, layer.out_shape, False)]
 
     def draw_parallel(self, par: Parallel, ends: Ends, level: int) -> Ends:

@@ -57,6 +57,11 @@ class Layer(Node):
     """Effective stride: input pixels between neighbouring outputs."""
     exprs: LayerExprs | None = None
     """How the network's parameters reach its arguments and input (cnndsl.expr); None when none does."""
+    arg_refs: dict[str, Reference] = field(default_factory=dict)
+    """The arguments that name a tensor (`Upsample(like=@skip)`), by argument name: References
+    outside the tree. The layer reads only their shapes, known when checking (its `args` hold
+    what they gave, `size`), so no backend needs the tensors at run time; they are data edges
+    all the same, which `program` records (`Step.shape_inputs`) and summaries and drawings show."""
 
     def leaves(self) -> Iterator[Layer]:
         yield self
@@ -150,6 +155,8 @@ class Step:
     layer: Layer
     inputs: list[int]
     output: int
+    shape_inputs: list[int] = field(default_factory=list)
+    """Registers whose shape alone the step reads (`Upsample(like=@skip)`, see `Layer.arg_refs`)."""
 
 
 @dataclass
@@ -157,7 +164,8 @@ class Program:
     """The data flow of a network as steps on numbered registers (register 0 is the network input).
 
     `produced` maps every node to the register of its output and `consumed` to the register it
-    reads: the explicit data edges (a Reference's `consumed` is its source's register).
+    reads: the explicit data edges (a Reference's `consumed` is its source's register; the
+    references among a layer's arguments are its step's `shape_inputs`).
     """
 
     steps: list[Step]
@@ -192,7 +200,8 @@ def program(root: Sequence, outputs: list[Reference] | None = None) -> Program:
                 continue
             if isinstance(node, Layer):
                 counter += 1
-                steps.append(Step(node, [current], counter))
+                shape_inputs = [consumed[ref.source] if ref.of_input else produced[ref.source] for ref in node.arg_refs.values()]
+                steps.append(Step(node, [current], counter, shape_inputs))
                 current = produced[node] = counter
                 continue
             stack.append((node, 1))

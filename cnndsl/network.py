@@ -103,6 +103,12 @@ class Network:
         """Whether the data flow leaves the tree: a reference (`@name`) or an `output` line."""
         return self.outputs is not None or any(isinstance(node, Reference) for node, _ in walk(self.root))
 
+    @cached_property
+    def reads_shapes(self) -> bool:
+        """Whether a layer takes a size from another tensor (`Upsample(like=@x)`): a data edge outside
+        the tree, which summaries and drawings show and no backend needs at run time (the size is static)."""
+        return any(layer.arg_refs for layer in self.layers)
+
     def program(self) -> Program:
         """The data flow as steps on registers, with the outputs' registers (see cnndsl.ir.program); made once."""
         if self._program is None:

@@ -160,6 +160,11 @@ def skip_notes(network: Network) -> list[str]:
             source = names[flow.produced[node]]
             what = "the network's input" if source == "input" else f"the output of `{source}`"
             notes.append(f"  {node.path} reads {node.target_text}: {what}, {node.out_shape}")
+    for step in flow.steps:  # arguments that name a tensor read its shape (Upsample(like=@x))
+        for (arg, ref), register in zip(step.layer.arg_refs.items(), step.shape_inputs, strict=True):
+            source = names[register]
+            what = "the network's input" if source == "input" else f"the output of `{source}`"
+            notes.append(f"  {step.layer.path} reads the size of {arg}={ref.target_text}: {what}, {ref.out_shape}")
     return notes
 
 
@@ -196,7 +201,7 @@ def _text(network: Network, depth: int | None, columns: tuple[str, ...], rows: l
     totals = _totals(network)
     width = max(len(k) for k, _ in totals) + 1
     out.extend(f"{(k + ':').ljust(width)} {v}" for k, v in totals)
-    references = skip_notes(network) if network.is_graph else []
+    references = skip_notes(network) if network.is_graph or network.reads_shapes else []
     if references:
         out.append("References (skip connections):")
         out.extend(references)
@@ -289,6 +294,8 @@ def network_json(network: Network) -> dict[str, Any]:
     names = tensor_names(network)
     # The data edges: the tensors each layer reads (a merge, one per branch), by the path of their writer.
     reads = {step.layer: [names[r] for r in step.inputs] for step in flow.steps}
+    # And the tensors whose shape alone a layer reads (`Upsample(like=@x)`: `like` gave its size).
+    reads_shape = {step.layer: [names[r] for r in step.shape_inputs] for step in flow.steps}
     return {
         "file": network.filename,
         "network": network.name,
@@ -312,6 +319,7 @@ def network_json(network: Network) -> dict[str, Any]:
             {
                 "path": layer.path,
                 "reads": reads[layer],
+                "reads_shape_of": reads_shape[layer],
                 "kind": layer.kind.name,
                 "input": list(layer.in_shape),
                 "output": list(layer.out_shape),

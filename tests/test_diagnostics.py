@@ -111,6 +111,29 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
         [("error", 2, 11, "unknown label `c` in `output c`")],
     ),
     ("output_twice", "input 3x8x8\noutput a, a\na: ReLU", [("error", 2, 11, "`a` is an output twice")]),
+    # an argument that names a tensor (`Upsample(like=@name)`) is read as a reference is
+    (
+        "like_unknown_label",
+        "input 3x8x8\nskip: Conv(4, 3, stride=2, pad=1)\nUpsample(like=@skp)",
+        [("error", 3, 15, "unknown label `skp` in `like=@skp`")],
+    ),
+    (
+        "like_not_computed_yet",
+        "input 3x8x8\nu: [Conv(4, 3, stride=2, pad=1), Upsample(like=@u)]",
+        [("error", 2, 48, "`like=@u` refers to the element it is part of: `u` is not computed yet")],
+    ),
+    (
+        "like_a_flat_tensor",
+        "input 3x8x8\nf: flatten\nReshape(3, 8, 8), Upsample(like=@f)",
+        [("error", 3, 28, "Upsample: like=@f is a flat vector of 192; it takes the height and width of an image (CxHxW)")],
+    ),
+    (
+        "like_across_a_block",
+        "input 3x8x8\nblock Up = Upsample(like=@s)\ns: ReLU, MaxPool(2), Up",
+        [("error", 2, 26, "`like=@s`: the label `s` belongs to the network, outside block `Up`")],
+    ),
+    ("like_as_a_default", "input 3x8x8\ndefaults Upsample(like=@input)\nReLU", [("error", 2, 19, "`like` cannot be a default")]),
+    ("reference_as_a_value", "input 3x8x8\nConv(@input, 3)", [("error", 2, 6, "`@input` is a tensor, not a value")]),
     ("output_before_input", "output a\ninput 3x8x8\na: ReLU", [("error", 2, 7, "`input` is out of order")]),
     (
         "merge_of_a_reference_and_a_smaller_map",

@@ -117,6 +117,7 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("Upsample(scale_factor=1.5, mode=bilinear, align_corners=true)", "2x4x5", (2, 6, 7), 0, 0, 0),
         ("Upsample(size=(7, 3), mode=bilinear)", "2x4x5", (2, 7, 3), 0, 0, 0),
         ("Upsample(size=9, mode=bicubic)", "2x4x5", (2, 9, 9), 0, 0, 0),
+        ("MaxPool(2), Upsample(like=@input, mode=bilinear)", "2x4x5", (2, 4, 5), 0, 0, 0),
     ],
     "Reshape": [
         ("Reshape(4, 2, 3)", "24", (4, 2, 3), 0, 0, 0),
@@ -360,6 +361,11 @@ GROW_ERRORS = [
     ("3x4x4", "Upsample(2, align_corners=true)", "Upsample: align_corners applies only to mode=bilinear or bicubic"),
     ("3x4x4", "Upsample(0.1)", "Upsample: scale 0.1 leaves no pixels: floor(4·0.1) x floor(4·0.1) = 0x0"),
     ("3x4x4", "Upsample(2, mode=area)", "Upsample: `mode` must be one of nearest, bilinear, bicubic; got area"),
+    ("3x4x4", "Upsample(like=@input, size=2)", "Upsample: like=@input sets the size; got size as well"),
+    ("3x4x4", "Upsample(like=(2, 2))", "Upsample: `like` must be a reference to an earlier tensor; got `(2, 2)`"),
+    ("3x4x4", "m: ReLU x 2, Upsample(like=@m*)", "Upsample: `like` takes one tensor; `@m*` is every iteration of `m`"),
+    ("3x4x4", "f: flatten, Reshape(3, 4, 4), Upsample(like=@f)", "Upsample: like=@f is a flat vector of 48; it takes the height"),
+    ("3x4x4", "Conv(@input, 1)", "`@input` is a tensor, not a value"),
     ("3x4x4", "Reshape(3, 4, 4)", "Reshape needs a flat input"),
     ("20", "Unflatten(2, 3, 3)", "Reshape: c·h·w = 2·3·3 = 18, but its input has 20 features"),
 ]

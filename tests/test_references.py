@@ -56,7 +56,25 @@ Unit(4) x 2
 # What precedes `@input, ...` at top level is read by nothing: its parameters get zero gradients.
 DEAD = "input 3x5x5\nConv(4, 1), @input, Conv(2, 3)\n"
 
-NETWORKS = {"unet": UNET, "c2f": C2F, "inplace": INPLACE_TRAP, "read_twice": READ_TWICE, "block": RESIDUAL_BLOCK, "dead": DEAD}
+# Upsample(like=@name): to the size of the block call's input, of a label, of the network's input.
+LIKE = """input 3x12x10
+block Down = [Conv(4, 3, stride=2, pad=1), ReLU, Upsample(like=@input, mode=bilinear)]
+s: [Conv(4, 3, stride=2, pad=1), BN, ReLU]
+Down
+Conv(6, 3, stride=2, pad=1)
+Upsample(like=@s)
+Upsample(like=@input, mode=bilinear, align_corners=true)
+"""
+
+NETWORKS = {
+    "unet": UNET,
+    "c2f": C2F,
+    "inplace": INPLACE_TRAP,
+    "read_twice": READ_TWICE,
+    "block": RESIDUAL_BLOCK,
+    "dead": DEAD,
+    "like": LIKE,
+}
 
 
 def as_tuple(value: Any) -> tuple[Any, ...]:
@@ -166,7 +184,62 @@ def load_generated(net: cnndsl.Network, tmp_path: Path) -> Any:
     return getattr(module, net.name)()
 
 
-@pytest.mark.parametrize("name", ["unet", "c2f", "read_twice", "block"])
+def test_upsample_like_reads_the_size_of_its_reference_as_a_data_edge() -> None:
+    net = cnndsl.parse(LIKE)
+    ups = [layer for layer in net.layers if layer.kind.name == "Upsample"]
+    assert [(layer.path, tuple(layer.out_shape), layer.args["size"], layer.args["like"]) for layer in ups] == [
+        ("1.2", (4, 6, 5), (6, 5), "@input"),
+        ("3", (6, 6, 5), (6, 5), "@s"),
+        ("4", (6, 12, 10), (12, 10), "@input"),
+    ]
+    # Each reference's source: the block call, the labelled group, the network (whose input it means).
+    assert [(ref.source.path, ref.of_input) for layer in ups for ref in layer.arg_refs.values()] == [
+        ("1", True),
+        ("s", False),
+        ("", True),
+    ]
+    assert not net.is_graph and net.reads_shapes  # the size is static: no backend reads the tensor at run time
+    layers = {layer["path"]: layer for layer in net.to_json()["layers"]}
+    assert [(layers[p]["reads"], layers[p]["reads_shape_of"]) for p in ("1.2", "3", "4")] == [
+        (["1.1"], ["s.2"]),  # the block's input is the output of `s`
+        (["2"], ["s.2"]),
+        (["3"], ["input"]),
+    ]
+    assert layers["2"]["reads_shape_of"] == []
+    text = str(net.summary(depth=None))
+    assert "  4 reads the size of like=@input: the network's input, 3x12x10" in text
+    assert "  3 reads the size of like=@s: the output of `s.2`, 4x6x5" in text
+    assert "Upsample to 12x10 (like @input) bilinear corners" in text
+    source = net.to_dot(expand=True).source
+    assert source.count("style=dotted") == 3 and source.count("like: 3×12×10") == 1
+
+
+def test_upsample_like_follows_the_input_size_it_is_checked_at() -> None:
+    net, diagnostics = cnndsl.check_source(LIKE, "like.cnn", (3, 20, 16))
+    assert net is not None and not diagnostics
+    assert tuple(net.output_shape) == (6, 20, 16)
+    module = net.to_torch(seed=0).eval()
+    with torch.no_grad():
+        assert tuple(module(torch.zeros(1, 3, 20, 16)).shape) == (1, 6, 20, 16)
+
+
+def test_onnx_upsample_like_resizes_to_a_size() -> None:
+    onnx = pytest.importorskip("onnx")
+    from cnndsl.compiler import export_onnx
+
+    model = onnx.load_from_string(export_onnx(cnndsl.parse(LIKE), seed=0))
+    resizes = [node for node in model.graph.node if node.op_type == "Resize"]
+    modes = [{a.name: a.s.decode() for a in node.attribute if a.type == onnx.AttributeProto.STRING} for node in resizes]
+    assert [(m["mode"], m["coordinate_transformation_mode"]) for m in modes] == [
+        ("linear", "half_pixel"),
+        ("nearest", "asymmetric"),
+        ("linear", "align_corners"),
+    ]
+    # Each Resize takes its output size (the last input), as nn.Upsample(size=...) exports it.
+    assert all(node.input[3] for node in resizes)
+
+
+@pytest.mark.parametrize("name", ["unet", "c2f", "read_twice", "block", "like"])
 def test_generated_source_names_its_tensors_and_equals_the_module(name: str, tmp_path: Path) -> None:
     net = cnndsl.parse(NETWORKS[name], "net.cnn")
     module = net.to_torch(seed=1).eval()

@@ -15,7 +15,20 @@ from ..layers import LayerKind
 from ..layers.base import REQUIRED, ArgSpec, SameAs, canonical_spelling, format_value
 from ..shapes import Shape
 from .symbolic import as_coerced, term_of
-from .values import POISON, EvalError, Scope, Value, Word, as_number, evaluate, ordinal, plain, report_errors, suggest
+from .values import (
+    POISON,
+    EvalError,
+    Scope,
+    Value,
+    Word,
+    as_number,
+    evaluate,
+    expr_text,
+    ordinal,
+    plain,
+    report_errors,
+    suggest,
+)
 
 
 @dataclass
@@ -76,6 +89,8 @@ class Binder:
         symbolic = network_symbols is not None
 
         def evaluate_arg(spec: ArgSpec, source: ast.Arg, arg_scope: Scope) -> Value:
+            if spec.type == "reference":
+                return reference_arg(owner, spec, source.value)  # the checker resolves it in the layer's body
             raw = evaluate(source.value, arg_scope, shape)
             if isinstance(raw, Word) and not (spec.type == "pad" and raw.text.lower() == "same") and spec.type != "choice":
                 as_number(raw, source.value, arg_scope)  # raises "unknown name" with a suggestion
@@ -223,6 +238,23 @@ class Binder:
             }
             cached = self._keyword_index[id(specs)] = (specs, index)
         return cached[1]
+
+
+def reference_arg(owner: str, spec: ArgSpec, expr: ast.Expr) -> ast.Reference:
+    """An argument that names one tensor: `@name` as written (not evaluated: a tensor is no value)."""
+    if isinstance(expr, ast.Reference) and not expr.every:
+        return expr
+    if isinstance(expr, ast.Reference):
+        raise EvalError(
+            f"{owner}: `{spec.name}` takes one tensor; `@{expr.label}*` is every iteration of `{expr.label}`",
+            expr.pos,
+            f"write `{spec.name}=@{expr.label}` for its last iteration",
+        )
+    raise EvalError(
+        f"{owner}: `{spec.name}` must be a reference to an earlier tensor; got `{expr_text(expr)}`",
+        expr.pos,
+        f"write `{spec.name}=@name`, `name` the label of an earlier element, or `{spec.name}=@input`",
+    )
 
 
 def coerce(owner: str, spec: ArgSpec, value: Value, pos: Position) -> Value:

@@ -23,7 +23,7 @@ from ..expr import LayerExprs, Term, params_of
 from ..expr import param as parameter_term
 from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
-from ..layers.base import REQUIRED, ArgSpec, check_input_rank, check_spelling_rank, format_value
+from ..layers.base import REQUIRED, ArgSpec, TensorRef, check_input_rank, check_spelling_rank, format_value
 from ..limits import MAX_ERRORS
 from ..names import module_names
 from ..shapes import Shape, Sizes, Window
@@ -703,10 +703,14 @@ class Checker:
             self._symbols if symbolic else None,
             state.channels_term() if symbolic else None,
         )
-        if bound_args is None or shape is None:
+        # References among the arguments are checked even after an earlier error left the shape unknown.
+        arg_refs = self._tensor_arguments(kind, bound_args.values, scope, shape, path) if bound_args is not None else None
+        if bound_args is None or arg_refs is None or shape is None:
             state.shape = None
             return None
         args, arg_pos = bound_args.values, bound_args.positions
+        for arg_name, ref in arg_refs.items():
+            args[arg_name] = TensorRef(f"@{args[arg_name].label}", ref.out_shape)
         before = args
         try:
             check_spelling_rank(kind, shape, call.name)  # `Conv1d` on an image
@@ -734,6 +738,7 @@ class Checker:
         self._fit_warnings(kind, args, shape, call, scope)
         field, effective_stride = kind.receptive(args, shape, state.field, state.effective_stride)
         layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, effective_stride)
+        layer.arg_refs = arg_refs
         if symbolic:
             self._record_terms(layer, kind, before, bound_args.terms, state)
         state.shape, state.field, state.effective_stride = out, field, effective_stride
@@ -750,6 +755,25 @@ class Checker:
             layer.exprs = LayerExprs(arg_terms, channels, state.size, out_channels, out_size)
         state.channels = out_channels if params_of(out_channels) else None
         state.size = out_size
+
+    def _tensor_arguments(
+        self, kind: LayerKind, args: dict[str, Value], scope: Scope, shape: Shape | None, path: str
+    ) -> dict[str, Reference] | None:
+        """The arguments that name a tensor (`like=@skip`), resolved in the layer's body as `@skip` is
+        there (unknown, not yet computed, across a block: the same positioned errors); None after an error."""
+        refs: dict[str, Reference] = {}
+        for spec in kind.signature:
+            written = args.get(spec.name) if spec.type == "reference" else None
+            if not isinstance(written, ast.Reference):
+                continue
+            assert self._namespace is not None
+            ref = self._resolve(
+                written, self._namespace, State(shape), spec.name, _join(path, spec.name), scope, f"{spec.name}=@{written.label}"
+            )
+            if ref is None:
+                return None
+            refs[spec.name] = ref
+        return refs
 
     def _new_layer(
         self,

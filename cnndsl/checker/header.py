@@ -236,6 +236,12 @@ def collect_defaults(sink: DiagnosticSink, binder: Binder, decl: ast.DefaultsDec
                     bound[spec.name].pos,
                     f"remove it from defaults; signature: {kind.signature_text(call.name)}",
                 )
+            elif spec.type == "reference":
+                sink.error(
+                    f"`{spec.name}` cannot be a default: it names a tensor, which belongs to one place in the network",
+                    bound[spec.name].pos,
+                    f"give `{spec.name}=@name` in the layer's call; signature: {kind.signature_text(call.name)}",
+                )
             elif spec.role != "ignored":
                 # Defaults apply to the kind whatever spelling uses them: stored by the kind's own argument names.
                 entries[spec.canonical if spec.role == "arg" else spec.name] = bound[spec.name]

@@ -186,6 +186,15 @@ def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) 
 
             return power(left, right, expr.pos)
         return checked(result, expr.pos)
+    if isinstance(expr, ast.Reference):
+        # Only an argument of type `reference` takes one (the binder reads it without evaluating it).
+        written = f"@{expr.label}{'*' if expr.every else ''}"
+        raise EvalError(
+            f"`{written}` is a tensor, not a value",
+            expr.pos,
+            f"a reference stands as an element (`{written}, Conv(...)`) or a merge branch; "
+            f"as an argument it gives another tensor's size: `Upsample(like=@{expr.label})`",
+        )
     # Function calls, comparisons, and/or/not and conditionals: checker/functions.py.
     from .functions import evaluate_extended
 
@@ -268,6 +277,8 @@ def expr_text(expr: ast.Expr, depth: int = 0) -> str:
         return f"({', '.join(expr_text(item, depth + 1) for item in expr.items)})"
     if isinstance(expr, ast.BinOp):
         return f"{expr_text(expr.left, depth + 1)} {expr.op} {expr_text(expr.right, depth + 1)}"
+    if isinstance(expr, ast.Reference):
+        return f"@{expr.label}{'*' if expr.every else ''}"
     from .functions import extended_text
 
     return extended_text(expr, depth)

@@ -19,11 +19,25 @@ if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load n
 
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
-ArgType = Literal["int", "pair", "pad", "bool", "float", "choice"]
+ArgType = Literal["int", "pair", "pad", "bool", "float", "choice", "reference"]
 """How an argument's value is read: int, a whole number; pair, an int or a tuple with one
 entry per spatial axis (`(h, w)`, `(d, h, w)`); pad, a pair or `same`; bool, `true`/`false`;
 float, any number; choice, one of the bare words in `ArgSpec.choices` (`pad_mode=reflect`,
-`approximate=tanh`)."""
+`approximate=tanh`); reference, `@name`, an earlier tensor (the kind's `resolve` receives it
+as a TensorRef, its shape known)."""
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """An argument that names a tensor (`like=@skip`), as `resolve` receives it.
+
+    The checker resolves the reference in the layer's scope (the labels of its body) and
+    records it on the Layer (`Layer.arg_refs`) as a data edge; the kind reads only the
+    shape, which is known statically, and keeps `text` in its resolved arguments."""
+
+    text: str
+    """`@skip` as written."""
+    shape: Shape
 
 
 class Required:

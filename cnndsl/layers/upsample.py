@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..shapes import Pair, Shape
-from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TorchCall, as_pair, pair_text, register
+from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TensorRef, TorchCall, as_pair, pair_text, register
 from .conv import torch_pair
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
@@ -303,10 +303,14 @@ class Upsample(LayerKind):
     """Resizes the map by interpolation (nn.Upsample): nearest, bilinear or bicubic.
 
     Args: scale (a number or a pair (h, w); PyTorch's scale_factor), size=(h, w) instead of
-    scale, mode=nearest (bilinear or bicubic; the NumPy backend runs nearest and bilinear),
+    scale, or like=@name instead of either: the height and width of that earlier tensor
+    (`@input`: the body's input), as FCN and DeepLab return to the input's size;
+    mode=nearest (bilinear or bicubic; the NumPy backend runs nearest and bilinear),
     align_corners=false (only for bilinear and bicubic).
-    Shape: C x H x W -> C x floor(H·scale) x floor(W·scale), or C x h x w with size.
-    Example: `Upsample(2, mode=bilinear)`.
+    Shape: C x H x W -> C x floor(H·scale) x floor(W·scale), or C x h x w with size (or like).
+    `like` reads only the referenced tensor's shape, known when checking: it lowers as
+    size=(h, w) does, and the summary and drawing show it as a data edge.
+    Example: `Upsample(2, mode=bilinear)`, `Upsample(like=@input, mode=bilinear)`.
     """
 
     name = "Upsample"
@@ -318,6 +322,7 @@ class Upsample(LayerKind):
         ArgSpec("mode", "choice", "nearest", choices=UPSAMPLE_MODES),
         ArgSpec("align_corners", "bool", False),
         ArgSpec("size", "pair", None, minimum=1),
+        ArgSpec("like", "reference", None),
     )
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
@@ -326,6 +331,23 @@ class Upsample(LayerKind):
             out["scale"] = (out["scale"], out["scale"])
         if out["size"] is not None:
             out["size"] = as_pair(out["size"])
+        like: TensorRef | None = out["like"]
+        if like is not None:
+            # The referenced tensor's height and width become `size`; `like` keeps what was written.
+            given = [name for name in ("scale", "size") if out[name] is not None]
+            if given:
+                raise LayerError(
+                    f"Upsample: like={like.text} sets the size; got {' and '.join(given)} as well",
+                    f"keep one of them: `Upsample(like={like.text})` or `Upsample(size=(h, w))`",
+                    arg="like",
+                )
+            if not like.shape.is_image:
+                raise LayerError(
+                    f"Upsample: like={like.text} is {like.shape.describe()}; it takes the height and width of an image (CxHxW)",
+                    "refer to a tensor before `flatten` (or GlobalAvgPool), or give size=(h, w)",
+                    arg="like",
+                )
+            out["size"], out["like"] = like.shape.spatial, like.text
         return out
 
     def infer(self, args: Args, shape: Shape) -> Shape:
@@ -333,7 +355,7 @@ class Upsample(LayerKind):
         if (scale is None) == (size is None):
             raise LayerError(
                 "Upsample: give exactly one of scale and size; got " + ("both" if scale is not None else "neither"),
-                "write `Upsample(2)` for a factor or `Upsample(size=(h, w))` for a size",
+                "write `Upsample(2)` for a factor, `Upsample(size=(h, w))` for a size, or `Upsample(like=@name)` for an earlier tensor's size",
                 arg="size" if scale is not None else None,
             )
         if args["align_corners"] and args["mode"] == "nearest":
@@ -392,6 +414,8 @@ class Upsample(LayerKind):
 
     def describe(self, args: Args) -> str:
         what = f"to {pair_text(args['size'])}" if args["size"] is not None else f"x{args['scale'][0]:g}"
+        if args["like"] is not None:
+            what += f" (like {args['like']})"
         corners = " corners" if args["align_corners"] else ""
         return f"Upsample {what} {args['mode']}{corners}"
 
