@@ -227,3 +227,17 @@ def test_comments_hold_for_every_value_the_constructor_accepts() -> None:
 def test_comments_of_signals_and_volumes_keep_every_spatial_axis(text: str, comment: str) -> None:
     # A shape over a parameter must not read as a flat vector of that many features.
     assert comment in cnndsl.parse(text).torch_source()
+
+
+def test_a_def_function_ties_only_the_parameters_its_body_reads() -> None:
+    text = """network N(classes=10, width=1.0, depth=2.0)
+input 3x8x8
+def blocks(n) = ceil(n * depth)
+def twice(n) = 2 * blocks(n)
+def ch(c) = make_divisible(c * width)
+Conv(ch(8), 3, pad=1) x twice(1)
+flatten, FC(classes)"""
+    network = cnndsl.parse(text)
+    # The count reads depth through two functions; width reaches layers through ch, classes the head.
+    assert network.structural_parameters == {"depth"}
+    assert cnndsl.load(ROOT / "architectures" / "efficientnet.cnn").structural_parameters == {"width", "depth"}

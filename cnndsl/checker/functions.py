@@ -19,7 +19,7 @@ from ..errors import Position
 from ..layers.base import format_value
 from ..limits import MAX_FUNCTION_CALLS, MAX_NUMBER
 from ..shapes import Shape
-from .values import EvalError, Scope, Value, Word, as_number, checked, evaluate, expr_text, plain, suggest
+from .values import EvalError, Scope, Value, Word, as_number, checked, evaluate, expr_text, free_names, plain, suggest
 
 Number = int | float
 
@@ -143,6 +143,47 @@ class UserFunction:
     def signature(self) -> str:
         params = ", ".join(p.name + ("=..." if p.default is not None else "") for p in self.definition.params)
         return f"{self.definition.name}({params})"
+
+
+def function_reads(function: UserFunction) -> frozenset[str] | None:
+    """The network parameters a `def` function reads: the names its body and its parameters'
+    defaults use that are no parameter of its own, through every function it calls (None when
+    an expression is too deep to look at). Code generation needs no more: a function of `depth`
+    alone does not tie `num_classes` to the repetition counts it decides."""
+    read: set[str] = set()
+    seen: set[str] = set()
+    pending = [function]
+    while pending:
+        current = pending.pop()
+        if current.definition.name in seen:
+            continue
+        seen.add(current.definition.name)
+        own = {param.name for param in current.definition.params}
+        exprs = [current.definition.body, *(param.default for param in current.definition.params if param.default is not None)]
+        for expr in exprs:
+            names = free_names(expr)
+            if names is None:
+                return None
+            read |= {name for name in names - own if name in current.globals}
+            nodes = [expr]
+            while nodes:
+                node = nodes.pop()
+                called = current.globals.get(function_key(node.name)) if isinstance(node, ast.FuncCall) else None
+                if isinstance(called, UserFunction):
+                    pending.append(called)
+                nodes.extend(operands(node))
+    return frozenset(read)
+
+
+def operands(node: ast.Expr) -> tuple[ast.Expr, ...]:
+    """A node's direct sub-expressions, of every kind."""
+    if isinstance(node, ast.Neg):
+        return (node.operand,)
+    if isinstance(node, ast.Pair):
+        return node.items
+    if isinstance(node, ast.BinOp):
+        return (node.left, node.right)
+    return sub_expressions(node)
 
 
 def function_key(name: str) -> str:

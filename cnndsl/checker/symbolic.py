@@ -21,6 +21,7 @@ from .. import ast
 from ..expr import Expr, Term, binary, call, opaque, params_of
 from ..layers.base import LayerKind
 from ..shapes import Shape
+from .functions import UserFunction, function_reads, operands
 from .values import Scope, evaluate, free_names
 
 SYMBOLIC_FUNCTIONS = frozenset({"min", "max", "abs", "floor", "ceil"})
@@ -44,7 +45,7 @@ def term_of(expr: ast.Expr, scope: Scope, shape: Shape | None, channels: Term) -
     if isinstance(expr, ast.Neg):
         return call("neg", term_of(expr.operand, scope, shape, channels))
     if isinstance(expr, ast.Pair):
-        return (term_of(expr.first, scope, shape, channels), term_of(expr.second, scope, shape, channels))
+        return tuple(term_of(item, scope, shape, channels) for item in expr.items)
     if isinstance(expr, ast.BinOp):
         left = term_of(expr.left, scope, shape, channels)
         right = term_of(expr.right, scope, shape, channels)
@@ -71,29 +72,19 @@ def _opaque_or_constant(expr: ast.Expr, scope: Scope, shape: Shape | None, chann
             elif name.lower() == "in_channels" and name not in scope.values:
                 reached |= params_of(channels)
         stack = [expr]
-        while stack and names is not None:  # a `def` function may read any parameter of the network
+        while stack:  # a `def` function reads the network's parameters its body names
             node = stack.pop()
-            if isinstance(node, ast.FuncCall) and node.name + "()" in scope.values:
-                reached.update(*(params_of(t) for t in scope.symbols.values()))
-                break
-            stack.extend(_children(node))
+            function = scope.values.get(node.name + "()") if isinstance(node, ast.FuncCall) else None
+            if isinstance(function, UserFunction):
+                read = function_reads(function)
+                if read is None:  # too deep to look at: every parameter in sight
+                    reached.update(*(params_of(t) for t in scope.symbols.values()))
+                    break
+                reached |= read
+            stack.extend(operands(node))
     if not reached:
         return evaluate(expr, scope, shape)
     return opaque(frozenset(reached))
-
-
-def _children(node: ast.Expr) -> tuple[ast.Expr, ...]:
-    from .functions import sub_expressions
-
-    if isinstance(node, ast.Neg):
-        return (node.operand,)
-    if isinstance(node, ast.Pair):
-        return (node.first, node.second)
-    if isinstance(node, ast.BinOp):
-        return (node.left, node.right)
-    if isinstance(node, (ast.Number, ast.Name)):
-        return ()
-    return sub_expressions(node)
 
 
 def as_coerced(term: Term, raw: object, value: object) -> Term:
@@ -130,8 +121,8 @@ def resolved_terms(before: Mapping[str, Any], after: Mapping[str, Any], terms: d
         term = terms.get(name, old)
         if old is not _MISSING and type(old) is type(value) and old == value:
             result = term
-        elif isinstance(value, tuple) and len(value) == 2 and not isinstance(old, tuple) and value == (old, old):
-            result = (term, term)
+        elif isinstance(value, tuple) and not isinstance(old, tuple) and all(v == old for v in value):
+            result = (term,) * len(value)  # one number for every spatial axis
         else:
             result = opaque(reaching | params_of(term)) if reaching or params_of(term) else value
         if params_of(result):
