@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import cnndsl
+from cnndsl.layers import MergeKind
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURES = ROOT / "architectures"
@@ -56,8 +57,29 @@ ZOO = {
 }
 LECTURE = {"classic", "lecture_conv760", "digits_cnn"}  # digits_cnn is trained in tests/test_train.py
 REFERENCE_V2 = ROOT / "tests" / "data" / "architectures_v2.json"
-ZOO_V2 = {"espcn": "espcn", "dcgan_generator": "dcgan_generator", "dcgan_discriminator": "dcgan_discriminator"}
+ZOO_V2 = {"espcn": "espcn", "dcgan_generator": "dcgan_generator", "dcgan_discriminator": "dcgan_discriminator", "unet": "unet"}
 """File stem -> model key in architectures_v2.json (the next wave; see tests/data/README.md)."""
+RENAMED_V2 = {
+    "unet": {
+        "inc": "e1",
+        "downs.0": "e2",
+        "downs.1": "e3",
+        "downs.2": "e4",
+        "downs.3": "bottom",
+        "ups.0": "up4.1.0",
+        "convs.0": "d4",
+        "ups.1": "up3.1.0",
+        "convs.1": "d3",
+        "ups.2": "up2.1.0",
+        "convs.2": "d2",
+        "ups.3": "up1.1.0",
+        "convs.3": "d1",
+    }
+}
+"""Reference module path prefix -> ours, where a file cannot take the reference's names. The reference U-Net keeps
+its decoder in two ModuleLists, `ups.k` and `convs.k`, run interleaved; a .cnn body names its elements in the order
+they run, so unet.cnn names its levels (e1..e4 are the skips the decoder reads) and its leaves are compared through
+this table, every one of them."""
 
 # torchvision module type -> cnndsl kind, for the layers that carry weights.
 TORCH_KINDS = {"Conv2d": "Conv", "BatchNorm2d": "BatchNorm", "BatchNorm1d": "BatchNorm", "Linear": "FC"}
@@ -195,6 +217,16 @@ def reference_v2() -> dict[str, Any]:
     return json.loads(REFERENCE_V2.read_text(encoding="utf-8"))["models"]
 
 
+def renamed(path: str, renames: dict[str, str]) -> str:
+    """`path` with its longest prefix (whole components) that `renames` lists replaced."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in renames:
+            return ".".join([renames[prefix], *parts[end:]])
+    return path
+
+
 @pytest.mark.parametrize("stem", sorted(ZOO_V2))
 def test_v2_counts_match_the_reference(stem: str) -> None:
     net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
@@ -206,8 +238,10 @@ def test_v2_counts_match_the_reference(stem: str) -> None:
 @pytest.mark.parametrize("stem", sorted(ZOO_V2))
 def test_v2_leaf_outputs_and_tensor_shapes_match_the_reference(stem: str) -> None:
     net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
-    assert [(layer.path, [[1, *layer.out_shape]]) for layer in net.layers] == [
-        (path, shapes) for path, _, shapes in ref["leaf_outputs"]
+    # A merge is torch.cat or +, not a module: PyTorch records no leaf for it.
+    leaves = [layer for layer in net.layers if not isinstance(layer.kind, MergeKind)]
+    assert [(layer.path, layer.kind.name, [[1, *layer.out_shape]]) for layer in leaves] == [
+        (renamed(path, RENAMED_V2.get(stem, {})), kind.removesuffix("2d"), shapes) for path, kind, shapes in ref["leaf_outputs"]
     ]
     ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
     assert ours == sorted(tuple(shape) for shape in ref["param_shapes"].values())
