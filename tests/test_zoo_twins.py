@@ -3,11 +3,14 @@
 Each twin is the reference definition of tests/data/architectures_v2.json (see
 tests/data/README.md) written out in PyTorch. It gets random weights; its state_dict is
 loaded into the cnndsl network's module by position (the twin's keys need not match ours),
-and both must compute the same outputs in eval mode, as must the NumPy backend.
+and both must compute the same outputs in eval mode, as must the NumPy backend. The U-Net's
+twin is also loaded by structure from a saved file (cnndsl.weights_match), into the torch
+module, the compiled stand-alone file and the NumPy backend.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,8 @@ import pytest
 from torch_checks import generated_class, one_torch_thread  # noqa: F401  (autouse fixture)
 
 import cnndsl
+from cnndsl.compiler import compile_network
+from cnndsl.weights import read_weights
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -209,9 +214,7 @@ def leaves_in_execution_order(twin: nn.Module, x: torch.Tensor) -> list[str]:
 def test_the_unet_twin_is_the_reference_definition() -> None:
     """Written right: the twin's state_dict (keys in order, shapes), counts and leaves in execution order are the
     reference's (tests/data/architectures_v2.json), and so are the zoo file's counts."""
-    import json
-
-    reference = json.loads((ARCHITECTURES.parent / "tests" / "data" / "architectures_v2.json").read_text())["models"]["unet"]
+    reference = json.loads((Path(__file__).parent / "data" / "architectures_v2.json").read_text())["models"]["unet"]
     with torch.device("meta"):
         twin = UNetTwin()
         leaves = leaves_in_execution_order(twin, torch.empty(reference["input"]))
@@ -242,18 +245,24 @@ def test_unet_is_its_pytorch_twin(settings: dict[str, int], side: int, tmp_path:
     with torch.no_grad():
         torch.testing.assert_close(module(x), expected, rtol=0, atol=0)
 
-    # By structure, as `--weights` and `to_torch(weights=...)` load a foreign state_dict.
-    matched = network.to_torch(weights=twin.state_dict()).eval()
-    assert matched.weights_report is not None and not matched.weights_report.skipped
+    # By structure, from the twin's own file, as `--weights twin.pth` loads it.
+    saved = tmp_path / "twin.pth"
+    torch.save(twin.state_dict(), saved)
+    matched = network.to_torch(weights=saved).eval()
+    report = matched.weights_report
+    layers = len({key.rpartition(".")[0] for key in state})
+    assert report is not None and len(report.matched) == layers, str(report)
+    assert not (report.reinitialised or report.unmatched or report.skipped), str(report)
     with torch.no_grad():
         torch.testing.assert_close(matched(x), expected, rtol=0, atol=0)
 
-    source = tmp_path / "unet.py"
-    source.write_text(network.torch_source())
-    generated = generated_class(network, source.read_text())().eval()
-    generated.load_state_dict(module.state_dict(), strict=True)
+    # The stand-alone file `cnndsl compile unet.cnn --weights twin.pth --weights-out unet.safetensors` writes.
+    source_path, weights_path = tmp_path / "unet.py", tmp_path / "unet.safetensors"
+    compile_network(network, "torch", source_path, weights_path, weights=saved)
+    generated = generated_class(network, source_path.read_text())().eval()
+    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
     with torch.no_grad():
         torch.testing.assert_close(generated(x), expected, rtol=0, atol=0)
 
-    numpy_model = network.to_numpy({key: value.numpy() for key, value in module.state_dict().items()})
+    numpy_model = network.to_numpy(saved)  # by structure too
     np.testing.assert_allclose(numpy_model(x.numpy()), expected.numpy(), rtol=1e-4, atol=1e-4)
