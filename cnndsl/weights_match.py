@@ -363,10 +363,26 @@ MAX_ORDER_STEPS = 200_000
 """Work allowed to recover an order (each step tries one submodule at one position)."""
 
 
+def _items(node: _Tree) -> tuple[_Tree, ...]:
+    """The numbered submodules of `node` (an nn.Sequential's or nn.ModuleList's items), in their numeric order."""
+    return tuple(child for name, child in sorted(node.children.items(), key=lambda i: _natural(i[0])) if name.isdigit())
+
+
+def _list_items(node: _Tree) -> tuple[_Tree, ...]:
+    """The items of `node` when it is a list and nothing else (no tensors or named submodules of its own); else ()."""
+    items = _items(node)
+    return items if node.layer is None and len(items) == len(node.children) else ()
+
+
 def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[LayerTensors]) -> list[LayerTensors] | None:
     """Their layers in an order that fits ours, keeping each submodule's layers together and numbered submodules
     (nn.Sequential, nn.ModuleList) in their numeric order; named submodules are tried in `theirs`' order, which
     decides between equal shapes (`conv1` before `conv2`). None when no order fits (or the search is too long).
+
+    The items of sibling lists may interleave: a U-Net registers its decoder's upsamplings (`ups.0`, `ups.1`, ...)
+    apart from its convolutions (`convs.0`, ...) and runs `ups.0`, `convs.0`, `ups.1`, ... (so does a feature pyramid's
+    `inner_blocks` and `layer_blocks`). Each item stays whole, and its list's order is kept; the order that keeps each
+    list together is tried first.
 
     This is how weights whose keys come sorted (safetensors) or whose module registers submodules in
     another order than it runs them find their order.
@@ -376,7 +392,7 @@ def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[Laye
         return None
     steps = [0]
     subtrees: dict[tuple[int, int], list[LayerTensors] | None] = {}
-    placements: dict[tuple[tuple[tuple[int, int], ...], int], list[LayerTensors] | None] = {}
+    placements: dict[tuple[tuple[tuple[int, int], ...], int, int], list[LayerTensors] | None] = {}
 
     def fits(position: int, layer: LayerTensors) -> bool:
         try:
@@ -392,30 +408,32 @@ def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[Laye
             if at + node.size <= len(ours):
                 head = [node.layer] if node.layer is not None else []
                 if not head or fits(at, head[0]):
-                    numbered = tuple(
-                        child for name, child in sorted(node.children.items(), key=lambda i: _natural(i[0])) if name.isdigit()
-                    )
-                    named = [(child,) for name, child in node.children.items() if not name.isdigit()]
-                    rest = place(tuple(chain for chain in (numbered, *named) if chain), at + len(head))
+                    named = [_list_items(child) or (child,) for name, child in node.children.items() if not name.isdigit()]
+                    rest = place(tuple(chain for chain in (_items(node), *named) if chain), at + len(head), -1)
                     subtrees[key] = head + rest if rest is not None else None
         return subtrees[key]
 
-    def place(chains: tuple[tuple[_Tree, ...], ...], at: int) -> list[LayerTensors] | None:
+    def place(chains: tuple[tuple[_Tree, ...], ...], at: int, last: int) -> list[LayerTensors] | None:
+        """Place the chains' items from `at`, each chain in its order; `last` (-1: none) is the chain whose item was
+        placed just before, tried first so that a list stays together unless only an interleaving fits."""
         if not chains:
             return []
-        key = (tuple((id(chain[0]), len(chain)) for chain in chains), at)
+        key = (tuple((id(chain[0]), len(chain)) for chain in chains), at, last)
         if key in placements:
             return placements[key]
         placements[key] = None
-        for index, chain in enumerate(chains):
+        for index in ([last] if last >= 0 else []) + [i for i in range(len(chains)) if i != last]:
+            chain = chains[index]
             steps[0] += 1
             if steps[0] > MAX_ORDER_STEPS:
                 return None
             found = subtree(chain[0], at)
             if found is None:
                 continue
-            remaining = chains[:index] + ((chain[1:],) if len(chain) > 1 else ()) + chains[index + 1 :]
-            rest = place(remaining, at + len(found))
+            if len(chain) > 1:
+                rest = place(chains[:index] + (chain[1:],) + chains[index + 1 :], at + len(found), index)
+            else:
+                rest = place(chains[:index] + chains[index + 1 :], at + len(found), -1)
             if rest is not None:
                 placements[key] = found + rest
                 break

@@ -539,3 +539,17 @@ def test_render_without_output_writes_name_svg_beside_the_input(tmp_path: Path) 
         assert done.returncode == 0 and (tmp_path / "net.svg").read_bytes().lstrip().startswith(b"<?xml")
     result = CliRunner().invoke(main, ["render", "-"], input="input 3x8x8\nConv(4, 3)\n")
     assert result.exit_code == 2 and "give -o OUT" in result.output
+
+
+@pytest.mark.parametrize("expand", [False, True], ids=["collapsed", "expanded"])
+def test_unet_draws_its_skip_connections_as_dashed_edges(expand: bool) -> None:
+    """architectures/unet.cnn: each decoder level's Concat gets the skip of its encoder level as a dashed edge carrying
+    the skip's shape, from the encoder's box (collapsed) or its last layer (expanded); every other edge is solid."""
+    source = cnndsl.load(ZOO / "unet.cnn").to_dot(expand=expand).source
+    tooltips = dict(re.findall(r'^\s*(n\d+) \[.*\btooltip="?([\w.]+)"?', source, re.MULTILINE))
+    edges = re.findall(r"^\s*(n\d+) -> (n\d+) \[label=\" ([^\"]+)\"(.*)\]$", source, re.MULTILINE)
+    skips = [(tooltips[tail], tooltips[head], shape) for tail, head, shape, rest in edges if "style=dashed" in rest]
+    sources = ["e4.1.5", "e3.1.5", "e2.1.5", "e1.5"] if expand else ["e4", "e3", "e2", "e1"]
+    shapes = ["512×32×32", "256×64×64", "128×128×128", "64×256×256"]
+    assert skips == [(tail, f"up{level}", shape) for tail, level, shape in zip(sources, (4, 3, 2, 1), shapes, strict=True)]
+    assert len(edges) - len(skips) == (68 if expand else 19)  # a chain through every box (with input and output), one edge each

@@ -3,12 +3,13 @@ cross-entropy equal in both engines, pixel accuracy and mean IoU, and clear erro
 that do not fit the network.
 
 Sized for two shared CPU cores: fully-convolutional networks of a few thousand parameters on
-16x16 images, a few epochs, one thread.
+16x16 images, a few epochs, one thread; and the zoo's U-Net at an eighth of its width.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -138,11 +139,25 @@ def test_the_first_of_several_outputs_goes_to_the_loss() -> None:
 # ---------------------------------------------------------------- training reaches well above chance
 
 
+def small_unet() -> cnndsl.Network:
+    """The zoo's U-Net (architectures/unet.cnn, skips and transposed convolutions) at an eighth of its width on 16x16
+    images, its bottom level 1x1, for three classes: 486,571 parameters."""
+    return cnndsl.load("unet", "3x16x16", base=8, num_classes=3)
+
+
 @pytest.mark.parametrize(
-    ("backend", "source"), [("torch", FCN), ("numpy", FCN), ("torch", POOLED_FCN)], ids=["torch", "numpy", "pooled"]
+    ("backend", "network"),
+    [
+        ("torch", lambda: cnndsl.parse(FCN)),
+        ("numpy", lambda: cnndsl.parse(FCN)),
+        ("torch", lambda: cnndsl.parse(POOLED_FCN)),
+        ("torch", small_unet),
+        ("numpy", small_unet),
+    ],
+    ids=["torch", "numpy", "pooled", "unet-torch", "unet-numpy"],
 )
-def test_trains_on_synthetic_masks_well_above_chance(tmp_path: Path, backend: str, source: str) -> None:
-    net = cnndsl.parse(source)
+def test_trains_on_synthetic_masks_well_above_chance(tmp_path: Path, backend: str, network: Callable[[], cnndsl.Network]) -> None:
+    net = network()
     metrics = train(net, quick(backend=backend, metrics_json=tmp_path / "m.json"))
     dataset = load_source("synthetic-seg:384", net.input_shape, 3, 0, tuple(net.output_shape))
     chance = chance_mean_iou(dataset.y_test, 3)

@@ -189,3 +189,39 @@ def test_to_layout_names_our_weights_as_the_template(tmp_path: Path) -> None:
     out, report = to_layout(network, own, template)
     assert list(out) == list(template) and len(report.matched) == 8
     np.testing.assert_array_equal(out["block.shortcut.0.weight"], own["1.1.0.weight"])
+
+
+def renamed(state: dict[str, np.ndarray], names: dict[str, str]) -> dict[str, np.ndarray]:
+    """`state` under other layer names, in the order `names` lists them (our layer path -> theirs)."""
+    return {
+        f"{names[prefix]}.{key.rpartition('.')[2]}": value
+        for prefix in names
+        for key, value in state.items()
+        if key.rpartition(".")[0] == prefix
+    }
+
+
+def test_lists_registered_apart_and_run_interleaved_find_their_order() -> None:
+    """A U-Net registers its decoder's upsamplings and convolutions as two lists (`ups.k`, `convs.k`) and runs them
+    in turns: each list's items keep their order, the lists interleave."""
+    network = cnndsl.parse("input 3x8x8\nConv(4, 1), Conv(4, 3, pad=1), Conv(4, 1), Conv(4, 3, pad=1)\n")
+    own = randomised(network, 5)
+    foreign = renamed(own, {"0": "pointwise.0", "2": "pointwise.1", "1": "spatial.0", "3": "spatial.1"})
+    model = network.to_numpy(foreign)
+    assert model.weights_report is not None
+    assert model.weights_report.matched == [("0", "pointwise.0"), ("1", "spatial.0"), ("2", "pointwise.1"), ("3", "spatial.1")]
+    x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
+
+
+def test_a_list_stays_together_when_an_interleaving_fits_too() -> None:
+    """`b.1` and `a.0` have the same shapes: after `b.0`, both `b.0 b.1 a.0 a.1` and `b.0 a.0 b.1 a.1` fit; the
+    order that keeps each list together is the one taken."""
+    network = cnndsl.parse("input 3x8x8\nConv(4, 1), Conv(4, 3, pad=1), Conv(4, 3, pad=1), Conv(4, 1)\n")
+    own = randomised(network, 6)
+    foreign = renamed(own, {"2": "a.0", "3": "a.1", "0": "b.0", "1": "b.1"})
+    model = network.to_numpy(foreign)
+    assert model.weights_report is not None
+    assert model.weights_report.matched == [("0", "b.0"), ("1", "b.1"), ("2", "a.0"), ("3", "a.1")]
+    x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
