@@ -1,4 +1,4 @@
-"""The NumPy kernels of issue 15's layer kinds against PyTorch CPU eager, one line per kernel.
+"""The NumPy kernels of issues 14 and 15's layer kinds against PyTorch CPU eager, one line per kernel.
 
     python bench/layer_kernels.py [--rounds 9] [--batch 16] [--threads 1]
 
@@ -41,6 +41,12 @@ CASES = [
     ("LogSoftmax (channels)", "32x64x64", "LogSoftmax"),
     ("GlobalMaxPool", "32x64x64", "GlobalMaxPool"),
     ("AdaptiveMaxPool(7)", "32x64x64", "AdaptiveMaxPool(7)"),
+    ("ConvTranspose 2x2 stride 2 (U-Net)", "32x32x32", "ConvTranspose(16, 2, stride=2)"),
+    ("ConvTranspose 4x4 stride 2 pad 1 (DCGAN)", "32x16x16", "ConvTranspose(16, 4, stride=2, pad=1)"),
+    ("ConvTranspose 3x3 stride 1 pad 1", "16x32x32", "ConvTranspose(16, 3, pad=1)"),
+    ("Upsample(2) nearest", "32x32x32", "Upsample(2)"),
+    ("Upsample(2, mode=bilinear)", "32x32x32", "Upsample(2, mode=bilinear)"),
+    ("Upsample(size=(45, 45), mode=bilinear)", "32x32x32", "Upsample(size=(45, 45), mode=bilinear)"),
     ("ESPCN (architectures/espcn.cnn)", "1x64x64", None),
 ]
 
@@ -94,6 +100,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="run only the cases whose label contains this text")
     options = parser.parse_args()
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(options.threads)
@@ -105,15 +112,18 @@ def main() -> None:
 
     torch.set_num_threads(options.threads)
     print(f"batch {options.batch}, {options.threads} thread(s), median of {options.rounds} rounds; ratio = NumPy / torch")
-    print(f"{'kernel':36} {'input':>10} {'forward':>9} {'fwd+bwd':>9}   torch fwd, fwd+bwd (ms)")
+    print(f"{'kernel':40} {'input':>10} {'forward':>9} {'fwd+bwd':>9}   torch fwd, fwd+bwd (ms)")
     for label, shape, body in CASES:
+        if options.only not in label:
+            continue
         if body is None:
             network = cnndsl.load(ROOT / "architectures" / "espcn.cnn")
         else:
             network = cnndsl.parse(f"input {shape}\n{body}\n", "<bench>")
         forward, both, ms = measure(network, options, np, torch)
-        print(f"{label:36} {shape:>10} {forward:8.2f}x {both:8.2f}x   {ms[0]:.2f}, {ms[1]:.2f}")
-    padding_alone(options, np, torch)
+        print(f"{label:40} {shape:>10} {forward:8.2f}x {both:8.2f}x   {ms[0]:.2f}, {ms[1]:.2f}")
+    if options.only in "padding alone":
+        padding_alone(options, np, torch)
 
 
 def padding_alone(options: argparse.Namespace, np: Any, torch: Any) -> None:
@@ -148,7 +158,7 @@ def padding_alone(options: argparse.Namespace, np: Any, torch: Any) -> None:
         forward = [timed(numpy_forward) / timed(torch_forward) for _ in range(options.rounds)]
         both = [timed(numpy_both) / timed(torch_both) for _ in range(options.rounds)]
         label = f"padding alone, {mode} 2"
-        print(f"{label:36} {'16x64x64':>10} {statistics.median(forward):8.2f}x {statistics.median(both):8.2f}x")
+        print(f"{label:40} {'16x64x64':>10} {statistics.median(forward):8.2f}x {statistics.median(both):8.2f}x")
 
 
 if __name__ == "__main__":

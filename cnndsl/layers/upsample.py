@@ -45,7 +45,12 @@ def _offset(i: int, size: int, stride: int, dilation: int) -> slice:
 
 
 def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, args: Args, ctx: NpContext) -> np.ndarray:
-    """nn.ConvTranspose2d's forward: per group, W^T @ x gives every kernel offset's contribution, scatter-added and cropped."""
+    """nn.ConvTranspose2d's forward: per group, one product W^T @ x over the whole batch gives every kernel
+    offset's contribution, scatter-added and cropped.
+
+    Channel-major (C, N*H*W), as im2col's columns: one large product per group instead of one per
+    sample, and each kernel offset's scatter-add reads one contiguous block.
+    """
     n, c, h, w = x.shape
     groups = args["groups"]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (
@@ -57,26 +62,26 @@ def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     )
     out_g = weight.shape[1]
     out_channels = out_g * groups
+    x_cm = ops.to_channel_major(x).reshape(groups, c // groups, n * h * w)
     wg = weight.reshape(groups, c // groups, out_g * kh * kw)
-    xg = x.reshape(n, groups, c // groups, h * w)
-    cols = np.matmul(wg.transpose(0, 2, 1), xg).reshape(n, out_channels, kh, kw, h, w)
-    buf = np.zeros((n, out_channels, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), x.dtype)
+    cols = np.matmul(wg.transpose(0, 2, 1), x_cm).reshape(out_channels, kh, kw, n, h, w)
+    buf = np.zeros((out_channels, n, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), x.dtype)
     for i in range(kh):  # kernel offsets only: each add covers every pixel and channel
         for j in range(kw):
-            buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)] += cols[:, :, i, j]
+            buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)] += cols[:, i, j]
     out_h = transposed_size(h, kh, sh, ph, dh, oph)
     out_w = transposed_size(w, kw, sw, pw, dw, opw)
-    y = np.ascontiguousarray(buf[:, :, ph : ph + out_h, pw : pw + out_w])
+    y = np.ascontiguousarray(buf[:, :, ph : ph + out_h, pw : pw + out_w].swapaxes(0, 1))
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
-    ctx.save(x=x)
+    ctx.save(x_cm=x_cm, in_shape=x.shape)
     return y
 
 
 def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx: NpContext, dy: np.ndarray) -> Backward:
-    """The input gradient is a strided convolution of dy (a window gather and one product per group)."""
-    x = ctx.saved["x"]
-    n, c, h, w = x.shape
+    """The input gradient is a strided convolution of dy (a window gather and one product per group), channel-major."""
+    x_cm = ctx.saved["x_cm"]
+    n, c, h, w = ctx.saved["in_shape"]
     groups = args["groups"]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (
         args["kernel"],
@@ -87,19 +92,20 @@ def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx:
     )
     out_channels, out_h, out_w = dy.shape[1:]
     out_g = out_channels // groups
-    buf = np.zeros((n, out_channels, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), dy.dtype)
-    buf[:, :, ph : ph + out_h, pw : pw + out_w] = dy
-    dcols = np.empty((n, out_channels, kh, kw, h, w), dy.dtype)
+    buf = np.zeros((out_channels, n, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), dy.dtype)
+    buf[:, :, ph : ph + out_h, pw : pw + out_w] = dy.swapaxes(0, 1)
+    dcols = np.empty((out_channels, kh, kw, n, h, w), dy.dtype)
     for i in range(kh):
         for j in range(kw):
-            dcols[:, :, i, j] = buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)]
-    dcols_g = dcols.reshape(n, groups, out_g * kh * kw, h * w)
-    wg = weight.reshape(groups, c // groups, out_g * kh * kw)
-    xg = x.reshape(n, groups, c // groups, h * w)
-    grads = {"weight": np.matmul(xg, dcols_g.transpose(0, 1, 3, 2)).sum(axis=0).reshape(weight.shape)}
+            dcols[:, i, j] = buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)]
+    dcols_g = dcols.reshape(groups, out_g * kh * kw, n * h * w)
+    grads = {"weight": np.matmul(x_cm, dcols_g.transpose(0, 2, 1)).reshape(weight.shape)}
     if has_bias:
         grads["bias"] = dy.sum(axis=(0, 2, 3))
-    dx = np.matmul(wg, dcols_g).reshape(x.shape) if ctx.need_dx else None
+    dx = None
+    if ctx.need_dx:
+        wg = weight.reshape(groups, c // groups, out_g * kh * kw)
+        dx = np.ascontiguousarray(np.matmul(wg, dcols_g).reshape(c, n, h, w).swapaxes(0, 1))
     return dx, grads
 
 
