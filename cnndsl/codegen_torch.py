@@ -672,25 +672,30 @@ def graph_forward(network: Network, plan: ModulePlan, comments: Comments) -> lis
     names = {0: "x"}
     taken = {"x", "self", "torch", "nn"}
 
-    def name_for(register: int, node: Node) -> str:
+    def name_for(register: int, node: Node, opening: str) -> str:
+        """The tensor's name: its label; a label used again (each block call's `conv`, `bn`, ...) qualified by its
+        path, `c3.cv1.act` -> `c3_cv1_act`, unless that makes `name = callee(` too long; then numbered."""
         if register not in names:
-            base = identifier(node.label, "t") if node.label is not None else f"x{len(names)}"
-            name = base
+            candidates = [identifier(node.label, "t")] if node.label else []
+            qualified = identifier("x" * node.path[:1].isdigit() + node.path, "t")
+            if node.label and len(f"        {qualified} = {opening}") <= LINE_LENGTH:
+                candidates.append(qualified)
+            name = next((c for c in candidates if c not in taken), None) or f"x{len(names)}"
+            base, number = name, 2
             while name in taken:
-                name += "_"
+                name, number = f"{base}_{number}", number + 1
             taken.add(name)
             names[register] = name
         return names[register]
 
     read = {register for step in flow.steps for register in step.inputs} | set(flow.outputs)
 
-    def assign(register: int, node: Node, expression: str, shaped: Node) -> str:
+    def assign(register: int, node: Node, expression: ForwardExpression, shaped: Node) -> list[str]:
         shape = comments.shape(shaped)
         # A tensor that nothing reads is still computed (BatchNorm's statistics move in training), unnamed.
         if register not in read:
-            return f"        {expression}  # {shape or 'its shape depends on the parameters'}, read by nothing"
-        line = f"        {name_for(register, node)} = {expression}"
-        return f"{line}  # {shape}" if shape else line
+            return forward_statement("", expression, f"{shape or 'its shape depends on the parameters'}, read by nothing")
+        return forward_statement(f"{name_for(register, node, expression.opening)} = ", expression, shape)
 
     lines: list[str] = []
     steps = iter(flow.steps)
@@ -701,8 +706,8 @@ def graph_forward(network: Network, plan: ModulePlan, comments: Comments) -> lis
             continue  # the next element reads the reference's source directly
         inner = [node for node, _ in walk(child) if node is not child]
         if not any(isinstance(node, Reference) or node in shared for node in inner):
-            source = names[flow.consumed[child]]
-            lines.append(assign(flow.produced[child], child, f"{modules[child]}({source})", child))
+            call = ForwardExpression(modules[child], [names[flow.consumed[child]]])
+            lines += assign(flow.produced[child], child, call, child)
             continue
         for step in own:
             layer = step.layer
@@ -712,15 +717,70 @@ def graph_forward(network: Network, plan: ModulePlan, comments: Comments) -> lis
             inputs = [names[r] for r in step.inputs]
             if isinstance(layer.kind, MergeKind):
                 if layer.kind.name == "Concat":
-                    expression = f"torch.cat([{', '.join(inputs)}], dim=1)"
+                    expression = ForwardExpression("torch.cat", inputs, listed=True)
                 else:
-                    expression = (" + " if layer.kind.name == "Add" else " * ").join(inputs)
+                    expression = ForwardExpression("", inputs, operator="+" if layer.kind.name == "Add" else "*")
             else:
-                expression = f"{modules[layer]}({inputs[0]})"
-            lines.append(assign(step.output, owner, expression, layer))
+                expression = ForwardExpression(modules[layer], inputs[:1])
+            lines += assign(step.output, owner, expression, layer)
     results = [names[r] for r in flow.outputs]
-    lines.append(f"        return {', '.join(results)}")
+    returned = f"        return {', '.join(results)}"
+    if len(returned) <= LINE_LENGTH:
+        lines.append(returned)
+    else:  # as ruff formats a long tuple: in parentheses, on one line if it fits, else one item per line
+        one_line = f"            {', '.join(results)}"
+        body = [one_line] if len(one_line) <= LINE_LENGTH else [f"            {result}," for result in results]
+        lines += ["        return (", *body, "        )"]
     return lines
+
+
+@dataclass(frozen=True)
+class ForwardExpression:
+    """One line of a graph network's `forward`: a call `callee(arguments)` (`listed`: `callee([arguments], dim=1)`,
+    torch.cat's form) or, with `operator`, the arguments joined by it."""
+
+    callee: str
+    arguments: list[str]
+    listed: bool = False
+    operator: str | None = None
+
+    @property
+    def opening(self) -> str:
+        """What stays on the statement's first line when it is wrapped."""
+        return "(" if self.operator else f"{self.callee}("
+
+    def __str__(self) -> str:
+        if self.operator:
+            return f" {self.operator} ".join(self.arguments)
+        inner = f"[{', '.join(self.arguments)}], dim=1" if self.listed else ", ".join(self.arguments)
+        return f"{self.callee}({inner})"
+
+
+def forward_statement(target: str, expression: ForwardExpression, comment: str | None) -> list[str]:
+    """`target expression  # comment` in `forward` (indent 8), wrapped as ruff formats it when longer than a line
+    (the generated file must pass `ruff format --check`): the call's arguments, or the operands in parentheses,
+    on one indented line if they fit, else one per line. No comment when `comment` is None."""
+    note = f"  # {comment}" if comment is not None else ""
+    line = f"        {target}{expression}{note}"
+    if len(line) <= LINE_LENGTH:
+        return [line]
+    opening, closing = f"        {target}{expression.opening}", f"        ){note}"
+    if expression.operator:
+        joined = f"            {expression}"
+        if len(joined) <= LINE_LENGTH:
+            return [opening, joined, closing]
+        first, *rest = expression.arguments
+        return [opening, f"            {first}", *(f"            {expression.operator} {a}" for a in rest), closing]
+    listed = f"[{', '.join(expression.arguments)}]" if expression.listed else None
+    inner = f"            {listed}, dim=1" if listed else f"            {', '.join(expression.arguments)}"
+    if len(inner) <= LINE_LENGTH:
+        return [opening, inner, closing]
+    if listed is None:
+        return [opening, *(f"            {a}," for a in expression.arguments), closing]
+    if len(f"            {listed},") <= LINE_LENGTH:
+        return [opening, f"            {listed},", "            dim=1,", closing]
+    items = [f"                {a}," for a in expression.arguments]
+    return [opening, "            [", *items, "            ],", "            dim=1,", closing]
 
 
 def module_expressions(plan: ModulePlan) -> dict[Node, str]:

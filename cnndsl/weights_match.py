@@ -18,7 +18,9 @@ A layer whose shapes differ only because a network parameter or the input channe
 the network as written) keeps its initial weights and is reported as re-initialised. Any other
 disagreement is refused with a CnnDslError naming the layer on each side and how they
 differ, unless `allow_partial`: then what agrees at the start and at the end is matched, and
-the rest is reported (ours: unmatched, keeping initial weights; theirs: skipped).
+the rest is reported (ours: unmatched, keeping initial weights; theirs: skipped). When theirs has
+more layers and their order does not fit, the order is first recovered leaving out whole submodules
+of theirs (a decoder's fixed weights, an auxiliary head): only those are then skipped.
 
 The matching reads only keys and shapes: it imports no torch.
 """
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnDslError
-from .ir import Layer, Node, Parallel, Sequence
+from .ir import Layer, Node, Parallel, Reference, Sequence
 from .torch_plan import deep_recursion
 from .weights import PREPROCESS_PREFIX, Weights, weights_error
 
@@ -196,6 +198,8 @@ class _Matcher:
             usable, how = self.fits(ours, self.foreign[at])
             pairs.append((ours, self.foreign[at], how if not usable else None))
             return at + 1
+        if isinstance(node, Reference):  # `@name` reads a tensor computed elsewhere: it holds no weights
+            return at
         if isinstance(node, Sequence):
             for child in node.children:
                 at = self.align(child, at, pairs)
@@ -302,7 +306,14 @@ def match_weights(
     except _Mismatch as mismatch:
         if not allow_partial:
             raise _refusal(network, mismatch, len(own_layers), len(theirs), source, reinitialise) from None
-        pairs = _partial(matcher, network, own_layers, theirs, report)
+        # Their extra layers may be whole submodules ours lacks, registered in another order than they run
+        # (Ultralytics' C2f registers cv2 before the bottlenecks it runs first; its Detect head ends with the
+        # DFL decoder's fixed weights): an order that pairs all of ours, leaving out only those, wins.
+        sequence = [own[layer.path] for layer in network.layers if layer.path in own]
+        recovered = recover_order(matcher, sequence, theirs, spare=len(theirs) - len(sequence))
+        if recovered is not None:
+            matcher.foreign = recovered
+        pairs = _partial(matcher, network, own_layers, recovered or theirs, report)
     except _Ambiguous as ambiguous:
         if not allow_partial:
             raise weights_error(
@@ -374,7 +385,9 @@ def _list_items(node: _Tree) -> tuple[_Tree, ...]:
     return items if node.layer is None and len(items) == len(node.children) else ()
 
 
-def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[LayerTensors]) -> list[LayerTensors] | None:
+def recover_order(
+    matcher: _Matcher, ours: list[LayerTensors], theirs: list[LayerTensors], spare: int = 0
+) -> list[LayerTensors] | None:
     """Their layers in an order that fits ours, keeping each submodule's layers together and numbered submodules
     (nn.Sequential, nn.ModuleList) in their numeric order; named submodules are tried in `theirs`' order, which
     decides between equal shapes (`conv1` before `conv2`). None when no order fits (or the search is too long).
@@ -385,61 +398,82 @@ def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[Laye
     list together is tried first.
 
     This is how weights whose keys come sorted (safetensors) or whose module registers submodules in
-    another order than it runs them find their order.
+    another order than it runs them find their order. With `spare`, up to that many of their layers may be
+    left out, whole submodules at a time (a decoder's fixed weights, an auxiliary head that ours lacks): they
+    come last in the order returned, after the layers that pair with ours, and placing a submodule is
+    preferred to leaving it out.
     """
     root = _tree(theirs)
-    if root.size != len(ours):
+    left_out = root.size - len(ours)
+    if not 0 <= left_out <= spare:
         return None
     steps = [0]
-    subtrees: dict[tuple[int, int], list[LayerTensors] | None] = {}
-    placements: dict[tuple[tuple[tuple[int, int], ...], int, int], list[LayerTensors] | None] = {}
+    Found = tuple[list[LayerTensors], list[LayerTensors]]  # (placed, in our order; left out)
+    subtrees: dict[tuple[int, int, int], Found | None] = {}
+    placements: dict[tuple[tuple[tuple[int, int], ...], int, int, int], Found | None] = {}
 
     def fits(position: int, layer: LayerTensors) -> bool:
+        if position >= len(ours):
+            return False
         try:
             matcher.fits(ours[position], layer)
         except _Mismatch:
             return False
         return True
 
-    def subtree(node: _Tree, at: int) -> list[LayerTensors] | None:
-        key = (id(node), at)
+    def subtree(node: _Tree, at: int, skip: int) -> Found | None:
+        """`node`'s layers placed from our position `at`, leaving out exactly `skip` of them (the whole node, or
+        whole submodules inside it)."""
+        if skip == node.size:
+            return [], _subtree_layers(node)
+        key = (id(node), at, skip)
         if key not in subtrees:
             subtrees[key] = None
-            if at + node.size <= len(ours):
+            if skip < node.size and at + node.size - skip <= len(ours):
                 head = [node.layer] if node.layer is not None else []
                 if not head or fits(at, head[0]):
                     named = [_list_items(child) or (child,) for name, child in node.children.items() if not name.isdigit()]
-                    rest = place(tuple(chain for chain in (_items(node), *named) if chain), at + len(head), -1)
-                    subtrees[key] = head + rest if rest is not None else None
+                    rest = place(tuple(chain for chain in (_items(node), *named) if chain), at + len(head), skip, -1)
+                    subtrees[key] = (head + rest[0], rest[1]) if rest is not None else None
         return subtrees[key]
 
-    def place(chains: tuple[tuple[_Tree, ...], ...], at: int, last: int) -> list[LayerTensors] | None:
-        """Place the chains' items from `at`, each chain in its order; `last` (-1: none) is the chain whose item was
-        placed just before, tried first so that a list stays together unless only an interleaving fits."""
+    def place(chains: tuple[tuple[_Tree, ...], ...], at: int, skip: int, last: int) -> Found | None:
+        """Place the chains' items from `at`, each chain in its order, leaving out exactly `skip` layers; `last` (-1:
+        none) is the chain whose item was placed just before, tried first so that a list stays together unless only
+        an interleaving fits."""
         if not chains:
-            return []
-        key = (tuple((id(chain[0]), len(chain)) for chain in chains), at, last)
+            return ([], []) if skip == 0 else None
+        key = (tuple((id(chain[0]), len(chain)) for chain in chains), at, skip, last)
         if key in placements:
             return placements[key]
         placements[key] = None
         for index in ([last] if last >= 0 else []) + [i for i in range(len(chains)) if i != last]:
             chain = chains[index]
-            steps[0] += 1
-            if steps[0] > MAX_ORDER_STEPS:
-                return None
-            found = subtree(chain[0], at)
-            if found is None:
-                continue
-            if len(chain) > 1:
-                rest = place(chains[:index] + (chain[1:],) + chains[index + 1 :], at + len(found), index)
+            if len(chain) > 1:  # the chain keeps its index: its next item is tried first
+                remaining, following = chains[:index] + (chain[1:],) + chains[index + 1 :], index
             else:
-                rest = place(chains[:index] + chains[index + 1 :], at + len(found), -1)
-            if rest is not None:
-                placements[key] = found + rest
-                break
-        return placements[key]
+                remaining, following = chains[:index] + chains[index + 1 :], -1
+            for inside in range(min(skip, chain[0].size) + 1):  # leaving out nothing first
+                steps[0] += 1
+                if steps[0] > MAX_ORDER_STEPS:
+                    return None
+                first = subtree(chain[0], at, inside)
+                if first is None:
+                    continue
+                rest = place(remaining, at + len(first[0]), skip - inside, following)
+                if rest is not None:
+                    placements[key] = (first[0] + rest[0], first[1] + rest[1])
+                    return placements[key]
+        return None
 
-    return subtree(root, 0)
+    result = subtree(root, 0, left_out)
+    return result[0] + result[1] if result is not None else None
+
+
+def _subtree_layers(node: _Tree) -> list[LayerTensors]:
+    """Every layer of a subtree, its own first, then its submodules' in their order."""
+    own = [node.layer] if node.layer is not None else []
+    return own + [layer for child in node.children.values() for layer in _subtree_layers(child)]
 
 
 def _key(prefix: str, name: str) -> str:

@@ -67,7 +67,10 @@ def compare_with_torch(network: Network, x: np.ndarray, train: bool, grads: bool
         y_t = module(x_t)
     for handle in handles:
         handle.remove()
-    errors = {"output": relative_error(y, y_t.detach().numpy())}
+    # A network with an `output` line returns a tuple in both: each output is compared, the worst reported.
+    ys, ys_t = (y, y_t) if isinstance(y, tuple) else ((y,), (y_t,))
+    assert len(ys) == len(ys_t) == len(network.output_shapes)
+    errors = {"output": max(relative_error(one, one_t.detach().numpy()) for one, one_t in zip(ys, ys_t, strict=True))}
     assert errors["output"] < FORWARD_TOLERANCE, (
         f"{network.name} ({'train' if train else 'eval'}) output differs: {errors['output']:.2e}"
     )
@@ -82,9 +85,9 @@ def compare_with_torch(network: Network, x: np.ndarray, train: bool, grads: bool
                 assert int(state[keys[key]]) == int(value)
     if not grads:
         return errors
-    dy = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(x.dtype)
-    y_t.backward(torch.from_numpy(dy))
-    dx, param_grads = model.backward(dy)
+    dys = [np.random.default_rng(seed + 1 + index).standard_normal(one.shape).astype(x.dtype) for index, one in enumerate(ys)]
+    torch.autograd.backward(list(ys_t), [torch.from_numpy(dy) for dy in dys])
+    dx, param_grads = model.backward(dys if isinstance(y, tuple) else dys[0])
     assert dx is not None
     errors["input"] = relative_error(dx, x_t.grad.numpy())
     assert errors["input"] < GRAD_TOLERANCE, f"{network.name}: input gradient differs: {errors['input']:.2e}"

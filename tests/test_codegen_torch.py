@@ -85,6 +85,58 @@ nn: flatten, torch: FC(import + 1)
 """
 
 
+def test_graph_forward_qualifies_a_label_used_again_by_its_path() -> None:
+    """Every call of a block has its own `conv`: the second one's tensor is `u2_conv`, not `conv_` (YOLOv8's forty
+    calls of one block made names of forty underscores, lines past the formatter's length)."""
+    network = cnndsl.parse(
+        "input 3x8x8\n"
+        "block Unit(c) = [conv: Conv(c, 3, pad=1), act: ReLU, Add[@conv | Identity]]\n"
+        "u1: Unit(4)\nu2: Unit(4)\nUnit(4)\nUnit(4)\n"
+    )
+    source = network.torch_source()
+    forward = source[source.rindex("def forward") :]
+    assert "conv = self.u1.conv(x)" in forward and "u2_conv = self.u2.conv(" in forward
+    assert 'x2_conv = getattr(self, "2").conv(' in forward and "x2_conv + " in forward
+    assert "x3_conv = " in forward and "conv_" not in forward.replace("u2_conv", "").replace("x2_conv", "").replace("x3_conv", "")
+    module = network.to_torch(seed=0).eval()
+    generated = generated_class(network, source)().eval()
+    generated.load_state_dict(module.state_dict())
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(generated(x), module(x), rtol=0, atol=0)
+
+
+LONG_LINES = """
+input 3x8x8
+output tensor_one_with_a_rather_long_label, tensor_two_with_a_rather_long_label, concatenated
+tensor_one_with_a_rather_long_label: Conv(4, 3, pad=1)
+tensor_two_with_a_rather_long_label: Conv(4, 3, pad=1)
+concatenated: Concat[@tensor_one_with_a_rather_long_label | @tensor_two_with_a_rather_long_label | Identity]
+longest: Concat[@tensor_one_with_a_rather_long_label | @tensor_two_with_a_rather_long_label | @tensor_one_with_a_rather_long_label]
+summed: Add[@tensor_one_with_a_rather_long_label | @tensor_two_with_a_rather_long_label | Conv(4, 1)]
+ReLU
+"""
+
+
+@pytest.mark.parametrize("label", ["tensor_one_with_a_rather_long_label", "t_one"])
+def test_long_graph_forward_lines_are_wrapped_as_ruff_formats_them(label: str, tmp_path: Path) -> None:
+    """Calls, concatenations, sums and the returned tuple of a graph network's `forward`, too long for a line,
+    are wrapped as the formatter would (they were written on one line, which `ruff format --check` refuses)."""
+    network = cnndsl.parse(LONG_LINES.replace("tensor_one_with_a_rather_long_label", label))
+    source = network.torch_source()
+    (tmp_path / "long_lines.py").write_text(source)
+    _ruff_clean(tmp_path)
+    forward = source[source.rindex("def forward") :]
+    if label != "t_one":
+        assert "        return (\n" in forward and "        summed = (\n" in forward and "torch.cat(\n            [\n" in forward
+    module = network.to_torch(seed=0).eval()
+    generated = generated_class(network, source)().eval()
+    generated.load_state_dict(module.state_dict())
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(generated(x), module(x), rtol=0, atol=0)
+
+
 def test_hostile_names_become_safe_identifiers() -> None:
     network = cnndsl.parse(HOSTILE, filename='evil"""\n__import__("os").system("x")#.cnn')
     source = network.torch_source()

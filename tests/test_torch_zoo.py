@@ -20,10 +20,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_checks import assert_counts_match, assert_forward_matches, generated_class, leaf_output_shapes, one_torch_thread  # noqa: F401  (autouse fixture)
+from torch_checks import (  # noqa: F401  (one_torch_thread: autouse fixture)
+    assert_counts_match,
+    assert_forward_matches,
+    generated_class,
+    hooked_layers,
+    leaf_output_shapes,
+    one_torch_thread,
+    outputs_of,
+)
 
 import cnndsl
-from cnndsl.layers import MergeKind
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "architectures").glob("*.cnn")) + sorted((ROOT / "examples").glob("*.cnn"))
@@ -115,11 +122,9 @@ def test_leaf_output_shapes_match_the_ir(path: Path) -> None:
         module = network.to_torch()
         x = torch.empty(1, *network.input_shape)
         shapes = leaf_output_shapes(network, module, x)
-        out = module(x)
-    # A graph's module merges the branches itself (unet.cnn's Concat reads a skip): no merge module runs to hook.
-    merged_by_the_graph = [layer for layer in network.layers if network.is_graph and isinstance(layer.kind, MergeKind)]
-    assert {layer.path: tuple(layer.out_shape) for layer in network.layers if layer not in merged_by_the_graph} == shapes
-    assert tuple(out.shape) == (1, *network.output_shape)
+        out = outputs_of(module(x))
+    assert {layer.path: tuple(layer.out_shape) for layer in hooked_layers(network)} == shapes
+    assert [tuple(y.shape) for y in out] == [(1, *shape) for shape in network.output_shapes]
 
 
 @pytest.mark.parametrize("path", [p for p in ZOO if _checks(p) and cnndsl.load(p).params <= REAL_FORWARD_PARAM_LIMIT], ids=_ids)
@@ -130,7 +135,7 @@ def test_real_forward_and_generated_source_compute_the_same(path: Path) -> None:
     generated = generated_class(network)().eval()
     generated.load_state_dict(memory.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(generated(x), memory(x), rtol=0, atol=0)
+        torch.testing.assert_close(outputs_of(generated(x)), outputs_of(memory(x)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("path", [p for p in ZOO if _checks(p) and "num_classes" in cnndsl.load(p).parameters], ids=_ids)

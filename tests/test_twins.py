@@ -6,7 +6,7 @@ its state_dict is saved, loaded into cnndsl by structure (cnndsl.weights_match),
 outputs in eval mode are compared for the in-memory torch module, the generated file
 (compiled with those weights) and the NumPy backend; the weights then go back in the twin's
 layout and load into the twin with strict=True. Plus the acceptance scenario: ResNet-50
-fine-tuned from a torchvision checkpoint with a new head.
+fine-tuned from a torchvision checkpoint with a new head, and YOLOv8 against Ultralytics' DetectionModel.
 
 torchvision does not import beside the project's torch 2.13.0 CPU build, so these tests run
 in their own environment (`bash scripts/twins.sh` makes it and prints its python;
@@ -283,3 +283,89 @@ def test_a_timm_checkpoint_loads_by_structure(tmp_path: Path) -> None:
     x = torch.randn(2, *network.input_shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         assert_close(module(x), twin(x), "cnndsl's ResNet-18 with timm's weights")
+
+
+def test_yolov8n_is_ultralytics_detection_model(tmp_path: Path) -> None:
+    """architectures/yolov8.cnn against Ultralytics' DetectionModel built from its packaged yolov8n.yaml (nothing is
+    downloaded): the same function, the per-level raw maps the loss reads.
+
+    In train mode Detect returns the maps flattened, {"boxes": 64 x anchors, "scores": nc x anchors} over the three
+    levels; our outputs are the three maps [box, class]. BatchNorm runs in eval (running statistics) inside the
+    train-mode model. The twin's 16 fixed DFL weights (the box decoder, outside the training graph) are not in the
+    file: loading by structure skips exactly that layer, which needs allow_partial.
+    """
+    try:
+        from ultralytics.nn.tasks import DetectionModel
+    except ImportError as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"ultralytics is not installed: {err}")
+        pytest.skip(f"ultralytics is not installed ({err}); run the twins suite with `bash scripts/twins.sh`'s python")
+
+    def make() -> nn.Module:
+        return DetectionModel("yolov8n.yaml", nc=80, verbose=False)
+
+    def raw_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.train()
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        with torch.no_grad():
+            out = model(x)
+        return {"boxes": out["boxes"], "scores": out["scores"]}
+
+    def flattened(maps: Any) -> dict[str, torch.Tensor]:
+        """Our three [box, class] maps as Detect lays them out: each part flattened per level, levels concatenated."""
+        maps = [torch.as_tensor(np.asarray(m)) if not isinstance(m, torch.Tensor) else m for m in maps]
+        return {
+            "boxes": torch.cat([m[:, :64].flatten(2) for m in maps], 2),
+            "scores": torch.cat([m[:, 64:].flatten(2) for m in maps], 2),
+        }
+
+    def assert_maps(actual: Any, expected: dict[str, torch.Tensor], what: str) -> None:
+        assert isinstance(actual, tuple) and len(actual) == 3, what
+        got = flattened(actual)
+        for part in ("boxes", "scores"):
+            assert got[part].shape == expected[part].shape, f"{what}: {part}"
+            assert_close(got[part], expected[part], f"{what} ({part})")
+
+    torch.manual_seed(0)
+    twin = randomise(make(), seed=6)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # Detect's bias_init gives each output convolution one constant bias: randomise them too
+        for module in twin.modules():
+            if isinstance(module, nn.Conv2d) and module.bias is not None:
+                module.bias.copy_(torch.rand(module.bias.shape, generator=generator) - 0.5)
+    assert sum(p.numel() for p in twin.parameters() if p.requires_grad) == REFERENCE["yolov8n"]["trainable"]
+    saved = tmp_path / "yolov8n.pth"
+    torch.save(twin.state_dict(), saved)
+    network = cnndsl.load("yolov8", "3x64x64")
+    x = torch.randn(2, *network.input_shape, generator=torch.Generator().manual_seed(8))
+    expected = raw_maps(twin, x)
+    assert expected["boxes"].shape == (2, 64, 8 * 8 + 4 * 4 + 2 * 2)
+
+    module = network.to_torch(weights=saved, allow_partial=True).eval()
+    report = module.weights_report
+    assert report is not None and len(report.matched) == 120, str(report)
+    assert report.skipped == ["model.22.dfl.conv"] and not (report.unmatched or report.reinitialised), str(report)
+    assert ("c3.m.1.0.0.cv2.conv", "model.4.m.1.cv2.conv") in report.matched  # C2f runs m before cv2 but registers it after
+    assert ("cls5.2", "model.22.cv3.2.2") in report.matched
+    with torch.no_grad():
+        assert_maps(module(x), expected, "the torch module")
+
+    source_path, weights_path = tmp_path / "yolov8.py", tmp_path / "yolov8.safetensors"
+    compile_network(network, "torch", source_path, weights_path, weights=saved, allow_partial=True)
+    generated = generated_class(network, source_path.read_text())().eval()
+    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    with torch.no_grad():
+        assert_maps(generated(x), expected, "the generated file")
+
+    assert_maps(network.to_numpy(saved, allow_partial=True)(x.numpy()), expected, "the NumPy backend")
+
+    back, back_report = to_layout(network, module.state_dict(), twin.state_dict(), allow_partial=True)
+    assert back_report.skipped == ["model.22.dfl.conv"] and len(back_report.matched) == 120
+    fresh = make()
+    missing, unexpected = fresh.load_state_dict(back, strict=False)
+    assert (missing, unexpected) == (["model.22.dfl.conv.weight"], [])  # the DFL keeps its fixed weights (0 to 15)
+    exported = raw_maps(fresh, x)
+    for part in ("boxes", "scores"):
+        assert_close(exported[part], expected[part], f"the twin with the weights exported back ({part})")

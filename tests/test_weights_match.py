@@ -120,6 +120,57 @@ def test_branches_that_fit_in_two_orders_are_ambiguous() -> None:
         network.to_numpy(foreign)
 
 
+SPLIT = """
+network Split(n=2)
+input 4x8x8
+cv1: Conv(8, 1)
+a: Chunk(2, 0)
+@cv1, b: Chunk(2, 1)
+m: Conv(4, 3, pad=1) x n
+Concat[@a | @b | @m*]
+cv2: Conv(6, 1)
+"""
+
+
+def c2f_layout(state: dict[str, np.ndarray], decoder: bool = False) -> dict[str, np.ndarray]:
+    """The weights as Ultralytics' C2f registers its modules: cv1, cv2, then the bottlenecks `m` that run before cv2;
+    with `decoder`, a fixed convolution ours lacks after them (YOLOv8's DFL)."""
+    out = {f"model.2.{key}": state[key] for key in ("cv1.weight", "cv1.bias", "cv2.weight", "cv2.bias")}
+    out.update({f"model.2.{key}": value for key, value in state.items() if key.startswith("m.")})
+    if decoder:
+        out["model.3.dfl.conv.weight"] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
+    return out
+
+
+def test_a_network_with_references_matches_a_module_registered_out_of_order() -> None:
+    network = cnndsl.parse(SPLIT)
+    own = randomised(network, 5)
+    model = network.to_numpy(c2f_layout(own))
+    assert model.weights_report is not None and model.weights_report.matched == [
+        ("cv1", "model.2.cv1"),
+        ("m.0", "model.2.m.0"),
+        ("m.1", "model.2.m.1"),
+        ("cv2", "model.2.cv2"),
+    ]
+    x = np.random.default_rng(3).normal(size=(2, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
+
+
+def test_extra_submodules_of_a_module_registered_out_of_order_are_skipped_with_allow_partial() -> None:
+    """Out of order and one layer more: the order is recovered leaving out exactly that submodule, not cut at the first difference."""
+    network = cnndsl.parse(SPLIT)
+    own = randomised(network, 6)
+    foreign = c2f_layout(own, decoder=True)
+    with pytest.raises(cnndsl.CnnDslError, match="do not fit network Split by structure"):
+        network.to_numpy(foreign)
+    model = network.to_numpy(foreign, allow_partial=True)
+    report = model.weights_report
+    assert report is not None and report.skipped == ["model.3.dfl.conv"] and not report.unmatched, str(report)
+    assert len(report.matched) == 4 and ("cv2", "model.2.cv2") in report.matched
+    x = np.random.default_rng(4).normal(size=(2, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
+
+
 def test_matching_reads_only_shapes() -> None:
     network = cnndsl.parse(SOURCE)
     own = network.to_numpy().state_dict()

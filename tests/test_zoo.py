@@ -63,6 +63,7 @@ ZOO_V2 = {
     "dcgan_discriminator": "dcgan_discriminator",
     "fcn_resnet50": "fcn_resnet50",
     "unet": "unet",
+    "yolov8": "yolov8n",
 }
 """File stem -> model key in architectures_v2.json (the next wave; see tests/data/README.md)."""
 V2 = {"m5", "r3d_18"}
@@ -96,6 +97,8 @@ RENAMED_V2 = {
 its decoder in two ModuleLists, `ups.k` and `convs.k`, run interleaved; a .cnn body names its elements in the order
 they run, so unet.cnn names its levels (e1..e4 are the skips the decoder reads) and its leaves are compared through
 this table, every one of them."""
+DETECTION = {"yolov8"}
+"""Ultralytics detection models: recorded in train mode with shared modules, checked by the YOLO tests below instead."""
 
 # torchvision module type -> cnndsl kind, for the layers that carry weights.
 TORCH_KINDS = {"Conv2d": "Conv", "BatchNorm2d": "BatchNorm", "BatchNorm1d": "BatchNorm", "Linear": "FC"}
@@ -245,7 +248,7 @@ def renamed(path: str, renames: dict[str, str]) -> str:
     return path
 
 
-@pytest.mark.parametrize("stem", sorted(ZOO_V2))
+@pytest.mark.parametrize("stem", sorted(set(ZOO_V2) - DETECTION))
 def test_v2_counts_match_the_reference(stem: str) -> None:
     net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
     assert (net.params, net.trainable_params, net.buffers) == (ref["params"], ref["trainable"], ref["buffers"])
@@ -253,7 +256,7 @@ def test_v2_counts_match_the_reference(stem: str) -> None:
     assert net.macs * 2 == ref["flops"]
 
 
-@pytest.mark.parametrize("stem", sorted(ZOO_V2))
+@pytest.mark.parametrize("stem", sorted(set(ZOO_V2) - DETECTION))
 def test_v2_leaf_outputs_and_tensor_shapes_match_the_reference(stem: str) -> None:
     net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
     if stem in V2_MODULE_LEAVES:
@@ -374,6 +377,83 @@ def test_efficientnet_stochastic_depth_rises_as_torchvisions(key: str) -> None:
     rates = [layer.args["p"] for layer in net.layers if layer.kind.name == "StochasticDepth"]
     assert rates == expected and len(rates) == total - len(EFFICIENTNET_STAGES)
     assert {layer.args["p"] for layer in net.layers if layer.kind.name == "Dropout"} == {settings["dropout"]}
+
+
+# -- YOLOv8 against Ultralytics: architectures_v2.json's yolov8n ... yolov8x, recorded in train mode -------
+
+YOLOV8_SCALES = {
+    "yolov8n": {},
+    "yolov8s": {"depth": 0.33, "width": 0.50, "max_channels": 1024},
+    "yolov8m": {"depth": 0.67, "width": 0.75, "max_channels": 768},
+    "yolov8l": {"depth": 1.00, "width": 1.00, "max_channels": 512},
+    "yolov8x": {"depth": 1.00, "width": 1.25, "max_channels": 512},
+}
+"""Reference key -> `--set` values of yolov8.cnn (the scales of Ultralytics' yolov8.yaml; n is the file's default)."""
+YOLOV8_DFL = "model.22.dfl.conv.weight"
+"""The DFL decoder's 16 fixed weights (no gradient): they decode boxes outside the training graph, and are not in the file."""
+YOLOV8_LABELS = {"c3": 4, "c4": 6, "c5": 9, "p4": 12, "p3": 15, "n4": 18, "n5": 21}
+"""The file's labels -> the YAML's layer index (an unlabelled top-level element's path is already its index)."""
+YOLO_TORCH_TYPES = {"Conv": "Conv2d", "BatchNorm": "BatchNorm2d", "SiLU": "SiLU", "MaxPool": "MaxPool2d", "Upsample": "Upsample"}
+
+
+def ultralytics_path(layer: Any) -> str | None:
+    """Our leaf's module path in Ultralytics' DetectionModel; None where Ultralytics computes it in a forward, without a module."""
+    kind = layer.kind.name
+    top, _, rest = layer.path.partition(".")
+    if kind == "SiLU":
+        return "model.0.act"  # Conv.default_act: one SiLU module shared by every Conv, named after its first owner
+    if kind in ("Chunk", "Add", "Identity") or (kind == "Concat" and not layer.path.isdigit()):
+        return None  # C2f's chunk, Bottleneck's sum, the concatenations of C2f, SPPF and Detect
+    head = re.fullmatch(r"(box|cls)([345])", top)
+    prefix = (
+        f"model.22.{'cv2' if head[1] == 'box' else 'cv3'}.{int(head[2]) - 3}" if head else f"model.{YOLOV8_LABELS.get(top, top)}"
+    )
+    rest = "m" if kind == "MaxPool" else re.sub(r"^m\.(\d+)\.0\.0\.", r"m.\1.", rest)  # SPPF's one pool; Add's main branch
+    return f"{prefix}.{rest}" if rest else prefix
+
+
+@cache
+def yolov8(scale: str) -> cnndsl.Network:
+    return cnndsl.load(ARCHITECTURES / "yolov8.cnn", **YOLOV8_SCALES[scale])
+
+
+@pytest.mark.parametrize("scale", sorted(YOLOV8_SCALES))
+def test_yolov8_counts_and_outputs_match_ultralytics(scale: str) -> None:
+    net, ref = yolov8(scale), reference_v2()[scale]
+    assert net.params == net.trainable_params == ref["trainable"]
+    assert ref["params"] - ref["trainable"] == math.prod(ref["param_shapes"][YOLOV8_DFL]) == 16
+    assert net.buffers == ref["buffers"]
+    assert [1, *net.input_shape] == ref["input"] and net.macs * 2 == ref["flops"]
+    # Our outputs: one [box, class] map per level at strides 8, 16, 32. Ultralytics' train-mode outputs: the box and
+    # class parts flattened and concatenated over the levels, then Detect's inputs (the neck's outputs).
+    side = ref["input"][-1]
+    assert [tuple(shape) for shape in net.output_shapes] == [(64 + 80, side // s, side // s) for s in (8, 16, 32)]
+    anchors = sum(h * w for _, h, w in net.output_shapes)
+    boxes, scores, *features = ref["outputs"]
+    assert (boxes, scores) == ([1, 64, anchors], [1, 80, anchors])
+    necks = {layer.path: layer.out_shape for layer in net.layers}
+    assert [[1, *necks[f"{label}.cv2.act"]] for label in ("p3", "n4", "n5")] == features
+
+
+@pytest.mark.parametrize("scale", sorted(YOLOV8_SCALES))
+def test_yolov8_leaf_outputs_and_tensor_shapes_match_ultralytics(scale: str) -> None:
+    net, ref = yolov8(scale), reference_v2()[scale]
+    ours = [
+        (path, YOLO_TORCH_TYPES.get(layer.kind.name, layer.kind.name), [[1, *layer.out_shape]])
+        for layer in net.layers
+        if (path := ultralytics_path(layer)) is not None
+    ]
+    assert ours == [tuple(leaf) for leaf in ref["leaf_outputs"]]
+    theirs = sorted(tuple(shape) for key, shape in ref["param_shapes"].items() if key != YOLOV8_DFL)
+    assert sorted(shape for layer in net.layers for shape in tensor_shapes(layer)) == theirs
+
+
+def test_yolov8_class_count_is_a_parameter() -> None:
+    """nc sets the class branch's output and, below 100 classes, its width: max(P3 channels, min(nc, 100))."""
+    net = cnndsl.load(ARCHITECTURES / "yolov8.cnn", nc=20)
+    assert [tuple(shape) for shape in net.output_shapes] == [(64 + 20, 640 // s, 640 // s) for s in (8, 16, 32)]
+    widths = {layer.path: layer.out_shape[0] for layer in net.layers if layer.kind.name == "Conv"}
+    assert (widths["cls3.0.conv"], widths["cls3.2"], widths["box3.0.conv"]) == (64, 20, 64)
 
 
 @pytest.mark.parametrize("stem", sorted(ZOO) + sorted(ZOO_V2))

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from cnndsl import Network
+from cnndsl.ir import Layer
+from cnndsl.layers import MergeKind
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,15 +39,26 @@ def generated_class(network: Network, source: str | None = None) -> type[nn.Modu
     return getattr(module, identifier(network.name, "Network"))
 
 
+def hooked_layers(network: Network) -> list[Layer]:
+    """The leaf layers that run as a module of their own: all of them, except a graph network's merges (its
+    module adds or concatenates the branches' tensors itself; the outputs check those)."""
+    return [layer for layer in network.layers if not (network.is_graph and isinstance(layer.kind, MergeKind))]
+
+
+def outputs_of(out: Any) -> tuple[torch.Tensor, ...]:
+    """A module's outputs as a tuple: one tensor, or the tuple of a network with an `output` line."""
+    return out if isinstance(out, tuple) else (out,)
+
+
 def leaf_output_shapes(network: Network, module: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Each leaf layer's actual output shape (batch excluded), from forward hooks on the modules at its path.
+    """Each hooked layer's actual output shape (batch excluded), from forward hooks on the modules at its path.
 
     A merge layer has its Parallel's path, so its hook sits on the merge container.
     """
     modules = dict(module.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
-    for layer in network.layers:
+    for layer in hooked_layers(network):
         target = modules[layer.path]
 
         def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor, path: str = layer.path) -> None:
@@ -81,9 +94,9 @@ def assert_forward_matches(network: Network, module: nn.Module, batch: int = 2) 
     x = torch.randn(batch, *network.input_shape)
     module.eval()
     shapes = leaf_output_shapes(network, module, x)
-    for layer in network.layers:
+    for layer in hooked_layers(network):
         assert shapes[layer.path] == tuple(layer.out_shape), (layer.path, layer.describe, shapes[layer.path], layer.out_shape)
     with torch.no_grad():
-        out = module(x)
-    assert tuple(out.shape) == (batch, *network.output_shape)
+        out = outputs_of(module(x))
+    assert [tuple(y.shape) for y in out] == [(batch, *shape) for shape in network.output_shapes]
     return x
