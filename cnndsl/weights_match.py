@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnDslError
-from .ir import Layer, Node, Parallel, Sequence
+from .ir import Layer, Node, Parallel, Reference, Sequence
 from .torch_plan import deep_recursion
 from .weights import PREPROCESS_PREFIX, Weights, weights_error
 
@@ -199,6 +199,8 @@ class _Matcher:
         if isinstance(node, Sequence):
             for child in node.children:
                 at = self.align(child, at, pairs)
+            return at
+        if isinstance(node, Reference):  # `@name` reads a tensor: no weights of its own
             return at
         assert isinstance(node, Parallel)
         return self.align_branches(node, at, pairs)

@@ -189,3 +189,22 @@ def test_to_layout_names_our_weights_as_the_template(tmp_path: Path) -> None:
     out, report = to_layout(network, own, template)
     assert list(out) == list(template) and len(report.matched) == 8
     np.testing.assert_array_equal(out["block.shortcut.0.weight"], own["1.1.0.weight"])
+
+
+def test_a_network_with_references_matches_by_structure() -> None:
+    """`@name` elements hold no weights: the matching walks past them (GoogLeNet's auxiliary heads, a U-Net's skips),
+    and a head registered after the main path (torchvision's aux1 after inception5b) is found by the key tree."""
+    network = cnndsl.parse(
+        "input 3x16x16\noutput logits, side\na: [Conv(4, 3, pad=1), BN, ReLU]\nside: [GAP, flatten, FC(3)]\n"
+        "@a, Conv(6, 3, pad=1), GAP, flatten, logits: FC(5)"
+    )
+    own = network.to_numpy().state_dict()
+    names = {"a.0": "stem.conv", "a.1": "stem.bn", "3": "body", "logits": "head", "side.2": "aux.fc"}
+    foreign: dict[str, np.ndarray] = {}
+    for prefix in ("a.0", "a.1", "3", "side.2", "logits"):  # the side head's keys before the main head's
+        for key, value in own.items():
+            if key.rpartition(".")[0] == prefix:
+                foreign[f"{names[prefix]}.{key.rpartition('.')[2]}"] = value + 1
+    mapping, report = match_weights(network, shapes_of(own), foreign)
+    assert mapping["side.2.weight"] == "aux.fc.weight" and mapping["logits.weight"] == "head.weight"
+    assert len(report.matched) == 5 and not (report.unmatched or report.skipped or report.reinitialised)

@@ -305,3 +305,59 @@ def test_labels_name_the_torchvision_modules() -> None:
     assert {"features", "classifier"} <= set(tops["densenet121"])
     dense = {layer.path.split(".")[1] for layer in load("densenet121").layers if layer.path.startswith("features.")}
     assert {f"denseblock{i}" for i in range(1, 5)} | {f"transition{i}" for i in range(1, 4)} <= dense
+
+
+# -- GoogLeNet's auxiliary classifiers (issue 14): `--set aux=true` is torchvision's aux_logits=True --
+
+
+def googlenet_aux() -> cnndsl.Network:
+    return cnndsl.load(ARCHITECTURES / "googlenet.cnn", aux=True)
+
+
+def test_googlenet_aux_counts_and_state_dict_match_the_reference() -> None:
+    net, ref = googlenet_aux(), reference_v2()["googlenet_aux"]
+    assert (net.params, net.trainable_params, net.buffers) == (ref["params"], ref["trainable"], ref["buffers"])
+    ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
+    assert ours == sorted(tuple(shape) for shape in ref["param_shapes"].values())
+    for layer in net.layers:
+        assert sum(math.prod(shape) for shape in tensor_shapes(layer)) == layer.params + layer.buffers, layer.path
+
+
+def test_googlenet_aux_outputs_are_torchvisions_in_its_order() -> None:
+    """(logits, aux2, aux1), as GoogLeNetOutputs; the heads read inception 4d and 4a."""
+    net = googlenet_aux()
+    assert net.output_names == ["fc", "aux2", "aux1"]
+    assert [tuple(shape) for shape in net.output_shapes] == [(1000,)] * 3
+    heads = {name: [layer for layer in net.layers if layer.path.startswith(f"{name}.")] for name in ("aux1", "aux2")}
+    assert [layer.in_shape[0] for layer in heads["aux1"] if layer.kind.name == "Conv"] == [512]  # inception4a's output
+    assert [layer.in_shape[0] for layer in heads["aux2"] if layer.kind.name == "Conv"] == [528]  # inception4d's output
+    for layers in heads.values():
+        assert [(layer.kind.name, tuple(layer.out_shape)) for layer in layers] == [
+            ("AdaptiveAvgPool", (layers[0].in_shape[0], 4, 4)), ("Conv", (128, 4, 4)), ("BatchNorm", (128, 4, 4)),
+            ("ReLU", (128, 4, 4)), ("Flatten", (2048,)), ("FC", (1024,)), ("ReLU", (1024,)), ("Dropout", (1024,)),
+            ("FC", (1000,)),
+        ]  # fmt: skip
+        assert [layer.args["p"] for layer in layers if layer.kind.name == "Dropout"] == [0.7]
+
+
+def test_googlenet_aux_main_path_is_the_evaluated_reference() -> None:
+    """The reference's leaf outputs are recorded in eval, where torchvision skips the heads: without them, every layer agrees;
+    the FLOPs are the reference's plus the heads'."""
+    net, ref = googlenet_aux(), reference_v2()["googlenet_aux"]
+    main = [layer for layer in net.layers if not layer.path.startswith(("aux1.", "aux2."))]
+    expected = [(TORCH_KINDS[kind], leaf_shape(shape)) for _, kind, shape in ref["leaf_outputs"] if kind in TORCH_KINDS]
+    assert [
+        (WEIGHTED_KINDS[layer.kind.name], tuple(layer.out_shape)) for layer in main if layer.kind.name in WEIGHTED_KINDS
+    ] == expected
+    heads = sum(layer.macs for layer in net.layers if layer.path.startswith(("aux1.", "aux2.")))
+    assert heads > 0 and (net.macs - heads) * 2 == ref["flops"]
+
+
+def test_googlenet_without_aux_is_unchanged_and_names_a_misspelt_output() -> None:
+    """aux=false (the default) has no trace of the heads; the output line's names are checked whatever `aux` is."""
+    plain_net = load("googlenet")
+    assert plain_net.output_names == ["fc"] and plain_net.params == reference()["googlenet"]["params"]
+    assert not [layer for layer in plain_net.layers if layer.path.startswith("aux")]
+    source = (ARCHITECTURES / "googlenet.cnn").read_text(encoding="utf-8").replace("aux1 if aux", "aux3 if aux")
+    _, diagnostics = cnndsl.check_source(source, "googlenet.cnn")
+    assert [d.message for d in diagnostics] == ["unknown label `aux3` in `output aux3`"]
