@@ -379,6 +379,8 @@ def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[Laye
     steps = [0]
     subtrees: dict[tuple[int, int], list[LayerTensors] | None] = {}
     placements: dict[tuple[tuple[tuple[int, int], ...], int], list[LayerTensors] | None] = {}
+    own_leaves: dict[int, _Tree] = {}
+    """A module's own tensors as a leaf of their own, made once per module (placements key on its id)."""
 
     def fits(position: int, layer: LayerTensors) -> bool:
         try:
@@ -392,14 +394,22 @@ def recover_order(matcher: _Matcher, ours: list[LayerTensors], theirs: list[Laye
         if key not in subtrees:
             subtrees[key] = None
             if at + node.size <= len(ours):
-                head = [node.layer] if node.layer is not None else []
-                if not head or fits(at, head[0]):
-                    numbered = tuple(
-                        child for name, child in sorted(node.children.items(), key=lambda i: _natural(i[0])) if name.isdigit()
-                    )
-                    named = [(child,) for name, child in node.children.items() if not name.isdigit()]
-                    rest = place(tuple(chain for chain in (numbered, *named) if chain), at + len(head))
-                    subtrees[key] = head + rest if rest is not None else None
+                if not node.children:
+                    if node.layer is None:
+                        subtrees[key] = []
+                    elif fits(at, node.layer):
+                        subtrees[key] = [node.layer]
+                    return subtrees[key]
+                # A module's own tensors are tried first, then among its submodules: torchvision's CNBlock
+                # registers its layer scale before its block, and uses it after.
+                own: tuple[_Tree, ...] = ()
+                if node.layer is not None:
+                    own = (own_leaves.setdefault(id(node), _Tree(node.layer, {}, 1)),)
+                numbered = tuple(
+                    child for name, child in sorted(node.children.items(), key=lambda i: _natural(i[0])) if name.isdigit()
+                )
+                named = [(child,) for name, child in node.children.items() if not name.isdigit()]
+                subtrees[key] = place(tuple(chain for chain in (own, numbered, *named) if chain), at)
         return subtrees[key]
 
     def place(chains: tuple[tuple[_Tree, ...], ...], at: int) -> list[LayerTensors] | None:

@@ -77,6 +77,7 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
     ],
     "Reshape": [("24", "Reshape(6, 2, 2)"), ("12", "FC(18), Unflatten(2, 3, 3), Conv(2, 3, pad=1)")],
     "FC": [("10", "FC(5)"), ("7", "FC(3, bias=false)")],
+    "PointwiseFC": [("4x3x5", "PointwiseFC(6)"), ("3x2x2", "PointwiseLinear(2, bias=false), PointwiseFC(5)")],
     "Flatten": [("3x4x5", "flatten"), ("6", "flatten")],
     "BatchNorm": [("4x5x5", "BN"), ("6", "BN"), ("3x4x4", "BatchNorm(eps=0.001, momentum=0.3)")],
     "Dropout": [("3x4x4", "Dropout(0.3)"), ("20", "Dropout")],

@@ -208,3 +208,23 @@ def test_a_network_with_references_matches_by_structure() -> None:
     mapping, report = match_weights(network, shapes_of(own), foreign)
     assert mapping["side.2.weight"] == "aux.fc.weight" and mapping["logits.weight"] == "head.weight"
     assert len(report.matched) == 5 and not (report.unmatched or report.skipped or report.reinitialised)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_module_s_own_tensor_used_after_its_submodules_is_found(ordered: bool) -> None:
+    """torchvision's ConvNeXt block registers `layer_scale` (its own parameter) before its `block` of layers and
+    multiplies by it after them: the key tree places a module's own tensors among its submodules where they fit."""
+    network = cnndsl.parse("input 4x6x6\nunit: [DWConv(3, pad=1), PointwiseFC(4), Scale] x 2\nGAP, flatten, FC(3)")
+    own = network.to_numpy().state_dict()
+    foreign: dict[str, np.ndarray] = {}
+    for index in range(2):
+        foreign[f"stage.{index}.layer_scale"] = own[f"unit.{index}.2.layer_scale"] + 1
+        for layer, theirs in ((0, "block.0"), (1, "block.1")):
+            for name in ("weight", "bias"):
+                foreign[f"stage.{index}.{theirs}.{name}"] = own[f"unit.{index}.{layer}.{name}"] + 1
+    foreign |= {"head.weight": own["3.weight"], "head.bias": own["3.bias"]}
+    if not ordered:
+        foreign = dict(sorted(foreign.items()))
+    mapping, report = match_weights(network, shapes_of(own), foreign, ordered=ordered)
+    assert mapping["unit.1.2.layer_scale"] == "stage.1.layer_scale" and mapping["unit.0.1.weight"] == "stage.0.block.1.weight"
+    assert len(report.matched) == 7 and not (report.unmatched or report.skipped or report.reinitialised)

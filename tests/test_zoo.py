@@ -56,7 +56,12 @@ ZOO = {
 }
 LECTURE = {"classic", "lecture_conv760", "digits_cnn"}  # digits_cnn is trained in tests/test_train.py
 REFERENCE_V2 = ROOT / "tests" / "data" / "architectures_v2.json"
-ZOO_V2 = {"espcn": "espcn", "dcgan_generator": "dcgan_generator", "dcgan_discriminator": "dcgan_discriminator"}
+ZOO_V2 = {
+    "espcn": "espcn",
+    "dcgan_generator": "dcgan_generator",
+    "dcgan_discriminator": "dcgan_discriminator",
+    "convnext": "convnext_tiny",
+}
 """File stem -> model key in architectures_v2.json (the next wave; see tests/data/README.md)."""
 
 # torchvision module type -> cnndsl kind, for the layers that carry weights.
@@ -102,9 +107,16 @@ def tensor_shapes(layer: Any) -> list[tuple[int, ...]]:
     if kind == "FC":
         out = [(args["out"], shape[0])]
         return out + [(args["out"],)] if args["bias"] else out
+    if kind == "PointwiseFC":  # nn.Linear's weight, over the channels
+        out = [(args["out"], shape[0])]
+        return out + [(args["out"],)] if args["bias"] else out
     if kind == "BatchNorm":
         # weight, bias, running_mean, running_var, num_batches_tracked (a scalar)
         return [(shape[0],)] * 4 + [()]
+    if kind == "LayerNorm":
+        return [(shape[0],)] * 2 if args["elementwise_affine"] else []
+    if kind == "Scale":  # torchvision's CNBlock.layer_scale
+        return [(shape[0], 1, 1)]
     return []
 
 
@@ -203,7 +215,11 @@ def test_v2_counts_match_the_reference(stem: str) -> None:
     assert net.macs * 2 == ref["flops"]
 
 
-@pytest.mark.parametrize("stem", sorted(ZOO_V2))
+LEAVES_BY_SHAPE = {"convnext"}
+"""Networks whose leaves are compared by kind and shape, not path (below): torchvision's modules have no cnndsl counterpart one to one."""
+
+
+@pytest.mark.parametrize("stem", sorted(set(ZOO_V2) - LEAVES_BY_SHAPE))
 def test_v2_leaf_outputs_and_tensor_shapes_match_the_reference(stem: str) -> None:
     net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
     assert [(layer.path, [[1, *layer.out_shape]]) for layer in net.layers] == [
@@ -361,3 +377,81 @@ def test_googlenet_without_aux_is_unchanged_and_names_a_misspelt_output() -> Non
     source = (ARCHITECTURES / "googlenet.cnn").read_text(encoding="utf-8").replace("aux1 if aux", "aux3 if aux")
     _, diagnostics = cnndsl.check_source(source, "googlenet.cnn")
     assert [d.message for d in diagnostics] == ["unknown label `aux3` in `output aux3`"]
+
+
+# -- ConvNeXt (issue 15): T by default, S, B and L by `--set`, against torchvision's convnext_* --
+
+CONVNEXT_SIZES: dict[str, dict[str, int]] = {
+    "convnext_tiny": {},
+    "convnext_small": {"stage3": 27},
+    "convnext_base": {"width": 128, "stage3": 27},
+    "convnext_large": {"width": 192, "stage3": 27},
+}
+CONVNEXT_KINDS = {
+    "Conv2d": "Conv",
+    "LayerNorm2d": "LayerNorm",
+    "LayerNorm": "LayerNorm",
+    "GELU": "GELU",
+    "StochasticDepth": "StochasticDepth",
+    "AdaptiveAvgPool2d": "GlobalAvgPool",
+    "Flatten": "Flatten",
+    "Linear": "FC",
+}
+
+
+def convnext(key: str) -> cnndsl.Network:
+    return cnndsl.load(ARCHITECTURES / "convnext.cnn", **CONVNEXT_SIZES[key])
+
+
+def convnext_reference_leaves(ref: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    """torchvision's leaves as cnndsl writes the network: its Permute modules left out (LayerNorm and PointwiseFC
+    permute inside), the channels-last shapes between two Permutes back to C x H x W, a Linear there a PointwiseFC."""
+    leaves, channels_last = [], False
+    for _, kind, shapes in ref["leaf_outputs"]:
+        if kind == "Permute":
+            channels_last = not channels_last
+            continue
+        shape = leaf_shape(shapes)
+        if channels_last:
+            shape = (shape[-1], *shape[:-1])
+        leaves.append(("PointwiseFC" if kind == "Linear" and channels_last else CONVNEXT_KINDS.get(kind, kind), shape))
+    return leaves
+
+
+@pytest.mark.parametrize("key", sorted(CONVNEXT_SIZES))
+def test_convnext_counts_and_state_dict_match_torchvision(key: str) -> None:
+    net, ref = convnext(key), reference_v2()[key]
+    assert (net.params, net.trainable_params, net.buffers) == (ref["params"], ref["trainable"], ref["buffers"])
+    assert [1, *net.input_shape] == ref["input"] and [[1, *net.output_shape]] == ref["outputs"]
+    assert net.macs * 2 == ref["flops"]
+    ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
+    assert ours == sorted(tuple(shape) for shape in ref["param_shapes"].values())
+    for layer in net.layers:
+        assert sum(math.prod(shape) for shape in tensor_shapes(layer)) == layer.params + layer.buffers, layer.path
+
+
+@pytest.mark.parametrize("key", sorted(CONVNEXT_SIZES))
+def test_convnext_every_layer_matches_torchvision(key: str) -> None:
+    """Every leaf in order, kind and output shape; the layer scale (a parameter of torchvision's CNBlock, not a
+    module) and the residual (`result += input`: an Identity branch and the Add) are the cnndsl layers without a
+    torchvision leaf."""
+    net = convnext(key)
+    ours = [
+        ("Conv" if layer.kind.name == "DWConv" else layer.kind.name, tuple(layer.out_shape))
+        for layer in net.layers
+        if layer.kind.name not in ("Scale", "Identity", "Add")
+    ]
+    assert ours == convnext_reference_leaves(reference_v2()[key])
+    blocks = [layer for layer in net.layers if layer.kind.name == "Add"]
+    assert len(blocks) == [layer.kind.name for layer in net.layers].count("Scale") == 9 + CONVNEXT_SIZES[key].get("stage3", 9)
+    assert all(layer.args["eps"] == 1e-6 for layer in net.layers if layer.kind.name == "LayerNorm")
+
+
+@pytest.mark.parametrize(
+    ("key", "top"), [("convnext_tiny", 0.1), ("convnext_small", 0.4), ("convnext_base", 0.5), ("convnext_large", 0.5)]
+)
+def test_convnext_stochastic_depth_rises_as_torchvision(key: str, top: float) -> None:
+    """torchvision: block j of n drops its residual branch with probability `stochastic_depth_prob * j / (n - 1)`."""
+    rates = [layer.args["p"] for layer in convnext(key).layers if layer.kind.name == "StochasticDepth"]
+    assert rates == [top * j / (len(rates) - 1.0) for j in range(len(rates))]
+    assert all(layer.args["mode"] == "row" for layer in convnext(key).layers if layer.kind.name == "StochasticDepth")
