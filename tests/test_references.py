@@ -250,3 +250,19 @@ def test_a_misspelt_output_condition_suggests_the_parameter() -> None:
     (diagnostic,) = diagnostics
     assert diagnostic.message == "the condition of output `side` must be true or false; got axu"
     assert diagnostic.hint == "did you mean `aux`?"
+
+
+def test_an_output_line_naming_only_the_last_element_trains(tmp_path: Path) -> None:
+    """`aux=false` leaves GoogLeNet's output line with its last element alone: the network trains as without the
+    line; with the heads listed, training still refuses (the loss takes one output)."""
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+
+    path = tmp_path / "heads.cnn"
+    path.write_text(HEADS, encoding="utf-8")
+    arguments = ["train", str(path), "--data", "synthetic:40", "--epochs", "1", "--batch-size", "8", "--no-progress"]
+    result = CliRunner().invoke(main, [*arguments, "--backend", "numpy"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, [*arguments, "--set", "aux=true"])
+    assert result.exit_code != 0 and "training does not yet read networks with an `output` line" in result.output
