@@ -39,6 +39,7 @@ CASES: list[tuple[str, str, str]] = [
     ("InstanceNorm", "64x56x56", "InstanceNorm(affine=true, track_running_stats=true)"),
     ("LocalResponseNorm", "96x55x55", "LRN(5, alpha=5e-4, k=2)"),
     ("Scale", "96x56x56", "Scale"),
+    ("PointwiseFC", "96x56x56", "PointwiseFC(384)"),
     ("Dropout2d", "96x56x56", "Dropout2d(0.1)"),
     ("StochasticDepth", "96x56x56", "StochasticDepth(0.1)"),
 ]

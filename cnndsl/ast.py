@@ -173,10 +173,12 @@ class InputDecl(NamedTuple):
 class OutputName(NamedTuple):
     label: str
     pos: Position
+    condition: Expr | None = None
+    """`output logits, aux if aux`: the output is listed only where this is true (None: always)."""
 
 
 class OutputDecl(NamedTuple):
-    """`output a, b`: the network returns the tensors labelled `a` and `b`, in that order."""
+    """`output a, b`: the network returns the tensors labelled `a` and `b`, in that order (those whose condition holds)."""
 
     names: tuple[OutputName, ...]
     pos: Position

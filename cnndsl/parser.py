@@ -190,7 +190,11 @@ class ToAst(Transformer):
 
     def output_decl(self, children: list) -> ast.OutputDecl:
         keyword, *names = children
-        return ast.OutputDecl(tuple(ast.OutputName(str(name), _pos(name)) for name in names), _pos(keyword))
+        return ast.OutputDecl(tuple(names), _pos(keyword))
+
+    def output_name(self, children: list) -> ast.OutputName:
+        name, _, condition = children  # `name` or `name if condition` (the IF token is None without one)
+        return ast.OutputName(str(name), _pos(name), condition)
 
     def reference(self, children: list) -> ast.Reference:
         tok = children[0]

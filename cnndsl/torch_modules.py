@@ -1,6 +1,6 @@
 """The few PyTorch modules that torch.nn lacks: the merges of parallel branches, Chunk,
-ChannelShuffle, LayerNorm2d, Scale, StochasticDepth, and `sequential` (an nn.Sequential
-with named submodules).
+ChannelShuffle, LayerNorm2d, PointwiseLinear, Scale, StochasticDepth, and `sequential` (an
+nn.Sequential with named submodules).
 
 Every public class and function of this module is a helper (`HELPERS`): a TorchCall may
 name it, and the source that `cnndsl compile --target torch` writes copies the ones its
@@ -111,6 +111,17 @@ class LayerNorm2d(nn.LayerNorm):
         weight, bias = self.weight, self.bias
         x = nn.functional.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
         return x.permute(back)
+
+
+class PointwiseLinear(nn.Linear):
+    """nn.Linear over the channels at every position of an (N, C, H, W) map.
+
+    As the Linear layers of torchvision's ConvNeXt block: the same parameters (`weight`
+    of (out, C), `bias`), computed channels-last; a 1x1 convolution's function.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
 class Scale(nn.Module):

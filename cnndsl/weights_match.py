@@ -204,6 +204,8 @@ class _Matcher:
             for child in node.children:
                 at = self.align(child, at, pairs)
             return at
+        if isinstance(node, Reference):  # `@name` reads a tensor: no weights of its own
+            return at
         assert isinstance(node, Parallel)
         return self.align_branches(node, at, pairs)
 
@@ -411,6 +413,8 @@ def recover_order(
     Found = tuple[list[LayerTensors], list[LayerTensors]]  # (placed, in our order; left out)
     subtrees: dict[tuple[int, int, int], Found | None] = {}
     placements: dict[tuple[tuple[tuple[int, int], ...], int, int, int], Found | None] = {}
+    own_leaves: dict[int, _Tree] = {}
+    """A module's own tensors as a leaf of their own, made once per module (placements key on its id)."""
 
     def fits(position: int, layer: LayerTensors) -> bool:
         if position >= len(ours):
@@ -430,11 +434,17 @@ def recover_order(
         if key not in subtrees:
             subtrees[key] = None
             if skip < node.size and at + node.size - skip <= len(ours):
-                head = [node.layer] if node.layer is not None else []
-                if not head or fits(at, head[0]):
-                    named = [_list_items(child) or (child,) for name, child in node.children.items() if not name.isdigit()]
-                    rest = place(tuple(chain for chain in (_items(node), *named) if chain), at + len(head), skip, -1)
-                    subtrees[key] = (head + rest[0], rest[1]) if rest is not None else None
+                if not node.children:  # a module with tensors and no submodules (skip is 0 here)
+                    if node.layer is not None and fits(at, node.layer):
+                        subtrees[key] = ([node.layer], [])
+                    return subtrees[key]
+                # A module's own tensors are tried first, then among its submodules: torchvision's CNBlock
+                # registers its layer scale before its block, and uses it after.
+                own: tuple[_Tree, ...] = ()
+                if node.layer is not None:
+                    own = (own_leaves.setdefault(id(node), _Tree(node.layer, {}, 1)),)
+                named = [_list_items(child) or (child,) for name, child in node.children.items() if not name.isdigit()]
+                subtrees[key] = place(tuple(chain for chain in (own, _items(node), *named) if chain), at, skip, -1)
         return subtrees[key]
 
     def place(chains: tuple[tuple[_Tree, ...], ...], at: int, skip: int, last: int) -> Found | None:

@@ -53,6 +53,7 @@ LAYERS = [
     "InstanceNorm2d",
     "LRN",
     "Scale",
+    "PointwiseFC",
     "StochasticDepth",
     "Dropout2d",
     "Cnov",

@@ -134,6 +134,26 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     ),
     ("like_as_a_default", "input 3x8x8\ndefaults Upsample(like=@input)\nReLU", [("error", 2, 19, "`like` cannot be a default")]),
     ("reference_as_a_value", "input 3x8x8\nConv(@input, 3)", [("error", 2, 6, "`@input` is a tensor, not a value")]),
+    (
+        "output_condition_not_a_boolean",
+        "network N(heads=2)\ninput 3x8x8\noutput a, b if heads\na: ReLU\nb: ReLU",
+        [("error", 3, 16, "the condition of output `b` must be true or false; got 2")],
+    ),
+    (
+        "output_condition_misspelt",
+        "network N(aux=false)\ninput 3x8x8\noutput a, b if axu\na: ReLU\nb: ReLU",
+        [("error", 3, 16, "the condition of output `b` must be true or false; got axu")],
+    ),
+    (
+        "output_line_with_every_condition_false",
+        "network N(aux=false)\ninput 3x8x8\noutput a if aux, b if not aux and aux\na: ReLU\nb: ReLU",
+        [("error", 3, 1, "the `output` line lists no output: every name's condition is false")],
+    ),
+    (
+        "output_condition_hides_no_misspelt_name",
+        "network N(aux=false)\ninput 3x8x8\noutput a, c if aux\na: ReLU\nb: ReLU",
+        [("error", 3, 11, "unknown label `c` in `output c`")],
+    ),
     ("output_before_input", "output a\ninput 3x8x8\na: ReLU", [("error", 2, 7, "`input` is out of order")]),
     (
         "merge_of_a_reference_and_a_smaller_map",

@@ -50,6 +50,10 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("Linear(100, 10, bias=false)", "100", (10,), 1000, 0, 1000),
         ("Dense(1)", "5", (1,), 6, 0, 5),
     ],
+    "PointwiseFC": [
+        ("PointwiseFC(8)", "4x3x5", (8, 3, 5), 4 * 8 + 8, 0, 8 * 15 * 4),
+        ("PointwiseLinear(out_features=2, bias=false)", "6x1x1", (2, 1, 1), 12, 0, 12),
+    ],
     "Flatten": [("flatten", "3x4x5", (60,), 0, 0, 0), ("Flatten", "7", (7,), 0, 0, 0)],
     "BatchNorm": [("BN", "16x4x4", (16, 4, 4), 32, 33, 0), ("BatchNorm(eps=0.001, momentum=0.01)", "10", (10,), 20, 21, 0)],
     "Dropout": [("Dropout", "3x4x4", (3, 4, 4), 0, 0, 0), ("Dropout(0.2)", "10", (10,), 0, 0, 0)],
@@ -137,6 +141,7 @@ BAD_ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "AvgPool": ("AvgPool(2, pad=-1)", "3x8x8", "`pad` must be a non-negative integer"),
     "AdaptiveAvgPool": ("AdaptiveAvgPool(0)", "3x8x8", "`size` must be a positive integer"),
     "FC": ("FC(out=2.5)", "10", "`out` must be a positive integer; got 2.5"),
+    "PointwiseFC": ("PointwiseFC(0)", "3x8x8", "`out` must be a positive integer; got 0"),
     "BatchNorm": ("BN(eps=0)", "3x8x8", "eps must be positive"),
     "Dropout": ("Dropout(1.5)", "3x8x8", "p must be between 0 and 1"),
     "LayerNorm": ("LayerNorm(eps=-1)", "3x8x8", "LayerNorm: eps must be positive; got -1"),

@@ -99,6 +99,7 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x6x5", "Upsample(0.6, mode=bilinear)"),
     ],
     "Reshape": [("24", "Reshape(6, 2, 2)"), ("12", "FC(18), Unflatten(2, 3, 3), Conv(2, 3, pad=1)")],
+    "PointwiseFC": [("4x3x5", "PointwiseFC(6)"), ("3x2x2", "PointwiseLinear(2, bias=false), PointwiseFC(5)")],
     "LayerNorm": [
         ("4x5x5", "LayerNorm"),
         ("6", "LayerNorm(eps=1e-6)"),

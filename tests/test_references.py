@@ -289,3 +289,53 @@ def test_run_shows_the_first_output_and_train_refuses_an_output_line(tmp_path: P
     result = CliRunner().invoke(main, ["train", str(path), "--data", "synthetic"])
     assert result.exit_code != 0 and "training does not yet read networks with an `output` line" in result.output
     assert "Traceback" not in result.output
+
+
+HEADS = """network Heads(aux=false)
+input 3x16x16
+output logits, side if aux
+a: [Conv(4, 3, pad=1), ReLU]
+side: [GAP, flatten, FC(3)] x (1 if aux else 0)
+@a, MaxPool(2), GAP, flatten, logits: FC(5)
+"""
+
+
+@pytest.mark.parametrize("aux", [False, True])
+def test_an_output_listed_under_a_condition_follows_the_parameter(aux: bool) -> None:
+    """`output logits, side if aux`: a training head behind a boolean parameter (GoogLeNet's auxiliary classifiers)."""
+    net = cnndsl.parse(HEADS, aux=aux)
+    assert net.output_names == (["logits", "side"] if aux else ["logits"])
+    assert [tuple(shape) for shape in net.output_shapes] == [(5,), (3,)][: 2 if aux else 1]
+    assert net.params == 4 * 3 * 9 + 4 + 4 * 5 + 5 + (4 * 3 + 3 if aux else 0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    module = net.to_torch().eval()
+    with torch.no_grad():
+        result = module(torch.from_numpy(x))
+    outputs = result if aux else (result,)
+    assert [tuple(o.shape) for o in outputs] == [(2, 5), (2, 3)][: len(outputs)]
+    numpy_outputs = net.to_numpy(module.state_dict())(x)
+    for ours, theirs in zip(numpy_outputs if aux else (numpy_outputs,), outputs, strict=True):
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_misspelt_output_condition_suggests_the_parameter() -> None:
+    _, diagnostics = cnndsl.check_source(HEADS.replace("side if aux", "side if axu"), "heads.cnn")
+    (diagnostic,) = diagnostics
+    assert diagnostic.message == "the condition of output `side` must be true or false; got axu"
+    assert diagnostic.hint == "did you mean `aux`?"
+
+
+def test_an_output_line_naming_only_the_last_element_trains(tmp_path: Path) -> None:
+    """`aux=false` leaves GoogLeNet's output line with its last element alone: the network trains as without the
+    line; with the heads listed, training still refuses (the loss takes one output)."""
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+
+    path = tmp_path / "heads.cnn"
+    path.write_text(HEADS, encoding="utf-8")
+    arguments = ["train", str(path), "--data", "synthetic:40", "--epochs", "1", "--batch-size", "8", "--no-progress"]
+    result = CliRunner().invoke(main, [*arguments, "--backend", "numpy"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, [*arguments, "--set", "aux=true"])
+    assert result.exit_code != 0 and "training does not yet read networks with an `output` line" in result.output

@@ -369,3 +369,95 @@ def test_yolov8n_is_ultralytics_detection_model(tmp_path: Path) -> None:
     exported = raw_maps(fresh, x)
     for part in ("boxes", "scores"):
         assert_close(exported[part], expected[part], f"the twin with the weights exported back ({part})")
+
+
+def test_googlenet_aux_heads_are_torchvision_aux_logits(torchvision: ModuleType, tmp_path: Path) -> None:
+    """`googlenet.cnn --set aux=true` against googlenet(aux_logits=True): the same three outputs, (logits, aux2, aux1).
+
+    torchvision runs its auxiliary heads in training only: the twin is in training mode with its
+    BatchNorm layers (randomised statistics) and dropouts in eval, cnndsl's network in eval.
+    """
+    torch.manual_seed(0)
+    twin = randomise(torchvision.models.googlenet(aux_logits=True, init_weights=False), seed=6)
+    twin.train()
+    for module in twin.modules():
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+            module.eval()
+    network, diagnostics = cnndsl.check_source(cnndsl.load("googlenet").source, "googlenet.cnn", (3, 64, 64), {"aux": True})
+    assert network is not None, diagnostics
+    assert network.output_names == ["fc", "aux2", "aux1"]
+    saved = tmp_path / "googlenet_aux.pth"
+    torch.save(twin.state_dict(), saved)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = twin(x)
+    assert type(expected).__name__ == "GoogLeNetOutputs" and len(expected) == 3
+
+    module = network.to_torch(weights=saved).eval()
+    report = module.weights_report
+    layers = len({key.rpartition(".")[0] for key in twin.state_dict()})
+    assert report is not None and len(report.matched) == layers and not (report.reinitialised or report.unmatched), str(report)
+    source_path, weights_path = tmp_path / "net.py", tmp_path / "net.safetensors"
+    compile_network(network, "torch", source_path, weights_path, weights=saved)
+    generated = generated_class(network, source_path.read_text())().eval()
+    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    with torch.no_grad():
+        ours = {"the torch module": module(x), "the generated file": generated(x)}
+    ours["the NumPy backend"] = network.to_numpy(saved)(x.numpy())
+    for what, outputs in ours.items():
+        assert len(outputs) == 3, what
+        for name, actual, reference in zip(("logits", "aux2", "aux1"), outputs, expected, strict=True):
+            assert_close(actual, reference, f"{what}, {name}")
+
+    back, _ = to_layout(network, module.state_dict(), twin.state_dict())
+    fresh = torchvision.models.googlenet(aux_logits=True, init_weights=False)
+    fresh.load_state_dict(back, strict=True)
+    assert all(torch.equal(fresh.state_dict()[key], value) for key, value in twin.state_dict().items())
+
+
+def test_convnext_tiny_is_torchvisions(torchvision: ModuleType, tmp_path: Path) -> None:
+    """convnext.cnn (ConvNeXt-T) against torchvision's convnext_tiny at 64x64: weights in by structure (the layer
+    scale, a parameter of torchvision's CNBlock listed before its block, found by the key tree), outputs equal in the
+    torch module, the generated file and NumPy, and the weights back strict.
+
+    The LayerNorm parameters and layer scales are randomised: at their initial values (ones, zeros, 1e-6) every
+    block would add almost nothing, and a swapped pair would pass."""
+    torch.manual_seed(0)
+    twin = torchvision.models.convnext_tiny().eval()
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for name, tensor in twin.named_parameters():
+            if name.endswith("layer_scale"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.5 + 0.25)
+            elif tensor.dim() == 1:  # LayerNorm weights and biases, and the biases of convolutions and linear layers
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.4 + (0.8 if name.endswith("weight") else -0.2))
+    network, diagnostics = cnndsl.check_source(cnndsl.load("convnext").source, "convnext.cnn", (3, 64, 64))
+    assert network is not None, diagnostics
+    saved = tmp_path / "convnext_tiny.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, saved)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected = twin(x)
+
+    module = network.to_torch(weights=saved).eval()
+    report = module.weights_report
+    layers = len({key.rpartition(".")[0] for key in twin.state_dict()})
+    assert report is not None and len(report.matched) == layers and not (report.reinitialised or report.unmatched), str(report)
+    with torch.no_grad():
+        assert_close(module(x), expected, "the torch module")
+    source_path, weights_path = tmp_path / "net.py", tmp_path / "net.safetensors"
+    compile_network(network, "torch", source_path, weights_path, weights=saved)
+    generated = generated_class(network, source_path.read_text())().eval()
+    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    with torch.no_grad():
+        assert_close(generated(x), expected, "the generated file")
+    assert_close(network.to_numpy(saved)(x.numpy()), expected, "the NumPy backend")
+
+    back, back_report = to_layout(network, module.state_dict(), twin.state_dict())
+    assert list(back) == list(twin.state_dict()) and len(back_report.matched) == layers
+    fresh = torchvision.models.convnext_tiny().eval()
+    fresh.load_state_dict(back, strict=True)
+    with torch.no_grad():
+        assert_close(fresh(x), expected, "the twin with the weights exported back")

@@ -276,3 +276,42 @@ def test_a_list_stays_together_when_an_interleaving_fits_too() -> None:
     assert model.weights_report.matched == [("0", "b.0"), ("1", "b.1"), ("2", "a.0"), ("3", "a.1")]
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
+
+
+def test_a_network_with_references_matches_by_structure() -> None:
+    """`@name` elements hold no weights: the matching walks past them (GoogLeNet's auxiliary heads, a U-Net's skips),
+    and a head registered after the main path (torchvision's aux1 after inception5b) is found by the key tree."""
+    network = cnndsl.parse(
+        "input 3x16x16\noutput logits, side\na: [Conv(4, 3, pad=1), BN, ReLU]\nside: [GAP, flatten, FC(3)]\n"
+        "@a, Conv(6, 3, pad=1), GAP, flatten, logits: FC(5)"
+    )
+    own = network.to_numpy().state_dict()
+    names = {"a.0": "stem.conv", "a.1": "stem.bn", "3": "body", "logits": "head", "side.2": "aux.fc"}
+    foreign: dict[str, np.ndarray] = {}
+    for prefix in ("a.0", "a.1", "3", "side.2", "logits"):  # the side head's keys before the main head's
+        for key, value in own.items():
+            if key.rpartition(".")[0] == prefix:
+                foreign[f"{names[prefix]}.{key.rpartition('.')[2]}"] = value + 1
+    mapping, report = match_weights(network, shapes_of(own), foreign)
+    assert mapping["side.2.weight"] == "aux.fc.weight" and mapping["logits.weight"] == "head.weight"
+    assert len(report.matched) == 5 and not (report.unmatched or report.skipped or report.reinitialised)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_module_s_own_tensor_used_after_its_submodules_is_found(ordered: bool) -> None:
+    """torchvision's ConvNeXt block registers `layer_scale` (its own parameter) before its `block` of layers and
+    multiplies by it after them: the key tree places a module's own tensors among its submodules where they fit."""
+    network = cnndsl.parse("input 4x6x6\nunit: [DWConv(3, pad=1), PointwiseFC(4), Scale] x 2\nGAP, flatten, FC(3)")
+    own = network.to_numpy().state_dict()
+    foreign: dict[str, np.ndarray] = {}
+    for index in range(2):
+        foreign[f"stage.{index}.layer_scale"] = own[f"unit.{index}.2.layer_scale"] + 1
+        for layer, theirs in ((0, "block.0"), (1, "block.1")):
+            for name in ("weight", "bias"):
+                foreign[f"stage.{index}.{theirs}.{name}"] = own[f"unit.{index}.{layer}.{name}"] + 1
+    foreign |= {"head.weight": own["3.weight"], "head.bias": own["3.bias"]}
+    if not ordered:
+        foreign = dict(sorted(foreign.items()))
+    mapping, report = match_weights(network, shapes_of(own), foreign, ordered=ordered)
+    assert mapping["unit.1.2.layer_scale"] == "stage.1.layer_scale" and mapping["unit.0.1.weight"] == "stage.0.block.1.weight"
+    assert len(report.matched) == 7 and not (report.unmatched or report.skipped or report.reinitialised)

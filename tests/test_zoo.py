@@ -64,6 +64,7 @@ ZOO_V2 = {
     "fcn_resnet50": "fcn_resnet50",
     "unet": "unet",
     "yolov8": "yolov8n",
+    "convnext": "convnext_tiny",
 }
 """File stem -> model key in architectures_v2.json (the next wave; see tests/data/README.md)."""
 V2 = {"m5", "r3d_18"}
@@ -143,9 +144,16 @@ def tensor_shapes(layer: Any) -> list[tuple[int, ...]]:
     if kind == "FC":
         out = [(args["out"], shape[0])]
         return out + [(args["out"],)] if args["bias"] else out
+    if kind == "PointwiseFC":  # nn.Linear's weight, over the channels
+        out = [(args["out"], shape[0])]
+        return out + [(args["out"],)] if args["bias"] else out
     if kind == "BatchNorm":
         # weight, bias, running_mean, running_var, num_batches_tracked (a scalar)
         return [(shape[0],)] * 4 + [()]
+    if kind == "LayerNorm":
+        return [(shape[0],)] * 2 if args["elementwise_affine"] else []
+    if kind == "Scale":  # torchvision's CNBlock.layer_scale
+        return [(shape[0], 1, 1)]
     return []
 
 
@@ -256,7 +264,11 @@ def test_v2_counts_match_the_reference(stem: str) -> None:
     assert net.macs * 2 == ref["flops"]
 
 
-@pytest.mark.parametrize("stem", sorted(set(ZOO_V2) - DETECTION))
+LEAVES_BY_SHAPE = {"convnext"}
+"""Networks whose leaves are compared by kind and shape, not path (below): torchvision's modules have no cnndsl counterpart one to one."""
+
+
+@pytest.mark.parametrize("stem", sorted(set(ZOO_V2) - DETECTION - LEAVES_BY_SHAPE))
 def test_v2_leaf_outputs_and_tensor_shapes_match_the_reference(stem: str) -> None:
     net, ref = load(stem), reference_v2()[ZOO_V2[stem]]
     if stem in V2_MODULE_LEAVES:
@@ -548,3 +560,137 @@ def test_labels_name_the_torchvision_modules() -> None:
     assert {"features", "classifier"} <= set(tops["densenet121"])
     dense = {layer.path.split(".")[1] for layer in load("densenet121").layers if layer.path.startswith("features.")}
     assert {f"denseblock{i}" for i in range(1, 5)} | {f"transition{i}" for i in range(1, 4)} <= dense
+
+
+# -- GoogLeNet's auxiliary classifiers (issue 14): `--set aux=true` is torchvision's aux_logits=True --
+
+
+def googlenet_aux() -> cnndsl.Network:
+    return cnndsl.load(ARCHITECTURES / "googlenet.cnn", aux=True)
+
+
+def test_googlenet_aux_counts_and_state_dict_match_the_reference() -> None:
+    net, ref = googlenet_aux(), reference_v2()["googlenet_aux"]
+    assert (net.params, net.trainable_params, net.buffers) == (ref["params"], ref["trainable"], ref["buffers"])
+    ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
+    assert ours == sorted(tuple(shape) for shape in ref["param_shapes"].values())
+    for layer in net.layers:
+        assert sum(math.prod(shape) for shape in tensor_shapes(layer)) == layer.params + layer.buffers, layer.path
+
+
+def test_googlenet_aux_outputs_are_torchvisions_in_its_order() -> None:
+    """(logits, aux2, aux1), as GoogLeNetOutputs; the heads read inception 4d and 4a."""
+    net = googlenet_aux()
+    assert net.output_names == ["fc", "aux2", "aux1"]
+    assert [tuple(shape) for shape in net.output_shapes] == [(1000,)] * 3
+    heads = {name: [layer for layer in net.layers if layer.path.startswith(f"{name}.")] for name in ("aux1", "aux2")}
+    assert [layer.in_shape[0] for layer in heads["aux1"] if layer.kind.name == "Conv"] == [512]  # inception4a's output
+    assert [layer.in_shape[0] for layer in heads["aux2"] if layer.kind.name == "Conv"] == [528]  # inception4d's output
+    for layers in heads.values():
+        assert [(layer.kind.name, tuple(layer.out_shape)) for layer in layers] == [
+            ("AdaptiveAvgPool", (layers[0].in_shape[0], 4, 4)), ("Conv", (128, 4, 4)), ("BatchNorm", (128, 4, 4)),
+            ("ReLU", (128, 4, 4)), ("Flatten", (2048,)), ("FC", (1024,)), ("ReLU", (1024,)), ("Dropout", (1024,)),
+            ("FC", (1000,)),
+        ]  # fmt: skip
+        assert [layer.args["p"] for layer in layers if layer.kind.name == "Dropout"] == [0.7]
+
+
+def test_googlenet_aux_main_path_is_the_evaluated_reference() -> None:
+    """The reference's leaf outputs are recorded in eval, where torchvision skips the heads: without them, every layer agrees;
+    the FLOPs are the reference's plus the heads'."""
+    net, ref = googlenet_aux(), reference_v2()["googlenet_aux"]
+    main = [layer for layer in net.layers if not layer.path.startswith(("aux1.", "aux2."))]
+    expected = [(TORCH_KINDS[kind], leaf_shape(shape)) for _, kind, shape in ref["leaf_outputs"] if kind in TORCH_KINDS]
+    assert [
+        (WEIGHTED_KINDS[layer.kind.name], tuple(layer.out_shape)) for layer in main if layer.kind.name in WEIGHTED_KINDS
+    ] == expected
+    heads = sum(layer.macs for layer in net.layers if layer.path.startswith(("aux1.", "aux2.")))
+    assert heads > 0 and (net.macs - heads) * 2 == ref["flops"]
+
+
+def test_googlenet_without_aux_is_unchanged_and_names_a_misspelt_output() -> None:
+    """aux=false (the default) has no trace of the heads; the output line's names are checked whatever `aux` is."""
+    plain_net = load("googlenet")
+    assert plain_net.output_names == ["fc"] and plain_net.params == reference()["googlenet"]["params"]
+    assert not [layer for layer in plain_net.layers if layer.path.startswith("aux")]
+    source = (ARCHITECTURES / "googlenet.cnn").read_text(encoding="utf-8").replace("aux1 if aux", "aux3 if aux")
+    _, diagnostics = cnndsl.check_source(source, "googlenet.cnn")
+    assert [d.message for d in diagnostics] == ["unknown label `aux3` in `output aux3`"]
+
+
+# -- ConvNeXt (issue 15): T by default, S, B and L by `--set`, against torchvision's convnext_* --
+
+CONVNEXT_SIZES: dict[str, dict[str, int]] = {
+    "convnext_tiny": {},
+    "convnext_small": {"stage3": 27},
+    "convnext_base": {"width": 128, "stage3": 27},
+    "convnext_large": {"width": 192, "stage3": 27},
+}
+CONVNEXT_KINDS = {
+    "Conv2d": "Conv",
+    "LayerNorm2d": "LayerNorm",
+    "LayerNorm": "LayerNorm",
+    "GELU": "GELU",
+    "StochasticDepth": "StochasticDepth",
+    "AdaptiveAvgPool2d": "GlobalAvgPool",
+    "Flatten": "Flatten",
+    "Linear": "FC",
+}
+
+
+def convnext(key: str) -> cnndsl.Network:
+    return cnndsl.load(ARCHITECTURES / "convnext.cnn", **CONVNEXT_SIZES[key])
+
+
+def convnext_reference_leaves(ref: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    """torchvision's leaves as cnndsl writes the network: its Permute modules left out (LayerNorm and PointwiseFC
+    permute inside), the channels-last shapes between two Permutes back to C x H x W, a Linear there a PointwiseFC."""
+    leaves, channels_last = [], False
+    for _, kind, shapes in ref["leaf_outputs"]:
+        if kind == "Permute":
+            channels_last = not channels_last
+            continue
+        shape = leaf_shape(shapes)
+        if channels_last:
+            shape = (shape[-1], *shape[:-1])
+        leaves.append(("PointwiseFC" if kind == "Linear" and channels_last else CONVNEXT_KINDS.get(kind, kind), shape))
+    return leaves
+
+
+@pytest.mark.parametrize("key", sorted(CONVNEXT_SIZES))
+def test_convnext_counts_and_state_dict_match_torchvision(key: str) -> None:
+    net, ref = convnext(key), reference_v2()[key]
+    assert (net.params, net.trainable_params, net.buffers) == (ref["params"], ref["trainable"], ref["buffers"])
+    assert [1, *net.input_shape] == ref["input"] and [[1, *net.output_shape]] == ref["outputs"]
+    assert net.macs * 2 == ref["flops"]
+    ours = sorted(shape for layer in net.layers for shape in tensor_shapes(layer))
+    assert ours == sorted(tuple(shape) for shape in ref["param_shapes"].values())
+    for layer in net.layers:
+        assert sum(math.prod(shape) for shape in tensor_shapes(layer)) == layer.params + layer.buffers, layer.path
+
+
+@pytest.mark.parametrize("key", sorted(CONVNEXT_SIZES))
+def test_convnext_every_layer_matches_torchvision(key: str) -> None:
+    """Every leaf in order, kind and output shape; the layer scale (a parameter of torchvision's CNBlock, not a
+    module) and the residual (`result += input`: an Identity branch and the Add) are the cnndsl layers without a
+    torchvision leaf."""
+    net = convnext(key)
+    ours = [
+        ("Conv" if layer.kind.name == "DWConv" else layer.kind.name, tuple(layer.out_shape))
+        for layer in net.layers
+        if layer.kind.name not in ("Scale", "Identity", "Add")
+    ]
+    assert ours == convnext_reference_leaves(reference_v2()[key])
+    blocks = [layer for layer in net.layers if layer.kind.name == "Add"]
+    assert len(blocks) == [layer.kind.name for layer in net.layers].count("Scale") == 9 + CONVNEXT_SIZES[key].get("stage3", 9)
+    assert all(layer.args["eps"] == 1e-6 for layer in net.layers if layer.kind.name == "LayerNorm")
+
+
+@pytest.mark.parametrize(
+    ("key", "top"), [("convnext_tiny", 0.1), ("convnext_small", 0.4), ("convnext_base", 0.5), ("convnext_large", 0.5)]
+)
+def test_convnext_stochastic_depth_rises_as_torchvision(key: str, top: float) -> None:
+    """torchvision: block j of n drops its residual branch with probability `stochastic_depth_prob * j / (n - 1)`."""
+    rates = [layer.args["p"] for layer in convnext(key).layers if layer.kind.name == "StochasticDepth"]
+    assert rates == [top * j / (len(rates) - 1.0) for j in range(len(rates))]
+    assert all(layer.args["mode"] == "row" for layer in convnext(key).layers if layer.kind.name == "StochasticDepth")

@@ -33,7 +33,7 @@ from .functions import define_functions, whole_count
 from .header import collect_defaults, input_shape, layer_names, network_params, split_program
 from .references import INPUT, Entry, Namespace, declared_labels, define, unresolved
 from .symbolic import merged_terms, output_terms, resolved_terms, term_of
-from .values import POISON, Scope, Value, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
+from .values import POISON, Scope, Value, Word, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
 
 MERGES = {name.lower(): kind for name, kind in KINDS.items() if isinstance(kind, MergeKind)}
 
@@ -190,6 +190,7 @@ class Checker:
         """The `output` line's tensors: labels of the network's body (or `input`), each a Reference outside the tree."""
         outputs: list[Reference] = []
         seen: dict[str, Position] = {}
+        complete = True
         for item in decl.names:
             if item.label in seen:
                 first = seen[item.label]
@@ -198,14 +199,46 @@ class Checker:
                     item.pos,
                     f"it is already listed at line {first.line}, column {first.column}; list each output once",
                 )
+                complete = False
                 continue
             seen[item.label] = item.pos
+            listed = self._output_listed(item, scope)
+            # Resolved even when its condition is false: a misspelt name is an error whatever the parameters.
             ref = self._resolve(
                 ast.Reference(item.label, False, item.pos), namespace, State(None), item.label, "", scope, f"output {item.label}"
             )
-            if ref is not None:
+            if ref is None or listed is None:
+                complete = False
+            elif listed:
                 outputs.append(ref)
-        return outputs if len(outputs) == len(decl.names) else None
+        if complete and not outputs:
+            self.sink.error(
+                "the `output` line lists no output: every name's condition is false",
+                decl.pos,
+                "list the network's main output without a condition (`output logits, aux if aux`)",
+            )
+            return None
+        return outputs if complete else None
+
+    def _output_listed(self, item: ast.OutputName, scope: Scope) -> bool | None:
+        """Whether an `output` name is listed: its condition's value (true without one), None after an error."""
+        if item.condition is None:
+            return True
+        condition = item.condition
+        value = report_errors(self.sink, scope, lambda: evaluate(condition, scope, None))
+        if value is POISON:
+            return None
+        if not isinstance(value, bool):
+            example = f"a boolean parameter or a comparison: `{item.label} if aux`, `{item.label} if heads > 0`"
+            # An unknown name reads as a bare word: most likely a misspelt parameter.
+            known = suggest(value.text, scope.values) if isinstance(value, Word) else None
+            self.sink.error(
+                f"the condition of output `{item.label}` must be true or false; got {format_value(plain(value))}",
+                condition.pos,
+                known or example,
+            )
+            return None
+        return value
 
     def _logits_warning(self, root: Sequence) -> None:
         """A network that ends in Softmax or Sigmoid trains badly with cross-entropy, which expects logits."""

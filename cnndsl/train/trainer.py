@@ -102,6 +102,13 @@ def train(network: Network, config: TrainConfig, world: World | None = None) -> 
         return _train(network, config, world)
 
 
+def _returns_its_last_element(network: Network) -> bool:
+    """True when the `output` line names only the body's last element (GoogLeNet without its auxiliary heads):
+    the network returns what it would without the line, and trains as such."""
+    outputs, children = network.outputs or [], network.root.children
+    return len(outputs) == 1 and not outputs[0].of_input and bool(children) and outputs[0].source is children[-1]
+
+
 def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any]:
     if config.backend == "numpy" and world.distributed:
         raise error(
@@ -113,7 +120,7 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
         for source in (network.filename, config.data):
             if same_file(config.save, source):
                 raise error(f"--save {config.save} would overwrite the input {source}", "choose another path", "cnndsl train")
-    if network.outputs is not None:
+    if network.outputs is not None and not _returns_its_last_element(network):
         raise error(
             "training does not yet read networks with an `output` line: the loss takes the network's last element",
             "train a copy of the file without the `output` line (its weights load into this one: the keys are the same)",
