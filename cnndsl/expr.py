@@ -241,6 +241,28 @@ def _render_node(
     return f"{spelling}({', '.join(_render(a, names, literal, name_of)[0] for a in term.args)})", ATOM
 
 
+def evaluate(term: Term, values: Mapping[str, Any]) -> Any:
+    """The term's value with the parameters in `values` (a tuple for a pair), computed as the checker does.
+
+    ValueError for an opaque term or a parameter `values` lacks; an arithmetic failure (a division by
+    zero) raises what the operation raises.
+    """
+    if isinstance(term, tuple):
+        return tuple(evaluate(t, values) for t in term)
+    if not isinstance(term, Expr):
+        return term
+    if term.op == "param":
+        if term.args[0] not in values:
+            raise ValueError(f"no value for parameter `{term.args[0]}`")
+        return values[term.args[0]]
+    if term.op == "opaque":
+        raise ValueError("an opaque expression has no value of its own")
+    operands = [evaluate(a, values) for a in term.args]
+    if term.op in OPERATORS:
+        return OPERATORS[term.op][2](*operands)
+    return FUNCTIONS[term.op][1](*operands)
+
+
 def imports(term: Term) -> set[str]:
     """The modules a rendered term needs (`math` for floor and ceil)."""
     found: set[str] = set()

@@ -109,6 +109,8 @@ def check_source(
         text,
         result.outputs,
         result.structural,
+        result.written_params,
+        result.written_input,
     )
     return network, diagnostics
 

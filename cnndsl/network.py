@@ -65,6 +65,8 @@ class Network:
         source: str = "",
         outputs: list[Reference] | None = None,
         structural_parameters: frozenset[str] = frozenset(),
+        written_parameters: Mapping[str, Value] | None = None,
+        written_input: Shape | None = None,
     ) -> None:
         self.name = name
         self.input_shape = input_shape
@@ -78,6 +80,11 @@ class Network:
         self.structural_parameters = structural_parameters
         """Parameters that the IR's expressions (`Layer.exprs`) cannot follow: they decide which
         layers exist (a repetition count) or another parameter's default."""
+        self.written_parameters = dict(parameters if written_parameters is None else written_parameters)
+        """The parameters' values as the source writes them (their defaults; one without a default is
+        absent): with `parameters`, which ones a setting changed (cnndsl.weights_match)."""
+        self.written_input = input_shape if written_input is None else written_input
+        """The `input` line's shape, which an --input override may have replaced (equal to `input_shape` otherwise)."""
         self.layers: list[Layer] = list(root.leaves())
         self.outputs: list[Reference] | None = outputs
         """The `output` line's tensors, in order; None when the network returns its last element's."""

@@ -13,9 +13,10 @@ order does not fit at all (safetensors stores keys sorted), `recover_order` find
 key tree: each submodule's layers together, numbered submodules in their order, named ones in
 the order that fits (key order deciding between equal shapes: `conv1` before `conv2`).
 
-A layer whose shapes differ only because a network parameter or the input channels changed it
-(the classifier head of `--set num_classes=10`: its arguments differ from the same layer's in
-the network as written) keeps its initial weights and is reported as re-initialised. Any other
+A layer whose shapes differ only because a network parameter or the input changed it (the
+classifier head of `--set num_classes=10`) keeps its initial weights and is reported as
+re-initialised; which layers those are is read from the IR (`changed_layers`: how each parameter
+reaches each layer, `Layer.exprs`), without checking the source again. Any other
 disagreement is refused with a CnnDslError naming the layer on each side and how they
 differ, unless `allow_partial`: then what agrees at the start and at the end is matched, and
 the rest is reported (ours: unmatched, keeping initial weights; theirs: skipped). When theirs has
@@ -35,7 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnDslError
+from .expr import evaluate, params_of
 from .ir import Layer, Node, Parallel, Reference, Sequence
+from .layers.base import MergeKind
+from .shapes import Shape as TensorShape
 from .torch_plan import deep_recursion
 from .weights import PREPROCESS_PREFIX, Weights, weights_error
 
@@ -241,21 +245,102 @@ class _Matcher:
         return at
 
 
+def changed_parameters(network: Network) -> set[str]:
+    """The network parameters whose value differs from the one the source writes (or that have none written)."""
+    written = network.written_parameters
+    return {name for name, value in network.parameters.items() if name not in written or not _same(written[name], value)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same type (`--set width=64.0` is not the written `64`)."""
+    return type(a) is type(b) and a == b
+
+
 def changed_layers(network: Network) -> set[str]:
-    """Paths of the layers whose weights' shapes a network parameter or the input changed: their arguments or
-    their input channels (features, for a flat input) differ from the same layer's in the network as written.
-    (A smaller image alone changes no weight's shape.)"""
-    from .frontend import check_source
+    """Paths of the layers whose weights' shapes a changed network parameter or --input changed, read from the IR.
 
-    written, _ = check_source(network.source, network.filename)
-    if written is None:
-        return {layer.path for layer in network.layers}
+    The network's data flow (`Network.program`) is run once on shapes as the source writes them: each layer
+    whose arguments read a changed parameter (`Layer.exprs`) gets them computed with the written values
+    (`cnndsl.expr.evaluate`), and its output shape inferred again from its written input; where nothing it
+    reads changed, its shapes are the IR's. A layer is reshaped when its weights' and buffers' sizes differ
+    between the two: a changed stride or dropout rate reshapes none, nor does a smaller image before a
+    global pool. Where a written value is unknown (a parameter without a default, an argument that reads it
+    through a `def` function or a condition, an inference that fails), every layer it reaches counts as
+    reshaped: a shape difference there is excused, never a layer refused that a setting changed.
+    A parameter that decides which layers exist (a repetition count) cannot be followed this way: the
+    layers are our own, and weights of another count disagree, as the refusal then says (`_refusal`).
+    """
+    changed = changed_parameters(network)
+    if not changed and network.written_input == network.input_shape:
+        return set()
+    written = network.written_parameters
+    current: dict[int, TensorShape | None] = {0: network.input_shape}
+    before: dict[int, TensorShape | None] = {0: network.written_input}
+    reshaped: set[str] = set()
+    for step in network.program().steps:
+        layer = step.layer
+        shapes = [before.get(register) for register in step.inputs]
+        current[step.output] = layer.out_shape
+        args: dict[str, Any] | None = layer.args
+        if layer.exprs is not None and any(params_of(term) & changed for term in layer.exprs.args.values()):
+            try:
+                args = dict(layer.args)
+                args.update(
+                    (name, evaluate(term, written)) for name, term in layer.exprs.args.items() if params_of(term) & changed
+                )
+            except Exception:  # noqa: BLE001 - an opaque term, a parameter without a written value, 1 / 0: unknown
+                args = None
+        unchanged_input = all(shape == current.get(register) for shape, register in zip(shapes, step.inputs, strict=True))
+        shape_reads_unchanged = all(before.get(r) == current.get(r) for r in step.shape_inputs)
+        if args is layer.args and unchanged_input and shape_reads_unchanged:
+            before[step.output] = layer.out_shape
+            continue
+        out: TensorShape | None = None
+        if args is not None and None not in shapes and shape_reads_unchanged:
+            out = _inferred(layer, args, [shape for shape in shapes if shape is not None])
+        elif args is not None and network.written_input == network.input_shape:
+            out = _recorded_output(layer, changed, written)
+        before[step.output] = out
+        if (layer.params or layer.buffers) and (
+            out is None or args is None or _sizes(layer, args, shapes[0]) != _sizes(layer, layer.args, layer.in_shape)
+        ):
+            reshaped.add(layer.path)
+    return reshaped
 
-    def shaping(layer: Layer) -> tuple[str, dict[str, Any], int]:
-        return layer.kind.name, layer.args, tuple(layer.in_shape)[0]
 
-    before = {layer.path: shaping(layer) for layer in written.layers}
-    return {layer.path for layer in network.layers if before.get(layer.path) != shaping(layer)}
+def _recorded_output(layer: Layer, changed: set[str], written: Mapping[str, Any]) -> TensorShape | None:
+    """The layer's written output shape from its recorded output terms alone (its input's is unknown), or None:
+    a `Conv(8, 1)` after a layer of unknown width still gives 8 channels of the same size."""
+    exprs = layer.exprs
+    if exprs is None:
+        return layer.out_shape  # no parameter reaches it at all
+    if exprs.out_size & changed:
+        return None
+    try:
+        channels = evaluate(exprs.out, written) if params_of(exprs.out) & changed else layer.out_shape[0]
+    except Exception:  # noqa: BLE001 - as in changed_layers
+        return None
+    return TensorShape((channels, *layer.out_shape[1:])) if type(channels) is int and channels > 0 else None
+
+
+def _inferred(layer: Layer, args: dict[str, Any], inputs: list[TensorShape]) -> TensorShape | None:
+    """The layer's output for these arguments and inputs (a merge's: its branches'), None where inference refuses them."""
+    try:
+        if isinstance(layer.kind, MergeKind):
+            return layer.kind.merge(inputs)
+        return layer.kind.infer(args, inputs[0])
+    except Exception:  # noqa: BLE001 - any failure of a layer's rule on other values: the shape is unknown
+        return None
+
+
+def _sizes(layer: Layer, args: dict[str, Any], shape: TensorShape | None) -> tuple[int, int] | None:
+    """How many weights and buffer entries the layer holds with these arguments and input."""
+    if shape is None:
+        return None
+    try:
+        return layer.kind.param_count(args, shape), layer.kind.buffer_count(args, shape)
+    except Exception:  # noqa: BLE001 - as in _inferred
+        return None
 
 
 def match_weights(
@@ -528,10 +613,28 @@ def _refusal(network: Network, mismatch: _Mismatch, ours: int, theirs: int, sour
     if loading:
         message = f"the weights from {source} do not fit network {network.name} by structure"
         hint = "were they saved from this architecture? --allow-partial (allow_partial=True) loads the layers that fit"
+        structural = [name for name in network.parameters if name in changed_parameters(network) & network.structural_parameters]
+        if structural:
+            # A repetition count (or what it reads) follows no layer's expression: the layer list itself changed.
+            written = network.written_parameters
+            values = ", ".join(
+                f"{name}={_value_text(network.parameters[name])} "
+                f"({'written: ' + _value_text(written[name]) if name in written else 'no default'})"
+                for name in structural
+            )
+            hint = (
+                f"{values} may change which layers the network has, so weights for the network as written need not fit: "
+                "load weights saved with the same value, or --allow-partial (allow_partial=True) to load the layers that fit"
+            )
     else:
         message = f"network {network.name} does not fit the layout of {source}"
         hint = "the template must have the network's shapes: give it the same parameters, e.g. module:callable(num_classes=10)"
     return weights_error(f"{message}: {own} against {other}: {mismatch.how}{counts}", hint, source)
+
+
+def _value_text(value: Any) -> str:
+    """A parameter's value as the source would write it (a word as itself)."""
+    return str(getattr(value, "text", value)) if not isinstance(value, (bool, float)) else repr(value).lower()
 
 
 def remap(mapping: Mapping[str, str], foreign: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,20 +61,7 @@ def test_the_lists_name_real_modules() -> None:
     assert "cnndsl.network" in backend_modules() and "cnndsl.torch_plan" in backend_modules()
 
 
-# weights_match still re-checks the source to tell which layers a --set value reshaped: strict,
-# so the mark must go when it reads that from the IR (code generation does: Layer.exprs).
-RECHECKS_SOURCE = {"cnndsl.weights_match"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="re-checks the source"))
-        if name in RECHECKS_SOURCE
-        else name
-        for name in backend_modules()
-    ],
-)
+@pytest.mark.parametrize("name", backend_modules())
 def test_no_backend_imports_the_front_end(name: str) -> None:
     path = PACKAGE.joinpath(*name.split(".")[1:])
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")

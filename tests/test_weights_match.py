@@ -315,3 +315,140 @@ def test_a_module_s_own_tensor_used_after_its_submodules_is_found(ordered: bool)
     mapping, report = match_weights(network, shapes_of(own), foreign, ordered=ordered)
     assert mapping["unit.1.2.layer_scale"] == "stage.1.layer_scale" and mapping["unit.0.1.weight"] == "stage.0.block.1.weight"
     assert len(report.matched) == 7 and not (report.unmatched or report.skipped or report.reinitialised)
+
+
+# ---------------------------------------------------------------- which layers a setting reshaped, from the IR
+
+ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
+
+
+def state_shapes(network: cnndsl.Network) -> dict[str, tuple[int, ...]]:
+    return {key: value.shape for key, value in network.to_numpy(seed=0).state_dict().items()}
+
+
+def really_reshaped(written: cnndsl.Network, tuned: cnndsl.Network) -> set[str]:
+    """The layers of `tuned` whose tensors' shapes differ from (or are absent in) the network as written."""
+    before, after = state_shapes(written), state_shapes(tuned)
+    return {key.rpartition(".")[0] for key, shape in after.items() if before.get(key) != shape}
+
+
+def test_regnet_with_other_classes_reshapes_only_the_head() -> None:
+    from cnndsl.weights_match import changed_layers
+
+    tuned = cnndsl.load(ARCHITECTURES / "regnet_y_400mf.cnn", num_classes=10)
+    assert (
+        changed_layers(tuned)
+        == {tuned.layers[-1].path}
+        == really_reshaped(cnndsl.load(ARCHITECTURES / "regnet_y_400mf.cnn"), tuned)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("digits_cnn", {"width": 8}),
+        ("m5", {"width": 16}),
+        ("dcgan_generator", {"nc": 1}),
+        ("unet", {"base": 16}),
+        ("densenet121", {"growth": 16}),
+        ("densenet121", {"bn_size": 2}),
+        ("regnet_y_400mf", {"group_width": 4}),  # only the 16 grouped convolutions
+        ("resnext50_32x4d", {"groups": 16}),
+        ("efficientnet", {"width": 0.5}),  # through `def` functions: the terms are opaque, every use of width counts
+        ("mobilenet_v3_small", {"width": 0.5}),  # a structural parameter: the layer list changes too
+        ("mobilenet_v2", {"dropout": 0.1}),  # no weight reads the rate
+        ("lenet5", {"input": (1, 36, 36)}),  # the first convolution's channels and the first FC's features
+        ("resnet18", {"input": (1, 160, 160)}),  # a global pool: the head keeps its features
+    ],
+)
+def test_a_setting_marks_exactly_the_layers_whose_weights_it_reshaped(name: str, values: dict[str, object]) -> None:
+    from cnndsl.weights_match import changed_layers
+
+    path = ARCHITECTURES / f"{name}.cnn"
+    tuned = cnndsl.load(path, **values)  # type: ignore[arg-type]
+    reshaped = really_reshaped(cnndsl.load(path), tuned)
+    assert bool(reshaped) == (values != {"dropout": 0.1})  # the comparison below is not between empty sets
+    assert changed_layers(tuned) == reshaped
+
+
+STRIDED = """
+network Strided(stride=1, width=4, k=3)
+input 3x8x8
+Conv(width, k, stride=stride, pad=k // 2), BN, ReLU
+Conv(8, 3, pad=1, groups=width // 4)
+flatten, fc: FC(2)
+"""
+
+
+@pytest.mark.parametrize("values", [{"stride": 2}, {"width": 8}, {"k": 5}, {"k": 3, "width": 4}, {"width": 8, "stride": 2}])
+def test_arguments_that_size_no_weight_reshape_nothing_by_themselves(values: dict[str, int]) -> None:
+    """A stride or a padding a parameter sets sizes no weight: only the layers whose weights it reaches count."""
+    from cnndsl.weights_match import changed_layers
+
+    tuned = cnndsl.parse(STRIDED, **values)
+    assert changed_layers(tuned) == really_reshaped(cnndsl.parse(STRIDED), tuned)
+    if values == {"stride": 2}:
+        assert changed_layers(tuned) == {"fc"}  # the strided convolution keeps its kernel; the flattened features shrink
+
+
+def test_a_value_the_ir_cannot_follow_marks_every_layer_it_reaches() -> None:
+    """A `def` function (an opaque term) or a parameter without a default: the written value is unknown, so
+    every layer the parameter reaches is taken as reshaped (a difference excused, never a setting refused)."""
+    from cnndsl.weights_match import changed_layers
+
+    source = "network F(w=4, n)\ninput 3x8x8\ndef twice(x) = 2 * x\nConv(twice(w), 3), Conv(8, 1), Conv(n, 1), GlobalAvgPool, flatten, FC(2)\n"
+    assert changed_layers(cnndsl.parse(source, n=4)) == {"2", "5"}  # the FC's features are n channels
+    # twice(w) is unknown as written: the Conv reading it and the next one (its input); Conv(8, 1) gives 8 channels all the same.
+    assert changed_layers(cnndsl.parse(source, w=8, n=4)) == {"0", "1", "2", "5"}
+
+
+def test_a_setting_equal_to_the_written_value_reshapes_nothing() -> None:
+    from cnndsl.weights_match import changed_layers
+
+    assert changed_layers(cnndsl.load(ARCHITECTURES / "resnet18.cnn", num_classes=1000)) == set()
+    assert changed_layers(cnndsl.load(ARCHITECTURES / "resnet18.cnn", input=(3, 224, 224))) == set()
+    assert changed_layers(cnndsl.parse(SOURCE, num_classes="5")) == set()  # --set gives text: the value is what counts
+
+
+def test_the_head_is_re_initialised_without_checking_the_source_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backends read only the IR (issue 12): weights matching never calls the front end."""
+    written = cnndsl.parse(SOURCE)
+    tuned = cnndsl.parse(SOURCE, num_classes=2)
+    foreign = foreign_layout(randomised(written, 3))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the front end was called")
+
+    monkeypatch.setattr("cnndsl.frontend.check_source", refuse)
+    report = tuned.to_numpy(foreign, seed=7).weights_report
+    assert report is not None and [r[:2] for r in report.reinitialised] == [("fc", "head")] and len(report.matched) == 7
+
+
+def test_weights_of_another_repetition_count_are_refused_naming_the_parameter() -> None:
+    source = "network Deep(blocks=2)\ninput 3x8x8\n[Conv(4, 3, pad=1), BN, ReLU] x blocks\nGlobalAvgPool, flatten, fc: FC(2)\n"
+    written = cnndsl.parse(source)
+    foreign = {f"m.{key}": value for key, value in randomised(written, 1).items()}
+    with pytest.raises(cnndsl.CnnDslError) as caught:
+        cnndsl.parse(source, blocks=3).to_numpy(foreign)
+    assert "blocks=3 (written: 2) may change which layers the network has" in str(caught.value)
+    # Weights saved with the same count load, and those that fit load with allow_partial.
+    deeper = cnndsl.parse(source, blocks=3)
+    assert deeper.to_numpy({f"m.{k}": v for k, v in randomised(deeper, 2).items()}).weights_report is not None
+    report = deeper.to_numpy(foreign, allow_partial=True).weights_report
+    assert report is not None and report.unmatched and len(report.matched) == 5
+
+
+def test_the_checker_records_the_written_values_beside_the_set_ones() -> None:
+    """A default that reads another parameter is recorded as written (`h` = 8 for the written w=4), so a
+    layer that reads only `h` counts as reshaped when `w` is set; the --input override keeps the `input` line's shape."""
+    from cnndsl.weights_match import changed_layers, changed_parameters
+
+    source = "network Tied(w=4, h=w * 2, n)\ninput 3x8x8\nConv(w, 3), Conv(h, 1), Conv(n, 1)\n"
+    tuned = cnndsl.parse(source, input=(1, 8, 8), w=8, n=2)
+    assert tuned.written_parameters == {"w": 4, "h": 8} and tuned.parameters == {"w": 8, "h": 16, "n": 2}
+    assert tuned.written_input == (3, 8, 8) and tuned.input_shape == (1, 8, 8)
+    assert changed_parameters(tuned) == {"w", "h", "n"}
+    assert changed_layers(tuned) == {"0", "1", "2"}
+    assert changed_layers(cnndsl.parse(source, n=2)) == {"2"}  # n has no written value: its layer counts as reshaped
+    plain = cnndsl.parse(source, n=2, w=4)
+    assert plain.written_parameters == {"w": 4, "h": 8} and changed_parameters(plain) == {"n"}

@@ -30,7 +30,15 @@ from ..shapes import Shape, Sizes, Window
 from .binding import Binder, Defaults
 from .budget import Abort, Budget
 from .functions import define_functions, whole_count
-from .header import collect_defaults, input_shape, layer_names, network_params, split_program
+from .header import (
+    collect_defaults,
+    input_shape,
+    layer_names,
+    network_params,
+    split_program,
+    written_input_shape,
+    written_params,
+)
 from .references import INPUT, Entry, Namespace, declared_labels, define, unresolved
 from .symbolic import merged_terms, output_terms, resolved_terms, term_of
 from .values import POISON, Scope, Value, Word, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
@@ -83,6 +91,10 @@ class CheckResult:
     structural: frozenset[str] = frozenset()
     """Parameters that decide what the IR's expressions cannot say: a repetition count (which layers
     exist), or another parameter's default. Code generation cannot vary them."""
+    written_params: dict[str, Value] | None = None
+    """The parameters' values as the source writes them (header.written_params)."""
+    written_input: Shape | None = None
+    """The `input` line's shape (header.written_input_shape)."""
 
 
 class Checker:
@@ -184,7 +196,9 @@ class Checker:
                 ref.source = root
         if outputs is None:
             self._logits_warning(root)
-        return CheckResult(name, shape, root, dict(params), outputs, frozenset(self._structural))
+        written = written_params(network, self.param_overrides, params)
+        written_input = written_input_shape(input_decl) if self.input_override is not None else shape
+        return CheckResult(name, shape, root, dict(params), outputs, frozenset(self._structural), written, written_input)
 
     def _outputs(self, decl: ast.OutputDecl, namespace: Namespace, scope: Scope) -> list[Reference] | None:
         """The `output` line's tensors: labels of the network's body (or `input`), each a Reference outside the tree."""

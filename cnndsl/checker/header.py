@@ -176,6 +176,25 @@ def network_params(sink: DiagnosticSink, network: ast.NetworkDecl | None, overri
     return values
 
 
+def written_params(
+    network: ast.NetworkDecl | None, overrides: Mapping[str, Value], values: Mapping[str, Value]
+) -> dict[str, Value]:
+    """The parameters' values as the source writes them (their defaults, `values` when nothing was set): what
+    weights matching compares with to tell which layers a setting reshaped. A parameter without a default, or
+    whose default fails, has no written value and is left out; the errors were reported where they mattered."""
+    if not overrides:
+        return {name: value for name, value in values.items() if value is not POISON}
+    written = network_params(DiagnosticSink("", ""), network, {})
+    return {name: value for name, value in written.items() if value is not POISON}
+
+
+def written_input_shape(decl: ast.InputDecl | None) -> Shape | None:
+    """The `input` line's shape (None without a valid one): an --input override may differ from it."""
+    if decl is None or len(decl.dims) not in (1, 2, 3, 4) or any(d < 1 for d in decl.dims):
+        return None
+    return Shape(decl.dims)
+
+
 def check_override(sink: DiagnosticSink, param: ast.Param, value: Value) -> Value:
     if isinstance(value, str):
         try:

@@ -203,7 +203,16 @@ def logits_network(network: Network, reporter: Reporter) -> Network:
         " softmax itself; training without the final Softmax (it has no weights: the saved weights run with it)"
     )
     return Network(
-        network.name, network.input_shape, replacement, network.parameters, network.diagnostics, network.filename, network.source
+        network.name,
+        network.input_shape,
+        replacement,
+        network.parameters,
+        network.diagnostics,
+        network.filename,
+        network.source,
+        structural_parameters=network.structural_parameters,
+        written_parameters=network.written_parameters,
+        written_input=network.written_input,
     )
 
 
