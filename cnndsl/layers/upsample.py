@@ -10,8 +10,10 @@ the columns, and its backward is the same two matrices transposed.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from ..receptive import MAX_PERIOD, Field
 from ..shapes import Pair, Shape
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TensorRef, TorchCall, as_pair, pair_text, register
 from .conv import torch_pair
@@ -196,6 +198,10 @@ class ConvTranspose(LayerKind):
         kh, kw = args["kernel"]
         return shape.numel * (args["out"] // args["groups"]) * kh * kw
 
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
+        names = ("kernel", "stride", "pad", "dilation")
+        return tuple(axis.transposed(*(args[name][a] for name in names)) for a, axis in enumerate(field))
+
     def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
         # The per-offset columns (out x kh x kw x H x W) and the uncropped scatter buffer.
         kh, kw = args["kernel"]
@@ -377,6 +383,21 @@ class Upsample(LayerKind):
                 arg="scale",
             )
         return Shape((shape.channels, *dims))
+
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
+        # The source position of output pixel o is (o + 1/2)·ratio - 1/2, ratio = input pixels per
+        # output pixel: 1/scale (what nn.Upsample uses when given a scale), or in/out for a size;
+        # (in - 1)/(out - 1) with align_corners.
+        out = self.infer(args, shape).spatial
+        ratios = []
+        for size, new in zip(shape.spatial, out, strict=True):
+            if args["align_corners"] and new > 1:
+                ratios.append(Fraction(size - 1, new - 1))
+            elif args["scale"] is not None:
+                ratios.append(1 / Fraction(args["scale"][0]).limit_denominator(MAX_PERIOD))
+            else:
+                ratios.append(Fraction(size, new))
+        return tuple(axis.resample(ratio, args["mode"], args["align_corners"]) for axis, ratio in zip(field, ratios, strict=True))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs: list[tuple[str, Any]] = []
