@@ -24,6 +24,7 @@ from ..expr import param as parameter_term
 from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, TensorRef, check_input_rank, check_spelling_rank, format_value
+from ..layers.upsample import ConvTranspose
 from ..limits import MAX_ERRORS
 from ..names import module_names
 from ..receptive import Field
@@ -381,7 +382,10 @@ class Checker:
             out = kind.merge(shapes)
         except LayerError as err:
             notes = _branch_notes(branches, err.branch) if err.branch is not None else []
-            self.sink.error(err.message, el.pos, err.hint, [*notes, *scope.notes()])
+            # A transposed convolution one pixel short of its skip (an odd size halved) says which output_pad fits.
+            fix = _transposed_fix(branches, err.branch) if err.branch is not None else None
+            merge_hint = f"{err.hint}: {fix}" if fix and err.hint else fix or err.hint
+            self.sink.error(err.message, el.pos, merge_hint, [*notes, *scope.notes()])
             # Go on with the shape the merge would give once fixed: later mistakes are independent of this one.
             state.shape, state.field = err.recovered, field
             return None
@@ -864,13 +868,29 @@ def _branch_notes(branches: list[Sequence], odd: int) -> list[str]:
         elif changed:
             layer = changed[-1]
             assert isinstance(layer, Layer)
+            # A transposed convolution shows its arithmetic, as a window's "doesn't fit" shows the lecture's.
+            how = f": {layer.kind.size_arithmetic(layer.args, layer.in_shape)}" if isinstance(layer.kind, ConvTranspose) else ""
             notes.append(
                 f"branch {index} gives {branch.out_shape}: `{layer.describe}` at line {layer.pos.line}, "
-                f"column {layer.pos.column} turns {layer.in_shape} into {layer.out_shape}"
+                f"column {layer.pos.column} turns {layer.in_shape} into {layer.out_shape}{how}"
             )
         else:
             notes.append(f"branch {index} gives {branch.out_shape}: it keeps the shape of the merge's input")
     return notes
+
+
+def _transposed_fix(branches: list[Sequence], odd: int) -> str | None:
+    """The output_pad that makes a branch ending in ConvTranspose match branch 0's height and width, if one does."""
+    if odd >= len(branches) or not branches or not branches[0].out_shape.has_space:
+        return None
+    # The last layer that changed the shape (or a reference, which gives its source's), as _branch_notes finds it.
+    changed = [
+        n for n, _ in walk(branches[odd]) if isinstance(n, Reference) or (isinstance(n, Layer) and n.out_shape != n.in_shape)
+    ]
+    layer = changed[-1] if changed else None
+    if not isinstance(layer, Layer) or not isinstance(layer.kind, ConvTranspose):
+        return None
+    return layer.kind.size_fix(layer.args, layer.in_shape, branches[0].out_shape.spatial)
 
 
 AXIS_WORDS = {1: ("samples",), 2: ("rows", "columns"), 3: ("frames", "rows", "columns")}
