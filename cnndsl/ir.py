@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 from .errors import Position
@@ -53,7 +54,8 @@ class Layer(Node):
     kind: LayerKind = field(default=None)  # type: ignore[assignment]
     args: dict[str, Any] = field(default_factory=dict)
     receptive_field: Sizes = (1, 1)
-    effective_stride: Sizes = (1, 1)
+    effective_stride: tuple[Fraction, ...] = (Fraction(1), Fraction(1))
+    """Input pixels per output pixel, per axis: a fraction after layers that grow the map (1/2 after Upsample(2))."""
     """Effective stride: input pixels between neighbouring outputs."""
     exprs: LayerExprs | None = None
     """How the network's parameters reach its arguments and input (cnndsl.expr); None when none does."""

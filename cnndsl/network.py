@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -154,7 +155,7 @@ class Network:
         return self.layers[-1].receptive_field
 
     @property
-    def effective_stride(self) -> Sizes:
+    def effective_stride(self) -> tuple[Fraction, ...]:
         return self.layers[-1].effective_stride
 
     @property

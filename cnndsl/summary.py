@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .ir import Layer, Node, Parallel, Reference, Sequence, walk
 from .layers.base import format_value
+from .receptive import stride_json, stride_text
 
 if TYPE_CHECKING:
     from .network import Network
@@ -182,7 +183,7 @@ def _totals(network: Network) -> list[tuple[str, str]]:
         ("Input size", _mb(input_bytes)),
         ("Params size", f"{_mb(param_bytes)} (parameters and buffers, float32)"),
         ("Total size", f"{_mb(network.activation_bytes + param_bytes)} (input, activations, parameters and buffers)"),
-        ("Receptive field", f"{_pair(rf)} (effective stride {_pair(effective_stride)})"),
+        ("Receptive field", f"{_pair(rf)} (effective stride {'x'.join(map(stride_text, effective_stride))})"),
         ("Layers", f"{len(network.layers):,}"),
     ]
 
@@ -310,7 +311,7 @@ def network_json(network: Network) -> dict[str, Any]:
         "macs": network.macs,
         "activation_bytes": network.activation_bytes,
         "receptive_field": list(network.receptive_field),
-        "effective_stride": list(network.effective_stride),
+        "effective_stride": [stride_json(s) for s in network.effective_stride],
         "parameters": {
             k: format_value(getattr(v, "text", v)) if not isinstance(v, (int, float)) else v
             for k, v in network.parameters.items()
@@ -328,7 +329,7 @@ def network_json(network: Network) -> dict[str, Any]:
                 "macs": layer.macs,
                 "args": {k: list(v) if isinstance(v, tuple) else v for k, v in layer.args.items()},
                 "receptive_field": list(layer.receptive_field),
-                "effective_stride": list(layer.effective_stride),
+                "effective_stride": [stride_json(s) for s in layer.effective_stride],
                 "line": layer.pos.line,
                 "column": layer.pos.column,
             }

@@ -127,6 +127,11 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("Reshape(4, 2, 3)", "24", (4, 2, 3), 0, 0, 0),
         ("Reshape(c=2, h=3, w=4)", "24", (2, 3, 4), 0, 0, 0),
         ("Unflatten(3, 2, 4)", "24", (3, 2, 4), 0, 0, 0),
+        # PyTorch's spelling, nn.Unflatten(dim, unflattened_size); 2 and 4 entries give a signal and a volume.
+        ("Unflatten(1, (3, 2, 4))", "24", (3, 2, 4), 0, 0, 0),
+        ("Unflatten(dim=1, unflattened_size=(3, 2, 4))", "24", (3, 2, 4), 0, 0, 0),
+        ("Unflatten(1, (6, 4))", "24", (6, 4), 0, 0, 0),
+        ("Unflatten(1, (3, 2, 2, 2))", "24", (3, 2, 2, 2), 0, 0, 0),
     ],
     "Add": [("Add[ Conv(4, 1) | Identity ]", "4x4x4", (4, 4, 4), 20, 0, 4 * 16 * 4)],
     "Concat": [("Concat[ Conv(2, 1) | Identity ]", "4x4x4", (6, 4, 4), 10, 0, 2 * 16 * 4)],
@@ -373,6 +378,12 @@ GROW_ERRORS = [
     ("3x4x4", "Conv(@input, 1)", "`@input` is a tensor, not a value"),
     ("3x4x4", "Reshape(3, 4, 4)", "Reshape needs a flat input"),
     ("20", "Unflatten(2, 3, 3)", "Reshape: c·h·w = 2·3·3 = 18, but its input has 20 features"),
+    ("20", "Unflatten(1, (2, 3, 3))", "Reshape: c·h·w = 2·3·3 = 18, but its input has 20 features"),
+    ("18", "Unflatten(2, (2, 3, 3))", "Reshape: Unflatten's dim must be 1 (the features of a flat input); got 2"),
+    ("18", "Unflatten(1, (2, 3, 3), 3)", "Reshape: with a size tuple (2, 3, 3) there is no `w`"),
+    ("18", "Unflatten(1, (1, 2, 3, 3, 1))", "Reshape: the size (1, 2, 3, 3, 1) has 5 entries; it takes 2 to 4"),
+    ("18", "Unflatten(2, 9)", "Reshape: give c, h and w, or PyTorch's `Unflatten(1, (c, h, w))`"),
+    ("18", "Reshape(0, 2, 9)", "Reshape: `c` must be a positive integer; got 0"),
 ]
 
 
@@ -393,3 +404,25 @@ def test_numpy_backend_refuses_bicubic_upsampling_by_name() -> None:
     with pytest.raises(CnnDslError, match=r"Upsample\(mode=bicubic\) is not supported by the numpy backend") as info:
         NumpyModel(net)
     assert info.value.diagnostics[0].position.line == 3
+
+
+def test_a_transposed_conv_short_of_its_skip_shows_its_formula_and_the_output_pad_that_fits() -> None:
+    # U-Net on an odd size: 31 pools to 15, which a stride-2 transposed conv brings back to 30, not 31.
+    source = (
+        "input 3x31x31\ne: Conv(4, 3, pad=1)\nMaxPool(2), Conv(8, 3, pad=1)\nConcat[@e | ConvTranspose(4, 2, stride=2), ReLU]"
+    )
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(source)
+    [diagnostic] = [d for d in info.value.diagnostics if d.severity == "error"]
+    assert (diagnostic.position.line, diagnostic.position.column) == (4, 1)
+    assert (
+        "`ConvTranspose 4 2x2 x2` at line 4, column 13 turns 8x15x15 into 4x30x30: (15 - 1)·2 - 2·0 + 1·(2 - 1) + 0 + 1 = 30"
+        in diagnostic.notes[1]
+    )
+    assert diagnostic.hint.endswith(": output_pad=1 gives (15 - 1)·2 - 2·0 + 1·(2 - 1) + 1 + 1 = 31")
+    assert cnndsl.parse(source.replace("stride=2)", "stride=2, output_pad=1)"), strict=False).output_shape == (8, 31, 31)
+    # No output_pad fits (it must stay below the stride): the formula alone.
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(source.replace("stride=2)", "stride=1)"))
+    [diagnostic] = [d for d in info.value.diagnostics if d.severity == "error"]
+    assert "(15 - 1)·1 - 2·0 + 1·(2 - 1) + 0 + 1 = 16" in diagnostic.notes[1] and "output_pad" not in diagnostic.hint

@@ -98,7 +98,12 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x6x5", "Upsample(size=(4, 3))"),  # nearest, shrinking
         ("2x6x5", "Upsample(0.6, mode=bilinear)"),
     ],
-    "Reshape": [("24", "Reshape(6, 2, 2)"), ("12", "FC(18), Unflatten(2, 3, 3), Conv(2, 3, pad=1)")],
+    "Reshape": [
+        ("24", "Reshape(6, 2, 2)"),
+        ("12", "FC(18), Unflatten(2, 3, 3), Conv(2, 3, pad=1)"),
+        ("12", "FC(18), Unflatten(1, (2, 3, 3)), Conv(2, 3, pad=1)"),  # PyTorch's nn.Unflatten(1, (c, h, w))
+        ("12", "FC(18), Unflatten(1, (2, 9)), Conv(2, 3)"),
+    ],
     "PointwiseFC": [("4x3x5", "PointwiseFC(6)"), ("3x2x2", "PointwiseLinear(2, bias=false), PointwiseFC(5)")],
     "LayerNorm": [
         ("4x5x5", "LayerNorm"),

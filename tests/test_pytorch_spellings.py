@@ -139,3 +139,12 @@ def test_convtranspose2d_takes_pytorchs_signature_in_its_order() -> None:
     assert error_of("input 4x3x3\nConvTranspose2d(4, 8, 3, padding_mode=reflect)").message == (
         "ConvTranspose2d: cnndsl supports only padding_mode=zeros; got reflect"
     )
+
+
+def test_unflatten_takes_pytorchs_dim_and_size_tuple() -> None:
+    torch = pytest.importorskip("torch")
+    network = cnndsl.parse("input 48\nUnflatten(1, (3, 4, 4))")
+    assert network.output_shape == (3, 4, 4) and cnndsl.parse("input 48\nUnflatten(3, 4, 4)").output_shape == (3, 4, 4)
+    x = torch.randn(2, 48)
+    assert torch.equal(network.to_torch()(x), torch.nn.Unflatten(1, (3, 4, 4))(x))
+    assert "nn.Unflatten(1, (3, 4, 4))" in network.torch_source()

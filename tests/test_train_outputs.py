@@ -127,3 +127,51 @@ def test_the_bar_as_rich_draws_it_before_any_batch() -> None:
         tracker.update(0)
     drawn = buffer.getvalue()
     assert "loss -" in drawn and "nan" not in drawn
+
+
+# ---------------------------------------------------------------- several outputs: the loss trains the first
+
+TWO_OUTPUTS = (
+    "input 1x8x8\noutput logits, aux\nfeatures: [Conv(8, 3, pad=1), ReLU]\naux: Conv(2, 1)\n"
+    "@features, MaxPool(2), flatten\nlogits: FC(10)\n"
+)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_a_network_with_two_outputs_trains_its_first(backend: str) -> None:
+    metrics = train(cnndsl.parse(TWO_OUTPUTS, "two.cnn"), quick(backend=backend, epochs=3))
+    losses = [epoch["train_loss"] for epoch in metrics["history"]]
+    assert losses[-1] < 0.5 * losses[0] and metrics["test_accuracy"] > 0.8, losses
+
+
+def test_both_engines_take_the_same_step_on_the_first_output() -> None:
+    # The same weights and batch: the torch engine's loss (the first output's cross-entropy, the other at
+    # weight 0) and the NumPy engine's backward (a gradient for the first output only) give equal gradients,
+    # zero for the layer only the second output reads.
+    torch = pytest.importorskip("torch")
+    from cnndsl.numpy_backend import cross_entropy
+
+    network = cnndsl.parse(TWO_OUTPUTS, "two.cnn")
+    module = network.to_torch().double()
+    model = network.to_numpy(dtype=np.float64)
+    model.load_state_dict({k: v.detach().numpy() for k, v in module.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 10, 4)
+    logits, aux = module(torch.from_numpy(x))
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)) + 0.0 * aux.sum()
+    loss.backward()
+    outputs = model.forward(x, train=True, grad=True)
+    value, dlogits = cross_entropy(outputs[0], y, "two.cnn")
+    _, grads = model.backward([dlogits, None], input_grad=False)
+    assert value == pytest.approx(loss.item())
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is not None
+        np.testing.assert_allclose(grads[name], parameter.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    assert not grads["aux.weight"].any() and grads["features.0.weight"].any()
+
+
+def test_a_first_output_that_ends_in_softmax_is_refused_at_its_name() -> None:
+    source = "input 1x8x8\noutput p, f\nf: Conv(4, 3, pad=1)\nflatten, FC(10)\np: Softmax\n"
+    with pytest.raises(CnnDslError, match=r"the loss trains the first output, `@p`, which ends in Softmax") as caught:
+        train(cnndsl.parse(source, "softmax_first.cnn"), quick(epochs=1))
+    assert "softmax_first.cnn:2:8" in str(caught.value)

@@ -17,15 +17,17 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, cast
 
-from .. import ast
+from .. import ast, receptive
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
 from ..expr import LayerExprs, Term, params_of
 from ..expr import param as parameter_term
 from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, TensorRef, check_input_rank, check_spelling_rank, format_value
+from ..layers.upsample import ConvTranspose
 from ..limits import MAX_ERRORS
 from ..names import module_names
+from ..receptive import Field
 from ..shapes import Shape, Sizes, Window
 from .binding import Binder, Defaults
 from .budget import Abort, Budget
@@ -51,9 +53,8 @@ class State:
     """What flows between elements: the shape (None once unknown) and the receptive field."""
 
     shape: Shape | None
-    field: Sizes = (1, 1)
-    """Per spatial axis of the input ((L,), (H, W), (D, H, W)); (1, 1) for a flat input, as ever."""
-    effective_stride: Sizes = (1, 1)
+    field: Field = receptive.identity(2)
+    """Per spatial axis of the input ((L,), (H, W), (D, H, W)); two axes for a flat input, as ever."""
     channels: Term = None
     """The term of the shape's channels (features) when a network parameter reaches them (checker/symbolic.py)."""
     size: frozenset[str] = frozenset()
@@ -63,7 +64,7 @@ class State:
         return self.channels if self.channels is not None else (self.shape[0] if self.shape is not None else None)
 
     def copy(self) -> State:
-        return State(self.shape, self.field, self.effective_stride, self.channels, self.size)
+        return State(self.shape, self.field, self.channels, self.size)
 
 
 @dataclass
@@ -173,8 +174,7 @@ class Checker:
             )
             return None
         scope = Scope(self._network_values, symbols=self._symbols)
-        ones = (1,) * (shape.spatial_rank if shape is not None and shape.has_space else 2)
-        state = State(shape, ones, ones)
+        state = State(shape, receptive.identity(shape.spatial_rank if shape is not None and shape.has_space else 2))
         namespace = self._namespace = Namespace(None, state.copy(), declared_labels(body))
         children = self._sequence(body, scope, state, "")
         outputs = self._outputs(header.output, namespace, scope) if header.output is not None else None
@@ -411,7 +411,7 @@ class Checker:
                         )
                     index += 1
                 continue
-            branch_state = State(start, state.field, state.effective_stride, state.channels, state.size)
+            branch_state = State(start, state.field, state.channels, state.size)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
             node = self._finish_sequence(
@@ -424,26 +424,29 @@ class Checker:
             state.shape = None
             return None
         shapes = [s.shape for s in ends if s.shape is not None]
-        field, effective_stride = _widest(ends)
+        field = receptive.union([s.field for s in ends])
         try:
             out = kind.merge(shapes)
         except LayerError as err:
             notes = _branch_notes(branches, err.branch) if err.branch is not None else []
-            self.sink.error(err.message, el.pos, err.hint, [*notes, *scope.notes()])
+            # A transposed convolution one pixel short of its skip (an odd size halved) says which output_pad fits.
+            fix = _transposed_fix(branches, err.branch) if err.branch is not None else None
+            merge_hint = f"{err.hint}: {fix}" if fix and err.hint else fix or err.hint
+            self.sink.error(err.message, el.pos, merge_hint, [*notes, *scope.notes()])
             # Go on with the shape the merge would give once fixed: later mistakes are independent of this one.
-            state.shape, state.field, state.effective_stride = err.recovered, field, effective_stride
+            state.shape, state.field = err.recovered, field
             return None
         # A branch that broadcasts (a squeeze-excitation gate's 1x1 map) scales the other
         # branches' pixels without moving where they come from: only full-size branches count.
         spatial = [s for s in ends if s.shape is not None and s.shape.has_space and s.shape.spatial == out.spatial]
-        field, effective_stride = _widest(spatial or ends)
-        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field, effective_stride)
+        field = receptive.union([s.field for s in spatial or ends])
+        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field)
         if self._symbols:
             channels, size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
             if params_of(channels) or size or any(s.channels is not None or s.size for s in ends):
                 merge.exprs = LayerExprs({}, ends[0].channels_term(), ends[0].size, channels, size)
             state.channels, state.size = (channels if params_of(channels) else None), size
-        state.shape, state.field, state.effective_stride = out, field, effective_stride
+        state.shape, state.field = out, field
         return Parallel(
             name,
             path,
@@ -489,7 +492,7 @@ class Checker:
                 state.shape = None
                 return None
         assert found is not None and found.state is not None
-        state.shape, state.field, state.effective_stride = found.state.shape, found.state.field, found.state.effective_stride
+        state.shape, state.field = found.state.shape, found.state.field
         state.channels, state.size = found.state.channels, found.state.size
         if state.shape is None or (ref.label != INPUT and found.node is None):
             state.shape = None  # the labelled element had an error, already reported
@@ -783,12 +786,12 @@ class Checker:
             state.shape = None
             return None
         self._fit_warnings(kind, args, shape, call, scope)
-        field, effective_stride = kind.receptive(args, shape, state.field, state.effective_stride)
-        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field, effective_stride)
+        field = kind.receptive(args, shape, state.field)
+        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field)
         layer.arg_refs = arg_refs
         if symbolic:
             self._record_terms(layer, kind, before, bound_args.terms, state)
-        state.shape, state.field, state.effective_stride = out, field, effective_stride
+        state.shape, state.field = out, field
         return layer
 
     @staticmethod
@@ -833,8 +836,7 @@ class Checker:
         shape: Shape,
         out: Shape,
         scope: Scope,
-        field: Sizes,
-        effective_stride: Sizes,
+        field: Field,
     ) -> Layer:
         self.budget.count_layer(scope, pos)
         params = kind.param_count(args, shape)
@@ -851,8 +853,8 @@ class Checker:
             macs=kind.macs(args, shape, out),
             kind=kind,
             args=args,
-            receptive_field=field,
-            effective_stride=effective_stride,
+            receptive_field=receptive.sizes(field),
+            effective_stride=receptive.strides(field),
         )
 
     def _fit_warnings(self, kind: LayerKind, args: dict[str, Value], shape: Shape, call: ast.Call, scope: Scope) -> None:
@@ -913,26 +915,33 @@ def _branch_notes(branches: list[Sequence], odd: int) -> list[str]:
         elif changed:
             layer = changed[-1]
             assert isinstance(layer, Layer)
+            # A transposed convolution shows its arithmetic, as a window's "doesn't fit" shows the lecture's.
+            how = f": {layer.kind.size_arithmetic(layer.args, layer.in_shape)}" if isinstance(layer.kind, ConvTranspose) else ""
             notes.append(
                 f"branch {index} gives {branch.out_shape}: `{layer.describe}` at line {layer.pos.line}, "
-                f"column {layer.pos.column} turns {layer.in_shape} into {layer.out_shape}"
+                f"column {layer.pos.column} turns {layer.in_shape} into {layer.out_shape}{how}"
             )
         else:
             notes.append(f"branch {index} gives {branch.out_shape}: it keeps the shape of the merge's input")
     return notes
 
 
+def _transposed_fix(branches: list[Sequence], odd: int) -> str | None:
+    """The output_pad that makes a branch ending in ConvTranspose match branch 0's height and width, if one does."""
+    if odd >= len(branches) or not branches or not branches[0].out_shape.has_space:
+        return None
+    # The last layer that changed the shape (or a reference, which gives its source's), as _branch_notes finds it.
+    changed = [
+        n for n, _ in walk(branches[odd]) if isinstance(n, Reference) or (isinstance(n, Layer) and n.out_shape != n.in_shape)
+    ]
+    layer = changed[-1] if changed else None
+    if not isinstance(layer, Layer) or not isinstance(layer.kind, ConvTranspose):
+        return None
+    return layer.kind.size_fix(layer.args, layer.in_shape, branches[0].out_shape.spatial)
+
+
 AXIS_WORDS = {1: ("samples",), 2: ("rows", "columns"), 3: ("frames", "rows", "columns")}
 """What a fit warning calls the input's positions along each spatial axis, by the number of axes."""
-
-
-def _widest(states: list[State]) -> tuple[Sizes, Sizes]:
-    """The largest receptive field and effective stride over merged branches, per axis."""
-    axes = range(len(states[0].field))
-    return (
-        tuple(max(s.field[a] for s in states) for a in axes),
-        tuple(max(s.effective_stride[a] for s in states) for a in axes),
-    )
 
 
 def _fit_fix(window: Window, sizes: Sizes) -> str | None:

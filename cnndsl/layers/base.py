@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import CnnDslError, error
+from ..receptive import Field
 from ..shapes import SPATIAL_AXES, Shape, Sizes, Window
 
 if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load numpy for `check`
@@ -200,21 +201,17 @@ class LayerKind:
         """The sliding window of windowed layers (for shape, fit and receptive-field rules)."""
         return None
 
-    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
-        """Receptive field and effective stride (in input pixels, per spatial axis) after this layer.
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
+        """The input span of each output pixel, per spatial axis, after this layer (cnndsl.receptive).
 
-        Layers that collapse the map (global pooling, flatten) leave both as they were: what a
+        Layers that collapse the map (global pooling, flatten) leave it as it was: what a
         user means by a network's receptive field is that of its last spatial layer (435x435,
         stride 32 for ResNet-18, at any input size), not the whole image.
         """
         window = self.window(args)
         if window is not None and len(window.kernel) == len(field):
-            axes = range(len(field))
-            return (
-                tuple(field[a] + (window.span(a) - 1) * effective_stride[a] for a in axes),
-                tuple(effective_stride[a] * window.stride[a] for a in axes),
-            )
-        return field, effective_stride
+            return tuple(axis.window(window.span(a), window.stride[a], window.pad[a]) for a, axis in enumerate(field))
+        return field
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         """Turn bound arguments into the canonical form the rules and backends read."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from ..shapes import Shape, Sizes
+from ..receptive import Field
+from ..shapes import Shape
 from .base import Args, ArgSpec, LayerError, LayerKind, TorchCall, register
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
@@ -177,6 +179,10 @@ class PixelShuffle(LayerKind):
             )
         return Shape((channels // (r * r), height * r, width * r))
 
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
+        # Output pixel o takes its value from input pixel floor(o / r): a nearest resize by r.
+        return tuple(axis.resample(Fraction(1, args["factor"]), "nearest", False) for axis in field)
+
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         return TorchCall("nn.PixelShuffle", (args["factor"],))
 
@@ -218,13 +224,10 @@ class PixelUnshuffle(LayerKind):
             )
         return out
 
-    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
         # An output pixel gathers an r x r block: a window of r at stride r.
         r = args["factor"]
-        return (
-            (field[0] + (r - 1) * effective_stride[0], field[1] + (r - 1) * effective_stride[1]),
-            (effective_stride[0] * r, effective_stride[1] * r),
-        )
+        return tuple(axis.window(r, r, 0) for axis in field)
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         return TorchCall("nn.PixelUnshuffle", (args["factor"],))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ..shapes import Shape, Sizes
+from ..receptive import Field
+from ..shapes import Shape
 from .base import KINDS, Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, spatial_tuple
 from .conv import WindowedKind, describe_window, np_geometry, torch_module, torch_pair, windowed_shape
 
@@ -197,17 +198,14 @@ class AdaptiveAvgPool(LayerKind):
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.channels, *args["size"]))
 
-    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
         # Each bin spans at most ceil(size / out) inputs and bins start floor(size / out) apart.
         # A single bin is global pooling, which keeps the field of the last spatial layer.
         if all(s == 1 for s in args["size"]) or len(field) != len(args["size"]):
-            return field, effective_stride
-        sizes, axes = shape.spatial, range(len(field))
-        bins = [-(-sizes[a] // args["size"][a]) for a in axes]
-        steps = [max(1, sizes[a] // args["size"][a]) for a in axes]
-        return (
-            tuple(field[a] + (bins[a] - 1) * effective_stride[a] for a in axes),
-            tuple(effective_stride[a] * steps[a] for a in axes),
+            return field
+        sizes = shape.spatial
+        return tuple(
+            axis.window(-(-sizes[a] // args["size"][a]), max(1, sizes[a] // args["size"][a]), 0) for a, axis in enumerate(field)
         )
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
@@ -313,8 +311,8 @@ class AdaptiveMaxPool(LayerKind):
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.channels, *args["size"]))
 
-    def receptive(self, args: Args, shape: Shape, field: Sizes, effective_stride: Sizes) -> tuple[Sizes, Sizes]:
-        return KINDS["AdaptiveAvgPool"].receptive(args, shape, field, effective_stride)  # the same bins
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
+        return KINDS["AdaptiveAvgPool"].receptive(args, shape, field)  # the same bins
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         return TorchCall("nn.AdaptiveMaxPool2d", (torch_pair(args["size"]),))

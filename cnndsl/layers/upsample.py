@@ -10,9 +10,11 @@ the columns, and its backward is the same two matrices transposed.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from ..shapes import Pair, Shape
+from ..receptive import MAX_PERIOD, Field
+from ..shapes import Pair, Shape, Sizes
 from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TensorRef, TorchCall, as_pair, pair_text, register
 from .conv import torch_pair
 
@@ -32,6 +34,12 @@ else:
 def transposed_size(size: int, kernel: int, stride: int, pad: int, dilation: int, output_pad: int) -> int:
     """nn.ConvTranspose2d's output size along one axis: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1."""
     return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_pad + 1
+
+
+def transposed_arithmetic(size: int, kernel: int, stride: int, pad: int, dilation: int, output_pad: int) -> str:
+    """The inverse formula with numbers, as diagnostics show it: `(15 - 1)·2 - 2·0 + 1·(2 - 1) + 0 + 1 = 30`."""
+    out = transposed_size(size, kernel, stride, pad, dilation, output_pad)
+    return f"({size} - 1)·{stride} - 2·{pad} + {dilation}·({kernel} - 1) + {output_pad} + 1 = {out}"
 
 
 def _full_size(size: int, kernel: int, stride: int, dilation: int, output_pad: int) -> int:
@@ -176,7 +184,7 @@ class ConvTranspose(LayerKind):
             if out < 1:
                 raise LayerError(
                     f"ConvTranspose: the output would be {out} wide: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1 = "
-                    f"({size} - 1)·{s} - 2·{p} + {d}·({k} - 1) + {op} + 1 = {out}",
+                    + transposed_arithmetic(size, k, s, p, d, op),
                     "use less padding, a larger kernel or stride, or apply it where the map is larger",
                     arg="pad",
                 )
@@ -197,10 +205,36 @@ class ConvTranspose(LayerKind):
         kh, kw = args["kernel"]
         return shape.channels * (args["out"] // args["groups"]) * kh * kw + (args["out"] if args["bias"] else 0)
 
+    def size_arithmetic(self, args: Args, shape: Shape) -> str:
+        """How it gets its output size, per axis with numbers (an axis said once when both agree)."""
+        names = ("kernel", "stride", "pad", "dilation", "output_pad")
+        texts = [transposed_arithmetic(size, *(args[n][a] for n in names)) for a, size in enumerate(shape.spatial)]
+        return texts[0] if len(set(texts)) == 1 else " and ".join(texts)
+
+    def size_fix(self, args: Args, shape: Shape, wanted: Sizes) -> str | None:
+        """The output_pad that gives the `wanted` height and width (a U-Net's skip of odd size), with its arithmetic."""
+        names = ("kernel", "stride", "pad", "dilation")
+        pads = []
+        for axis, size in enumerate(shape.spatial):
+            k, s, p, d = (args[n][axis] for n in names)
+            output_pad = wanted[axis] - transposed_size(size, k, s, p, d, 0)
+            if not 0 <= output_pad < max(s, d):
+                return None
+            pads.append(output_pad)
+        if tuple(pads) == args["output_pad"]:
+            return None
+        fixed = {**args, "output_pad": tuple(pads)}
+        setting = f"output_pad={pads[0]}" if len(set(pads)) == 1 else f"output_pad=({pads[0]}, {pads[1]})"
+        return f"{setting} gives {self.size_arithmetic(fixed, shape)}"
+
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
         # Every input pixel scatters one kernel of out/groups channels (fvcore's and ptflops' count).
         kh, kw = args["kernel"]
         return shape.numel * (args["out"] // args["groups"]) * kh * kw
+
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
+        names = ("kernel", "stride", "pad", "dilation")
+        return tuple(axis.transposed(*(args[name][a] for name in names)) for a, axis in enumerate(field))
 
     def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
         # The per-offset columns (out x kh x kw x H x W) and the uncropped scatter buffer.
@@ -384,6 +418,21 @@ class Upsample(LayerKind):
             )
         return Shape((shape.channels, *dims))
 
+    def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
+        # The source position of output pixel o is (o + 1/2)·ratio - 1/2, ratio = input pixels per
+        # output pixel: 1/scale (what nn.Upsample uses when given a scale), or in/out for a size;
+        # (in - 1)/(out - 1) with align_corners.
+        out = self.infer(args, shape).spatial
+        ratios = []
+        for size, new in zip(shape.spatial, out, strict=True):
+            if args["align_corners"] and new > 1:
+                ratios.append(Fraction(size - 1, new - 1))
+            elif args["scale"] is not None:
+                ratios.append(1 / Fraction(args["scale"][0]).limit_denominator(MAX_PERIOD))
+            else:
+                ratios.append(Fraction(size, new))
+        return tuple(axis.resample(ratio, args["mode"], args["align_corners"]) for axis, ratio in zip(field, ratios, strict=True))
+
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs: list[tuple[str, Any]] = []
         if args["size"] is not None:
@@ -433,9 +482,10 @@ class Upsample(LayerKind):
 class Reshape(LayerKind):
     """Reshapes the features into an image (nn.Unflatten(1, (c, h, w))): a generator's start from a flat vector.
 
-    Args: c, h, w (`Unflatten(c, h, w)` is PyTorch's `nn.Unflatten(1, (c, h, w))`).
+    Args: c, h, w; or PyTorch's spelling `Unflatten(1, (c, h, w))` (dim 1, the features; a
+    2-entry size (c, l) gives a signal, a 4-entry one (c, d, h, w) a volume).
     Shape: N -> c x h x w; c·h·w must equal N (an image is flattened first).
-    Example: `FC(4096), Reshape(256, 4, 4)`.
+    Example: `FC(4096), Reshape(256, 4, 4)`, `Unflatten(1, (256, 4, 4))`.
     """
 
     name = "Reshape"
@@ -445,23 +495,54 @@ class Reshape(LayerKind):
     family = "reshape"
     input_rank = "flat"
     signature = (
-        ArgSpec("c", "int", minimum=1),
-        ArgSpec("h", "int", minimum=1, keywords=("height",)),
-        ArgSpec("w", "int", minimum=1, keywords=("width",)),
+        # `h` also takes PyTorch's size tuple, `c` being then its dim: nn.Unflatten(dim, unflattened_size).
+        ArgSpec("c", "int", minimum=0, keywords=("dim",)),
+        ArgSpec("h", "pair", minimum=1, keywords=("height", "unflattened_size")),
+        ArgSpec("w", "int", None, minimum=1, keywords=("width",)),
     )
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return {"dims": (args["c"], args["h"], args["w"])}
+        c, h, w = args["c"], args["h"], args["w"]
+        if isinstance(h, tuple):  # Unflatten(1, (c, h, w))
+            if w is not None:
+                raise LayerError(
+                    f"Reshape: with a size tuple ({', '.join(map(str, h))}) there is no `w`",
+                    "write `Unflatten(1, (c, h, w))` or `Unflatten(c, h, w)`",
+                    arg="w",
+                )
+            if c != 1:
+                raise LayerError(
+                    f"Reshape: Unflatten's dim must be 1 (the features of a flat input); got {c}",
+                    "write `Unflatten(1, (c, h, w))`: dim 0 is the batch",
+                    arg="c",
+                )
+            if not 2 <= len(h) <= 4:
+                raise LayerError(
+                    f"Reshape: the size ({', '.join(map(str, h))}) has {len(h)} entries; it takes 2 to 4: (c, l), (c, h, w), (c, d, h, w)",
+                    "give the channels and one entry per spatial axis",
+                    arg="h",
+                )
+            return {"dims": h}
+        if w is None:
+            raise LayerError(
+                "Reshape: give c, h and w, or PyTorch's `Unflatten(1, (c, h, w))`",
+                f"signature: {self.signature_text()}",
+            )
+        if c < 1:
+            raise LayerError(f"Reshape: `c` must be a positive integer; got {c}", "give the channels of the image", arg="c")
+        return {"dims": (c, h, w)}
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        c, h, w = args["dims"]
-        if c * h * w != shape.numel:
+        dims = args["dims"]
+        count = math.prod(dims)
+        if count != shape.numel:
+            letters = "c·h·w" if len(dims) == 3 else "the product of the size"
             raise LayerError(
-                f"Reshape: c·h·w = {c}·{h}·{w} = {c * h * w}, but its input has {shape.numel} features",
-                f"choose c, h, w whose product is {shape.numel}, or change the layer before it to give {c * h * w} features "
-                f"(PyTorch's nn.Unflatten(1, (c, h, w)) is written Unflatten(c, h, w))",
+                f"Reshape: {letters} = {'·'.join(map(str, dims))} = {count}, but its input has {shape.numel} features",
+                f"choose c, h, w whose product is {shape.numel}, or change the layer before it to give {count} features "
+                f"(PyTorch's nn.Unflatten(1, (c, h, w)) is written Unflatten(1, (c, h, w)) or Unflatten(c, h, w))",
             )
-        return Shape((c, h, w))
+        return Shape(dims)
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         return TorchCall("nn.Unflatten", (1, tuple(args["dims"])))
@@ -474,5 +555,4 @@ class Reshape(LayerKind):
         return dy.reshape(ctx.saved["in_shape"]), {}
 
     def describe(self, args: Args) -> str:
-        c, h, w = args["dims"]
-        return f"Reshape {c}x{h}x{w}"
+        return f"Reshape {'x'.join(map(str, args['dims']))}"

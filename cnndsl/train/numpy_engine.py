@@ -73,7 +73,9 @@ class NumpyEngine:
             xb, yb = x[index], y[index]
             logits = first_output(self.model.forward(xb, train=True, grad=True))
             loss, dlogits = cross_entropy(logits, yb, self.model.network.filename)
-            _, grads = self.model.backward(dlogits, input_grad=False)
+            # With several outputs the loss reads the first: the others send back no gradient.
+            others = len(self.model.network.output_shapes) - 1
+            _, grads = self.model.backward([dlogits, *[None] * others] if others else dlogits, input_grad=False)
             self.optimizer.step(grads)
             loss_sum += loss * len(index)
             correct += int((logits.argmax(1) == yb).sum()) / positions  # for masks, each image's share of correct pixels

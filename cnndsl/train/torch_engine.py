@@ -152,9 +152,15 @@ class TorchEngine:
                 continue
             xb, yb = self._batch(self.x_train, self.y_train, index)
             with self._autocast():
-                logits = first_output(self.runner(xb))
+                outputs = self.runner(xb)
+                logits = first_output(outputs)
                 # Per image, or per pixel (N x classes x H x W against N x H x W masks): the mean over every label.
                 loss = F.cross_entropy(logits.float(), yb)
+                if isinstance(outputs, (tuple, list)) and len(outputs) > 1:
+                    # The other outputs take no part in the loss, but join it at weight 0: the layers only they
+                    # read get zero gradients, as in the NumPy engine (weight decay and momentum then treat
+                    # every parameter alike in both), and DistributedDataParallel finds every parameter used.
+                    loss = loss + 0.0 * sum(output.float().sum() for output in outputs[1:])
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

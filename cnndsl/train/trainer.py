@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import error, needs_torch
 from ..files import atomic_write, same_file
-from ..ir import Node, Sequence
+from ..ir import Layer, Node, Parallel, Reference, Sequence
 from ..network import Network
 from ..weights import Preprocess, format_for, write_weights
 from .checkpoint import checkpoint_path, remove_stale_temporaries
@@ -102,13 +102,6 @@ def train(network: Network, config: TrainConfig, world: World | None = None) -> 
         return _train(network, config, world)
 
 
-def _returns_its_last_element(network: Network) -> bool:
-    """True when the `output` line names only the body's last element (GoogLeNet without its auxiliary heads):
-    the network returns what it would without the line, and trains as such."""
-    outputs, children = network.outputs or [], network.root.children
-    return len(outputs) == 1 and not outputs[0].of_input and bool(children) and outputs[0].source is children[-1]
-
-
 def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any]:
     if config.backend == "numpy" and world.distributed:
         raise error(
@@ -120,13 +113,6 @@ def _train(network: Network, config: TrainConfig, world: World) -> dict[str, Any
         for source in (network.filename, config.data):
             if same_file(config.save, source):
                 raise error(f"--save {config.save} would overwrite the input {source}", "choose another path", "cnndsl train")
-    if network.outputs is not None and not _returns_its_last_element(network):
-        raise error(
-            "training does not yet read networks with an `output` line: the loss takes the network's last element",
-            "train a copy of the file without the `output` line (its weights load into this one: the keys are the same)",
-            network,
-            network.outputs[0].pos,
-        )
     reporter = Reporter(enabled=world.is_main, progress=config.progress)
     network = logits_network(network, reporter)
     output = tuple(network.output_shape)
@@ -168,6 +154,8 @@ def logits_network(network: Network, reporter: Reporter) -> Network:
     stays: cross-entropy on log-probabilities is their negative log-likelihood (nn.NLLLoss),
     the same loss and gradients as on the logits, since log_softmax is idempotent.
     """
+    if network.outputs is not None:
+        return _first_output_logits(network)
     last = network.layers[-1]
     if last.kind.name == "Sigmoid":
         raise error(
@@ -214,6 +202,37 @@ def logits_network(network: Network, reporter: Reporter) -> Network:
         written_parameters=network.written_parameters,
         written_input=network.written_input,
     )
+
+
+def _first_output_logits(network: Network) -> Network:
+    """With an `output` line the loss trains the first output (docs/LANGUAGE.md, "Training"); it must be logits.
+
+    The others take no part in the loss. A Softmax or Sigmoid that makes the first output is
+    refused at that output's name: leaving it out, as for a single output, would change a
+    tensor other layers may read.
+    """
+    assert network.outputs is not None
+    first = network.outputs[0]
+    node: Node = first
+    while not isinstance(node, Layer):  # the layer that writes the tensor: a group's last, a merge
+        if isinstance(node, Parallel):
+            node = node.merge
+        elif isinstance(node, Sequence) and node.children:
+            node = node.children[-1]
+        elif isinstance(node, Reference) and not node.of_input:
+            node = node.source
+        else:
+            return network  # the input itself, or an empty group: no layer to refuse
+    if node.kind.name in ("Softmax", "Sigmoid"):
+        raise error(
+            f"the loss trains the first output, `{first.target_text}`, which ends in {node.kind.name} (`{node.path}`); "
+            "training uses cross-entropy, which takes logits (raw class scores)",
+            "list first in the `output` line a tensor of logits: label the layer before the "
+            f"{node.kind.name} and output that (cross-entropy applies softmax itself)",
+            network,
+            first.pos,
+        )
+    return network
 
 
 def training_preprocess(dataset: Dataset, reporter: Reporter) -> Preprocess | None:
