@@ -83,6 +83,7 @@ RESERVED = frozenset(
     {
         "torch",
         "nn",
+        "math",
         "OrderedDict",
         "sequential",
         "self",
@@ -909,7 +910,8 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         block_view = network.blocks_checked()
         blocks = {(node.path, type(node).__name__): node for node, _ in walk(block_view.root)} if block_view else {}
         writer = Writer(gen, blocks, set(parameter_code.fixed), {p: n for p, n in param_names.items() if p not in fixed})
-        taken = {class_name, *RESERVED, *param_names.values(), *(name for name, _ in parameter_code.definitions)}
+        # A class must not shadow the network's class, a helper, `math`, or a name its constructors read.
+        taken = {class_name, "in_channels", *RESERVED, *param_names.values(), *(n for n, _ in parameter_code.definitions)}
         classes = writer.choose_classes(plan, taken) if block_view is not None else []
         # The network itself is the generated class: its children are its attributes.
         attrs = [child.name for child in plan.children]

@@ -334,3 +334,20 @@ def test_floor_in_a_class_imports_math_and_unread_variables_are_left_out(tmp_pat
     assert module.N(w=9)(torch.randn(1, 3, 8, 8)).shape == (1, 3, 8, 8)  # B(9) has 4 channels, B(7) 3
     (tmp_path / "floor_blocks.py").write_text(source)
     _ruff_clean(tmp_path)
+
+
+def test_block_names_cannot_shadow_what_the_file_reads() -> None:
+    # A network, a block and parameters named `math`, a block named `in_channels`, a parameter `self`.
+    text = (
+        "network math(w=5)\ninput 3x8x8\nblock math(c) = [Conv(floor(c / 2), 1)]\n"
+        "block in_channels(self, math) = [math(self), Conv(math, 1)]\nin_channels(w, 4), in_channels(7, 2)"
+    )
+    network = cnndsl.parse(text)
+    source = network.torch_source()
+    assert "class math(" not in source and "class in_channels(" not in source
+    memory = network.to_torch(seed=0).eval()
+    generated = generated_class(network, source)(w=5).eval()
+    generated.load_state_dict(memory.state_dict())
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(generated(x), memory(x))
