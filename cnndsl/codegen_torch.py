@@ -1,7 +1,8 @@
 """Generate one standalone, readable PyTorch source file from a checked network.
 
 The file imports only torch. It defines the network as `class <Name>(nn.Module)` whose
-constructor takes the network's parameters as keyword arguments, builds named submodules
+constructor takes the network's parameters as keyword arguments (and one class per block
+it uses), builds named submodules
 that mirror the IR exactly (so its state_dict keys equal `cnndsl.Network.to_torch()`'s),
 and has a plain `forward` with one line per top-level element and shape comments (a network
 with references or several outputs names its tensors: one line per element, or per layer
@@ -16,9 +17,14 @@ from the source file can inject code.
 How a network parameter reaches the layers is in the IR: the checker records each argument's
 and each input's expression (`Layer.exprs`, cnndsl.expr), and `parameter_expressions` passes
 them through the layer's `torch_call` as traced numbers and renders what comes out. What no
-expression follows (a repetition count, a comparison such as `groups != 1`) makes the
-generated constructor refuse other values of those parameters, with a message that says to
-recompile with `--set`. Nothing is checked again: this module does not import the front end.
+expression follows (a repetition count, a conditional) makes the generated constructor
+refuse other values of those parameters, with a message that says to recompile with `--set`.
+
+Each block definition becomes one class (`Writer`) from the network checked with each
+block's own terms (`Network.blocks_checked`, the front end's, asked for once through the hook
+it installed; this module does not import the front end): `class Bottleneck(nn.Sequential)`
+taking `in_channels` and the block's parameters, instantiated by every call whose class
+comes out the same; a repetition of one same call is a loop. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import __version__
-from .expr import Expr, Term, binary, call, expressible, opaque, params_of, render
+from .expr import BLOCK_PARAMETER, IN_CHANNELS, Expr, Term, binary, call, expressible, opaque, params_of, render
 from .ir import Layer, Node, Parallel, Reference, Sequence, walk
 from .layers import MergeKind
 from .layers.base import TorchCall
@@ -77,6 +83,7 @@ RESERVED = frozenset(
     {
         "torch",
         "nn",
+        "math",
         "OrderedDict",
         "sequential",
         "self",
@@ -277,6 +284,28 @@ def traced_call(layer: Layer, inplace: bool) -> tuple[TorchCall, set[str]]:
     return call, fixed | decided
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value._base.__pos__(value) if isinstance(value, _Traced) else value  # type: ignore[attr-defined]
+
+
+def plain_call(call: TorchCall) -> TorchCall:
+    """A traced call (`traced_call`) with plain numbers: what the generated code constructs, slot for slot.
+
+    It may write an argument that the plain call leaves at its default (a stride a parameter reaches: see
+    cnndsl.layers.conv.differs), so the code holds for every value; the module it builds is the same."""
+    return TorchCall(call.name, _plain(call.args), tuple((key, _plain(value)) for key, value in call.kwargs))
+
+
+def call_slots(call: TorchCall) -> list[Any]:
+    """The numbers of a call in order (its positional arguments, then its keyword ones; tuples flattened)."""
+    flat: list[Any] = []
+    for value in (*call.args, *(v for _, v in call.kwargs)):
+        flat.extend(value if isinstance(value, tuple) else (value,))
+    return flat
+
+
 @dataclass
 class ParameterCode:
     """How the network's parameters reach the generated constructor's calls."""
@@ -287,6 +316,8 @@ class ParameterCode:
     """The parameters no expression follows: the constructor refuses other values."""
     definitions: list[tuple[str, str]]
     """Local variables the expressions read (name, expression), in order: the parts of long expressions."""
+    calls: dict[str, TorchCall] = field(default_factory=dict)
+    """The calls the slots number, by layer path (`plain_call`), where they differ from the plan's."""
 
 
 def parameter_expressions(network: Network, names: dict[str, str]) -> ParameterCode:
@@ -295,16 +326,15 @@ def parameter_expressions(network: Network, names: dict[str, str]) -> ParameterC
     generated constructor), read from the IR alone."""
     fixed = set(network.structural_parameters)
     slots: list[tuple[str, int, Term]] = []
+    calls: dict[str, TorchCall] = {}
     for module in build_plan(network).walk():
         node = module.node
         if module.kind != "layer" or not isinstance(node, Layer) or node.exprs is None:
             continue
         call, unexpressed = traced_call(node, module.inplace)
         fixed |= unexpressed
-        flat: list[Any] = []
-        for value in (*call.args, *(v for _, v in call.kwargs)):
-            flat.extend(value if isinstance(value, tuple) else (value,))
-        for slot, value in enumerate(flat):
+        calls[node.path] = plain_call(call)
+        for slot, value in enumerate(call_slots(call)):
             if isinstance(value, _Traced):
                 slots.append((node.path, slot, value.term))
                 if not expressible(value.term):
@@ -324,7 +354,7 @@ def parameter_expressions(network: Network, names: dict[str, str]) -> ParameterC
 
     exprs = {(path, slot): render(term, names, literal, name_of) for path, slot, term in slots if not params_of(term) & fixed}
     ordered = [p for p in network.parameters if p in fixed]
-    return ParameterCode(exprs, ordered, list(definitions.values()))
+    return ParameterCode(exprs, ordered, list(definitions.values()), calls)
 
 
 # ---- comments that hold for every value the constructor accepts ---------------------------------
@@ -379,7 +409,7 @@ class Comments:
             return node.title
         given: list[str] = []
         for key, term in exprs.items():
-            text = self.number(term, None)
+            text = self.number(term, None if params_of(term) else term)
             if text is None:
                 return f"{node.block}(...)"
             given.append(text if key.isdigit() else f"{key}={text}")
@@ -470,51 +500,339 @@ class Generator:
 
     exprs: dict[tuple[str, int], str]
     comments: Comments
+    calls: dict[str, TorchCall] = field(default_factory=dict)
+    """The calls `exprs` number the slots of, by layer path (ParameterCode.calls); the plan's elsewhere."""
 
     def value(self, path: str, slot: int, value: Any) -> str:
         return self.exprs.get((path, slot), literal(value))
 
-    def layer(self, plan: ModulePlan) -> Code:
-        call, path = plan.call, plan.node.path
+    def layer(self, plan: ModulePlan, texts: dict[int, str] | None = None, call: TorchCall | None = None) -> Code:
+        """The layer's constructor call; `texts` and `call`, when given, the code of its numbers by slot of
+        `call` (else the network's expressions)."""
+        path = plan.node.path
+        if call is None:
+            call = plan.call if texts is not None else self.calls.get(path, plan.call)
+
+        def value(path: str, slot: int, number: Any) -> str:
+            return self.value(path, slot, number) if texts is None else texts.get(slot, literal(number))
+
         args: list[Code | str] = []
         slot = 0
-        for key, value in [*((None, a) for a in call.args), *call.kwargs]:
-            if isinstance(value, tuple):
-                items = [self.value(path, slot + i, v) for i, v in enumerate(value)]
+        for key, item in [*((None, a) for a in call.args), *call.kwargs]:
+            if isinstance(item, tuple):
+                items = [value(path, slot + i, v) for i, v in enumerate(item)]
                 text = f"({', '.join(items)})"
-                slot += len(value)
+                slot += len(item)
             else:
-                text = self.value(path, slot, value)
+                text = value(path, slot, item)
                 slot += 1
             args.append(text if key is None else f"{key}={text}")
         return Code(call.name, args)
 
-    def node(self, plan: ModulePlan) -> Code:
+
+# ---- one class per block ---------------------------------------------------------------
+
+
+class NotGeneral(Exception):
+    """A block call whose class cannot be written: a network parameter that the constructor varies
+    reaches a number that the block's own parameters do not carry."""
+
+
+@dataclass
+class BlockClass:
+    """A generated class for a block definition: an nn.Sequential of the block's elements."""
+
+    name: str
+    markers: list[str]
+    """The term names (cnndsl.expr.IN_CHANNELS, `block:c`, ...) of the constructor's arguments, in order."""
+    lines: list[str]
+
+
+@dataclass
+class Context:
+    """Where a module's constructor call is written: the network's constructor, a block class's, or
+    a place that writes plain numbers (a block call inlined into a class, whose numbers the class's
+    arguments do not reach)."""
+
+    kind: str
+    """"network", "class" or "literal"."""
+    names: dict[str, str] = field(default_factory=dict)
+    """A class's arguments: term name -> identifier."""
+    fixed: set[str] = field(default_factory=set)
+    """A class's term names that its numbers cannot follow: written as numbers (so the class is the call's only)."""
+    needs_fixed: set[str] = field(default_factory=set)
+    read: set[str] = field(default_factory=set)
+    """The term names a class's code reads: its constructor's arguments."""
+    inlined: bool = False
+    """In the network's constructor, inside a block call written out: its block calls' terms are that block's."""
+
+
+@dataclass
+class Writer:
+    """Lays a plan's modules out as constructor calls (see `Generator`), writing each block call whose
+    calls can share one class as that class's instantiation (`Bottleneck(256, 64)`); `uses` says which."""
+
+    gen: Generator
+    blocks: dict[tuple[str, str], Node]
+    """The network checked with `block_terms` (Network.block_view), by (path, node type)."""
+    network_fixed: set[str]
+    network_names: dict[str, str]
+    uses: dict[int, BlockClass] = field(default_factory=dict)
+    """The class of each block call (by the plan's id) written as an instantiation."""
+    varied: set[str] = field(default_factory=set)
+    """The paths of the nodes that hold a number the network's constructor varies (Generator.exprs)."""
+
+    def __post_init__(self) -> None:
+        for path, _ in self.gen.exprs:
+            parts = path.split(".")
+            self.varied.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+
+    def block_node(self, node: Node) -> Any:
+        return self.blocks[(node.path, type(node).__name__)]
+
+    # -- numbers --
+
+    def number(self, term: Term, value: Any, ctx: Context) -> str:
+        """A number of the code in `ctx`: its expression over the arguments where they reach it, else its value."""
+        params = params_of(term)
+        if not params or ctx.kind == "literal":
+            return literal(value)
+        if ctx.kind == "network":
+            if params & self.network_fixed:
+                return literal(value)
+            if not expressible(term):
+                raise NotGeneral
+            return render(term, self.network_names, literal)
+        outside = params - ctx.names.keys()
+        if outside - self.network_fixed:
+            raise NotGeneral  # a network parameter the block's arguments do not carry
+        own = params & ctx.names.keys()
+        if outside or not expressible(term) or own & ctx.fixed:
+            ctx.needs_fixed |= own
+            return literal(value)
+        ctx.read |= own
+        return render(term, ctx.names, literal)
+
+    # -- modules --
+
+    def layer(self, plan: ModulePlan, ctx: Context) -> Code:
+        if ctx.kind == "network":
+            return self.gen.layer(plan)
+        texts: dict[int, str] = {}
+        layer = self.block_node(plan.node)
+        if ctx.kind == "literal" and plan.node.path in self.varied:
+            raise NotGeneral  # a network parameter reaches it, through nothing the class takes
+        if ctx.kind == "literal" or layer.exprs is None:
+            return self.gen.layer(plan, texts)
+        call, decided = traced_call(layer, plan.inplace)
+        if decided - ctx.names.keys() - self.network_fixed:
+            raise NotGeneral
+        ctx.needs_fixed |= decided & ctx.names.keys()
+        plain = plain_call(call)
+        for slot, (value, number) in enumerate(zip(call_slots(call), call_slots(plain), strict=True)):
+            if isinstance(value, _Traced):
+                texts[slot] = self.number(value.term, number, ctx)
+        return self.gen.layer(plan, texts, plain)
+
+    def node(self, plan: ModulePlan, ctx: Context) -> Code:
         call, node = plan.call, plan.node
         if plan.kind == "layer":
-            return self.layer(plan)
-        if plan.kind == "merge":  # the branches first, as the container takes them
-            args: list[Code | str] = [self.node(branch) for branch in plan.children]
+            return self.layer(plan, ctx)
+        if plan.kind == "merge":
+            args: list[Code | str] = [self.node(branch, ctx) for branch in plan.children]
             args += [literal(value) for value in call.args]
             args += [f"{key}={literal(value)}" for key, value in call.kwargs]
-            shape = self.comments.shape(node)
+            shape = self.gen.comments.shape(node) if ctx.kind == "network" else None
             return Code(call.name, args, explode=True, open_comment=f"-> {shape}" if shape else "")
         if plan.kind == "identity":
             return Code(call.name)
         assert isinstance(node, Sequence)
-        # Shapes go on containers and forward lines: per-layer comments would push most
-        # convolutions past 88 columns and make black split them.
+        if node.role == "block":
+            instance = self.instance(plan, ctx)
+            if instance is not None:
+                return instance
+            if ctx.kind == "class":  # inlined: its numbers are this call's, so the class's arguments must not reach them
+                bnode = self.block_node(node)
+                reached = params_of((*bnode.call_terms.values(), bnode.in_channels_term))
+                if reached - ctx.names.keys() - self.network_fixed:
+                    raise NotGeneral
+                ctx.needs_fixed |= reached & ctx.names.keys()
+                ctx = Context("literal")
+            elif ctx.kind == "network":
+                ctx = Context("network", inlined=True)
         comment = ""
-        if node.role in ("block", "repeat"):
-            shape = self.comments.shape(node)
-            comment = comment_text(self.comments.title(node)) + (f" -> {shape}" if shape else "")
-        if call.name == SEQUENTIAL:  # children named 0, 1, ...: nn.Sequential names them so
-            return Code(call.name, [self.node(child) for child in plan.children], explode=True, open_comment=comment)
+        if ctx.kind == "network" and node.role in ("block", "repeat"):
+            shape = self.gen.comments.shape(node)
+            comment = comment_text(self.gen.comments.title(node)) + (f" -> {shape}" if shape else "")
+        children: list[Code | str] = [self.node(child, ctx) for child in plan.children]
+        if node.role == "repeat" and call.name == SEQUENTIAL:
+            loop = self.loop(node, children, ctx, comment)
+            if loop is not None:
+                return loop
+        if call.name == SEQUENTIAL:
+            return Code(call.name, children, explode=True, open_comment=comment)
         entries: list[Code | str] = []
-        for child in plan.children:
-            code = self.node(child)
-            entries.append(Code("", [quoted(child.name), code], atom=True, comment=code.comment))
+        for child, code in zip(plan.children, children, strict=True):
+            entries.append(
+                Code("", [quoted(child.name), code], atom=True, comment=code.comment if isinstance(code, Code) else "")
+            )
         return Code(call.name, entries, explode=True, open_comment=comment)
+
+    def loop(self, node: Sequence, children: list[Code | str], ctx: Context, comment: str) -> Code | None:
+        """`nn.Sequential(*[Block(...) for _ in range(n)])` for a repetition of one same call on one line."""
+        texts = {flat(child) for child in children}
+        text = next(iter(texts))
+        if len(texts) != 1 or text is None or (len(children) < 2 and not self.same_iterations(node, ctx)):
+            if ctx.kind == "class":  # written out: which modules exist is this count's
+                ctx.needs_fixed |= params_of(self.block_node(node).count_term) & ctx.names.keys()
+            return None
+        count = literal(len(children))
+        if ctx.kind == "class":
+            bnode = self.block_node(node)
+            if bnode.reads_index:
+                ctx.needs_fixed |= params_of(bnode.count_term) & ctx.names.keys()
+            else:
+                count = self.number(bnode.count_term, len(children), ctx)
+        body = f"*[{text} for _ in range({count})]"
+        if len(INDENT * 4) + len(body) > LINE_LENGTH:
+            return None
+        return Code(SEQUENTIAL, [body], open_comment=comment, comment=comment)
+
+    def same_iterations(self, node: Sequence, ctx: Context) -> bool:
+        """Whether a repetition of one iteration would repeat that same code for any count: a class's
+        block call that neither reads its index nor changes its input's shape or channels' term."""
+        if ctx.kind != "class" or node.in_shape != node.out_shape:
+            return False
+        bnode = self.block_node(node)
+        first = bnode.children[0]
+        found = _output_terms(bnode)
+        return (
+            not bnode.reads_index
+            and isinstance(first, Sequence)
+            and first.role == "block"
+            and found is not None
+            and found[0] == first.in_channels_term
+        )
+
+    def instance(self, plan: ModulePlan, ctx: Context) -> Code | None:
+        """The block call as its class's instantiation, or None (no class, or arguments it cannot write here)."""
+        cls = self.uses.get(id(plan))
+        if cls is None:
+            return None
+        bnode = self.block_node(plan.node)
+        node = plan.node
+        assert isinstance(node, Sequence) and node.block_args is not None
+        args: list[Code | str] = []
+        if ctx.inlined:  # its terms are the inlined block's: its numbers stand, unless the network varies them
+            if node.path in self.varied:
+                return None
+            ctx = Context("literal")
+        trial = Context(ctx.kind, ctx.names, ctx.fixed, set(), set())
+        try:
+            for marker in cls.markers:
+                if marker == IN_CHANNELS:
+                    args.append(self.number(bnode.in_channels_term, node.in_shape[0], trial))
+                else:
+                    name = marker.removeprefix(BLOCK_PARAMETER)
+                    args.append(self.number(bnode.call_terms[name], node.block_args[name], trial))
+        except NotGeneral:
+            return None
+        if trial.needs_fixed - ctx.fixed:  # an argument only right for this call's numbers: the class stays general only inlined
+            ctx.needs_fixed |= trial.needs_fixed
+        ctx.read |= trial.read
+        shape = self.gen.comments.shape(node) if ctx.kind == "network" else None
+        return Code(cls.name, args, comment=f"-> {shape}" if shape else "")
+
+    # -- classes --
+
+    def class_source(self, plan: ModulePlan, name: str, names: dict[str, str], params: list[str]) -> BlockClass | None:
+        """The class a block call needs (its source names the class `name`; `params` are the block's
+        parameters in order, `names` their identifiers), or None where none can be written."""
+        node = plan.node
+        assert isinstance(node, Sequence) and node.block_args is not None
+        fixed: set[str] = set()
+        while True:
+            ctx = Context("class", names, set(fixed))
+            try:
+                body = [self.node(child, ctx) for child in plan.children]
+            except NotGeneral:
+                return None
+            if ctx.needs_fixed <= fixed:
+                break
+            fixed |= ctx.needs_fixed
+        order = [IN_CHANNELS, *(BLOCK_PARAMETER + p for p in params)]
+        markers = [m for m in order if m in ctx.read]
+
+        values = node.block_args
+
+        def annotation(marker: str) -> str:
+            return "int" if marker == IN_CHANNELS else _annotation(values[marker.removeprefix(BLOCK_PARAMETER)])
+
+        signature = ", ".join(["self", *(f"{names[m]}: {annotation(m)}" for m in markers)])
+        lines = [f"class {name}(nn.Sequential):", f'    """The block `{comment_text(node.block or "")}`."""', ""]
+        def_line = f"    def __init__({signature}) -> None:"
+        if len(def_line) > LINE_LENGTH:
+            lines += ["    def __init__(", "        self,"]
+            lines += [f"        {names[m]}: {annotation(m)}," for m in markers]
+            lines.append("    ) -> None:")
+        else:
+            lines.append(def_line)
+        if plan.call.name == SEQUENTIAL:
+            lines.extend(layout(Code("super().__init__", list(body), explode=True), INDENT * 2))
+        else:
+            lines.append("        super().__init__()")
+            for child, code in zip(plan.children, body, strict=True):
+                if child.name.isidentifier():
+                    lines.extend(layout(code, INDENT * 2, f"self.{child.name} = "))
+                else:
+                    lines.extend(layout(Code("self.add_module", [quoted(child.name), code]), INDENT * 2))
+        return BlockClass(name, markers, lines)
+
+    def choose_classes(self, plan: ModulePlan, taken: set[str]) -> list[BlockClass]:
+        """One class per block definition whose calls can share it, deepest blocks first; the calls
+        that cannot (their class would differ) stay nn.Sequential. Returns the classes in the order
+        the file defines them."""
+        calls: dict[str, list[ModulePlan]] = {}
+        height: dict[int, int] = {}
+        for module in reversed(list(plan.walk())):  # children before parents
+            below = max((height[id(child)] for child in module.children), default=-1)
+            block = module.node.block if isinstance(module.node, Sequence) and module.kind == "sequence" else None
+            height[id(module)] = below + 1 if block is not None else below
+            if block is not None:
+                calls.setdefault(block, []).append(module)
+        class_names: dict[str, str] = {}
+        for block in calls:
+            name = identifier(block, "Block")
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            class_names[block] = name
+        order = sorted(calls, key=lambda b: max(height[id(c)] for c in calls[b]))
+        classes: list[BlockClass] = []
+        for block in order:
+            first = calls[block][-1]  # the first call in the file (calls were collected in reverse)
+            params = list(self.block_node(first.node).call_terms)  # in the definition's order
+            names = {IN_CHANNELS: "in_channels"}
+            used = {"in_channels", *taken}
+            for param in params:
+                ident = identifier(param, "param")
+                while ident in used:
+                    ident += "_"
+                used.add(ident)
+                names[BLOCK_PARAMETER + param] = ident
+            found: dict[str, tuple[BlockClass, list[ModulePlan]]] = {}
+            for module in reversed(calls[block]):
+                assert isinstance(module.node, Sequence)
+                cls = self.class_source(module, class_names[block], names, params)
+                if cls is not None:
+                    key = "\n".join(cls.lines)
+                    found.setdefault(key, (cls, []))[1].append(module)
+            if not found:
+                continue
+            cls, members = max(found.values(), key=lambda entry: len(entry[1]))  # the first of the most used
+            self.uses.update({id(module): cls for module in members})
+            classes.append(cls)
+        return classes
 
 
 def _names(source: str) -> set[str]:
@@ -588,10 +906,16 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         parameter_code = parameter_expressions(network, param_names)
         fixed = {p: network.parameters[p] for p in parameter_code.fixed}
         comments = Comments({p: n for p, n in param_names.items() if p not in fixed}, fixed)
-        gen = Generator(parameter_code.exprs, comments)
+        gen = Generator(parameter_code.exprs, comments, parameter_code.calls)
+        block_view = network.blocks_checked()
+        blocks = {(node.path, type(node).__name__): node for node, _ in walk(block_view.root)} if block_view else {}
+        writer = Writer(gen, blocks, set(parameter_code.fixed), {p: n for p, n in param_names.items() if p not in fixed})
+        # A class must not shadow the network's class, a helper, `math`, or a name its constructors read.
+        taken = {class_name, "in_channels", *RESERVED, *param_names.values(), *(n for n, _ in parameter_code.definitions)}
+        classes = writer.choose_classes(plan, taken) if block_view is not None else []
         # The network itself is the generated class: its children are its attributes.
         attrs = [child.name for child in plan.children]
-        body = [gen.node(child) for child in plan.children]
+        body = [writer.node(child, Context("network")) for child in plan.children]
         init_lines: list[str] = []
         for attr, code in zip(attrs, body, strict=True):
             if attr.isidentifier():
@@ -611,11 +935,18 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         "# Shapes in comments exclude the batch dimension.",
         "",
     ]
+    written = "\n".join(
+        [*init_lines, *(line for cls in classes for line in cls.lines), *(t for _, t in parameter_code.definitions)]
+    )
+    if re.search(r"\bmath\.", re.sub(r"#.*", "", written)):  # floor and ceil (cnndsl.expr.FUNCTIONS)
+        imports.insert(0, "import math")  # isort's order: plain imports before `from` ones
     if imports:
         lines += [*imports, ""]
     lines += ["import torch", "from torch import nn", ""]
     for source in helpers:
         lines += ["", source, ""]
+    for cls in classes:
+        lines += ["", *cls.lines, ""]
     lines += ["", f"class {class_name}(nn.Module):"]
     output = comments.shape(network.root) or "?"
     lines.append(f'    """{comment_text(network.name)}: {network.input_shape} -> {output}."""')
@@ -637,9 +968,10 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         lines.append(f'                "{comment_text(param)} changes the network in ways this file cannot express; "')
         lines.append(f'                "recompile with: cnndsl compile FILE --target torch --set {comment_text(param)}=VALUE"')
         lines.append("            )")
-    if parameter_code.definitions:
+    definitions = used_definitions(parameter_code.definitions, init_lines)
+    if definitions:
         lines.append("        # Numbers shared by the layers below, computed from the parameters as the .cnn file does.")
-        lines += [f"        {name} = {text}" for name, text in parameter_code.definitions]
+        lines += [f"        {name} = {text}" for name, text in definitions]
     lines += init_lines
     if preprocess is not None:
         lines += preprocess_lines(preprocess, len(network.input_shape) + 1)
@@ -657,6 +989,18 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         lines.append(f"        x = {target}(x)  # {shape}" if shape else f"        x = {target}(x)")
     lines.append("        return x")
     return "\n".join(lines) + "\n"
+
+
+def used_definitions(definitions: list[tuple[str, str]], code: list[str]) -> list[tuple[str, str]]:
+    """The local variables (ParameterCode.definitions) that `code` reads, directly or through another's
+    expression: a layer that a block's class now builds leaves its variable unread."""
+    text = "\n".join(code)
+    kept: list[tuple[str, str]] = []
+    for name, expression in reversed(definitions):  # a definition reads only earlier ones
+        if re.search(rf"\b{re.escape(name)}\b", text):
+            kept.append((name, expression))
+            text += "\n" + expression
+    return kept[::-1]
 
 
 def graph_forward(network: Network, plan: ModulePlan, comments: Comments) -> list[str]:
@@ -756,6 +1100,21 @@ class ForwardExpression:
         return f"{self.callee}({inner})"
 
 
+def _chained_attributes(callee: str) -> int:
+    """The attribute accesses of `callee`, outside brackets, that follow a closing bracket (`)`, `]`): the dots
+    ruff's formatter counts as split points of the expression."""
+    depth, count, previous = 0, 0, ""
+    for char in callee:
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "." and depth == 0 and previous in ")]":
+            count += 1
+        previous = char
+    return count
+
+
 def forward_statement(target: str, expression: ForwardExpression, comment: str | None) -> list[str]:
     """`target expression  # comment` in `forward` (indent 8), wrapped as ruff formats it when longer than a line
     (the generated file must pass `ruff format --check`): the call's arguments, or the operands in parentheses,
@@ -765,6 +1124,11 @@ def forward_statement(target: str, expression: ForwardExpression, comment: str |
     if len(line) <= LINE_LENGTH:
         return [line]
     opening, closing = f"        {target}{expression.opening}", f"        ){note}"
+    whole = f"            {expression}"
+    if target and not expression.operator and len(whole) <= LINE_LENGTH and _chained_attributes(expression.callee) >= 2:
+        # ruff keeps a call whose callee chains attributes off brackets (`getattr(self, "2").m[0].cv1(x)`) whole, in
+        # parentheses around the right-hand side, rather than splitting its arguments.
+        return [f"        {target}(", whole, closing]
     if expression.operator:
         joined = f"            {expression}"
         if len(joined) <= LINE_LENGTH:
@@ -784,23 +1148,29 @@ def forward_statement(target: str, expression: ForwardExpression, comment: str |
 
 
 def module_expressions(plan: ModulePlan) -> dict[Node, str]:
-    """How `forward` reaches each node's module: `self.e1[0]`, `getattr(self, "5")`, ..."""
+    """How `forward` reaches each node's module: `self.e1[0]`, `self.up4[1][0]`, `getattr(self, "5")`.
+
+    Every container below the network is an nn.Sequential (a sequence, a merge, a block's
+    class), which indexes its children by position: an unlabelled child is reached as
+    `parent[i]`, `i` its position among the modules (a reference has none, so a name `2` may
+    sit at position 1). Only an unlabelled top-level element needs `getattr(self, "5")`.
+    """
     found: dict[Node, str] = {}
-    stack: list[tuple[ModulePlan, str]] = [(child, "self") for child in plan.children]
+    stack: list[tuple[ModulePlan, str, int]] = [(child, "self", i) for i, child in enumerate(plan.children)]
     parents = {id(child): plan for child in plan.children}
     while stack:
-        current, parent_expr = stack.pop()
+        current, parent_expr, position = stack.pop()
         parent = parents[id(current)]
         if current.name.isidentifier() and not keyword.iskeyword(current.name):
             expr = f"{parent_expr}.{current.name}"
-        elif parent.call.name == SEQUENTIAL and parent is not plan:  # indices 0, 1, ...: nn.Sequential's own
-            expr = f"{parent_expr}[{current.name}]"
+        elif parent is not plan:
+            expr = f"{parent_expr}[{position}]"
         else:
             expr = f"getattr({parent_expr}, {quoted(current.name)})"
         found[current.node] = expr
         if isinstance(current.node, Parallel):
             found[current.node.merge] = expr
-        for child in current.children:
+        for index, child in enumerate(current.children):
             parents[id(child)] = current
-            stack.append((child, expr))
+            stack.append((child, expr, index))
     return found

@@ -75,6 +75,37 @@ def expressible(term: Term) -> bool:
     return True
 
 
+BLOCK_PARAMETER = "block:"
+"""The prefix of a block parameter's name in the terms of a network checked with `block_terms`
+(cnndsl.checker): `param("block:c")` is the block's own `c`, not a network parameter `c`."""
+IN_CHANNELS = "in_channels:"
+"""The term name of a block's input channels (features) in a network checked with `block_terms`."""
+
+
+def substitute(term: Term, values: Mapping[str, Term], value: Any) -> Term:
+    """`term` with each parameter in `values` replaced by its term, folded again; `value` (the
+    number the term has) when no parameter is left, or where an opaque part stood for it."""
+    result = _substitute(term, values)
+    return result if params_of(result) else value
+
+
+def _substitute(term: Term, values: Mapping[str, Term]) -> Term:
+    if isinstance(term, tuple):
+        return tuple(_substitute(t, values) for t in term)
+    if not isinstance(term, Expr):
+        return term
+    if term.op == "param":
+        return values.get(term.args[0], term)
+    if term.op == "opaque":
+        return opaque(frozenset().union(*(params_of(values.get(p, param(p))) for p in term.params)))
+    args = [_substitute(a, values) for a in term.args]
+    if any(isinstance(a, Expr) and a.op == "opaque" for a in args):
+        return opaque(params_of(tuple(args)))
+    if term.op in OPERATORS:
+        return binary(term.op, args[0], args[1])
+    return call(term.op, *args)
+
+
 def exact_division(left: int | float, right: int | float) -> int | float:
     """The checker's `/`: an int when both operands are ints and it divides exactly, else a float."""
     if isinstance(left, int) and isinstance(right, int) and left % right == 0:

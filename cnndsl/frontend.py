@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import zoo
+from . import ast, zoo
 from .checker import Checker, Value
 from .errors import CnnDslError, Diagnostic, DiagnosticSink, error
 from .network import Network
@@ -112,7 +113,21 @@ def check_source(
         result.written_params,
         result.written_input,
     )
+    network.block_view = partial(_block_view, program, input_shape, params, strict, filename, text)
     return network, diagnostics
+
+
+def _block_view(
+    program: ast.Program, input_shape: Shape | None, params: Mapping[str, Value] | None, strict: bool, filename: str, text: str
+) -> Network | None:
+    """The network checked again with each block's terms over its own parameters (`Network.block_view`)."""
+    sink = DiagnosticSink(filename, text)
+    result = Checker(program, sink, input_shape, params, strict, _default_name(filename), block_terms=True).run()
+    if result is None or sink.has_errors:
+        return None
+    return Network(
+        result.name, result.input_shape, result.root, result.params, [], filename, text, result.outputs, result.structural
+    )
 
 
 def parse(text: str | bytes, filename: str = "<string>", input: Any = None, *, strict: bool = False, **params: Value) -> Network:

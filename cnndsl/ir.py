@@ -112,6 +112,17 @@ class Sequence(Node):
     block_exprs: dict[str, Any] | None = None
     """A block call a network parameter reaches: the terms (cnndsl.expr) of the arguments the call
     gave, keyed by keyword, or by position ("0", "1", ...) for positional ones."""
+    call_terms: dict[str, Any] | None = field(default=None, init=False)
+    """Only in a network checked with `block_terms` (see cnndsl.checker.Checker), for a block call: the
+    term of every block parameter in the caller's scope, by name in definition order (the terms
+    inside the block read the block's own parameters, `param("block:c")`)."""
+    in_channels_term: Any = field(default=None, init=False)
+    """With `block_terms`, for a block call: the term of its input channels in the caller's scope."""
+    count_term: Any = field(default=None, init=False)
+    """With `block_terms`, for a repetition: the count's term."""
+    reads_index: bool = field(default=False, init=False)
+    """With `block_terms`, for a repetition: whether it names its index (`x n as i`), so that its
+    iterations may differ by more than what the count's term says."""
 
     def leaves(self) -> Iterator[Layer]:
         for child in self.children:

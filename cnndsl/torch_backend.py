@@ -85,9 +85,39 @@ def build_module(
             module = _instantiate(network, plan)
     if network.is_graph:
         module = _graph_module(network, module)
+    module.__class__ = named_class(type(module), network.name)
     if weights is not None:
         # setattr: nn.Module types its attributes as tensors and submodules; this is neither.
         setattr(module, "weights_report", load_weights(network, module, weights, allow_partial))  # noqa: B010
+    return module
+
+
+def named_class(base: type[nn.Module], name: str) -> type[nn.Module]:
+    """A subclass of `base` named `name` (the network's name): `type(module).__name__` and the
+    module's repr say which network it is, as a hand-written class would. Made once per pair;
+    it pickles and copies as `base` does (see `_reduce_named`)."""
+    key = (base, name)
+    cls = _NAMED_CLASSES.get(key)
+    if cls is None:
+        members = {"__module__": base.__module__, "__qualname__": name, "__reduce_ex__": _reduce_named}
+        cls = _NAMED_CLASSES[key] = type(name, (base,), members)
+    return cls
+
+
+_NAMED_CLASSES: dict[tuple[type, str], type] = {}
+
+
+def _reduce_named(module: nn.Module, protocol: int) -> tuple[Any, ...]:
+    # pickle and copy cannot find a class made at run time by its name: rebuild it from its base.
+    reduced = object.__reduce_ex__(module, max(protocol, 2))
+    assert isinstance(reduced, tuple)  # copyreg.__newobj__, (cls,), state, ...: a tuple from protocol 2 on
+    rest = reduced[2:]
+    base = type(module).__mro__[1]
+    return (_new_named, (base, type(module).__name__), *rest)
+
+
+def _new_named(base: type[nn.Module], name: str) -> nn.Module:
+    module: nn.Module = object.__new__(named_class(base, name))
     return module
 
 

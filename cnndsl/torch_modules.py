@@ -121,7 +121,8 @@ class PointwiseLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+        # The functional form: TorchScript cannot call super().forward.
+        return nn.functional.linear(x.movedim(1, -1), self.weight, self.bias).movedim(-1, 1)
 
 
 class Scale(nn.Module):

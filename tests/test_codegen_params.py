@@ -124,6 +124,8 @@ def _without_front_end(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_generation_does_not_check_the_source_again(monkeypatch: pytest.MonkeyPatch) -> None:
     networks = [cnndsl.load(DEFECTS / "compile_params50.cnn"), cnndsl.load(ZOO / "densenet121.cnn"), cnndsl.parse(EXPRESSIONS)]
+    for network in networks:  # the blocks' own terms are the front end's too, asked for once (Network.blocks_checked)
+        assert network.blocks_checked() is network.blocks_checked() is not None
     _without_front_end(monkeypatch)
     fifty, densenet, expressions = (network.torch_source() for network in networks)
     # Fifty parameters that reach no layer: the constructor takes them and nothing depends on them.
@@ -133,7 +135,8 @@ def test_generation_does_not_check_the_source_again(monkeypatch: pytest.MonkeyPa
     assert "nn.BatchNorm2d(c1 + 5 * growth)" in densenet and "bn_size * growth," in densenet
     assert "changes the network" not in densenet
     for line in [
-        "nn.Conv2d(3, width, kernel_size=3, padding=1)",
+        "Unit(3, width, 3)",  # the block's class, which takes its input channels and parameters
+        "nn.Conv2d(in_channels, c, kernel_size=kernel, padding=kernel // 2)",
         "nn.Conv2d(width, width, kernel_size=k, padding=1)",
         "nn.Conv2d(width, 2 * width + 1, kernel_size=3, stride=2, padding=1)",
         "nn.Conv2d(3 * width + 9, c1, kernel_size=1)",
@@ -171,6 +174,20 @@ def test_other_values_build_the_network_checked_with_them(values: dict[str, Any]
     _same_module(EXPRESSIONS, values, (3, 16, 16))
 
 
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        # torch_call leaves groups at 1 and padding at 0 unwritten; a parameter that reaches them is written
+        # at any value (cnndsl.layers.conv.differs), so the constructor varies them.
+        ("network N(g=1)\ninput 4x8x8\nConv(8, 3, groups=g)", {"g": 2}),
+        ("network N(k=3)\ninput 3x8x8\nConv(4, k, pad=k // 2)", {"k": 1}),
+        ("network N(s=1)\ninput 3x8x8\nblock B(c, stride=1) = [Conv(c, 3, stride=stride, pad=1)]\nB(4), B(8, s)", {"s": 2}),
+    ],
+)
+def test_arguments_at_their_default_still_follow_the_parameter(text: str, values: dict[str, Any]) -> None:
+    _same_module(text, values, (int(text.split("input ")[1][0]), 8, 8))
+
+
 def test_densenet_with_another_growth_rate() -> None:
     _same_module((ZOO / "densenet121.cnn").read_text(), {"growth": 12, "bn_size": 2, "num_classes": 10}, (3, 32, 32))
 
@@ -179,13 +196,11 @@ def test_densenet_with_another_growth_rate() -> None:
     ("text", "fixed"),
     [
         ("network N(deep=2)\ninput 3x8x8\nConv(4, 1) x deep", "deep"),  # a repetition count: which layers exist
-        ("network N(g=1)\ninput 4x8x8\nConv(8, 3, groups=g)", "g"),  # torch_call writes groups only when it is not 1
         ("network N(a=2, b=a * 2)\ninput 3x8x8\nConv(b, 1)", "a"),  # a default that reads another parameter
         ("network N(w=4)\ninput 3x8x8\ndef f(x) = x * w\nConv(f(2), 1)", "w"),  # a `def` function
         ("network N(w=4)\ninput 3x8x8\nConv(8 if w > 2 else 4, 1)", "w"),  # a conditional
         ("network N(k=3)\ninput 3x9x9\nConv(4, k), Flatten, FC(2)", "k"),  # the image size reaches FC's features
         ("network N(b=true)\ninput 3x8x8\nConv(4, 1, bias=b)", "b"),  # a boolean decides what torch_call writes
-        ("network N(k=3)\ninput 3x8x8\nConv(4, k, pad=k // 2)", "k"),  # torch_call writes padding only when it is not 0
     ],
 )
 def test_what_no_expression_follows_is_refused_with_a_hint(text: str, fixed: str) -> None:
@@ -202,7 +217,7 @@ def test_what_no_expression_follows_is_refused_with_a_hint(text: str, fixed: str
 
 def test_comments_hold_for_every_value_the_constructor_accepts() -> None:
     source = cnndsl.parse(EXPRESSIONS).torch_source()
-    assert "nn.Sequential(  # Unit(width) -> width x 16 x 16" in source
+    assert 'x = getattr(self, "0")(x)  # width x 16 x 16' in source  # Unit(width)
     assert 'x = getattr(self, "13")(x)  # classes' in source and '"""Net: 3x16x16 -> classes."""' in source
     assert 'x = getattr(self, "12")(x)  # 2 * classes' in source
     # After `Conv(width, k)` the image size depends on k: no size is written rather than a false one.
@@ -210,7 +225,7 @@ def test_comments_hold_for_every_value_the_constructor_accepts() -> None:
     assert "Unit(4)" not in source and "4x16x16" not in source and "# 5\n" not in source
     assert "# These figures are for the default parameter values" in source
     fixed = cnndsl.parse("network N(deep=2)\ninput 3x8x8\nblock B(c) = [Conv(c, 1)]\nB(deep * 4) x deep").torch_source()
-    assert "B(8) -> 8x8x8" in fixed  # a parameter the constructor refuses to vary keeps its value in comments
+    assert "B(8, 8),  # -> 8x8x8" in fixed  # a parameter the constructor refuses to vary keeps its value in comments
     assert "These figures" not in fixed
 
 

@@ -291,3 +291,115 @@ def test_bicubic_upsampling_lowers_to_nn_upsample_in_both_targets() -> None:
     with torch.no_grad():
         torch.testing.assert_close(net.to_torch().eval()(x), expected, rtol=0, atol=0)
         torch.testing.assert_close(generated_class(net)().eval()(x), expected, rtol=0, atol=0)
+
+
+# ---- one class per block, loops, the network's class name, forward without getattr chains ----
+
+RESNET50_LINES_BEFORE = 438
+"""The generated ResNet-50 file when every block call was written out as nested nn.Sequential."""
+
+
+def test_resnet50_has_one_class_per_block_and_is_shorter() -> None:
+    source = cnndsl.load(ZOO / "resnet50.cnn").torch_source()
+    # The file's own block names, each a class with the block's parameters and input channels.
+    assert "class Residual(nn.Sequential):\n" in source
+    assert "    def __init__(self, in_channels: int, c: int, stride: int) -> None:\n" in source
+    assert "class Bottleneck(nn.Sequential):\n" in source and "class Down(nn.Sequential):\n" in source
+    assert "    def __init__(self, in_channels: int, c: int, n: int, stride: int) -> None:\n" in source  # Stage
+    # `Bottleneck(c) x (n - 1)`: a loop whose count is the block's parameter.
+    assert "nn.Sequential(*[Bottleneck(4 * c, c) for _ in range(n - 1)])" in source
+    assert "self.layer2 = Stage(256, 128, 4, 2)" in source
+    lines = len(source.splitlines())
+    assert lines < RESNET50_LINES_BEFORE // 3, lines  # 125 lines now
+
+
+SHARED = """network N(width=4)
+input 3x8x8
+block Unit(c, kernel=3) = [Conv(c, kernel, pad=kernel // 2), BN, ReLU]
+block Stage(c, n) = [Unit(c), Unit(c) x (n - 1)]
+block Odd(c) = [Conv(8 if c > 4 else 4, 1), ReLU]
+s1: Stage(width, 3)
+s2: Stage(2 * width, 2)
+Odd(4), Odd(8)
+"""
+
+
+def test_a_block_class_holds_for_other_arguments() -> None:
+    """The generated Stage class built with other arguments equals the block checked with them."""
+    network = cnndsl.parse(SHARED)
+    source = network.torch_source()
+    assert "nn.Sequential(*[Unit(c, c, 3) for _ in range(n - 1)])" in source
+    assert "self.s2 = Stage(width, 2 * width, 2)" in source  # one iteration, still the loop
+    module = load_generated(source, "shared_blocks")
+    torch.manual_seed(3)
+    ours = module.Stage(5, 6, 4).eval()
+    other = cnndsl.parse("network M\ninput 5x8x8\n" + SHARED.split("\n", 2)[2].split("s1:")[0] + "Stage(6, 4)")
+    theirs = getattr(other.to_torch(seed=3), "0").eval()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in theirs.state_dict().items()]
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True))
+    x = torch.randn(2, 5, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
+def test_calls_that_cannot_share_a_class_stay_sequential() -> None:
+    # `8 if c > 4 else 4`: no expression over c says it, so Odd(4) and Odd(8) would need two classes.
+    network = cnndsl.parse(SHARED)
+    source = network.torch_source()
+    assert source.count("class Odd(") == 1
+    assert 'self.add_module("2", Odd(2 * width))' in source  # the class takes its input channels
+    assert "nn.Sequential(  # Odd(8) -> 8x8x8" in source
+    memory = network.to_torch(seed=0).eval()
+    generated = generated_class(network)().eval()
+    generated.load_state_dict(memory.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(generated(x), memory(x))
+
+
+def test_to_torch_is_an_instance_of_a_class_named_after_the_network() -> None:
+    import copy
+    import pickle
+
+    for path, name in ((ZOO / "resnet18.cnn", "ResNet18"), (ZOO / "unet.cnn", "UNet")):
+        module = cnndsl.load(path).to_torch(seed=0)
+        assert type(module).__name__ == name and repr(module).startswith(f"{name}(")
+        for copied in (pickle.loads(pickle.dumps(module)), copy.deepcopy(module)):
+            assert type(copied) is type(module)
+            assert list(copied.state_dict()) == list(module.state_dict())
+    assert type(cnndsl.parse("input 3x8x8\nConv(4, 1)").to_torch()).__name__ == "Network"
+
+
+def test_forward_reaches_modules_by_index_not_getattr_chains() -> None:
+    source = cnndsl.load(ZOO / "unet.cnn").torch_source()
+    assert "self.up4[1][0](bottom)" in source
+    assert "getattr(getattr(" not in source and "getattr(self." not in source
+
+
+def test_floor_in_a_class_imports_math_and_unread_variables_are_left_out(tmp_path: Path) -> None:
+    network = cnndsl.parse("network N(w=5)\ninput 3x8x8\nblock B(c) = [Conv(floor(c / 2), 1)]\nB(w), B(7)")
+    source = network.torch_source()
+    assert "import math\n" in source and "nn.Conv2d(in_channels, math.floor(c / 2), kernel_size=1)" in source
+    assert "c1 = " not in source  # the layer that read it is built by the class
+    module = load_generated(source, "floor_blocks")
+    torch.manual_seed(0)
+    assert module.N(w=9)(torch.randn(1, 3, 8, 8)).shape == (1, 3, 8, 8)  # B(9) has 4 channels, B(7) 3
+    (tmp_path / "floor_blocks.py").write_text(source)
+    _ruff_clean(tmp_path)
+
+
+def test_block_names_cannot_shadow_what_the_file_reads() -> None:
+    # A network, a block and parameters named `math`, a block named `in_channels`, a parameter `self`.
+    text = (
+        "network math(w=5)\ninput 3x8x8\nblock math(c) = [Conv(floor(c / 2), 1)]\n"
+        "block in_channels(self, math) = [math(self), Conv(math, 1)]\nin_channels(w, 4), in_channels(7, 2)"
+    )
+    network = cnndsl.parse(text)
+    source = network.torch_source()
+    assert "class math(" not in source and "class in_channels(" not in source
+    memory = network.to_torch(seed=0).eval()
+    generated = generated_class(network, source)(w=5).eval()
+    generated.load_state_dict(memory.state_dict())
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(generated(x), memory(x))

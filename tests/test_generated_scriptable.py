@@ -22,7 +22,7 @@ input 4x8x8
 stem: [conv: Conv(width, 3, pad=1), bn: BatchNorm, ReLU]
 Add[ Conv(width, 3, pad=1), BatchNorm, StochasticDepth(0.1) | ]
 Add[ Conv(width, 1), LayerNorm, Scale(init=0.5) | Identity | ], ReLU
-Concat[ Chunk(2, 0) | Chunk(2, 1), Conv(width / 2, 1) ], ChannelShuffle(2)
+Concat[ Chunk(2, 0) | Chunk(2, 1), Conv(width / 2, 1) ], ChannelShuffle(2), PointwiseFC(width)
 Mul[ | GlobalAvgPool, Conv(width, 1), Sigmoid ]
 GlobalAvgPool, Flatten, FC(3)
 """

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from .. import ast, receptive
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
-from ..expr import LayerExprs, Term, params_of
+from ..expr import BLOCK_PARAMETER, IN_CHANNELS, LayerExprs, Term, params_of, substitute
 from ..expr import param as parameter_term
 from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
@@ -107,8 +107,14 @@ class Checker:
         params: Mapping[str, Value] | None = None,
         strict: bool = False,
         default_name: str = "Network",
+        block_terms: bool = False,
     ) -> None:
         self.program = program
+        self.block_terms = block_terms
+        """Record the terms inside each block call over the block's own parameters and input channels
+        (`param("block:c")`, `param("in_channels:")`), and each call's arguments over its caller's
+        (`Sequence.call_terms`): code generation writes one class per block from them. The values,
+        shapes and diagnostics are the same; only the terms differ."""
         self.sink = sink
         self.input_override = input_override
         self.param_overrides = dict(params or {})
@@ -123,6 +129,8 @@ class Checker:
         self._symbols: dict[str, Term] = {}
         """Each network parameter's term (itself); empty without parameters: then no term is built."""
         self._structural: set[str] = set()
+        self._symbolic = False
+        """Whether terms are recorded: the network has parameters, or `block_terms`."""
         self._unrun_checked: set[int] = set()
         """The ids of the repetitions (AST nodes, alive during the check) whose body was checked without running it."""
         """The network's parameters, and the file's functions (`functions.define_functions`)."""
@@ -156,6 +164,7 @@ class Checker:
         params = network_params(self.sink, network, self.param_overrides)
         self._network_values = define_functions(header.functions, params) if header.functions else params
         self._symbols = {name: parameter_term(name) for name, value in params.items() if value is not POISON}
+        self._symbolic = bool(self._symbols) or self.block_terms
         if network is not None:  # a default that reads another parameter ties the two together
             for declared in network.params:
                 names = free_names(declared.default) if declared.default is not None else set()
@@ -441,7 +450,7 @@ class Checker:
         spatial = [s for s in ends if s.shape is not None and s.shape.has_space and s.shape.spatial == out.spatial]
         field = receptive.union([s.field for s in spatial or ends])
         merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field)
-        if self._symbols:
+        if self._symbolic:
             channels, size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
             if params_of(channels) or size or any(s.channels is not None or s.size for s in ends):
                 merge.exprs = LayerExprs({}, ends[0].channels_term(), ends[0].size, channels, size)
@@ -534,10 +543,12 @@ class Checker:
                 hint = "`x 0` repeats nothing: the repetition passes its input through"
             self.sink.error(message, el.count.pos, hint, scope.notes())
             count = None
+        count_term: Term = count
         if count is not None:
             self.budget.check_repeat_count(count, el.count.pos, scope)
-            if self._symbols:  # the count decides which layers exist: no expression says that
-                self._structural |= params_of(term_of(el.count, scope, state.shape, state.channels_term()))
+            if self._symbolic:  # the count decides which layers exist: no expression says that
+                count_term = term_of(el.count, scope, state.shape, state.channels_term())
+                self._structural |= {p for p in params_of(count_term) if ":" not in p}
         if count:
             per_iteration, _ = self.budget.min_size(el.body, depth + 1)
             self.budget.check_repeat(self.budget.leaf_count, per_iteration, count, True, el.pos, scope)
@@ -567,7 +578,11 @@ class Checker:
                 self.budget.check_repeat(before, self.budget.leaf_count - before, count, False, el.pos, scope)
             if state.shape is None:
                 break
-        return self._finish_sequence(name, path, label, el.pos, start, state, iterations, "repeat", f"x {count}")
+        node = self._finish_sequence(name, path, label, el.pos, start, state, iterations, "repeat", f"x {count}")
+        if node is not None and self.block_terms:
+            node.count_term = count_term if params_of(count_term) else count
+            node.reads_index = el.index_name is not None
+        return node
 
     def _call(self, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None) -> Node | None:
         kind = lookup(call.name)
@@ -649,8 +664,13 @@ class Checker:
                     ok = False
         else:
             local.update({param.name: POISON for param in block.params})
-        symbols = self._block_symbols(block, bound, values, scope, state) if self._symbols and ok else self._symbols
-        block_terms = {p.name: symbols[p.name] for p in block.params if p.name in symbols} if self._symbols and ok else {}
+        symbols = self._block_symbols(block, bound, values, scope, state) if self._symbolic and ok else self._symbols
+        block_terms = {p.name: symbols[p.name] for p in block.params if p.name in symbols} if self._symbolic and ok else {}
+        entry_channels, entry_size = state.channels_term(), state.size
+        caller_terms = {p.name: block_terms.get(p.name, local[p.name]) for p in block.params} if self.block_terms and ok else {}
+        if self.block_terms and ok:  # the body's terms over the block's own parameters and input channels
+            symbols = ChainMap({p.name: parameter_term(BLOCK_PARAMETER + p.name) for p in block.params}, self._symbols)
+            state.channels, state.size = parameter_term(IN_CHANNELS), frozenset()
         inner = Scope(values, (*scope.calls, (block.name, text, call.pos)), symbols)
         start = state.shape
         if not ok:
@@ -672,6 +692,8 @@ class Checker:
                 children = [node] if node is not None else []
         finally:
             self._namespace = outer
+        if self.block_terms and ok:
+            self._leave_block(caller_terms, entry_channels, entry_size, state)
         if not ok:
             return None
         args = local  # not used again here: the IR keeps it as the call's block_args
@@ -691,7 +713,23 @@ class Checker:
             node.block_exprs = {
                 (a.name or str(i)): block_terms[a.name if a.name else block.params[i].name] for i, a in enumerate(call.args)
             }
+        if node is not None and self.block_terms:
+            node.call_terms = caller_terms
+            node.in_channels_term = entry_channels
         return node
+
+    @staticmethod
+    def _leave_block(block_terms: Mapping[str, Term], entry_channels: Term, entry_size: frozenset[str], state: State) -> None:
+        """With `block_terms`: the state after a block call, its terms over the caller's parameters again."""
+        values: dict[str, Term] = {BLOCK_PARAMETER + name: term for name, term in block_terms.items()}
+        values[IN_CHANNELS] = entry_channels
+        if state.shape is not None:
+            channels = substitute(state.channels_term(), values, state.shape[0])
+            state.channels = channels if params_of(channels) else None
+        size = set(entry_size)  # what the input's size depended on may still reach the output's
+        for name in state.size:
+            size |= params_of(values[name]) if name in values else {name}
+        state.size = frozenset(size)
 
     def _block_symbols(
         self, block: ast.BlockDef, bound: Mapping[str, ast.Arg] | None, values: Mapping[str, Value], scope: Scope, state: State
@@ -742,7 +780,7 @@ class Checker:
         self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
     ) -> Layer | None:
         shape = state.shape
-        symbolic = bool(self._symbols)
+        symbolic = self._symbolic
         bound_args = self.binder.layer_args(
             kind,
             call,

@@ -137,6 +137,8 @@ SIZE_SETTING = frozenset({"GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgPool", "
 
 CHANNEL_PRESERVING = frozenset({"activation", "norm", "pool", "regularization", "identity"})
 """Families whose kinds keep their input's channels (a flat input's features)."""
+SHAPE_PRESERVING = frozenset({"ChannelShuffle"})
+"""Kinds of other families that keep their input's channels too."""
 
 
 def output_terms(
@@ -160,7 +162,11 @@ def output_terms(
     term: Term
     if "out" in args and out[0] == args["out"]:
         term = terms.get("out", out[0])
-    elif kind.family in CHANNEL_PRESERVING and out[0] == shape[0] and out.is_image == shape.is_image:
+    elif (
+        (kind.family in CHANNEL_PRESERVING or kind.name in SHAPE_PRESERVING)
+        and out[0] == shape[0]
+        and out.is_image == shape.is_image
+    ):
         term = channels
     elif kind.name == "DWConv":
         term = binary("*", channels, terms.get("multiplier", args.get("multiplier")))

@@ -129,14 +129,21 @@ def torch_module(name: str, rank: int) -> str:
     return f"nn.{name}{rank}d"
 
 
+def differs(value: Any, default: Any) -> bool:
+    """Whether an argument is written: where it differs from PyTorch's default, or where a parameter
+    reaches it. Code generation passes such numbers traced (they carry their `term`, see
+    cnndsl.codegen_torch._Traced): written at any value, the generated code holds for every value."""
+    return hasattr(value, "term") or value != default
+
+
 def torch_window_kwargs(args: Args) -> tuple[tuple[str, int | Sizes | str], ...]:
-    """stride, padding and dilation for nn.ConvNd, each only where it differs from PyTorch's default;
-    `padding="same"` where the padding is one-sided (an even kernel)."""
+    """stride, padding and dilation for nn.ConvNd, each only where it differs from PyTorch's default
+    (see `differs`); `padding="same"` where the padding is one-sided (an even kernel)."""
     kwargs: list[tuple[str, int | Sizes | str]] = []
     for name, torch_name, default in (("stride", "stride", 1), ("pad", "padding", 0), ("dilation", "dilation", 1)):
         if name == "pad" and any(args.get("pad_extra", ())):
             kwargs.append(("padding", "same"))
-        elif name in args and any(v != default for v in args[name]):
+        elif name in args and any(differs(v, default) for v in args[name]):
             kwargs.append((torch_name, torch_pair(args[name])))
     return tuple(kwargs)
 
@@ -320,7 +327,7 @@ class Conv(WindowedKind):
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs = (("kernel_size", torch_pair(args["kernel"])), *torch_window_kwargs(args))
-        if args["groups"] != 1:
+        if differs(args["groups"], 1):
             kwargs += (("groups", args["groups"]),)
         return TorchCall(
             torch_module("Conv", in_shape.spatial_rank), (in_shape.channels, args["out"]), kwargs + torch_conv_tail(args)
