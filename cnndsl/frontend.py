@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import ast, zoo
+from . import syntax, zoo
 from .checker import Checker, Value
 from .errors import CnnDslError, Diagnostic, DiagnosticSink, error
 from .network import Network
@@ -118,7 +118,7 @@ def check_source(
 
 
 def _block_view(
-    program: ast.Program, input_shape: Shape | None, params: Mapping[str, Value] | None, strict: bool, filename: str, text: str
+    program: syntax.Program, input_shape: Shape | None, params: Mapping[str, Value] | None, strict: bool, filename: str, text: str
 ) -> Network | None:
     """The network checked again with each block's terms over its own parameters (`Network.block_view`)."""
     sink = DiagnosticSink(filename, text)

@@ -16,7 +16,7 @@ from lark.grammar import Rule
 from lark.lark import PostLex
 from lark.lexer import TerminalDef
 
-from . import ast
+from . import syntax
 from .errors import DiagnosticSink, Position
 from .limits import MAX_FILE_BYTES, MAX_NESTING, MAX_NUMBER, MAX_TOKENS
 
@@ -176,151 +176,151 @@ def _whole_number(digits: str, tok: Token) -> int:
 class ToAst(Transformer):
     """Parse-tree rules to frozen AST dataclasses, keeping each node's position."""
 
-    def start(self, children: list) -> ast.Program:
-        return ast.Program(tuple(c for c in children if c is not None))
+    def start(self, children: list) -> syntax.Program:
+        return syntax.Program(tuple(c for c in children if c is not None))
 
-    def network_decl(self, children: list) -> ast.NetworkDecl:
+    def network_decl(self, children: list) -> syntax.NetworkDecl:
         keyword, name, params = children
-        return ast.NetworkDecl(str(name), tuple(params or ()), _pos(keyword))
+        return syntax.NetworkDecl(str(name), tuple(params or ()), _pos(keyword))
 
-    def input_decl(self, children: list) -> ast.InputDecl:
+    def input_decl(self, children: list) -> syntax.InputDecl:
         tok = children[1]
         text = str(tok).lower().replace("×", "x")
-        return ast.InputDecl(tuple(_whole_number(d, tok) for d in text.split("x")), _pos(tok))
+        return syntax.InputDecl(tuple(_whole_number(d, tok) for d in text.split("x")), _pos(tok))
 
-    def output_decl(self, children: list) -> ast.OutputDecl:
+    def output_decl(self, children: list) -> syntax.OutputDecl:
         keyword, *names = children
-        return ast.OutputDecl(tuple(names), _pos(keyword))
+        return syntax.OutputDecl(tuple(names), _pos(keyword))
 
-    def output_name(self, children: list) -> ast.OutputName:
+    def output_name(self, children: list) -> syntax.OutputName:
         name, _, condition = children  # `name` or `name if condition` (the IF token is None without one)
-        return ast.OutputName(str(name), _pos(name), condition)
+        return syntax.OutputName(str(name), _pos(name), condition)
 
-    def reference(self, children: list) -> ast.Reference:
+    def reference(self, children: list) -> syntax.Reference:
         tok = children[0]
         text = str(tok)[1:]
-        return ast.Reference(text.rstrip("*"), text.endswith("*"), _pos(tok))
+        return syntax.Reference(text.rstrip("*"), text.endswith("*"), _pos(tok))
 
-    def defaults_decl(self, children: list) -> ast.DefaultsDecl:
-        return ast.DefaultsDecl(tuple(children[1:]), _pos(children[0]))
+    def defaults_decl(self, children: list) -> syntax.DefaultsDecl:
+        return syntax.DefaultsDecl(tuple(children[1:]), _pos(children[0]))
 
-    def block_def(self, children: list) -> ast.BlockDef:
+    def block_def(self, children: list) -> syntax.BlockDef:
         _, name, params, body = children
-        return ast.BlockDef(str(name), tuple(params or ()), body, _pos(name))
+        return syntax.BlockDef(str(name), tuple(params or ()), body, _pos(name))
 
-    def func_def(self, children: list) -> ast.FuncDef:
+    def func_def(self, children: list) -> syntax.FuncDef:
         _, name, params, body = children
-        return ast.FuncDef(str(name), tuple(params), body, _pos(name))
+        return syntax.FuncDef(str(name), tuple(params), body, _pos(name))
 
-    def param_list(self, children: list) -> list[ast.Param]:
+    def param_list(self, children: list) -> list[syntax.Param]:
         return [c for c in children if c is not None]
 
-    def param(self, children: list) -> ast.Param:
+    def param(self, children: list) -> syntax.Param:
         name, default = children
-        return ast.Param(str(name), default, _pos(name))
+        return syntax.Param(str(name), default, _pos(name))
 
-    def labeled(self, children: list) -> ast.Labeled:
+    def labeled(self, children: list) -> syntax.Labeled:
         label, body = children
-        return ast.Labeled(str(label), body, _pos(label))
+        return syntax.Labeled(str(label), body, _pos(label))
 
-    def repeat(self, children: list) -> ast.Repeat:
+    def repeat(self, children: list) -> syntax.Repeat:
         body, op, count, _, index = children
-        return ast.Repeat(body, count, _pos(op), str(index) if index is not None else None)
+        return syntax.Repeat(body, count, _pos(op), str(index) if index is not None else None)
 
-    def call(self, children: list) -> ast.Call:
+    def call(self, children: list) -> syntax.Call:
         name, args = children
-        return ast.Call(str(name), tuple(args or ()), _pos(name))
+        return syntax.Call(str(name), tuple(args or ()), _pos(name))
 
-    def arg_list(self, children: list) -> list[ast.Arg]:
+    def arg_list(self, children: list) -> list[syntax.Arg]:
         return [c for c in children if c is not None]
 
-    def positional_arg(self, children: list) -> ast.Arg:
+    def positional_arg(self, children: list) -> syntax.Arg:
         value = children[0]
-        return ast.Arg(None, value, value.pos)
+        return syntax.Arg(None, value, value.pos)
 
-    def keyword_arg(self, children: list) -> ast.Arg:
+    def keyword_arg(self, children: list) -> syntax.Arg:
         name, value = children
-        return ast.Arg(str(name), value, _pos(name))
+        return syntax.Arg(str(name), value, _pos(name))
 
-    def group(self, children: list) -> ast.Group:
+    def group(self, children: list) -> syntax.Group:
         bracket, items = children
-        return ast.Group(tuple(items or ()), _pos(bracket))
+        return syntax.Group(tuple(items or ()), _pos(bracket))
 
-    def merge(self, children: list) -> ast.Merge:
+    def merge(self, children: list) -> syntax.Merge:
         name, _, *branches = children
         groups = []
         for branch in branches:
             pos = branch[0].pos if branch else _pos(name)
-            groups.append(ast.Group(tuple(branch or ()), pos))
-        return ast.Merge(str(name), tuple(groups), _pos(name))
+            groups.append(syntax.Group(tuple(branch or ()), pos))
+        return syntax.Merge(str(name), tuple(groups), _pos(name))
 
     def sequence(self, children: list) -> list:
         return list(children)
 
-    def number(self, children: list) -> ast.Number:
+    def number(self, children: list) -> syntax.Number:
         tok = children[0]
         text = str(tok)
         value: int | float = _whole_number(text, tok) if tok.type == "INT" else float(text)
-        return ast.Number(value, _pos(tok))
+        return syntax.Number(value, _pos(tok))
 
-    def dims(self, children: list) -> ast.Expr:
+    def dims(self, children: list) -> syntax.Expr:
         # `Conv(16, 3x3)`: HxW written as the summary prints it is the pair (3, 3), and `3x3x3`
         # the triple of a 3-D kernel. Four or more sizes are no argument value: left as a name,
         # the checker reports it as unknown.
         tok = children[0]
         parts = str(tok).lower().replace("×", "x").split("x")
         if len(parts) not in (2, 3):
-            return ast.Name(str(tok), _pos(tok))
+            return syntax.Name(str(tok), _pos(tok))
         pos = _pos(tok)
-        first, second, *rest = (ast.Number(int(part), pos) for part in parts)
-        return ast.Pair(first, second, pos, tuple(rest))
+        first, second, *rest = (syntax.Number(int(part), pos) for part in parts)
+        return syntax.Pair(first, second, pos, tuple(rest))
 
-    def name(self, children: list) -> ast.Name:
-        return ast.Name(str(children[0]), _pos(children[0]))
+    def name(self, children: list) -> syntax.Name:
+        return syntax.Name(str(children[0]), _pos(children[0]))
 
-    def pair(self, children: list) -> ast.Pair:
+    def pair(self, children: list) -> syntax.Pair:
         bracket, first, second, *rest = children
-        return ast.Pair(first, second, _pos(bracket), tuple(rest))
+        return syntax.Pair(first, second, _pos(bracket), tuple(rest))
 
-    def funccall(self, children: list) -> ast.FuncCall:
+    def funccall(self, children: list) -> syntax.FuncCall:
         name, args = children
-        return ast.FuncCall(str(name), tuple(args), _pos(name))
+        return syntax.FuncCall(str(name), tuple(args), _pos(name))
 
-    def compare(self, children: list) -> ast.Compare:
+    def compare(self, children: list) -> syntax.Compare:
         first, *rest = children
         pairs = tuple((str(rest[i]), rest[i + 1]) for i in range(0, len(rest), 2))
-        return ast.Compare(first, pairs, first.pos)
+        return syntax.Compare(first, pairs, first.pos)
 
-    def or_(self, children: list) -> ast.BoolOp:
+    def or_(self, children: list) -> syntax.BoolOp:
         left, _, right = children
-        return ast.BoolOp("or", left, right, left.pos)
+        return syntax.BoolOp("or", left, right, left.pos)
 
-    def and_(self, children: list) -> ast.BoolOp:
+    def and_(self, children: list) -> syntax.BoolOp:
         left, _, right = children
-        return ast.BoolOp("and", left, right, left.pos)
+        return syntax.BoolOp("and", left, right, left.pos)
 
-    def not_(self, children: list) -> ast.Not:
+    def not_(self, children: list) -> syntax.Not:
         word, operand = children
-        return ast.Not(operand, _pos(word))
+        return syntax.Not(operand, _pos(word))
 
-    def conditional(self, children: list) -> ast.Conditional:
+    def conditional(self, children: list) -> syntax.Conditional:
         then, _, test, _, otherwise = children
-        return ast.Conditional(then, test, otherwise, then.pos)
+        return syntax.Conditional(then, test, otherwise, then.pos)
 
-    def power(self, children: list) -> ast.BinOp:
+    def power(self, children: list) -> syntax.BinOp:
         base, _, exponent = children
-        return ast.BinOp("**", base, exponent, base.pos)
+        return syntax.BinOp("**", base, exponent, base.pos)
 
-    def neg(self, children: list) -> ast.Neg:
+    def neg(self, children: list) -> syntax.Neg:
         sign, operand = children
-        return ast.Neg(operand, _pos(sign))
+        return syntax.Neg(operand, _pos(sign))
 
-    def pos(self, children: list) -> ast.Expr:
+    def pos(self, children: list) -> syntax.Expr:
         return children[1]
 
     def _binop(op: str):  # type: ignore[misc]
-        def build(self: ToAst, children: list) -> ast.BinOp:
-            return ast.BinOp(op, children[0], children[1], children[0].pos)
+        def build(self: ToAst, children: list) -> syntax.BinOp:
+            return syntax.BinOp(op, children[0], children[1], children[0].pos)
 
         return build
 
@@ -531,7 +531,7 @@ def _statement_span(text: str, offset: int) -> tuple[int, int]:
 MAX_SYNTAX_ERRORS = 20
 
 
-def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
+def parse_program(text: str, sink: DiagnosticSink) -> syntax.Program | None:
     """Parse text into a Program, adding every syntax error found to `sink`."""
     if not text.strip() or all(line.split("#", 1)[0].strip() == "" for line in text.splitlines()):
         sink.error("the file is empty", Position(1, 1), "a network needs at least an `input` line and one layer")
@@ -567,7 +567,7 @@ def parse_program(text: str, sink: DiagnosticSink) -> ast.Program | None:
             part_start += end + 1
             continue
         # The LALR parser applies ToAst while it parses: the tree is already a Program.
-        return None if sink.has_errors else cast(ast.Program, tree)
+        return None if sink.has_errors else cast(syntax.Program, tree)
     return None
 
 

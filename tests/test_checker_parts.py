@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnndsl import ast
+from cnndsl import syntax
 from cnndsl.checker import Checker
 from cnndsl.checker.binding import Binder, coerce, owner_name
 from cnndsl.checker.budget import Abort, Budget
@@ -31,23 +31,23 @@ from cnndsl.shapes import Shape
 P = Position(1, 1)
 
 
-def num(value: int | float) -> ast.Number:
-    return ast.Number(value, P)
+def num(value: int | float) -> syntax.Number:
+    return syntax.Number(value, P)
 
 
-def name(text: str) -> ast.Name:
-    return ast.Name(text, P)
+def name(text: str) -> syntax.Name:
+    return syntax.Name(text, P)
 
 
-def binop(op: str, left: ast.Expr, right: ast.Expr) -> ast.BinOp:
-    return ast.BinOp(op, left, right, P)
+def binop(op: str, left: syntax.Expr, right: syntax.Expr) -> syntax.BinOp:
+    return syntax.BinOp(op, left, right, P)
 
 
-def call(kind: str, *args: ast.Expr, line: int = 1, **keywords: ast.Expr) -> ast.Call:
+def call(kind: str, *args: syntax.Expr, line: int = 1, **keywords: syntax.Expr) -> syntax.Call:
     """A call on `line`, its arguments in successive columns (the sink reports one error per position)."""
     values = [(None, a) for a in args] + list(keywords.items())
-    given = [ast.Arg(key, value, Position(line, 2 + column)) for column, (key, value) in enumerate(values)]
-    return ast.Call(kind, tuple(given), Position(line, 1))
+    given = [syntax.Arg(key, value, Position(line, 2 + column)) for column, (key, value) in enumerate(values)]
+    return syntax.Call(kind, tuple(given), Position(line, 1))
 
 
 def sink() -> DiagnosticSink:
@@ -68,8 +68,8 @@ def test_evaluate_arithmetic_names_and_in_channels() -> None:
         evaluate(binop("/", num(6), num(3)), scope, None), int
     )
     assert evaluate(binop("/", num(7), num(2)), scope, None) == 3.5
-    assert evaluate(ast.Neg(name("c"), P), scope, None) == -16
-    assert evaluate(ast.Pair(num(3), name("c"), P), scope, None) == (3, 16)
+    assert evaluate(syntax.Neg(name("c"), P), scope, None) == -16
+    assert evaluate(syntax.Pair(num(3), name("c"), P), scope, None) == (3, 16)
     assert evaluate(name("in_channels"), scope, Shape((8, 4, 4))) == 8
     assert evaluate(name("same"), scope, None) == Word("same")
     assert evaluate(name("True"), scope, None) is True
@@ -87,9 +87,9 @@ def test_evaluate_errors_and_poison() -> None:
         evaluate(name("bad"), Scope({"bad": POISON}), None)
     with pytest.raises(Poisoned):  # in_channels of an unknown shape
         evaluate(name("in_channels"), Scope({}), None)
-    deep: ast.Expr = num(1)
+    deep: syntax.Expr = num(1)
     for _ in range(600):
-        deep = ast.Neg(deep, P)
+        deep = syntax.Neg(deep, P)
     with pytest.raises(EvalError, match="nested deeper than 500"):
         evaluate(deep, Scope({}), None)
     with pytest.raises(EvalError, match="arithmetic needs numbers; got true"):
@@ -113,7 +113,7 @@ def test_parse_value_free_names_and_text() -> None:
     assert parse_value("3x5") == (3, 5) and parse_value("same") == Word("same")
     with pytest.raises(ValueError, match="digits; numbers are limited to 2"):
         parse_value("9" * 100)
-    expr = binop("+", name("a"), ast.Pair(name("b"), ast.Neg(name("a"), P), P))
+    expr = binop("+", name("a"), syntax.Pair(name("b"), syntax.Neg(name("a"), P), P))
     assert free_names(expr) == {"a", "b"}
     assert expr_text(expr) == "a + (b, -a)"
 
@@ -154,7 +154,7 @@ def test_layer_args_fill_defaults_and_report_at_the_signature() -> None:
     binder = Binder(target)
     conv = lookup("Conv")
     assert conv is not None and owner_name(conv, "conv") == "Conv"
-    defaults = collect_defaults(target, binder, ast.DefaultsDecl((call("Conv", pad=num(1)),), P))
+    defaults = collect_defaults(target, binder, syntax.DefaultsDecl((call("Conv", pad=num(1)),), P))
     bound = binder.layer_args(conv, call("Conv", num(8), num(3)), Scope({}), Shape((3, 8, 8)), defaults, {})
     assert bound is not None and bound.values["pad"] == 1 and bound.values["out"] == 8
     assert binder.layer_args(conv, call("Conv", binop("/", num(1), num(0)), num(3)), Scope({}), None, {}, {}) is None
@@ -167,13 +167,13 @@ def test_layer_args_fill_defaults_and_report_at_the_signature() -> None:
 
 def test_split_program_orders_header_lines() -> None:
     target = sink()
-    program = ast.Program(
+    program = syntax.Program(
         (
-            ast.InputDecl((3, 8, 8), Position(1, 1)),
-            ast.NetworkDecl("N", (), Position(2, 1)),
-            ast.BlockDef("B", (), call("ReLU"), Position(3, 1)),
+            syntax.InputDecl((3, 8, 8), Position(1, 1)),
+            syntax.NetworkDecl("N", (), Position(2, 1)),
+            syntax.BlockDef("B", (), call("ReLU"), Position(3, 1)),
             call("B"),
-            ast.DefaultsDecl((), Position(5, 1)),
+            syntax.DefaultsDecl((), Position(5, 1)),
         )
     )
     header = split_program(program, target)
@@ -185,26 +185,26 @@ def test_split_program_orders_header_lines() -> None:
 def test_network_params_overrides_and_defaults() -> None:
     target = sink()
     params = (
-        ast.Param("width", num(16), Position(1, 11)),
-        ast.Param("double", binop("*", name("width"), num(2)), Position(1, 21)),
-        ast.Param("n", None, Position(1, 41)),
+        syntax.Param("width", num(16), Position(1, 11)),
+        syntax.Param("double", binop("*", name("width"), num(2)), Position(1, 21)),
+        syntax.Param("n", None, Position(1, 41)),
     )
-    values = network_params(target, ast.NetworkDecl("N", params, P), {"width": "8", "depht": 2})
+    values = network_params(target, syntax.NetworkDecl("N", params, P), {"width": "8", "depht": 2})
     assert values["width"] == 8 and values["double"] == 16 and values["n"] is POISON
     assert messages(target) == ["unknown network parameter `depht`", "network parameter `n` has no default and was not set"]
-    values = network_params(target, ast.NetworkDecl("N", params[:1], P), {"width": float("nan")})
+    values = network_params(target, syntax.NetworkDecl("N", params[:1], P), {"width": float("nan")})
     assert values["width"] is POISON and messages(target)[-1] == "network parameter `width` must be a finite number; got nan"
 
 
 def test_input_shape_from_the_line_or_the_override() -> None:
     target = sink()
     budget = Budget(target, {})
-    assert input_shape(target, budget, ast.InputDecl((3, 8, 8), P), None) == Shape((3, 8, 8))
-    assert input_shape(target, budget, ast.InputDecl((3, 8, 8), P), Shape((1, 4, 4))) == Shape((1, 4, 4))
-    assert input_shape(target, budget, ast.InputDecl((3, 8, 8, 8, 8), Position(2, 1)), None) is None
+    assert input_shape(target, budget, syntax.InputDecl((3, 8, 8), P), None) == Shape((3, 8, 8))
+    assert input_shape(target, budget, syntax.InputDecl((3, 8, 8), P), Shape((1, 4, 4))) == Shape((1, 4, 4))
+    assert input_shape(target, budget, syntax.InputDecl((3, 8, 8, 8, 8), Position(2, 1)), None) is None
     assert input_shape(target, budget, None, None) is None
-    assert input_shape(target, budget, ast.InputDecl((2**21, 2**10, 2**10), Position(3, 1)), None) is None
-    assert input_shape(target, budget, ast.InputDecl((224, 224, 3), Position(4, 1)), None) == Shape((224, 224, 3))
+    assert input_shape(target, budget, syntax.InputDecl((2**21, 2**10, 2**10), Position(3, 1)), None) is None
+    assert input_shape(target, budget, syntax.InputDecl((224, 224, 3), Position(4, 1)), None) == Shape((224, 224, 3))
     assert messages(target) == [
         "`input` takes N, CxL, CxHxW or CxDxHxW; got 5 dimensions",
         "no `input` line",
@@ -239,7 +239,7 @@ def test_budget_limits_elements_bindings_and_depth() -> None:
         budget.check_output(conv, Shape((2**21, 2**10, 2**10)), Position(1, 1), Scope({}))
     with pytest.raises(Abort):
         budget.check_params(conv, MAX_ELEMENTS + 1, Position(2, 1), Scope({}))
-    block = ast.BlockDef("Wide", tuple(ast.Param(f"p{i}", num(0), P) for i in range(1000)), call("ReLU"), P)
+    block = syntax.BlockDef("Wide", tuple(syntax.Param(f"p{i}", num(0), P) for i in range(1000)), call("ReLU"), P)
     with pytest.raises(Abort):
         for _ in range(MAX_BLOCK_BINDINGS // 1000 + 1):
             budget.count_bindings(block, call("Wide", line=3), Scope({}))
@@ -256,10 +256,10 @@ def test_budget_limits_elements_bindings_and_depth() -> None:
 
 def test_budget_estimates_a_block_before_expanding_it() -> None:
     """Each block calls the previous one twice: 2^40 layers, refused from the estimate."""
-    blocks = {"B0": ast.BlockDef("B0", (), call("ReLU"), P)}
+    blocks = {"B0": syntax.BlockDef("B0", (), call("ReLU"), P)}
     for level in range(1, 41):
         inner = call(f"B{level - 1}")
-        blocks[f"B{level}"] = ast.BlockDef(f"B{level}", (), ast.Group((inner, inner), P), P)
+        blocks[f"B{level}"] = syntax.BlockDef(f"B{level}", (), syntax.Group((inner, inner), P), P)
     target = sink()
     budget = Budget(target, blocks)
     assert budget.block_min_size(blocks["B3"]) == (8, 8 + 4 + 2 + 1)
@@ -279,10 +279,12 @@ def test_budget_estimates_a_block_before_expanding_it() -> None:
 
 def test_checker_expands_blocks_and_repeats_from_an_ast() -> None:
     target = sink()
-    block = ast.BlockDef(
-        "Unit", (ast.Param("c", None, P),), ast.Group((call("Conv", name("c"), num(3), pad=num(1)), call("ReLU")), P), P
+    block = syntax.BlockDef(
+        "Unit", (syntax.Param("c", None, P),), syntax.Group((call("Conv", name("c"), num(3), pad=num(1)), call("ReLU")), P), P
     )
-    program = ast.Program((ast.InputDecl((3, 8, 8), P), block, ast.Repeat(call("Unit", num(4)), num(2), P), call("Flatten")))
+    program = syntax.Program(
+        (syntax.InputDecl((3, 8, 8), P), block, syntax.Repeat(call("Unit", num(4)), num(2), P), call("Flatten"))
+    )
     result = Checker(program, target).run()
     assert result is not None and not target.diagnostics
     assert result.input_shape == Shape((3, 8, 8)) and result.root.out_shape == Shape((256,))
@@ -293,8 +295,8 @@ def test_checker_expands_blocks_and_repeats_from_an_ast() -> None:
 
 def test_checker_reports_a_shape_error_and_stops_the_branch() -> None:
     target = sink()
-    merge = ast.Merge("Add", (ast.Group((call("Conv", num(4), num(3)),), P), ast.Group((), P)), Position(2, 1))
-    result = Checker(ast.Program((ast.InputDecl((3, 8, 8), P), merge)), target).run()
+    merge = syntax.Merge("Add", (syntax.Group((call("Conv", num(4), num(3)),), P), syntax.Group((), P)), Position(2, 1))
+    result = Checker(syntax.Program((syntax.InputDecl((3, 8, 8), P), merge)), target).run()
     assert result is None
     assert len(target.diagnostics) == 1 and target.diagnostics[0].message == "Add: branch shapes disagree: 4x6x6, 3x8x8"
 
@@ -305,21 +307,21 @@ def test_checker_reports_a_shape_error_and_stops_the_branch() -> None:
 def test_functions_part_alone() -> None:
     from cnndsl.checker.functions import define_functions, function_key, power
 
-    def args(*values: ast.Expr) -> tuple[ast.Arg, ...]:
-        return tuple(ast.Arg(None, v, P) for v in values)
+    def args(*values: syntax.Expr) -> tuple[syntax.Arg, ...]:
+        return tuple(syntax.Arg(None, v, P) for v in values)
 
     scope = Scope({"w": 0.5})
-    assert evaluate(ast.FuncCall("make_divisible", args(binop("*", num(40), name("w"))), P), scope, None) == 24
-    test = ast.Compare(name("w"), (("<", num(1)), ("<=", num(1))), P)
-    assert evaluate(ast.Conditional(num(8), test, num(16), P), scope, None) == 8
-    assert evaluate(ast.BoolOp("and", ast.Not(test, P), binop("/", num(1), num(0)), P), scope, None) is False
+    assert evaluate(syntax.FuncCall("make_divisible", args(binop("*", num(40), name("w"))), P), scope, None) == 24
+    test = syntax.Compare(name("w"), (("<", num(1)), ("<=", num(1))), P)
+    assert evaluate(syntax.Conditional(num(8), test, num(16), P), scope, None) == 8
+    assert evaluate(syntax.BoolOp("and", syntax.Not(test, P), binop("/", num(1), num(0)), P), scope, None) is False
     assert power(2, 62, P) == 2**62
     with pytest.raises(EvalError, match="too large"):
         power(2, 63, P)
     body = binop("*", name("c"), name("w"))
-    definition = ast.FuncDef("scale", (ast.Param("c", None, P),), body, P)
+    definition = syntax.FuncDef("scale", (syntax.Param("c", None, P),), body, P)
     values = define_functions({"scale": definition}, {"w": 0.5})
     assert function_key("scale") in values and "scale" not in values
-    assert evaluate(ast.FuncCall("scale", args(num(6)), P), Scope(values), None) == 3.0
-    assert free_names(ast.FuncCall("scale", args(name("k")), P)) == {"k"}
-    assert expr_text(ast.Conditional(num(8), test, num(16), P)) == "8 if w < 1 <= 1 else 16"
+    assert evaluate(syntax.FuncCall("scale", args(num(6)), P), Scope(values), None) == 3.0
+    assert free_names(syntax.FuncCall("scale", args(name("k")), P)) == {"k"}
+    assert expr_text(syntax.Conditional(num(8), test, num(16), P)) == "8 if w < 1 <= 1 else 16"

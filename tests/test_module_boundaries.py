@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cnndsl"
-FRONT_END = {"cnndsl.frontend", "cnndsl.parser", "cnndsl.checker", "cnndsl._parse_tables", "cnndsl.ast", "lark"}
+FRONT_END = {"cnndsl.frontend", "cnndsl.parser", "cnndsl.checker", "cnndsl._parse_tables", "cnndsl.syntax", "lark"}
 """What turns text into a checked network (and the parsing library it needs)."""
 DRIVERS = {"cnndsl", "cnndsl.__main__", "cnndsl.cli"}
 """The entry points: they call the front end, then a backend."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from .. import ast
+from .. import syntax
 from ..errors import DiagnosticSink, Position
 from ..expr import params_of
 from ..layers import LayerKind
@@ -44,7 +44,7 @@ class BoundArgs:
     """The terms (checker/symbolic.py) of the arguments a network parameter reaches; the others are constants."""
 
 
-Defaults = dict[str, dict[str, ast.Arg]]
+Defaults = dict[str, dict[str, syntax.Arg]]
 """`defaults` lines: kind name to (the kind's own argument name to the argument as written)."""
 
 
@@ -63,7 +63,7 @@ class Binder:
     def layer_args(
         self,
         kind: LayerKind,
-        call: ast.Call,
+        call: syntax.Call,
         scope: Scope,
         shape: Shape | None,
         defaults: Defaults,
@@ -88,7 +88,7 @@ class Binder:
         ok = True
         symbolic = network_symbols is not None
 
-        def evaluate_arg(spec: ArgSpec, source: ast.Arg, arg_scope: Scope) -> Value:
+        def evaluate_arg(spec: ArgSpec, source: syntax.Arg, arg_scope: Scope) -> Value:
             if spec.type == "reference":
                 return reference_arg(owner, spec, source.value)  # the checker resolves it in the layer's body
             raw = evaluate(source.value, arg_scope, shape)
@@ -104,7 +104,7 @@ class Binder:
             return value
 
         targeted = {spec.canonical for spec in specs if spec.role == "arg"}
-        sources: list[tuple[ArgSpec, ast.Arg, Scope]] = []
+        sources: list[tuple[ArgSpec, syntax.Arg, Scope]] = []
         for spec in specs:
             default_key = spec.canonical if spec.role == "arg" else spec.name
             if spec.name in bound:
@@ -158,14 +158,14 @@ class Binder:
                 result.values[spec.name] = spec.default
         return result if ok else None
 
-    def _missing(self, owner: str, spec: ArgSpec, index: int, call: ast.Call, signature: str, scope: Scope) -> None:
+    def _missing(self, owner: str, spec: ArgSpec, index: int, call: syntax.Call, signature: str, scope: Scope) -> None:
         """A required argument the call (and `defaults`) left out, with the signature to fill it from."""
         self.sink.error(
             f"{owner} needs `{spec.name}` (its {ordinal(index + 1)} argument)", call.pos, f"signature: {signature}", scope.notes()
         )
 
     def check_declared_inputs(
-        self, kind: LayerKind, call: ast.Call, inputs: list[tuple[ArgSpec, Value, Position]], shape: Shape, scope: Scope
+        self, kind: LayerKind, call: syntax.Call, inputs: list[tuple[ArgSpec, Value, Position]], shape: Shape, scope: Scope
     ) -> bool:
         """PyTorch's spellings repeat the input size (`Conv2d(3, 16, 3)`): it must be the inferred one."""
         ok = True
@@ -185,11 +185,11 @@ class Binder:
         return ok
 
     def bind_names(
-        self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: ast.Call, case_sensitive: bool = False
-    ) -> dict[str, ast.Arg] | None:
+        self, owner: str, specs: tuple[ArgSpec, ...], signature: str, call: syntax.Call, case_sensitive: bool = False
+    ) -> dict[str, syntax.Arg] | None:
         """Match a call's arguments to parameter names: positional first, then keywords."""
         by_key = self.keyword_names(specs, case_sensitive)
-        bound: dict[str, ast.Arg] = {}
+        bound: dict[str, syntax.Arg] = {}
         ok = True
         seen_keyword = False
         for index, arg in enumerate(call.args):
@@ -240,11 +240,11 @@ class Binder:
         return cached[1]
 
 
-def reference_arg(owner: str, spec: ArgSpec, expr: ast.Expr) -> ast.Reference:
+def reference_arg(owner: str, spec: ArgSpec, expr: syntax.Expr) -> syntax.Reference:
     """An argument that names one tensor: `@name` as written (not evaluated: a tensor is no value)."""
-    if isinstance(expr, ast.Reference) and not expr.every:
+    if isinstance(expr, syntax.Reference) and not expr.every:
         return expr
-    if isinstance(expr, ast.Reference):
+    if isinstance(expr, syntax.Reference):
         raise EvalError(
             f"{owner}: `{spec.name}` takes one tensor; `@{expr.label}*` is every iteration of `{expr.label}`",
             expr.pos,

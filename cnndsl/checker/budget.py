@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NoReturn
 
-from .. import ast
+from .. import syntax
 from ..errors import DiagnosticSink, Position
 from ..layers import LayerKind, MergeKind, lookup
 from ..limits import MAX_BLOCK_BINDINGS, MAX_BLOCK_DEPTH, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING
@@ -39,7 +39,7 @@ class Budget:
     """What has been built so far, against the limits; `blocks` are the program's block definitions
     (read by the size estimate)."""
 
-    def __init__(self, sink: DiagnosticSink, blocks: dict[str, ast.BlockDef]) -> None:
+    def __init__(self, sink: DiagnosticSink, blocks: dict[str, syntax.BlockDef]) -> None:
         self.sink = sink
         self.blocks = blocks
         self.leaf_count = 0
@@ -51,7 +51,7 @@ class Budget:
         """Network parameters (and functions) that no block parameter or repetition index hides:
         a repetition count made of them only is known before expanding (`set_constants`)."""
         self._min_size_of_block: dict[str, tuple[int, int]] = {}
-        self._min_sizes: dict[int, tuple[ast.Element, tuple[int, int]]] = {}
+        self._min_sizes: dict[int, tuple[syntax.Element, tuple[int, int]]] = {}
 
     def refuse(self, message: str, pos: Position | None, hint: str | None, scope: Scope | None = None) -> NoReturn:
         self.sink.error(message, pos, hint, scope.notes() if scope is not None else ())
@@ -75,7 +75,7 @@ class Budget:
             self.refuse(f"the network expands to more than {MAX_LAYERS:,} layers", pos, LAYERS_HINT, scope)
         self.count_node(scope, pos)
 
-    def count_bindings(self, block: ast.BlockDef, call: ast.Call, scope: Scope) -> None:
+    def count_bindings(self, block: syntax.BlockDef, call: syntax.Call, scope: Scope) -> None:
         """Binding costs one step per parameter and call: bounded, so that a block with thousands
         of defaulted parameters called thousands of times is refused, not slow."""
         self.binding_count += len(block.params)
@@ -94,7 +94,7 @@ class Budget:
         if depth > MAX_NESTING * 4:
             self.refuse(f"elements nested deeper than {MAX_NESTING * 4} levels", pos, "flatten the structure")
 
-    def check_block_depth(self, call: ast.Call, scope: Scope) -> None:
+    def check_block_depth(self, call: syntax.Call, scope: Scope) -> None:
         if len(scope.calls) >= MAX_BLOCK_DEPTH:
             self.refuse(f"block calls nested deeper than {MAX_BLOCK_DEPTH}", call.pos, None, scope)
 
@@ -145,7 +145,7 @@ class Budget:
                 scope,
             )
 
-    def refuse_oversized(self, block: ast.BlockDef, call: ast.Call, scope: Scope) -> None:
+    def refuse_oversized(self, block: syntax.BlockDef, call: syntax.Call, scope: Scope) -> None:
         """Refuse a block call before expanding it when it must exceed the layer or node budget
         (blocks that call the previous one twice double at each level)."""
         leaves, nodes = self.block_min_size(block)
@@ -160,26 +160,26 @@ class Budget:
                 scope,
             )
 
-    def set_constants(self, program: ast.Program, network_values: Mapping[str, Value]) -> None:
+    def set_constants(self, program: syntax.Program, network_values: Mapping[str, Value]) -> None:
         """The network values every repetition count sees as they are (called once, before expanding)."""
         hidden = {param.name for block in self.blocks.values() for param in block.params}
         stack: list[object] = list(program.items)
         while stack:  # the repetition indexes anywhere in the program
             node = stack.pop()
-            if isinstance(node, ast.Repeat):
+            if isinstance(node, syntax.Repeat):
                 if node.index_name is not None:
                     hidden.add(node.index_name)
                 stack.append(node.body)
-            elif isinstance(node, (ast.Labeled, ast.BlockDef)):
+            elif isinstance(node, (syntax.Labeled, syntax.BlockDef)):
                 stack.append(node.body)
-            elif isinstance(node, (ast.Group, ast.Merge)):
-                stack += node.items if isinstance(node, ast.Group) else node.branches
+            elif isinstance(node, (syntax.Group, syntax.Merge)):
+                stack += node.items if isinstance(node, syntax.Group) else node.branches
         self.constants = {name: value for name, value in network_values.items() if name not in hidden}
 
-    def _least_count(self, count: ast.Expr) -> int:
+    def _least_count(self, count: syntax.Expr) -> int:
         """A repetition count known before expanding: a literal, or an expression of network
         parameters that nothing hides; 0 otherwise (`x 0` builds nothing: 0 is a lower bound)."""
-        if isinstance(count, ast.Number):
+        if isinstance(count, syntax.Number):
             value: Value = count.value
         else:
             names = free_names(count)
@@ -192,7 +192,7 @@ class Budget:
         whole = whole_count(value)
         return max(whole, 0) if whole is not None else 0
 
-    def block_min_size(self, block: ast.BlockDef) -> tuple[int, int]:
+    def block_min_size(self, block: syntax.BlockDef) -> tuple[int, int]:
         """(layers, layers and groups) a call of `block` expands to at least, without expanding it."""
         cached = self._min_size_of_block.get(block.name)
         if cached is None:
@@ -201,7 +201,7 @@ class Budget:
             self._min_size_of_block[block.name] = cached
         return cached
 
-    def min_size(self, el: ast.Element, depth: int) -> tuple[int, int]:
+    def min_size(self, el: syntax.Element, depth: int) -> tuple[int, int]:
         """(layers, layers and groups) `el` expands to at least; each element is sized once."""
         cached = self._min_sizes.get(id(el))
         if cached is not None and cached[0] is el:
@@ -210,30 +210,30 @@ class Budget:
         self._min_sizes[id(el)] = (el, size)
         return size
 
-    def _min_size_uncached(self, el: ast.Element, depth: int) -> tuple[int, int]:
+    def _min_size_uncached(self, el: syntax.Element, depth: int) -> tuple[int, int]:
         if depth > MAX_NESTING * 4:  # `_element` refuses this nesting anyway (a lower bound stays one)
             return 0, 0
-        while isinstance(el, ast.Labeled):
+        while isinstance(el, syntax.Labeled):
             el = el.body
-        if isinstance(el, ast.Call):
+        if isinstance(el, syntax.Call):
             kind = lookup(el.name)
             if kind is not None:
                 return (1, 1) if not isinstance(kind, MergeKind) else (0, 0)
             block = self.blocks.get(el.name)
             return self.block_min_size(block) if block is not None else (0, 0)
-        if isinstance(el, ast.Group):
+        if isinstance(el, syntax.Group):
             leaves, nodes = 0, 1
             for item in el.items:
                 item_leaves, item_nodes = self.min_size(item, depth + 1)
                 leaves, nodes = saturate(leaves + item_leaves), saturate(nodes + item_nodes)
             return leaves, nodes
-        if isinstance(el, ast.Merge):
+        if isinstance(el, syntax.Merge):
             leaves, nodes = 1, 1  # the merge itself
             for branch in el.branches:
                 branch_leaves, branch_nodes = self.min_size(branch, depth + 1)
                 leaves, nodes = saturate(leaves + branch_leaves), saturate(nodes + branch_nodes)
             return leaves, nodes
-        if isinstance(el, ast.Repeat):
+        if isinstance(el, syntax.Repeat):
             count = self._least_count(el.count)
             leaves, nodes = self.min_size(el.body, depth + 1)
             return saturate(leaves * count), saturate(nodes * count)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, cast
 
-from .. import ast, receptive
+from .. import receptive, syntax
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
 from ..expr import BLOCK_PARAMETER, IN_CHANNELS, LayerExprs, Term, params_of, substitute
 from ..expr import param as parameter_term
@@ -73,8 +73,8 @@ class BlockInfo:
 
     signature: str
     specs: tuple[ArgSpec, ...]
-    by_name: dict[str, ast.Param]
-    required: list[ast.Param]
+    by_name: dict[str, syntax.Param]
+    required: list[syntax.Param]
     defaulted: int
     """How many parameters have a default."""
     constant_defaults: dict[str, Value]
@@ -101,7 +101,7 @@ class CheckResult:
 class Checker:
     def __init__(
         self,
-        program: ast.Program,
+        program: syntax.Program,
         sink: DiagnosticSink,
         input_override: Shape | None = None,
         params: Mapping[str, Value] | None = None,
@@ -120,7 +120,7 @@ class Checker:
         self.param_overrides = dict(params or {})
         self.strict = strict
         self.default_name = default_name
-        self.blocks: dict[str, ast.BlockDef] = {}
+        self.blocks: dict[str, syntax.BlockDef] = {}
         self.defaults: Defaults = {}
         self.budget = Budget(sink, self.blocks)
         self.binder = Binder(sink)
@@ -209,7 +209,7 @@ class Checker:
         written_input = written_input_shape(input_decl) if self.input_override is not None else shape
         return CheckResult(name, shape, root, dict(params), outputs, frozenset(self._structural), written, written_input)
 
-    def _outputs(self, decl: ast.OutputDecl, namespace: Namespace, scope: Scope) -> list[Reference] | None:
+    def _outputs(self, decl: syntax.OutputDecl, namespace: Namespace, scope: Scope) -> list[Reference] | None:
         """The `output` line's tensors: labels of the network's body (or `input`), each a Reference outside the tree."""
         outputs: list[Reference] = []
         seen: dict[str, Position] = {}
@@ -228,7 +228,13 @@ class Checker:
             listed = self._output_listed(item, scope)
             # Resolved even when its condition is false: a misspelt name is an error whatever the parameters.
             ref = self._resolve(
-                ast.Reference(item.label, False, item.pos), namespace, State(None), item.label, "", scope, f"output {item.label}"
+                syntax.Reference(item.label, False, item.pos),
+                namespace,
+                State(None),
+                item.label,
+                "",
+                scope,
+                f"output {item.label}",
             )
             if ref is None or listed is None:
                 complete = False
@@ -243,7 +249,7 @@ class Checker:
             return None
         return outputs if complete else None
 
-    def _output_listed(self, item: ast.OutputName, scope: Scope) -> bool | None:
+    def _output_listed(self, item: syntax.OutputName, scope: Scope) -> bool | None:
         """Whether an `output` name is listed: its condition's value (true without one), None after an error."""
         if item.condition is None:
             return True
@@ -276,11 +282,11 @@ class Checker:
 
     # -- structure ---------------------------------------------------------------------
 
-    def _sequence(self, items: Iterable[ast.Element], scope: Scope, state: State, path: str) -> list[Node]:
+    def _sequence(self, items: Iterable[syntax.Element], scope: Scope, state: State, path: str) -> list[Node]:
         self.budget.count_node(scope, None)
         items = list(items)
         nodes: list[Node] = []
-        names = module_names([item.label if isinstance(item, ast.Labeled) else str(i) for i, item in enumerate(items)])
+        names = module_names([item.label if isinstance(item, syntax.Labeled) else str(i) for i, item in enumerate(items)])
         for item, name in zip(items, names, strict=True):
             self.budget.last_pos = item.pos
             node = self._element(item, scope, state, name, _join(path, name), 0)
@@ -288,11 +294,11 @@ class Checker:
                 nodes.append(node)
         return nodes
 
-    def _element(self, el: ast.Element, scope: Scope, state: State, name: str, path: str, depth: int) -> Node | None:
+    def _element(self, el: syntax.Element, scope: Scope, state: State, name: str, path: str, depth: int) -> Node | None:
         self.budget.check_nesting(depth, el.pos)
         label = None
         label_pos = el.pos
-        while isinstance(el, ast.Labeled):
+        while isinstance(el, syntax.Labeled):
             if label is not None:
                 self.sink.error("an element has two labels", el.pos, "give each element one label")
             label = el.label
@@ -300,14 +306,14 @@ class Checker:
         if label is None or self._namespace is None:
             return self._unlabeled(el, scope, state, name, path, label, depth, None)
         entry = define(self.sink, self._namespace, label, label_pos)
-        iterations: list[tuple[Node, State]] | None = [] if isinstance(el, ast.Repeat) else None
+        iterations: list[tuple[Node, State]] | None = [] if isinstance(el, syntax.Repeat) else None
         node = self._unlabeled(el, scope, state, name, path, label, depth, iterations)
         entry.node, entry.state, entry.done, entry.iterations = node, state.copy(), True, iterations
         return node
 
     def _unlabeled(
         self,
-        el: ast.Element,
+        el: syntax.Element,
         scope: Scope,
         state: State,
         name: str,
@@ -316,7 +322,7 @@ class Checker:
         depth: int,
         iterations: list[tuple[Node, State]] | None,
     ) -> Node | None:
-        if isinstance(el, ast.Reference):
+        if isinstance(el, syntax.Reference):
             if label is not None:
                 self.sink.error(
                     f"a reference cannot be labelled: `@{el.label}` already has the name `{el.label}`",
@@ -335,15 +341,15 @@ class Checker:
                 return None
             assert self._namespace is not None
             return self._resolve(el, self._namespace, state, name, path, scope)
-        if isinstance(el, ast.Call):
+        if isinstance(el, syntax.Call):
             return self._call(el, scope, state, name, path, label)
-        if isinstance(el, ast.Group):
+        if isinstance(el, syntax.Group):
             start = state.shape
             children = self._sequence(el.items, scope, state, path)
             return self._finish_sequence(name, path, label, el.pos, start, state, children, "group", "[...]")
-        if isinstance(el, ast.Merge):
+        if isinstance(el, syntax.Merge):
             return self._merge(el, scope, state, name, path, label, depth)
-        if isinstance(el, ast.Repeat):
+        if isinstance(el, syntax.Repeat):
             return self._repeat(el, scope, state, name, path, label, depth, iterations)
         raise AssertionError(f"unknown element {el!r}")
 
@@ -396,7 +402,7 @@ class Checker:
         )
 
     def _merge(
-        self, el: ast.Merge, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int
+        self, el: syntax.Merge, scope: Scope, state: State, name: str, path: str, label: str | None, depth: int
     ) -> Node | None:
         kind = MERGES.get(el.op.lower())
         if kind is None:
@@ -407,7 +413,7 @@ class Checker:
         ends: list[State] = []
         index = 0
         for branch in el.branches:
-            every = branch.items[0] if len(branch.items) == 1 and isinstance(branch.items[0], ast.Reference) else None
+            every = branch.items[0] if len(branch.items) == 1 and isinstance(branch.items[0], syntax.Reference) else None
             if every is not None and every.every:
                 for node, end in self._every_iteration(every, scope):
                     ends.append(end.copy())
@@ -468,7 +474,7 @@ class Checker:
             merge=merge,
         )
 
-    def _every_iteration(self, ref: ast.Reference, scope: Scope) -> list[tuple[Node | None, State]]:
+    def _every_iteration(self, ref: syntax.Reference, scope: Scope) -> list[tuple[Node | None, State]]:
         """`@m*`: every iteration of the labelled repetition `m`, each with its state (one poisoned entry when wrong)."""
         assert self._namespace is not None
         entry = self._namespace.entries.get(ref.label)
@@ -488,7 +494,7 @@ class Checker:
         return [(node, end) for node, end in entry.iterations]
 
     def _resolve(
-        self, ref: ast.Reference, namespace: Namespace, state: State, name: str, path: str, scope: Scope, written: str = ""
+        self, ref: syntax.Reference, namespace: Namespace, state: State, name: str, path: str, scope: Scope, written: str = ""
     ) -> Reference | None:
         """`@label`: a Reference to the label's node (or to the body's input); the state continues from it."""
         in_shape = state.shape
@@ -523,7 +529,7 @@ class Checker:
 
     def _repeat(
         self,
-        el: ast.Repeat,
+        el: syntax.Repeat,
         scope: Scope,
         state: State,
         name: str,
@@ -584,7 +590,7 @@ class Checker:
             node.reads_index = el.index_name is not None
         return node
 
-    def _call(self, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None) -> Node | None:
+    def _call(self, call: syntax.Call, scope: Scope, state: State, name: str, path: str, label: str | None) -> Node | None:
         kind = lookup(call.name)
         if kind is not None and not isinstance(kind, MergeKind):
             return self._layer(kind, call, scope, state, name, path, label)
@@ -610,7 +616,7 @@ class Checker:
     # -- blocks ------------------------------------------------------------------------
 
     def _block_call(
-        self, block: ast.BlockDef, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
+        self, block: syntax.BlockDef, call: syntax.Call, scope: Scope, state: State, name: str, path: str, label: str | None
     ) -> Node | None:
         text = call_text(call)
         if any(b == block.name for b, _, _ in scope.calls):
@@ -635,7 +641,7 @@ class Checker:
         constants = info.constant_defaults
         ok = bound is not None
         if bound is not None:
-            todo: Iterable[ast.Param] = block.params
+            todo: Iterable[syntax.Param] = block.params
             if len(constants) == info.defaulted:
                 # Every default is known: copy them at once, evaluate only what the call gives.
                 local.update(constants)
@@ -676,16 +682,16 @@ class Checker:
         if not ok:
             state.shape = None
         body = block.body
-        while isinstance(body, ast.Labeled):
+        while isinstance(body, syntax.Labeled):
             body = body.body
-        items = body.items if isinstance(body, ast.Group) else (block.body,)
+        items = body.items if isinstance(body, syntax.Group) else (block.body,)
         declared = self._declared_by_block.get(block.name)
         if declared is None:
             declared = self._declared_by_block[block.name] = declared_labels(items)
         outer = self._namespace
         namespace = self._namespace = Namespace(block.name, state.copy(), declared, outer)
         try:
-            if isinstance(body, ast.Group):
+            if isinstance(body, syntax.Group):
                 children = self._sequence(body.items, inner, state, path)
             else:
                 node = self._element(block.body, inner, state, "0", _join(path, "0"), 0)
@@ -732,7 +738,12 @@ class Checker:
         state.size = frozenset(size)
 
     def _block_symbols(
-        self, block: ast.BlockDef, bound: Mapping[str, ast.Arg] | None, values: Mapping[str, Value], scope: Scope, state: State
+        self,
+        block: syntax.BlockDef,
+        bound: Mapping[str, syntax.Arg] | None,
+        values: Mapping[str, Value],
+        scope: Scope,
+        state: State,
     ) -> Mapping[str, Term]:
         """The terms of a call's block parameters (beside their values), shadowing the network's."""
         local: dict[str, Term] = {}
@@ -747,7 +758,7 @@ class Checker:
         return symbols
 
     def _default_value(
-        self, block: ast.BlockDef, param: ast.Param, values: Mapping[str, Value], scope: Scope, shape: Shape | None
+        self, block: syntax.BlockDef, param: syntax.Param, values: Mapping[str, Value], scope: Scope, shape: Shape | None
     ) -> Value:
         """A parameter's default. One that reads no other parameter of the block and not `in_channels`
         is the same at every call: it is kept in the block's `constant_defaults` and not evaluated again."""
@@ -759,14 +770,14 @@ class Checker:
             info.constant_defaults[param.name] = value
         return value
 
-    def _block_info(self, block: ast.BlockDef) -> BlockInfo:
+    def _block_info(self, block: syntax.BlockDef) -> BlockInfo:
         """What every call of `block` needs, made once per block."""
         info = self._block_infos.get(block.name)
         if info is None:
             signature = f"{block.name}({names_text([p.name + ('=...' if p.default else '') for p in block.params])})"
             specs = tuple(ArgSpec(p.name, "float", REQUIRED if p.default is None else p.default) for p in block.params)
             required = [p for p in block.params if p.default is None]
-            by_name: dict[str, ast.Param] = {}
+            by_name: dict[str, syntax.Param] = {}
             for param in block.params:
                 by_name.setdefault(param.name, param)
             info = self._block_infos[block.name] = BlockInfo(
@@ -777,7 +788,7 @@ class Checker:
     # -- layers ------------------------------------------------------------------------
 
     def _layer(
-        self, kind: LayerKind, call: ast.Call, scope: Scope, state: State, name: str, path: str, label: str | None
+        self, kind: LayerKind, call: syntax.Call, scope: Scope, state: State, name: str, path: str, label: str | None
     ) -> Layer | None:
         shape = state.shape
         symbolic = self._symbolic
@@ -852,7 +863,7 @@ class Checker:
         refs: dict[str, Reference] = {}
         for spec in kind.signature:
             written = args.get(spec.name) if spec.type == "reference" else None
-            if not isinstance(written, ast.Reference):
+            if not isinstance(written, syntax.Reference):
                 continue
             assert self._namespace is not None
             ref = self._resolve(
@@ -895,7 +906,7 @@ class Checker:
             effective_stride=receptive.strides(field),
         )
 
-    def _fit_warnings(self, kind: LayerKind, args: dict[str, Value], shape: Shape, call: ast.Call, scope: Scope) -> None:
+    def _fit_warnings(self, kind: LayerKind, args: dict[str, Value], shape: Shape, call: syntax.Call, scope: Scope) -> None:
         window = kind.window(args)
         if window is None:
             return
@@ -922,7 +933,7 @@ class Checker:
                 scope.notes(),
             )
 
-    def _try_eval(self, expr: ast.Expr, scope: Scope, shape: Shape | None) -> None:
+    def _try_eval(self, expr: syntax.Expr, scope: Scope, shape: Shape | None) -> None:
         """Check an expression whose value is not needed (the arguments of an unknown layer)."""
         report_errors(self.sink, scope, partial(evaluate, expr, scope, shape))
 

@@ -14,7 +14,7 @@ from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .. import ast
+from .. import syntax
 from ..errors import Position
 from ..layers.base import format_value
 from ..limits import MAX_FUNCTION_CALLS, MAX_NUMBER
@@ -134,7 +134,7 @@ class CallCount:
 
 @dataclass
 class UserFunction:
-    definition: ast.FuncDef
+    definition: syntax.FuncDef
     count: CallCount
     globals: dict[str, Value] = field(default_factory=dict)
     """The network's parameters and every function: what the body sees besides its parameters (set once all are defined)."""
@@ -168,20 +168,20 @@ def function_reads(function: UserFunction) -> frozenset[str] | None:
             nodes = [expr]
             while nodes:
                 node = nodes.pop()
-                called = current.globals.get(function_key(node.name)) if isinstance(node, ast.FuncCall) else None
+                called = current.globals.get(function_key(node.name)) if isinstance(node, syntax.FuncCall) else None
                 if isinstance(called, UserFunction):
                     pending.append(called)
                 nodes.extend(operands(node))
     return frozenset(read)
 
 
-def operands(node: ast.Expr) -> tuple[ast.Expr, ...]:
+def operands(node: syntax.Expr) -> tuple[syntax.Expr, ...]:
     """A node's direct sub-expressions, of every kind."""
-    if isinstance(node, ast.Neg):
+    if isinstance(node, syntax.Neg):
         return (node.operand,)
-    if isinstance(node, ast.Pair):
+    if isinstance(node, syntax.Pair):
         return node.items
-    if isinstance(node, ast.BinOp):
+    if isinstance(node, syntax.BinOp):
         return (node.left, node.right)
     return sub_expressions(node)
 
@@ -192,7 +192,7 @@ def function_key(name: str) -> str:
     return name + "()"
 
 
-def define_functions(definitions: Mapping[str, ast.FuncDef], network_values: Mapping[str, Value]) -> dict[str, Value]:
+def define_functions(definitions: Mapping[str, syntax.FuncDef], network_values: Mapping[str, Value]) -> dict[str, Value]:
     """The network's values with the file's functions added (each sees all of them, in any order)."""
     count = CallCount()
     functions = {function_key(name): UserFunction(definition, count) for name, definition in definitions.items()}
@@ -202,7 +202,7 @@ def define_functions(definitions: Mapping[str, ast.FuncDef], network_values: Map
     return values
 
 
-def _call_user(function: UserFunction, call: ast.FuncCall, scope: Scope, shape: Shape | None, depth: int) -> Value:
+def _call_user(function: UserFunction, call: syntax.FuncCall, scope: Scope, shape: Shape | None, depth: int) -> Value:
     definition = function.definition
     count = function.count
     if definition.name in count.active:
@@ -242,10 +242,10 @@ def _call_user(function: UserFunction, call: ast.FuncCall, scope: Scope, shape: 
 # -- calls ------------------------------------------------------------------------------------
 
 
-def _bind(name: str, params: list[str], call: ast.FuncCall, signature: str) -> dict[str, ast.Expr]:
+def _bind(name: str, params: list[str], call: syntax.FuncCall, signature: str) -> dict[str, syntax.Expr]:
     """A call's arguments by parameter name (a variadic parameter takes the positional ones as `0`, `1`, ...)."""
     variadic = bool(params) and params[-1].startswith("*")
-    given: dict[str, ast.Expr] = {}
+    given: dict[str, syntax.Expr] = {}
     positional = 0
     for arg in call.args:
         if arg.name is None:
@@ -281,7 +281,7 @@ def _has_defaults(name: str) -> bool:
     return builtin is not None and builtin.required < len(builtin.params)
 
 
-def _call(call: ast.FuncCall, scope: Scope, shape: Shape | None, depth: int) -> Value:
+def _call(call: syntax.FuncCall, scope: Scope, shape: Shape | None, depth: int) -> Value:
     function = scope.values.get(function_key(call.name))
     if isinstance(function, UserFunction):
         return _call_user(function, call, scope, shape, depth)
@@ -328,7 +328,7 @@ def power(base: Number, exponent: Number, pos: Position) -> Number:
     return checked(result, pos)
 
 
-def _truth(value: Value, expr: ast.Expr, scope: Scope, role: str) -> bool:
+def _truth(value: Value, expr: syntax.Expr, scope: Scope, role: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, Word):
@@ -348,9 +348,9 @@ _ORDER: dict[str, Callable[[Number, Number], bool]] = {
 }
 
 
-def _compare(expr: ast.Compare, scope: Scope, shape: Shape | None, depth: int) -> bool:
+def _compare(expr: syntax.Compare, scope: Scope, shape: Shape | None, depth: int) -> bool:
     left = evaluate(expr.first, scope, shape, depth + 1)
-    left_expr: ast.Expr = expr.first
+    left_expr: syntax.Expr = expr.first
     for op, right_expr in expr.rest:
         right = evaluate(right_expr, scope, shape, depth + 1)
         if op in ("==", "!="):
@@ -366,52 +366,52 @@ def _compare(expr: ast.Compare, scope: Scope, shape: Shape | None, depth: int) -
     return True
 
 
-def evaluate_extended(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int) -> Value:
+def evaluate_extended(expr: syntax.Expr, scope: Scope, shape: Shape | None, depth: int) -> Value:
     """The value of a function call, comparison, `and`/`or`/`not` or conditional (`evaluate` does the rest)."""
-    if isinstance(expr, ast.FuncCall):
+    if isinstance(expr, syntax.FuncCall):
         return _call(expr, scope, shape, depth)
-    if isinstance(expr, ast.Compare):
+    if isinstance(expr, syntax.Compare):
         return _compare(expr, scope, shape, depth)
-    if isinstance(expr, ast.BoolOp):
+    if isinstance(expr, syntax.BoolOp):
         left = _truth(evaluate(expr.left, scope, shape, depth + 1), expr.left, scope, f"`{expr.op}`")
         if left == (expr.op == "or"):  # short-circuit, as Python: `d != 0 and c / d > 2`
             return left
         return _truth(evaluate(expr.right, scope, shape, depth + 1), expr.right, scope, f"`{expr.op}`")
-    if isinstance(expr, ast.Not):
+    if isinstance(expr, syntax.Not):
         return not _truth(evaluate(expr.operand, scope, shape, depth + 1), expr.operand, scope, "`not`")
-    if isinstance(expr, ast.Conditional):
+    if isinstance(expr, syntax.Conditional):
         test = _truth(evaluate(expr.test, scope, shape, depth + 1), expr.test, scope, "`if`")
         return evaluate(expr.then if test else expr.otherwise, scope, shape, depth + 1)
     raise AssertionError(f"unknown expression {expr!r}")
 
 
-def sub_expressions(expr: ast.Expr) -> tuple[ast.Expr, ...]:
+def sub_expressions(expr: syntax.Expr) -> tuple[syntax.Expr, ...]:
     """The operands of a node `evaluate_extended` evaluates (for `free_names`)."""
-    if isinstance(expr, ast.FuncCall):
+    if isinstance(expr, syntax.FuncCall):
         return tuple(arg.value for arg in expr.args)
-    if isinstance(expr, ast.Compare):
+    if isinstance(expr, syntax.Compare):
         return (expr.first, *(operand for _, operand in expr.rest))
-    if isinstance(expr, ast.BoolOp):
+    if isinstance(expr, syntax.BoolOp):
         return (expr.left, expr.right)
-    if isinstance(expr, ast.Not):
+    if isinstance(expr, syntax.Not):
         return (expr.operand,)
-    if isinstance(expr, ast.Conditional):
+    if isinstance(expr, syntax.Conditional):
         return (expr.then, expr.test, expr.otherwise)
     return ()
 
 
-def extended_text(expr: ast.Expr, depth: int) -> str:
+def extended_text(expr: syntax.Expr, depth: int) -> str:
     """The text of a node `evaluate_extended` evaluates (for `expr_text`)."""
-    if isinstance(expr, ast.FuncCall):
+    if isinstance(expr, syntax.FuncCall):
         args = [(f"{a.name}=" if a.name else "") + expr_text(a.value, depth + 1) for a in expr.args]
         return f"{expr.name}({', '.join(args)})"
-    if isinstance(expr, ast.Compare):
+    if isinstance(expr, syntax.Compare):
         return expr_text(expr.first, depth + 1) + "".join(f" {op} {expr_text(e, depth + 1)}" for op, e in expr.rest)
-    if isinstance(expr, ast.BoolOp):
+    if isinstance(expr, syntax.BoolOp):
         return f"{expr_text(expr.left, depth + 1)} {expr.op} {expr_text(expr.right, depth + 1)}"
-    if isinstance(expr, ast.Not):
+    if isinstance(expr, syntax.Not):
         return f"not {expr_text(expr.operand, depth + 1)}"
-    if isinstance(expr, ast.Conditional):
+    if isinstance(expr, syntax.Conditional):
         parts = (expr.then, expr.test, expr.otherwise)
         then, test, otherwise = (expr_text(part, depth + 1) for part in parts)
         return f"{then} if {test} else {otherwise}"

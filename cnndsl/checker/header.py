@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-from .. import ast
+from .. import syntax
 from ..errors import DiagnosticSink, Position
 from ..layers import KINDS, lookup
 from ..limits import MAX_NUMBER
@@ -36,13 +36,13 @@ from .values import (
 class Header:
     """A program taken apart: the first of each header line, the blocks by name, the body."""
 
-    network: ast.NetworkDecl | None = None
-    input: ast.InputDecl | None = None
-    output: ast.OutputDecl | None = None
-    defaults: ast.DefaultsDecl | None = None
-    blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
-    functions: dict[str, ast.FuncDef] = field(default_factory=dict)
-    body: list[ast.Element] = field(default_factory=list)
+    network: syntax.NetworkDecl | None = None
+    input: syntax.InputDecl | None = None
+    output: syntax.OutputDecl | None = None
+    defaults: syntax.DefaultsDecl | None = None
+    blocks: dict[str, syntax.BlockDef] = field(default_factory=dict)
+    functions: dict[str, syntax.FuncDef] = field(default_factory=dict)
+    body: list[syntax.Element] = field(default_factory=list)
 
 
 def layer_names() -> list[str]:
@@ -50,15 +50,20 @@ def layer_names() -> list[str]:
     return [spelling for kind in KINDS.values() for spelling in (kind.name, *kind.aliases)]
 
 
-def split_program(program: ast.Program, sink: DiagnosticSink) -> Header:
+def split_program(program: syntax.Program, sink: DiagnosticSink) -> Header:
     """Header lines first, in the order network, input, output, defaults; then blocks and layers."""
     header = Header()
-    header_rank = {ast.NetworkDecl: 0, ast.InputDecl: 1, ast.OutputDecl: 2, ast.DefaultsDecl: 3}
-    header_words = {ast.NetworkDecl: "network", ast.InputDecl: "input", ast.OutputDecl: "output", ast.DefaultsDecl: "defaults"}
+    header_rank = {syntax.NetworkDecl: 0, syntax.InputDecl: 1, syntax.OutputDecl: 2, syntax.DefaultsDecl: 3}
+    header_words = {
+        syntax.NetworkDecl: "network",
+        syntax.InputDecl: "input",
+        syntax.OutputDecl: "output",
+        syntax.DefaultsDecl: "defaults",
+    }
     last_rank = -1
     seen_body = False
     for item in program.items:
-        if isinstance(item, (ast.NetworkDecl, ast.InputDecl, ast.OutputDecl, ast.DefaultsDecl)):
+        if isinstance(item, (syntax.NetworkDecl, syntax.InputDecl, syntax.OutputDecl, syntax.DefaultsDecl)):
             word = header_words[type(item)]
             rank = header_rank[type(item)]
             if seen_body:
@@ -76,26 +81,26 @@ def split_program(program: ast.Program, sink: DiagnosticSink) -> Header:
                     "header lines come first, in the order network, input, output, defaults",
                 )
             last_rank = max(last_rank, rank)
-            if isinstance(item, ast.NetworkDecl):
+            if isinstance(item, syntax.NetworkDecl):
                 header.network = header.network or item
-            elif isinstance(item, ast.InputDecl):
+            elif isinstance(item, syntax.InputDecl):
                 header.input = header.input or item
-            elif isinstance(item, ast.OutputDecl):
+            elif isinstance(item, syntax.OutputDecl):
                 header.output = header.output or item
             else:
                 header.defaults = header.defaults or item
             continue
         seen_body = True
-        if isinstance(item, ast.BlockDef):
+        if isinstance(item, syntax.BlockDef):
             define_block(item, header.blocks, sink)
-        elif isinstance(item, ast.FuncDef):
+        elif isinstance(item, syntax.FuncDef):
             define_function(item, header.functions, sink)
         else:
             header.body.append(item)
     return header
 
 
-def define_block(block: ast.BlockDef, blocks: dict[str, ast.BlockDef], sink: DiagnosticSink) -> None:
+def define_block(block: syntax.BlockDef, blocks: dict[str, syntax.BlockDef], sink: DiagnosticSink) -> None:
     if lookup(block.name) is not None:
         sink.error(
             f"block `{block.name}` has the name of a built-in layer",
@@ -109,7 +114,7 @@ def define_block(block: ast.BlockDef, blocks: dict[str, ast.BlockDef], sink: Dia
     blocks[block.name] = block
 
 
-def _defined_twice(what: str, pos: Position, earlier: ast.BlockDef | ast.FuncDef | None, sink: DiagnosticSink) -> bool:
+def _defined_twice(what: str, pos: Position, earlier: syntax.BlockDef | syntax.FuncDef | None, sink: DiagnosticSink) -> bool:
     """Report a second definition of `what` (a block or a function), pointing at the first; True if it is one."""
     if earlier is None:
         return False
@@ -118,7 +123,7 @@ def _defined_twice(what: str, pos: Position, earlier: ast.BlockDef | ast.FuncDef
     return True
 
 
-def _repeated_params(params: tuple[ast.Param, ...], owner: str, sink: DiagnosticSink) -> set[str]:
+def _repeated_params(params: tuple[syntax.Param, ...], owner: str, sink: DiagnosticSink) -> set[str]:
     """Report each parameter name given twice in one block's or function's parameter list; the names."""
     seen: set[str] = set()
     for param in params:
@@ -128,7 +133,7 @@ def _repeated_params(params: tuple[ast.Param, ...], owner: str, sink: Diagnostic
     return seen
 
 
-def define_function(function: ast.FuncDef, functions: dict[str, ast.FuncDef], sink: DiagnosticSink) -> None:
+def define_function(function: syntax.FuncDef, functions: dict[str, syntax.FuncDef], sink: DiagnosticSink) -> None:
     if function.name in BUILTINS:
         sink.error(
             f"`{function.name}` is a built-in function", function.pos, f"choose another name; built in: {', '.join(BUILTINS)}"
@@ -150,7 +155,7 @@ def define_function(function: ast.FuncDef, functions: dict[str, ast.FuncDef], si
     functions[function.name] = function
 
 
-def network_params(sink: DiagnosticSink, network: ast.NetworkDecl | None, overrides: Mapping[str, Value]) -> dict[str, Value]:
+def network_params(sink: DiagnosticSink, network: syntax.NetworkDecl | None, overrides: Mapping[str, Value]) -> dict[str, Value]:
     """Each declared parameter's value: the override, else its default (POISON after an error)."""
     declared = {p.name: p for p in network.params} if network else {}
     values: dict[str, Value] = {}
@@ -177,7 +182,7 @@ def network_params(sink: DiagnosticSink, network: ast.NetworkDecl | None, overri
 
 
 def written_params(
-    network: ast.NetworkDecl | None, overrides: Mapping[str, Value], values: Mapping[str, Value]
+    network: syntax.NetworkDecl | None, overrides: Mapping[str, Value], values: Mapping[str, Value]
 ) -> dict[str, Value]:
     """The parameters' values as the source writes them (their defaults, `values` when nothing was set): what
     weights matching compares with to tell which layers a setting reshaped. A parameter without a default, or
@@ -188,14 +193,14 @@ def written_params(
     return {name: value for name, value in written.items() if value is not POISON}
 
 
-def written_input_shape(decl: ast.InputDecl | None) -> Shape | None:
+def written_input_shape(decl: syntax.InputDecl | None) -> Shape | None:
     """The `input` line's shape (None without a valid one): an --input override may differ from it."""
     if decl is None or len(decl.dims) not in (1, 2, 3, 4) or any(d < 1 for d in decl.dims):
         return None
     return Shape(decl.dims)
 
 
-def check_override(sink: DiagnosticSink, param: ast.Param, value: Value) -> Value:
+def check_override(sink: DiagnosticSink, param: syntax.Param, value: Value) -> Value:
     if isinstance(value, str):
         try:
             value = parse_value(value)
@@ -232,7 +237,7 @@ def check_override(sink: DiagnosticSink, param: ast.Param, value: Value) -> Valu
     return value
 
 
-def collect_defaults(sink: DiagnosticSink, binder: Binder, decl: ast.DefaultsDecl) -> Defaults:
+def collect_defaults(sink: DiagnosticSink, binder: Binder, decl: syntax.DefaultsDecl) -> Defaults:
     """The `defaults` line's arguments, by kind and the kind's own argument names."""
     defaults: Defaults = {}
     for call in decl.calls:
@@ -268,7 +273,7 @@ def collect_defaults(sink: DiagnosticSink, binder: Binder, decl: ast.DefaultsDec
     return defaults
 
 
-def input_shape(sink: DiagnosticSink, budget: Budget, decl: ast.InputDecl | None, override: Shape | None) -> Shape | None:
+def input_shape(sink: DiagnosticSink, budget: Budget, decl: syntax.InputDecl | None, override: Shape | None) -> Shape | None:
     """The input: `override` (--input, the API's `input=`) or the `input` line; None after an error."""
     shape = declared_input_shape(sink, budget, decl, override)
     if shape is not None:
@@ -291,7 +296,7 @@ def channels_last_warning(sink: DiagnosticSink, shape: Shape, pos: Position | No
 
 
 def declared_input_shape(
-    sink: DiagnosticSink, budget: Budget, decl: ast.InputDecl | None, override: Shape | None
+    sink: DiagnosticSink, budget: Budget, decl: syntax.InputDecl | None, override: Shape | None
 ) -> Shape | None:
     if override is not None:
         return override if budget.check_input(override, None, given=True) else None

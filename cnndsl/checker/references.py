@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .. import ast
+from .. import syntax
 from ..errors import DiagnosticSink, Position
 from ..ir import Node, Reference
 from .values import suggest
@@ -56,21 +56,21 @@ class Namespace:
         return f"block `{self.block}`" if self.block else "the network"
 
 
-def declared_labels(items: Iterable[ast.Element]) -> dict[str, Position]:
+def declared_labels(items: Iterable[syntax.Element]) -> dict[str, Position]:
     """The labels a body's text defines, first position of each (block calls are other bodies: not entered)."""
     found: dict[str, Position] = {}
-    stack: list[ast.Element] = list(items)
+    stack: list[syntax.Element] = list(items)
     while stack:
         el = stack.pop()
-        if isinstance(el, ast.Labeled):
+        if isinstance(el, syntax.Labeled):
             found.setdefault(el.label, el.pos)
             stack.append(el.body)
-        elif isinstance(el, ast.Group):
+        elif isinstance(el, syntax.Group):
             stack.extend(el.items)
-        elif isinstance(el, ast.Merge):
+        elif isinstance(el, syntax.Merge):
             for branch in el.branches:
                 stack.extend(branch.items)
-        elif isinstance(el, ast.Repeat):
+        elif isinstance(el, syntax.Repeat):
             stack.append(el.body)
     return found
 
@@ -90,7 +90,7 @@ def define(sink: DiagnosticSink, namespace: Namespace, label: str, pos: Position
     return entry
 
 
-def unresolved(sink: DiagnosticSink, namespace: Namespace, ref: ast.Reference, notes: list[str], written: str = "") -> None:
+def unresolved(sink: DiagnosticSink, namespace: Namespace, ref: syntax.Reference, notes: list[str], written: str = "") -> None:
     """Report why `@name` (or `written`, the `output` line's name) names no computed tensor here:
     too early, across a block boundary, or unknown."""
     label, written = ref.label, written or f"@{ref.label}{'*' if ref.every else ''}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import ast
+from .. import syntax
 from ..expr import Expr, Term, binary, call, opaque, params_of
 from ..layers.base import LayerKind
 from ..shapes import Shape
@@ -29,36 +29,36 @@ SYMBOLIC_FUNCTIONS = frozenset({"min", "max", "abs", "floor", "ceil"})
 calls of the others (and of a file's `def` functions) are opaque."""
 
 
-def term_of(expr: ast.Expr, scope: Scope, shape: Shape | None, channels: Term) -> Term:
+def term_of(expr: syntax.Expr, scope: Scope, shape: Shape | None, channels: Term) -> Term:
     """The term of `expr` (already evaluated without error): an Expr when a parameter reaches it.
 
     `channels` is the term of the layer's input channels (what `in_channels` reads).
     """
-    if isinstance(expr, ast.Number):
+    if isinstance(expr, syntax.Number):
         return expr.value
-    if isinstance(expr, ast.Name):
+    if isinstance(expr, syntax.Name):
         if expr.id in scope.symbols:
             return scope.symbols[expr.id]
         if expr.id not in scope.values and expr.id.lower() == "in_channels":
             return channels
         return evaluate(expr, scope, shape)
-    if isinstance(expr, ast.Neg):
+    if isinstance(expr, syntax.Neg):
         return call("neg", term_of(expr.operand, scope, shape, channels))
-    if isinstance(expr, ast.Pair):
+    if isinstance(expr, syntax.Pair):
         return tuple(term_of(item, scope, shape, channels) for item in expr.items)
-    if isinstance(expr, ast.BinOp):
+    if isinstance(expr, syntax.BinOp):
         left = term_of(expr.left, scope, shape, channels)
         right = term_of(expr.right, scope, shape, channels)
         op = expr.op
         if op == "/" and (params_of(left) or params_of(right)) and isinstance(evaluate(expr, scope, shape), int):
             op = "//"  # the checker's `/` of ints that divide exactly is an int: floor division keeps it one
         return binary(op, left, right)
-    if isinstance(expr, ast.FuncCall) and expr.name in SYMBOLIC_FUNCTIONS and all(a.name is None for a in expr.args):
+    if isinstance(expr, syntax.FuncCall) and expr.name in SYMBOLIC_FUNCTIONS and all(a.name is None for a in expr.args):
         return call(expr.name, *(term_of(a.value, scope, shape, channels) for a in expr.args))
     return _opaque_or_constant(expr, scope, shape, channels)
 
 
-def _opaque_or_constant(expr: ast.Expr, scope: Scope, shape: Shape | None, channels: Term) -> Term:
+def _opaque_or_constant(expr: syntax.Expr, scope: Scope, shape: Shape | None, channels: Term) -> Term:
     """A node with no expression here (a conditional, a comparison, a `def` function's call):
     its value when no parameter reaches it, else opaque over the parameters that may."""
     names = free_names(expr)
@@ -74,7 +74,7 @@ def _opaque_or_constant(expr: ast.Expr, scope: Scope, shape: Shape | None, chann
         stack = [expr]
         while stack:  # a `def` function reads the network's parameters its body names
             node = stack.pop()
-            function = scope.values.get(node.name + "()") if isinstance(node, ast.FuncCall) else None
+            function = scope.values.get(node.name + "()") if isinstance(node, syntax.FuncCall) else None
             if isinstance(function, UserFunction):
                 read = function_reads(function)
                 if read is None:  # too deep to look at: every parameter in sight

@@ -1,4 +1,4 @@
-"""Values and expressions: what an argument can be, evaluating ast expressions, numbers' limits.
+"""Values and expressions: what an argument can be, evaluating syntax-tree expressions, numbers' limits.
 
 Pure functions of an expression and a `Scope` (no checker state), so they are tested alone.
 Evaluation raises `EvalError` (a positioned problem) or `Poisoned` (the value depends on an
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .. import ast
+from .. import syntax
 from ..errors import DiagnosticSink, Position
 from ..layers.base import format_value
 from ..limits import MAX_NUMBER
@@ -135,7 +135,7 @@ def parse_value(text: str) -> Value:
     return Word(text.strip())
 
 
-def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) -> Value:
+def evaluate(expr: syntax.Expr, scope: Scope, shape: Shape | None, depth: int = 0) -> Value:
     """The value of `expr`; `shape` is the layer's input (for `in_channels`; None: unknown)."""
     if depth > MAX_EXPR_DEPTH:
         raise EvalError(
@@ -143,9 +143,9 @@ def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) 
             expr.pos,
             "simplify the expression (a network parameter can hold a computed value)",
         )
-    if isinstance(expr, ast.Number):
+    if isinstance(expr, syntax.Number):
         return checked(expr.value, expr.pos)
-    if isinstance(expr, ast.Name):
+    if isinstance(expr, syntax.Name):
         if expr.id in scope.values:
             value = scope.values[expr.id]
             if value is POISON:
@@ -159,12 +159,12 @@ def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) 
         if low in BUILTIN_WORDS:
             return BUILTIN_WORDS[low]
         return Word(expr.id)
-    if isinstance(expr, ast.Neg):
+    if isinstance(expr, syntax.Neg):
         value = as_number(evaluate(expr.operand, scope, shape, depth + 1), expr.operand, scope)
         return -value
-    if isinstance(expr, ast.Pair):
+    if isinstance(expr, syntax.Pair):
         return tuple(evaluate(item, scope, shape, depth + 1) for item in expr.items)
-    if isinstance(expr, ast.BinOp):
+    if isinstance(expr, syntax.BinOp):
         left = as_number(evaluate(expr.left, scope, shape, depth + 1), expr.left, scope)
         right = as_number(evaluate(expr.right, scope, shape, depth + 1), expr.right, scope)
         if expr.op in ("/", "//", "%") and right == 0:
@@ -186,7 +186,7 @@ def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) 
 
             return power(left, right, expr.pos)
         return checked(result, expr.pos)
-    if isinstance(expr, ast.Reference):
+    if isinstance(expr, syntax.Reference):
         # Only an argument of type `reference` takes one (the binder reads it without evaluating it).
         written = f"@{expr.label}{'*' if expr.every else ''}"
         raise EvalError(
@@ -201,7 +201,7 @@ def evaluate(expr: ast.Expr, scope: Scope, shape: Shape | None, depth: int = 0) 
     return evaluate_extended(expr, scope, shape, depth)
 
 
-def as_number(value: Value, expr: ast.Expr, scope: Scope) -> int | float:
+def as_number(value: Value, expr: syntax.Expr, scope: Scope) -> int | float:
     """`value` as an operand of arithmetic; an unknown name (a Word) or a non-number is an EvalError."""
     if isinstance(value, Word):
         if value.text[0].isdigit():  # `2x3x3`: sizes as the summary prints them, but three of them
@@ -236,23 +236,23 @@ def short_repr(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def free_names(expr: ast.Expr) -> set[str] | None:
+def free_names(expr: syntax.Expr) -> set[str] | None:
     """The names an expression reads (None if it is too deep to look at: not cached then)."""
     names: set[str] = set()
-    stack: list[tuple[ast.Expr, int]] = [(expr, 0)]
+    stack: list[tuple[syntax.Expr, int]] = [(expr, 0)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_EXPR_DEPTH:
             return None
-        if isinstance(node, ast.Name):
+        if isinstance(node, syntax.Name):
             names.add(node.id)
-        elif isinstance(node, ast.Neg):
+        elif isinstance(node, syntax.Neg):
             stack.append((node.operand, depth + 1))
-        elif isinstance(node, ast.Pair):
+        elif isinstance(node, syntax.Pair):
             stack += [(item, depth + 1) for item in node.items]
-        elif isinstance(node, ast.BinOp):
+        elif isinstance(node, syntax.BinOp):
             stack += [(node.left, depth + 1), (node.right, depth + 1)]
-        elif not isinstance(node, ast.Number):
+        elif not isinstance(node, syntax.Number):
             from .functions import sub_expressions
 
             stack += [(operand, depth + 1) for operand in sub_expressions(node)]
@@ -263,27 +263,27 @@ def plain(value: Value) -> Value:
     return value.text if isinstance(value, Word) else value
 
 
-def expr_text(expr: ast.Expr, depth: int = 0) -> str:
+def expr_text(expr: syntax.Expr, depth: int = 0) -> str:
     """The expression as written, for notes; `...` below MAX_EXPR_DEPTH levels (the evaluator refuses those)."""
     if depth > MAX_EXPR_DEPTH:
         return "..."
-    if isinstance(expr, ast.Number):
+    if isinstance(expr, syntax.Number):
         return str(expr.value)
-    if isinstance(expr, ast.Name):
+    if isinstance(expr, syntax.Name):
         return expr.id
-    if isinstance(expr, ast.Neg):
+    if isinstance(expr, syntax.Neg):
         return f"-{expr_text(expr.operand, depth + 1)}"
-    if isinstance(expr, ast.Pair):
+    if isinstance(expr, syntax.Pair):
         return f"({', '.join(expr_text(item, depth + 1) for item in expr.items)})"
-    if isinstance(expr, ast.BinOp):
+    if isinstance(expr, syntax.BinOp):
         return f"{expr_text(expr.left, depth + 1)} {expr.op} {expr_text(expr.right, depth + 1)}"
-    if isinstance(expr, ast.Reference):
+    if isinstance(expr, syntax.Reference):
         return f"@{expr.label}{'*' if expr.every else ''}"
     from .functions import extended_text
 
     return extended_text(expr, depth)
 
 
-def call_text(call: ast.Call) -> str:
+def call_text(call: syntax.Call) -> str:
     args = [(f"{a.name}=" if a.name else "") + expr_text(a.value) for a in call.args]
     return f"{call.name}({', '.join(args)})" if args else call.name

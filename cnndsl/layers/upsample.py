@@ -52,6 +52,11 @@ def _offset(i: int, size: int, stride: int, dilation: int) -> slice:
     return slice(i * dilation, i * dilation + (size - 1) * stride + 1, stride)
 
 
+def _geometry(args: Args) -> tuple[Pair, Pair, Pair, Pair, Pair]:
+    """Kernel, stride, padding, dilation and output padding, per axis."""
+    return args["kernel"], args["stride"], args["pad"], args["dilation"], args["output_pad"]
+
+
 def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, args: Args, ctx: NpContext) -> np.ndarray:
     """nn.ConvTranspose2d's forward: per group, one product W^T @ x over the whole batch gives every kernel
     offset's contribution, scatter-added and cropped.
@@ -61,13 +66,7 @@ def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     """
     n, c, h, w = x.shape
     groups = args["groups"]
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (
-        args["kernel"],
-        args["stride"],
-        args["pad"],
-        args["dilation"],
-        args["output_pad"],
-    )
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = _geometry(args)
     out_g = weight.shape[1]
     out_channels = out_g * groups
     x_cm = ops.to_channel_major(x).reshape(groups, c // groups, n * h * w)
@@ -91,13 +90,7 @@ def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx:
     x_cm = ctx.saved["x_cm"]
     n, c, h, w = ctx.saved["in_shape"]
     groups = args["groups"]
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (
-        args["kernel"],
-        args["stride"],
-        args["pad"],
-        args["dilation"],
-        args["output_pad"],
-    )
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = _geometry(args)
     out_channels, out_h, out_w = dy.shape[1:]
     out_g = out_channels // groups
     buf = np.zeros((out_channels, n, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), dy.dtype)
