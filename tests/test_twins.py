@@ -26,10 +26,9 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch_checks import generated_class, one_torch_thread  # noqa: F401  (autouse fixture)
+from torch_checks import compiled_with_weights, one_torch_thread  # noqa: F401  (autouse fixture)
 
 import cnndsl
-from cnndsl.compiler import compile_network
 from cnndsl.weights import read_weights
 from cnndsl.weights_match import to_layout
 
@@ -206,10 +205,7 @@ def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: Modu
     with torch.no_grad():
         assert_close(module(x), expected, "the torch module")
 
-    source_path, weights_path = tmp_path / "net.py", tmp_path / "net.safetensors"
-    compile_network(network, "torch", source_path, weights_path, weights=saved)
-    generated = generated_class(network, source_path.read_text())().eval()
-    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    generated = compiled_with_weights(network, saved, tmp_path)
     with torch.no_grad():
         assert_close(generated(x), expected, "the generated file")
 
@@ -352,10 +348,7 @@ def test_yolov8n_is_ultralytics_detection_model(tmp_path: Path) -> None:
     with torch.no_grad():
         assert_maps(module(x), expected, "the torch module")
 
-    source_path, weights_path = tmp_path / "yolov8.py", tmp_path / "yolov8.safetensors"
-    compile_network(network, "torch", source_path, weights_path, weights=saved, allow_partial=True)
-    generated = generated_class(network, source_path.read_text())().eval()
-    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    generated = compiled_with_weights(network, saved, tmp_path, allow_partial=True)
     with torch.no_grad():
         assert_maps(generated(x), expected, "the generated file")
 
@@ -397,10 +390,7 @@ def test_googlenet_aux_heads_are_torchvision_aux_logits(torchvision: ModuleType,
     report = module.weights_report
     layers = len({key.rpartition(".")[0] for key in twin.state_dict()})
     assert report is not None and len(report.matched) == layers and not (report.reinitialised or report.unmatched), str(report)
-    source_path, weights_path = tmp_path / "net.py", tmp_path / "net.safetensors"
-    compile_network(network, "torch", source_path, weights_path, weights=saved)
-    generated = generated_class(network, source_path.read_text())().eval()
-    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    generated = compiled_with_weights(network, saved, tmp_path)
     with torch.no_grad():
         ours = {"the torch module": module(x), "the generated file": generated(x)}
     ours["the NumPy backend"] = network.to_numpy(saved)(x.numpy())
@@ -447,10 +437,7 @@ def test_convnext_tiny_is_torchvisions(torchvision: ModuleType, tmp_path: Path) 
     assert report is not None and len(report.matched) == layers and not (report.reinitialised or report.unmatched), str(report)
     with torch.no_grad():
         assert_close(module(x), expected, "the torch module")
-    source_path, weights_path = tmp_path / "net.py", tmp_path / "net.safetensors"
-    compile_network(network, "torch", source_path, weights_path, weights=saved)
-    generated = generated_class(network, source_path.read_text())().eval()
-    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    generated = compiled_with_weights(network, saved, tmp_path)
     with torch.no_grad():
         assert_close(generated(x), expected, "the generated file")
     assert_close(network.to_numpy(saved)(x.numpy()), expected, "the NumPy backend")

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torch_checks import generated_class, one_torch_thread  # noqa: F401  (autouse fixture)
+from torch_checks import compiled_with_weights, one_torch_thread  # noqa: F401  (autouse fixture)
 
 import cnndsl
-from cnndsl.compiler import compile_network
-from cnndsl.weights import read_weights
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -257,10 +255,7 @@ def test_unet_is_its_pytorch_twin(settings: dict[str, int], side: int, tmp_path:
         torch.testing.assert_close(matched(x), expected, rtol=0, atol=0)
 
     # The stand-alone file `cnndsl compile unet.cnn --weights twin.pth --weights-out unet.safetensors` writes.
-    source_path, weights_path = tmp_path / "unet.py", tmp_path / "unet.safetensors"
-    compile_network(network, "torch", source_path, weights_path, weights=saved)
-    generated = generated_class(network, source_path.read_text())().eval()
-    generated.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(weights_path).state_dict.items()}, strict=True)
+    generated = compiled_with_weights(network, saved, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(generated(x), expected, rtol=0, atol=0)
 

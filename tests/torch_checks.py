@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,20 @@ def generated_class(network: Network, source: str | None = None) -> type[nn.Modu
 
     module = load_generated(source if source is not None else network.torch_source())
     return getattr(module, identifier(network.name, "Network"))
+
+
+def compiled_with_weights(network: Network, weights: Path, folder: Path, **options: Any) -> nn.Module:
+    """The stand-alone file `cnndsl compile FILE --weights W --weights-out net.safetensors` writes, imported,
+    with the weights file it wrote loaded strictly (in eval mode)."""
+    from cnndsl.compiler import compile_network
+    from cnndsl.weights import read_weights
+
+    source_path, weights_path = folder / "net.py", folder / "net.safetensors"
+    compile_network(network, "torch", source_path, weights_path, weights=weights, **options)
+    generated = generated_class(network, source_path.read_text())().eval()
+    state = {key: torch.from_numpy(value) for key, value in read_weights(weights_path).state_dict.items()}
+    generated.load_state_dict(state, strict=True)
+    return generated
 
 
 def hooked_layers(network: Network) -> list[Layer]:
