@@ -13,6 +13,7 @@ import math
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .. import syntax
 from ..errors import Position
@@ -138,6 +139,12 @@ class UserFunction:
     count: CallCount
     globals: dict[str, Value] = field(default_factory=dict)
     """The network's parameters and every function: what the body sees besides its parameters (set once all are defined)."""
+
+    @cached_property
+    def reads(self) -> frozenset[str] | None:
+        """`function_reads(self)`, once: a body and its globals do not change after definition, and code
+        generation's terms ask for every call of the function."""
+        return function_reads(self)
 
     @property
     def signature(self) -> str:

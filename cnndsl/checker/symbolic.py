@@ -21,7 +21,7 @@ from .. import syntax
 from ..expr import Expr, Term, binary, call, opaque, params_of
 from ..layers.base import LayerKind
 from ..shapes import Shape
-from .functions import UserFunction, function_reads, operands
+from .functions import UserFunction, operands
 from .values import Scope, evaluate, free_names
 
 SYMBOLIC_FUNCTIONS = frozenset({"min", "max", "abs", "floor", "ceil"})
@@ -76,7 +76,7 @@ def _opaque_or_constant(expr: syntax.Expr, scope: Scope, shape: Shape | None, ch
             node = stack.pop()
             function = scope.values.get(node.name + "()") if isinstance(node, syntax.FuncCall) else None
             if isinstance(function, UserFunction):
-                read = function_reads(function)
+                read = function.reads
                 if read is None:  # too deep to look at: every parameter in sight
                     reached.update(*(params_of(t) for t in scope.symbols.values()))
                     break
