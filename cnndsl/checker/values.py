@@ -238,6 +238,8 @@ def short_repr(value: object, limit: int = 60) -> str:
 
 def free_names(expr: syntax.Expr) -> set[str] | None:
     """The names an expression reads (None if it is too deep to look at: not cached then)."""
+    from .functions import operands  # functions imports this module
+
     names: set[str] = set()
     stack: list[tuple[syntax.Expr, int]] = [(expr, 0)]
     while stack:
@@ -246,16 +248,8 @@ def free_names(expr: syntax.Expr) -> set[str] | None:
             return None
         if isinstance(node, syntax.Name):
             names.add(node.id)
-        elif isinstance(node, syntax.Neg):
-            stack.append((node.operand, depth + 1))
-        elif isinstance(node, syntax.Pair):
-            stack += [(item, depth + 1) for item in node.items]
-        elif isinstance(node, syntax.BinOp):
-            stack += [(node.left, depth + 1), (node.right, depth + 1)]
-        elif not isinstance(node, syntax.Number):
-            from .functions import sub_expressions
-
-            stack += [(operand, depth + 1) for operand in sub_expressions(node)]
+        else:
+            stack += [(operand, depth + 1) for operand in operands(node)]
     return names
 
 
