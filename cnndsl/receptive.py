@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 
 MAX_PERIOD = 4096
 """The longest period tracked exactly; beyond it (chains of resizes by ratios such as 13/7) the
@@ -54,7 +55,7 @@ class AxisField:
         shift = math.floor(turns * self.period * self.stride)  # a whole number while the period is exact
         return span[0] + shift, span[1] + shift
 
-    @property
+    @cached_property
     def size(self) -> int:
         """The widest span (the receptive field along this axis), in input pixels."""
         return max((last - first + 1 for first, last in (s for s in self.spans if s is not None)), default=0)
@@ -82,6 +83,12 @@ class AxisField:
 
     def window(self, span: int, stride: int, pad: int) -> AxisField:
         """A sliding window (Conv, pools): output o reads o·S - P .. o·S - P + span - 1."""
+        if self.period == 1 and self.stride.denominator == 1 and self.spans[0] is not None:
+            # The lecture's case (every pixel's span one whole stride after the last): the new
+            # span in closed form, field' = field + (span - 1)·stride_eff, without a table.
+            step = self.stride.numerator
+            first, last = self.spans[0]
+            return AxisField(self.stride * stride, ((first - pad * step, last + (span - 1 - pad) * step),))
         return self.then(lambda o: (o * stride - pad, o * stride - pad + span - 1), 1, Fraction(stride))
 
     def transposed(self, kernel: int, stride: int, pad: int, dilation: int) -> AxisField:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -246,7 +245,8 @@ class Summary(str):
 
     def _repr_html_(self) -> str:
         """The same rows and totals as HTML tables (Jupyter shows this instead of the text)."""
-        esc = html.escape
+        from html import escape as esc  # here: only notebooks need it, and `check` never imports it
+
         head = "".join(f"<th>{esc(h)}</th>" for h in ("Layer", "Kind", *(COLUMNS[c][0] for c in self.columns)))
         body = []
         for row in self.rows:
@@ -272,6 +272,8 @@ class Summary(str):
 
 def warnings_html(network: Network) -> str:
     """The network's warnings for Jupyter, formatted as `check` prints them (a warning must not hide in a notebook)."""
+    import html
+
     return "".join(
         f'<pre class="cnndsl-warning" style="color:#8a5300;background:#fff8e5;padding:0.4em">{html.escape(str(d))}</pre>'
         for d in network.warnings

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 _ZOO_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -16,10 +15,11 @@ _ZOO_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 def zoo_dir() -> Path:
     """The folder of the zoo's `.cnn` files, in the installed package or in a source checkout."""
-    packaged = resources.files("cnndsl").joinpath("architectures")
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "architectures"
+    # Looked up beside this module rather than through importlib.resources, whose import alone
+    # costs `cnndsl check` several milliseconds; the wheel installs the package as plain files.
+    package = Path(__file__).resolve().parent
+    packaged = package / "architectures"
+    return packaged if packaged.is_dir() else package.parent / "architectures"
 
 
 def names() -> list[str]:

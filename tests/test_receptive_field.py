@@ -154,3 +154,19 @@ def test_unet_returns_to_stride_one_with_the_field_of_its_skeleton() -> None:
     )
     assert skeleton.receptive_field == (204, 204) and skeleton.effective_stride == (1, 1)
     assert [widest for widest, _ in measured(skeleton, middle_only=True)] == [204, 204]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_closed_form_window_rule_equals_the_table_rule(seed: int) -> None:
+    # AxisField.window answers whole-stride, period-1 fields in closed form; `then` builds the
+    # table every other field needs. Both must agree wherever the closed form applies.
+    from cnndsl.receptive import AxisField
+
+    rng = random.Random(seed)
+    axis = AxisField(Fraction(1), ((0, 0),))
+    for _ in range(6):
+        span, stride, pad = rng.randint(1, 7), rng.randint(1, 3), rng.randint(0, 3)
+        closed = axis.window(span, stride, pad)
+        table = axis.then(lambda o: (o * stride - pad, o * stride - pad + span - 1), 1, Fraction(stride))
+        assert (closed.stride, closed.spans) == (table.stride, table.spans)
+        axis = closed
