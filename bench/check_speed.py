@@ -8,12 +8,20 @@ Prints:
   repetition and written out line by line, with the time per layer (cost must grow
   linearly; 10,000 layers in under a second).
 
-Run: .venv/bin/python bench/check_speed.py [--runs N]
+With `--against DIR` (a checkout of an earlier version, e.g. `git worktree add /tmp/before REV`),
+it first times `cnndsl check` of ResNet-50 in both trees, runs alternating, and prints
+after/before: the "checking time does not grow" comparison, in one run.
+
+Processes run with bytecode caching on (PYTHONDONTWRITEBYTECODE removed) after one untimed
+warm-up, as an installed package runs: pip compiles the modules when it installs them.
+
+Run: .venv/bin/python bench/check_speed.py [--runs N] [--against DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -27,13 +35,28 @@ ROOT = Path(__file__).resolve().parent.parent
 RESNET50 = ROOT / "architectures" / "resnet50.cnn"
 
 
-def process_seconds(args: list[str], runs: int) -> float:
+ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
+def process_seconds(args: list[str], runs: int, tree: Path = ROOT) -> float:
+    env = {**ENV, "PYTHONPATH": str(tree)}  # the tree's own cnndsl, whatever is installed
+    subprocess.run(args, check=True, capture_output=True, cwd=tree, env=env)  # warm-up: writes the bytecode caches
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(args, check=True, capture_output=True)
+        subprocess.run(args, check=True, capture_output=True, cwd=tree, env=env)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def before_and_after(before: Path, runs: int) -> None:
+    """Whole-process check of ResNet-50 in an earlier checkout and in this one, alternating."""
+    args = [sys.executable, "-m", "cnndsl", "check", "-q", "architectures/resnet50.cnn"]
+    pairs = [(process_seconds(args, 1, before), process_seconds(args, 1, ROOT)) for _ in range(runs)]
+    old = statistics.median(p[0] for p in pairs)
+    new = statistics.median(p[1] for p in pairs)
+    print(f"cnndsl check resnet50.cnn, {before}: {old * 1000:.0f} ms; this tree: {new * 1000:.0f} ms")
+    print(f"after/before: {new / old:.2f}  (goal <= 1.0: checking does not grow)")
 
 
 def in_process_seconds(source: str, runs: int) -> float:
@@ -57,7 +80,11 @@ def generated(layers: int, written_out: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+    parser.add_argument("--against", type=Path, help="a checkout of an earlier version to compare with")
+    options = parser.parse_args()
+    runs = options.runs
+    if options.against is not None:
+        before_and_after(options.against.resolve(), max(runs, 9))
 
     check = process_seconds([sys.executable, "-m", "cnndsl", "check", "-q", str(RESNET50)], runs)
     torch_import = process_seconds([sys.executable, "-c", "import torch"], runs)

@@ -163,6 +163,11 @@ def union(fields: Sequence[Field]) -> Field:
         if len({axis.stride for axis in axes}) > 1:
             merged.append(max(axes, key=lambda axis: (axis.size, axis.stride)))
             continue
+        if all(axis.period == 1 and axis.spans[0] is not None for axis in axes):
+            # The common merge (a residual block): one span per branch, united directly.
+            spans_of = [axis.spans[0] for axis in axes]
+            merged.append(AxisField(axes[0].stride, ((min(s[0] for s in spans_of), max(s[1] for s in spans_of)),)))
+            continue
         period = min(math.lcm(*(axis.period for axis in axes)), MAX_PERIOD)
         spans = []
         for o in range(period):
