@@ -167,6 +167,6 @@ def test_the_closed_form_window_rule_equals_the_table_rule(seed: int) -> None:
     for _ in range(6):
         span, stride, pad = rng.randint(1, 7), rng.randint(1, 3), rng.randint(0, 3)
         closed = axis.window(span, stride, pad)
-        table = axis.then(lambda o: (o * stride - pad, o * stride - pad + span - 1), 1, Fraction(stride))
+        table = axis.then(lambda o, s=stride, p=pad, k=span: (o * s - p, o * s - p + k - 1), 1, Fraction(stride))
         assert (closed.stride, closed.spans) == (table.stride, table.spans)
         axis = closed
