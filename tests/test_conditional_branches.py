@@ -111,6 +111,12 @@ def test_a_branch_left_out_is_still_checked_and_its_labels_name_nothing() -> Non
     assert "<string>:4:19: error: `@k` refers to `k`, which is not built: its merge branch's condition is false" in message
 
 
+def test_a_label_inside_a_repetition_run_0_times_names_nothing() -> None:
+    # It failed with no message at all: the reference met an entry with no node and took it for an error already reported.
+    (message,) = errors_of("network N(n=0)\ninput 3x8x8\n[k: Conv(4, 1)] x n\nConcat[Identity | @k]\n")
+    assert "`@k` refers to `k`, which is not built: it is in a repetition run 0 times" in message
+
+
 # -- backends ----------------------------------------------------------------------------------
 
 

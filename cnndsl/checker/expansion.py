@@ -629,6 +629,8 @@ class Checker:
                 self._unrun_checked.add(id(el))
                 unrun = _with_index(scope, el.index_name, POISON)
                 self._element(el.body, unrun, State(None), "0", _join(path, "0"), depth + 1)
+            if count == 0:
+                self._absent_labels([el.body], "it is in a repetition run 0 times")
             if count is None:
                 state.shape = None
                 return None
