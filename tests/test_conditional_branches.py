@@ -111,6 +111,14 @@ def test_a_branch_left_out_is_still_checked_and_its_labels_name_nothing() -> Non
     assert "<string>:4:19: error: `@k` refers to `k`, which is not built: its merge branch's condition is false" in message
 
 
+def test_every_iteration_as_a_conditional_branch() -> None:
+    source = "network N(a=false)\ninput 3x8x8\nm: Conv(3, 1) x 2\nConcat[Conv(2, 1) | @m* if a]\n"
+    assert cnndsl.parse(source).output_shape == (2, 8, 8)
+    assert cnndsl.parse(source, a=True).output_shape == (8, 8, 8)
+    (message,) = errors_of(source.replace("@m*", "@n*"))
+    assert "<string>:4:21: error: unknown label `n` in `@n*`" in message
+
+
 def test_a_label_inside_a_repetition_run_0_times_names_nothing() -> None:
     # It failed with no message at all: the reference met an entry with no node and took it for an error already reported.
     (message,) = errors_of("network N(n=0)\ninput 3x8x8\n[k: Conv(4, 1)] x n\nConcat[Identity | @k]\n")

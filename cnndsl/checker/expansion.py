@@ -531,7 +531,11 @@ class Checker:
         labels name no tensor (`absent_labels`)."""
         if id(branch) not in self._unrun_checked:
             self._unrun_checked.add(id(branch))
-            self._sequence(branch.items, scope, State(None), _join(path, "absent"))
+            every = branch.items[0] if len(branch.items) == 1 and isinstance(branch.items[0], syntax.Reference) else None
+            if every is not None and every.every:
+                self._every_iteration(every, scope)  # `@m*` stands as a whole branch: only its label to check
+            else:
+                self._sequence(branch.items, scope, State(None), _join(path, "absent"))
         self._absent_labels(branch.items, "its merge branch's condition is false")
 
     def _every_iteration(self, ref: syntax.Reference, scope: Scope) -> list[tuple[Node | None, State]]:
