@@ -639,6 +639,11 @@ class Writer:
         if plan.kind == "layer":
             return self.layer(plan, ctx)
         if plan.kind == "merge":
+            if ctx.kind == "class":  # which branches exist is this call's (`| Identity if shortcut`)
+                decided = params_of(self.block_node(node).condition_terms)
+                if decided - ctx.names.keys() - self.network_fixed:
+                    raise NotGeneral
+                ctx.needs_fixed |= decided & ctx.names.keys()
             args: list[Code | str] = [self.node(branch, ctx) for branch in plan.children]
             args += [literal(value) for value in call.args]
             args += [f"{key}={literal(value)}" for key, value in call.kwargs]

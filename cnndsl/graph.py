@@ -160,7 +160,7 @@ def _brief(node: Node) -> str:
     if isinstance(node, Layer):
         return node.describe
     if isinstance(node, Parallel):
-        return f"{node.op}[{len(node.branches)} branches]"
+        return f"{node.op}[{len(node.branches)} branch{'' if len(node.branches) == 1 else 'es'}]"
     if isinstance(node, Sequence):
         if node.role == "block":
             return node.title

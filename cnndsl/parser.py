@@ -250,9 +250,12 @@ class ToAst(Transformer):
         name, _, *branches = children
         groups = []
         for branch in branches:
-            pos = branch[0].pos if branch else _pos(name)
-            groups.append(syntax.Group(tuple(branch or ()), pos))
+            groups.append(branch if branch is not None else syntax.Group((), _pos(name)))
         return syntax.Merge(str(name), tuple(groups), _pos(name))
+
+    def branch(self, children: list) -> syntax.Group:
+        items, _, condition = children  # `a, b` or `a, b if condition` (the IF token is None without one)
+        return syntax.Group(tuple(items), items[0].pos, condition)
 
     def sequence(self, children: list) -> list:
         return list(children)

@@ -76,7 +76,7 @@ def _container_kind(node: Node) -> str | None:
     """A container's Kind cell, or None for a container that gets no row of its own (an unlabelled
     group or a merge's branch: its layers show at its parent's level, their paths tell them apart)."""
     if isinstance(node, Parallel):
-        return f"{node.op}[{len(node.branches)} branches]"
+        return f"{node.op}[{len(node.branches)} branch{'' if len(node.branches) == 1 else 'es'}]"
     if isinstance(node, Sequence):
         if node.role == "block":
             return node.title

@@ -123,10 +123,14 @@ class Call(NamedTuple):
 class Group(NamedTuple):
     items: tuple[Element, ...]
     pos: Position
+    condition: Expr | None = None
+    """A merge branch's `if` condition (`Add[a | Identity if shortcut]`): the branch is present only
+    where it is true (None: always). A `[...]` group has none."""
 
 
 class Merge(NamedTuple):
-    """`Add[...]`, `Concat[...]` or `Mul[...]`; an empty branch is an identity."""
+    """`Add[...]`, `Concat[...]` or `Mul[...]`; an empty branch is an identity. A branch with a
+    condition is left out where the condition is false."""
 
     op: str
     branches: tuple[Group, ...]

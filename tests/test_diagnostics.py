@@ -154,6 +154,26 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
         "network N(aux=false)\ninput 3x8x8\noutput a, c if aux\na: ReLU\nb: ReLU",
         [("error", 3, 11, "unknown label `c` in `output c`")],
     ),
+    (
+        "branch_condition_not_a_boolean",
+        "network N(depth=2)\ninput 3x8x8\nAdd[Conv(3, 1) | Identity if depth]",
+        [("error", 3, 30, "the condition of a merge branch must be true or false; got 2")],
+    ),
+    (
+        "branch_condition_misspelt",
+        "network N(shortcut=true)\ninput 3x8x8\nAdd[Conv(3, 1) | Identity if shortcat]",
+        [("error", 3, 30, "the condition of a merge branch must be true or false; got shortcat")],
+    ),
+    (
+        "merge_with_every_branch_left_out",
+        "network N(a=false)\ninput 3x8x8\nConcat[Conv(3, 1) if a | Conv(4, 1) if not a and a]",
+        [("error", 3, 1, "every branch of Concat[...] is left out: each one's condition is false")],
+    ),
+    (
+        "reference_to_a_branch_left_out",
+        "network N(a=false)\ninput 3x8x8\nAdd[Identity | k: Conv(3, 1) if a]\nConcat[Identity | @k]",
+        [("error", 4, 19, "`@k` refers to `k`, which is not built: its merge branch's condition is false")],
+    ),
     ("output_before_input", "output a\ninput 3x8x8\na: ReLU", [("error", 2, 7, "`input` is out of order")]),
     (
         "merge_of_a_reference_and_a_smaller_map",

@@ -230,6 +230,8 @@ class Budget:
         if isinstance(el, syntax.Merge):
             leaves, nodes = 1, 1  # the merge itself
             for branch in el.branches:
+                if branch.condition is not None:  # left out where the condition is false
+                    continue
                 branch_leaves, branch_nodes = self.min_size(branch, depth + 1)
                 leaves, nodes = saturate(leaves + branch_leaves), saturate(nodes + branch_nodes)
             return leaves, nodes

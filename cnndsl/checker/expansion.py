@@ -132,7 +132,8 @@ class Checker:
         self._symbolic = False
         """Whether terms are recorded: the network has parameters, or `block_terms`."""
         self._unrun_checked: set[int] = set()
-        """The ids of the repetitions (AST nodes, alive during the check) whose body was checked without running it."""
+        """The ids of the repetitions and merge branches (AST nodes, alive during the check) whose body was
+        checked without building it (`x 0`, a branch whose condition is false)."""
         """The network's parameters, and the file's functions (`functions.define_functions`)."""
         self._namespace: Namespace | None = None
         self._declared_by_block: dict[str, dict[str, Position]] = {}
@@ -411,8 +412,17 @@ class Checker:
         start = state.shape
         branches: list[Sequence] = []
         ends: list[State] = []
+        condition_terms: list[Term] = []
         index = 0
         for branch in el.branches:
+            if branch.condition is not None:
+                present = self._branch_present(branch.condition, scope, state, condition_terms)
+                if present is None:
+                    ends.append(State(None))  # the error is reported; the merge's shape is unknown
+                    continue
+                if not present:
+                    self._leave_out(branch, scope, path)
+                    continue
             every = branch.items[0] if len(branch.items) == 1 and isinstance(branch.items[0], syntax.Reference) else None
             if every is not None and every.every:
                 for node, end in self._every_iteration(every, scope):
@@ -435,7 +445,14 @@ class Checker:
             if node is not None:
                 branches.append(node)
             index += 1
-        if kind is None or start is None or any(s.shape is None for s in ends):
+        if kind is not None and el.branches and not ends:
+            self.sink.error(
+                f"every branch of {kind.name}[...] is left out: each one's condition is false",
+                el.pos,
+                f"a merge needs a branch: give one no condition (`{kind.name}[a | b if flag]` keeps `a` always)",
+                scope.notes(),
+            )
+        if kind is None or start is None or not ends or any(s.shape is None for s in ends):
             state.shape = None
             return None
         shapes = [s.shape for s in ends if s.shape is not None]
@@ -462,7 +479,7 @@ class Checker:
                 merge.exprs = LayerExprs({}, ends[0].channels_term(), ends[0].size, channels, size)
             state.channels, state.size = (channels if params_of(channels) else None), size
         state.shape, state.field = out, field
-        return Parallel(
+        node = Parallel(
             name,
             path,
             label,
@@ -473,12 +490,59 @@ class Checker:
             branches=branches,
             merge=merge,
         )
+        if self.block_terms:
+            node.condition_terms = tuple(condition_terms)
+        return node
+
+    def _branch_present(self, condition: syntax.Expr, scope: Scope, state: State, terms: list[Term]) -> bool | None:
+        """Whether a merge branch with `if condition` is present: the condition's value, None after an error.
+        A network parameter it reads decides which layers exist: it is structural, as a repetition count's."""
+        value = report_errors(self.sink, scope, lambda: evaluate(condition, scope, state.shape))
+        if value is POISON:
+            return None
+        if not isinstance(value, bool):
+            # An unknown name reads as a bare word: most likely a misspelt parameter.
+            example = "a boolean parameter or a comparison: `Add[a | Identity if shortcut]`, `| b if depth > 1`"
+            if isinstance(value, Word):
+                example = suggest(value.text, scope.values) or f"`{value.text}` names no parameter here; {example}"
+            self.sink.error(
+                f"the condition of a merge branch must be true or false; got {format_value(plain(value))}",
+                condition.pos,
+                example,
+                scope.notes(),
+            )
+            return None
+        if self._symbolic:
+            term = term_of(condition, scope, state.shape, state.channels_term())
+            self._structural |= {p for p in params_of(term) if ":" not in p}
+            terms.append(term)
+        return value
+
+    def _absent_labels(self, items: Iterable[syntax.Element], reason: str) -> None:
+        """Mark the labels of elements that are not built, so that a reference to one says why."""
+        if self._namespace is None:
+            return
+        for label, pos in declared_labels(items).items():
+            self._namespace.entries[label] = Entry(pos, None, State(None), True, absent=reason)
+
+    def _leave_out(self, branch: syntax.Group, scope: Scope, path: str) -> None:
+        """A branch whose condition is false builds nothing. Its body is still checked once, for the
+        mistakes that do not depend on its input (a misspelt layer), as an unrun `x 0`'s is; its
+        labels name no tensor (`absent_labels`)."""
+        if id(branch) not in self._unrun_checked:
+            self._unrun_checked.add(id(branch))
+            every = branch.items[0] if len(branch.items) == 1 and isinstance(branch.items[0], syntax.Reference) else None
+            if every is not None and every.every:
+                self._every_iteration(every, scope)  # `@m*` stands as a whole branch: only its label to check
+            else:
+                self._sequence(branch.items, scope, State(None), _join(path, "absent"))
+        self._absent_labels(branch.items, "its merge branch's condition is false")
 
     def _every_iteration(self, ref: syntax.Reference, scope: Scope) -> list[tuple[Node | None, State]]:
         """`@m*`: every iteration of the labelled repetition `m`, each with its state (one poisoned entry when wrong)."""
         assert self._namespace is not None
         entry = self._namespace.entries.get(ref.label)
-        if entry is None or not entry.done:
+        if entry is None or not entry.done or entry.absent is not None:
             unresolved(self.sink, self._namespace, ref, scope.notes())
             return [(None, State(None))]
         if entry.iterations is None:
@@ -502,7 +566,7 @@ class Checker:
             found: Entry | None = Entry(ref.pos, None, namespace.input_state, True)
         else:
             found = namespace.entries.get(ref.label)
-            if found is None or not found.done:
+            if found is None or not found.done or found.absent is not None:
                 unresolved(self.sink, namespace, ref, scope.notes(), written)
                 state.shape = None
                 return None
@@ -569,6 +633,8 @@ class Checker:
                 self._unrun_checked.add(id(el))
                 unrun = _with_index(scope, el.index_name, POISON)
                 self._element(el.body, unrun, State(None), "0", _join(path, "0"), depth + 1)
+            if count == 0:
+                self._absent_labels([el.body], "it is in a repetition run 0 times")
             if count is None:
                 state.shape = None
                 return None

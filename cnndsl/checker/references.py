@@ -35,6 +35,9 @@ class Entry:
     """False while the element is being checked (a reference from inside it is too early)."""
     iterations: list[tuple[Node, State]] | None = None
     """A labelled repetition's iterations (for `@name*`)."""
+    absent: str | None = None
+    """Why the labelled element is not built (it is in a merge branch whose condition is false, or
+    in a repetition run 0 times): a reference to it is an error that says so."""
 
 
 @dataclass
@@ -95,6 +98,15 @@ def unresolved(sink: DiagnosticSink, namespace: Namespace, ref: syntax.Reference
     too early, across a block boundary, or unknown."""
     label, written = ref.label, written or f"@{ref.label}{'*' if ref.every else ''}"
     entry = namespace.entries.get(label)
+    if entry is not None and entry.absent is not None:
+        sink.error(
+            f"`{written}` refers to `{label}`, which is not built: {entry.absent}",
+            ref.pos,
+            f"`{label}` (line {entry.pos.line}, column {entry.pos.column}) exists only where it is built; "
+            "refer to it under the same condition, or to an element that always exists",
+            notes,
+        )
+        return
     if entry is not None and not entry.done:
         sink.error(
             f"`{written}` refers to the element it is part of: `{label}` is not computed yet",
