@@ -35,10 +35,19 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("AdaptiveAvgPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0),
         ("AdaptiveAvgPool((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0),
     ],
-    "GlobalMaxPool": [("GlobalMaxPool", "16x7x5", (16, 1, 1), 0, 0, 0), ("GMP", "2x3x3", (2, 1, 1), 0, 0, 0)],
+    "GlobalMaxPool": [
+        ("GlobalMaxPool", "16x7x5", (16, 1, 1), 0, 0, 0),
+        ("GMP", "2x3x3", (2, 1, 1), 0, 0, 0),
+        ("GlobalMaxPool", "4x9", (4, 1), 0, 0, 0),
+        ("GMP", "3x2x5x6", (3, 1, 1, 1), 0, 0, 0),
+    ],
     "AdaptiveMaxPool": [
         ("AdaptiveMaxPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0),
         ("AdaptiveMaxPool2d((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0),
+        ("AdaptiveMaxPool(5)", "4x12", (4, 5), 0, 0, 0),
+        ("AdaptiveMaxPool1d(output_size=3, return_indices=false)", "4x12", (4, 3), 0, 0, 0),
+        ("AdaptiveMaxPool((1, 2, 3))", "2x4x5x6", (2, 1, 2, 3), 0, 0, 0),
+        ("AdaptiveMaxPool3d(2)", "2x4x5x6", (2, 2, 2, 2), 0, 0, 0),
     ],
     "PixelShuffle": [
         ("PixelShuffle(3)", "18x4x5", (2, 12, 15), 0, 0, 0),

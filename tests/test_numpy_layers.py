@@ -76,8 +76,18 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("3x10", "AdaptiveAvgPool1d(4)"),
         ("2x4x5x6", "AdaptiveAvgPool((2, 3, 4))"),
     ],
-    "GlobalMaxPool": [("4x5x3", "GlobalMaxPool")],
-    "AdaptiveMaxPool": [("3x7x7", "AdaptiveMaxPool(3)"), ("2x5x9", "AdaptiveMaxPool((2, 4))"), ("2x3x4", "AdaptiveMaxPool2d(5)")],
+    "GlobalMaxPool": [("4x5x3", "GlobalMaxPool"), ("3x7", "GlobalMaxPool"), ("2x3x4x5", "GMP")],
+    "AdaptiveMaxPool": [
+        ("3x7x7", "AdaptiveMaxPool(3)"),
+        ("2x5x9", "AdaptiveMaxPool((2, 4))"),
+        ("2x3x4", "AdaptiveMaxPool2d(5)"),
+        ("3x8x8", "AdaptiveMaxPool(4)"),  # bins that divide the axes: strided views, no gather
+        ("3x13", "AdaptiveMaxPool(5)"),
+        ("2x12", "AdaptiveMaxPool1d(3)"),
+        ("2x75", "AdaptiveMaxPool(2)"),  # bins longer than _SHORT_BIN: one reduction, not a loop over entries
+        ("2x4x5x7", "AdaptiveMaxPool((2, 3, 2))"),
+        ("2x4x6x6", "AdaptiveMaxPool3d((1, 3, 7))"),
+    ],
     "PixelShuffle": [("18x3x4", "PixelShuffle(3)"), ("8x2x3", "Conv(8, 3, pad=1), PixelShuffle(2)")],
     "PixelUnshuffle": [("2x6x4", "PixelUnshuffle(2)")],
     "ConvTranspose": [
@@ -412,6 +422,27 @@ def test_maxpool_ties_route_like_torch(body: str) -> None:
     """Windows with several equal maxima (common after ReLU): the gradient goes to the first, as in PyTorch."""
     net = network("3x7x7", body)
     x = np.random.default_rng(0).integers(-1, 2, (2, 3, 7, 7)).astype(np.float32)
+    compare_with_torch(net, x, train=True)
+
+
+@pytest.mark.parametrize(
+    ("shape", "body"),
+    [
+        ("3x7x7", "AdaptiveMaxPool(3)"),
+        ("3x8x8", "AdaptiveMaxPool((2, 4))"),
+        ("2x13", "AdaptiveMaxPool(4)"),
+        ("2x70", "AdaptiveMaxPool(2)"),
+        ("2x4x5x7", "AdaptiveMaxPool((2, 3, 2))"),
+        ("2x70x3", "AdaptiveMaxPool((2, 2))"),
+        ("3x7x7", "GlobalMaxPool"),
+        ("2x3x4x5", "GlobalMaxPool"),
+    ],
+)
+def test_adaptive_max_ties_route_like_torch(shape: str, body: str) -> None:
+    """Bins with several equal maxima: the gradient goes to the first in row-major order, as in
+    PyTorch, though the NumPy kernel reduces one axis at a time (and long bins by another path)."""
+    net = network(shape, body)
+    x = np.random.default_rng(0).integers(-1, 2, (2, *net.input_shape)).astype(np.float32)
     compare_with_torch(net, x, train=True)
 
 
