@@ -73,18 +73,35 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
     "GroupNorm": [
         ("GroupNorm(4)", "16x4x4", (16, 4, 4), 32, 0, 0),
         ("GroupNorm(num_groups=2, num_channels=6, affine=false)", "6x3x3", (6, 3, 3), 0, 0, 0),
+        ("GroupNorm(2)", "6x10", (6, 10), 12, 0, 0),
+        ("GroupNorm(3, eps=1e-3)", "6x2x3x3", (6, 2, 3, 3), 12, 0, 0),
     ],
     "InstanceNorm": [
         ("InstanceNorm", "8x4x4", (8, 4, 4), 0, 0, 0),
         ("InstanceNorm(affine=true, track_running_stats=true)", "8x4x4", (8, 4, 4), 16, 17, 0),
         ("InstanceNorm2d(8, affine=true)", "8x2x1", (8, 2, 1), 16, 0, 0),
+        ("InstanceNorm", "4x9", (4, 9), 0, 0, 0),
+        ("InstanceNorm1d(4, 1e-3, 0.2, True, True)", "4x9", (4, 9), 8, 9, 0),
+        ("InstanceNorm3d(num_features=4, affine=true)", "4x2x3x3", (4, 2, 3, 3), 8, 0, 0),
     ],
     "LocalResponseNorm": [
         ("LocalResponseNorm(5)", "16x4x4", (16, 4, 4), 0, 0, 0),
         ("LRN(5, alpha=5e-4, beta=0.75, k=2)", "3x2x2", (3, 2, 2), 0, 0, 0),
+        ("LRN(3)", "6x10", (6, 10), 0, 0, 0),
+        ("LocalResponseNorm(2, k=2)", "6x2x3x3", (6, 2, 3, 3), 0, 0, 0),
     ],
-    "Scale": [("Scale", "8x4x4", (8, 4, 4), 8, 0, 0), ("Scale(init=0.5)", "3x1x1", (3, 1, 1), 3, 0, 0)],
-    "Dropout2d": [("Dropout2d", "3x4x4", (3, 4, 4), 0, 0, 0), ("Dropout2d(0.2, inplace=true)", "3x4x4", (3, 4, 4), 0, 0, 0)],
+    "Scale": [
+        ("Scale", "8x4x4", (8, 4, 4), 8, 0, 0),
+        ("Scale(init=0.5)", "3x1x1", (3, 1, 1), 3, 0, 0),
+        ("Scale", "8x5", (8, 5), 8, 0, 0),
+        ("Scale(1e-5)", "3x2x2x2", (3, 2, 2, 2), 3, 0, 0),
+    ],
+    "Dropout2d": [
+        ("Dropout2d", "3x4x4", (3, 4, 4), 0, 0, 0),
+        ("Dropout2d(0.2, inplace=true)", "3x4x4", (3, 4, 4), 0, 0, 0),
+        ("Dropout1d(0.3)", "3x9", (3, 9), 0, 0, 0),
+        ("Dropout3d(p=0.1, inplace=false)", "3x2x4x4", (3, 2, 4, 4), 0, 0, 0),
+    ],
     "StochasticDepth": [
         ("StochasticDepth(0.1)", "3x4x4", (3, 4, 4), 0, 0, 0),
         ("StochasticDepth(0.2, mode=batch)", "10", (10,), 0, 0, 0),
@@ -286,6 +303,8 @@ def test_declared_input_rank_is_enforced(kind: str) -> None:
         "flat": "needs a flat input; got an image 8x4x4",
         "spatial": "needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 8",
     }[declared]
+    if kind in KINDS[kind].spelling_ranks:  # the kind's own name is tied to a rank (Dropout2d): it names that rank
+        expected = "needs an image (CxHxW); got a flat vector of 8"
     assert diagnostic.message == f"{kind} {expected}"
     assert (diagnostic.position.line, diagnostic.position.column) == (2, 1)
     assert "flatten" in diagnostic.hint

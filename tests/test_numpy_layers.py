@@ -122,19 +122,40 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("4x7", "LayerNorm"),  # over the channels of a signal and of a volume, as of an image
         ("3x2x3x4", "LayerNorm(eps=1e-6)"),
     ],
-    "GroupNorm": [("6x4x4", "GroupNorm(3)"), ("6x3x4", "GroupNorm(2, 6, affine=false)"), ("4x3x3", "GroupNorm(1, eps=1e-3)")],
+    "GroupNorm": [
+        ("6x4x4", "GroupNorm(3)"),
+        ("6x3x4", "GroupNorm(2, 6, affine=false)"),
+        ("4x3x3", "GroupNorm(1, eps=1e-3)"),
+        ("6x9", "GroupNorm(3)"),
+        ("4x2x3x4", "GroupNorm(2, affine=false)"),
+    ],
     "InstanceNorm": [
         ("3x4x5", "InstanceNorm"),
         ("3x4x5", "InstanceNorm(affine=true, track_running_stats=true, momentum=0.3)"),
         ("3x4x4", "InstanceNorm2d(3, affine=true)"),
+        ("3x10", "InstanceNorm1d(3, affine=true, track_running_stats=true)"),
+        ("3x2x3x4", "InstanceNorm(affine=true)"),
+        ("2x2x3x3", "InstanceNorm3d(2, track_running_stats=true)"),
     ],
     "LocalResponseNorm": [
         ("7x4x4", "LRN(3)"),
         ("6x3x3", "LocalResponseNorm(4, alpha=0.01, beta=0.6, k=2)"),
         ("3x3x3", "LRN(5, alpha=0.1)"),  # a window wider than the channels
+        ("6x9", "LRN(3, alpha=0.1, k=2)"),
+        ("5x2x3x3", "LocalResponseNorm(4, alpha=0.05)"),
     ],
-    "Scale": [("5x3x3", "Scale(0.5)"), ("4x3x3", "Conv(4, 1), Scale")],
-    "Dropout2d": [("4x3x3", "Dropout2d(0.4)"), ("4x3x3", "Conv(4, 1), Dropout2d")],
+    "Scale": [
+        ("5x3x3", "Scale(0.5)"),
+        ("4x3x3", "Conv(4, 1), Scale"),
+        ("4x7", "Conv(4, 1), Scale(0.5)"),
+        ("3x2x3x3", "Scale(2)"),
+    ],
+    "Dropout2d": [
+        ("4x3x3", "Dropout2d(0.4)"),
+        ("4x3x3", "Conv(4, 1), Dropout2d"),
+        ("4x9", "Dropout1d(0.4)"),
+        ("4x2x3x3", "Conv(4, 1), Dropout3d(0.3)"),
+    ],
     "StochasticDepth": [
         ("4x3x3", "StochasticDepth(0.3)"),
         ("4x3x3", "StochasticDepth(0.5, mode=batch)"),
