@@ -148,6 +148,11 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("Upsample(size=(7, 3), mode=bilinear)", "2x4x5", (2, 7, 3), 0, 0, 0),
         ("Upsample(size=9, mode=bicubic)", "2x4x5", (2, 9, 9), 0, 0, 0),
         ("MaxPool(2), Upsample(like=@input, mode=bilinear)", "2x4x5", (2, 4, 5), 0, 0, 0),
+        ("Upsample(2)", "3x7", (3, 14), 0, 0, 0),
+        ("Upsample(scale_factor=2.5, mode=linear, align_corners=true)", "3x4", (3, 10), 0, 0, 0),
+        ("MaxPool(2), Upsample(like=@input, mode=linear)", "3x9", (3, 9), 0, 0, 0),
+        ("Upsample(size=(3, 8, 8), mode=trilinear)", "2x2x4x4", (2, 3, 8, 8), 0, 0, 0),
+        ("Upsample(2)", "2x2x3x4", (2, 4, 6, 8), 0, 0, 0),
     ],
     "Reshape": [
         ("Reshape(4, 2, 3)", "24", (4, 2, 3), 0, 0, 0),
@@ -396,13 +401,33 @@ GROW_ERRORS = [
     ("3x4x4", "ConvTranspose(4, 3, groups=2)", "ConvTranspose: groups=2 must divide the input channels; got 3"),
     ("4x4x4", "ConvTranspose2d(3, 4, 3)", "ConvTranspose2d's in_channels is 3 but its input has 4 channels"),
     ("3x4x4", "Upsample", "Upsample: give exactly one of scale and size; got neither"),
-    ("3x4x4", "Upsample(2, align_corners=true)", "Upsample: align_corners applies only to mode=bilinear or bicubic"),
+    ("3x4x4", "Upsample(2, align_corners=true)", "Upsample: align_corners applies only to the interpolating modes"),
+    ("3x9", "Upsample(2, mode=bilinear)", "Upsample: mode=bilinear is for an image (CxHxW); got a 1-D signal 3x9 (CxL)"),
+    ("3x9", "Upsample(2, mode=bilinear)", "on a signal (CxL) write mode=linear (or nearest)"),
+    ("3x2x4x4", "Upsample(2, mode=bicubic)", "on a volume (CxDxHxW) write mode=trilinear (or nearest)"),
+    ("3x4x4", "Upsample(2, mode=trilinear)", "Upsample: mode=trilinear is for a volume (CxDxHxW); got an image 3x4x4"),
+    ("3x4x4", "Upsample(2, mode=linear)", "on an image (CxHxW) write mode=bilinear (or nearest)"),
+    ("3x9", "Upsample(size=(4, 4))", "Upsample: `size` (4, 4) has 2 entries but the input has 1 spatial axis (L)"),
+    ("3x2x4x4", "Upsample(0.4)", "floor(2·0.4) x floor(4·0.4) x floor(4·0.4) = 0x1x1"),
+    (
+        "3x9",
+        "Reshape(3, 3, 3), Upsample(like=@input)",
+        "Upsample: like=@input is a 1-D signal 3x9 (CxL), but the input here is an image",
+    ),
     ("3x4x4", "Upsample(0.1)", "Upsample: scale 0.1 leaves no pixels: floor(4·0.1) x floor(4·0.1) = 0x0"),
-    ("3x4x4", "Upsample(2, mode=area)", "Upsample: `mode` must be one of nearest, bilinear, bicubic; got area"),
+    (
+        "3x4x4",
+        "Upsample(2, mode=area)",
+        "Upsample: `mode` must be one of nearest, linear, bilinear, bicubic, trilinear; got area",
+    ),
     ("3x4x4", "Upsample(like=@input, size=2)", "Upsample: like=@input sets the size; got size as well"),
     ("3x4x4", "Upsample(like=(2, 2))", "Upsample: `like` must be a reference to an earlier tensor; got `(2, 2)`"),
     ("3x4x4", "m: ReLU x 2, Upsample(like=@m*)", "Upsample: `like` takes one tensor; `@m*` is every iteration of `m`"),
-    ("3x4x4", "f: flatten, Reshape(3, 4, 4), Upsample(like=@f)", "Upsample: like=@f is a flat vector of 48; it takes the height"),
+    (
+        "3x4x4",
+        "f: flatten, Reshape(3, 4, 4), Upsample(like=@f)",
+        "Upsample: like=@f is a flat vector of 48; it takes the spatial size",
+    ),
     ("3x4x4", "Conv(@input, 1)", "`@input` is a tensor, not a value"),
     ("3x4x4", "Reshape(3, 4, 4)", "Reshape needs a flat input"),
     ("20", "Unflatten(2, 3, 3)", "Reshape: c·h·w = 2·3·3 = 18, but its input has 20 features"),
@@ -419,7 +444,8 @@ GROW_ERRORS = [
 def test_growing_layers_refuse_with_their_rule(in_shape: str, call: str, fragment: str) -> None:
     with pytest.raises(CnnDslError) as info:
         cnndsl.parse(f"input {in_shape}\n{call}")
-    assert any(fragment in d.message for d in info.value.diagnostics), [d.message for d in info.value.diagnostics]
+    texts = [f"{d.message} {d.hint or ''}" for d in info.value.diagnostics]
+    assert any(fragment in text for text in texts), texts
     assert all(d.position.line == 2 for d in info.value.diagnostics)
 
 

@@ -427,3 +427,9 @@ def test_a_network_of_the_new_kinds_learns_digits(backend: str) -> None:
     config = TrainConfig(data="digits", progress=False, threads=1, backend=backend, epochs=6)  # type: ignore[arg-type]
     metrics = train(cnndsl.parse(TRAINABLE_NET), config)
     assert metrics["test_accuracy"] >= 0.6, metrics["history"]
+
+
+def test_channel_dropout_is_described_by_its_rank() -> None:
+    """Summaries and drawings name the module the layer lowers to (Dropout1d on a signal), not the kind."""
+    for in_shape, call, described in (("4x9", "Dropout1d(0.1)", "Dropout1d 0.1"), ("4x2x3x3", "Dropout3d", "Dropout3d 0.5")):
+        assert cnndsl.parse(f"input {in_shape}\n{call}").layers[-1].describe == described

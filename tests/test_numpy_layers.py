@@ -107,6 +107,20 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x5x4", "Upsample(1.7)"),  # a fractional factor: PyTorch's float32 source index, floor(i / 1.7)
         ("2x6x5", "Upsample(size=(4, 3))"),  # nearest, shrinking
         ("2x6x5", "Upsample(0.6, mode=bilinear)"),
+        ("3x7", "Upsample(2)"),
+        ("2x7", "Upsample(size=10, mode=linear)"),
+        ("2x5", "Upsample(scale_factor=1.5, mode=linear, align_corners=true)"),
+        ("2x8", "MaxPool(2), Upsample(like=@input, mode=linear)"),
+        ("2x2x3x4", "Upsample(2)"),
+        ("2x2x3x4", "Upsample(size=(3, 5, 7), mode=trilinear)"),
+        ("2x3x4x3", "Upsample(1.5, mode=trilinear, align_corners=true)"),
+        ("2x4x6x5", "Upsample(size=(2, 3, 4), mode=trilinear)"),  # shrinking
+        # Axes past _MATRIX_LIMIT: gathers forward, runs of outputs gathered back (a long signal).
+        ("2x300", "Upsample(2, mode=linear)"),
+        ("2x300", "Upsample(size=130)"),
+        ("2x260", "Upsample(scale_factor=2.5, mode=linear, align_corners=true)"),
+        ("2x300", "Upsample(0.45, mode=linear)"),
+        ("1x2x3x300", "Upsample(size=(3, 2, 500), mode=trilinear)"),
     ],
     "Reshape": [
         ("24", "Reshape(6, 2, 2)"),

@@ -82,6 +82,8 @@ class Dropout2d(_MaskedDropout):
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         _check_probability("Dropout2d", args)
+        if shape is not None and shape.has_space:  # for `describe`, which sees only the arguments: Dropout1d on a signal
+            return {**args, "rank": shape.spatial_rank}
         return args
 
     def mask_shape(self, args: Args, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -92,7 +94,7 @@ class Dropout2d(_MaskedDropout):
         return TorchCall(f"nn.Dropout{in_shape.spatial_rank}d", (), (("p", args["p"]),))
 
     def describe(self, args: Args) -> str:
-        return f"Dropout2d {args['p']:g}"
+        return f"Dropout{args.get('rank', 2)}d {args['p']:g}"
 
 
 @register
