@@ -480,3 +480,18 @@ def test_a_transposed_conv_short_of_its_skip_shows_its_formula_and_the_output_pa
         cnndsl.parse(source.replace("stride=2)", "stride=1)"))
     [diagnostic] = [d for d in info.value.diagnostics if d.severity == "error"]
     assert "(15 - 1)·1 - 2·0 + 1·(2 - 1) + 0 + 1 = 16" in diagnostic.notes[1] and "output_pad" not in diagnostic.hint
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "mode", "field"),
+    [
+        ("1x16", "linear", (5,)),
+        ("1x16x16", "bilinear", (5, 5)),
+        ("1x4x16x16", "trilinear", (5, 5, 5)),
+        ("1x16x16", "bicubic", (7, 7)),
+    ],
+)
+def test_upsample_receptive_field_reads_its_modes_neighbours(in_shape: str, mode: str, field: tuple[int, ...]) -> None:
+    """Linear interpolation (one axis at a time: linear, bilinear, trilinear) reads two neighbours per axis, bicubic four."""
+    net = cnndsl.parse(f"input {in_shape}\nConv(1, 3), Upsample(2, mode={mode}), Conv(1, 3)")
+    assert net.layers[-1].receptive_field == field
