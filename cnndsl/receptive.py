@@ -104,8 +104,9 @@ class AxisField:
     def resample(self, ratio: Fraction, mode: str, align_corners: bool) -> AxisField:
         """Upsample (and PixelShuffle, a nearest resize by channels): output o reads around
         source position (o + 1/2)·ratio - 1/2 (o·ratio with align_corners; floor(o·ratio) for
-        nearest), ratio being input pixels per output pixel. Bilinear reads the two neighbours
-        and bicubic four, except at a whole position, where the others' weights are 0."""
+        nearest), ratio being input pixels per output pixel. Linear (bilinear, trilinear: one
+        axis at a time) reads the two neighbours and bicubic four, except at a whole position,
+        where the others' weights are 0."""
 
         def reads(o: int) -> Span:
             if mode == "nearest":
@@ -115,7 +116,7 @@ class AxisField:
             low = math.floor(position)
             if position == low:
                 return low, low
-            return (low, low + 1) if mode == "bilinear" else (low - 1, low + 2)
+            return (low - 1, low + 2) if mode == "bicubic" else (low, low + 1)
 
         return self.then(reads, ratio.denominator, ratio)
 

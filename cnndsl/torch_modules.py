@@ -130,12 +130,13 @@ class PointwiseLinear(nn.Linear):
 class Scale(nn.Module):
     """A learnable scale per channel, ConvNeXt's layer scale: `x * layer_scale`.
 
-    `layer_scale` has shape (C, 1, 1), as the parameter of torchvision's CNBlock.
+    `layer_scale` has shape (C, 1, 1), as the parameter of torchvision's CNBlock, on an
+    image; one 1 per spatial axis on a signal (`rank=1`) or a volume (`rank=3`).
     """
 
-    def __init__(self, channels: int, init: float = 1e-6) -> None:
+    def __init__(self, channels: int, init: float = 1e-6, rank: int = 2) -> None:
         super().__init__()
-        self.layer_scale = nn.Parameter(torch.full((channels, 1, 1), init))
+        self.layer_scale = nn.Parameter(torch.full((channels, *(1,) * rank), init))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.layer_scale

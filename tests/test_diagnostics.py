@@ -125,7 +125,14 @@ CASES: list[tuple[str, str | bytes, list[tuple[str, int, int, str]]]] = [
     (
         "like_a_flat_tensor",
         "input 3x8x8\nf: flatten\nReshape(3, 8, 8), Upsample(like=@f)",
-        [("error", 3, 28, "Upsample: like=@f is a flat vector of 192; it takes the height and width of an image (CxHxW)")],
+        [
+            (
+                "error",
+                3,
+                28,
+                "Upsample: like=@f is a flat vector of 192; it takes the spatial size of a map (CxL, CxHxW or CxDxHxW)",
+            )
+        ],
     ),
     (
         "like_across_a_block",

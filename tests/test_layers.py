@@ -35,10 +35,19 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("AdaptiveAvgPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0),
         ("AdaptiveAvgPool((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0),
     ],
-    "GlobalMaxPool": [("GlobalMaxPool", "16x7x5", (16, 1, 1), 0, 0, 0), ("GMP", "2x3x3", (2, 1, 1), 0, 0, 0)],
+    "GlobalMaxPool": [
+        ("GlobalMaxPool", "16x7x5", (16, 1, 1), 0, 0, 0),
+        ("GMP", "2x3x3", (2, 1, 1), 0, 0, 0),
+        ("GlobalMaxPool", "4x9", (4, 1), 0, 0, 0),
+        ("GMP", "3x2x5x6", (3, 1, 1, 1), 0, 0, 0),
+    ],
     "AdaptiveMaxPool": [
         ("AdaptiveMaxPool(7)", "8x13x13", (8, 7, 7), 0, 0, 0),
         ("AdaptiveMaxPool2d((2, 3))", "8x4x4", (8, 2, 3), 0, 0, 0),
+        ("AdaptiveMaxPool(5)", "4x12", (4, 5), 0, 0, 0),
+        ("AdaptiveMaxPool1d(output_size=3, return_indices=false)", "4x12", (4, 3), 0, 0, 0),
+        ("AdaptiveMaxPool((1, 2, 3))", "2x4x5x6", (2, 1, 2, 3), 0, 0, 0),
+        ("AdaptiveMaxPool3d(2)", "2x4x5x6", (2, 2, 2, 2), 0, 0, 0),
     ],
     "PixelShuffle": [
         ("PixelShuffle(3)", "18x4x5", (2, 12, 15), 0, 0, 0),
@@ -64,18 +73,35 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
     "GroupNorm": [
         ("GroupNorm(4)", "16x4x4", (16, 4, 4), 32, 0, 0),
         ("GroupNorm(num_groups=2, num_channels=6, affine=false)", "6x3x3", (6, 3, 3), 0, 0, 0),
+        ("GroupNorm(2)", "6x10", (6, 10), 12, 0, 0),
+        ("GroupNorm(3, eps=1e-3)", "6x2x3x3", (6, 2, 3, 3), 12, 0, 0),
     ],
     "InstanceNorm": [
         ("InstanceNorm", "8x4x4", (8, 4, 4), 0, 0, 0),
         ("InstanceNorm(affine=true, track_running_stats=true)", "8x4x4", (8, 4, 4), 16, 17, 0),
         ("InstanceNorm2d(8, affine=true)", "8x2x1", (8, 2, 1), 16, 0, 0),
+        ("InstanceNorm", "4x9", (4, 9), 0, 0, 0),
+        ("InstanceNorm1d(4, 1e-3, 0.2, True, True)", "4x9", (4, 9), 8, 9, 0),
+        ("InstanceNorm3d(num_features=4, affine=true)", "4x2x3x3", (4, 2, 3, 3), 8, 0, 0),
     ],
     "LocalResponseNorm": [
         ("LocalResponseNorm(5)", "16x4x4", (16, 4, 4), 0, 0, 0),
         ("LRN(5, alpha=5e-4, beta=0.75, k=2)", "3x2x2", (3, 2, 2), 0, 0, 0),
+        ("LRN(3)", "6x10", (6, 10), 0, 0, 0),
+        ("LocalResponseNorm(2, k=2)", "6x2x3x3", (6, 2, 3, 3), 0, 0, 0),
     ],
-    "Scale": [("Scale", "8x4x4", (8, 4, 4), 8, 0, 0), ("Scale(init=0.5)", "3x1x1", (3, 1, 1), 3, 0, 0)],
-    "Dropout2d": [("Dropout2d", "3x4x4", (3, 4, 4), 0, 0, 0), ("Dropout2d(0.2, inplace=true)", "3x4x4", (3, 4, 4), 0, 0, 0)],
+    "Scale": [
+        ("Scale", "8x4x4", (8, 4, 4), 8, 0, 0),
+        ("Scale(init=0.5)", "3x1x1", (3, 1, 1), 3, 0, 0),
+        ("Scale", "8x5", (8, 5), 8, 0, 0),
+        ("Scale(1e-5)", "3x2x2x2", (3, 2, 2, 2), 3, 0, 0),
+    ],
+    "Dropout2d": [
+        ("Dropout2d", "3x4x4", (3, 4, 4), 0, 0, 0),
+        ("Dropout2d(0.2, inplace=true)", "3x4x4", (3, 4, 4), 0, 0, 0),
+        ("Dropout1d(0.3)", "3x9", (3, 9), 0, 0, 0),
+        ("Dropout3d(p=0.1, inplace=false)", "3x2x4x4", (3, 2, 4, 4), 0, 0, 0),
+    ],
     "StochasticDepth": [
         ("StochasticDepth(0.1)", "3x4x4", (3, 4, 4), 0, 0, 0),
         ("StochasticDepth(0.2, mode=batch)", "10", (10,), 0, 0, 0),
@@ -122,6 +148,11 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("Upsample(size=(7, 3), mode=bilinear)", "2x4x5", (2, 7, 3), 0, 0, 0),
         ("Upsample(size=9, mode=bicubic)", "2x4x5", (2, 9, 9), 0, 0, 0),
         ("MaxPool(2), Upsample(like=@input, mode=bilinear)", "2x4x5", (2, 4, 5), 0, 0, 0),
+        ("Upsample(2)", "3x7", (3, 14), 0, 0, 0),
+        ("Upsample(scale_factor=2.5, mode=linear, align_corners=true)", "3x4", (3, 10), 0, 0, 0),
+        ("MaxPool(2), Upsample(like=@input, mode=linear)", "3x9", (3, 9), 0, 0, 0),
+        ("Upsample(size=(3, 8, 8), mode=trilinear)", "2x2x4x4", (2, 3, 8, 8), 0, 0, 0),
+        ("Upsample(2)", "2x2x3x4", (2, 4, 6, 8), 0, 0, 0),
     ],
     "Reshape": [
         ("Reshape(4, 2, 3)", "24", (4, 2, 3), 0, 0, 0),
@@ -277,6 +308,8 @@ def test_declared_input_rank_is_enforced(kind: str) -> None:
         "flat": "needs a flat input; got an image 8x4x4",
         "spatial": "needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 8",
     }[declared]
+    if kind in KINDS[kind].spelling_ranks:  # the kind's own name is tied to a rank (Dropout2d): it names that rank
+        expected = "needs an image (CxHxW); got a flat vector of 8"
     assert diagnostic.message == f"{kind} {expected}"
     assert (diagnostic.position.line, diagnostic.position.column) == (2, 1)
     assert "flatten" in diagnostic.hint
@@ -368,13 +401,33 @@ GROW_ERRORS = [
     ("3x4x4", "ConvTranspose(4, 3, groups=2)", "ConvTranspose: groups=2 must divide the input channels; got 3"),
     ("4x4x4", "ConvTranspose2d(3, 4, 3)", "ConvTranspose2d's in_channels is 3 but its input has 4 channels"),
     ("3x4x4", "Upsample", "Upsample: give exactly one of scale and size; got neither"),
-    ("3x4x4", "Upsample(2, align_corners=true)", "Upsample: align_corners applies only to mode=bilinear or bicubic"),
+    ("3x4x4", "Upsample(2, align_corners=true)", "Upsample: align_corners applies only to the interpolating modes"),
+    ("3x9", "Upsample(2, mode=bilinear)", "Upsample: mode=bilinear is for an image (CxHxW); got a 1-D signal 3x9 (CxL)"),
+    ("3x9", "Upsample(2, mode=bilinear)", "on a signal (CxL) write mode=linear (or nearest)"),
+    ("3x2x4x4", "Upsample(2, mode=bicubic)", "on a volume (CxDxHxW) write mode=trilinear (or nearest)"),
+    ("3x4x4", "Upsample(2, mode=trilinear)", "Upsample: mode=trilinear is for a volume (CxDxHxW); got an image 3x4x4"),
+    ("3x4x4", "Upsample(2, mode=linear)", "on an image (CxHxW) write mode=bilinear (or nearest)"),
+    ("3x9", "Upsample(size=(4, 4))", "Upsample: `size` (4, 4) has 2 entries but the input has 1 spatial axis (L)"),
+    ("3x2x4x4", "Upsample(0.4)", "floor(2·0.4) x floor(4·0.4) x floor(4·0.4) = 0x1x1"),
+    (
+        "3x9",
+        "Reshape(3, 3, 3), Upsample(like=@input)",
+        "Upsample: like=@input is a 1-D signal 3x9 (CxL), but the input here is an image",
+    ),
     ("3x4x4", "Upsample(0.1)", "Upsample: scale 0.1 leaves no pixels: floor(4·0.1) x floor(4·0.1) = 0x0"),
-    ("3x4x4", "Upsample(2, mode=area)", "Upsample: `mode` must be one of nearest, bilinear, bicubic; got area"),
+    (
+        "3x4x4",
+        "Upsample(2, mode=area)",
+        "Upsample: `mode` must be one of nearest, linear, bilinear, bicubic, trilinear; got area",
+    ),
     ("3x4x4", "Upsample(like=@input, size=2)", "Upsample: like=@input sets the size; got size as well"),
     ("3x4x4", "Upsample(like=(2, 2))", "Upsample: `like` must be a reference to an earlier tensor; got `(2, 2)`"),
     ("3x4x4", "m: ReLU x 2, Upsample(like=@m*)", "Upsample: `like` takes one tensor; `@m*` is every iteration of `m`"),
-    ("3x4x4", "f: flatten, Reshape(3, 4, 4), Upsample(like=@f)", "Upsample: like=@f is a flat vector of 48; it takes the height"),
+    (
+        "3x4x4",
+        "f: flatten, Reshape(3, 4, 4), Upsample(like=@f)",
+        "Upsample: like=@f is a flat vector of 48; it takes the spatial size",
+    ),
     ("3x4x4", "Conv(@input, 1)", "`@input` is a tensor, not a value"),
     ("3x4x4", "Reshape(3, 4, 4)", "Reshape needs a flat input"),
     ("20", "Unflatten(2, 3, 3)", "Reshape: c·h·w = 2·3·3 = 18, but its input has 20 features"),
@@ -391,7 +444,8 @@ GROW_ERRORS = [
 def test_growing_layers_refuse_with_their_rule(in_shape: str, call: str, fragment: str) -> None:
     with pytest.raises(CnnDslError) as info:
         cnndsl.parse(f"input {in_shape}\n{call}")
-    assert any(fragment in d.message for d in info.value.diagnostics), [d.message for d in info.value.diagnostics]
+    texts = [f"{d.message} {d.hint or ''}" for d in info.value.diagnostics]
+    assert any(fragment in text for text in texts), texts
     assert all(d.position.line == 2 for d in info.value.diagnostics)
 
 
@@ -426,3 +480,18 @@ def test_a_transposed_conv_short_of_its_skip_shows_its_formula_and_the_output_pa
         cnndsl.parse(source.replace("stride=2)", "stride=1)"))
     [diagnostic] = [d for d in info.value.diagnostics if d.severity == "error"]
     assert "(15 - 1)·1 - 2·0 + 1·(2 - 1) + 0 + 1 = 16" in diagnostic.notes[1] and "output_pad" not in diagnostic.hint
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "mode", "field"),
+    [
+        ("1x16", "linear", (5,)),
+        ("1x16x16", "bilinear", (5, 5)),
+        ("1x4x16x16", "trilinear", (5, 5, 5)),
+        ("1x16x16", "bicubic", (7, 7)),
+    ],
+)
+def test_upsample_receptive_field_reads_its_modes_neighbours(in_shape: str, mode: str, field: tuple[int, ...]) -> None:
+    """Linear interpolation (one axis at a time: linear, bilinear, trilinear) reads two neighbours per axis, bicubic four."""
+    net = cnndsl.parse(f"input {in_shape}\nConv(1, 3), Upsample(2, mode={mode}), Conv(1, 3)")
+    assert net.layers[-1].receptive_field == field

@@ -49,7 +49,13 @@ MESSAGES = [
     ("4x6x6", "GroupNorm(2, bias=false)", "GroupNorm: cnndsl supports only bias=true; got false", 14, "remove `bias`"),
     ("4x6x6", "GroupNorm(0)", "GroupNorm: `groups` must be a positive integer; got 0", 11, "signature: GroupNorm("),
     ("4x6x6", "GroupNorm(2, num_channels=4, groups=2)", "`groups` is given twice", 30, "signature: GroupNorm("),
-    ("16", "GroupNorm(2)", "GroupNorm needs an image input (CxHxW); got a flat vector of 16", 1, "flatten"),
+    (
+        "16",
+        "GroupNorm(2)",
+        "GroupNorm needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 16",
+        1,
+        "flatten",
+    ),
     ("8x4x4", "LayerNorm(6)", "LayerNorm's normalized_shape is 6 but its input has 8 channels", 11, "write 8"),
     ("8", "LayerNorm(6)", "LayerNorm's normalized_shape is 6 but its input has 8 features", 11, "write 8"),
     ("8x4x4", "LayerNorm(bias=false)", "LayerNorm: cnndsl supports only bias=true; got false", 11, "remove `bias`"),
@@ -77,8 +83,14 @@ MESSAGES = [
     ("8x4x4", "LRN(5, alpha=-1)", "LocalResponseNorm: alpha must not be negative; got -1", 8, "signature: LocalResponseNorm("),
     ("8x4x4", "LocalResponseNorm(5, k=0)", "LocalResponseNorm: k must be positive; got 0", 22, "AlexNet's paper uses 2"),
     ("8x4x4", "LRN", "LocalResponseNorm needs `size` (its 1st argument)", 1, "signature: LocalResponseNorm("),
-    ("8", "LRN(3)", "LocalResponseNorm needs an image input (CxHxW); got a flat vector of 8", 1, "flatten"),
-    ("8", "Scale", "Scale needs an image input (CxHxW); got a flat vector of 8", 1, "flatten"),
+    (
+        "8",
+        "LRN(3)",
+        "LocalResponseNorm needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 8",
+        1,
+        "flatten",
+    ),
+    ("8", "Scale", "Scale needs channels with spatial axes (CxL, CxHxW or CxDxHxW); got a flat vector of 8", 1, "flatten"),
     ("8x4x4", "Scale(init=true)", "Scale: `init` must be a number; got true", 12, "signature: Scale(init=1e-06)"),
     ("8x4x4", "StochasticDepth", "StochasticDepth needs `p` (its 1st argument)", 1, "signature: StochasticDepth(p, mode=row)"),
     ("8x4x4", "StochasticDepth(1.5)", "StochasticDepth: p must be between 0 and 1; got 1.5", 17, "probability of dropping"),
@@ -86,7 +98,30 @@ MESSAGES = [
     ("8x4x4", "StochasticDepth(0.1, mode=col)", "StochasticDepth: `mode` must be one of row, batch; got col", 27, "mode=row"),
     ("8x4x4", "StochasticDepth(0.1, mode=2)", "StochasticDepth: `mode` must be one of row, batch; got 2", 27, "mode=row"),
     ("8x4x4", "StochasticDepth(0.1, true)", "StochasticDepth: `mode` must be one of row, batch; got true", 22, "mode=row"),
-    ("8", "Dropout2d", "Dropout2d needs an image input (CxHxW); got a flat vector of 8", 1, "flatten"),
+    ("8", "Dropout2d", "Dropout2d needs an image (CxHxW); got a flat vector of 8", 1, "flatten"),
+    ("8", "Dropout1d(0.1)", "Dropout1d needs a 1-D input (CxL); got a flat vector of 8", 1, "flatten"),
+    (
+        "8x5",
+        "Dropout2d(0.1)",
+        "Dropout2d needs an image (CxHxW); got a 1-D signal 8x5 (CxL)",
+        1,
+        "write `Dropout1d`, as in PyTorch",
+    ),
+    (
+        "8x5x5",
+        "Dropout3d(0.1)",
+        "Dropout3d needs a 3-D input (CxDxHxW); got an image 8x5x5",
+        1,
+        "write `Dropout2d`, as in PyTorch",
+    ),
+    (
+        "8x5",
+        "InstanceNorm2d(8)",
+        "InstanceNorm2d needs an image (CxHxW); got a 1-D signal 8x5 (CxL)",
+        1,
+        "`InstanceNorm1d` or `InstanceNorm`",
+    ),
+    ("8x1", "InstanceNorm", "InstanceNorm needs more than one position per channel; got a 1-D signal 8x1 (CxL)", 1, "LayerNorm"),
     ("8x4x4", "Dropout2d(2)", "Dropout2d: p must be between 0 and 1; got 2", 11, "probability of dropping"),
 ]
 
@@ -198,9 +233,12 @@ def test_stochastic_depth_batch_mode_drops_the_whole_batch_or_nothing() -> None:
     assert outcomes == {0.0, 2.0}
 
 
-def test_dropout2d_drops_whole_channels() -> None:
-    net = cnndsl.parse("input 50x3x3\nDropout2d(0.25)")
-    x = np.ones((40, 50, 3, 3), np.float32)
+@pytest.mark.parametrize(
+    ("in_shape", "call"), [("50x3x3", "Dropout2d(0.25)"), ("50x9", "Dropout1d(0.25)"), ("50x1x3x3", "Dropout3d(0.25)")]
+)
+def test_channel_dropout_drops_whole_channels(in_shape: str, call: str) -> None:
+    net = cnndsl.parse(f"input {in_shape}\n{call}")
+    x = np.ones((40, *net.input_shape), np.float32)
     y = net.to_numpy(seed=1).forward(x, train=True)
     per_channel = y.reshape(40, 50, 9)
     assert np.all(per_channel == per_channel[:, :, :1]), "one value per channel"
@@ -288,8 +326,12 @@ def test_generated_source_writes_words_as_black_does() -> None:
         ("LayerNorm", "LayerNorm"),
         ("GroupNorm", "GroupNorm"),
         ("InstanceNorm2d", "InstanceNorm2d"),
+        ("InstanceNorm1d", "InstanceNorm1d"),
+        ("InstanceNorm3d", "InstanceNorm3d"),
         ("LocalResponseNorm", "LocalResponseNorm"),
         ("Dropout2d", "Dropout2d"),
+        ("Dropout1d", "Dropout1d"),
+        ("Dropout3d", "Dropout3d"),
     ],
 )
 def test_pytorch_names_take_pytorchs_arguments_in_pytorchs_order(spelling: str, torch_class: str) -> None:
@@ -385,3 +427,9 @@ def test_a_network_of_the_new_kinds_learns_digits(backend: str) -> None:
     config = TrainConfig(data="digits", progress=False, threads=1, backend=backend, epochs=6)  # type: ignore[arg-type]
     metrics = train(cnndsl.parse(TRAINABLE_NET), config)
     assert metrics["test_accuracy"] >= 0.6, metrics["history"]
+
+
+def test_channel_dropout_is_described_by_its_rank() -> None:
+    """Summaries and drawings name the module the layer lowers to (Dropout1d on a signal), not the kind."""
+    for in_shape, call, described in (("4x9", "Dropout1d(0.1)", "Dropout1d 0.1"), ("4x2x3x3", "Dropout3d", "Dropout3d 0.5")):
+        assert cnndsl.parse(f"input {in_shape}\n{call}").layers[-1].describe == described

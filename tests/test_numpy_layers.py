@@ -76,8 +76,18 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("3x10", "AdaptiveAvgPool1d(4)"),
         ("2x4x5x6", "AdaptiveAvgPool((2, 3, 4))"),
     ],
-    "GlobalMaxPool": [("4x5x3", "GlobalMaxPool")],
-    "AdaptiveMaxPool": [("3x7x7", "AdaptiveMaxPool(3)"), ("2x5x9", "AdaptiveMaxPool((2, 4))"), ("2x3x4", "AdaptiveMaxPool2d(5)")],
+    "GlobalMaxPool": [("4x5x3", "GlobalMaxPool"), ("3x7", "GlobalMaxPool"), ("2x3x4x5", "GMP")],
+    "AdaptiveMaxPool": [
+        ("3x7x7", "AdaptiveMaxPool(3)"),
+        ("2x5x9", "AdaptiveMaxPool((2, 4))"),
+        ("2x3x4", "AdaptiveMaxPool2d(5)"),
+        ("3x8x8", "AdaptiveMaxPool(4)"),  # bins that divide the axes: strided views, no gather
+        ("3x13", "AdaptiveMaxPool(5)"),
+        ("2x12", "AdaptiveMaxPool1d(3)"),
+        ("2x75", "AdaptiveMaxPool(2)"),  # bins longer than _SHORT_BIN: one reduction, not a loop over entries
+        ("2x4x5x7", "AdaptiveMaxPool((2, 3, 2))"),
+        ("2x4x6x6", "AdaptiveMaxPool3d((1, 3, 7))"),
+    ],
     "PixelShuffle": [("18x3x4", "PixelShuffle(3)"), ("8x2x3", "Conv(8, 3, pad=1), PixelShuffle(2)")],
     "PixelUnshuffle": [("2x6x4", "PixelUnshuffle(2)")],
     "ConvTranspose": [
@@ -97,6 +107,20 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x5x4", "Upsample(1.7)"),  # a fractional factor: PyTorch's float32 source index, floor(i / 1.7)
         ("2x6x5", "Upsample(size=(4, 3))"),  # nearest, shrinking
         ("2x6x5", "Upsample(0.6, mode=bilinear)"),
+        ("3x7", "Upsample(2)"),
+        ("2x7", "Upsample(size=10, mode=linear)"),
+        ("2x5", "Upsample(scale_factor=1.5, mode=linear, align_corners=true)"),
+        ("2x8", "MaxPool(2), Upsample(like=@input, mode=linear)"),
+        ("2x2x3x4", "Upsample(2)"),
+        ("2x2x3x4", "Upsample(size=(3, 5, 7), mode=trilinear)"),
+        ("2x3x4x3", "Upsample(1.5, mode=trilinear, align_corners=true)"),
+        ("2x4x6x5", "Upsample(size=(2, 3, 4), mode=trilinear)"),  # shrinking
+        # Axes past _MATRIX_LIMIT: gathers forward, runs of outputs gathered back (a long signal).
+        ("2x300", "Upsample(2, mode=linear)"),
+        ("2x300", "Upsample(size=130)"),
+        ("2x260", "Upsample(scale_factor=2.5, mode=linear, align_corners=true)"),
+        ("2x300", "Upsample(0.45, mode=linear)"),
+        ("1x2x3x300", "Upsample(size=(3, 2, 500), mode=trilinear)"),
     ],
     "Reshape": [
         ("24", "Reshape(6, 2, 2)"),
@@ -112,19 +136,40 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("4x7", "LayerNorm"),  # over the channels of a signal and of a volume, as of an image
         ("3x2x3x4", "LayerNorm(eps=1e-6)"),
     ],
-    "GroupNorm": [("6x4x4", "GroupNorm(3)"), ("6x3x4", "GroupNorm(2, 6, affine=false)"), ("4x3x3", "GroupNorm(1, eps=1e-3)")],
+    "GroupNorm": [
+        ("6x4x4", "GroupNorm(3)"),
+        ("6x3x4", "GroupNorm(2, 6, affine=false)"),
+        ("4x3x3", "GroupNorm(1, eps=1e-3)"),
+        ("6x9", "GroupNorm(3)"),
+        ("4x2x3x4", "GroupNorm(2, affine=false)"),
+    ],
     "InstanceNorm": [
         ("3x4x5", "InstanceNorm"),
         ("3x4x5", "InstanceNorm(affine=true, track_running_stats=true, momentum=0.3)"),
         ("3x4x4", "InstanceNorm2d(3, affine=true)"),
+        ("3x10", "InstanceNorm1d(3, affine=true, track_running_stats=true)"),
+        ("3x2x3x4", "InstanceNorm(affine=true)"),
+        ("2x2x3x3", "InstanceNorm3d(2, track_running_stats=true)"),
     ],
     "LocalResponseNorm": [
         ("7x4x4", "LRN(3)"),
         ("6x3x3", "LocalResponseNorm(4, alpha=0.01, beta=0.6, k=2)"),
         ("3x3x3", "LRN(5, alpha=0.1)"),  # a window wider than the channels
+        ("6x9", "LRN(3, alpha=0.1, k=2)"),
+        ("5x2x3x3", "LocalResponseNorm(4, alpha=0.05)"),
     ],
-    "Scale": [("5x3x3", "Scale(0.5)"), ("4x3x3", "Conv(4, 1), Scale")],
-    "Dropout2d": [("4x3x3", "Dropout2d(0.4)"), ("4x3x3", "Conv(4, 1), Dropout2d")],
+    "Scale": [
+        ("5x3x3", "Scale(0.5)"),
+        ("4x3x3", "Conv(4, 1), Scale"),
+        ("4x7", "Conv(4, 1), Scale(0.5)"),
+        ("3x2x3x3", "Scale(2)"),
+    ],
+    "Dropout2d": [
+        ("4x3x3", "Dropout2d(0.4)"),
+        ("4x3x3", "Conv(4, 1), Dropout2d"),
+        ("4x9", "Dropout1d(0.4)"),
+        ("4x2x3x3", "Conv(4, 1), Dropout3d(0.3)"),
+    ],
     "StochasticDepth": [
         ("4x3x3", "StochasticDepth(0.3)"),
         ("4x3x3", "StochasticDepth(0.5, mode=batch)"),
@@ -412,6 +457,27 @@ def test_maxpool_ties_route_like_torch(body: str) -> None:
     """Windows with several equal maxima (common after ReLU): the gradient goes to the first, as in PyTorch."""
     net = network("3x7x7", body)
     x = np.random.default_rng(0).integers(-1, 2, (2, 3, 7, 7)).astype(np.float32)
+    compare_with_torch(net, x, train=True)
+
+
+@pytest.mark.parametrize(
+    ("shape", "body"),
+    [
+        ("3x7x7", "AdaptiveMaxPool(3)"),
+        ("3x8x8", "AdaptiveMaxPool((2, 4))"),
+        ("2x13", "AdaptiveMaxPool(4)"),
+        ("2x70", "AdaptiveMaxPool(2)"),
+        ("2x4x5x7", "AdaptiveMaxPool((2, 3, 2))"),
+        ("2x70x3", "AdaptiveMaxPool((2, 2))"),
+        ("3x7x7", "GlobalMaxPool"),
+        ("2x3x4x5", "GlobalMaxPool"),
+    ],
+)
+def test_adaptive_max_ties_route_like_torch(shape: str, body: str) -> None:
+    """Bins with several equal maxima: the gradient goes to the first in row-major order, as in
+    PyTorch, though the NumPy kernel reduces one axis at a time (and long bins by another path)."""
+    net = network(shape, body)
+    x = np.random.default_rng(0).integers(-1, 2, (2, *net.input_shape)).astype(np.float32)
     compare_with_torch(net, x, train=True)
 
 

@@ -401,12 +401,18 @@ def check_spelling_rank(kind: LayerKind, shape: Shape, spelling: str) -> None:
     if ranks is None or shape.spatial_rank in ranks:
         return
     fitting = rank_spelling(kind.spelling_ranks, shape.spatial_rank)
-    if fitting is not None or kind.input_rank == "any" or shape.spatial_rank in kind.spatial_ranks:
-        instead = f"`{fitting}` or `{kind.name}`" if fitting is not None else f"`{kind.name}`"
-        raise LayerError(
-            f"{spelt} needs {_rank_words(ranks)}; got {shape.describe()}",
-            f"on this input write {instead} (cnndsl picks the rank from the input)",
-        )
+    named = kind.name in kind.spelling_ranks  # every spelling names a rank (Dropout1d/2d/3d): the message names the one written
+    if fitting is not None or kind.input_rank == "any" or shape.spatial_rank in kind.spatial_ranks or named:
+        if named:
+            hint = (
+                f"on this input write `{fitting}`, as in PyTorch"
+                if fitting is not None
+                else "move it before `flatten`, or give the network an `input` line with spatial axes"
+            )
+        else:
+            instead = f"`{fitting}` or `{kind.name}`" if fitting is not None else f"`{kind.name}`"
+            hint = f"on this input write {instead} (cnndsl picks the rank from the input)"
+        raise LayerError(f"{spelt} needs {_rank_words(ranks)}; got {shape.describe()}", hint)
     # Otherwise no spelling of the kind fits (Conv1d on a flat vector): check_input_rank says so.
 
 

@@ -1,4 +1,4 @@
-"""Dropout of whole parts, beside Dropout (norm.py): Dropout2d (whole channels) and StochasticDepth (whole samples or batches).
+"""Dropout of whole parts, beside Dropout (norm.py): Dropout1d/2d/3d (whole channels) and StochasticDepth (whole samples or batches).
 
 Both are the identity in eval; in training they multiply the input by a mask that is
 constant over some axes, drawn from the context's generator (NumPy) or torch's, with the
@@ -66,30 +66,35 @@ class _MaskedDropout(LayerKind):
 
 @register
 class Dropout2d(_MaskedDropout):
-    """Channel dropout (nn.Dropout2d): zeroes whole channels of each sample with probability p while training.
+    """Channel dropout (nn.Dropout2d; Dropout1d on a signal, Dropout3d on a volume): zeroes whole channels of each sample with probability p while training.
 
     Args: p=0.5 (0 <= p <= 1).
-    Shape: unchanged.
+    Shape: unchanged. Each spelling is for its rank, as in PyTorch: `Dropout1d` for CxL,
+    `Dropout2d` for CxHxW, `Dropout3d` for CxDxHxW.
     Example: `Conv(64, 3, pad=1), ReLU, Dropout2d(0.1)`.
     """
 
     name = "Dropout2d"
-    input_rank = "image"
+    aliases = ("Dropout1d", "Dropout3d")
+    spelling_ranks = {"Dropout1d": (1,), "Dropout2d": (2,), "Dropout3d": (3,)}
+    input_rank = "spatial"
     signature = (ArgSpec("p", "float", 0.5), ArgSpec("inplace", "bool", False, role="ignored"))
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         _check_probability("Dropout2d", args)
+        if shape is not None and shape.has_space:  # for `describe`, which sees only the arguments: Dropout1d on a signal
+            return {**args, "rank": shape.spatial_rank}
         return args
 
     def mask_shape(self, args: Args, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (shape[0], shape[1], 1, 1)
+        return (shape[0], shape[1], *(1,) * (len(shape) - 2))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         # p always written, so a network parameter can drive it in generated code.
-        return TorchCall("nn.Dropout2d", (), (("p", args["p"]),))
+        return TorchCall(f"nn.Dropout{in_shape.spatial_rank}d", (), (("p", args["p"]),))
 
     def describe(self, args: Args) -> str:
-        return f"Dropout2d {args['p']:g}"
+        return f"Dropout{args.get('rank', 2)}d {args['p']:g}"
 
 
 @register

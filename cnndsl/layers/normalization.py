@@ -152,10 +152,11 @@ class LayerNorm(LayerKind):
 
 
 class _PerSampleNorm(LayerKind):
-    """GroupNorm and InstanceNorm: statistics over groups of channels of one sample, over all positions."""
+    """GroupNorm and InstanceNorm: statistics over groups of channels of one sample, over all positions
+    (of a signal, an image or a volume alike)."""
 
     family = "norm"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
     np_buffers = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -236,7 +237,7 @@ class _PerSampleNorm(LayerKind):
 
 @register
 class GroupNorm(_PerSampleNorm):
-    """Group normalisation (nn.GroupNorm): statistics over each group of channels of a sample, at all positions.
+    """Group normalisation (nn.GroupNorm): statistics over each group of channels of a sample, at all positions (of a CxL, CxHxW or CxDxHxW map).
 
     Args: groups (also `num_groups=`), num_channels (PyTorch's second argument: the
     channels, inferred and checked when given), eps=1e-5, affine=true.
@@ -290,18 +291,18 @@ class GroupNorm(_PerSampleNorm):
 
 @register
 class InstanceNorm(_PerSampleNorm):
-    """Instance normalisation (nn.InstanceNorm2d): statistics over the positions of each channel of each sample.
+    """Instance normalisation (nn.InstanceNorm1d/2d/3d, by the input): statistics over the positions of each channel of each sample.
 
     Args: affine=false, track_running_stats=false, eps=1e-5, momentum=0.1 (PyTorch's
     defaults). With `affine`, a learnable weight and bias per channel; with
     `track_running_stats`, running statistics (updated in training, used in eval).
-    Shape: unchanged; needs more than one position (H x W > 1). Parameters: 2C with
+    Shape: unchanged; needs more than one position (L, H x W or D x H x W > 1). Parameters: 2C with
     `affine`; buffers 2C + 1 with `track_running_stats`.
     Example: `Conv(64, 9, pad=4), InstanceNorm(affine=true), ReLU` (style transfer).
     """
 
     name = "InstanceNorm"
-    aliases = ("InstanceNorm2d",)
+    aliases = ("InstanceNorm2d", "InstanceNorm1d", "InstanceNorm3d")
     signature = (
         ArgSpec("affine", "bool", False),
         ArgSpec("track_running_stats", "bool", False),
@@ -309,7 +310,7 @@ class InstanceNorm(_PerSampleNorm):
         ArgSpec("momentum", "float", 0.1),
     )
     spelling_signatures = {
-        "InstanceNorm2d": (
+        spelling: (
             ArgSpec("num_features", "int", INFERRED, minimum=1, role="input"),
             ArgSpec("eps", "float", 1e-5),
             ArgSpec("momentum", "float", 0.1),
@@ -317,7 +318,9 @@ class InstanceNorm(_PerSampleNorm):
             ArgSpec("track_running_stats", "bool", False),
             ArgSpec("bias", "bool", True, role="fixed"),  # PyTorch's keyword-only bias (2.x)
         )
+        for spelling in ("InstanceNorm2d", "InstanceNorm1d", "InstanceNorm3d")
     }
+    spelling_ranks = {"InstanceNorm1d": (1,), "InstanceNorm2d": (2,), "InstanceNorm3d": (3,)}
 
     def groups(self, args: Args, channels: int) -> int:
         return channels
@@ -332,11 +335,11 @@ class InstanceNorm(_PerSampleNorm):
         return args
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        if shape.spatial == (1, 1):
+        if math.prod(shape.spatial) == 1:
             # PyTorch refuses it too ("Expected more than 1 spatial element"): one value has no spread.
             raise LayerError(
                 f"InstanceNorm needs more than one position per channel; got {shape.describe()}",
-                "normalise before the map shrinks to 1x1 (before global pooling), or use LayerNorm or BatchNorm here",
+                "normalise before the map shrinks to a single position (before global pooling), or use LayerNorm or BatchNorm here",
             )
         return shape
 
@@ -350,7 +353,7 @@ class InstanceNorm(_PerSampleNorm):
             kwargs += (("affine", True),)
         if args["track_running_stats"]:
             kwargs += (("track_running_stats", True),)
-        return TorchCall("nn.InstanceNorm2d", (in_shape.channels,), kwargs)
+        return TorchCall(f"nn.InstanceNorm{in_shape.spatial_rank}d", (in_shape.channels,), kwargs)
 
     def describe(self, args: Args) -> str:
         return "InstanceNorm affine" if args["affine"] else "InstanceNorm"
@@ -372,7 +375,7 @@ def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
 
 @register
 class LocalResponseNorm(LayerKind):
-    """Local response normalisation across channels (nn.LocalResponseNorm), as in AlexNet and GoogLeNet.
+    """Local response normalisation across channels (nn.LocalResponseNorm, of a CxL, CxHxW or CxDxHxW map), as in AlexNet and GoogLeNet.
 
     Args: size (channels in the window), alpha=1e-4, beta=0.75, k=1.0 (PyTorch's
     signature and defaults; AlexNet's paper: `LRN(5, alpha=5e-4, beta=0.75, k=2)`, as
@@ -385,7 +388,7 @@ class LocalResponseNorm(LayerKind):
     name = "LocalResponseNorm"
     aliases = ("LRN",)
     family = "norm"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
     signature = (
         ArgSpec("size", "int", minimum=1),
@@ -444,14 +447,15 @@ class Scale(LayerKind):
     """A learnable scale per channel (ConvNeXt's layer scale): x * layer_scale.
 
     Args: init=1e-6 (the initial value of every channel's scale).
-    Shape: unchanged. Parameters: C, as the tensor `layer_scale` of shape (C, 1, 1), the
-    name and shape of torchvision's ConvNeXt block parameter.
+    Shape: unchanged (CxL, CxHxW or CxDxHxW). Parameters: C, as the tensor `layer_scale` of
+    shape (C, 1, 1) on an image, the name and shape of torchvision's ConvNeXt block parameter
+    ((C, 1) on a signal, (C, 1, 1, 1) on a volume: one 1 per spatial axis).
     Example: `Conv(96, 1), Scale(init=1e-6)`.
     """
 
     name = "Scale"
     family = "norm"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
     signature = (ArgSpec("init", "float", 1e-6),)
 
@@ -463,14 +467,15 @@ class Scale(LayerKind):
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         # cnndsl.torch_modules.Scale; init always written so a network parameter can drive it.
-        return TorchCall("Scale", (in_shape.channels,), (("init", args["init"]),))
+        rank: tuple[tuple[str, int], ...] = (("rank", in_shape.spatial_rank),) if in_shape.spatial_rank != 2 else ()
+        return TorchCall("Scale", (in_shape.channels,), (("init", args["init"]), *rank))
 
     def describe(self, args: Args) -> str:
         return f"Scale {args['init']:g}"
 
     def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
         # torch.full in float32, then cast: the same value as the torch module's parameter.
-        return {"layer_scale": np.full((shape.channels, 1, 1), args["init"], np.float32).astype(dtype)}
+        return {"layer_scale": np.full((shape.channels, *(1,) * shape.spatial_rank), args["init"], np.float32).astype(dtype)}
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         ctx.save(x=x)

@@ -6,8 +6,8 @@ import math
 from typing import TYPE_CHECKING
 
 from ..receptive import Field
-from ..shapes import Shape
-from .base import KINDS, Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, as_pair, pair_text, register, spatial_tuple
+from ..shapes import Shape, Sizes
+from .base import KINDS, Args, ArgSpec, LayerError, LayerKind, SameAs, TorchCall, pair_text, register, spatial_tuple
 from .conv import WindowedKind, describe_window, np_geometry, torch_module, torch_pair, windowed_shape
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
@@ -224,89 +224,178 @@ class AdaptiveAvgPool(LayerKind):
         return ops.separable_apply(dy, [m.T for m in ctx.saved["matrices"]]), {}
 
 
-def _max_over_bins(x: np.ndarray, rows: np.ndarray, columns: np.ndarray, ctx: NpContext) -> np.ndarray:
-    """Max over rectangular bins (N, C, H, W) -> (N, C, OH, OW); `rows` (OH, Lh) and `columns` (OW, Lw) list each
-    bin's input indices (a short bin repeats its last index, which leaves the max unchanged)."""
-    n, c = x.shape[:2]
-    oh, lh = rows.shape
-    ow, lw = columns.shape
-    windows = x[:, :, rows][:, :, :, :, columns]  # (N, C, OH, Lh, OW, Lw)
-    flat = windows.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, oh, ow, lh * lw)
-    best = flat.argmax(axis=4)
-    ctx.save(rows=rows, columns=columns, best=best, shape=x.shape)
-    return np.take_along_axis(flat, best[..., None], axis=4)[..., 0]
+_SHORT_BIN = 32
+"""Bins up to this long are reduced entry by entry (one element-wise maximum per entry: fast, but a
+Python step per entry); longer ones (global-like pooling of a long signal) by one NumPy reduction."""
 
 
-def _max_over_bins_backward(ctx: NpContext, dy: np.ndarray) -> np.ndarray:
-    """Each output's gradient to its bin's maximum, summed where bins overlap (one bincount)."""
-    rows, columns, best, shape = ctx.saved["rows"], ctx.saved["columns"], ctx.saved["best"], ctx.saved["shape"]
-    n, c, h, w = shape
-    lw = columns.shape[1]
-    source_h = np.take_along_axis(rows[None, None, :, None, :], (best // lw)[..., None], axis=4)[..., 0]
-    source_w = np.take_along_axis(columns[None, None, None, :, :], (best % lw)[..., None], axis=4)[..., 0]
-    planes = np.arange(n * c).reshape(n, c, 1, 1)
-    flat = (planes * h + source_h) * w + source_w
-    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * h * w)
-    return dx.astype(dy.dtype, copy=False).reshape(shape)
+def _bin_table(size: int, out: int) -> np.ndarray:
+    """The (out, longest bin) input indices of nn.AdaptiveMaxPool's bins along an axis of `size` (a short
+    bin repeats its last index, which leaves its maximum and the first position of it unchanged)."""
+    if size % out == 0:
+        k = size // out
+        return np.arange(out)[:, None] * k + np.arange(k)[None, :]
+    return ops.adaptive_bins(size, out)
+
+
+def _bin_entries(x: np.ndarray, axis: int, table: np.ndarray) -> list[np.ndarray]:
+    """For each j below the longest bin's length, the j-th entry of every bin along `axis` (an array with
+    the bins on `axis`): strided views when the bins divide the axis evenly, else one gather each."""
+    out, longest = table.shape
+    if x.shape[axis] == out * longest:
+        return [x[(slice(None),) * axis + (slice(j, None, longest),)] for j in range(longest)]
+    return [np.take(x, table[:, j], axis=axis) for j in range(longest)]
+
+
+def _bin_windows(x: np.ndarray, axis: int, table: np.ndarray) -> np.ndarray:
+    """`x` with `axis` split into (bins, entries): a view when the bins divide the axis evenly, else a gather."""
+    out, longest = table.shape
+    if x.shape[axis] == out * longest:
+        return x.reshape(*x.shape[:axis], out, longest, *x.shape[axis + 1 :])
+    return np.take(x, table, axis=axis)
+
+
+def _reduce_long_bins(
+    y: np.ndarray, source: np.ndarray | None, axis: int, table: np.ndarray, stride: int, record: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One axis of adaptive_max_forward for long bins: a max over each window, then the smallest flat
+    position among the entries equal to it (the row-major first; a NaN counts as equal, as it wins)."""
+    windows = _bin_windows(y, axis, table)
+    if not record:
+        return windows.max(axis=axis + 1), None
+    along = (*table.shape, *(1,) * (y.ndim - 1 - axis))
+    if source is None:
+        # The first axis reduced: argmax's first maximum (or first NaN) is the row-major first.
+        entry = np.expand_dims(windows.argmax(axis=axis + 1), axis + 1)
+        best = np.take_along_axis(windows, entry, axis=axis + 1).squeeze(axis + 1)
+        return best, (table[:, :1].reshape(table.shape[0], 1, *along[2:]) + entry).squeeze(axis + 1) * stride
+    best = windows.max(axis=axis + 1)
+    candidates = table.reshape(along) * stride + _bin_windows(source, axis, table)
+    equal = windows == np.expand_dims(best, axis + 1)
+    equal |= np.isnan(windows)
+    return best, np.where(equal, candidates, np.iinfo(np.int64).max).min(axis=axis + 1)
+
+
+def adaptive_max_forward(x: np.ndarray, sizes: Sizes, ctx: NpContext) -> np.ndarray:
+    """nn.AdaptiveMaxPool1d/2d/3d of (N, C, *spatial): the maximum of each bin, separably, one axis
+    at a time (the first first: its entries are whole contiguous rows), one element-wise maximum per
+    entry of a bin (a loop over the bin length, never over pixels; long bins: `_reduce_long_bins`).
+
+    With backward, the position of PyTorch's choice among equal maxima, the first in row-major
+    order, is carried along as a flat index within the sample's channel map (`source`): along one
+    axis a later entry wins only when greater, or equal and from an earlier row of the axes already
+    reduced (a smaller source), which orders the candidates row-major.
+    """
+    y = x
+    source: np.ndarray | None = None
+    for a, out in enumerate(sizes):
+        axis = 2 + a
+        table = _bin_table(x.shape[axis], out)
+        stride = math.prod(x.shape[axis + 1 :])
+        if table.shape[1] > _SHORT_BIN:
+            y, source = _reduce_long_bins(y, source, axis, table, stride, ctx.record)
+            continue
+        entries = _bin_entries(y, axis, table)
+        y = entries[0].copy()
+        if not ctx.record:
+            for values in entries[1:]:
+                np.maximum(y, values, out=y)
+            continue
+        # Branch-free updates (masked assignment is several times slower on random masks): j only
+        # grows, so the winning entry's j is the maximum of wins * j.
+        index = np.min_scalar_type(len(entries)).type
+        best = np.zeros(y.shape, index)
+        step = np.empty(y.shape, index)
+        sources = _bin_entries(source, axis, table) if source is not None else None
+        best_source = sources[0].copy() if sources is not None else None
+        for j, values in enumerate(entries[1:], start=1):
+            wins = values > y
+            if sources is not None and best_source is not None:
+                wins |= (values == y) & (sources[j] < best_source)
+                best_source += (sources[j] - best_source) * wins
+            np.maximum(best, np.multiply(wins, index(j), out=step), out=best)
+            np.maximum(y, values, out=y)  # a NaN propagates, as in PyTorch
+        coordinate = table[:, 0].reshape(-1, *(1,) * (x.ndim - 1 - axis)) + best
+        flat = coordinate * stride
+        source = flat if best_source is None else flat + best_source
+    ctx.save(source=source, shape=x.shape)
+    return y
+
+
+def adaptive_max_backward(ctx: NpContext, dy: np.ndarray) -> np.ndarray:
+    """Each output's gradient to its bin's maximum, summed where bins overlap (np.add.at, fast since NumPy 2)."""
+    source, shape = ctx.saved["source"], ctx.saved["shape"]
+    planes = shape[0] * shape[1]
+    positions = math.prod(shape[2:])
+    flat = source.reshape(planes, -1) + (np.arange(planes) * positions)[:, None]
+    dx = np.zeros(planes * positions, dy.dtype)
+    np.add.at(dx, flat.ravel(), dy.ravel())
+    return dx.reshape(shape)
 
 
 @register
 class GlobalMaxPool(LayerKind):
-    """Maximum over the whole map (nn.AdaptiveMaxPool2d(1)).
+    """Maximum over the whole map (nn.AdaptiveMaxPool1d/2d/3d(1), by the input).
 
-    Shape: C x H x W -> C x 1 x 1.
+    Shape: C x H x W -> C x 1 x 1 (C x L -> C x 1, C x D x H x W -> C x 1 x 1 x 1).
     Example: `GlobalMaxPool, flatten, FC(10)`.
     """
 
     name = "GlobalMaxPool"
     aliases = ("GMP",)
     family = "pool"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        return Shape((shape.channels, 1, 1))
+        return Shape((shape.channels, *(1,) * shape.spatial_rank))
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
-        return TorchCall("nn.AdaptiveMaxPool2d", (1,))
+        return TorchCall(torch_module("AdaptiveMaxPool", in_shape.spatial_rank), (1,))
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         flat = x.reshape(*x.shape[:2], -1)
+        out_shape = (*x.shape[:2], *(1,) * (x.ndim - 2))
+        if not ctx.record:
+            return flat.max(axis=2).reshape(out_shape)
         best = flat.argmax(axis=2)
         ctx.save(best=best, shape=x.shape)
-        return np.take_along_axis(flat, best[..., None], axis=2).reshape(*x.shape[:2], 1, 1)
+        return np.take_along_axis(flat, best[..., None], axis=2).reshape(out_shape)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         shape = ctx.saved["shape"]
-        dx = np.zeros((*shape[:2], shape[2] * shape[3]), dtype=dy.dtype)
+        dx = np.zeros((*shape[:2], math.prod(shape[2:])), dtype=dy.dtype)
         np.put_along_axis(dx, ctx.saved["best"][..., None], dy.reshape(*shape[:2], 1), axis=2)
         return dx.reshape(shape), {}
 
 
 @register
 class AdaptiveMaxPool(LayerKind):
-    """Max pooling to a fixed output size (nn.AdaptiveMaxPool2d).
+    """Max pooling to a fixed output size (nn.AdaptiveMaxPool1d/2d/3d, by the input).
 
-    Args: size (an int or a pair).
-    Shape: C x H x W -> C x size_h x size_w; bin i spans floor(i*H/size) to ceil((i+1)*H/size).
+    Args: size (an int or a tuple, one entry per spatial axis).
+    Shape: C x H x W -> C x size_h x size_w (C x L and C x D x H x W alike); bin i spans
+    floor(i*H/size) to ceil((i+1)*H/size).
     Example: `AdaptiveMaxPool(7)`.
     """
 
     name = "AdaptiveMaxPool"
-    aliases = ("AdaptiveMaxPool2d",)
+    aliases = ("AdaptiveMaxPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool3d")
     family = "pool"
-    input_rank = "image"
+    input_rank = "spatial"
     np_supported = True
     signature = (ArgSpec("size", "pair", minimum=1, keywords=("output_size",)),)
     spelling_signatures = {
-        "AdaptiveMaxPool2d": (
+        spelling: (
             ArgSpec("output_size", "pair", minimum=1, target="size"),
             ArgSpec("return_indices", "bool", False, role="fixed"),
         )
+        for spelling in ("AdaptiveMaxPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool3d")
     }
+    spelling_ranks = {"AdaptiveMaxPool1d": (1,), "AdaptiveMaxPool2d": (2,), "AdaptiveMaxPool3d": (3,)}
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
-        return {"size": as_pair(args["size"])}
+        return KINDS["AdaptiveAvgPool"].resolve(args, shape)  # the same size argument
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         return Shape((shape.channels, *args["size"]))
@@ -315,15 +404,13 @@ class AdaptiveMaxPool(LayerKind):
         return KINDS["AdaptiveAvgPool"].receptive(args, shape, field)  # the same bins
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
-        return TorchCall("nn.AdaptiveMaxPool2d", (torch_pair(args["size"]),))
+        return TorchCall(torch_module("AdaptiveMaxPool", in_shape.spatial_rank), (torch_pair(args["size"]),))
 
     def describe(self, args: Args) -> str:
         return f"AdaptiveMaxPool {pair_text(args['size'])}"
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        rows = ops.adaptive_bins(x.shape[2], args["size"][0])
-        columns = ops.adaptive_bins(x.shape[3], args["size"][1])
-        return _max_over_bins(x, rows, columns, ctx)
+        return adaptive_max_forward(x, args["size"], ctx)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        return _max_over_bins_backward(ctx, dy), {}
+        return adaptive_max_backward(ctx, dy), {}

@@ -14,8 +14,20 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ..receptive import MAX_PERIOD, Field
-from ..shapes import Pair, Shape, Sizes
-from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TensorRef, TorchCall, as_pair, pair_text, register
+from ..shapes import SPATIAL_AXES, Pair, Shape, Sizes
+from .base import (
+    INFERRED,
+    Args,
+    ArgSpec,
+    LayerError,
+    LayerKind,
+    TensorRef,
+    TorchCall,
+    as_pair,
+    pair_text,
+    register,
+    spatial_tuple,
+)
 from .conv import torch_pair
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
@@ -290,24 +302,30 @@ class ConvTranspose(LayerKind):
 
 # ---------------------------------------------------------------- Upsample
 
-UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
-NUMPY_UPSAMPLE_MODES = ("nearest", "bilinear")
+UPSAMPLE_MODES = ("nearest", "linear", "bilinear", "bicubic", "trilinear")
+NUMPY_UPSAMPLE_MODES = ("nearest", "linear", "bilinear", "trilinear")
+_RANK_MODES = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+"""The interpolating modes and the one number of spatial axes each is for (nn.Upsample refuses another)."""
+_LINEAR_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+_RANK_NAMES = {1: "a signal (CxL)", 2: "an image (CxHxW)", 3: "a volume (CxDxHxW)"}
 
 
-def interpolation_matrix(size: int, out: int, scale: float | None, mode: str, align_corners: bool, dtype: Any) -> np.ndarray:
-    """The (out, size) matrix that maps one axis as nn.Upsample does (nearest or bilinear).
+def axis_taps(
+    size: int, out: int, scale: float | None, mode: str, align_corners: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """How nn.Upsample maps one axis: output o reads input low[o] with weight 1 - weight[o] and
+    high[o] with weight[o] (linear: each axis of linear, bilinear and trilinear), or only low[o]
+    (nearest: weight None). Both index arrays are non-decreasing.
 
     `scale` is the user's scale factor, or None when a size was given: PyTorch then uses
     size/out, else 1/scale, for the source positions.
     """
-    matrix = np.zeros((out, size), dtype)
     rows = np.arange(out)
     if mode == "nearest":
         # PyTorch computes the source index in float32: floor(dst * scale), clamped.
         ratio = np.float32(1.0 / scale) if scale is not None else np.float32(size) / np.float32(out)
         source = np.minimum(np.floor(rows.astype(np.float32) * ratio).astype(np.int64), size - 1)
-        matrix[rows, source] = 1
-        return matrix
+        return source, source, None
     if align_corners:
         ratio = (size - 1) / (out - 1) if out > 1 else 0.0
         position = rows * ratio
@@ -315,32 +333,99 @@ def interpolation_matrix(size: int, out: int, scale: float | None, mode: str, al
         ratio = 1.0 / scale if scale is not None else size / out
         position = np.maximum(ratio * (rows + 0.5) - 0.5, 0.0)
     low = np.minimum(np.floor(position).astype(np.int64), size - 1)
-    high = np.minimum(low + 1, size - 1)
-    weight = position - low
+    return low, np.minimum(low + 1, size - 1), position - low
+
+
+_MATRIX_LIMIT = 1 << 16
+"""Axes whose (out, in) interpolation matrix has at most this many entries (up to 256 pixels
+each way) resize by matrix products; longer ones (a long signal) by gathers, which cost a few
+operations per output instead of `in` multiply-adds."""
+
+
+def _taps_matrix(taps: tuple[np.ndarray, np.ndarray, np.ndarray | None], size: int, dtype: Any) -> np.ndarray:
+    """The (out, size) matrix of one axis's `axis_taps`."""
+    low, high, weight = taps
+    matrix = np.zeros((len(low), size), dtype)
+    rows = np.arange(len(low))
+    if weight is None:
+        matrix[rows, low] = 1
+        return matrix
     np.add.at(matrix, (rows, low), 1 - weight)
     np.add.at(matrix, (rows, high), weight)
     return matrix
 
 
-def upsample_matrices(args: Args, in_hw: Pair, out_hw: Pair, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    scale = args["scale"]
-    scales = (None, None) if scale is None else (scale[0], scale[1])
-    return (
-        interpolation_matrix(in_hw[0], out_hw[0], scales[0], args["mode"], args["align_corners"], dtype),
-        interpolation_matrix(in_hw[1], out_hw[1], scales[1], args["mode"], args["align_corners"], dtype),
-    )
+def _apply_matrices(x: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
+    """One (out, in) matrix per spatial axis of (N, C, *spatial): an image's two as batched
+    products over the maps (rows @ x @ columns.T), other ranks by ops.separable_apply."""
+    if len(matrices) == 2:
+        rows, columns = matrices
+        return np.ascontiguousarray(np.matmul(np.matmul(rows, x), columns.T))
+    return ops.separable_apply(x, matrices)
+
+
+def _along(axis: int, ndim: int, values: np.ndarray) -> np.ndarray:
+    """A per-position vector of one axis, shaped to broadcast along `axis` of an ndim array."""
+    return values.reshape(-1, *(1,) * (ndim - 1 - axis))
+
+
+def _take_taps(x: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> np.ndarray:
+    """One axis of Upsample by gathers: x[low] (nearest), or x[low]·(1 - weight) + x[high]·weight."""
+    low, high, weight = taps
+    y = np.take(x, low, axis=axis)
+    if weight is None:
+        return y
+    w = _along(axis, x.ndim, weight.astype(x.dtype))
+    y *= 1 - w
+    y += np.take(x, high, axis=axis) * w
+    return y
+
+
+def _scatter_taps(g: np.ndarray, axis: int, size: int, taps: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> np.ndarray:
+    """The gradient of `_take_taps` along `axis`: each output's gradient summed into the inputs it read.
+    The indices are non-decreasing, so input i's share is a run of counts[i] outputs from starts[i]:
+    the r-th output of every run is one gather of `size`, for r below the longest run (about the
+    scale; no scatter of single elements, no loop over positions)."""
+    low, high, weight = taps
+    out = g.shape[axis]
+    dx = np.zeros((*g.shape[:axis], size, *g.shape[axis + 1 :]), g.dtype)
+    if weight is None:
+        parts = [(low, g)]
+    else:
+        w = _along(axis, g.ndim, weight.astype(g.dtype))
+        parts = [(low, g * (1 - w)), (high, g * w)]
+    for index, contribution in parts:
+        counts = np.bincount(index, minlength=size)
+        starts = np.cumsum(counts) - counts
+        for r in range(int(counts.max())):
+            term = np.take(contribution, np.minimum(starts + r, out - 1), axis=axis)
+            reads = counts > r  # a shorter run (or an input no output reads) adds nothing more
+            if not reads.all():
+                term *= _along(axis, g.ndim, reads.astype(g.dtype))
+            dx += term
+    return dx
+
+
+def upsample_taps(args: Args, in_sizes: Sizes, out_sizes: Sizes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """`axis_taps` for every spatial axis (Upsample is separable)."""
+    scale = None if args["scale"] is None else args["scale"][0]
+    return [
+        axis_taps(size, out, scale, args["mode"], args["align_corners"]) for size, out in zip(in_sizes, out_sizes, strict=True)
+    ]
 
 
 @register
 class Upsample(LayerKind):
-    """Resizes the map by interpolation (nn.Upsample): nearest, bilinear or bicubic.
+    """Resizes the map by interpolation (nn.Upsample) over 1, 2 or 3 spatial axes: nearest; linear (1-D), bilinear or bicubic (2-D), trilinear (3-D).
 
-    Args: scale (a number or a pair (h, w); PyTorch's scale_factor), size=(h, w) instead of
-    scale, or like=@name instead of either: the height and width of that earlier tensor
-    (`@input`: the body's input), as FCN and DeepLab return to the input's size;
-    mode=nearest (bilinear or bicubic; the NumPy backend runs nearest and bilinear),
-    align_corners=false (only for bilinear and bicubic).
-    Shape: C x H x W -> C x floor(H·scale) x floor(W·scale), or C x h x w with size (or like).
+    Args: scale (a number; PyTorch's scale_factor), size (an int or one entry per spatial
+    axis) instead of scale, or like=@name instead of either: the spatial size of that
+    earlier tensor (`@input`: the body's input), as FCN and DeepLab return to the input's
+    size; mode=nearest (linear on a signal, bilinear or bicubic on an image, trilinear on a
+    volume; the NumPy backend runs all but bicubic), align_corners=false (only for the
+    interpolating modes).
+    Shape: C x H x W -> C x floor(H·scale) x floor(W·scale), or C x h x w with size (or like);
+    C x L and C x D x H x W alike.
     `like` reads only the referenced tensor's shape, known when checking: it lowers as
     size=(h, w) does, and the summary and drawing show it as a data edge.
     Example: `Upsample(2, mode=bilinear)`, `Upsample(like=@input, mode=bilinear)`.
@@ -349,7 +434,7 @@ class Upsample(LayerKind):
     name = "Upsample"
     np_supported = True
     family = "reshape"
-    input_rank = "image"
+    input_rank = "spatial"
     signature = (
         ArgSpec("scale", "float", None, keywords=("scale_factor",)),
         ArgSpec("mode", "choice", "nearest", choices=UPSAMPLE_MODES),
@@ -360,13 +445,16 @@ class Upsample(LayerKind):
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
         out = dict(args)
+        # One entry per spatial axis; before the input is known (or on a flat one, which the
+        # input-rank check reports) two, as for an image.
+        rank = shape.spatial_rank if shape is not None and shape.has_space else 2
         if out["scale"] is not None:
-            out["scale"] = (out["scale"], out["scale"])
+            out["scale"] = (out["scale"],) * rank
         if out["size"] is not None:
-            out["size"] = as_pair(out["size"])
+            out["size"] = spatial_tuple(self.name, "size", out["size"], rank)
         like: TensorRef | None = out["like"]
         if like is not None:
-            # The referenced tensor's height and width become `size`; `like` keeps what was written.
+            # The referenced tensor's spatial size becomes `size`; `like` keeps what was written.
             given = [name for name in ("scale", "size") if out[name] is not None]
             if given:
                 raise LayerError(
@@ -374,27 +462,43 @@ class Upsample(LayerKind):
                     f"keep one of them: `Upsample(like={like.text})` or `Upsample(size=(h, w))`",
                     arg="like",
                 )
-            if not like.shape.is_image:
+            if not like.shape.has_space:
                 raise LayerError(
-                    f"Upsample: like={like.text} is {like.shape.describe()}; it takes the height and width of an image (CxHxW)",
+                    f"Upsample: like={like.text} is {like.shape.describe()}; it takes the spatial size of a map "
+                    "(CxL, CxHxW or CxDxHxW)",
                     "refer to a tensor before `flatten` (or GlobalAvgPool), or give size=(h, w)",
+                    arg="like",
+                )
+            if shape is not None and shape.has_space and like.shape.spatial_rank != rank:
+                raise LayerError(
+                    f"Upsample: like={like.text} is {like.shape.describe()}, but the input here is {shape.describe()}; "
+                    "it takes the size of a map with as many spatial axes",
+                    f"refer to a tensor with {rank} spatial ax{'is' if rank == 1 else 'es'}, or give size=",
                     arg="like",
                 )
             out["size"], out["like"] = like.shape.spatial, like.text
         return out
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        scale, size = args["scale"], args["size"]
+        scale, size, mode = args["scale"], args["size"], args["mode"]
         if (scale is None) == (size is None):
             raise LayerError(
                 "Upsample: give exactly one of scale and size; got " + ("both" if scale is not None else "neither"),
                 "write `Upsample(2)` for a factor, `Upsample(size=(h, w))` for a size, or `Upsample(like=@name)` for an earlier tensor's size",
                 arg="size" if scale is not None else None,
             )
-        if args["align_corners"] and args["mode"] == "nearest":
+        rank = shape.spatial_rank
+        if mode in _RANK_MODES and _RANK_MODES[mode] != rank:
+            # nn.Upsample refuses it too ("Got 3D input, but bilinear mode needs 4D input").
             raise LayerError(
-                "Upsample: align_corners applies only to mode=bilinear or bicubic",
-                "drop align_corners, or choose mode=bilinear (PyTorch refuses it too)",
+                f"Upsample: mode={mode} is for {_RANK_NAMES[_RANK_MODES[mode]]}; got {shape.describe()}",
+                f"on {_RANK_NAMES[rank]} write mode={_LINEAR_MODE[rank]} (or nearest)",
+                arg="mode",
+            )
+        if args["align_corners"] and mode == "nearest":
+            raise LayerError(
+                "Upsample: align_corners applies only to the interpolating modes (linear, bilinear, bicubic, trilinear)",
+                f"drop align_corners, or choose mode={_LINEAR_MODE[rank]} (PyTorch refuses it too)",
                 arg="align_corners",
             )
         if size is not None:
@@ -404,9 +508,11 @@ class Upsample(LayerKind):
         dims = [math.floor(n * scale[0]) for n in shape.spatial]
         if min(dims) < 1:
             raise LayerError(
-                f"Upsample: scale {scale[0]:g} leaves no pixels: floor({shape[1]}·{scale[0]:g}) x floor({shape[2]}·{scale[0]:g}) "
-                f"= {dims[0]}x{dims[1]}",
-                "use a larger scale, or give size=(h, w)",
+                f"Upsample: scale {scale[0]:g} leaves no pixels: "
+                + " x ".join(f"floor({n}·{scale[0]:g})" for n in shape.spatial)
+                + f" = {'x'.join(map(str, dims))}",
+                "use a larger scale, or give size="
+                + ("n" if rank == 1 else f"({SPATIAL_AXES[rank].lower().replace('x', ', ')})"),
                 arg="scale",
             )
         return Shape((shape.channels, *dims))
@@ -439,26 +545,42 @@ class Upsample(LayerKind):
         return TorchCall("nn.Upsample", (), tuple(kwargs))
 
     def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
-        # The rows-resized intermediate (C x H' x W per sample) and the two interpolation matrices.
-        channels, height, width = shape
-        matrices = out[1] * height + out[2] * width
-        return (batch * channels * out[1] * width + matrices) * itemsize
+        # The intermediates, resized along the first axes (the largest of them), and the matrices.
+        sizes, news = shape.spatial, out.spatial
+        largest = max(math.prod(news[: a + 1]) * math.prod(sizes[a + 1 :]) for a in range(len(sizes)))
+        matrices = sum(new * size for new, size in zip(news, sizes, strict=True))
+        return (batch * shape.channels * largest + matrices) * itemsize
 
     def np_refusal(self, args: Args) -> str | None:
         if args["mode"] not in NUMPY_UPSAMPLE_MODES:
-            return f"Upsample(mode={args['mode']}) is not supported by the numpy backend (nearest and bilinear are)"
+            return f"Upsample(mode={args['mode']}) is not supported by the numpy backend ({', '.join(NUMPY_UPSAMPLE_MODES)} are)"
         return None
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
-        in_hw = (x.shape[2], x.shape[3])
-        out_hw = tuple(args["size"]) if args["size"] is not None else tuple(math.floor(n * args["scale"][0]) for n in in_hw)
-        rows, columns = upsample_matrices(args, in_hw, (out_hw[0], out_hw[1]), x.dtype)
-        ctx.save(rows=rows, columns=columns)
-        return np.ascontiguousarray(np.matmul(np.matmul(rows, x), columns.T))
+        in_sizes = x.shape[2:]
+        out_sizes = tuple(args["size"]) if args["size"] is not None else tuple(math.floor(n * args["scale"][0]) for n in in_sizes)
+        taps = upsample_taps(args, in_sizes, out_sizes)
+        small = all(size * out <= _MATRIX_LIMIT for size, out in zip(in_sizes, out_sizes, strict=True))
+        if small and (args["mode"] != "nearest" or len(in_sizes) == 2):
+            # Small axes: one (out, in) matrix per axis, one BLAS product each (an image's two as
+            # rows @ x @ columns.T per map), faster than gathers but for nearest on a signal or a
+            # volume, which is a plain copy by gathers.
+            matrices = [_taps_matrix(one_axis, size, x.dtype) for one_axis, size in zip(taps, in_sizes, strict=True)]
+            ctx.save(matrices=matrices)
+            return _apply_matrices(x, matrices)
+        ctx.save(taps=taps, in_sizes=in_sizes)
+        y = x
+        for a, one_axis in enumerate(taps):
+            y = _take_taps(y, 2 + a, one_axis)
+        return y
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        rows, columns = ctx.saved["rows"], ctx.saved["columns"]
-        return np.ascontiguousarray(np.matmul(np.matmul(rows.T, dy), columns)), {}
+        if "matrices" in ctx.saved:
+            return _apply_matrices(dy, [matrix.T for matrix in ctx.saved["matrices"]]), {}
+        g = dy
+        for a in reversed(range(len(ctx.saved["taps"]))):
+            g = _scatter_taps(g, 2 + a, ctx.saved["in_sizes"][a], ctx.saved["taps"][a])
+        return g, {}
 
     def describe(self, args: Args) -> str:
         what = f"to {pair_text(args['size'])}" if args["size"] is not None else f"x{args['scale'][0]:g}"
