@@ -80,7 +80,7 @@ def output_terms(
         term = channels
     else:  # no rule here: constant unless a parameter reaches the layer
         reached = reaching | params_of(channels) | size
-        term = opaque(reached) if reached else out[0]
+        term = opaque(reached, out[0]) if reached else out[0]
     if not params_of(term):
         term = out[0]
     return term, out_size
@@ -98,7 +98,7 @@ def merged_terms(op: str, ends: list[tuple[Term, frozenset[str]]], out: Shape) -
         term = ends[0][0]
     else:
         reached = frozenset().union(*(params_of(c) for c, _ in ends))
-        term = opaque(reached) if reached else out[0]
+        term = opaque(reached, out[0]) if reached else out[0]
     return (term if params_of(term) else out[0]), size
 
 
@@ -167,9 +167,8 @@ class _Composer(NamedTuple):
         assert node.call_terms is not None and node.block_args is not None
         inner = {BLOCK_PARAMETER + name: _in_scope(term, scope, node.block_args[name]) for name, term in node.call_terms.items()}
         inner[IN_CHANNELS] = flow.channels if flow.channels is not None else node.in_shape[0]
-        given = {key: inner[BLOCK_PARAMETER + name] for key, name in node.call_keys.items()}
-        if any(params_of(term) for term in given.values()):
-            self.result.calls[node] = given
+        if any(params_of(inner[BLOCK_PARAMETER + name]) for name in node.call_terms):
+            self.result.calls[node] = {key: inner[BLOCK_PARAMETER + name] for key, name in node.call_keys.items()}
         return inner
 
     def layer(self, layer: Layer, scope: Mapping[str, Term], flow: _Flow) -> _Flow:
@@ -200,4 +199,4 @@ class _Composer(NamedTuple):
 
 def _in_scope(term: Term, scope: Mapping[str, Term], value: Any) -> Term:
     """A recorded term over the network's parameters alone (`value`, the number it has, where none reaches it)."""
-    return substitute(term, scope, value) if scope else term
+    return substitute(term, scope, value, whole_opaque=False) if scope else term

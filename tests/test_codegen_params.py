@@ -136,6 +136,19 @@ def test_blocks_record_their_terms_over_their_own_parameters() -> None:
     assert counted.structural_parameters == {"n"}
 
 
+def test_an_opaque_part_bound_to_a_number_is_that_number_over_the_network() -> None:
+    """Inside the block, `f(c)` is opaque (a def function of the block's own `c`); each call binds `c` to a
+    number, so over the network's parameters it is that number, and `w` stays expressible (Network.terms)."""
+    text = "network N(w=4)\ninput 3x8x8\ndef f(x) = x * 2\nblock B(c) = [Conv(f(c) + w, 3, pad=1), ReLU]\nB(4), B(5)\n"
+    network = cnndsl.parse(text)
+    assert [network.terms.layers[layer].args["out"] for layer in network.layers[::2]] == [
+        binary("+", param("w"), 8),
+        binary("+", param("w"), 10),
+    ]
+    source = network.torch_source()
+    assert "nn.Conv2d(w + 8, w + 10, kernel_size=3, padding=1)" in source and "changes the network" not in source
+
+
 def test_a_network_without_parameters_records_terms_only_in_blocks() -> None:
     """Terms outside blocks serve only network parameters: a network without them records none there,
     so checking it costs nothing more; its blocks' terms still give their classes."""

@@ -82,9 +82,7 @@ def _opaque_or_constant(expr: syntax.Expr, scope: Scope, shape: Shape | None, ch
                     break
                 reached |= read
             stack.extend(operands(node))
-    if not reached:
-        return evaluate(expr, scope, shape)
-    return opaque(frozenset(reached))
+    return opaque(frozenset(reached), evaluate(expr, scope, shape)) if reached else evaluate(expr, scope, shape)
 
 
 def as_coerced(term: Term, raw: object, value: object) -> Term:
@@ -98,7 +96,7 @@ def as_coerced(term: Term, raw: object, value: object) -> Term:
     if isinstance(value, int) and not isinstance(value, bool) and isinstance(raw, float):
         return Expr("int", (term,))
     if isinstance(value, (bool, str)) or isinstance(term, tuple) != isinstance(value, tuple):
-        return opaque(params_of(term))
+        return opaque(params_of(term), value)
     return term
 
 
@@ -119,7 +117,7 @@ def resolved_terms(before: Mapping[str, Any], after: Mapping[str, Any], terms: d
         elif isinstance(value, tuple) and not isinstance(old, tuple) and all(v == old for v in value):
             result = (term,) * len(value)  # one number for every spatial axis
         else:
-            result = opaque(reaching | params_of(term)) if reaching or params_of(term) else value
+            result = opaque(reaching | params_of(term), value) if reaching or params_of(term) else value
         if params_of(result):
             resolved[name] = result
     return resolved
