@@ -79,10 +79,10 @@ def expressible(term: Term) -> bool:
 
 
 BLOCK_PARAMETER = "block:"
-"""The prefix of a block parameter's name in the terms of a network checked with `block_terms`
-(cnndsl.checker): `param("block:c")` is the block's own `c`, not a network parameter `c`."""
+"""The prefix of a block parameter's name in the terms recorded inside a block call (`Layer.terms`,
+cnndsl.checker.symbolic): `param("block:c")` is the block's own `c`, not a network parameter `c`."""
 IN_CHANNELS = "in_channels:"
-"""The term name of a block's input channels (features) in a network checked with `block_terms`."""
+"""The term name of a block's input channels (features) in the terms recorded inside a block call."""
 
 
 def substitute(term: Term, values: Mapping[str, Term], value: Any, whole_opaque: bool = True) -> Term:
@@ -318,7 +318,8 @@ def imports(term: Term) -> set[str]:
 
 
 class LayerExprs:
-    """What the checker records on a layer that a network parameter reaches (`Layer.exprs`).
+    """How parameters reach a layer: what the checker records (`Layer.terms`, over the parameters in scope
+    where it is written) and what `Network.terms` composes from that (over the network's parameters alone).
 
     `args`: the term of each argument a parameter reaches (by the kind's argument names, after
     `resolve`; the other arguments are constants). `channels`: the term of the input's channels

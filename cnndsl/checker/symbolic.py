@@ -1,15 +1,18 @@
-"""What the checker records in the IR about the network's parameters: each number's expression.
+"""What the checker records in the IR about the parameters: each number's expression.
 
 Alongside the values, a scope maps each name to its *term* (`cnndsl.expr`): a network
-parameter is `param(name)`, a block parameter the term of the argument that bound it, a
-constant itself. `term_of` builds an argument's term from its AST the way `values.evaluate`
-builds its value; layers then carry the terms of their arguments and input channels
-(`cnndsl.expr.LayerExprs`), and code generation renders them as Python without checking
+parameter is `param(name)`; inside a block call, a block parameter is `param("block:c")`
+and the block's input channels `param("in_channels:")` (the call records the terms they
+stand for in its caller's scope, `Sequence.call_terms`); a constant is itself. `term_of`
+builds an argument's term from its AST the way `values.evaluate` builds its value; layers
+then carry the terms of their arguments and input channels (`Layer.terms`,
+`cnndsl.expr.LayerExprs`), from which code generation writes a class per block, and which
+`cnndsl.terms` composes into terms over the network's parameters alone, without checking
 anything again.
 
-A network without parameters never comes here (its scopes have no symbols), so checking it
-costs nothing more. Terms are only built after the value was evaluated without error, so
-folding constants here cannot fail where evaluation did not.
+Outside blocks, a network without parameters never comes here (its scopes there have no
+symbols), so checking it costs nothing more. Terms are only built after the value was
+evaluated without error, so folding constants here cannot fail where evaluation did not.
 """
 
 from __future__ import annotations
