@@ -15,14 +15,15 @@ through `identifier` or `comment_text` (module names are safe from the checker, 
 from the source file can inject code.
 
 How a network parameter reaches the layers is in the IR: the checker records each argument's
-and each input's expression (`Layer.exprs`, cnndsl.expr), and `parameter_expressions` passes
-them through the layer's `torch_call` as traced numbers and renders what comes out. What no
+and each input's expression (cnndsl.expr), over the network's parameters once composed
+(`Network.terms`, cnndsl.terms), and `parameter_expressions` passes them through the layer's
+`torch_call` as traced numbers and renders what comes out. What no
 expression follows (a repetition count, a conditional) makes the generated constructor
 refuse other values of those parameters, with a message that says to recompile with `--set`.
 
-Each block definition becomes one class (`Writer`) from the network checked with each
-block's own terms (`Network.blocks_checked`, the front end's, asked for once through the hook
-it installed; this module does not import the front end): `class Bottleneck(nn.Sequential)`
+Each block definition becomes one class (`Writer`) from the terms the checker recorded inside
+each block call over the block's own parameters (`Layer.terms`, `Sequence.call_terms`; this
+module does not import the front end): `class Bottleneck(nn.Sequential)`
 taking `in_channels` and the block's parameters, instantiated by every call whose class
 comes out the same; a repetition of one same call is a loop. See docs/ARCHITECTURE.md.
 """
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import __version__
-from .expr import BLOCK_PARAMETER, IN_CHANNELS, Expr, Term, binary, call, expressible, opaque, params_of, render
+from .expr import BLOCK_PARAMETER, IN_CHANNELS, Expr, LayerExprs, Term, binary, call, expressible, opaque, params_of, render
 from .ir import Layer, Node, Parallel, Reference, Sequence, walk
 from .layers import MergeKind
 from .layers.base import TorchCall
@@ -50,6 +51,7 @@ from .torch_plan import SEQUENTIAL, ModulePlan, build_plan, deep_recursion, shar
 
 if TYPE_CHECKING:
     from .network import Network
+    from .terms import NetworkTerms
     from .weights import Preprocess
 
 LINE_LENGTH = 88
@@ -255,11 +257,9 @@ def _traced_value(value: Any, term: Term) -> Any:
     return _traced(value, term)
 
 
-def traced_call(layer: Layer, inplace: bool) -> tuple[TorchCall, set[str]]:
-    """The layer's TorchCall computed from traced arguments and input (see _Traced), and the
-    parameters whose effect on it no expression can write (they must stay fixed)."""
-    exprs = layer.exprs
-    assert exprs is not None
+def traced_call(layer: Layer, exprs: LayerExprs, inplace: bool) -> tuple[TorchCall, set[str]]:
+    """The layer's TorchCall computed from traced arguments and input (see _Traced) that carry `exprs`
+    (the layer's terms), and the parameters whose effect on it no expression can write (they must stay fixed)."""
     fixed: set[str] = set()
     args = dict(layer.args)
     for name, term in exprs.args.items():
@@ -321,17 +321,20 @@ class ParameterCode:
 
 
 def parameter_expressions(network: Network, names: dict[str, str]) -> ParameterCode:
-    """Each layer's recorded terms (`Layer.exprs`, cnndsl.expr) passed through its `torch_call`
+    """Each layer's terms over the network's parameters (`Network.terms`, cnndsl.expr) passed through its `torch_call`
     (`traced_call`) and rendered over `names` (each network parameter's safe name in the
     generated constructor), read from the IR alone."""
     fixed = set(network.structural_parameters)
     slots: list[tuple[str, int, Term]] = []
     calls: dict[str, TorchCall] = {}
+    terms = network.terms.layers
     for module in build_plan(network).walk():
         node = module.node
-        if module.kind != "layer" or not isinstance(node, Layer) or node.exprs is None:
+        layer_terms = terms.get(node) if isinstance(node, Layer) else None
+        if module.kind != "layer" or layer_terms is None:
             continue
-        call, unexpressed = traced_call(node, module.inplace)
+        assert isinstance(node, Layer)
+        call, unexpressed = traced_call(node, layer_terms, module.inplace)
         fixed |= unexpressed
         calls[node.path] = plain_call(call)
         for slot, value in enumerate(call_slots(call)):
@@ -369,11 +372,13 @@ class Comments:
     """Shapes and block titles for comments, written over the constructor's parameters where those
     reach them (`# (2 * width)x16x16`, `# Res(width)`), so that they hold for every value it accepts.
 
-    `names` maps each parameter the constructor lets vary to its name; `fixed` the others to their values.
+    `names` maps each parameter the constructor lets vary to its name; `fixed` the others to their values;
+    `terms` are the network's (`Network.terms`).
     """
 
     names: dict[str, str]
     fixed: dict[str, Any]
+    terms: NetworkTerms
 
     def number(self, term: Term, value: Any) -> str | None:
         """A number's text: its value when no varying parameter reaches it, its expression, or None."""
@@ -386,7 +391,7 @@ class Comments:
 
     def shape(self, node: Node) -> str | None:
         """The node's output shape, or None where it depends on the parameters in a way no expression writes."""
-        found = _output_terms(node)
+        found = _output_terms(node, self.terms.layers.get)
         if found is None:
             return None if self.names else str(node.out_shape)
         term, size = found
@@ -404,7 +409,7 @@ class Comments:
 
     def title(self, node: Sequence) -> str:
         """A block call's title (`Res(64)`), with the arguments a varying parameter reaches as expressions."""
-        exprs = node.block_exprs
+        exprs = self.terms.calls.get(node)
         if node.role != "block" or exprs is None or not any(params_of(t) & self.names.keys() for t in exprs.values()):
             return node.title
         given: list[str] = []
@@ -416,17 +421,24 @@ class Comments:
         return f"{node.block}({', '.join(given)})"
 
 
-def _output_terms(node: Node) -> tuple[Term, frozenset[str]] | None:
-    """The term of a node's output channels and the parameters its image size depends on (None: not known here)."""
+def _output_terms(node: Node, terms_of: Callable[[Layer], LayerExprs | None]) -> tuple[Term, frozenset[str]] | None:
+    """The term of a node's output channels and the parameters its image size depends on (None: not known here),
+    from each layer's terms (`terms_of`: the network's, or those recorded where the layer is written)."""
     while isinstance(node, Sequence):
         if not node.children:
             return None  # an empty branch passes its input on: what reaches that is not recorded here
         node = node.children[-1]
     layer = node.merge if isinstance(node, Parallel) else node
     assert isinstance(layer, Layer)
-    if layer.exprs is None:
+    exprs = terms_of(layer)
+    if exprs is None:
         return layer.out_shape[0], frozenset()
-    return layer.exprs.out, layer.exprs.out_size
+    return exprs.out, exprs.out_size
+
+
+def _recorded_terms(layer: Layer) -> LayerExprs | None:
+    """A layer's terms as the checker recorded them, over the parameters in scope where it is written (`Layer.terms`)."""
+    return layer.terms
 
 
 # ---- layout ----------------------------------------------------------------------------
@@ -573,8 +585,6 @@ class Writer:
     calls can share one class as that class's instantiation (`Bottleneck(256, 64)`); `uses` says which."""
 
     gen: Generator
-    blocks: dict[tuple[str, str], Node]
-    """The network checked with `block_terms` (Network.block_view), by (path, node type)."""
     network_fixed: set[str]
     network_names: dict[str, str]
     uses: dict[int, BlockClass] = field(default_factory=dict)
@@ -586,9 +596,6 @@ class Writer:
         for path, _ in self.gen.exprs:
             parts = path.split(".")
             self.varied.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-
-    def block_node(self, node: Node) -> Any:
-        return self.blocks[(node.path, type(node).__name__)]
 
     # -- numbers --
 
@@ -619,12 +626,13 @@ class Writer:
         if ctx.kind == "network":
             return self.gen.layer(plan)
         texts: dict[int, str] = {}
-        layer = self.block_node(plan.node)
-        if ctx.kind == "literal" and plan.node.path in self.varied:
+        layer = plan.node
+        assert isinstance(layer, Layer)
+        if ctx.kind == "literal" and layer.path in self.varied:
             raise NotGeneral  # a network parameter reaches it, through nothing the class takes
-        if ctx.kind == "literal" or layer.exprs is None:
+        if ctx.kind == "literal" or layer.terms is None:  # its terms over the block's own parameters
             return self.gen.layer(plan, texts)
-        call, decided = traced_call(layer, plan.inplace)
+        call, decided = traced_call(layer, layer.terms, plan.inplace)
         if decided - ctx.names.keys() - self.network_fixed:
             raise NotGeneral
         ctx.needs_fixed |= decided & ctx.names.keys()
@@ -657,8 +665,8 @@ class Writer:
             if instance is not None:
                 return instance
             if ctx.kind == "class":  # inlined: its numbers are this call's, so the class's arguments must not reach them
-                bnode = self.block_node(node)
-                reached = params_of((*bnode.call_terms.values(), bnode.in_channels_term))
+                assert node.call_terms is not None
+                reached = params_of((*node.call_terms.values(), node.in_channels_term))
                 if reached - ctx.names.keys() - self.network_fixed:
                     raise NotGeneral
                 ctx.needs_fixed |= reached & ctx.names.keys()
@@ -689,15 +697,14 @@ class Writer:
         text = next(iter(texts))
         if len(texts) != 1 or text is None or (len(children) < 2 and not self.same_iterations(node, ctx)):
             if ctx.kind == "class":  # written out: which modules exist is this count's
-                ctx.needs_fixed |= params_of(self.block_node(node).count_term) & ctx.names.keys()
+                ctx.needs_fixed |= params_of(node.count_term) & ctx.names.keys()
             return None
         count = literal(len(children))
         if ctx.kind == "class":
-            bnode = self.block_node(node)
-            if bnode.reads_index:
-                ctx.needs_fixed |= params_of(bnode.count_term) & ctx.names.keys()
+            if node.reads_index:
+                ctx.needs_fixed |= params_of(node.count_term) & ctx.names.keys()
             else:
-                count = self.number(bnode.count_term, len(children), ctx)
+                count = self.number(node.count_term, len(children), ctx)
         body = f"*[{text} for _ in range({count})]"
         if len(INDENT * 4) + len(body) > LINE_LENGTH:
             return None
@@ -708,11 +715,10 @@ class Writer:
         block call that neither reads its index nor changes its input's shape or channels' term."""
         if ctx.kind != "class" or node.in_shape != node.out_shape:
             return False
-        bnode = self.block_node(node)
-        first = bnode.children[0]
-        found = _output_terms(bnode)
+        first = node.children[0]
+        found = _output_terms(node, _recorded_terms)
         return (
-            not bnode.reads_index
+            not node.reads_index
             and isinstance(first, Sequence)
             and first.role == "block"
             and found is not None
@@ -724,9 +730,8 @@ class Writer:
         cls = self.uses.get(id(plan))
         if cls is None:
             return None
-        bnode = self.block_node(plan.node)
         node = plan.node
-        assert isinstance(node, Sequence) and node.block_args is not None
+        assert isinstance(node, Sequence) and node.block_args is not None and node.call_terms is not None
         args: list[Code | str] = []
         if ctx.inlined:  # its terms are the inlined block's: its numbers stand, unless the network varies them
             if node.path in self.varied:
@@ -736,10 +741,10 @@ class Writer:
         try:
             for marker in cls.markers:
                 if marker == IN_CHANNELS:
-                    args.append(self.number(bnode.in_channels_term, node.in_shape[0], trial))
+                    args.append(self.number(node.in_channels_term, node.in_shape[0], trial))
                 else:
                     name = marker.removeprefix(BLOCK_PARAMETER)
-                    args.append(self.number(bnode.call_terms[name], node.block_args[name], trial))
+                    args.append(self.number(node.call_terms[name], node.block_args[name], trial))
         except NotGeneral:
             return None
         if trial.needs_fixed - ctx.fixed:  # an argument only right for this call's numbers: the class stays general only inlined
@@ -816,7 +821,8 @@ class Writer:
         classes: list[BlockClass] = []
         for block in order:
             first = calls[block][-1]  # the first call in the file (calls were collected in reverse)
-            params = list(self.block_node(first.node).call_terms)  # in the definition's order
+            assert isinstance(first.node, Sequence) and first.node.call_terms is not None
+            params = list(first.node.call_terms)  # in the definition's order
             names = {IN_CHANNELS: "in_channels"}
             used = {"in_channels", *taken}
             for param in params:
@@ -910,14 +916,12 @@ def generate_source(network: Network, preprocess: Preprocess | None = None) -> s
         plan = build_plan(network)
         parameter_code = parameter_expressions(network, param_names)
         fixed = {p: network.parameters[p] for p in parameter_code.fixed}
-        comments = Comments({p: n for p, n in param_names.items() if p not in fixed}, fixed)
+        comments = Comments({p: n for p, n in param_names.items() if p not in fixed}, fixed, network.terms)
         gen = Generator(parameter_code.exprs, comments, parameter_code.calls)
-        block_view = network.blocks_checked()
-        blocks = {(node.path, type(node).__name__): node for node, _ in walk(block_view.root)} if block_view else {}
-        writer = Writer(gen, blocks, set(parameter_code.fixed), {p: n for p, n in param_names.items() if p not in fixed})
+        writer = Writer(gen, set(parameter_code.fixed), {p: n for p, n in param_names.items() if p not in fixed})
         # A class must not shadow the network's class, a helper, `math`, or a name its constructors read.
         taken = {class_name, "in_channels", *RESERVED, *param_names.values(), *(n for n, _ in parameter_code.definitions)}
-        classes = writer.choose_classes(plan, taken) if block_view is not None else []
+        classes = writer.choose_classes(plan, taken)
         # The network itself is the generated class: its children are its attributes.
         attrs = [child.name for child in plan.children]
         body = [writer.node(child, Context("network")) for child in plan.children]

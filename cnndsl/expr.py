@@ -24,14 +24,16 @@ Term = Any
 
 
 class Expr:
-    """One node: `op` applied to `args` (terms). `params` are the network parameters it reads."""
+    """One node: `op` applied to `args` (terms). `params` are the network parameters it reads;
+    `value`, for an opaque node, the number it has where it was made (None when not known there)."""
 
-    __slots__ = ("op", "args", "params")
+    __slots__ = ("op", "args", "params", "value")
 
-    def __init__(self, op: str, args: tuple[Term, ...], params: frozenset[str] | None = None) -> None:
+    def __init__(self, op: str, args: tuple[Term, ...], params: frozenset[str] | None = None, value: Any = None) -> None:
         self.op = op
         self.args = args
         self.params = params if params is not None else frozenset().union(*(params_of(a) for a in args))
+        self.value = value
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Expr) and (self.op, self.args) == (other.op, other.args)
@@ -47,9 +49,10 @@ def param(name: str) -> Expr:
     return Expr("param", (name,), frozenset((name,)))
 
 
-def opaque(params: frozenset[str]) -> Expr:
-    """A number the parameters reach in a way no expression here writes."""
-    return Expr("opaque", (), params)
+def opaque(params: frozenset[str], value: Any = None) -> Expr:
+    """A number the parameters reach in a way no expression here writes; `value` is its number where it
+    is made (when known): what it stands for once `substitute` leaves no parameter in it."""
+    return Expr("opaque", (), params, value)
 
 
 def params_of(term: Term) -> frozenset[str]:
@@ -76,30 +79,35 @@ def expressible(term: Term) -> bool:
 
 
 BLOCK_PARAMETER = "block:"
-"""The prefix of a block parameter's name in the terms of a network checked with `block_terms`
-(cnndsl.checker): `param("block:c")` is the block's own `c`, not a network parameter `c`."""
+"""The prefix of a block parameter's name in the terms recorded inside a block call (`Layer.terms`,
+cnndsl.checker.symbolic): `param("block:c")` is the block's own `c`, not a network parameter `c`."""
 IN_CHANNELS = "in_channels:"
-"""The term name of a block's input channels (features) in a network checked with `block_terms`."""
+"""The term name of a block's input channels (features) in the terms recorded inside a block call."""
 
 
-def substitute(term: Term, values: Mapping[str, Term], value: Any) -> Term:
+def substitute(term: Term, values: Mapping[str, Term], value: Any, whole_opaque: bool = True) -> Term:
     """`term` with each parameter in `values` replaced by its term, folded again; `value` (the
-    number the term has) when no parameter is left, or where an opaque part stood for it."""
-    result = _substitute(term, values)
+    number the term has) when no parameter is left, or where an opaque part stood for it.
+
+    With `whole_opaque`, a node with an opaque operand becomes opaque as a whole; without, it keeps
+    its operation over the opaque operand, and an opaque part that no parameter reaches any more is
+    its number (`Expr.value`), as the checker builds a term directly (cnndsl.terms composes so)."""
+    result = _substitute(term, values, whole_opaque)
     return result if params_of(result) else value
 
 
-def _substitute(term: Term, values: Mapping[str, Term]) -> Term:
+def _substitute(term: Term, values: Mapping[str, Term], whole_opaque: bool) -> Term:
     if isinstance(term, tuple):
-        return tuple(_substitute(t, values) for t in term)
+        return tuple(_substitute(t, values, whole_opaque) for t in term)
     if not isinstance(term, Expr):
         return term
     if term.op == "param":
         return values.get(term.args[0], term)
     if term.op == "opaque":
-        return opaque(frozenset().union(*(params_of(values.get(p, param(p))) for p in term.params)))
-    args = [_substitute(a, values) for a in term.args]
-    if any(isinstance(a, Expr) and a.op == "opaque" for a in args):
+        params = frozenset().union(*(params_of(values.get(p, param(p))) for p in term.params))
+        return opaque(params, term.value) if params or whole_opaque or term.value is None else term.value
+    args = [_substitute(a, values, whole_opaque) for a in term.args]
+    if whole_opaque and any(isinstance(a, Expr) and a.op == "opaque" for a in args):
         return opaque(params_of(tuple(args)))
     if term.op in OPERATORS:
         return binary(term.op, args[0], args[1])
@@ -310,7 +318,8 @@ def imports(term: Term) -> set[str]:
 
 
 class LayerExprs:
-    """What the checker records on a layer that a network parameter reaches (`Layer.exprs`).
+    """How parameters reach a layer: what the checker records (`Layer.terms`, over the parameters in scope
+    where it is written) and what `Network.terms` composes from that (over the network's parameters alone).
 
     `args`: the term of each argument a parameter reaches (by the kind's argument names, after
     `resolve`; the other arguments are constants). `channels`: the term of the input's channels

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import syntax, zoo
+from . import zoo
 from .checker import Checker, Value
 from .errors import CnnDslError, Diagnostic, DiagnosticSink, error
 from .network import Network
@@ -100,7 +99,7 @@ def check_source(
     diagnostics = sorted(sink.diagnostics, key=lambda d: (d.position.line, d.position.column) if d.position else (0, 0))
     if result is None or sink.has_errors:
         return None, diagnostics
-    network = Network(
+    return Network(
         result.name,
         result.input_shape,
         result.root,
@@ -112,22 +111,7 @@ def check_source(
         result.structural,
         result.written_params,
         result.written_input,
-    )
-    network.block_view = partial(_block_view, program, input_shape, params, strict, filename, text)
-    return network, diagnostics
-
-
-def _block_view(
-    program: syntax.Program, input_shape: Shape | None, params: Mapping[str, Value] | None, strict: bool, filename: str, text: str
-) -> Network | None:
-    """The network checked again with each block's terms over its own parameters (`Network.block_view`)."""
-    sink = DiagnosticSink(filename, text)
-    result = Checker(program, sink, input_shape, params, strict, _default_name(filename), block_terms=True).run()
-    if result is None or sink.has_errors:
-        return None
-    return Network(
-        result.name, result.input_shape, result.root, result.params, [], filename, text, result.outputs, result.structural
-    )
+    ), diagnostics
 
 
 def parse(text: str | bytes, filename: str = "<string>", input: Any = None, *, strict: bool = False, **params: Value) -> Network:

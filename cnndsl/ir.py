@@ -57,8 +57,10 @@ class Layer(Node):
     effective_stride: tuple[Fraction, ...] = (Fraction(1), Fraction(1))
     """Input pixels per output pixel, per axis: a fraction after layers that grow the map (1/2 after Upsample(2))."""
     """Effective stride: input pixels between neighbouring outputs."""
-    exprs: LayerExprs | None = None
-    """How the network's parameters reach its arguments and input (cnndsl.expr); None when none does."""
+    terms: LayerExprs | None = None
+    """How the parameters in scope where it is written reach its arguments and input (cnndsl.expr): inside
+    a block, the block's own (`param("block:c")`, `param("in_channels:")`) and the network's; elsewhere
+    the network's. None when none does. Over the network's parameters alone: `Network.terms` (cnndsl.terms)."""
     arg_refs: dict[str, Reference] = field(default_factory=dict)
     """The arguments that name a tensor (`Upsample(like=@skip)`), by argument name: References
     outside the tree. The layer reads only their shapes, known when checking (its `args` hold
@@ -109,20 +111,19 @@ class Sequence(Node):
     """What the source wrote: `Basic(64)`, `x 2`, `[...]`."""
     block: str | None = None
     block_args: dict[str, Any] | None = None
-    block_exprs: dict[str, Any] | None = None
-    """A block call a network parameter reaches: the terms (cnndsl.expr) of the arguments the call
-    gave, keyed by keyword, or by position ("0", "1", ...) for positional ones."""
     call_terms: dict[str, Any] | None = field(default=None, init=False)
-    """Only in a network checked with `block_terms` (see cnndsl.checker.Checker), for a block call: the
-    term of every block parameter in the caller's scope, by name in definition order (the terms
-    inside the block read the block's own parameters, `param("block:c")`)."""
+    """For a block call: the term (cnndsl.expr) of every block parameter in the caller's scope (see
+    `Layer.terms`), by name in definition order; the terms inside the block read its own parameters."""
+    call_keys: dict[str, str] = field(default_factory=dict, init=False)
+    """For a block call: the arguments the call gave, in order, keyed by keyword or by position ("0",
+    "1", ...), each with the parameter it binds."""
     in_channels_term: Any = field(default=None, init=False)
-    """With `block_terms`, for a block call: the term of its input channels in the caller's scope."""
+    """For a block call: the term of its input channels in the caller's scope."""
     count_term: Any = field(default=None, init=False)
-    """With `block_terms`, for a repetition: the count's term."""
+    """For a repetition: the count's term in its scope."""
     reads_index: bool = field(default=False, init=False)
-    """With `block_terms`, for a repetition: whether it names its index (`x n as i`), so that its
-    iterations may differ by more than what the count's term says."""
+    """For a repetition: whether it names its index (`x n as i`), so that its iterations may differ
+    by more than what the count's term says."""
 
     def leaves(self) -> Iterator[Layer]:
         for child in self.children:

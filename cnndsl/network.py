@@ -6,7 +6,7 @@ backend that needs a `Network` does not load Lark and cannot call back into chec
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .checker import Value
     from .numpy_backend import NumpyModel
     from .summary import Summary
+    from .terms import NetworkTerms
     from .weights import WeightsSource
 
 
@@ -79,7 +80,7 @@ class Network:
         self.source = source
         """The checked text: diagnostics quote its lines."""
         self.structural_parameters = structural_parameters
-        """Parameters that the IR's expressions (`Layer.exprs`) cannot follow: they decide which
+        """Parameters that the IR's expressions (`Network.terms`) cannot follow: they decide which
         layers exist (a repetition count) or another parameter's default."""
         self.written_parameters = dict(parameters if written_parameters is None else written_parameters)
         """The parameters' values as the source writes them (their defaults; one without a default is
@@ -90,11 +91,6 @@ class Network:
         self.outputs: list[Reference] | None = outputs
         """The `output` line's tensors, in order; None when the network returns its last element's."""
         self._program: Program | None = None
-        self.block_view: Callable[[], Network | None] | None = None
-        """Checks the same text again with `block_terms` (cnndsl.checker.Checker), whose terms inside block
-        calls read the blocks' own parameters. Set by the front end (None for a network built otherwise);
-        `blocks_checked` calls it once, for code generation's one class per block."""
-        self._blocks_checked: list[Network | None] = []
 
     @property
     def output_shape(self) -> Shape:
@@ -122,14 +118,14 @@ class Network:
         the tree, which summaries and drawings show and no backend needs at run time (the size is static)."""
         return any(layer.arg_refs for layer in self.layers)
 
-    def blocks_checked(self) -> Network | None:
-        """The network checked with `block_terms` (see `block_view`), made once; None without a front end's hook.
+    @cached_property
+    def terms(self) -> NetworkTerms:
+        """How the network's parameters reach each layer and block call, over them alone (cnndsl.terms):
+        composed from the terms the checker recorded (`Layer.terms`, `Sequence.call_terms`) on first use,
+        not while checking. Empty for a network without parameters."""
+        from .terms import NetworkTerms, network_terms
 
-        It is the front end's work, asked for on demand rather than on every check: code generation
-        alone reads it, and checking twice would double the time of `cnndsl check`."""
-        if not self._blocks_checked:
-            self._blocks_checked.append(self.block_view() if self.block_view is not None else None)
-        return self._blocks_checked[0]
+        return network_terms(self.root) if self.parameters else NetworkTerms({}, {})
 
     def program(self) -> Program:
         """The data flow as steps on registers, with the outputs' registers (see cnndsl.ir.program); made once."""

@@ -16,7 +16,7 @@ the order that fits (key order deciding between equal shapes: `conv1` before `co
 A layer whose shapes differ only because a network parameter or the input changed it (the
 classifier head of `--set num_classes=10`) keeps its initial weights and is reported as
 re-initialised; which layers those are is read from the IR (`changed_layers`: how each parameter
-reaches each layer, `Layer.exprs`), without checking the source again. Any other
+reaches each layer, `Network.terms`), without checking the source again. Any other
 disagreement is refused with a CnnDslError naming the layer on each side and how they
 differ, unless `allow_partial`: then what agrees at the start and at the end is matched, and
 the rest is reported (ours: unmatched, keeping initial weights; theirs: skipped). When theirs has
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnDslError
-from .expr import evaluate, params_of
+from .expr import LayerExprs, evaluate, params_of
 from .ir import Layer, Node, Parallel, Reference, Sequence
 from .layers.base import MergeKind
 from .shapes import Shape as TensorShape
@@ -260,7 +260,7 @@ def changed_layers(network: Network) -> set[str]:
     """Paths of the layers whose weights' shapes a changed network parameter or --input changed, read from the IR.
 
     The network's data flow (`Network.program`) is run once on shapes as the source writes them: each layer
-    whose arguments read a changed parameter (`Layer.exprs`) gets them computed with the written values
+    whose arguments read a changed parameter (`Network.terms`) gets them computed with the written values
     (`cnndsl.expr.evaluate`), and its output shape inferred again from its written input; where nothing it
     reads changed, its shapes are the IR's. A layer is reshaped when its weights' and buffers' sizes differ
     between the two: a changed stride or dropout rate reshapes none, nor does a smaller image before a
@@ -277,17 +277,17 @@ def changed_layers(network: Network) -> set[str]:
     current: dict[int, TensorShape | None] = {0: network.input_shape}
     before: dict[int, TensorShape | None] = {0: network.written_input}
     reshaped: set[str] = set()
+    terms = network.terms.layers
     for step in network.program().steps:
         layer = step.layer
+        exprs = terms.get(layer)
         shapes = [before.get(register) for register in step.inputs]
         current[step.output] = layer.out_shape
         args: dict[str, Any] | None = layer.args
-        if layer.exprs is not None and any(params_of(term) & changed for term in layer.exprs.args.values()):
+        if exprs is not None and any(params_of(term) & changed for term in exprs.args.values()):
             try:
                 args = dict(layer.args)
-                args.update(
-                    (name, evaluate(term, written)) for name, term in layer.exprs.args.items() if params_of(term) & changed
-                )
+                args.update((name, evaluate(term, written)) for name, term in exprs.args.items() if params_of(term) & changed)
             except Exception:  # noqa: BLE001 - an opaque term, a parameter without a written value, 1 / 0: unknown
                 args = None
         unchanged_input = all(shape == current.get(register) for shape, register in zip(shapes, step.inputs, strict=True))
@@ -299,7 +299,7 @@ def changed_layers(network: Network) -> set[str]:
         if args is not None and None not in shapes and shape_reads_unchanged:
             out = _inferred(layer, args, [shape for shape in shapes if shape is not None])
         elif args is not None and network.written_input == network.input_shape:
-            out = _recorded_output(layer, changed, written)
+            out = _recorded_output(layer, exprs, changed, written)
         before[step.output] = out
         if (layer.params or layer.buffers) and (
             out is None or args is None or _sizes(layer, args, shapes[0]) != _sizes(layer, layer.args, layer.in_shape)
@@ -308,10 +308,9 @@ def changed_layers(network: Network) -> set[str]:
     return reshaped
 
 
-def _recorded_output(layer: Layer, changed: set[str], written: Mapping[str, Any]) -> TensorShape | None:
-    """The layer's written output shape from its recorded output terms alone (its input's is unknown), or None:
-    a `Conv(8, 1)` after a layer of unknown width still gives 8 channels of the same size."""
-    exprs = layer.exprs
+def _recorded_output(layer: Layer, exprs: LayerExprs | None, changed: set[str], written: Mapping[str, Any]) -> TensorShape | None:
+    """The layer's written output shape from its output terms alone (`exprs`, see `Network.terms`; its input's
+    is unknown), or None: a `Conv(8, 1)` after a layer of unknown width still gives 8 channels of the same size."""
     if exprs is None:
         return layer.out_shape  # no parameter reaches it at all
     if exprs.out_size & changed:

@@ -1,6 +1,7 @@
 """Network parameters in generated source: the expressions the checker records in the IR
-(cnndsl.expr, Layer.exprs), rendered without checking the source again; the generated class
-built with other values equals the network checked with them."""
+(cnndsl.expr: Layer.terms, Sequence.call_terms; over the network's parameters, Network.terms),
+rendered without checking the source again; the generated class built with other values equals
+the network checked with them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import cnndsl.frontend
 from cnndsl.checker.symbolic import term_of
 from cnndsl.checker.values import Scope
 from cnndsl.expr import Expr, binary, call, expressible, opaque, param, params_of, render
+from cnndsl.ir import Layer, Sequence, walk
 from cnndsl.parser import parse_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,18 +97,67 @@ def test_term_of_follows_names_blocks_and_in_channels() -> None:
 
 def test_layers_record_their_expressions_in_the_ir() -> None:
     network = cnndsl.parse(EXPRESSIONS)
-    exprs = {layer.path: layer.exprs for layer in network.layers}
+    exprs = {layer.path: network.terms.layers.get(layer) for layer in network.layers}
     first, second = exprs["0.0"], exprs["1"]
     assert first is not None and first.args == {"out": param("width")} and first.channels == 3  # the input: a constant
     assert second is not None and second.args == {"out": param("width"), "kernel": (param("k"), param("k"))}
     assert second.size == frozenset() and exprs["2.0.0.0.1"] is not None
     assert exprs["2.0.0.0.1"].size == {"k"}  # the kernel changes the image size after it
     assert exprs["2.0.0.0.1"].channels == param("width")  # BatchNorm in Unit(c), called with `width`
-    fc = network.layers[-1]
-    assert fc.exprs is not None and fc.exprs.channels == binary("*", param("classes"), 2)
+    fc = network.terms.layers[network.layers[-1]]
+    assert fc.channels == binary("*", param("classes"), 2)
     assert network.structural_parameters == frozenset()
     plain = cnndsl.load(ZOO / "vgg11.cnn", num_classes=10)
-    assert all(layer.exprs is None or not layer.exprs.channels for layer in plain.layers if layer.path.startswith("features"))
+    features = [layer for layer in plain.layers if layer.path.startswith("features")]
+    assert all(layer not in plain.terms.layers or not plain.terms.layers[layer].channels for layer in features)
+
+
+def test_blocks_record_their_terms_over_their_own_parameters() -> None:
+    """One check records, inside each block call, the terms over the block's own parameters and input
+    channels (what its class is written from), and on the call its arguments' terms in the caller's scope;
+    the network-level terms are these composed (Network.terms)."""
+    network = cnndsl.parse(EXPRESSIONS)
+    by_path = {node.path: node for node, _ in walk(network.root)}
+    res, unit = by_path["2"], by_path["2.0.0.0"]
+    assert isinstance(res, Sequence) and isinstance(unit, Sequence)
+    assert res.call_terms == {"c": param("width")} and res.call_keys == {"0": "c"}
+    assert unit.call_terms == {"c": param("block:c"), "kernel": 3}  # Unit(c) inside Res: over Res's own `c`
+    assert unit.in_channels_term == param("in_channels:") and res.in_channels_term == param("width")  # Res's input
+    conv = by_path["2.0.0.0.0"]
+    assert isinstance(conv, Layer) and conv.terms is not None
+    kernel = param("block:kernel")
+    assert conv.terms.args == {"out": param("block:c"), "kernel": (kernel, kernel), "pad": (binary("//", kernel, 2),) * 2}
+    assert conv.terms.channels == param("in_channels:")
+    composed = network.terms.layers[conv]
+    assert composed.args == {"out": param("width")} and composed.channels == param("width")
+    assert network.terms.calls[res] == network.terms.calls[unit] == {"0": param("width")}  # Unit(c) in Res(width)
+    # A repetition count that a block parameter decides makes the network parameter behind it structural.
+    counted = cnndsl.parse("network N(n=2)\ninput 3x8x8\nblock B(k) = [ReLU x k]\nB(n + 1)\n")
+    assert counted.structural_parameters == {"n"}
+
+
+def test_an_opaque_part_bound_to_a_number_is_that_number_over_the_network() -> None:
+    """Inside the block, `f(c)` is opaque (a def function of the block's own `c`); each call binds `c` to a
+    number, so over the network's parameters it is that number, and `w` stays expressible (Network.terms)."""
+    text = "network N(w=4)\ninput 3x8x8\ndef f(x) = x * 2\nblock B(c) = [Conv(f(c) + w, 3, pad=1), ReLU]\nB(4), B(5)\n"
+    network = cnndsl.parse(text)
+    assert [network.terms.layers[layer].args["out"] for layer in network.layers[::2]] == [
+        binary("+", param("w"), 8),
+        binary("+", param("w"), 10),
+    ]
+    source = network.torch_source()
+    assert "nn.Conv2d(w + 8, w + 10, kernel_size=3, padding=1)" in source and "changes the network" not in source
+
+
+def test_a_network_without_parameters_records_terms_only_in_blocks() -> None:
+    """Terms outside blocks serve only network parameters: a network without them records none there,
+    so checking it costs nothing more; its blocks' terms still give their classes."""
+    network = cnndsl.parse("input 3x8x8\nblock B(c) = [Conv(c, 3, pad=1), ReLU]\nConv(4, 1), B(4), B(8)\n")
+    top, inner = network.layers[0], network.layers[1]
+    assert top.terms is None and inner.terms is not None and inner.terms.args == {"out": param("block:c")}
+    assert network.terms.layers == {} and network.terms.calls == {}
+    source = network.torch_source()
+    assert "class B(nn.Sequential):" in source and "B(4, 8)" in source
 
 
 # ---- code generation reads the IR alone ------------------------------------------------------
@@ -124,9 +175,7 @@ def _without_front_end(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_generation_does_not_check_the_source_again(monkeypatch: pytest.MonkeyPatch) -> None:
     networks = [cnndsl.load(DEFECTS / "compile_params50.cnn"), cnndsl.load(ZOO / "densenet121.cnn"), cnndsl.parse(EXPRESSIONS)]
-    for network in networks:  # the blocks' own terms are the front end's too, asked for once (Network.blocks_checked)
-        assert network.blocks_checked() is network.blocks_checked() is not None
-    _without_front_end(monkeypatch)
+    _without_front_end(monkeypatch)  # the blocks' own terms too are in the IR: the checker ran once, in parse
     fifty, densenet, expressions = (network.torch_source() for network in networks)
     # Fifty parameters that reach no layer: the constructor takes them and nothing depends on them.
     assert "p49: int = 50" in fifty and "changes the network" not in fifty

@@ -15,13 +15,13 @@ from collections import ChainMap
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, cast
+from typing import NamedTuple, cast
 
 from .. import receptive, syntax
 from ..errors import DiagnosticSink, Position, Severity, TooManyErrors
 from ..expr import BLOCK_PARAMETER, IN_CHANNELS, LayerExprs, Term, params_of, substitute
 from ..expr import param as parameter_term
-from ..ir import Layer, Node, Parallel, Reference, Sequence, walk
+from ..ir import Layer, Node, Parallel, Reference, Sequence, SequenceRole, walk
 from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, TensorRef, check_input_rank, check_spelling_rank, format_value
 from ..layers.upsample import ConvTranspose
@@ -29,6 +29,7 @@ from ..limits import MAX_ERRORS
 from ..names import module_names
 from ..receptive import Field
 from ..shapes import Shape, Sizes, Window
+from ..terms import merged_terms, output_terms
 from .binding import Binder, Defaults
 from .budget import Abort, Budget
 from .functions import define_functions, whole_count
@@ -42,7 +43,7 @@ from .header import (
     written_params,
 )
 from .references import INPUT, Entry, Namespace, declared_labels, define, unresolved
-from .symbolic import merged_terms, output_terms, resolved_terms, term_of
+from .symbolic import resolved_terms, term_of
 from .values import POISON, Scope, Value, Word, call_text, evaluate, free_names, names_text, plain, report_errors, suggest
 
 MERGES = {name.lower(): kind for name, kind in KINDS.items() if isinstance(kind, MergeKind)}
@@ -65,6 +66,32 @@ class State:
 
     def copy(self) -> State:
         return State(self.shape, self.field, self.channels, self.size)
+
+
+class Site(NamedTuple):
+    """Where a node stands: its name, module path, label and source position."""
+
+    name: str
+    path: str
+    label: str | None
+    pos: Position
+
+
+class Heading(NamedTuple):
+    """What a sequence is: its role, the title the source wrote, and for a block call the block and its arguments."""
+
+    role: SequenceRole
+    title: str
+    block: str | None = None
+    block_args: dict[str, Value] | None = None
+
+
+class Inferred(NamedTuple):
+    """A layer's input and output shapes and its receptive field, once inferred."""
+
+    in_shape: Shape
+    out_shape: Shape
+    field: Field
 
 
 @dataclass
@@ -107,14 +134,8 @@ class Checker:
         params: Mapping[str, Value] | None = None,
         strict: bool = False,
         default_name: str = "Network",
-        block_terms: bool = False,
     ) -> None:
         self.program = program
-        self.block_terms = block_terms
-        """Record the terms inside each block call over the block's own parameters and input channels
-        (`param("block:c")`, `param("in_channels:")`), and each call's arguments over its caller's
-        (`Sequence.call_terms`): code generation writes one class per block from them. The values,
-        shapes and diagnostics are the same; only the terms differ."""
         self.sink = sink
         self.input_override = input_override
         self.param_overrides = dict(params or {})
@@ -130,7 +151,12 @@ class Checker:
         """Each network parameter's term (itself); empty without parameters: then no term is built."""
         self._structural: set[str] = set()
         self._symbolic = False
-        """Whether terms are recorded: the network has parameters, or `block_terms`."""
+        """Whether terms are recorded here (cnndsl.checker.symbolic): inside a block call, over the block's own
+        parameters and input channels (`param("block:c")`, `param("in_channels:")`), from which code generation
+        writes one class per block; outside blocks, when the network has parameters."""
+        self._reach: dict[str, frozenset[str]] = {}
+        """Inside a block call of a network with parameters: the network parameters that reach each of the
+        block's own terms' names (`block:c`, `in_channels:`), for the parameters that decide a repetition count."""
         self._unrun_checked: set[int] = set()
         """The ids of the repetitions and merge branches (AST nodes, alive during the check) whose body was
         checked without building it (`x 0`, a branch whose condition is false)."""
@@ -165,7 +191,7 @@ class Checker:
         params = network_params(self.sink, network, self.param_overrides)
         self._network_values = define_functions(header.functions, params) if header.functions else params
         self._symbols = {name: parameter_term(name) for name, value in params.items() if value is not POISON}
-        self._symbolic = bool(self._symbols) or self.block_terms
+        self._symbolic = bool(self._symbols)
         if network is not None:  # a default that reads another parameter ties the two together
             for declared in network.params:
                 names = free_names(declared.default) if declared.default is not None else set()
@@ -198,9 +224,8 @@ class Checker:
             )
             return None
         name = network.name if network else self.default_name
-        root = self._make_sequence(
-            "", "", None, body[0].pos if body else Position(1, 1), shape, state.shape, children, "network", name
-        )
+        site = Site("", "", None, body[0].pos if body else Position(1, 1))
+        root = self._make_sequence(site, shape, state.shape, children, Heading("network", name))
         for ref in [*namespace.input_refs, *(outputs or [])]:
             if ref.of_input:
                 ref.source = root
@@ -347,7 +372,7 @@ class Checker:
         if isinstance(el, syntax.Group):
             start = state.shape
             children = self._sequence(el.items, scope, state, path)
-            return self._finish_sequence(name, path, label, el.pos, start, state, children, "group", "[...]")
+            return self._finish_sequence(Site(name, path, label, el.pos), start, state, children, Heading("group", "[...]"))
         if isinstance(el, syntax.Merge):
             return self._merge(el, scope, state, name, path, label, depth)
         if isinstance(el, syntax.Repeat):
@@ -355,51 +380,28 @@ class Checker:
         raise AssertionError(f"unknown element {el!r}")
 
     def _finish_sequence(
-        self,
-        name: str,
-        path: str,
-        label: str | None,
-        pos: Position,
-        start: Shape | None,
-        state: State,
-        children: list[Node],
-        role: str,
-        title: str,
-        block: str | None = None,
-        block_args: dict[str, Value] | None = None,
+        self, site: Site, start: Shape | None, state: State, children: list[Node], heading: Heading
     ) -> Sequence | None:
+        """The sequence of `children` from `start` to the state's shape; None when either is unknown (after an error)."""
         if start is None or state.shape is None:
             return None
-        return self._make_sequence(name, path, label, pos, start, state.shape, children, role, title, block, block_args)
+        return self._make_sequence(site, start, state.shape, children, heading)
 
     @staticmethod
-    def _make_sequence(
-        name: str,
-        path: str,
-        label: str | None,
-        pos: Position,
-        start: Shape,
-        out: Shape,
-        children: list[Node],
-        role: Any,
-        title: str,
-        block: str | None = None,
-        block_args: dict[str, Value] | None = None,
-    ) -> Sequence:
+    def _make_sequence(site: Site, start: Shape, out: Shape, children: list[Node], heading: Heading) -> Sequence:
         return Sequence(
-            name,
-            path,
-            label,
-            pos,
+            site.name,
+            site.path,
+            site.label,
+            site.pos,
             start,
             out,
             **_totals(children),
-            role=role,
+            role=heading.role,
             children=children,
-            title=title,
-            block=block,
-            block_args=block_args,
-            block_exprs=None,  # set by the block call where a network parameter reaches its arguments
+            title=heading.title,
+            block=heading.block,
+            block_args=heading.block_args,
         )
 
     def _merge(
@@ -439,9 +441,8 @@ class Checker:
             branch_state = State(start, state.field, state.channels, state.size)
             children = self._sequence(branch.items, scope, branch_state, _join(path, str(index)))
             ends.append(branch_state)
-            node = self._finish_sequence(
-                str(index), _join(path, str(index)), None, branch.pos, start, branch_state, children, "group", "branch"
-            )
+            site = Site(str(index), _join(path, str(index)), None, branch.pos)
+            node = self._finish_sequence(site, start, branch_state, children, Heading("group", "branch"))
             if node is not None:
                 branches.append(node)
             index += 1
@@ -472,11 +473,11 @@ class Checker:
         # branches' pixels without moving where they come from: only full-size branches count.
         spatial = [s for s in ends if s.shape is not None and s.shape.has_space and s.shape.spatial == out.spatial]
         field = receptive.union([s.field for s in spatial or ends])
-        merge = self._new_layer(kind, {}, name, path, label, el.pos, shapes[0], out, scope, field)
+        merge = self._new_layer(kind, {}, Site(name, path, label, el.pos), Inferred(shapes[0], out, field), scope)
         if self._symbolic:
             channels, size = merged_terms(kind.name, [(s.channels_term(), s.size) for s in ends], out)
             if params_of(channels) or size or any(s.channels is not None or s.size for s in ends):
-                merge.exprs = LayerExprs({}, ends[0].channels_term(), ends[0].size, channels, size)
+                merge.terms = LayerExprs({}, ends[0].channels_term(), ends[0].size, channels, size)
             state.channels, state.size = (channels if params_of(channels) else None), size
         state.shape, state.field = out, field
         node = Parallel(
@@ -618,7 +619,7 @@ class Checker:
             self.budget.check_repeat_count(count, el.count.pos, scope)
             if self._symbolic:  # the count decides which layers exist: no expression says that
                 count_term = term_of(el.count, scope, state.shape, state.channels_term())
-                self._structural |= {p for p in params_of(count_term) if ":" not in p}
+                self._structural |= self._network_params(count_term)
         if count:
             per_iteration, _ = self.budget.min_size(el.body, depth + 1)
             self.budget.check_repeat(self.budget.leaf_count, per_iteration, count, True, el.pos, scope)
@@ -650,8 +651,8 @@ class Checker:
                 self.budget.check_repeat(before, self.budget.leaf_count - before, count, False, el.pos, scope)
             if state.shape is None:
                 break
-        node = self._finish_sequence(name, path, label, el.pos, start, state, iterations, "repeat", f"x {count}")
-        if node is not None and self.block_terms:
+        node = self._finish_sequence(Site(name, path, label, el.pos), start, state, iterations, Heading("repeat", f"x {count}"))
+        if node is not None:
             node.count_term = count_term if params_of(count_term) else count
             node.reads_index = el.index_name is not None
         return node
@@ -736,13 +737,20 @@ class Checker:
                     ok = False
         else:
             local.update({param.name: POISON for param in block.params})
-        symbols = self._block_symbols(block, bound, values, scope, state) if self._symbolic and ok else self._symbols
-        block_terms = {p.name: symbols[p.name] for p in block.params if p.name in symbols} if self._symbolic and ok else {}
+        symbols: Mapping[str, Term] = self._symbols
+        caller_terms: dict[str, Term] = {}
         entry_channels, entry_size = state.channels_term(), state.size
-        caller_terms = {p.name: block_terms.get(p.name, local[p.name]) for p in block.params} if self.block_terms and ok else {}
-        if self.block_terms and ok:  # the body's terms over the block's own parameters and input channels
+        outer_symbolic, outer_reach = self._symbolic, self._reach
+        if ok:  # the body's terms over the block's own parameters and input channels (Layer.terms)
+            bound_terms = self._block_symbols(block, bound, values, scope, state) if outer_symbolic else {}
+            caller_terms = {p.name: bound_terms.get(p.name, local[p.name]) for p in block.params}
+            if self._symbols:
+                reach = {BLOCK_PARAMETER + p: self._network_params(term) for p, term in caller_terms.items()}
+                reach[IN_CHANNELS] = self._network_params(entry_channels)  # both over the caller's names
+                self._reach = reach
             symbols = ChainMap({p.name: parameter_term(BLOCK_PARAMETER + p.name) for p in block.params}, self._symbols)
             state.channels, state.size = parameter_term(IN_CHANNELS), frozenset()
+            self._symbolic = True
         inner = Scope(values, (*scope.calls, (block.name, text, call.pos)), symbols)
         start = state.shape
         if not ok:
@@ -764,7 +772,8 @@ class Checker:
                 children = [node] if node is not None else []
         finally:
             self._namespace = outer
-        if self.block_terms and ok:
+            self._symbolic, self._reach = outer_symbolic, outer_reach
+        if ok:
             self._leave_block(caller_terms, entry_channels, entry_size, state)
         if not ok:
             return None
@@ -777,22 +786,27 @@ class Checker:
             for i, a in enumerate(call.args)
         ]
         title = f"{block.name}({', '.join(given)})" if call.args else block.name
-        node = self._finish_sequence(name, path, label, call.pos, start, state, children, "block", title, block.name, args)
+        site = Site(name, path, label, call.pos)
+        node = self._finish_sequence(site, start, state, children, Heading("block", title, block.name, args))
         for ref in namespace.input_refs:
             if node is not None:
                 ref.source = node
-        if node is not None and any(params_of(term) for term in block_terms.values()):
-            node.block_exprs = {
-                (a.name or str(i)): block_terms[a.name if a.name else block.params[i].name] for i, a in enumerate(call.args)
-            }
-        if node is not None and self.block_terms:
+        if node is not None:
             node.call_terms = caller_terms
+            node.call_keys = {(a.name or str(i)): (a.name or block.params[i].name) for i, a in enumerate(call.args)}
             node.in_channels_term = entry_channels
         return node
 
+    def _network_params(self, term: Term) -> frozenset[str]:
+        """The network parameters that reach a term recorded here (through the block's own names, `_reach`)."""
+        found: set[str] = set()
+        for name in params_of(term):
+            found |= self._reach.get(name, frozenset()) if ":" in name else {name}
+        return frozenset(found)
+
     @staticmethod
     def _leave_block(block_terms: Mapping[str, Term], entry_channels: Term, entry_size: frozenset[str], state: State) -> None:
-        """With `block_terms`: the state after a block call, its terms over the caller's parameters again."""
+        """The state after a block call: its terms over the caller's parameters again."""
         values: dict[str, Term] = {BLOCK_PARAMETER + name: term for name, term in block_terms.items()}
         values[IN_CHANNELS] = entry_channels
         if state.shape is not None:
@@ -902,7 +916,7 @@ class Checker:
             return None
         self._fit_warnings(kind, args, shape, call, scope)
         field = kind.receptive(args, shape, state.field)
-        layer = self._new_layer(kind, args, name, path, label, call.pos, shape, out, scope, field)
+        layer = self._new_layer(kind, args, Site(name, path, label, call.pos), Inferred(shape, out, field), scope)
         layer.arg_refs = arg_refs
         if symbolic:
             self._record_terms(layer, kind, before, bound_args.terms, state)
@@ -917,7 +931,7 @@ class Checker:
         channels = state.channels_term()
         out_channels, out_size = output_terms(kind, layer.args, arg_terms, state.shape, layer.out_shape, channels, state.size)
         if arg_terms or state.channels is not None or state.size:
-            layer.exprs = LayerExprs(arg_terms, channels, state.size, out_channels, out_size)
+            layer.terms = LayerExprs(arg_terms, channels, state.size, out_channels, out_size)
         state.channels = out_channels if params_of(out_channels) else None
         state.size = out_size
 
@@ -940,27 +954,16 @@ class Checker:
             refs[spec.name] = ref
         return refs
 
-    def _new_layer(
-        self,
-        kind: LayerKind,
-        args: dict[str, Value],
-        name: str,
-        path: str,
-        label: str | None,
-        pos: Position,
-        shape: Shape,
-        out: Shape,
-        scope: Scope,
-        field: Field,
-    ) -> Layer:
-        self.budget.count_layer(scope, pos)
+    def _new_layer(self, kind: LayerKind, args: dict[str, Value], site: Site, inferred: Inferred, scope: Scope) -> Layer:
+        shape, out, field = inferred
+        self.budget.count_layer(scope, site.pos)
         params = kind.param_count(args, shape)
-        self.budget.check_params(kind, params, pos, scope)
+        self.budget.check_params(kind, params, site.pos, scope)
         return Layer(
-            name,
-            path,
-            label,
-            pos,
+            site.name,
+            site.path,
+            site.label,
+            site.pos,
             shape,
             out,
             params=params,

@@ -1,15 +1,18 @@
-"""What the checker records in the IR about the network's parameters: each number's expression.
+"""What the checker records in the IR about the parameters: each number's expression.
 
 Alongside the values, a scope maps each name to its *term* (`cnndsl.expr`): a network
-parameter is `param(name)`, a block parameter the term of the argument that bound it, a
-constant itself. `term_of` builds an argument's term from its AST the way `values.evaluate`
-builds its value; layers then carry the terms of their arguments and input channels
-(`cnndsl.expr.LayerExprs`), and code generation renders them as Python without checking
+parameter is `param(name)`; inside a block call, a block parameter is `param("block:c")`
+and the block's input channels `param("in_channels:")` (the call records the terms they
+stand for in its caller's scope, `Sequence.call_terms`); a constant is itself. `term_of`
+builds an argument's term from its AST the way `values.evaluate` builds its value; layers
+then carry the terms of their arguments and input channels (`Layer.terms`,
+`cnndsl.expr.LayerExprs`), from which code generation writes a class per block, and which
+`cnndsl.terms` composes into terms over the network's parameters alone, without checking
 anything again.
 
-A network without parameters never comes here (its scopes have no symbols), so checking it
-costs nothing more. Terms are only built after the value was evaluated without error, so
-folding constants here cannot fail where evaluation did not.
+Outside blocks, a network without parameters never comes here (its scopes there have no
+symbols), so checking it costs nothing more. Terms are only built after the value was
+evaluated without error, so folding constants here cannot fail where evaluation did not.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from typing import Any
 
 from .. import syntax
 from ..expr import Expr, Term, binary, call, opaque, params_of
-from ..layers.base import LayerKind
 from ..shapes import Shape
+from ..terms import NOT_SIZES
 from .functions import UserFunction, operands
 from .values import Scope, evaluate, free_names
 
@@ -82,9 +85,7 @@ def _opaque_or_constant(expr: syntax.Expr, scope: Scope, shape: Shape | None, ch
                     break
                 reached |= read
             stack.extend(operands(node))
-    if not reached:
-        return evaluate(expr, scope, shape)
-    return opaque(frozenset(reached))
+    return opaque(frozenset(reached), evaluate(expr, scope, shape)) if reached else evaluate(expr, scope, shape)
 
 
 def as_coerced(term: Term, raw: object, value: object) -> Term:
@@ -98,13 +99,8 @@ def as_coerced(term: Term, raw: object, value: object) -> Term:
     if isinstance(value, int) and not isinstance(value, bool) and isinstance(raw, float):
         return Expr("int", (term,))
     if isinstance(value, (bool, str)) or isinstance(term, tuple) != isinstance(value, tuple):
-        return opaque(params_of(term))
+        return opaque(params_of(term), value)
     return term
-
-
-NOT_SIZES = frozenset({"out", "groups", "multiplier", "bias", "p"})
-"""Arguments that never change a layer's output height and width, nor (in `resolve`) another
-argument: a parameter reaching only these leaves the image size and the other arguments alone."""
 
 
 def resolved_terms(before: Mapping[str, Any], after: Mapping[str, Any], terms: dict[str, Term]) -> dict[str, Term]:
@@ -124,81 +120,10 @@ def resolved_terms(before: Mapping[str, Any], after: Mapping[str, Any], terms: d
         elif isinstance(value, tuple) and not isinstance(old, tuple) and all(v == old for v in value):
             result = (term,) * len(value)  # one number for every spatial axis
         else:
-            result = opaque(reaching | params_of(term)) if reaching or params_of(term) else value
+            result = opaque(reaching | params_of(term), value) if reaching or params_of(term) else value
         if params_of(result):
             resolved[name] = result
     return resolved
 
 
 _MISSING = object()
-
-SIZE_SETTING = frozenset({"GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgPool", "AdaptiveMaxPool"})
-"""Kinds whose output height and width their arguments alone decide, whatever their input's."""
-
-CHANNEL_PRESERVING = frozenset({"activation", "norm", "pool", "regularization", "identity"})
-"""Families whose kinds keep their input's channels (a flat input's features)."""
-SHAPE_PRESERVING = frozenset({"ChannelShuffle"})
-"""Kinds of other families that keep their input's channels too."""
-
-
-def output_terms(
-    kind: LayerKind,
-    args: Mapping[str, Any],
-    terms: Mapping[str, Term],
-    shape: Shape,
-    out: Shape,
-    channels: Term,
-    size: frozenset[str],
-) -> tuple[Term, frozenset[str]]:
-    """The term of a layer's output channels (features) and the parameters its image size may depend on."""
-    reaching = frozenset().union(*(params_of(t) for t in terms.values()))
-    size_reaching = frozenset().union(*(params_of(t) for name, t in terms.items() if name not in NOT_SIZES))
-    if not out.is_image:
-        out_size: frozenset[str] = frozenset()
-    elif kind.name in SIZE_SETTING:
-        out_size = size_reaching
-    else:
-        out_size = size | size_reaching
-    term: Term
-    if "out" in args and out[0] == args["out"]:
-        term = terms.get("out", out[0])
-    elif (
-        (kind.family in CHANNEL_PRESERVING or kind.name in SHAPE_PRESERVING)
-        and out[0] == shape[0]
-        and out.is_image == shape.is_image
-    ):
-        term = channels
-    elif kind.name == "DWConv":
-        term = binary("*", channels, terms.get("multiplier", args.get("multiplier")))
-    elif kind.name == "Chunk":
-        term = binary("//", channels, terms.get("chunks", args.get("chunks")))
-    elif kind.name in ("PixelShuffle", "PixelUnshuffle"):
-        factor = terms.get("factor", args.get("factor"))
-        square = binary("*", factor, factor)
-        term = binary("//" if kind.name == "PixelShuffle" else "*", channels, square)
-    elif kind.name == "Flatten" and shape.is_image and not size:
-        term = binary("*", channels, shape[1] * shape[2])
-    elif kind.name == "Flatten" and not shape.is_image:
-        term = channels
-    else:  # no rule here: constant unless a parameter reaches the layer
-        reached = reaching | params_of(channels) | size
-        term = opaque(reached) if reached else out[0]
-    if not params_of(term):
-        term = out[0]
-    return term, out_size
-
-
-def merged_terms(op: str, ends: list[tuple[Term, frozenset[str]]], out: Shape) -> tuple[Term, frozenset[str]]:
-    """A merge's output channels term and size parameters, from its branches' (Add and Mul: the first
-    branch's channels, all being equal; Concat: their sum)."""
-    size = frozenset().union(*(s for _, s in ends)) if out.is_image else frozenset()
-    if op == "Concat":
-        term: Term = 0
-        for channels, _ in ends:
-            term = binary("+", term, channels) if term != 0 or params_of(term) else channels
-    elif op in ("Add", "Mul"):
-        term = ends[0][0]
-    else:
-        reached = frozenset().union(*(params_of(c) for c, _ in ends))
-        term = opaque(reached) if reached else out[0]
-    return (term if params_of(term) else out[0]), size
