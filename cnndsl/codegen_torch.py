@@ -648,7 +648,8 @@ class Writer:
             return self.layer(plan, ctx)
         if plan.kind == "merge":
             if ctx.kind == "class":  # which branches exist is this call's (`| Identity if shortcut`)
-                decided = params_of(self.block_node(node).condition_terms)
+                assert isinstance(node, Parallel)
+                decided = params_of(node.condition_terms)
                 if decided - ctx.names.keys() - self.network_fixed:
                     raise NotGeneral
                 ctx.needs_fixed |= decided & ctx.names.keys()

@@ -140,8 +140,9 @@ class Parallel(Node):
     branches: list[Sequence] = field(default_factory=list)
     merge: Layer = field(default=None)  # type: ignore[assignment]
     condition_terms: tuple[Any, ...] = field(default=(), init=False)
-    """With `block_terms`, for a merge with conditional branches (`| Identity if shortcut`): the terms
-    of their conditions, which decide which branches exist (those left out are not in `branches`)."""
+    """For a merge with conditional branches (`| Identity if shortcut`) where terms are recorded (inside
+    a block, or in a network with parameters): the terms of their conditions, over the innermost block's
+    parameters as `Layer.terms` are, which decide which branches exist (those left out are not in `branches`)."""
 
     @property
     def op(self) -> str:

@@ -491,8 +491,7 @@ class Checker:
             branches=branches,
             merge=merge,
         )
-        if self.block_terms:
-            node.condition_terms = tuple(condition_terms)
+        node.condition_terms = tuple(condition_terms)
         return node
 
     def _branch_present(self, condition: syntax.Expr, scope: Scope, state: State, terms: list[Term]) -> bool | None:
