@@ -9,7 +9,9 @@ the columns, and its backward is the same two matrices transposed.
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +34,7 @@ else:
 
 
 def transposed_size(size: int, kernel: int, stride: int, pad: int, dilation: int, output_pad: int) -> int:
-    """nn.ConvTranspose2d's output size along one axis: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1."""
+    """nn.ConvTransposeNd's output size along one axis: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1."""
     return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_pad + 1
 
 
@@ -43,70 +45,133 @@ def transposed_arithmetic(size: int, kernel: int, stride: int, pad: int, dilatio
 
 
 def _full_size(size: int, kernel: int, stride: int, dilation: int, output_pad: int) -> int:
-    """The scatter buffer's extent along one axis, before the padding is cropped (output_pad extends the far side)."""
+    """dy padded by P along one axis (the positions the input scatters into, output_pad included)."""
     return (size - 1) * stride + dilation * (kernel - 1) + 1 + output_pad
 
 
-def _offset(i: int, size: int, stride: int, dilation: int) -> slice:
-    """The buffer positions kernel offset `i` reaches from the `size` input positions."""
-    return slice(i * dilation, i * dilation + (size - 1) * stride + 1, stride)
+_GEOMETRY = ("kernel", "stride", "pad", "dilation", "output_pad")
+_ALL = slice(None)
 
 
-def _geometry(args: Args) -> tuple[Pair, Pair, Pair, Pair, Pair]:
-    """Kernel, stride, padding, dilation and output padding, per axis."""
-    return args["kernel"], args["stride"], args["pad"], args["dilation"], args["output_pad"]
+@dataclass(frozen=True)
+class _Phase:
+    """One output phase of a transposed convolution along one axis: the output positions o with
+    o + P ≡ r (mod S), each an ordinary stride-1 correlation of the input with the taps that reach it.
+
+    Output o = m·S + r - P (full position m·S + r) gathers x[i]·W[k] over i·S + k·D = m·S + r:
+    the taps k with k·D ≡ r (mod S), each reading input i = m - (k·D - r)/S.
+    """
+
+    out_start: int
+    """The first output position of the phase (its positions are out_start, out_start + S, ...)."""
+    count: int
+    """How many output positions it has."""
+    taps: tuple[int, ...]
+    """The kernel indices that reach it."""
+    reads: tuple[int, ...]
+    """Per tap, the input position the first output reads (then one more per output); may be
+    outside the input (zero padding)."""
+
+
+def _phases(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int) -> list[_Phase]:
+    """The phases of one axis that have output positions and taps (a phase without taps gets only the bias)."""
+    phases = []
+    for residue in range(stride):
+        taps = tuple(k for k in range(kernel) if (k * dilation - residue) % stride == 0)
+        first = -((residue - pad) // stride)  # ceil((P - r) / S): the first m with an output position >= 0
+        last = (out - 1 + pad - residue) // stride
+        if taps and last >= first:
+            reads = tuple(first - (k * dilation - residue) // stride for k in taps)
+            phases.append(_Phase(first * stride + residue - pad, last - first + 1, taps, reads))
+    return phases
 
 
 def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, args: Args, ctx: NpContext) -> np.ndarray:
-    """nn.ConvTranspose2d's forward: per group, one product W^T @ x over the whole batch gives every kernel
-    offset's contribution, scatter-added and cropped.
+    """nn.ConvTranspose1d/2d/3d's forward by phases (sub-pixel decomposition): the output positions of
+    one phase per axis (o + P ≡ r mod S) are an ordinary stride-1 correlation of the input with the
+    taps that reach them, written into a strided view of the output; no position is written twice
+    (no overlapping scatter-add). At stride 1 there is one phase, the convolution of the input
+    padded by D·(K - 1) - P with the flipped kernel.
 
-    Channel-major (C, N*H*W), as im2col's columns: one large product per group instead of one per
-    sample, and each kernel offset's scatter-add reads one contiguous block.
+    Each phase is computed without im2col, on the input padded once and flattened per sample and
+    channel: a tap shifts every output's read by the same flat offset, so its contribution is one
+    product W_k (out, in) @ x[:, offset : offset + L] per group, batched over the samples, the
+    operand a plain strided view (BLAS reads it in place). The flat run L also covers the padding
+    columns between rows; those results are computed and dropped (a few percent), the valid ones
+    are read back through a strided view.
     """
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    rank = len(spatial)
     groups = args["groups"]
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = _geometry(args)
+    geometry = [tuple(args[name][a] for name in _GEOMETRY) for a in range(rank)]
+    out_size = tuple(transposed_size(size, *geo) for size, geo in zip(spatial, geometry, strict=True))
     out_g = weight.shape[1]
-    out_channels = out_g * groups
-    x_cm = ops.to_channel_major(x).reshape(groups, c // groups, n * h * w)
-    wg = weight.reshape(groups, c // groups, out_g * kh * kw)
-    cols = np.matmul(wg.transpose(0, 2, 1), x_cm).reshape(out_channels, kh, kw, n, h, w)
-    buf = np.zeros((out_channels, n, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), x.dtype)
-    for i in range(kh):  # kernel offsets only: each add covers every pixel and channel
-        for j in range(kw):
-            buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)] += cols[:, i, j]
-    out_h = transposed_size(h, kh, sh, ph, dh, oph)
-    out_w = transposed_size(w, kw, sw, pw, dw, opw)
-    y = np.ascontiguousarray(buf[:, :, ph : ph + out_h, pw : pw + out_w].swapaxes(0, 1))
+    axis_phases = [_phases(size, out, k, s, p, d) for size, out, (k, s, p, d, _) in zip(spatial, out_size, geometry, strict=True)]
+    # A phase without taps (a kernel smaller than the stride) has only the bias: start from zeros then.
+    covered = all(sum(phase.count for phase in phases) == out for phases, out in zip(axis_phases, out_size, strict=True))
+    y = (np.empty if covered else np.zeros)((n, groups, out_g, *out_size), x.dtype)
+    low = [max([0, *(-read for phase in phases for read in phase.reads)]) for phases in axis_phases]
+    high = [
+        max([0, *(read + phase.count - size for phase in phases for read in phase.reads)])
+        for phases, size in zip(axis_phases, spatial, strict=True)
+    ]
+    xp = np.pad(x, ((0, 0), (0, 0), *zip(low, high, strict=True))) if any(low) or any(high) else np.ascontiguousarray(x)
+    padded = xp.shape[2:]
+    pitch = [math.prod(padded[a + 1 :]) for a in range(rank)]  # the flat distance of one step along each axis
+    flat = xp.reshape(n, groups, c // groups, -1)
+    # The weight per tap as (groups, out/groups, in/groups): nn.ConvTranspose's is (in, out/groups, *kernel).
+    w_taps = np.ascontiguousarray(weight.reshape(groups, c // groups, out_g, -1).transpose(3, 0, 2, 1))
+    kernel_pitch = [math.prod(weight.shape[3 + a :]) for a in range(rank)]
+    for combo in itertools.product(*axis_phases):
+        run = 1 + sum((phase.count - 1) * p for phase, p in zip(combo, pitch, strict=True))
+        acc = np.empty((n, groups, out_g, run), x.dtype)
+        part = np.empty_like(acc)
+        for index, tap in enumerate(itertools.product(*(zip(phase.taps, phase.reads, strict=True) for phase in combo))):
+            k = sum(t * p for (t, _), p in zip(tap, kernel_pitch, strict=True))
+            start = sum((read + lo) * p for (_, read), lo, p in zip(tap, low, pitch, strict=True))
+            if index == 0:
+                np.matmul(w_taps[k], flat[..., start : start + run], out=acc)
+            else:
+                np.matmul(w_taps[k], flat[..., start : start + run], out=part)
+                acc += part
+        count = tuple(phase.count for phase in combo)
+        valid = np.lib.stride_tricks.as_strided(
+            acc, (*acc.shape[:3], *count), (*acc.strides[:3], *(p * acc.itemsize for p in pitch)), writeable=False
+        )
+        outputs = tuple(
+            slice(phase.out_start, phase.out_start + (phase.count - 1) * s + 1, s)
+            for phase, (_, s, *_) in zip(combo, geometry, strict=True)
+        )
+        y[(_ALL, _ALL, _ALL, *outputs)] = valid
+    y = y.reshape(n, groups * out_g, *out_size)
     if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
-    ctx.save(x_cm=x_cm, in_shape=x.shape)
+        y += bias.reshape(1, -1, *(1,) * rank)
+    ctx.save(x=x)
     return y
 
 
 def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx: NpContext, dy: np.ndarray) -> Backward:
-    """The input gradient is a strided convolution of dy (a window gather and one product per group), channel-major."""
-    x_cm = ctx.saved["x_cm"]
-    n, c, h, w = ctx.saved["in_shape"]
+    """Both gradients read the same columns: the windows of dy (padded by P) that each input position
+    scattered into, i.e. the im2col of an ordinary convolution of dy with the transposed conv's own
+    stride, dilation and padding. dx is that convolution (one product per group), dW the correlation
+    of those columns with the input."""
+    x: np.ndarray = ctx.saved["x"]
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
     groups = args["groups"]
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oph, opw) = _geometry(args)
-    out_channels, out_h, out_w = dy.shape[1:]
-    out_g = out_channels // groups
-    buf = np.zeros((out_channels, n, _full_size(h, kh, sh, dh, oph), _full_size(w, kw, sw, dw, opw)), dy.dtype)
-    buf[:, :, ph : ph + out_h, pw : pw + out_w] = dy.swapaxes(0, 1)
-    dcols = np.empty((out_channels, kh, kw, n, h, w), dy.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dcols[:, i, j] = buf[:, :, _offset(i, h, sh, dh), _offset(j, w, sw, dw)]
-    dcols_g = dcols.reshape(groups, out_g * kh * kw, n * h * w)
-    grads = {"weight": np.matmul(x_cm, dcols_g.transpose(0, 2, 1)).reshape(weight.shape)}
+    dyp = ops.pad_spatial(dy, args["pad"])
+    cols = ops.im2col(dyp, args["kernel"], args["stride"], args["dilation"], spatial, ctx.scratch)
+    cols3 = cols.reshape(groups, -1, cols.shape[1])  # (groups, out/groups * taps, N * prod(spatial))
+    x_cm = ops.to_channel_major(x).reshape(groups, c // groups, -1)
+    # As (cols @ x^T)^T: the reduction over the long N*prod(spatial) axis with the larger operand untransposed (see conv_backward).
+    grads = {"weight": np.matmul(cols3, x_cm.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(weight.shape)}
     if has_bias:
-        grads["bias"] = dy.sum(axis=(0, 2, 3))
+        grads["bias"] = dy.sum(axis=(0, *range(2, dy.ndim)))
     dx = None
     if ctx.need_dx:
-        wg = weight.reshape(groups, c // groups, out_g * kh * kw)
-        dx = np.ascontiguousarray(np.matmul(wg, dcols_g).reshape(c, n, h, w).swapaxes(0, 1))
+        w3 = weight.reshape(groups, c // groups, -1)
+        dx = np.ascontiguousarray(np.matmul(w3, cols3).reshape(c, n, *spatial).swapaxes(0, 1))
     return dx, grads
 
 
