@@ -86,6 +86,56 @@ def _phases(size: int, out: int, kernel: int, stride: int, pad: int, dilation: i
     return phases
 
 
+def _channel_major_padded(x: np.ndarray, low: Sizes, extent: Sizes) -> np.ndarray:
+    """x (N, C, *spatial) as (C, N, *extent), zeros around it, x starting at `low` on each axis."""
+    out = np.zeros((x.shape[1], x.shape[0], *extent), x.dtype)
+    out[(_ALL, _ALL, *(slice(lo, lo + size) for lo, size in zip(low, x.shape[2:], strict=True)))] = x.swapaxes(0, 1)
+    return out
+
+
+def _pitches(extent: Sizes) -> tuple[int, ...]:
+    """The flat distance of one step along the sample axis and each spatial axis of a (C, N, *extent) array."""
+    return tuple(math.prod(extent[a:]) for a in range(len(extent) + 1))
+
+
+def _run(counts: Sizes, pitch: Sizes) -> int:
+    """The flat length from the first to the last of the positions (n, *i), i < counts, n < counts[0]."""
+    return 1 + sum((count - 1) * p for count, p in zip(counts, pitch, strict=True))
+
+
+def _grid_view(flat: np.ndarray, counts: Sizes, pitch: Sizes) -> np.ndarray:
+    """The positions (n, *i) of a flat run (..., run) as a strided (..., N, *counts) view."""
+    item = flat.itemsize
+    return np.lib.stride_tricks.as_strided(
+        flat, (*flat.shape[:-1], *counts), (*flat.strides[:-1], *(p * item for p in pitch)), writeable=False
+    )
+
+
+CORRELATION_CHUNK = 2048
+"""Flat positions per block of `_correlate`'s reduction."""
+
+
+def _correlate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b^T per group, a (groups, m, L) and b (groups, k, L) strided views with a unit last stride.
+
+    The reduction runs over the long flat axis L in blocks, one batched product over the blocks
+    then their sum: OpenBLAS is about three times slower on one product that reduces over
+    17,000 positions with such thin operands (16 rows) than on blocks of 2,048 (measured).
+    """
+    length = a.shape[-1]
+    whole = length // CORRELATION_CHUNK * CORRELATION_CHUNK
+    out = np.matmul(a[..., whole:], b[..., whole:].swapaxes(-1, -2))
+    if whole:
+
+        def blocks(m: np.ndarray) -> np.ndarray:
+            shape = (*m.shape[:-2], length // CORRELATION_CHUNK, m.shape[-2], CORRELATION_CHUNK)
+            strides = (*m.strides[:-2], CORRELATION_CHUNK * m.strides[-1], *m.strides[-2:])
+            return np.lib.stride_tricks.as_strided(m, shape, strides, writeable=False)
+
+        out += np.matmul(blocks(a), blocks(b).swapaxes(-1, -2)).sum(axis=-3)
+    return out
+
+
 def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, args: Args, ctx: NpContext) -> np.ndarray:
     """nn.ConvTranspose1d/2d/3d's forward by phases (sub-pixel decomposition): the output positions of
     one phase per axis (o + P ≡ r mod S) are an ordinary stride-1 correlation of the input with the
@@ -93,12 +143,12 @@ def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     (no overlapping scatter-add). At stride 1 there is one phase, the convolution of the input
     padded by D·(K - 1) - P with the flipped kernel.
 
-    Each phase is computed without im2col, on the input padded once and flattened per sample and
-    channel: a tap shifts every output's read by the same flat offset, so its contribution is one
-    product W_k (out, in) @ x[:, offset : offset + L] per group, batched over the samples, the
-    operand a plain strided view (BLAS reads it in place). The flat run L also covers the padding
-    columns between rows; those results are computed and dropped (a few percent), the valid ones
-    are read back through a strided view.
+    No im2col either: the input is padded once, channel-major (C, N, *padded), and flattened per
+    channel, the samples one after another. A tap shifts every output's read by one flat offset, so
+    its contribution to a phase is one product W_k (out, in) @ x[:, offset : offset + run] per
+    group, the operand a plain strided view that BLAS reads in place. The run also covers the
+    padding between rows and samples; those results are computed and dropped, the valid ones read
+    back through a strided view.
     """
     n, c = x.shape[:2]
     spatial = x.shape[2:]
@@ -111,39 +161,33 @@ def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     # A phase without taps (a kernel smaller than the stride) has only the bias: start from zeros then.
     covered = all(sum(phase.count for phase in phases) == out for phases, out in zip(axis_phases, out_size, strict=True))
     y = (np.empty if covered else np.zeros)((n, groups, out_g, *out_size), x.dtype)
-    low = [max([0, *(-read for phase in phases for read in phase.reads)]) for phases in axis_phases]
-    high = [
+    low = tuple(max([0, *(-read for phase in phases for read in phase.reads)]) for phases in axis_phases)
+    high = tuple(
         max([0, *(read + phase.count - size for phase in phases for read in phase.reads)])
         for phases, size in zip(axis_phases, spatial, strict=True)
-    ]
-    xp = np.pad(x, ((0, 0), (0, 0), *zip(low, high, strict=True))) if any(low) or any(high) else np.ascontiguousarray(x)
-    padded = xp.shape[2:]
-    pitch = [math.prod(padded[a + 1 :]) for a in range(rank)]  # the flat distance of one step along each axis
-    flat = xp.reshape(n, groups, c // groups, -1)
+    )
+    extent = tuple(lo + size + hi for lo, size, hi in zip(low, spatial, high, strict=True))
+    flat = _channel_major_padded(x, low, extent).reshape(groups, c // groups, -1)
+    pitch = _pitches(extent)
     # The weight per tap as (groups, out/groups, in/groups): nn.ConvTranspose's is (in, out/groups, *kernel).
     w_taps = np.ascontiguousarray(weight.reshape(groups, c // groups, out_g, -1).transpose(3, 0, 2, 1))
-    kernel_pitch = [math.prod(weight.shape[3 + a :]) for a in range(rank)]
+    kernel_pitch = _pitches(weight.shape[2:])[1:]
     for combo in itertools.product(*axis_phases):
-        run = 1 + sum((phase.count - 1) * p for phase, p in zip(combo, pitch, strict=True))
-        acc = np.empty((n, groups, out_g, run), x.dtype)
+        counts = (n, *(phase.count for phase in combo))
+        run = _run(counts, pitch)
+        acc = np.empty((groups, out_g, run), x.dtype)
         part = np.empty_like(acc)
         for index, tap in enumerate(itertools.product(*(zip(phase.taps, phase.reads, strict=True) for phase in combo))):
             k = sum(t * p for (t, _), p in zip(tap, kernel_pitch, strict=True))
-            start = sum((read + lo) * p for (_, read), lo, p in zip(tap, low, pitch, strict=True))
-            if index == 0:
-                np.matmul(w_taps[k], flat[..., start : start + run], out=acc)
-            else:
-                np.matmul(w_taps[k], flat[..., start : start + run], out=part)
+            start = sum((read + lo) * p for (_, read), lo, p in zip(tap, low, pitch[1:], strict=True))
+            np.matmul(w_taps[k], flat[..., start : start + run], out=part if index else acc)
+            if index:
                 acc += part
-        count = tuple(phase.count for phase in combo)
-        valid = np.lib.stride_tricks.as_strided(
-            acc, (*acc.shape[:3], *count), (*acc.strides[:3], *(p * acc.itemsize for p in pitch)), writeable=False
-        )
         outputs = tuple(
             slice(phase.out_start, phase.out_start + (phase.count - 1) * s + 1, s)
             for phase, (_, s, *_) in zip(combo, geometry, strict=True)
         )
-        y[(_ALL, _ALL, _ALL, *outputs)] = valid
+        y[(_ALL, _ALL, _ALL, *outputs)] = np.moveaxis(_grid_view(acc, counts, pitch), 2, 0)
     y = y.reshape(n, groups * out_g, *out_size)
     if bias is not None:
         y += bias.reshape(1, -1, *(1,) * rank)
@@ -151,27 +195,65 @@ def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     return y
 
 
+def _components(dy: np.ndarray, pad: Sizes, stride: Sizes, grid: Sizes) -> np.ndarray:
+    """dy (N, C, *out) padded by `pad` and split into its polyphase components, in one copy: component
+    ρ holds every S-th position of the padded dy from ρ, as (*stride, C, N, *grid) with zeros around."""
+    n, c = dy.shape[:2]
+    out = np.zeros((*stride, c, n, *grid), dy.dtype)
+    for phase in np.ndindex(*stride):
+        # Padded position u·S + ρ is output o = u·S + ρ - P: the outputs o ≡ ρ - P (mod S), from the first u with o >= 0.
+        firsts = [(r - p) % s for r, p, s in zip(phase, pad, stride, strict=True)]
+        reads = tuple(slice(f, None, s) for f, s in zip(firsts, stride, strict=True))
+        part = dy[(_ALL, _ALL, *reads)]
+        writes = tuple(
+            slice((f + p - r) // s, (f + p - r) // s + size)
+            for f, p, r, s, size in zip(firsts, pad, phase, stride, part.shape[2:], strict=True)
+        )
+        out[(*phase, _ALL, _ALL, *writes)] = part.swapaxes(0, 1)
+    return out
+
+
 def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx: NpContext, dy: np.ndarray) -> Backward:
-    """Both gradients read the same columns: the windows of dy (padded by P) that each input position
-    scattered into, i.e. the im2col of an ordinary convolution of dy with the transposed conv's own
-    stride, dilation and padding. dx is that convolution (one product per group), dW the correlation
-    of those columns with the input."""
+    """Both gradients read dy at the positions each input position scattered into: input i and tap k
+    reach dy padded by P at i·S + k·D. With k·D = q·S + ρ that is position i + q of dy's
+    polyphase component ρ (every S-th position from ρ), so after one copy of dy into its S^d
+    components (channel-major, flattened as in the forward), each tap is a shifted read again:
+    dx += W_k @ component[offset : offset + run] and dW_k = component[offset : offset + run] @ x^T,
+    the input laid on the components' grid with zeros between its rows (no im2col, no scatter).
+    """
     x: np.ndarray = ctx.saved["x"]
     n, c = x.shape[:2]
     spatial = x.shape[2:]
+    rank = len(spatial)
     groups = args["groups"]
-    dyp = ops.pad_spatial(dy, args["pad"])
-    cols = ops.im2col(dyp, args["kernel"], args["stride"], args["dilation"], spatial, ctx.scratch)
-    cols3 = cols.reshape(groups, -1, cols.shape[1])  # (groups, out/groups * taps, N * prod(spatial))
-    x_cm = ops.to_channel_major(x).reshape(groups, c // groups, -1)
-    # As (cols @ x^T)^T: the reduction over the long N*prod(spatial) axis with the larger operand untransposed (see conv_backward).
-    grads = {"weight": np.matmul(cols3, x_cm.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(weight.shape)}
+    out_g = weight.shape[1]
+    kernel, stride, dilation, pad = args["kernel"], args["stride"], args["dilation"], args["pad"]
+    # dy padded by P, each axis rounded up to a whole number of strides, split into its components.
+    grid = tuple(-(-(size + 2 * p) // s) for size, p, s in zip(dy.shape[2:], pad, stride, strict=True))
+    components = _components(dy, pad, stride, grid).reshape(*stride, groups, out_g, -1)
+    pitch = _pitches(grid)
+    counts = (n, *spatial)
+    run = _run(counts, pitch)
+    x_grid = _channel_major_padded(x, (0,) * rank, grid).reshape(groups, c // groups, -1)[..., :run]
+    dw = np.empty((groups, c // groups, out_g, *kernel), weight.dtype)
+    w_taps = np.ascontiguousarray(weight.reshape(groups, c // groups, out_g, -1).transpose(3, 0, 1, 2)) if ctx.need_dx else None
+    acc = np.empty((groups, c // groups, run), dy.dtype) if ctx.need_dx else None
+    part = np.empty_like(acc) if acc is not None else None
+    for index, tap in enumerate(np.ndindex(*kernel)):
+        phase, shift = zip(*(divmod(t * d, s)[::-1] for t, d, s in zip(tap, dilation, stride, strict=True)), strict=True)
+        start = sum(q * p for q, p in zip(shift, pitch[1:], strict=True))
+        reads = components[phase][..., start : start + run]
+        dw[(_ALL, _ALL, _ALL, *tap)] = _correlate(x_grid, reads)
+        if acc is not None and w_taps is not None and part is not None:
+            np.matmul(w_taps[index], reads, out=part if index else acc)
+            if index:
+                acc += part
+    grads = {"weight": dw.reshape(weight.shape)}
     if has_bias:
         grads["bias"] = dy.sum(axis=(0, *range(2, dy.ndim)))
     dx = None
-    if ctx.need_dx:
-        w3 = weight.reshape(groups, c // groups, -1)
-        dx = np.ascontiguousarray(np.matmul(w3, cols3).reshape(c, n, *spatial).swapaxes(0, 1))
+    if acc is not None:
+        dx = np.ascontiguousarray(np.moveaxis(_grid_view(acc, counts, pitch), 2, 0)).reshape(x.shape)
     return dx, grads
 
 
