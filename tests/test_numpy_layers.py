@@ -86,6 +86,12 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("4x3x4", "ConvTranspose(6, (3, 2), stride=(2, 3), pad=(1, 0), output_pad=(1, 2), groups=2)"),
         ("2x3x3", "ConvTranspose(3, 3, stride=2, dilation=2, output_pad=1)"),
         ("4x3x3", "ConvTranspose2d(4, 4, 2, 2, groups=4)"),
+        ("2x3x3", "ConvTranspose(3, 1, stride=2)"),  # a kernel smaller than the stride: phases with the bias alone
+        ("2x5x5", "ConvTranspose(3, 3, stride=2, pad=3)"),  # more padding than the kernel reaches: the input is cropped
+        ("3x6", "ConvTranspose(4, 3, stride=2, pad=1, output_pad=1)"),  # 1-D (nn.ConvTranspose1d)
+        ("4x5", "ConvTranspose1d(4, 6, 4, stride=3, padding=2, dilation=2, groups=2, bias=False)"),
+        ("2x3x4x3", "ConvTranspose(3, (2, 3, 2), stride=(1, 2, 2), pad=(0, 1, 0), output_pad=(0, 1, 1))"),  # 3-D
+        ("2x2x3x3", "ConvTranspose3d(2, 4, 3, stride=2, padding=1, dilation=(1, 2, 1))"),
     ],
     "Upsample": [
         ("3x3x4", "Upsample(2)"),

@@ -17,8 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from ..receptive import MAX_PERIOD, Field
 from ..shapes import Pair, Shape, Sizes
-from .base import INFERRED, Args, ArgSpec, LayerError, LayerKind, TensorRef, TorchCall, as_pair, pair_text, register
-from .conv import torch_pair
+from .base import (
+    INFERRED,
+    Args,
+    ArgSpec,
+    LayerError,
+    LayerKind,
+    TensorRef,
+    TorchCall,
+    as_pair,
+    pair_text,
+    register,
+    spatial_tuple,
+)
+from .conv import differs, torch_module, torch_pair
 
 if TYPE_CHECKING:  # the real modules for mypy; at run time the lazy proxies, so `check` never loads numpy
     import numpy as np
@@ -89,7 +101,7 @@ def _phases(size: int, out: int, kernel: int, stride: int, pad: int, dilation: i
 def _channel_major_padded(x: np.ndarray, low: Sizes, extent: Sizes) -> np.ndarray:
     """x (N, C, *spatial) as (C, N, *extent), zeros around it, x starting at `low` on each axis."""
     out = np.zeros((x.shape[1], x.shape[0], *extent), x.dtype)
-    out[(_ALL, _ALL, *(slice(lo, lo + size) for lo, size in zip(low, x.shape[2:], strict=True)))] = x.swapaxes(0, 1)
+    out[(_ALL, _ALL) + tuple(slice(lo, lo + size) for lo, size in zip(low, x.shape[2:], strict=True))] = x.swapaxes(0, 1)
     return out
 
 
@@ -187,7 +199,7 @@ def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
             slice(phase.out_start, phase.out_start + (phase.count - 1) * s + 1, s)
             for phase, (_, s, *_) in zip(combo, geometry, strict=True)
         )
-        y[(_ALL, _ALL, _ALL, *outputs)] = np.moveaxis(_grid_view(acc, counts, pitch), 2, 0)
+        y[(_ALL, _ALL, _ALL) + outputs] = np.moveaxis(_grid_view(acc, counts, pitch), 2, 0)
     y = y.reshape(n, groups * out_g, *out_size)
     if bias is not None:
         y += bias.reshape(1, -1, *(1,) * rank)
@@ -204,12 +216,12 @@ def _components(dy: np.ndarray, pad: Sizes, stride: Sizes, grid: Sizes) -> np.nd
         # Padded position u·S + ρ is output o = u·S + ρ - P: the outputs o ≡ ρ - P (mod S), from the first u with o >= 0.
         firsts = [(r - p) % s for r, p, s in zip(phase, pad, stride, strict=True)]
         reads = tuple(slice(f, None, s) for f, s in zip(firsts, stride, strict=True))
-        part = dy[(_ALL, _ALL, *reads)]
+        part = dy[(_ALL, _ALL) + reads]
         writes = tuple(
             slice((f + p - r) // s, (f + p - r) // s + size)
             for f, p, r, s, size in zip(firsts, pad, phase, stride, part.shape[2:], strict=True)
         )
-        out[(*phase, _ALL, _ALL, *writes)] = part.swapaxes(0, 1)
+        out[phase + (_ALL, _ALL) + writes] = part.swapaxes(0, 1)
     return out
 
 
@@ -243,7 +255,7 @@ def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx:
         phase, shift = zip(*(divmod(t * d, s)[::-1] for t, d, s in zip(tap, dilation, stride, strict=True)), strict=True)
         start = sum(q * p for q, p in zip(shift, pitch[1:], strict=True))
         reads = components[phase][..., start : start + run]
-        dw[(_ALL, _ALL, _ALL, *tap)] = _correlate(x_grid, reads)
+        dw[(_ALL, _ALL, _ALL) + tap] = _correlate(x_grid, reads)
         if acc is not None and w_taps is not None and part is not None:
             np.matmul(w_taps[index], reads, out=part if index else acc)
             if index:
@@ -259,21 +271,25 @@ def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx:
 
 @register
 class ConvTranspose(LayerKind):
-    """2-D transposed convolution (nn.ConvTranspose2d): the learned upsampling of generators and decoders.
+    """Transposed convolution over 1, 2 or 3 spatial axes (nn.ConvTranspose1d/2d/3d, by the input):
+    the learned upsampling of generators and decoders.
 
-    Args: out channels, kernel, stride=1, pad=0, output_pad=0 (added to the bottom/right; less
-    than the stride or the dilation), groups=1, dilation=1, bias=true.
-    Shape: C x H x W -> out x H' x W', H' = (H - 1)·S - 2P + D·(K - 1) + output_pad + 1
-    (a convolution's formula solved for its input: stride 2, kernel 4, pad 1 doubles H).
+    Args: out channels, kernel, stride=1, pad=0, output_pad=0 (added to the far end of each axis;
+    less than the stride or the dilation), groups=1, dilation=1, bias=true; each of kernel,
+    stride, pad, output_pad and dilation an int or a tuple with one entry per axis.
+    Shape: C x H x W -> out x H' x W', H' = (H - 1)·S - 2P + D·(K - 1) + output_pad + 1 per axis
+    (a convolution's formula solved for its input: stride 2, kernel 4, pad 1 doubles H);
+    C x L and C x D x H x W alike.
     Example: `ConvTranspose(128, 4, stride=2, pad=1, bias=false)`.
     """
 
     name = "ConvTranspose"
     np_supported = True
-    aliases = ("ConvTranspose2d",)
+    aliases = ("ConvTranspose2d", "ConvTranspose1d", "ConvTranspose3d")
+    spelling_ranks = {"ConvTranspose1d": (1,), "ConvTranspose2d": (2,), "ConvTranspose3d": (3,)}
     family = "conv"
     fresh_output = True
-    input_rank = "image"
+    input_rank = "spatial"
     signature = (
         ArgSpec("out", "int", minimum=1, keywords=("out_channels",)),
         ArgSpec("kernel", "pair", minimum=1, keywords=("kernel_size",)),
@@ -285,7 +301,7 @@ class ConvTranspose(LayerKind):
         ArgSpec("bias", "bool", True),
     )
     spelling_signatures = {
-        "ConvTranspose2d": (
+        spelling: (
             ArgSpec("in_channels", "int", INFERRED, minimum=1, role="input"),
             ArgSpec("out_channels", "int", minimum=1, target="out"),
             ArgSpec("kernel_size", "pair", minimum=1, target="kernel"),
@@ -295,19 +311,26 @@ class ConvTranspose(LayerKind):
             ArgSpec("groups", "int", 1, minimum=1),
             ArgSpec("bias", "bool", True),
             ArgSpec("dilation", "pair", 1, minimum=1),
-            # nn.ConvTranspose2d takes padding_mode but accepts only zeros.
+            # nn.ConvTransposeNd takes padding_mode but accepts only zeros.
             ArgSpec("padding_mode", "choice", "zeros", role="fixed", choices=("zeros", "reflect", "replicate", "circular")),
         )
+        for spelling in ("ConvTranspose2d", "ConvTranspose1d", "ConvTranspose3d")
     }
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:
+        # One entry per spatial axis (an int: the same on every axis). On a flat input, which the
+        # input-rank check reports next, any consistent reading will do.
         out = dict(args)
-        for name in ("kernel", "stride", "pad", "output_pad", "dilation"):
-            out[name] = as_pair(out[name])
+        rank = shape.spatial_rank if shape is not None and shape.has_space else None
+        for name in _GEOMETRY:
+            if rank is None:
+                out[name] = as_pair(out[name][0] if isinstance(out[name], tuple) else out[name])
+            else:
+                out[name] = spatial_tuple(self.name, name, out[name], rank)
         return out
 
     def infer(self, args: Args, shape: Shape) -> Shape:
-        for axis in (0, 1):
+        for axis in range(len(args["kernel"])):
             limit = max(args["stride"][axis], args["dilation"][axis])
             if args["output_pad"][axis] >= limit:
                 raise LayerError(
@@ -342,8 +365,8 @@ class ConvTranspose(LayerKind):
         return result
 
     def param_count(self, args: Args, shape: Shape) -> int:
-        kh, kw = args["kernel"]
-        return shape.channels * (args["out"] // args["groups"]) * kh * kw + (args["out"] if args["bias"] else 0)
+        taps = math.prod(args["kernel"])
+        return shape.channels * (args["out"] // args["groups"]) * taps + (args["out"] if args["bias"] else 0)
 
     def size_arithmetic(self, args: Args, shape: Shape) -> str:
         """How it gets its output size, per axis with numbers (an axis said once when both agree)."""
@@ -352,7 +375,7 @@ class ConvTranspose(LayerKind):
         return texts[0] if len(set(texts)) == 1 else " and ".join(texts)
 
     def size_fix(self, args: Args, shape: Shape, wanted: Sizes) -> str | None:
-        """The output_pad that gives the `wanted` height and width (a U-Net's skip of odd size), with its arithmetic."""
+        """The output_pad that gives the `wanted` spatial size (a U-Net's skip of odd size), with its arithmetic."""
         names = ("kernel", "stride", "pad", "dilation")
         pads = []
         for axis, size in enumerate(shape.spatial):
@@ -364,49 +387,49 @@ class ConvTranspose(LayerKind):
         if tuple(pads) == args["output_pad"]:
             return None
         fixed = {**args, "output_pad": tuple(pads)}
-        setting = f"output_pad={pads[0]}" if len(set(pads)) == 1 else f"output_pad=({pads[0]}, {pads[1]})"
+        setting = f"output_pad={pads[0]}" if len(set(pads)) == 1 else f"output_pad=({', '.join(map(str, pads))})"
         return f"{setting} gives {self.size_arithmetic(fixed, shape)}"
 
     def macs(self, args: Args, shape: Shape, out: Shape) -> int:
-        # Every input pixel scatters one kernel of out/groups channels (fvcore's and ptflops' count).
-        kh, kw = args["kernel"]
-        return shape.numel * (args["out"] // args["groups"]) * kh * kw
+        # Every input position scatters one kernel of out/groups channels (fvcore's and ptflops' count).
+        return shape.numel * (args["out"] // args["groups"]) * math.prod(args["kernel"])
 
     def receptive(self, args: Args, shape: Shape, field: Field) -> Field:
         names = ("kernel", "stride", "pad", "dilation")
         return tuple(axis.transposed(*(args[name][a] for name in names)) for a, axis in enumerate(field))
 
     def np_workspace_bytes(self, args: Args, shape: Shape, out: Shape, batch: int, itemsize: int) -> int:
-        # The per-offset columns (out x kh x kw x H x W) and the uncropped scatter buffer.
-        kh, kw = args["kernel"]
-        _, h, w = shape
-        full = [
-            _full_size(shape[1 + a], args["kernel"][a], args["stride"][a], args["dilation"][a], args["output_pad"][a])
-            for a in (0, 1)
+        # The larger of the two passes' temporaries (see conv_transpose_forward and _backward).
+        # Forward: the padded channel-major input and, per phase, the product and its accumulator
+        # (at most the output). Backward: dy padded and rounded up to whole strides, in its
+        # components; the input on the components' grid; the input gradient's product and
+        # accumulator on that grid.
+        reach = [
+            _full_size(size, *(args[name][a] for name in ("kernel", "stride", "dilation", "output_pad")))
+            for a, size in enumerate(shape.spatial)
         ]
-        return batch * itemsize * args["out"] * (kh * kw * h * w + full[0] * full[1])
+        padded_input = math.prod(size + 2 * (r - 1) for size, r in zip(shape.spatial, reach, strict=True))
+        forward = shape.channels * padded_input + 2 * out.numel
+        grid = [-(-(size + 2 * p) // s) for size, p, s in zip(out.spatial, args["pad"], args["stride"], strict=True)]
+        backward = out.channels * math.prod(args["stride"]) * math.prod(grid) + 3 * shape.channels * math.prod(grid)
+        return batch * itemsize * max(forward, backward)
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs: list[tuple[str, Any]] = [("kernel_size", torch_pair(args["kernel"]))]
-        for name, torch_name, default in (
-            ("stride", "stride", (1, 1)),
-            ("pad", "padding", (0, 0)),
-            ("output_pad", "output_padding", (0, 0)),
-        ):
-            if args[name] != default:
+        for name, torch_name, default in (("stride", "stride", 1), ("pad", "padding", 0), ("output_pad", "output_padding", 0)):
+            if any(differs(v, default) for v in args[name]):
                 kwargs.append((torch_name, torch_pair(args[name])))
-        if args["groups"] != 1:
+        if differs(args["groups"], 1):
             kwargs.append(("groups", args["groups"]))
         if not args["bias"]:
             kwargs.append(("bias", False))
-        if args["dilation"] != (1, 1):
+        if any(differs(v, 1) for v in args["dilation"]):
             kwargs.append(("dilation", torch_pair(args["dilation"])))
-        return TorchCall("nn.ConvTranspose2d", (in_shape.channels, args["out"]), tuple(kwargs))
+        return TorchCall(torch_module("ConvTranspose", in_shape.spatial_rank), (in_shape.channels, args["out"]), tuple(kwargs))
 
     def np_init(self, args: Args, shape: Shape, rng: TorchRandom, dtype: Any) -> Tensors:
-        # nn.ConvTranspose2d's weight is (in, out/groups, kh, kw); its fan_in (for both bounds) is out/groups*kh*kw.
-        kh, kw = args["kernel"]
-        weight_shape = (shape.channels, args["out"] // args["groups"], kh, kw)
+        # nn.ConvTransposeNd's weight is (in, out/groups, *kernel); its fan_in (for both bounds) is out/groups*prod(kernel).
+        weight_shape = (shape.channels, args["out"] // args["groups"], *args["kernel"])
         fan_in = math.prod(weight_shape[1:])
         bound = ops.default_weight_bound(fan_in)
         tensors = {"weight": rng.uniform(-bound, bound, weight_shape, dtype)}
@@ -422,14 +445,14 @@ class ConvTranspose(LayerKind):
         return conv_transpose_backward(params["weight"], args["bias"], args, ctx, dy)
 
     def describe(self, args: Args) -> str:
-        parts = ["ConvTranspose", str(args["out"]), f"{args['kernel'][0]}x{args['kernel'][1]}"]
-        if args["stride"] != (1, 1):
+        parts = ["ConvTranspose", str(args["out"]), "x".join(str(k) for k in args["kernel"])]
+        if any(s != 1 for s in args["stride"]):
             parts.append("x" + pair_text(args["stride"]))
-        if args["pad"] != (0, 0):
+        if any(args["pad"]):
             parts.append("pad " + pair_text(args["pad"]))
-        if args["output_pad"] != (0, 0):
+        if any(args["output_pad"]):
             parts.append("outpad " + pair_text(args["output_pad"]))
-        if args["dilation"] != (1, 1):
+        if any(d != 1 for d in args["dilation"]):
             parts.append("dil " + pair_text(args["dilation"]))
         text = " ".join(parts)
         return text + (f" g{args['groups']}" if args["groups"] != 1 else "")
