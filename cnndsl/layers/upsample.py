@@ -271,8 +271,9 @@ def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx:
 
 @register
 class ConvTranspose(LayerKind):
-    """Transposed convolution over 1, 2 or 3 spatial axes (nn.ConvTranspose1d/2d/3d, by the input):
-    the learned upsampling of generators and decoders.
+    """Transposed convolution over 1, 2 or 3 spatial axes (nn.ConvTranspose1d/2d/3d, by the input).
+
+    The learned upsampling of generators and decoders.
 
     Args: out channels, kernel, stride=1, pad=0, output_pad=0 (added to the far end of each axis;
     less than the stride or the dilation), groups=1, dilation=1, bias=true; each of kernel,
