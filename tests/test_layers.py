@@ -458,3 +458,29 @@ def test_a_transposed_conv_short_of_its_skip_shows_its_formula_and_the_output_pa
         cnndsl.parse(source.replace("stride=2)", "stride=1)"))
     [diagnostic] = [d for d in info.value.diagnostics if d.severity == "error"]
     assert "(15 - 1)·1 - 2·0 + 1·(2 - 1) + 0 + 1 = 16" in diagnostic.notes[1] and "output_pad" not in diagnostic.hint
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "fix"),
+    [
+        ("3x31", "output_pad=1 gives (15 - 1)·2 - 2·0 + 1·(2 - 1) + 1 + 1 = 31"),
+        (
+            "3x31x30x31",
+            "output_pad=(1, 0, 1) gives (15 - 1)·2 - 2·0 + 1·(2 - 1) + 1 + 1 = 31 and "
+            "(15 - 1)·2 - 2·0 + 1·(2 - 1) + 0 + 1 = 30 and (15 - 1)·2 - 2·0 + 1·(2 - 1) + 1 + 1 = 31",
+        ),
+    ],
+)
+def test_a_transposed_conv_short_of_its_skip_on_a_signal_or_volume_gets_its_output_pad_per_axis(in_shape: str, fix: str) -> None:
+    source = (
+        f"input {in_shape}\ne: Conv(4, 3, pad=1)\nMaxPool(2), Conv(8, 3, pad=1)\nConcat[@e | ConvTranspose(4, 2, stride=2), ReLU]"
+    )
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(source)
+    [diagnostic] = [d for d in info.value.diagnostics if d.severity == "error"]
+    assert diagnostic.hint.endswith(": " + fix)
+    pads = fix.split(" gives")[0].removeprefix("output_pad=")
+    assert cnndsl.parse(source.replace("stride=2)", f"stride=2, output_pad={pads})")).output_shape == (
+        8,
+        *map(int, in_shape.split("x")[1:]),
+    )
