@@ -123,6 +123,15 @@ def _grid_view(flat: np.ndarray, counts: Sizes, pitch: Sizes) -> np.ndarray:
     )
 
 
+MANY_TAPS = 9
+"""A phase with this many taps or more (a 3x3 kernel at stride 1) is computed by column blocks
+(`_phase_by_columns`), one product with every tap in its reduction; fewer, by one product per
+tap. Measured (CPU time, batch 16, 16 channels): 3x3 at stride 1 0.9x, 3x3x3 0.7x the time
+per tap; one tap (2x2 at stride 2) 1.5x, four (4x4 at stride 2) 1.1-1.5x."""
+
+COLUMN_BLOCK_BYTES = 1 << 20
+"""A column block of `_phase_by_columns`: small enough to stay in cache from its copy to its product."""
+
 CORRELATION_CHUNK = 2048
 """Flat positions per block of `_correlate`'s reduction."""
 
@@ -146,6 +155,49 @@ def _correlate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
         out += np.matmul(blocks(a), blocks(b).swapaxes(-1, -2)).sum(axis=-3)
     return out
+
+
+def _phase_by_columns(
+    flat: np.ndarray, weight: np.ndarray, combo: tuple[_Phase, ...], low: Sizes, pitch: Sizes, run: int
+) -> np.ndarray:
+    """One phase of the forward as im2col on the flat run, block by block: (groups, out/groups, run).
+
+    A phase's taps read the input at offsets that step evenly along each axis (the reads fall by
+    D/gcd(S, D) per tap), so with the taps reversed one strided view holds every tap's run; a block
+    of it, copied, is the block's columns, and one product with the flipped sub-kernel (every tap
+    in its reduction) gives the block's output.
+    """
+    groups, in_g = flat.shape[:2]
+    out_g = weight.shape[1]
+    rank = len(combo)
+    taps = [phase.taps[::-1] for phase in combo]
+    reads = [phase.reads[::-1] for phase in combo]
+    steps = [r[1] - r[0] if len(r) > 1 else 0 for r in reads]
+    source = flat[..., sum((r[0] + lo) * p for r, lo, p in zip(reads, low, pitch[1:], strict=True)) :]
+    sizes = tuple(len(t) for t in taps)
+    item = flat.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        source,
+        (groups, in_g, *sizes, run),
+        (*source.strides[:2], *(st * p * item for st, p in zip(steps, pitch[1:], strict=True)), item),
+        writeable=False,
+    )
+    sub = weight.reshape(groups, in_g, out_g, *weight.shape[2:])[(_ALL, _ALL, _ALL) + np.ix_(*taps)]
+    w3 = np.ascontiguousarray(sub.transpose(0, 2, 1, *range(3, 3 + rank))).reshape(groups, out_g, -1)
+    width = max(1, min(run, COLUMN_BLOCK_BYTES // (w3.shape[2] * item)))
+    cols = np.empty((groups, in_g, *sizes, width), flat.dtype)
+    result = np.empty((groups, out_g, width), flat.dtype)
+    acc = np.empty((groups, out_g, run), flat.dtype)
+    for begin in range(0, run, width):
+        end = min(run, begin + width)
+        block = cols[..., : end - begin]
+        np.copyto(block, view[..., begin:end])
+        if end - begin == width:  # a full block: the product into its reused buffer
+            np.matmul(w3, cols.reshape(groups, -1, width), out=result)
+            acc[..., begin:end] = result
+        else:
+            acc[..., begin:end] = np.matmul(w3, block.reshape(groups, -1, end - begin))
+    return acc
 
 
 def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, args: Args, ctx: NpContext) -> np.ndarray:
@@ -187,14 +239,17 @@ def conv_transpose_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     for combo in itertools.product(*axis_phases):
         counts = (n, *(phase.count for phase in combo))
         run = _run(counts, pitch)
-        acc = np.empty((groups, out_g, run), x.dtype)
-        part = np.empty_like(acc)
-        for index, tap in enumerate(itertools.product(*(zip(phase.taps, phase.reads, strict=True) for phase in combo))):
-            k = sum(t * p for (t, _), p in zip(tap, kernel_pitch, strict=True))
-            start = sum((read + lo) * p for (_, read), lo, p in zip(tap, low, pitch[1:], strict=True))
-            np.matmul(w_taps[k], flat[..., start : start + run], out=part if index else acc)
-            if index:
-                acc += part
+        if math.prod(len(phase.taps) for phase in combo) >= MANY_TAPS:
+            acc = _phase_by_columns(flat, weight, combo, low, pitch, run)
+        else:
+            acc = np.empty((groups, out_g, run), x.dtype)
+            part = np.empty_like(acc)
+            for index, tap in enumerate(itertools.product(*(zip(phase.taps, phase.reads, strict=True) for phase in combo))):
+                k = sum(t * p for (t, _), p in zip(tap, kernel_pitch, strict=True))
+                start = sum((read + lo) * p for (_, read), lo, p in zip(tap, low, pitch[1:], strict=True))
+                np.matmul(w_taps[k], flat[..., start : start + run], out=part if index else acc)
+                if index:
+                    acc += part
         outputs = tuple(
             slice(phase.out_start, phase.out_start + (phase.count - 1) * s + 1, s)
             for phase, (_, s, *_) in zip(combo, geometry, strict=True)
