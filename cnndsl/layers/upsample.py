@@ -280,6 +280,41 @@ def _components(dy: np.ndarray, pad: Sizes, stride: Sizes, grid: Sizes) -> np.nd
     return out
 
 
+def _backward_by_columns(
+    padded: np.ndarray, x_grid: np.ndarray, weight: np.ndarray, dilation: Sizes, pitch: Sizes, need_dx: bool
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The stride-1 backward with many taps by cache-sized column blocks, as `_phase_by_columns`:
+    tap k reads the padded dy (groups, out/groups, flat) at a flat offset that steps by D along
+    each axis, so one strided view holds every tap's run; per block, its copy gives dx's block
+    (one product, every tap in the reduction) and adds into dW (one product). Returns dx on the
+    grid (groups, in/groups, run), None unless `need_dx`, and dW in nn.ConvTranspose's layout."""
+    groups, out_g = padded.shape[:2]
+    in_g, run = x_grid.shape[1:]
+    kernel = weight.shape[2:]
+    item = padded.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        padded,
+        (groups, out_g, *kernel, run),
+        (*padded.strides[:2], *(d * p * item for d, p in zip(dilation, pitch[1:], strict=True)), item),
+        writeable=False,
+    )
+    taps = out_g * math.prod(kernel)
+    w3 = weight.reshape(groups, in_g, taps)
+    width = max(1, min(run, COLUMN_BLOCK_BYTES // (taps * item)))
+    cols = np.empty((groups, out_g, *kernel, width), padded.dtype)
+    dw = np.zeros((groups, taps, in_g), weight.dtype)
+    dx = np.empty((groups, in_g, run), padded.dtype) if need_dx else None
+    for begin in range(0, run, width):
+        end = min(run, begin + width)
+        block = cols[..., : end - begin]
+        np.copyto(block, view[..., begin:end])
+        flat_block = block.reshape(groups, taps, end - begin)
+        dw += np.matmul(flat_block, x_grid[..., begin:end].swapaxes(-1, -2))
+        if dx is not None:
+            dx[..., begin:end] = np.matmul(w3, flat_block)
+    return dx, dw.swapaxes(1, 2).reshape(weight.shape)
+
+
 def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx: NpContext, dy: np.ndarray) -> Backward:
     """Both gradients read dy at the positions each input position scattered into: input i and tap k
     reach dy padded by P at i·S + k·D. With k·D = q·S + ρ that is position i + q of dy's
@@ -302,6 +337,16 @@ def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx:
     counts = (n, *spatial)
     run = _run(counts, pitch)
     x_grid = _channel_major_padded(x, (0,) * rank, grid).reshape(groups, c // groups, -1)[..., :run]
+    if all(s == 1 for s in stride) and math.prod(kernel) >= MANY_TAPS:
+        dx_acc, dw_cols = _backward_by_columns(
+            components.reshape(groups, out_g, -1), x_grid, weight, dilation, pitch, ctx.need_dx
+        )
+        grads = {"weight": dw_cols}
+        if has_bias:
+            grads["bias"] = dy.sum(axis=(0, *range(2, dy.ndim)))
+        if dx_acc is None:
+            return None, grads
+        return np.ascontiguousarray(np.moveaxis(_grid_view(dx_acc, counts, pitch), 2, 0)).reshape(x.shape), grads
     dw = np.empty((groups, c // groups, out_g, *kernel), weight.dtype)
     w_taps = np.ascontiguousarray(weight.reshape(groups, c // groups, out_g, -1).transpose(3, 0, 1, 2)) if ctx.need_dx else None
     acc = np.empty((groups, c // groups, run), dy.dtype) if ctx.need_dx else None
