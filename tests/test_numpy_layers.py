@@ -86,6 +86,7 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("4x3x4", "ConvTranspose(6, (3, 2), stride=(2, 3), pad=(1, 0), output_pad=(1, 2), groups=2)"),
         ("2x3x3", "ConvTranspose(3, 3, stride=2, dilation=2, output_pad=1)"),
         ("4x3x3", "ConvTranspose2d(4, 4, 2, 2, groups=4)"),
+        ("3x3x4", "ConvTranspose(4, 2, stride=2)"),  # U-Net's: kernel = stride, each tap its own output phase
         ("2x3x3", "ConvTranspose(3, 1, stride=2)"),  # a kernel smaller than the stride: phases with the bias alone
         ("2x5x5", "ConvTranspose(3, 3, stride=2, pad=3)"),  # more padding than the kernel reaches: the input is cropped
         ("3x6", "ConvTranspose(4, 3, stride=2, pad=1, output_pad=1)"),  # 1-D (nn.ConvTranspose1d)

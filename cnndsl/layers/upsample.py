@@ -337,6 +337,20 @@ def conv_transpose_backward(weight: np.ndarray, has_bias: bool, args: Args, ctx:
     counts = (n, *spatial)
     run = _run(counts, pitch)
     x_grid = _channel_major_padded(x, (0,) * rank, grid).reshape(groups, c // groups, -1)[..., :run]
+    if kernel == stride and all(d == 1 for d in dilation) and groups == 1:
+        # Each tap reads its own component unshifted (U-Net's kernel 2, stride 2): the components,
+        # stacked, are already the columns (taps, out, run), a view: one product for dx, one for dW.
+        taps = math.prod(kernel)
+        cols = components.reshape(taps * out_g, -1)[:, :run]
+        w2 = np.moveaxis(weight.reshape(c, out_g, taps), 1, 2).reshape(c, taps * out_g)
+        dw2 = _correlate(cols[None], x_grid)[0]  # (taps * out, in)
+        grads = {"weight": np.moveaxis(dw2.reshape(taps, out_g, c), 2, 0).swapaxes(1, 2).reshape(weight.shape)}
+        if has_bias:
+            grads["bias"] = dy.sum(axis=(0, *range(2, dy.ndim)))
+        if not ctx.need_dx:
+            return None, grads
+        flat_dx = np.matmul(w2, cols)[None]
+        return np.ascontiguousarray(np.moveaxis(_grid_view(flat_dx, counts, pitch), 2, 0)).reshape(x.shape), grads
     if all(s == 1 for s in stride) and math.prod(kernel) >= MANY_TAPS:
         dx_acc, dw_cols = _backward_by_columns(
             components.reshape(groups, out_g, -1), x_grid, weight, dilation, pitch, ctx.need_dx
