@@ -56,11 +56,6 @@ def transposed_arithmetic(size: int, kernel: int, stride: int, pad: int, dilatio
     return f"({size} - 1)·{stride} - 2·{pad} + {dilation}·({kernel} - 1) + {output_pad} + 1 = {out}"
 
 
-def _full_size(size: int, kernel: int, stride: int, dilation: int, output_pad: int) -> int:
-    """dy padded by P along one axis (the positions the input scatters into, output_pad included)."""
-    return (size - 1) * stride + dilation * (kernel - 1) + 1 + output_pad
-
-
 _GEOMETRY = ("kernel", "stride", "pad", "dilation", "output_pad")
 _ALL = slice(None)
 
@@ -519,11 +514,11 @@ class ConvTranspose(LayerKind):
         # (at most the output). Backward: dy padded and rounded up to whole strides, in its
         # components; the input on the components' grid; the input gradient's product and
         # accumulator on that grid.
-        reach = [
-            _full_size(size, *(args[name][a] for name in ("kernel", "stride", "dilation", "output_pad")))
+        # A phase's taps reach at most D·(K - 1)/S input positions beyond either end.
+        padded_input = math.prod(
+            size + 2 * (-(-args["dilation"][a] * (args["kernel"][a] - 1) // args["stride"][a]) + 1)
             for a, size in enumerate(shape.spatial)
-        ]
-        padded_input = math.prod(size + 2 * (r - 1) for size, r in zip(shape.spatial, reach, strict=True))
+        )
         forward = shape.channels * padded_input + 2 * out.numel
         grid = [-(-(size + 2 * p) // s) for size, p, s in zip(out.spatial, args["pad"], args["stride"], strict=True)]
         backward = out.channels * math.prod(args["stride"]) * math.prod(grid) + 3 * shape.channels * math.prod(grid)
