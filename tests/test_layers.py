@@ -141,6 +141,18 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
             48 * 2 * 6,
         ),
         ("ConvTranspose2d(4, 2, 3, 2, 1, 1, 1, False, 2)", "4x3x3", (2, 8, 8), 4 * 2 * 9, 0, 36 * 2 * 9),
+        # 1-D and 3-D: the formula per axis, nn.ConvTranspose1d/3d (their spellings take PyTorch's signature).
+        ("ConvTranspose(4, 3, stride=2, pad=1, output_pad=1)", "2x7", (4, 14), 2 * 4 * 3 + 4, 0, 2 * 7 * 4 * 3),
+        ("ConvTranspose1d(4, 6, 5, 3, 2, 1, groups=2, bias=False)", "4x5", (6, 14), 4 * 3 * 5, 0, 4 * 5 * 3 * 5),
+        (
+            "ConvTranspose(2, (2, 3, 3), stride=(1, 2, 2), pad=(0, 1, 1))",
+            "3x2x4x4",
+            (2, 3, 7, 7),
+            3 * 2 * 18 + 2,
+            0,
+            3 * 32 * 2 * 18,
+        ),
+        ("ConvTranspose3d(2, 4, 2, stride=2, bias=False)", "2x2x3x3", (4, 4, 6, 6), 2 * 4 * 8, 0, 2 * 18 * 4 * 8),
     ],
     "Upsample": [
         ("Upsample(2)", "3x4x5", (3, 8, 10), 0, 0, 0),
@@ -400,6 +412,26 @@ GROW_ERRORS = [
     ),
     ("3x4x4", "ConvTranspose(4, 3, groups=2)", "ConvTranspose: groups=2 must divide the input channels; got 3"),
     ("4x4x4", "ConvTranspose2d(3, 4, 3)", "ConvTranspose2d's in_channels is 3 but its input has 4 channels"),
+    # 1-D and 3-D: the formula with the numbers of the axis that does not fit, tuples of the input's rank, the spelling's rank.
+    (
+        "3x2",
+        "ConvTranspose(4, 1, pad=1)",
+        "ConvTranspose: the output would be 0 wide: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1 = (2 - 1)·1 - 2·1 + 1·(1 - 1) + 0 + 1 = 0",
+    ),
+    (
+        "3x4x4x2",
+        "ConvTranspose(4, (1, 1, 1), pad=(0, 0, 1))",
+        "ConvTranspose: the output would be 0 wide: (N - 1)·S - 2P + D·(K - 1) + output_pad + 1 = (2 - 1)·1 - 2·1 + 1·(1 - 1) + 0 + 1 = 0",
+    ),
+    (
+        "3x8",
+        "ConvTranspose(4, 3, stride=2, output_pad=2)",
+        "output_pad must be smaller than the stride or the dilation; got output_pad 2",
+    ),
+    ("3x4x4x4", "ConvTranspose(4, (2, 2))", "ConvTranspose: `kernel` (2, 2) has 2 entries but the input has 3 spatial axes"),
+    ("3x4x4", "ConvTranspose1d(3, 4, 3)", "ConvTranspose1d needs a 1-D input (CxL); got an image 3x4x4"),
+    ("3x4x4x4", "ConvTranspose2d(3, 4, 3)", "ConvTranspose2d needs an image (CxHxW); got a 3-D volume 3x4x4x4"),
+    ("3x4", "ConvTranspose3d(3, 4, 3)", "ConvTranspose3d needs a 3-D input (CxDxHxW); got a 1-D signal 3x4"),
     ("3x4x4", "Upsample", "Upsample: give exactly one of scale and size; got neither"),
     ("3x4x4", "Upsample(2, align_corners=true)", "Upsample: align_corners applies only to the interpolating modes"),
     ("3x9", "Upsample(2, mode=bilinear)", "Upsample: mode=bilinear is for an image (CxHxW); got a 1-D signal 3x9 (CxL)"),
@@ -495,3 +527,29 @@ def test_upsample_receptive_field_reads_its_modes_neighbours(in_shape: str, mode
     """Linear interpolation (one axis at a time: linear, bilinear, trilinear) reads two neighbours per axis, bicubic four."""
     net = cnndsl.parse(f"input {in_shape}\nConv(1, 3), Upsample(2, mode={mode}), Conv(1, 3)")
     assert net.layers[-1].receptive_field == field
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "fix"),
+    [
+        ("3x31", "output_pad=1 gives (15 - 1)·2 - 2·0 + 1·(2 - 1) + 1 + 1 = 31"),
+        (
+            "3x31x30x31",
+            "output_pad=(1, 0, 1) gives (15 - 1)·2 - 2·0 + 1·(2 - 1) + 1 + 1 = 31 and "
+            "(15 - 1)·2 - 2·0 + 1·(2 - 1) + 0 + 1 = 30 and (15 - 1)·2 - 2·0 + 1·(2 - 1) + 1 + 1 = 31",
+        ),
+    ],
+)
+def test_a_transposed_conv_short_of_its_skip_on_a_signal_or_volume_gets_its_output_pad_per_axis(in_shape: str, fix: str) -> None:
+    source = (
+        f"input {in_shape}\ne: Conv(4, 3, pad=1)\nMaxPool(2), Conv(8, 3, pad=1)\nConcat[@e | ConvTranspose(4, 2, stride=2), ReLU]"
+    )
+    with pytest.raises(CnnDslError) as info:
+        cnndsl.parse(source)
+    [diagnostic] = [d for d in info.value.diagnostics if d.severity == "error"]
+    assert diagnostic.hint.endswith(": " + fix)
+    pads = fix.split(" gives")[0].removeprefix("output_pad=")
+    assert cnndsl.parse(source.replace("stride=2)", f"stride=2, output_pad={pads})")).output_shape == (
+        8,
+        *map(int, in_shape.split("x")[1:]),
+    )

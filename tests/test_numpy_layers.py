@@ -96,6 +96,13 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("4x3x4", "ConvTranspose(6, (3, 2), stride=(2, 3), pad=(1, 0), output_pad=(1, 2), groups=2)"),
         ("2x3x3", "ConvTranspose(3, 3, stride=2, dilation=2, output_pad=1)"),
         ("4x3x3", "ConvTranspose2d(4, 4, 2, 2, groups=4)"),
+        ("3x3x4", "ConvTranspose(4, 2, stride=2)"),  # U-Net's: kernel = stride, each tap its own output phase
+        ("2x3x3", "ConvTranspose(3, 1, stride=2)"),  # a kernel smaller than the stride: phases with the bias alone
+        ("2x5x5", "ConvTranspose(3, 3, stride=2, pad=3)"),  # more padding than the kernel reaches: the input is cropped
+        ("3x6", "ConvTranspose(4, 3, stride=2, pad=1, output_pad=1)"),  # 1-D (nn.ConvTranspose1d)
+        ("4x5", "ConvTranspose1d(4, 6, 4, stride=3, padding=2, dilation=2, groups=2, bias=False)"),
+        ("2x3x4x3", "ConvTranspose(3, (2, 3, 2), stride=(1, 2, 2), pad=(0, 1, 0), output_pad=(0, 1, 1))"),  # 3-D
+        ("2x2x3x3", "ConvTranspose3d(2, 4, 3, stride=2, padding=1, dilation=(1, 2, 1))"),
     ],
     "Upsample": [
         ("3x3x4", "Upsample(2)"),
@@ -502,3 +509,48 @@ def test_per_sample_products_match_torch(body: str, column_bytes: int, monkeypat
     monkeypatch.setattr(cnndsl.numpy_ops, "COLUMN_BYTES", column_bytes)
     net = network("3x9x8", body)
     compare_with_torch(net, batch(net, n=3), train=False, grads=False)
+
+
+def test_transposed_convolution_kernels_match_torch_on_random_geometries() -> None:
+    """The phase decomposition (forward) and the polyphase components (backward) on 80 random
+    geometries at every rank: kernels smaller or larger than the stride, dilations sharing a
+    factor with it, padding beyond the kernel's reach, output_pad, groups; float64, to rounding."""
+    torch = require_torch()
+    import random
+
+    from cnndsl.layers.upsample import conv_transpose_backward, conv_transpose_forward, transposed_size
+    from cnndsl.numpy_ops import NpContext
+
+    rnd = random.Random(7)
+    tried = 0
+    while tried < 80:
+        rank, groups = rnd.choice((1, 2, 3)), rnd.choice((1, 2, 3))
+        cin, cout = groups * rnd.randint(1, 2), groups * rnd.randint(1, 2)
+        kernel = tuple(rnd.randint(1, 5) for _ in range(rank))
+        stride = tuple(rnd.randint(1, 4) for _ in range(rank))
+        dilation = tuple(rnd.randint(1, 3) for _ in range(rank))
+        pad = tuple(rnd.randint(0, 5) for _ in range(rank))
+        output_pad = tuple(rnd.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation, strict=True))
+        size = tuple(rnd.randint(1, 5) for _ in range(rank))
+        geometry = zip(size, kernel, stride, pad, dilation, output_pad, strict=True)
+        if min(transposed_size(*axis) for axis in geometry) < 1:
+            continue
+        tried += 1
+        module = getattr(torch.nn, f"ConvTranspose{rank}d")(
+            cin, cout, kernel, stride, pad, output_pad, groups, dilation=dilation, dtype=torch.float64
+        )
+        x = np.random.default_rng(tried).standard_normal((2, cin, *size))
+        args = {"kernel": kernel, "stride": stride, "pad": pad, "dilation": dilation, "output_pad": output_pad, "groups": groups}
+        weight, bias = module.weight.detach().numpy(), module.bias.detach().numpy()
+        ctx = NpContext(rng=np.random.default_rng(0), record=True)
+        y = conv_transpose_forward(x, weight, bias, args, ctx)
+        x_t = torch.tensor(x, requires_grad=True)
+        y_t = module(x_t)
+        dy = np.random.default_rng(100 + tried).standard_normal(tuple(y_t.shape))
+        y_t.backward(torch.from_numpy(dy))
+        dx, grads = conv_transpose_backward(weight, True, args, ctx, dy)
+        described = f"ConvTranspose{rank}d k={kernel} s={stride} d={dilation} p={pad} op={output_pad} g={groups} on {size}"
+        assert np.abs(y - y_t.detach().numpy()).max() < 1e-10, described
+        assert dx is not None and np.abs(dx - x_t.grad.numpy()).max() < 1e-10, described
+        assert np.abs(grads["weight"] - module.weight.grad.numpy()).max() < 1e-10, described
+        assert np.abs(grads["bias"] - module.bias.grad.numpy()).max() < 1e-10, described

@@ -141,6 +141,22 @@ def test_convtranspose2d_takes_pytorchs_signature_in_its_order() -> None:
     )
 
 
+@pytest.mark.parametrize(("spelling", "in_shape", "rank"), [("ConvTranspose1d", "4x5", 1), ("ConvTranspose3d", "4x2x3x3", 3)])
+def test_convtranspose1d_and_3d_take_pytorchs_signature_in_its_order(spelling: str, in_shape: str, rank: int) -> None:
+    torch = pytest.importorskip("torch")
+    ours = [spec.name for spec in lookup(spelling).signature_of(spelling)]
+    theirs = [name for name in inspect.signature(getattr(torch.nn, spelling)).parameters if name not in ("device", "dtype")]
+    assert ours == theirs
+    (layer,) = layer_args(f"input {in_shape}\n{spelling}(4, 8, 3, 2, 1, 1, 2, False, 1, zeros)")
+    assert (layer["out"], layer["stride"], layer["output_pad"], layer["groups"], layer["bias"]) == (
+        8,
+        (2,) * rank,
+        (1,) * rank,
+        2,
+        False,
+    )
+
+
 def test_unflatten_takes_pytorchs_dim_and_size_tuple() -> None:
     torch = pytest.importorskip("torch")
     network = cnndsl.parse("input 48\nUnflatten(1, (3, 4, 4))")
