@@ -465,3 +465,33 @@ def test_per_sample_products_match_torch(body: str, column_bytes: int, monkeypat
     monkeypatch.setattr(cnndsl.numpy_ops, "COLUMN_BYTES", column_bytes)
     net = network("3x9x8", body)
     compare_with_torch(net, batch(net, n=3), train=False, grads=False)
+
+
+@pytest.mark.parametrize(
+    "shape, body",
+    [
+        ("3x9x8", "DWConv(3, pad=1)"),
+        ("2x7x6", "DWConv((2, 3), pad=same, multiplier=3, pad_mode=reflect)"),
+        ("2x11", "DWConv(4, pad=2, multiplier=2)"),
+        ("2x4x5x6", "DWConv(3, pad=(1, 0, 2), bias=false)"),
+    ],
+)
+def test_depthwise_in_blocks_of_maps_matches_torch(shape: str, body: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stride-1 depthwise kernels run the maps in cache-sized blocks: force one map per block."""
+    import cnndsl.numpy_ops
+
+    monkeypatch.setattr(cnndsl.numpy_ops, "DEPTHWISE_CHUNK_BYTES", 1)
+    net = network(shape, body)
+    compare_with_torch(net, batch(net, n=3), train=False, grads=False)
+    compare_with_torch(net, batch(net, n=3), train=True)
+
+
+@pytest.mark.parametrize("body", ["PReLU(3, init=0.1)", "PReLU(init=1.5)"])
+def test_prelu_in_blocks_of_samples_matches_torch(body: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PReLU's forward runs in blocks of samples: force one sample per block."""
+    import cnndsl.layers.activation
+
+    monkeypatch.setattr(cnndsl.layers.activation, "PRELU_BLOCK_BYTES", 1)
+    net = network("3x4x5", body)
+    compare_with_torch(net, batch(net, n=3), train=False, grads=False)
+    compare_with_torch(net, batch(net, n=3), train=True)

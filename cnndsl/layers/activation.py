@@ -334,14 +334,32 @@ class Softplus(Activation):
         return args
 
     def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        z = x * args["beta"]
-        soft = _softplus(z) / args["beta"]
-        return _into(np.where(z > args["threshold"], x, soft), out)
+        # max(z, 0) + log1p(exp(-|z|)) in place on one temporary (no overflow, log1p's accuracy
+        # for large |z|); the threshold's mask only where some z exceeds it (rare), as torch: x itself.
+        beta, threshold = args["beta"], args["threshold"]
+        z = x if beta == 1 else np.multiply(x, beta)
+        tail = np.abs(z)
+        np.negative(tail, out=tail)
+        np.exp(tail, out=tail)
+        np.log1p(tail, out=tail)
+        y = np.maximum(z, 0.0)
+        y += tail
+        if beta != 1:
+            y /= beta
+        if z.size and z.max() > threshold:
+            np.copyto(y, x, where=z > threshold)
+        return _into(y, out)
 
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
         assert x is not None
-        z = x * args["beta"]
-        return np.where(z > args["threshold"], dy, dy * ops.sigmoid(z))
+        threshold = args["threshold"]
+        z = np.multiply(x, args["beta"])
+        above = z > threshold if z.size and z.max() > threshold else None
+        slope = ops.sigmoid(z, out=z)
+        if above is not None:
+            np.copyto(slope, 1.0, where=above)  # torch's identity beyond the threshold: dy itself
+        slope *= dy
+        return slope
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs: tuple[tuple[str, object], ...] = ()
@@ -380,6 +398,10 @@ class LogSoftmax(Activation):
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
         assert y is not None
         return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
+
+
+PRELU_BLOCK_BYTES = 2**20
+"""Input bytes per block of samples in PReLU's two-pass forward (about a core's L2 cache)."""
 
 
 @register
@@ -433,13 +455,19 @@ class PReLU(LayerKind):
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         ctx.save(x=x)
         weight = params["weight"]
-        y = np.multiply(x, self._slope(weight, x.ndim))
-        # Slopes at most 1 (the usual case): max(x, a x) is PReLU; at least 1: min(x, a x). Two passes either way.
-        if (weight <= 1).all():
-            return np.maximum(y, x, out=y)
-        if (weight >= 1).all():
-            return np.minimum(y, x, out=y)
-        return np.where(x > 0, x, y)
+        slope = self._slope(weight, x.ndim)
+        # Slopes at most 1 (the usual case): max(x, a x) is PReLU; at least 1: min(x, a x). Two
+        # passes, run in blocks of samples so that the second reads the first's output from cache.
+        bound = np.maximum if (weight <= 1).all() else np.minimum if (weight >= 1).all() else None
+        if bound is None:
+            return np.where(x > 0, x, np.multiply(x, slope))
+        y = np.empty_like(x)
+        step = max(1, PRELU_BLOCK_BYTES // max(1, x[0].nbytes))
+        for first in range(0, len(x), step):
+            part, block = x[first : first + step], y[first : first + step]
+            np.multiply(part, slope, out=block)
+            bound(block, part, out=block)
+        return y
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         x = ctx.saved["x"]
