@@ -484,14 +484,3 @@ def test_depthwise_in_blocks_of_maps_matches_torch(shape: str, body: str, monkey
     net = network(shape, body)
     compare_with_torch(net, batch(net, n=3), train=False, grads=False)
     compare_with_torch(net, batch(net, n=3), train=True)
-
-
-@pytest.mark.parametrize("body", ["PReLU(3, init=0.1)", "PReLU(init=1.5)"])
-def test_prelu_in_blocks_of_samples_matches_torch(body: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """PReLU's forward runs in blocks of samples: force one sample per block."""
-    import cnndsl.layers.activation
-
-    monkeypatch.setattr(cnndsl.layers.activation, "PRELU_BLOCK_BYTES", 1)
-    net = network("3x4x5", body)
-    compare_with_torch(net, batch(net, n=3), train=False, grads=False)
-    compare_with_torch(net, batch(net, n=3), train=True)

@@ -400,10 +400,6 @@ class LogSoftmax(Activation):
         return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
 
 
-PRELU_BLOCK_BYTES = 2**20
-"""Input bytes per block of samples in PReLU's two-pass forward (about a core's L2 cache)."""
-
-
 @register
 class PReLU(LayerKind):
     """max(0, x) + a * min(0, x) with a learnable slope `a` (nn.PReLU): one for all channels, or one per channel.
@@ -455,19 +451,13 @@ class PReLU(LayerKind):
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         ctx.save(x=x)
         weight = params["weight"]
-        slope = self._slope(weight, x.ndim)
-        # Slopes at most 1 (the usual case): max(x, a x) is PReLU; at least 1: min(x, a x). Two
-        # passes, run in blocks of samples so that the second reads the first's output from cache.
-        bound = np.maximum if (weight <= 1).all() else np.minimum if (weight >= 1).all() else None
-        if bound is None:
-            return np.where(x > 0, x, np.multiply(x, slope))
-        y = np.empty_like(x)
-        step = max(1, PRELU_BLOCK_BYTES // max(1, x[0].nbytes))
-        for first in range(0, len(x), step):
-            part, block = x[first : first + step], y[first : first + step]
-            np.multiply(part, slope, out=block)
-            bound(block, part, out=block)
-        return y
+        y = np.multiply(x, self._slope(weight, x.ndim))
+        # Slopes at most 1 (the usual case): max(x, a x) is PReLU; at least 1: min(x, a x). Two passes either way.
+        if (weight <= 1).all():
+            return np.maximum(y, x, out=y)
+        if (weight >= 1).all():
+            return np.minimum(y, x, out=y)
+        return np.where(x > 0, x, y)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         x = ctx.saved["x"]
