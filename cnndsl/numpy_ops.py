@@ -206,20 +206,25 @@ def im2col(
     return cols.reshape(c * math.prod(kernel), n * math.prod(out_hw))
 
 
-def col2im(
-    dcols: np.ndarray, padded_shape: tuple[int, ...], kernel: Sizes, stride: Sizes, dilation: Sizes, out_hw: Sizes
-) -> np.ndarray:
-    """Scatter-add channel-major column gradients (C*prod(kernel), N*prod(out)) back onto the padded input's shape."""
-    n, c = padded_shape[:2]
+def col2im(dcols: np.ndarray, dxp: np.ndarray, kernel: Sizes, stride: Sizes, dilation: Sizes, out_hw: Sizes) -> None:
+    """Scatter channel-major column gradients (C*prod(kernel), N*prod(out)) into `dxp` (N, C, *padded), overwriting it."""
+    n, c = dxp.shape[:2]
     rank = len(kernel)
     blocks = dcols.reshape(c, *kernel, n, *out_hw)
     if all(k == 1 for k in kernel) and all(s == 1 for s in stride):
-        return np.ascontiguousarray(blocks[_index(_ALL, *(0,) * rank)].swapaxes(0, 1))
-    # Accumulate channel-major (contiguous reads of the columns), transpose once at the end.
-    dxp = np.zeros((c, n, *padded_shape[2:]), dtype=dcols.dtype)
+        np.copyto(dxp.swapaxes(0, 1), blocks[_index(_ALL, *(0,) * rank)])
+        return
+    # Several samples: accumulate channel-major (contiguous, as the columns are read), transpose once
+    # at the end (adding into the transposed view of dxp measured 10% slower). One sample: in place.
+    if n == 1:
+        target = dxp.swapaxes(0, 1)
+        target[...] = 0
+    else:
+        target = np.zeros((c, n, *dxp.shape[2:]), dxp.dtype)
     for offset in np.ndindex(*kernel):  # kernel offsets only: each add covers every position and channel
-        dxp[_index(_ALL, _ALL, *offset_slices(offset, stride, dilation, out_hw))] += blocks[_index(_ALL, *offset)]
-    return np.ascontiguousarray(dxp.swapaxes(0, 1))
+        target[_index(_ALL, _ALL, *offset_slices(offset, stride, dilation, out_hw))] += blocks[_index(_ALL, *offset)]
+    if n > 1:
+        np.copyto(dxp, target.swapaxes(0, 1))
 
 
 def to_channel_major(a: np.ndarray) -> np.ndarray:
@@ -234,55 +239,67 @@ def unpad_spatial(xp: np.ndarray, pad: Sizes, size: Sizes) -> np.ndarray:
     return xp[_index(_ALL, _ALL, *(slice(p, p + s) for p, s in zip(pad, size, strict=True)))]
 
 
-def padding_sources(size: int, low: int, high: int, mode: str) -> np.ndarray:
-    """For each padded position along one axis, the input index it copies (-1: a zero), as nn.ConvNd's padding modes do."""
-    positions = np.arange(-low, size + high)
-    if mode == "reflect":  # mirror without repeating the edge: -1 -> 1, size -> size - 2
-        return np.where(positions >= size, 2 * (size - 1) - positions, np.abs(positions))
-    if mode == "replicate":
-        return np.clip(positions, 0, size - 1)
-    if mode == "circular":
-        return positions % size
-    return np.where((positions >= 0) & (positions < size), positions, -1)
+def border_copies(size: int, low: int, high: int, mode: str) -> list[tuple[slice, slice]]:
+    """Along one padded axis, (border, source) slice pairs in padded coordinates: the border cells
+    copy the source cells (a source of one cell is broadcast), as nn.ConvNd's padding modes do
+    (reflect mirrors without repeating the edge: -1 -> 1, size -> size - 2). Zeros: none."""
+    end = low + size  # the first cell after the interior
+    if mode == "reflect":
+        pairs = [(slice(0, low), slice(2 * low, low, -1)), (slice(end, end + high), reversed_slice(end - 2, high))]
+    elif mode == "replicate":
+        pairs = [(slice(0, low), slice(low, low + 1)), (slice(end, end + high), slice(end - 1, end))]
+    elif mode == "circular":
+        pairs = [(slice(0, low), slice(size, size + low)), (slice(end, end + high), slice(low, low + high))]
+    else:
+        pairs = []
+    return [(border, source) for border, source in pairs if border.stop > border.start]
+
+
+def reversed_slice(first: int, count: int) -> slice:
+    """Cells first, first - 1, ..., first - count + 1 (a stop of -1 would wrap around: None)."""
+    stop = first - count
+    return slice(first, stop if stop >= 0 else None, -1)
 
 
 def pad_borders(x: np.ndarray, pads: tuple[tuple[int, int], ...], mode: str) -> np.ndarray:
     """x (N, C, *spatial) padded by (before, after) on each spatial axis in `mode` (zeros, reflect,
     replicate, circular), as nn.ConvNd's padding modes do.
 
-    The interior is one copy; the borders are filled from it one axis at a time (they are at
-    most a kernel wide), so the cost is that of the copy. Axis `a`'s borders are filled over the
-    already padded extent of the axes before it (the corners) and the interior of those after.
+    The interior is one copy; the borders are filled from it by slice assignments, one axis at a
+    time (they are at most a kernel wide), so the cost is that of the copy. Axis `a`'s borders
+    are filled over the already padded extent of the axes before it (the corners) and the
+    interior of those after: every border cell once.
     """
-    if mode == "zeros":
-        return np.pad(x, ((0, 0), (0, 0), *pads))
     sizes = x.shape[2:]
     out = np.empty((*x.shape[:2], *(s + lo + hi for s, (lo, hi) in zip(sizes, pads, strict=True))), dtype=x.dtype)
     interior = tuple(slice(lo, lo + s) for s, (lo, _) in zip(sizes, pads, strict=True))
     out[_index(_ALL, _ALL, *interior)] = x
     for a, (size, (lo, hi)) in enumerate(zip(sizes, pads, strict=True)):
-        border = np.r_[0:lo, lo + size : lo + size + hi]
-        if len(border):
-            sources = lo + padding_sources(size, lo, hi, mode)[border]
-            before = (_ALL,) * a
-            out[_index(_ALL, _ALL, *before, border, *interior[a + 1 :])] = out[
-                _index(_ALL, _ALL, *before, sources, *interior[a + 1 :])
-            ]
+        before, after = (_ALL,) * a, interior[a + 1 :]
+        if mode == "zeros":
+            for border in (slice(0, lo), slice(lo + size, lo + size + hi)):
+                out[_index(_ALL, _ALL, *before, border, *after)] = 0
+        for border, source in border_copies(size, lo, hi, mode):
+            out[_index(_ALL, _ALL, *before, border, *after)] = out[_index(_ALL, _ALL, *before, source, *after)]
     return out
 
 
 def fold_borders(dxp: np.ndarray, pads: tuple[tuple[int, int], ...], mode: str, size: Sizes) -> np.ndarray:
     """pad_borders' backward: the padded gradient summed onto the input positions each border copied
-    (the last axis first, the reverse of pad_borders' order)."""
+    (the last axis first, the reverse of pad_borders' order); one slice add per border."""
     grad = dxp
     for a in reversed(range(len(pads))):
         (lo, hi), length = pads[a], size[a]
         before = (_ALL,) * a
         folded = grad[_index(_ALL, _ALL, *before, slice(lo, lo + length))].copy()
-        if mode != "zeros":
-            sources = padding_sources(length, lo, hi, mode)
-            for position in (*range(lo), *range(lo + length, lo + length + hi)):  # a loop over the border: a few slices
-                folded[_index(_ALL, _ALL, *before, sources[position])] += grad[_index(_ALL, _ALL, *before, position)]
+        for border, source in border_copies(length, lo, hi, mode):
+            part = grad[_index(_ALL, _ALL, *before, border)]
+            if mode == "replicate":  # a whole border onto its one edge cell
+                part = part.sum(axis=2 + a, keepdims=True)
+            shifted = slice(source.start - lo, None if source.stop is None else source.stop - lo, source.step)
+            if shifted.stop is not None and shifted.stop < 0:  # a reversed slice reaching the interior's first cell
+                shifted = slice(shifted.start, None, shifted.step)
+            folded[_index(_ALL, _ALL, *before, shifted)] += part
         grad = folded
     return grad
 
@@ -317,34 +334,25 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo
         y = _depthwise_forward(xp, weight, geo)
     else:
         g = geo.groups
-        taps = math.prod(geo.kernel)
-        k, og = c * taps // g, out_channels // g
+        k, og = weight[0].size, out_channels // g
         w2 = weight.reshape(out_channels, k)
         y = np.empty((n, out_channels, *geo.out_hw), x.dtype)
         size = math.prod(geo.out_hw)
-        # Columns are prod(kernel) times the input: above COLUMN_BYTES, run the batch in slices
-        # so that they never dominate the peak memory (each slice still one large product).
-        per_sample = c * taps * size * x.itemsize
-        step = max(1, min(n, COLUMN_BYTES // max(1, per_sample)))
         y3 = y.reshape(n, out_channels, size)
-        for start in range(0, n, step):
-            part = xp[start : start + step]
-            cols = im2col(part, geo.kernel, geo.stride, geo.dilation, geo.out_hw, ctx.scratch)
-            if size >= DIRECT_PRODUCT_PIXELS:
-                # Large maps: one product per sample (and group) straight into the NC... output;
-                # BLAS reads the sample's columns in place (row stride N*prod(out)), no transpose.
-                for sample in range(len(part)):
-                    pixels = slice(sample * size, (sample + 1) * size)
-                    for group in range(g):
-                        rows = slice(group * og, (group + 1) * og)
-                        np.matmul(w2[rows], cols[group * k : (group + 1) * k, pixels], out=y3[start + sample, rows])
+        for start, stop in column_slices(n, c * k // g * size * x.itemsize, size):
+            cols = im2col(xp[start:stop], geo.kernel, geo.stride, geo.dilation, geo.out_hw, ctx.scratch)
+            if stop - start == 1:
+                # One sample: its products go straight into the NC... output (no transpose).
+                for group in range(g):
+                    rows = slice(group * og, (group + 1) * og)
+                    np.matmul(w2[rows], cols[group * k : (group + 1) * k], out=y3[start, rows])
                 continue
-            # Small maps: one product over the whole batch (per-sample products would be thin), then transpose.
+            # Small maps: one product over the slice (per-sample products would be thin), then transpose.
             y2 = np.empty((out_channels, cols.shape[1]), x.dtype)
             for group in range(g):
                 rows = slice(group * og, (group + 1) * og)
                 np.matmul(w2[rows], cols[group * k : (group + 1) * k], out=y2[rows])
-            np.copyto(y[start : start + step], y2.reshape(out_channels, len(part), *geo.out_hw).swapaxes(0, 1))
+            np.copyto(y[start:stop], y2.reshape(out_channels, stop - start, *geo.out_hw).swapaxes(0, 1))
     if bias is not None:
         y += bias.reshape(1, -1, *(1,) * rank)
     # The padded input is what backward needs; re-deriving the columns there is one copy,
@@ -353,11 +361,27 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo
     return y
 
 
+def column_slices(n: int, per_sample: int, size: int) -> list[tuple[int, int]]:
+    """The batch slices (start, stop) a convolution builds its im2col columns for, one at a time.
+
+    Large output maps (DIRECT_PRODUCT_PIXELS or more): one sample per slice, its columns
+    consumed by the product while they are still in cache (building the whole batch's
+    columns first, then multiplying, made a 16-channel 64x64 convolution twice as slow: the
+    product then streams them back from memory). Small maps: as many samples as COLUMN_BYTES
+    allows (at least one), for one product wide enough to be efficient.
+    """
+    step = 1 if size >= DIRECT_PRODUCT_PIXELS else max(1, min(n, COLUMN_BYTES // max(1, per_sample)))
+    return [(start, min(n, start + step)) for start in range(0, n, step)]
+
+
 def conv_backward(weight: np.ndarray, has_bias: bool, ctx: NpContext, dy: np.ndarray) -> Backward:
-    """Gradients of nn.Conv1d/2d/3d: dW and the column gradient as one matmul per group each, dx by col2im."""
+    """Gradients of nn.Conv1d/2d/3d: dW and the column gradient as one matmul per group each, dx by col2im.
+
+    The columns are rebuilt slice by slice (see `column_slices`), each slice's products and
+    scatter done before the next is built."""
     xp: np.ndarray = ctx.saved["xp"]
     geo: ConvGeometry = ctx.saved["geo"]
-    c = xp.shape[1]
+    n, c = xp.shape[:2]
     out_channels = weight.shape[0]
     grads: dict[str, np.ndarray] = {}
     dxp = None
@@ -366,30 +390,153 @@ def conv_backward(weight: np.ndarray, has_bias: bool, ctx: NpContext, dy: np.nda
         grads["weight"] = dw
     else:
         g = geo.groups
-        cols = im2col(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw, ctx.scratch)
-        k, og = cols.shape[0] // g, out_channels // g
-        dy2 = to_channel_major(dy)
+        k, og = weight[0].size, out_channels // g
         w2 = weight.reshape(out_channels, k)
-        dw = np.empty((out_channels, k), weight.dtype)
-        dcols = np.empty(cols.shape, dy.dtype) if ctx.need_dx else None
-        for group in range(g):
-            rows, columns = slice(group * og, (group + 1) * og), slice(group * k, (group + 1) * k)
-            # As (cols @ dy^T)^T: OpenBLAS takes 20 times longer for dy @ cols^T, whose
-            # reduction runs over the long N*H*W axis with a transposed right operand (measured).
-            dw[rows] = np.matmul(cols[columns], dy2[rows].T).T
-            if dcols is not None:
-                np.matmul(w2[rows].T, dy2[rows], out=dcols[columns])
-        grads["weight"] = dw.reshape(weight.shape)
-        if dcols is not None:
-            dxp = col2im(dcols, xp.shape, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+        size = math.prod(geo.out_hw)
+        # dW transposed, (k, O): accumulated over the slices as cols @ dy^T (OpenBLAS takes 20 times
+        # longer for dy @ cols^T, whose reduction runs over the long axis with a transposed right operand).
+        dw_t = np.zeros((k, out_channels), weight.dtype)
+        dxp = np.empty(xp.shape, dy.dtype) if ctx.need_dx else None
+        for start, stop in column_slices(n, c * k // g * size * xp.itemsize, size):
+            cols = im2col(xp[start:stop], geo.kernel, geo.stride, geo.dilation, geo.out_hw, ctx.scratch)
+            # (O, count*size): one sample's gradient is already channel-major.
+            dy2 = dy[start].reshape(out_channels, size) if stop - start == 1 else to_channel_major(dy[start:stop])
+            dcols = None
+            if dxp is not None:
+                shape = (g * k, cols.shape[1])
+                dcols = ctx.scratch.get("dcols", shape, dy.dtype) if ctx.scratch is not None else np.empty(shape, dy.dtype)
+            for group in range(g):
+                rows, columns = slice(group * og, (group + 1) * og), slice(group * k, (group + 1) * k)
+                dw_t[:, rows] += np.matmul(cols[columns], dy2[rows].T)
+                if dcols is not None:
+                    np.matmul(w2[rows].T, dy2[rows], out=dcols[columns])
+            if dxp is not None and dcols is not None:
+                col2im(dcols, dxp[start:stop], geo.kernel, geo.stride, geo.dilation, geo.out_hw)
+        grads["weight"] = np.ascontiguousarray(dw_t.T).reshape(weight.shape)
     if has_bias:
         grads["bias"] = dy.sum(axis=(0, *range(2, dy.ndim)))
     dx = None if dxp is None else unpad_spatial(dxp, geo.pad, geo.in_hw)
     return dx, grads
 
 
+DEPTHWISE_CHUNK_BYTES = 256 * 2**10
+"""Output rows (one map of one sample) per step of the stride-1 depthwise kernels: about this many bytes,
+so that the accumulator and its temporary stay in the core's cache across the kernel offsets."""
+
+
+@dataclass(frozen=True)
+class FlatShift:
+    """A stride-1 window over a padded map read as one flat run per map: kernel offset `offset`
+    reads the run at `starts[k]`, and output position p (on the grid out_hw[0] x padded[1:], whose
+    extra columns are cropped) is the sum over offsets of weight * run[starts[k] + p]. Every
+    multiply-add is then over long contiguous runs, with no copy of windows.
+    """
+
+    padded: Sizes
+    out_hw: Sizes
+    starts: tuple[int, ...]
+    length: int
+    """Flat positions computed: the last one needed (the last output) plus one; within the map for every offset."""
+
+    @staticmethod
+    def of(padded: Sizes, geo: ConvGeometry) -> FlatShift:
+        pitches = [math.prod(padded[a + 1 :]) for a in range(len(padded))]  # flat step of each axis
+        starts = tuple(
+            sum(i * d * pitch for i, d, pitch in zip(offset, geo.dilation, pitches, strict=True))
+            for offset in np.ndindex(*geo.kernel)
+        )
+        last = sum((o - 1) * pitch for o, pitch in zip(geo.out_hw, pitches, strict=True))
+        return FlatShift(padded, geo.out_hw, starts, last + 1)
+
+    @property
+    def grid(self) -> int:
+        """Flat size of the output grid out_hw[0] x padded[1:]."""
+        return self.out_hw[0] * math.prod(self.padded[1:])
+
+    def crop(self, grid: np.ndarray) -> np.ndarray:
+        """(rows, grid) -> (rows, *out_hw): the valid outputs, a view."""
+        full = grid.reshape(len(grid), self.out_hw[0], *self.padded[1:])
+        return full[_index(_ALL, *(slice(0, o) for o in self.out_hw))]
+
+
+def _row_steps(rows: int, row_bytes: int) -> range:
+    return range(0, rows, max(1, DEPTHWISE_CHUNK_BYTES // max(1, row_bytes)))
+
+
 def _depthwise_forward(xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """groups == in_channels: accumulate weight[c, k, *offset] * window(offset) over the kernel offsets."""
+    """groups == in_channels: accumulate weight[c, k, *offset] * window(offset) over the kernel offsets.
+
+    At stride 1 (the usual case) on flat runs (see FlatShift), in blocks of maps that stay in cache
+    (the whole batch's accumulator streamed from memory once per offset was 19x torch for a 7x7
+    kernel); otherwise on the strided window view."""
+    n, c = xp.shape[:2]
+    mult = weight.shape[0] // c
+    w = weight.reshape(c, mult, -1)
+    if any(s != 1 for s in geo.stride):
+        return _depthwise_forward_strided(xp, weight, geo)
+    shift = FlatShift.of(xp.shape[2:], geo)
+    maps = np.ascontiguousarray(xp).reshape(n * c, 1, -1)
+    w_rows = np.broadcast_to(w, (n, c, mult, w.shape[2])).reshape(n * c, mult, -1)  # a copy: one weight row per map
+    y = np.empty((n * c, mult, shift.grid), xp.dtype)
+    step = _row_steps(n * c, mult * shift.length * xp.itemsize).step
+    tmp = np.empty((min(step, n * c), mult, shift.length), xp.dtype)
+    for first in range(0, n * c, step):
+        rows = slice(first, first + step)
+        acc = y[rows, :, : shift.length]
+        part = tmp[: len(acc)]
+        for k, start in enumerate(shift.starts):
+            run = maps[rows, :, start : start + shift.length]
+            if k == 0:
+                np.multiply(run, w_rows[rows, :, k, None], out=acc)
+            else:
+                np.multiply(run, w_rows[rows, :, k, None], out=part)
+                acc += part
+    out = np.empty((n, c * mult, *geo.out_hw), xp.dtype)
+    np.copyto(out.reshape(n * c * mult, *geo.out_hw), shift.crop(y.reshape(n * c * mult, -1)))
+    return out
+
+
+def _depthwise_backward(
+    xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, dy: np.ndarray, need_dx: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The depthwise kernel's gradients; at stride 1 on flat runs (as the forward), in blocks of maps:
+    per kernel offset, dW is one dot product per map and output channel, dx one multiply-add."""
+    if any(s != 1 for s in geo.stride):
+        return _depthwise_backward_strided(xp, weight, geo, dy, need_dx)
+    n, c = xp.shape[:2]
+    mult = weight.shape[0] // c
+    taps = math.prod(geo.kernel)
+    w = weight.reshape(c, mult, taps)
+    shift = FlatShift.of(xp.shape[2:], geo)
+    maps = np.ascontiguousarray(xp).reshape(n * c, 1, -1)
+    # dy on the forward's output grid, zero in the cropped columns (they then add nothing).
+    dy_grid = np.zeros((n * c * mult, shift.grid), dy.dtype)
+    np.copyto(shift.crop(dy_grid), dy.reshape(n * c * mult, *geo.out_hw))
+    dy_runs = dy_grid.reshape(n * c, mult, -1)[:, :, : shift.length]
+    dw_rows = np.empty((n * c, mult, taps), weight.dtype)
+    dxp = np.zeros((n * c, 1, maps.shape[2]), xp.dtype) if need_dx else None
+    w_rows = np.broadcast_to(w, (n, c, mult, taps)).reshape(n * c, mult, taps)
+    step = _row_steps(n * c, mult * shift.length * xp.itemsize).step
+    tmp = np.empty((min(step, n * c), 1, shift.length), xp.dtype)
+    for first in range(0, n * c, step):
+        rows = slice(first, first + step)
+        grads = dy_runs[rows]
+        part = tmp[: len(grads)]
+        for k, start in enumerate(shift.starts):
+            window = slice(start, start + shift.length)
+            dw_rows[rows, :, k] = np.vecdot(grads, maps[rows, :, window])
+            if dxp is not None:
+                if mult == 1:
+                    np.multiply(grads, w_rows[rows, :, k, None], out=part)
+                else:
+                    np.matmul(w_rows[rows, None, :, k], grads, out=part)  # the sum over the multiplier's maps
+                dxp[rows, :, window] += part
+    dw = dw_rows.reshape(n, c * mult, taps).sum(axis=0)
+    return dw.reshape(weight.shape), None if dxp is None else dxp.reshape(xp.shape)
+
+
+def _depthwise_forward_strided(xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """The depthwise forward on the strided window view, one multiply-add per kernel offset over the whole batch."""
     n, c = xp.shape[:2]
     mult = weight.shape[0] // c
     spread = (None,) * len(geo.kernel)  # a weight broadcast over the output positions
@@ -403,7 +550,7 @@ def _depthwise_forward(xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry) ->
     return y.reshape(n, c * mult, *geo.out_hw)
 
 
-def _depthwise_backward(
+def _depthwise_backward_strided(
     xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, dy: np.ndarray, need_dx: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     n, c = xp.shape[:2]

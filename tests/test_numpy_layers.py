@@ -488,6 +488,35 @@ def test_adaptive_max_ties_route_like_torch(shape: str, body: str) -> None:
     compare_with_torch(net, x, train=True)
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize(
+    "sizes, pads",
+    [
+        ((5,), ((4, 0),)),  # the widest reflect pad on one side only
+        ((4, 3), ((0, 3), (2, 1))),  # reflect's widest far pad reaching the first cell; circular's whole axis
+        ((3, 4, 2), ((1, 2), (0, 0), (1, 1))),
+        ((1, 6), ((0, 0), (3, 2))),
+    ],
+)
+def test_pad_borders_and_fold_match_torch_pad(mode: str, sizes: tuple[int, ...], pads: tuple[tuple[int, int], ...]) -> None:
+    """The padding kernels' slice copies (every rank, corners, one-sided and edge-wide pads) against F.pad and its backward."""
+    torch = require_torch()
+    import cnndsl.numpy_ops as ops
+
+    widest = {"reflect": lambda size: size - 1, "circular": lambda size: size}.get(mode, lambda size: 4)
+    pads = tuple((min(lo, widest(size)), min(hi, widest(size))) for size, (lo, hi) in zip(sizes, pads, strict=True))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, *sizes))
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    flat_pads = [side for pair in reversed(pads) for side in pair]
+    expected = torch.nn.functional.pad(leaf, flat_pads, mode="constant" if mode == "zeros" else mode)
+    padded = ops.pad_borders(x, pads, mode)
+    np.testing.assert_array_equal(padded, expected.detach().numpy())
+    dy = rng.standard_normal(padded.shape)
+    expected.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(ops.fold_borders(dy, pads, mode, sizes), leaf.grad.numpy(), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("body", ["Conv(6, 3, stride=2, pad=1)", "Conv(6, 3, pad=1, groups=3, bias=false)", "Conv(4, 1)"])
 def test_convolution_in_batch_slices_matches_torch(body: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above COLUMN_BYTES the forward runs the batch in slices (one sample each here)."""
@@ -554,3 +583,22 @@ def test_transposed_convolution_kernels_match_torch_on_random_geometries() -> No
         assert dx is not None and np.abs(dx - x_t.grad.numpy()).max() < 1e-10, described
         assert np.abs(grads["weight"] - module.weight.grad.numpy()).max() < 1e-10, described
         assert np.abs(grads["bias"] - module.bias.grad.numpy()).max() < 1e-10, described
+
+
+@pytest.mark.parametrize(
+    "shape, body",
+    [
+        ("3x9x8", "DWConv(3, pad=1)"),
+        ("2x7x6", "DWConv((2, 3), pad=same, multiplier=3, pad_mode=reflect)"),
+        ("2x11", "DWConv(4, pad=2, multiplier=2)"),
+        ("2x4x5x6", "DWConv(3, pad=(1, 0, 2), bias=false)"),
+    ],
+)
+def test_depthwise_in_blocks_of_maps_matches_torch(shape: str, body: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stride-1 depthwise kernels run the maps in cache-sized blocks: force one map per block."""
+    import cnndsl.numpy_ops
+
+    monkeypatch.setattr(cnndsl.numpy_ops, "DEPTHWISE_CHUNK_BYTES", 1)
+    net = network(shape, body)
+    compare_with_torch(net, batch(net, n=3), train=False, grads=False)
+    compare_with_torch(net, batch(net, n=3), train=True)

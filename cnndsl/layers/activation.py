@@ -334,14 +334,32 @@ class Softplus(Activation):
         return args
 
     def np_apply(self, args: Args, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        z = x * args["beta"]
-        soft = _softplus(z) / args["beta"]
-        return _into(np.where(z > args["threshold"], x, soft), out)
+        # max(z, 0) + log1p(exp(-|z|)) in place on one temporary (no overflow, log1p's accuracy
+        # for large |z|); the threshold's mask only where some z exceeds it (rare), as torch: x itself.
+        beta, threshold = args["beta"], args["threshold"]
+        z = x if beta == 1 else np.multiply(x, beta)
+        tail = np.abs(z)
+        np.negative(tail, out=tail)
+        np.exp(tail, out=tail)
+        np.log1p(tail, out=tail)
+        y = np.maximum(z, 0.0)
+        y += tail
+        if beta != 1:
+            y /= beta
+        if z.size and z.max() > threshold:
+            np.copyto(y, x, where=z > threshold)
+        return _into(y, out)
 
     def np_derivative(self, args: Args, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
         assert x is not None
-        z = x * args["beta"]
-        return np.where(z > args["threshold"], dy, dy * ops.sigmoid(z))
+        threshold = args["threshold"]
+        z = np.multiply(x, args["beta"])
+        above = z > threshold if z.size and z.max() > threshold else None
+        slope = ops.sigmoid(z, out=z)
+        if above is not None:
+            np.copyto(slope, 1.0, where=above)  # torch's identity beyond the threshold: dy itself
+        slope *= dy
+        return slope
 
     def torch_call(self, args: Args, in_shape: Shape, inplace: bool = False) -> TorchCall:
         kwargs: tuple[tuple[str, object], ...] = ()
