@@ -163,6 +163,7 @@ class Checker:
         """The network's parameters, and the file's functions (`functions.define_functions`)."""
         self._namespace: Namespace | None = None
         self._declared_by_block: dict[str, dict[str, Position]] = {}
+        self._own_terms_by_block: dict[str, dict[str, Term]] = {}
 
     # -- entry point -------------------------------------------------------------------
 
@@ -747,7 +748,12 @@ class Checker:
                 reach = {BLOCK_PARAMETER + p: self._network_params(term) for p, term in caller_terms.items()}
                 reach[IN_CHANNELS] = self._network_params(entry_channels)  # both over the caller's names
                 self._reach = reach
-            symbols = ChainMap({p.name: parameter_term(BLOCK_PARAMETER + p.name) for p in block.params}, self._symbols)
+            own = self._own_terms_by_block.get(block.name)
+            if own is None:  # the same for every call: made once (a block of many parameters is called many times)
+                own = self._own_terms_by_block[block.name] = {
+                    p.name: parameter_term(BLOCK_PARAMETER + p.name) for p in block.params
+                }
+            symbols = ChainMap(own, self._symbols)
             state.channels, state.size = parameter_term(IN_CHANNELS), frozenset()
             self._symbolic = True
         inner = Scope(values, (*scope.calls, (block.name, text, call.pos)), symbols)
@@ -806,7 +812,13 @@ class Checker:
     @staticmethod
     def _leave_block(block_terms: Mapping[str, Term], entry_channels: Term, entry_size: frozenset[str], state: State) -> None:
         """The state after a block call: its terms over the caller's parameters again."""
-        values: dict[str, Term] = {BLOCK_PARAMETER + name: term for name, term in block_terms.items()}
+        # Only the names the output's terms read: a call binds every parameter, the output reads few.
+        read = state.size | (params_of(state.channels_term()) if state.shape is not None else frozenset())
+        values: dict[str, Term] = {
+            name: block_terms[name.removeprefix(BLOCK_PARAMETER)]
+            for name in read
+            if name.startswith(BLOCK_PARAMETER) and name.removeprefix(BLOCK_PARAMETER) in block_terms
+        }
         values[IN_CHANNELS] = entry_channels
         if state.shape is not None:
             channels = substitute(state.channels_term(), values, state.shape[0])
