@@ -192,6 +192,27 @@ def test_instance_norm_running_statistics_serve_in_eval_as_in_torch() -> None:
     assert np.allclose(model.forward(x, train=False), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_group_norm_keeps_float32_precision_far_from_zero() -> None:
+    """The kernel takes var = E[x^2] - E[x]^2 from one pass; when the mean dwarfs the spread that
+    cancels (in float32 at a mean of 1000 and a spread of 0.5, to noise or a negative variance),
+    so those groups are recomputed centred, as is a constant group (variance 0: the output is 0)."""
+    torch = require_torch()
+    net = cnndsl.parse("input 4x3x5\nGroupNorm(2)")
+    x = (np.random.default_rng(0).standard_normal((3, 4, 3, 5)) * 0.5 + 1000).astype(np.float32)
+    x[1, :2] = 7
+    expected = torch.nn.functional.group_norm(torch.from_numpy(x.astype(np.float64)), 2).numpy()
+    model = net.to_numpy()
+    y = model.forward(x, grad=True)
+    assert np.abs(y - expected).max() < 1e-3
+    assert np.all(y[1, :2] == 0)
+    x_t = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    dy = np.random.default_rng(1).standard_normal(x.shape)
+    torch.nn.functional.group_norm(x_t, 2).backward(torch.from_numpy(dy))
+    dx, _ = model.backward(dy.astype(np.float32))
+    assert dx is not None
+    assert np.abs(dx - x_t.grad.numpy()).max() < 1e-3  # PyTorch's own float32 kernel is off by 2.5e-4 here
+
+
 def test_layer_norm_normalises_over_channels_at_every_position() -> None:
     """ConvNeXt's LayerNorm2d: mean 0 and variance 1 over C at each (h, w) (weight 1, bias 0 at first)."""
     net = cnndsl.parse("input 5x3x4\nLayerNorm")

@@ -128,6 +128,14 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x260", "Upsample(scale_factor=2.5, mode=linear, align_corners=true)"),
         ("2x300", "Upsample(0.45, mode=linear)"),
         ("1x2x3x300", "Upsample(size=(3, 2, 500), mode=trilinear)"),
+        # Integer factors of the linear modes (align_corners false): phase blends along each axis,
+        # on any signal and on images and volumes with an axis past _MATRIX_LIMIT ("2x300" above too).
+        ("2x7", "Upsample(3, mode=linear)"),  # a middle phase that copies, one left of the centre
+        ("2x9", "Upsample(size=36, mode=linear)"),  # four phases, a factor given by the size
+        ("2x1", "Upsample(4, mode=linear)"),  # one input: every output is its copy
+        ("2x3", "Upsample(2.2, mode=linear)"),  # 6 outputs from 3 inputs, but PyTorch's ratio is 1/2.2, not 1/2
+        ("2x3x300", "Upsample(2, mode=bilinear)"),
+        ("1x2x3x300", "Upsample(3, mode=trilinear)"),
     ],
     "Reshape": [
         ("24", "Reshape(6, 2, 2)"),
@@ -149,6 +157,7 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("4x3x3", "GroupNorm(1, eps=1e-3)"),
         ("6x9", "GroupNorm(3)"),
         ("4x2x3x4", "GroupNorm(2, affine=false)"),
+        ("4x3x3", "Conv(6, 1), GroupNorm(3)"),  # owns the convolution's output: normalises it in place in eval
     ],
     "InstanceNorm": [
         ("3x4x5", "InstanceNorm"),

@@ -4,7 +4,9 @@ the learnable per-channel Scale (ConvNeXt's layer scale).
 The NumPy kernels of the first three are one computation: standardise each slice of the
 input over some axes (channels at every position; a group's channels and positions; one
 channel's positions), then scale and shift per channel; backward is BatchNorm's formula
-over the same axes.
+over the same axes. GroupNorm and InstanceNorm compute it as PyTorch's CPU kernel does: the
+group statistics from two reading passes, then y = x * scale + shift with one factor pair per
+(sample, channel), and backward from two sums per (sample, channel), sum(dy) and sum(dy * x).
 """
 
 from __future__ import annotations
@@ -39,12 +41,8 @@ def _by_channel(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def _normalize(x: np.ndarray, axis: int, eps: float, scaled: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(x - mean) / sqrt(var + eps) over `axis` (the biased variance, as PyTorch's norms), and 1 / sqrt(var + eps).
-
-    `scaled=False` leaves the first as x - mean, for a caller that folds 1 / sqrt(var + eps)
-    into the next multiplication.
-    """
+def _normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x - mean) / sqrt(var + eps) over `axis` (the biased variance, as PyTorch's norms), and 1 / sqrt(var + eps)."""
     if axis in (-1, x.ndim - 1):
         # Contiguous runs: einsum's sums are several times faster than NumPy's pairwise
         # reductions here, and the sum of products needs no temporary of squares.
@@ -54,8 +52,7 @@ def _normalize(x: np.ndarray, axis: int, eps: float, scaled: bool = True) -> tup
         centred = x - x.mean(axis=axis, keepdims=True)
         squares = np.mean(np.square(centred), axis=axis, keepdims=True)
     inv = 1.0 / np.sqrt(squares + eps)
-    if scaled:
-        centred *= inv
+    centred *= inv
     return centred, inv
 
 
@@ -66,6 +63,61 @@ def _normalize_backward(g: np.ndarray, xhat: np.ndarray, inv: np.ndarray, axis: 
     dx -= g.mean(axis=axis, keepdims=True)
     dx *= inv
     return dx
+
+
+def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum(a * b) over the last axis, per row: one batched dot product (BLAS; einsum's sum of
+    products is three times slower, and a product array would be a pass more)."""
+    return np.matmul(a[..., None, :], b[..., :, None])[..., 0, 0]
+
+
+def _scale_rows(rows: np.ndarray, factor: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """rows * factor[..., None] into `out` (not `rows`: einsum clears `out` first): einsum's loop
+    over a factor per row is faster than NumPy's broadcast multiply, which pays an inner-loop
+    call per row."""
+    return np.einsum("...p,...->...p", rows, factor, out=out)
+
+
+def _scratch(ctx: NpContext, slot: str, like: np.ndarray) -> np.ndarray:
+    """A temporary shaped like `like` that dies within the call (the model's buffer when it has one)."""
+    return ctx.scratch.get(slot, like.shape, like.dtype) if ctx.scratch is not None else np.empty_like(like)
+
+
+def _times_channels(rows: np.ndarray, factor: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(N, C, P) `rows` times a factor per channel (C,).
+
+    NumPy's broadcast multiply by a (C, 1) factor pays an inner-loop call per (sample, channel)
+    row (about 2.5x the time of a plain product on 2000-element rows); the factor spelt out
+    over the positions, (C * P,), leaves one long inner loop per sample. For one sample with
+    long rows the few row calls cost less than spelling the factor out.
+    """
+    n, c, positions = rows.shape
+    if n == 1 and positions >= 256:
+        return np.multiply(rows, factor[:, None], out=out)
+    spelt = np.repeat(factor, positions).reshape(1, c * positions)
+    flat_out = None if out is None else out.reshape(n, c * positions)
+    return np.multiply(rows.reshape(n, c * positions), spelt, out=flat_out).reshape(rows.shape)
+
+
+def _group_moments(grouped: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and 1 / sqrt(var + eps) of each row of (N, G, M) `grouped` (the biased variance), as (N, G).
+
+    One reading pass each for the sum and the sum of squares; var = E[x^2] - E[x]^2 loses
+    digits when the mean is large against the spread, so such rows are recomputed centred.
+    """
+    count = grouped.shape[2]
+    mean = np.einsum("ngm->ng", grouped) / count
+    var = _row_dots(grouped, grouped) / count
+    var -= mean * mean
+    # The subtraction loses about log2(mean^2 / var) bits of var: up to 6 bits is accepted
+    # (float32 sums over a group lose as much); beyond that, or for a constant group, those
+    # groups alone take the centred second pass.
+    unstable = ~(mean * mean <= 64 * var)
+    if unstable.any():
+        rows = grouped[unstable]
+        centred = rows - mean[unstable][:, None]
+        var[unstable] = _row_dots(centred, centred) / count
+    return mean, 1.0 / np.sqrt(var + eps)
 
 
 def _affine_init(channels: int, affine: bool, dtype: Any) -> Tensors:
@@ -212,27 +264,60 @@ class _PerSampleNorm(LayerKind):
             params["running_mean"] += momentum * grouped.mean(axis=2).mean(axis=0)
             params["running_var"] *= 1 - momentum
             params["running_var"] += (momentum * count / (count - 1)) * grouped.var(axis=2).mean(axis=0)
-        if ctx.record or not affine:
-            xhat, inv = _normalize(grouped, 2, args["eps"])
-            ctx.save(xhat=xhat, inv=inv, running=False)
-            return _affine_forward(xhat.reshape(x.shape), params, ctx.record)
-        # Nothing to save: one multiplication by inv * weight per (sample, channel), then the bias.
-        centred, inv = _normalize(grouped, 2, args["eps"], scaled=False)
-        rows = _by_channel(centred.reshape(x.shape))
-        factor = np.repeat(inv[:, :, 0], c // groups, axis=1)[:, :, None] * params["weight"][:, None]
-        rows *= factor
-        rows += params["bias"][:, None]
-        return rows.reshape(x.shape)
+        mean, inv = _group_moments(grouped, args["eps"])
+        ctx.save(x=x, mean=mean, inv=inv, running=False)
+        # As PyTorch's kernel: y = x * scale + shift, one factor pair per (sample, channel),
+        # scale = inv * weight, shift = bias - mean * scale (no centred or normalised copy).
+        per_group = c // groups
+        scale = np.repeat(inv, per_group, axis=1)
+        if affine:
+            scale *= params["weight"]
+        shift = np.repeat(mean, per_group, axis=1)
+        shift *= -scale
+        if affine:
+            shift += params["bias"]
+        rows = _by_channel(x)
+        if ctx.inplace:
+            y = np.multiply(rows, scale[:, :, None], out=rows)
+        else:
+            y = _scale_rows(rows, scale, np.empty_like(rows))
+        y += shift[:, :, None]
+        return y.reshape(x.shape)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
-        xhat, inv = ctx.saved["xhat"], ctx.saved["inv"]
-        g, grads = _affine_backward(params, xhat.reshape(dy.shape), dy)
+        if ctx.saved["running"]:
+            xhat, inv = ctx.saved["xhat"], ctx.saved["inv"]
+            g, affine_grads = _affine_backward(params, xhat.reshape(dy.shape), dy)
+            return ((_by_channel(g) * inv).reshape(dy.shape) if ctx.need_dx else None), affine_grads
+        x, mean, inv = ctx.saved["x"], ctx.saved["mean"], ctx.saved["inv"]
+        n, c = dy.shape[:2]
+        groups = mean.shape[1]
+        per_group = c // groups
+        rows, dy_rows = _by_channel(x), _by_channel(dy)
+        # The two sums per (sample, channel) that everything needs (PyTorch's ds and db):
+        # sum(dy * x) and sum(dy) over the positions.
+        dy_x = _row_dots(dy_rows, rows)
+        dy_sum = np.einsum("ncp->nc", dy_rows)
+        mean_c, inv_c = np.repeat(mean, per_group, axis=1), np.repeat(inv, per_group, axis=1)
+        grads: Tensors = {}
+        if "weight" in params:
+            # sum(dy * xhat) = inv * (sum(dy * x) - mean * sum(dy)), per (sample, channel).
+            grads = {"weight": ((dy_x - mean_c * dy_sum) * inv_c).sum(axis=0), "bias": dy_sum.sum(axis=0)}
         if not ctx.need_dx:
             return None, grads
-        if ctx.saved["running"]:
-            return (_by_channel(g) * inv).reshape(dy.shape), grads
-        grouped = g.reshape(xhat.shape)
-        return _normalize_backward(grouped, xhat, inv, 2).reshape(dy.shape), grads
+        weight = params["weight"] if "weight" in params else np.ones(c, dy.dtype)
+        # dx = inv * (g - mean(g) - xhat * mean(g * xhat)) per group, g = dy * weight, written
+        # as dx = dy * a + x * b + d with one (a) per channel and (b, d) per group.
+        count = per_group * rows.shape[2]
+        g_sum = (dy_sum * weight).reshape(n, groups, per_group).sum(axis=2)
+        g_x = (dy_x * weight).reshape(n, groups, per_group).sum(axis=2)
+        g_xhat_mean = inv * (g_x - mean * g_sum) / count
+        b = -inv * inv * g_xhat_mean
+        d = -inv * g_sum / count - b * mean
+        dx = _scale_rows(dy_rows, inv_c * weight, np.empty_like(dy_rows))
+        dx += _scale_rows(rows, np.repeat(b, per_group, axis=1), _scratch(ctx, "norm_dx", rows))
+        dx += np.repeat(d, per_group, axis=1)[:, :, None]
+        return dx.reshape(dy.shape), grads
 
 
 @register
@@ -479,10 +564,11 @@ class Scale(LayerKind):
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         ctx.save(x=x)
-        scale = params["layer_scale"].reshape(-1, 1)
-        return np.multiply(_by_channel(x), scale, out=_by_channel(x) if ctx.inplace else None).reshape(x.shape)
+        rows = _by_channel(x)
+        return _times_channels(rows, params["layer_scale"].reshape(-1), rows if ctx.inplace else None).reshape(x.shape)
 
     def np_backward(self, args: Args, params: Tensors, ctx: NpContext, dy: np.ndarray) -> Backward:
         scale = params["layer_scale"]
-        grads = {"layer_scale": np.einsum("ncp,ncp->c", _by_channel(dy), _by_channel(ctx.saved["x"])).reshape(scale.shape)}
-        return ((_by_channel(dy) * scale.reshape(-1, 1)).reshape(dy.shape) if ctx.need_dx else None), grads
+        dy_rows = _by_channel(dy)
+        grads = {"layer_scale": _row_dots(dy_rows, _by_channel(ctx.saved["x"])).sum(axis=0).reshape(scale.shape)}
+        return (_times_channels(dy_rows, scale.reshape(-1)).reshape(dy.shape) if ctx.need_dx else None), grads
