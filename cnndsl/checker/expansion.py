@@ -26,7 +26,7 @@ from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, TensorRef, check_input_rank, check_spelling_rank, format_value
 from ..layers.upsample import ConvTranspose
 from ..limits import MAX_ERRORS
-from ..names import module_names
+from ..names import GROUP_STEM, REFERENCE_STEM, REPEAT_STEM, element_names, snake_case
 from ..receptive import Field
 from ..shapes import Shape, Sizes, Window
 from .binding import Binder, Defaults
@@ -286,7 +286,9 @@ class Checker:
         self.budget.count_node(scope, None)
         items = list(items)
         nodes: list[Node] = []
-        names = module_names([item.label if isinstance(item, syntax.Labeled) else str(i) for i, item in enumerate(items)])
+        names = element_names(
+            [item.label if isinstance(item, syntax.Labeled) else None for item in items], [_stem(item) for item in items]
+        )
         for item, name in zip(items, names, strict=True):
             self.budget.last_pos = item.pos
             node = self._element(item, scope, state, name, _join(path, name), 0)
@@ -693,8 +695,10 @@ class Checker:
         try:
             if isinstance(body, syntax.Group):
                 children = self._sequence(body.items, inner, state, path)
-            else:
-                node = self._element(block.body, inner, state, "0", _join(path, "0"), 0)
+            else:  # one element, named as the only element of a sequence is
+                own_label = block.body.label if isinstance(block.body, syntax.Labeled) else None
+                own = element_names([own_label], [_stem(block.body)])[0]
+                node = self._element(block.body, inner, state, own, _join(path, own), 0)
                 children = [node] if node is not None else []
         finally:
             self._namespace = outer
@@ -1041,3 +1045,21 @@ def _with_index(scope: Scope, index: str | None, value: Value) -> Scope:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def _stem(el: syntax.Element) -> str:
+    """What an unlabelled element of a sequence is named after (cnndsl.names): its layer kind's
+    attribute_stem, its block's name in snake_case, or the stem of a group, repetition or reference."""
+    if isinstance(el, syntax.Call):
+        kind = lookup(el.name)
+        return kind.attribute_stem if kind is not None else snake_case(el.name)
+    if isinstance(el, syntax.Merge):
+        merge = MERGES.get(el.op.lower())
+        return merge.attribute_stem if merge is not None else snake_case(el.op)
+    if isinstance(el, syntax.Group):
+        return GROUP_STEM
+    if isinstance(el, syntax.Repeat):
+        return REPEAT_STEM
+    if isinstance(el, syntax.Reference):
+        return REFERENCE_STEM
+    return ""  # a labelled element: its label names it

@@ -74,6 +74,7 @@ class Dropout2d(_MaskedDropout):
     """
 
     name = "Dropout2d"
+    attribute_stem = "dropout"
     input_rank = "image"
     signature = (ArgSpec("p", "float", 0.5), ArgSpec("inplace", "bool", False, role="ignored"))
 
@@ -104,6 +105,7 @@ class StochasticDepth(_MaskedDropout):
     """
 
     name = "StochasticDepth"
+    attribute_stem = "stochastic_depth"  # torchvision's
     signature = (ArgSpec("p", "float"), ArgSpec("mode", "choice", "row", choices=("row", "batch")))
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:

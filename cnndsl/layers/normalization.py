@@ -383,6 +383,7 @@ class LocalResponseNorm(LayerKind):
     """
 
     name = "LocalResponseNorm"
+    attribute_stem = "lrn"
     aliases = ("LRN",)
     family = "norm"
     input_rank = "image"
