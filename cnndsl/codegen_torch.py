@@ -36,7 +36,7 @@ import keyword
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -460,6 +460,14 @@ class Code:
     comment: str = ""
 
 
+def keyword_argument(name: str, code: Code | str) -> Code | str:
+    """`name=code`: a child of `sequential(conv=..., bn=...)`. One level of brackets per level of
+    the tree, as `nn.Sequential(...)` has (Python's parser allows 200), where `("conv", ...)` pairs
+    would take two; the checker names every child of a sequence with an identifier."""
+    assert name.isidentifier() and not keyword.iskeyword(name), name
+    return f"{name}={code}" if isinstance(code, str) else replace(code, head=f"{name}={code.head}")
+
+
 def flat(code: Code | str) -> str | None:
     """The code on one line, or None if it must span several."""
     if isinstance(code, str):
@@ -685,11 +693,7 @@ class Writer:
                 return loop
         if call.name == SEQUENTIAL:
             return Code(call.name, children, explode=True, open_comment=comment)
-        entries: list[Code | str] = []
-        for child, code in zip(plan.children, children, strict=True):
-            entries.append(
-                Code("", [quoted(child.name), code], atom=True, comment=code.comment if isinstance(code, Code) else "")
-            )
+        entries = [keyword_argument(child.name, code) for child, code in zip(plan.children, children, strict=True)]
         return Code(call.name, entries, explode=True, open_comment=comment)
 
     def loop(self, node: Sequence, children: list[Code | str], ctx: Context, comment: str) -> Code | None:

@@ -170,8 +170,8 @@ class StochasticDepth(nn.Module):
         return f"p={self.p}, mode={self.mode}"
 
 
-def sequential(*modules: tuple[str, nn.Module]) -> nn.Sequential:
-    """An nn.Sequential with named submodules (the names are state_dict keys)."""
+def sequential(**modules: nn.Module) -> nn.Sequential:
+    """An nn.Sequential of named submodules in order (the names are state_dict keys)."""
     return nn.Sequential(OrderedDict(modules))
 
 

@@ -290,7 +290,13 @@ def test_checker_expands_blocks_and_repeats_from_an_ast() -> None:
     assert result.input_shape == Shape((3, 8, 8)) and result.root.out_shape == Shape((256,))
     repeat = result.root.children[0]
     assert repeat.params == 3 * 4 * 9 + 4 + 4 * 4 * 9 + 4 == result.root.params  # totals summed once, up the tree
-    assert [layer.path for layer in result.root.leaves()] == ["0.0.0", "0.0.1", "0.1.0", "0.1.1", "1"]
+    assert [layer.path for layer in result.root.leaves()] == [
+        "blocks.0.conv",
+        "blocks.0.relu",
+        "blocks.1.conv",
+        "blocks.1.relu",
+        "flatten",
+    ]
 
 
 def test_checker_reports_a_shape_error_and_stops_the_branch() -> None:

@@ -38,7 +38,7 @@ def test_check_prints_summary_and_totals(small: Path, golden) -> None:
     assert result.exit_code == 0, result.output
     out = result.output.replace(str(small), "small.cnn")
     assert "Total params:" in out and "Receptive field:" in out
-    assert "stem.0" in out and "Basic(16)" in out
+    assert "stem.conv" in out and "Basic(16)" in out
     assert "\x1b[" not in out  # colours only on a terminal
     golden("check_small.txt", out)
 
@@ -64,7 +64,7 @@ def test_check_json_schema(small: Path) -> None:
     assert report["network"] == "Small" and report["output"] == [10]
     layer = report["layers"][0]
     assert set(layer) >= {"path", "kind", "output", "params", "macs", "line", "column"}
-    assert (layer["path"], layer["kind"], layer["line"], layer["column"]) == ("stem.0", "Conv", 4, 8)
+    assert (layer["path"], layer["kind"], layer["line"], layer["column"]) == ("stem.conv", "Conv", 4, 8)
     kinds = [entry["kind"] for entry in report["layers"]]
     assert kinds.index("Add") > kinds.index("Identity")  # a merge after its branches
     assert report["params"] == sum(entry["params"] for entry in report["layers"])
@@ -159,7 +159,7 @@ def test_depth_opens_levels_and_expand_shows_every_layer() -> None:
     shallow = table_rows(run("check", "--depth", "0", zoo("resnet18")).output)
     assert "layer1.0" not in shallow and shallow["layer1"].startswith("Basic(64) x 2")
     deeper = run("check", "--depth", "3", zoo("resnet18")).output
-    assert table_rows(deeper)["layer1.0.0.0.0"].startswith("Conv 64 3x3 pad 1")
+    assert table_rows(deeper)["layer1.0.add.0.conv1"].startswith("Conv 64 3x3 pad 1")
     expanded = run("check", "--expand", zoo("resnet18")).output
     assert expanded.count("Conv ") == 20 and "folded" not in expanded
     net = cnndsl.load(zoo("resnet18"))
@@ -176,7 +176,7 @@ def test_no_noise_rows_one_row_per_merge() -> None:
     assert len(paths) == 74 + 1 + 4 + 8  # layers, the stem, the four stages' rows (layer1's repetition) and 8 blocks
     assert " branch " not in out and "[...]" not in out
     rows = table_rows(out)
-    assert rows["layer1.0.0"].startswith("Add[2 branches] 64x56x56 73,984")
+    assert rows["layer1.0.add"].startswith("Add[2 branches] 64x56x56 73,984")
 
 
 def test_columns_and_sizes_in_mb() -> None:

@@ -104,14 +104,14 @@ def test_batch_disagreeing_with_the_file_is_an_error(tiny: Path, tmp_path: Path)
 
 def test_mismatched_weight_files_name_the_keys(tiny: Path, tmp_path: Path) -> None:
     state = cnndsl.load(tiny).to_numpy().state_dict()
-    state.pop("0.weight")
-    state["5.weight"] = np.zeros((7, 4), np.float32)
+    state.pop("conv.weight")
+    state["fc.weight"] = np.zeros((7, 4), np.float32)
     state["junk"] = np.zeros(1)
     np.savez(tmp_path / "w.npz", **state)
     for backend in ["numpy"] + (["torch"] if _has_torch() else []):
         code, _, err = run(str(tiny), "--backend", backend, "--weights", str(tmp_path / "w.npz"))
         assert code == 1
-        assert "missing keys: 0.weight" in err and "unexpected keys: junk" in err and "5.weight is 7x4, expected 6x4" in err
+        assert "missing keys: conv.weight" in err and "unexpected keys: junk" in err and "fc.weight is 7x4, expected 6x4" in err
 
 
 def test_unreadable_files_are_clear_errors(tiny: Path, tmp_path: Path) -> None:

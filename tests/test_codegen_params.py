@@ -98,12 +98,12 @@ def test_term_of_follows_names_blocks_and_in_channels() -> None:
 def test_layers_record_their_expressions_in_the_ir() -> None:
     network = cnndsl.parse(EXPRESSIONS)
     exprs = {layer.path: network.terms.layers.get(layer) for layer in network.layers}
-    first, second = exprs["0.0"], exprs["1"]
+    first, second = exprs["unit.conv"], exprs["conv1"]
     assert first is not None and first.args == {"out": param("width")} and first.channels == 3  # the input: a constant
     assert second is not None and second.args == {"out": param("width"), "kernel": (param("k"), param("k"))}
-    assert second.size == frozenset() and exprs["2.0.0.0.1"] is not None
-    assert exprs["2.0.0.0.1"].size == {"k"}  # the kernel changes the image size after it
-    assert exprs["2.0.0.0.1"].channels == param("width")  # BatchNorm in Unit(c), called with `width`
+    assert second.size == frozenset() and exprs["res.add.0.unit.bn"] is not None
+    assert exprs["res.add.0.unit.bn"].size == {"k"}  # the kernel changes the image size after it
+    assert exprs["res.add.0.unit.bn"].channels == param("width")  # BatchNorm in Unit(c), called with `width`
     fc = network.terms.layers[network.layers[-1]]
     assert fc.channels == binary("*", param("classes"), 2)
     assert network.structural_parameters == frozenset()
@@ -266,11 +266,11 @@ def test_what_no_expression_follows_is_refused_with_a_hint(text: str, fixed: str
 
 def test_comments_hold_for_every_value_the_constructor_accepts() -> None:
     source = cnndsl.parse(EXPRESSIONS).torch_source()
-    assert 'x = getattr(self, "0")(x)  # width x 16 x 16' in source  # Unit(width)
-    assert 'x = getattr(self, "13")(x)  # classes' in source and '"""Net: 3x16x16 -> classes."""' in source
-    assert 'x = getattr(self, "12")(x)  # 2 * classes' in source
+    assert "x = self.unit(x)  # width x 16 x 16" in source  # Unit(width)
+    assert "x = self.fc2(x)  # classes" in source and '"""Net: 3x16x16 -> classes."""' in source
+    assert "x = self.fc1(x)  # 2 * classes" in source
     # After `Conv(width, k)` the image size depends on k: no size is written rather than a false one.
-    assert 'x = getattr(self, "1")(x)\n' in source
+    assert "x = self.conv1(x)\n" in source
     assert "Unit(4)" not in source and "4x16x16" not in source and "# 5\n" not in source
     assert "# These figures are for the default parameter values" in source
     fixed = cnndsl.parse("network N(deep=2)\ninput 3x8x8\nblock B(c) = [Conv(c, 1)]\nB(deep * 4) x deep").torch_source()

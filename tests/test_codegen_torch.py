@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,38 @@ def test_source_reads_like_hand_written_torch() -> None:
     assert "        x = self.layer1(x)  # 64x56x56" in source
     assert "cnndsl" not in source.split("\n", 4)[-1].replace("cnndsl compile", "")  # no run-time dependency
     assert all(len(line) <= LINE_LENGTH for line in source.splitlines())
+
+
+def test_unlabelled_layers_are_attributes_named_by_their_kind() -> None:
+    """No `self.add_module("5", ...)` / `getattr(self, "5")`: an unlabelled element is `self.avgpool`
+    (LANGUAGE.md's module names), in the network's class and in the block classes alike."""
+    network = cnndsl.load(ZOO / "resnet18.cnn")
+    source = network.torch_source()
+    assert not re.search(r'add_module\("\d+"|getattr\([^)]*"\d+"\)', source)
+    assert "self.avgpool = nn.AdaptiveAvgPool2d(1)" in source and "x = self.avgpool(x)  # 512x1x1" in source
+    assert "self.flatten = nn.Flatten()" in source and "x = self.flatten(x)" in source
+    basic = source[source.index("class Basic(") : source.index("class Down(")]
+    assert "self.add = Add(" in basic and "self.relu = nn.ReLU(inplace=True)" in basic
+    assert "conv1=nn.Conv2d(" in basic and "bn2=nn.BatchNorm2d(c)," in basic  # sequential(conv1=..., ...)
+    keys = list(generated_class(network)().state_dict())
+    assert keys == list(network.to_torch().state_dict())
+    assert {"stem.conv.weight", "layer1.0.add.0.conv1.weight", "layer1.1.add.0.bn2.running_var"} <= set(keys)
+    assert {"layer2.down.add.1.conv.weight", "layer4.basic.add.0.conv2.weight", "fc.bias"} <= set(keys)
+
+
+def test_resnet50_keys_name_the_layers_of_its_blocks() -> None:
+    network = cnndsl.load(ZOO / "resnet50.cnn")
+    keys = list(network.to_torch().state_dict())
+    assert len(keys) == 320  # torchvision's resnet50 has as many
+    residual = [k for k in keys if k.startswith("layer2.blocks.0.add.0.residual.") and k.endswith(".weight")]
+    assert [k.split(".")[-2] for k in residual] == ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
+    assert {
+        "layer1.down.add.1.conv.weight",
+        "layer1.down.add.1.bn.running_mean",
+        "layer3.blocks.4.add.0.residual.conv3.weight",
+    } <= set(keys)
+    assert not [k for k in keys if re.search(r"\.\d+\.\d+\.", k)]  # no run of indices (`layer1.0.0.0.0`)
+    assert list(generated_class(network)().state_dict()) == keys
 
 
 def _ruff_clean(folder: Path) -> None:
@@ -96,8 +129,10 @@ def test_graph_forward_qualifies_a_label_used_again_by_its_path() -> None:
     source = network.torch_source()
     forward = source[source.rindex("def forward") :]
     assert "conv = self.u1.conv(x)" in forward and "u2_conv = self.u2.conv(" in forward
-    assert 'x2_conv = getattr(self, "2").conv(' in forward and "x2_conv + " in forward
-    assert "x3_conv = " in forward and "conv_" not in forward.replace("u2_conv", "").replace("x2_conv", "").replace("x3_conv", "")
+    assert "unit1_conv = self.unit1.conv(" in forward and "unit1_conv + " in forward  # unlabelled: named by its block
+    assert "unit2_conv = " in forward and "conv_" not in forward.replace("u2_conv", "").replace("unit1_conv", "").replace(
+        "unit2_conv", ""
+    )
     module = network.to_torch(seed=0).eval()
     generated = generated_class(network, source)().eval()
     generated.load_state_dict(module.state_dict())
@@ -152,7 +187,7 @@ def test_hostile_names_become_safe_identifiers() -> None:
     model = generated_class(network)()
     memory = network.to_torch()
     assert list(model.state_dict()) == list(memory.state_dict())
-    assert "forward_.0.weight" in model.state_dict() and "training_.__init___.weight" not in model.state_dict()
+    assert "forward_.conv.weight" in model.state_dict() and "training_.__init___.weight" not in model.state_dict()
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 2)
 
 
@@ -334,7 +369,7 @@ def test_a_block_class_holds_for_other_arguments() -> None:
     torch.manual_seed(3)
     ours = module.Stage(5, 6, 4).eval()
     other = cnndsl.parse("network M\ninput 5x8x8\n" + SHARED.split("\n", 2)[2].split("s1:")[0] + "Stage(6, 4)")
-    theirs = getattr(other.to_torch(seed=3), "0").eval()
+    theirs = other.to_torch(seed=3).stage.eval()
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in theirs.state_dict().items()]
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True))
     x = torch.randn(2, 5, 8, 8)
@@ -347,8 +382,8 @@ def test_calls_that_cannot_share_a_class_stay_sequential() -> None:
     network = cnndsl.parse(SHARED)
     source = network.torch_source()
     assert source.count("class Odd(") == 1
-    assert 'self.add_module("2", Odd(2 * width))' in source  # the class takes its input channels
-    assert "nn.Sequential(  # Odd(8) -> 8x8x8" in source
+    assert "self.odd1 = Odd(2 * width)" in source  # the class takes its input channels
+    assert "self.odd2 = sequential(  # Odd(8) -> 8x8x8" in source
     memory = network.to_torch(seed=0).eval()
     generated = generated_class(network)().eval()
     generated.load_state_dict(memory.state_dict())
@@ -372,7 +407,7 @@ def test_to_torch_is_an_instance_of_a_class_named_after_the_network() -> None:
 
 def test_forward_reaches_modules_by_index_not_getattr_chains() -> None:
     source = cnndsl.load(ZOO / "unet.cnn").torch_source()
-    assert "self.up4[1][0](bottom)" in source
+    assert "self.up4[1].convtranspose(bottom)" in source
     assert "getattr(getattr(" not in source and "getattr(self." not in source
 
 

@@ -236,7 +236,7 @@ def test_zero_repetitions_are_the_identity_in_every_backend() -> None:
     net = cnndsl.parse(ZERO)
     assert [layer.kind.name for layer in net.layers] == ["Conv", "Identity", "Add", "GlobalAvgPool", "Flatten", "FC"]
     assert "x 0" in net.summary()
-    assert [layer["path"] for layer in net.to_json()["layers"]] == ["0", "2.1.0", "2", "4", "5", "6"]
+    assert [layer["path"] for layer in net.to_json()["layers"]] == ["conv", "add.1.identity", "add", "avgpool", "flatten", "fc"]
     module = net.to_torch(seed=0).eval()
     assert_counts_match(net, module)
     x = assert_forward_matches(net, module)
@@ -261,7 +261,7 @@ def test_repetition_index_counts_from_zero() -> None:
     net = cnndsl.parse("network N(total=4)\ninput 3x8x8\n[Conv(8 + 8 * i, 1), Dropout(0.2 * i / total)] x 4 as i")
     assert [layer.out_shape[0] for layer in net.layers if layer.kind.name == "Conv"] == [8, 16, 24, 32]
     assert [layer.args["p"] for layer in net.layers if layer.kind.name == "Dropout"] == pytest.approx([0.0, 0.05, 0.1, 0.15])
-    assert [layer.path for layer in net.layers][:2] == ["0.0.0", "0.0.1"]  # module paths as without `as i`
+    assert [layer.path for layer in net.layers][:2] == ["blocks.0.conv", "blocks.0.dropout"]  # module paths as without `as i`
 
 
 def test_nested_indexes_and_shadowing() -> None:
@@ -397,7 +397,7 @@ def test_a_network_of_no_layers_is_refused(body: str, column: int) -> None:
 def test_def_is_a_keyword_only_first_on_a_line_before_a_name() -> None:
     net = cnndsl.parse("network N(def=2)\ninput 3x8x8\nDEF f(c) = c * def\ndef: Conv(f(def), 1), Conv(def * 2, 1)")
     assert [layer.out_shape[0] for layer in net.layers] == [4, 4]
-    assert [layer.path for layer in net.layers] == ["def_", "1"]  # a Python keyword, made a safe module name
+    assert [layer.path for layer in net.layers] == ["def_", "conv"]  # a Python keyword, made a safe module name
 
 
 def test_unrun_bodies_are_checked_once_so_doubling_zero_repetitions_cost_nothing() -> None:

@@ -549,7 +549,8 @@ def test_unet_draws_its_skip_connections_as_dashed_edges(expand: bool) -> None:
     tooltips = dict(re.findall(r'^\s*(n\d+) \[.*\btooltip="?([\w.]+)"?', source, re.MULTILINE))
     edges = re.findall(r"^\s*(n\d+) -> (n\d+) \[label=\" ([^\"]+)\"(.*)\]$", source, re.MULTILINE)
     skips = [(tooltips[tail], tooltips[head], shape) for tail, head, shape, rest in edges if "style=dashed" in rest]
-    sources = ["e4.1.5", "e3.1.5", "e2.1.5", "e1.5"] if expand else ["e4", "e3", "e2", "e1"]
+    last = "double_conv.relu2"  # the second ReLU of the level's DoubleConv (inside Down's)
+    sources = [f"e4.{last}", f"e3.{last}", f"e2.{last}", "e1.relu2"] if expand else ["e4", "e3", "e2", "e1"]
     shapes = ["512×32×32", "256×64×64", "128×128×128", "64×256×256"]
     assert skips == [(tail, f"up{level}", shape) for tail, level, shape in zip(sources, (4, 3, 2, 1), shapes, strict=True)]
     assert len(edges) - len(skips) == (68 if expand else 19)  # a chain through every box (with input and output), one edge each

@@ -347,8 +347,8 @@ NUMPY_DAMAGE = {
         "the momentum buffer of",
     ),
     "momentum missing": (
-        lambda a, m: ({k: v for k, v in a.items() if not k.endswith("0.weight") or not k.startswith("momentum/")}, m),
-        "no momentum buffer for: 0.weight",
+        lambda a, m: ({k: v for k, v in a.items() if not k.endswith("conv.weight") or not k.startswith("momentum/")}, m),
+        "no momentum buffer for: conv.weight",
     ),
     "momentum extra": (
         lambda a, m: ({**a, "momentum/ghost.weight": np.zeros(3, np.float32)}, m),

@@ -492,11 +492,11 @@ def test_seed_bounds_and_dtypes() -> None:
     network.to_numpy(seed=-(2**63))
     # a NumPy integer is a seed, and means what the same int means, in both backends
     assert np.array_equal(
-        network.to_numpy(seed=np.int64(3)).state_dict()["0.weight"], network.to_numpy(seed=3).state_dict()["0.weight"]
+        network.to_numpy(seed=np.int64(3)).state_dict()["conv.weight"], network.to_numpy(seed=3).state_dict()["conv.weight"]
     )
     assert np.array_equal(
-        network.to_torch(seed=np.uint64(3)).state_dict()["0.weight"].numpy(),
-        network.to_torch(seed=3).state_dict()["0.weight"].numpy(),
+        network.to_torch(seed=np.uint64(3)).state_dict()["conv.weight"].numpy(),
+        network.to_torch(seed=3).state_dict()["conv.weight"].numpy(),
     )
     for dtype in ("bogus", object(), "int32"):
         with pytest.raises(CnnDslError, match="dtype"):

@@ -139,7 +139,9 @@ def test_repetition_forms(repeat: str) -> None:
     assert kinds(net) == ["Conv"] * 3
     assert net.params == (3 * 4 + 4) + 2 * (4 * 4 + 4)
     # each iteration of a bracketed group is itself a group
-    expected = ["0.0.0", "0.1.0", "0.2.0"] if repeat.startswith("[") else ["0.0", "0.1", "0.2"]
+    expected = (
+        ["blocks.0.conv", "blocks.1.conv", "blocks.2.conv"] if repeat.startswith("[") else ["blocks.0", "blocks.1", "blocks.2"]
+    )
     assert [layer.path for layer in net.layers] == expected
 
 
@@ -171,7 +173,7 @@ def test_merge_names_are_case_insensitive_and_branches_may_span_lines() -> None:
 
 def test_labels_name_paths() -> None:
     net = cnndsl.parse("input 3x8x8\nstem: [Conv(4, 1), ReLU]\nlayer1: [Conv(4, 1)] x 2\nhead: Conv(2, 1)")
-    assert [layer.path for layer in net.layers] == ["stem.0", "stem.1", "layer1.0.0", "layer1.1.0", "head"]
+    assert [layer.path for layer in net.layers] == ["stem.conv", "stem.relu", "layer1.0.conv", "layer1.1.conv", "head"]
 
 
 def test_blocks_with_parameters_defaults_and_forward_references() -> None:
@@ -183,7 +185,7 @@ def test_blocks_with_parameters_defaults_and_forward_references() -> None:
     )
     assert net.output_shape == (16, 8, 8)
     assert net.root.children[0].title == "Outer(8)"
-    assert [layer.path for layer in net.layers][:3] == ["0.0.0", "0.0.1", "0.0.2"]
+    assert [layer.path for layer in net.layers][:3] == ["outer.inner1.conv", "outer.inner1.bn", "outer.inner1.relu"]
 
 
 def test_in_channels_and_expressions() -> None:

@@ -184,8 +184,8 @@ def test_instance_norm_running_statistics_serve_in_eval_as_in_torch() -> None:
     state = model.state_dict()
     for key, value in module.state_dict().items():
         assert np.allclose(state[key], value.numpy(), rtol=1e-12, atol=1e-12), key
-    assert int(state["0.num_batches_tracked"]) == 0
-    assert not np.allclose(state["0.running_mean"], 0)
+    assert int(state["instancenorm.num_batches_tracked"]) == 0
+    assert not np.allclose(state["instancenorm.running_mean"], 0)
     x = rng.standard_normal((2, 3, 4, 5))
     with torch.no_grad():
         expected = module.eval()(torch.from_numpy(x)).numpy()
@@ -295,12 +295,12 @@ def test_torch_helpers_state_dict_and_torchscript() -> None:
     module = net.to_torch(seed=0)
     state = module.state_dict()
     assert {key: tuple(value.shape) for key, value in state.items()} == {
-        "0.weight": (6,),
-        "0.bias": (6,),
-        "1.layer_scale": (6, 1, 1),
+        "layernorm.weight": (6,),
+        "layernorm.bias": (6,),
+        "scale.layer_scale": (6, 1, 1),
     }
-    assert torch.all(state["1.layer_scale"] == 0.5)
-    assert np.array_equal(net.to_numpy(seed=0).state_dict()["1.layer_scale"], state["1.layer_scale"].numpy())
+    assert torch.all(state["scale.layer_scale"] == 0.5)
+    assert np.array_equal(net.to_numpy(seed=0).state_dict()["scale.layer_scale"], state["scale.layer_scale"].numpy())
     x = torch.randn(3, 6, 4, 4)
     for helper in (LayerNorm2d(6, eps=1e-6), Scale(6, init=0.25), StochasticDepth(0.4, mode="batch")):
         scripted = torch.jit.script(helper)

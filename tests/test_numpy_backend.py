@@ -131,15 +131,15 @@ def test_torch_tensors_are_accepted_as_weights() -> None:
 def test_weight_mismatches_name_what_differs() -> None:
     net = cnndsl.parse(NET)
     state = net.to_numpy().state_dict()
-    del state["stem.0.bias"]
-    state["stem.1.weight"] = np.zeros(7, np.float32)
+    del state["stem.conv.bias"]
+    state["stem.bn.weight"] = np.zeros(7, np.float32)
     state["extra.weight"] = np.zeros(1, np.float32)
     with pytest.raises(CnnDslError) as err:
         net.to_numpy(state)
     message = str(err.value)
-    assert "missing keys: stem.0.bias" in message
+    assert "missing keys: stem.conv.bias" in message
     assert "unexpected keys: extra.weight" in message
-    assert "stem.1.weight is 7, expected 4" in message
+    assert "stem.bn.weight is 7, expected 4" in message
 
 
 def test_a_bad_weight_file_is_a_clear_error(tmp_path: Path) -> None:

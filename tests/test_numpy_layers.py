@@ -429,17 +429,17 @@ def test_init_follows_pytorch_defaults() -> None:
     net = network("16x5x5", "Conv(8, 3), BN, flatten, FC(10)")
     state = net.to_numpy(seed=1).state_dict()
     bound = 1 / np.sqrt(16 * 9)
-    for key in ("0.weight", "0.bias"):
+    for key in ("conv.weight", "conv.bias"):
         assert np.abs(state[key]).max() <= bound and state[key].dtype == np.float32
-    weights = state["0.weight"]  # 1152 draws: U(-bound, bound) fills the interval evenly
+    weights = state["conv.weight"]  # 1152 draws: U(-bound, bound) fills the interval evenly
     assert weights.max() > 0.95 * bound and weights.min() < -0.95 * bound and abs(weights.mean()) < 0.1 * bound
-    assert np.all(state["1.weight"] == 1) and np.all(state["1.bias"] == 0)
-    assert np.all(state["1.running_mean"] == 0) and np.all(state["1.running_var"] == 1)
-    assert state["1.num_batches_tracked"].dtype == np.int64 and int(state["1.num_batches_tracked"]) == 0
-    assert np.abs(state["3.weight"]).max() <= 1 / np.sqrt(8 * 9)
+    assert np.all(state["bn.weight"] == 1) and np.all(state["bn.bias"] == 0)
+    assert np.all(state["bn.running_mean"] == 0) and np.all(state["bn.running_var"] == 1)
+    assert state["bn.num_batches_tracked"].dtype == np.int64 and int(state["bn.num_batches_tracked"]) == 0
+    assert np.abs(state["fc.weight"]).max() <= 1 / np.sqrt(8 * 9)
     # Seeded: the same seed gives the same weights, another seed others.
-    assert np.array_equal(net.to_numpy(seed=1).state_dict()["0.weight"], state["0.weight"])
-    assert not np.array_equal(net.to_numpy(seed=2).state_dict()["0.weight"], state["0.weight"])
+    assert np.array_equal(net.to_numpy(seed=1).state_dict()["conv.weight"], state["conv.weight"])
+    assert not np.array_equal(net.to_numpy(seed=2).state_dict()["conv.weight"], state["conv.weight"])
 
 
 def test_batchnorm_train_mode_with_one_value_per_channel_is_a_clear_error() -> None:

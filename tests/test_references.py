@@ -114,14 +114,14 @@ def test_dead_layers_get_zero_gradients_and_the_output_restarts_from_the_input()
     _, model = twins(net)
     model.forward(np.ones((1, 3, 5, 5)), grad=True)
     _, grads = model.backward(np.ones((1, 2, 3, 3)))
-    assert not grads["0.weight"].any() and grads["2.weight"].any()
+    assert not grads["conv1.weight"].any() and grads["conv2.weight"].any()
 
 
 def test_a_referenced_tensor_is_never_overwritten_in_place() -> None:
     net = cnndsl.parse(INPLACE_TRAP)
     module = net.to_torch(seed=0)
-    assert getattr(module, "1").inplace is False  # the ReLU after the referenced Conv
-    assert getattr(module, "3").inplace is True  # after the merge: nothing reads its input again
+    assert module.relu1.inplace is False  # the ReLU after the referenced Conv
+    assert module.relu2.inplace is True  # after the merge: nothing reads its input again
 
 
 def test_scoping_current_iteration_then_last_and_block_input() -> None:
@@ -129,24 +129,24 @@ def test_scoping_current_iteration_then_last_and_block_input() -> None:
     refs = [node for node, _ in walk(net.root) if isinstance(node, Reference)]
     # Inside the repetition each iteration reads its own `a`; after it, `@a` is the last iteration's.
     assert [(ref.path, ref.source.path) for ref in refs] == [
-        ("r.0.1.0.0", "r.0.a"),
-        ("r.1.1.0.0", "r.1.a"),
-        ("r.2.1.0.0", "r.2.a"),
-        ("1.0.0", "r.2.a"),
+        ("r.0.add.0.ref", "r.0.a"),
+        ("r.1.add.0.ref", "r.1.a"),
+        ("r.2.add.0.ref", "r.2.a"),
+        ("concat.0.ref", "r.2.a"),
     ]
     net = cnndsl.parse(RESIDUAL_BLOCK)
     refs = [node for node, _ in walk(net.root) if isinstance(node, Reference)]
-    assert [(ref.of_input, ref.source.path) for ref in refs] == [(True, "0.0"), (True, "0.1")]  # each call's input
+    assert [(ref.of_input, ref.source.path) for ref in refs] == [(True, "blocks.0"), (True, "blocks.1")]  # each call's input
 
 
 def test_the_data_flow_names_what_every_step_reads() -> None:
     net = cnndsl.parse(UNET)
     reads = {layer["path"]: layer["reads"] for layer in net.to_json()["layers"]}
-    assert reads["6.0.1"] == ["e2.2"]  # the MaxPool after @e2 reads e2's last layer
-    assert reads["6.1.0"] == ["5"]  # the Identity branch reads the current input, the ReLU's output
-    assert reads["6"] == ["6.0.1", "6.1.0"]  # Concat: the skip branch first
-    assert reads["7.0.1"] == ["e1.2"]
-    assert reads["e1.0"] == ["input"]
+    assert reads["concat.0.maxpool"] == ["e2.relu"]  # the MaxPool after @e2 reads e2's last layer
+    assert reads["concat.1.identity"] == ["relu"]  # the Identity branch reads the current input, the ReLU's output
+    assert reads["concat"] == ["concat.0.maxpool", "concat.1.identity"]  # Concat: the skip branch first
+    assert reads["add.0.avgpool"] == ["e1.relu"]
+    assert reads["e1.conv"] == ["input"]
     assert net.to_json()["outputs"] == [{"name": "head", "shape": [2, 4, 4]}, {"name": "e2", "shape": [8, 8, 8]}]
 
 
@@ -163,8 +163,8 @@ def test_every_iteration_follows_the_parameter() -> None:
 def test_summary_lists_references_and_outputs() -> None:
     text = str(cnndsl.parse(UNET).summary(depth=None))
     assert "input 3x16x16 -> outputs head 2x4x4, e2 8x8x8" in text
-    assert "  6.0.0  @e2 " in text
-    assert "  6.0.0 reads @e2: the output of `e2.2`, 8x8x8" in text
+    assert "  concat.0.ref       @e2 " in text
+    assert "  concat.0.ref reads @e2: the output of `e2.relu`, 8x8x8" in text
     assert "References" not in str(cnndsl.load(Path(__file__).parent.parent / "architectures" / "lenet5.cnn").summary())
 
 
@@ -188,27 +188,27 @@ def test_upsample_like_reads_the_size_of_its_reference_as_a_data_edge() -> None:
     net = cnndsl.parse(LIKE)
     ups = [layer for layer in net.layers if layer.kind.name == "Upsample"]
     assert [(layer.path, tuple(layer.out_shape), layer.args["size"], layer.args["like"]) for layer in ups] == [
-        ("1.2", (4, 6, 5), (6, 5), "@input"),
-        ("3", (6, 6, 5), (6, 5), "@s"),
-        ("4", (6, 12, 10), (12, 10), "@input"),
+        ("down.upsample", (4, 6, 5), (6, 5), "@input"),
+        ("upsample1", (6, 6, 5), (6, 5), "@s"),
+        ("upsample2", (6, 12, 10), (12, 10), "@input"),
     ]
     # Each reference's source: the block call, the labelled group, the network (whose input it means).
     assert [(ref.source.path, ref.of_input) for layer in ups for ref in layer.arg_refs.values()] == [
-        ("1", True),
+        ("down", True),
         ("s", False),
         ("", True),
     ]
     assert not net.is_graph and net.reads_shapes  # the size is static: no backend reads the tensor at run time
     layers = {layer["path"]: layer for layer in net.to_json()["layers"]}
-    assert [(layers[p]["reads"], layers[p]["reads_shape_of"]) for p in ("1.2", "3", "4")] == [
-        (["1.1"], ["s.2"]),  # the block's input is the output of `s`
-        (["2"], ["s.2"]),
-        (["3"], ["input"]),
+    assert [(layers[p]["reads"], layers[p]["reads_shape_of"]) for p in ("down.upsample", "upsample1", "upsample2")] == [
+        (["down.relu"], ["s.relu"]),  # the block's input is the output of `s`
+        (["conv"], ["s.relu"]),
+        (["upsample1"], ["input"]),
     ]
-    assert layers["2"]["reads_shape_of"] == []
+    assert layers["conv"]["reads_shape_of"] == []
     text = str(net.summary(depth=None))
-    assert "  4 reads the size of like=@input: the network's input, 3x12x10" in text
-    assert "  3 reads the size of like=@s: the output of `s.2`, 4x6x5" in text
+    assert "  upsample2 reads the size of like=@input: the network's input, 3x12x10" in text
+    assert "  upsample1 reads the size of like=@s: the output of `s.relu`, 4x6x5" in text
     assert "Upsample to 12x10 (like @input) bilinear corners" in text
     source = net.to_dot(expand=True).source
     assert source.count("style=dotted") == 3 and source.count("like: 3×12×10") == 1

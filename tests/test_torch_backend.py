@@ -51,7 +51,7 @@ def test_state_dict_keys_are_the_layer_paths(small: cnndsl.Network) -> None:
         elif layer.kind.name == "BatchNorm":
             expected |= {f"{layer.path}.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
     assert keys == expected
-    assert "stem.0.weight" in keys and "res.0.0.weight" in keys and "fc.weight" in keys
+    assert "stem.conv.weight" in keys and "res.0.conv1.weight" in keys and "fc.weight" in keys
 
 
 def test_counts_and_shapes_match_the_ir(small: cnndsl.Network) -> None:
@@ -80,12 +80,12 @@ def test_seed_gives_reproducible_weights_and_keeps_the_global_rng(small: cnndsl.
     b = small.to_torch(seed=7).state_dict()
     c = small.to_torch(seed=8).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["stem.0.weight"], c["stem.0.weight"])
+    assert not torch.equal(a["stem.conv.weight"], c["stem.conv.weight"])
 
 
 def test_default_initialisation_is_pytorchs(small: cnndsl.Network) -> None:
     torch.manual_seed(0)
-    ours = small.to_torch().get_submodule("stem.0").weight
+    ours = small.to_torch().get_submodule("stem.conv").weight
     torch.manual_seed(0)
     theirs = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False).weight
     assert torch.equal(ours, theirs)
@@ -174,7 +174,7 @@ def test_inplace_add_only_into_a_fresh_first_branch_and_same_gradients() -> None
 
 def _reference_forward(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """The same computation written out by hand, out of place."""
-    conv0, conv1 = module.get_submodule("0"), module.get_submodule("4.0.0")
+    conv0, conv1 = module.get_submodule("conv"), module.get_submodule("add2.0.conv")
     y = torch.relu(torch.sigmoid(conv0(x)))
     y = torch.relu(y) + y
     y = torch.relu(conv1(y) + y)
@@ -266,7 +266,7 @@ def test_train_and_eval_modes(small: cnndsl.Network) -> None:
     loss = nn.functional.cross_entropy(module(x), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     optimizer.step()
-    bn = module.get_submodule("stem.1")
+    bn = module.get_submodule("stem.bn")
     assert int(bn.num_batches_tracked) == 1
     module.eval()
     with torch.no_grad():

@@ -43,9 +43,10 @@ def test_the_plan_mirrors_the_ir_node_for_node() -> None:
         assert [c.node for c in p.children] == p.node.children_nodes()
         expected = {Layer: "layer", Parallel: "merge", Sequence: "sequence" if p.node.children_nodes() else "identity"}
         assert p.kind == expected[type(p.node)]
-    assert plan.call == TorchCall("sequential")  # labelled children: the naming helper
-    stem = plan.children[0]
-    assert stem.call == TorchCall("nn.Sequential") and [c.name for c in stem.children] == ["0", "1", "2"]
+    assert plan.call == TorchCall("sequential")  # named children: the naming helper
+    stem, repeat = plan.children[0], plan.children[1]
+    assert stem.call == TorchCall("sequential") and [c.name for c in stem.children] == ["conv", "bn", "relu"]
+    assert repeat.call == TorchCall("nn.Sequential") and [c.name for c in repeat.children] == ["0", "1"]  # iterations
     assert stem.children[0].call == TorchCall("nn.Conv2d", (3, 4), (("kernel_size", 3), ("padding", 1)))
     mix = plan.children[2]
     assert mix.kind == "merge" and mix.call == TorchCall("Concat") and [c.name for c in mix.children] == ["0", "1"]
@@ -71,11 +72,11 @@ def test_inplace_flags_are_decided_in_the_plan() -> None:
     plan = build_plan(cnndsl.parse(text))
     relus = [p for p in plan.walk() if p.kind == "layer" and p.node.kind.name == "ReLU"]
     assert [(p.node.path, p.inplace) for p in relus] == [
-        ("1", True),
-        ("3", False),
-        ("4.0.0", False),
-        ("6", True),
-        ("7.1.0", False),
+        ("relu1", True),
+        ("relu2", False),
+        ("add1.0.relu", False),
+        ("relu3", True),
+        ("mul.1.relu", False),
     ]
     assert [p.call.kwargs for p in relus] == [(("inplace", True),), (), (), (("inplace", True),), ()]
     merges = [p for p in plan.walk() if p.kind == "merge"]
@@ -91,11 +92,16 @@ def test_fresh_output_is_declared_by_the_kinds_whose_output_autograd_does_not_ke
 
 
 def test_helpers_are_derived_from_the_plan_and_copied_exactly() -> None:
-    plain = cnndsl.parse("input 4x4x4\nConcat[ Conv(2, 1) | Chunk(2, 0) ], ReLU")
-    assert set().union(*(c.helpers() for c in build_plan(plain).children)) == {"Concat", "Chunk"}
+    branches = cnndsl.parse("input 4x4x4\nConcat[ Conv(2, 1) | Chunk(2, 0) ], ReLU")
+    # A branch's layers have names (`conv`, `chunk`): the naming helper holds them.
+    assert set().union(*(c.helpers() for c in build_plan(branches).children)) == {"Concat", "Chunk", "sequential"}
+    source = branches.torch_source()
+    assert "class Concat(nn.Sequential):" in source and "class Chunk(nn.Module):" in source and "def sequential(" in source
+    assert "class Add(" not in source
+    plain = cnndsl.parse("input 4x4x4\nChunk(2, 0), Conv(2, 1)")
+    assert build_plan(plain).helpers() == {"Chunk", "sequential"}  # the network's own children: its class's attributes
     source = plain.torch_source()
-    assert "class Concat(nn.Sequential):" in source and "class Chunk(nn.Module):" in source
-    assert "class Add(" not in source and "def sequential(" not in source and "OrderedDict" not in source
+    assert "class Chunk(nn.Module):" in source and "def sequential(" not in source and "OrderedDict" not in source
     named = cnndsl.parse("input 4x4x4\nunit: [conv: Conv(2, 1), act: ReLU], GlobalAvgPool")
     source = named.torch_source()
     assert "from collections import OrderedDict" in source and "def sequential(" in source

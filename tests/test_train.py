@@ -423,4 +423,4 @@ def test_numpy_checkpoint_format(tmp_path: Path) -> None:
     train(cnndsl.load(DIGITS_CNN), quick(backend="numpy", epochs=1, checkpoint_dir=tmp_path))
     arrays, meta = load_numpy(tmp_path / "checkpoint.npz")
     assert meta["epoch"] == 1 and meta["config"]["backend"] == "numpy"
-    assert any(k.startswith("momentum/") for k in arrays) and "model/features.0.0.weight" in arrays
+    assert any(k.startswith("momentum/") for k in arrays) and "model/features.conv_block1.conv.weight" in arrays

@@ -42,7 +42,7 @@ def test_a_final_softmax_is_left_out_of_training(backend: str, capsys: pytest.Ca
     metrics = train(network, quick(backend=backend, epochs=8 if backend == "torch" else 5, save=tmp_path / "w.safetensors"))
     assert metrics["test_accuracy"] >= 0.95, metrics["history"]
     err = capsys.readouterr().err
-    assert "ends in Softmax (`classifier.3`)" in err and "training without the final Softmax" in err
+    assert "ends in Softmax (`classifier.softmax`)" in err and "training without the final Softmax" in err
     # The saved weights run with the network as written: its Softmax gives probabilities.
     probabilities = network.to_numpy(tmp_path / "w.safetensors")(np.zeros((2, 1, 8, 8)))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -167,7 +167,7 @@ def test_both_engines_take_the_same_step_on_the_first_output() -> None:
     for name, parameter in module.named_parameters():
         assert parameter.grad is not None
         np.testing.assert_allclose(grads[name], parameter.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
-    assert not grads["aux.weight"].any() and grads["features.0.weight"].any()
+    assert not grads["aux.weight"].any() and grads["features.conv.weight"].any()
 
 
 def test_a_first_output_that_ends_in_softmax_is_refused_at_its_name() -> None:

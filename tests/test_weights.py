@@ -82,16 +82,16 @@ def test_bfloat16_and_float8_convert_exactly_other_tensors_are_refused(small: cn
             weights.state_dict[key], value.float().numpy() if value.is_floating_point() else value.numpy()
         )
     small.to_numpy(tmp_path / "bf16.pt")  # and it runs
-    f8 = dict(state, **{"0.weight": state["0.weight"].to(torch.float8_e4m3fn)})
+    f8 = dict(state, **{"conv.weight": state["conv.weight"].to(torch.float8_e4m3fn)})
     torch.save(f8, tmp_path / "f8.pt")
-    np.testing.assert_array_equal(read_weights(tmp_path / "f8.pt").state_dict["0.weight"], f8["0.weight"].float().numpy())
+    np.testing.assert_array_equal(read_weights(tmp_path / "f8.pt").state_dict["conv.weight"], f8["conv.weight"].float().numpy())
     refused = {
-        "sparse": (state["5.weight"].to_sparse(), "sparse_coo tensor"),
-        "quantized": (torch.quantize_per_tensor(state["5.weight"], 0.01, 0, torch.qint8), "quantized tensor"),
-        "complex": (state["5.weight"].to(torch.complex64), "complex"),
+        "sparse": (state["fc.weight"].to_sparse(), "sparse_coo tensor"),
+        "quantized": (torch.quantize_per_tensor(state["fc.weight"], 0.01, 0, torch.qint8), "quantized tensor"),
+        "complex": (state["fc.weight"].to(torch.complex64), "complex"),
     }
     for name, (tensor, message) in refused.items():
-        torch.save(dict(state, **{"5.weight": tensor}), tmp_path / f"{name}.pt")
+        torch.save(dict(state, **{"fc.weight": tensor}), tmp_path / f"{name}.pt")
         with pytest.raises(CnnDslError, match=message):
             small.to_numpy(tmp_path / f"{name}.pt")
         src = tmp_path / "small.cnn"
@@ -228,7 +228,7 @@ def test_compile_says_what_it_wrote_and_keeps_stdout_clean(tmp_path: Path) -> No
 def test_compile_refuses_weights_of_another_network(tmp_path: Path) -> None:
     write_weights(tmp_path / "w.npz", cnndsl.parse(SMALL.replace("FC(5)", "FC(7)")).to_numpy().state_dict())
     code, _, err = run_cli("compile", str(_source(tmp_path)), "--weights", str(tmp_path / "w.npz"), "-o", str(tmp_path / "m.py"))
-    assert code == 1 and "5.weight is 7x64, expected 5x64" in err
+    assert code == 1 and "fc.weight is 7x64, expected 5x64" in err
     assert not (tmp_path / "m.py").exists()
 
 

@@ -23,13 +23,13 @@ GlobalAvgPool, flatten, fc: FC(num_classes)
 def foreign_layout(state: dict[str, np.ndarray], shortcut_first: bool = False) -> dict[str, np.ndarray]:
     """The network's weights as a hand-written module would name them (its shortcut registered first, if asked)."""
     names = {
-        "stem.0": "conv1",
-        "stem.1": "bn1",
-        "1.0.0": "block.conv_a",
-        "1.0.1": "block.bn_a",
-        "1.0.3": "block.conv_b",
-        "1.1.0": "block.shortcut.0",
-        "1.1.1": "block.shortcut.1",
+        "stem.conv": "conv1",
+        "stem.bn": "bn1",
+        "add.0.conv1": "block.conv_a",
+        "add.0.bn": "block.bn_a",
+        "add.0.conv2": "block.conv_b",
+        "add.1.conv": "block.shortcut.0",
+        "add.1.bn": "block.shortcut.1",
         "fc": "head",
     }
     order = list(names)
@@ -59,7 +59,7 @@ def test_foreign_keys_load_by_structure_and_compute_the_same(shortcut_first: boo
     model = network.to_numpy(foreign_layout(own, shortcut_first))
     report = model.weights_report
     assert report is not None and len(report.matched) == 8 and not report.reinitialised
-    assert ("1.1.0", "block.shortcut.0") in report.matched
+    assert ("add.1.conv", "block.shortcut.0") in report.matched
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
 
@@ -78,7 +78,7 @@ def test_a_head_changed_by_a_parameter_is_reinitialised_and_named() -> None:
     assert report is not None and [r[:2] for r in report.reinitialised] == [("fc", "head")]
     assert "re-initialised fc" in str(report) and "1 re-initialised" in str(report)
     np.testing.assert_array_equal(model.state_dict()["fc.weight"], tuned.to_numpy(seed=7).state_dict()["fc.weight"])
-    np.testing.assert_array_equal(model.state_dict()["stem.0.weight"], foreign["conv1.weight"])
+    np.testing.assert_array_equal(model.state_dict()["stem.conv.weight"], foreign["conv1.weight"])
 
 
 def test_any_other_disagreement_is_refused_naming_both_layers() -> None:
@@ -88,9 +88,9 @@ def test_any_other_disagreement_is_refused_naming_both_layers() -> None:
     with pytest.raises(cnndsl.CnnDslError) as caught:
         network.to_numpy(foreign)
     message = str(caught.value)
-    assert "our `1.0.3` (conv, weight 6x6x3x3)" in message and "their `block.conv_b`" in message and "5x5" in message
+    assert "our `add.0.conv2` (conv, weight 6x6x3x3)" in message and "their `block.conv_b`" in message and "5x5" in message
     report = network.to_numpy(foreign, allow_partial=True).weights_report
-    assert report is not None and "1.0.3" in report.unmatched and "block.conv_b" in report.skipped
+    assert report is not None and "add.0.conv2" in report.unmatched and "block.conv_b" in report.skipped
     assert len(report.matched) == 7
 
 
@@ -112,7 +112,7 @@ def test_branches_that_fit_in_two_orders_are_ambiguous() -> None:
         "network Amb\ninput 3x8x8\nConcat[ Conv(4, 1) | Conv(4, 1) | Conv(6, 3, pad=1) ]\nGlobalAvgPool, flatten, FC(2)\n"
     )
     state = network.to_numpy().state_dict()
-    order = ["0.2.0", "0.0.0", "0.1.0", "3"]  # the third branch first: its own order does not fit
+    order = ["concat.2.conv", "concat.0.conv", "concat.1.conv", "fc"]  # the third branch first: its own order does not fit
     foreign = {
         f"m{i}.{k.rpartition('.')[2]}": v for i, p in enumerate(order) for k, v in state.items() if k.rpartition(".")[0] == p
     }
@@ -200,7 +200,7 @@ def test_sorted_keys_of_a_safetensors_file_find_their_order(tmp_path: Path) -> N
     weights = read_weights(path)
     assert not weights.ordered and list(weights.state_dict) != list(foreign_layout(own))
     model = network.to_numpy(path)
-    assert model.weights_report is not None and ("stem.0", "conv1") in model.weights_report.matched
+    assert model.weights_report is not None and ("stem.conv", "conv1") in model.weights_report.matched
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
 
@@ -210,7 +210,7 @@ def test_a_smaller_image_makes_no_layer_re_initialisable() -> None:
     network = cnndsl.parse(SOURCE, input=(3, 16, 16))
     foreign = foreign_layout(randomised(cnndsl.parse(SOURCE), 1))
     foreign["block.conv_b.weight"] = np.zeros((6, 6, 5, 5), np.float32)
-    with pytest.raises(cnndsl.CnnDslError, match="our `1.0.3`"):
+    with pytest.raises(cnndsl.CnnDslError, match="our `add.0.conv2`"):
         network.to_numpy(foreign)
 
 
@@ -239,7 +239,7 @@ def test_to_layout_names_our_weights_as_the_template(tmp_path: Path) -> None:
     template = foreign_layout(randomised(network, 7))
     out, report = to_layout(network, own, template)
     assert list(out) == list(template) and len(report.matched) == 8
-    np.testing.assert_array_equal(out["block.shortcut.0.weight"], own["1.1.0.weight"])
+    np.testing.assert_array_equal(out["block.shortcut.0.weight"], own["add.1.conv.weight"])
 
 
 def renamed(state: dict[str, np.ndarray], names: dict[str, str]) -> dict[str, np.ndarray]:
@@ -257,10 +257,15 @@ def test_lists_registered_apart_and_run_interleaved_find_their_order() -> None:
     in turns: each list's items keep their order, the lists interleave."""
     network = cnndsl.parse("input 3x8x8\nConv(4, 1), Conv(4, 3, pad=1), Conv(4, 1), Conv(4, 3, pad=1)\n")
     own = randomised(network, 5)
-    foreign = renamed(own, {"0": "pointwise.0", "2": "pointwise.1", "1": "spatial.0", "3": "spatial.1"})
+    foreign = renamed(own, {"conv1": "pointwise.0", "conv3": "pointwise.1", "conv2": "spatial.0", "conv4": "spatial.1"})
     model = network.to_numpy(foreign)
     assert model.weights_report is not None
-    assert model.weights_report.matched == [("0", "pointwise.0"), ("1", "spatial.0"), ("2", "pointwise.1"), ("3", "spatial.1")]
+    assert model.weights_report.matched == [
+        ("conv1", "pointwise.0"),
+        ("conv2", "spatial.0"),
+        ("conv3", "pointwise.1"),
+        ("conv4", "spatial.1"),
+    ]
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
 
@@ -270,10 +275,10 @@ def test_a_list_stays_together_when_an_interleaving_fits_too() -> None:
     order that keeps each list together is the one taken."""
     network = cnndsl.parse("input 3x8x8\nConv(4, 1), Conv(4, 3, pad=1), Conv(4, 3, pad=1), Conv(4, 1)\n")
     own = randomised(network, 6)
-    foreign = renamed(own, {"2": "a.0", "3": "a.1", "0": "b.0", "1": "b.1"})
+    foreign = renamed(own, {"conv3": "a.0", "conv4": "a.1", "conv1": "b.0", "conv2": "b.1"})
     model = network.to_numpy(foreign)
     assert model.weights_report is not None
-    assert model.weights_report.matched == [("0", "b.0"), ("1", "b.1"), ("2", "a.0"), ("3", "a.1")]
+    assert model.weights_report.matched == [("conv1", "b.0"), ("conv2", "b.1"), ("conv3", "a.0"), ("conv4", "a.1")]
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(model(x), network.to_numpy(own)(x))
 
@@ -286,14 +291,14 @@ def test_a_network_with_references_matches_by_structure() -> None:
         "@a, Conv(6, 3, pad=1), GAP, flatten, logits: FC(5)"
     )
     own = network.to_numpy().state_dict()
-    names = {"a.0": "stem.conv", "a.1": "stem.bn", "3": "body", "logits": "head", "side.2": "aux.fc"}
+    names = {"a.conv": "stem.conv", "a.bn": "stem.bn", "conv": "body", "logits": "head", "side.fc": "aux.fc"}
     foreign: dict[str, np.ndarray] = {}
-    for prefix in ("a.0", "a.1", "3", "side.2", "logits"):  # the side head's keys before the main head's
+    for prefix in ("a.conv", "a.bn", "conv", "side.fc", "logits"):  # the side head's keys before the main head's
         for key, value in own.items():
             if key.rpartition(".")[0] == prefix:
                 foreign[f"{names[prefix]}.{key.rpartition('.')[2]}"] = value + 1
     mapping, report = match_weights(network, shapes_of(own), foreign)
-    assert mapping["side.2.weight"] == "aux.fc.weight" and mapping["logits.weight"] == "head.weight"
+    assert mapping["side.fc.weight"] == "aux.fc.weight" and mapping["logits.weight"] == "head.weight"
     assert len(report.matched) == 5 and not (report.unmatched or report.skipped or report.reinitialised)
 
 
@@ -305,15 +310,18 @@ def test_a_module_s_own_tensor_used_after_its_submodules_is_found(ordered: bool)
     own = network.to_numpy().state_dict()
     foreign: dict[str, np.ndarray] = {}
     for index in range(2):
-        foreign[f"stage.{index}.layer_scale"] = own[f"unit.{index}.2.layer_scale"] + 1
-        for layer, theirs in ((0, "block.0"), (1, "block.1")):
+        foreign[f"stage.{index}.layer_scale"] = own[f"unit.{index}.scale.layer_scale"] + 1
+        for layer, theirs in (("dwconv", "block.0"), ("pointwisefc", "block.1")):
             for name in ("weight", "bias"):
                 foreign[f"stage.{index}.{theirs}.{name}"] = own[f"unit.{index}.{layer}.{name}"] + 1
-    foreign |= {"head.weight": own["3.weight"], "head.bias": own["3.bias"]}
+    foreign |= {"head.weight": own["fc.weight"], "head.bias": own["fc.bias"]}
     if not ordered:
         foreign = dict(sorted(foreign.items()))
     mapping, report = match_weights(network, shapes_of(own), foreign, ordered=ordered)
-    assert mapping["unit.1.2.layer_scale"] == "stage.1.layer_scale" and mapping["unit.0.1.weight"] == "stage.0.block.1.weight"
+    assert (
+        mapping["unit.1.scale.layer_scale"] == "stage.1.layer_scale"
+        and mapping["unit.0.pointwisefc.weight"] == "stage.0.block.1.weight"
+    )
     assert len(report.matched) == 7 and not (report.unmatched or report.skipped or report.reinitialised)
 
 
@@ -397,9 +405,9 @@ def test_a_value_the_ir_cannot_follow_marks_every_layer_it_reaches() -> None:
     from cnndsl.weights_match import changed_layers
 
     source = "network F(w=4, n)\ninput 3x8x8\ndef twice(x) = 2 * x\nConv(twice(w), 3), Conv(8, 1), Conv(n, 1), GlobalAvgPool, flatten, FC(2)\n"
-    assert changed_layers(cnndsl.parse(source, n=4)) == {"2", "5"}  # the FC's features are n channels
+    assert changed_layers(cnndsl.parse(source, n=4)) == {"conv3", "fc"}  # the FC's features are n channels
     # twice(w) is unknown as written: the Conv reading it and the next one (its input); Conv(8, 1) gives 8 channels all the same.
-    assert changed_layers(cnndsl.parse(source, w=8, n=4)) == {"0", "1", "2", "5"}
+    assert changed_layers(cnndsl.parse(source, w=8, n=4)) == {"conv1", "conv2", "conv3", "fc"}
 
 
 def test_a_setting_equal_to_the_written_value_reshapes_nothing() -> None:
@@ -448,7 +456,7 @@ def test_the_checker_records_the_written_values_beside_the_set_ones() -> None:
     assert tuned.written_parameters == {"w": 4, "h": 8} and tuned.parameters == {"w": 8, "h": 16, "n": 2}
     assert tuned.written_input == (3, 8, 8) and tuned.input_shape == (1, 8, 8)
     assert changed_parameters(tuned) == {"w", "h", "n"}
-    assert changed_layers(tuned) == {"0", "1", "2"}
-    assert changed_layers(cnndsl.parse(source, n=2)) == {"2"}  # n has no written value: its layer counts as reshaped
+    assert changed_layers(tuned) == {"conv1", "conv2", "conv3"}
+    assert changed_layers(cnndsl.parse(source, n=2)) == {"conv3"}  # n has no written value: its layer counts as reshaped
     plain = cnndsl.parse(source, n=2, w=4)
     assert plain.written_parameters == {"w": 4, "h": 8} and changed_parameters(plain) == {"n"}

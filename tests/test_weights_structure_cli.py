@@ -85,10 +85,10 @@ def test_compile_refuses_a_disagreeing_checkpoint_naming_both_layers(files: dict
     state["block.conv_b.weight"] = torch.zeros(6, 6, 5, 5)
     torch.save(state, bad)
     result = CliRunner().invoke(main, ["compile", str(files["cnn"]), "--weights-from", str(bad)])
-    assert result.exit_code == 1 and "our `1.0.3` (conv, weight 6x6x3x3) against their `block.conv_b`" in result.output
+    assert result.exit_code == 1 and "our `add.0.conv2` (conv, weight 6x6x3x3) against their `block.conv_b`" in result.output
     assert "Traceback" not in result.output
     partial = CliRunner().invoke(main, ["compile", str(files["cnn"]), "--weights-from", str(bad), "--allow-partial"])
-    assert partial.exit_code == 0 and "unmatched (initial weights): 1.0.3" in partial.output
+    assert partial.exit_code == 0 and "unmatched (initial weights): add.0.conv2" in partial.output
 
 
 def test_run_takes_a_foreign_checkpoint(files: dict[str, Path]) -> None:
@@ -105,8 +105,8 @@ def test_train_init_from_reinitialises_the_head_and_freezes(files: dict[str, Pat
     assert "7 layers matched, 1 re-initialised" in output and "re-initialised fc (was head" in output
     tuned = read_weights(saved).state_dict
     original = torch.load(files["pt"], weights_only=True)
-    assert np.array_equal(tuned["stem.0.weight"], original["conv1.weight"].numpy())  # frozen
-    assert not np.array_equal(tuned["1.0.3.weight"], original["block.conv_b.weight"].numpy())  # trained
+    assert np.array_equal(tuned["stem.conv.weight"], original["conv1.weight"].numpy())  # frozen
+    assert not np.array_equal(tuned["add.0.conv2.weight"], original["block.conv_b.weight"].numpy())  # trained
     assert tuned["fc.weight"].shape == (2, 6)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import cnndsl
+from cnndsl.ir import Node, Parallel, Sequence
 from cnndsl.layers import MergeKind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,6 +247,24 @@ def reference_v2() -> dict[str, Any]:
     return json.loads(REFERENCE_V2.read_text(encoding="utf-8"))["models"]
 
 
+def positional_paths(network: cnndsl.Network) -> dict[int, str]:
+    """Every node's path (by id) with each unlabelled element of a sequence named by its position, as the
+    references' nn.Sequential and ModuleList name theirs (`features.0`, Ultralytics' `model.0`), where cnndsl
+    names it by its kind (`features.conv1`, LANGUAGE.md's module names): the trees are compared, not the naming."""
+    paths: dict[int, str] = {}
+    stack: list[tuple[Node, str]] = [(network.root, "")]
+    while stack:
+        node, path = stack.pop()
+        paths[id(node)] = path
+        if isinstance(node, Parallel):
+            paths[id(node.merge)] = path
+        children = node.branches if isinstance(node, Parallel) else node.children if isinstance(node, Sequence) else []
+        for index, child in enumerate(children):
+            name = child.name if child.label is not None or child.name.isdigit() else str(index)
+            stack.append((child, f"{path}.{name}" if path else name))
+    return paths
+
+
 def renamed(path: str, renames: dict[str, str]) -> str:
     """`path` with its longest prefix (whole components) that `renames` lists replaced."""
     parts = path.split(".")
@@ -278,7 +297,8 @@ def test_v2_leaf_outputs_and_tensor_shapes_match_the_reference(stem: str) -> Non
     else:
         # A merge is torch.cat or +, not a module: PyTorch records no leaf for it.
         leaves = [layer for layer in net.layers if not isinstance(layer.kind, MergeKind)]
-        assert [(layer.path, layer.kind.name, [[1, *layer.out_shape]]) for layer in leaves] == [
+        positions = positional_paths(net)
+        assert [(positions[id(layer)], layer.kind.name, [[1, *layer.out_shape]]) for layer in leaves] == [
             (renamed(path, RENAMED_V2.get(stem, {})), kind.removesuffix("2d"), shapes)
             for path, kind, shapes in ref["leaf_outputs"]
         ]
@@ -408,13 +428,14 @@ YOLOV8_LABELS = {"c3": 4, "c4": 6, "c5": 9, "p4": 12, "p3": 15, "n4": 18, "n5": 
 YOLO_TORCH_TYPES = {"Conv": "Conv2d", "BatchNorm": "BatchNorm2d", "SiLU": "SiLU", "MaxPool": "MaxPool2d", "Upsample": "Upsample"}
 
 
-def ultralytics_path(layer: Any) -> str | None:
-    """Our leaf's module path in Ultralytics' DetectionModel; None where Ultralytics computes it in a forward, without a module."""
+def ultralytics_path(layer: Any, path: str) -> str | None:
+    """Our leaf's module path in Ultralytics' DetectionModel, from its positional path (`positional_paths`); None where
+    Ultralytics computes it in a forward, without a module."""
     kind = layer.kind.name
-    top, _, rest = layer.path.partition(".")
+    top, _, rest = path.partition(".")
     if kind == "SiLU":
         return "model.0.act"  # Conv.default_act: one SiLU module shared by every Conv, named after its first owner
-    if kind in ("Chunk", "Add", "Identity") or (kind == "Concat" and not layer.path.isdigit()):
+    if kind in ("Chunk", "Add", "Identity") or (kind == "Concat" and not path.isdigit()):
         return None  # C2f's chunk, Bottleneck's sum, the concatenations of C2f, SPPF and Detect
     head = re.fullmatch(r"(box|cls)([345])", top)
     prefix = (
@@ -450,10 +471,11 @@ def test_yolov8_counts_and_outputs_match_ultralytics(scale: str) -> None:
 @pytest.mark.parametrize("scale", sorted(YOLOV8_SCALES))
 def test_yolov8_leaf_outputs_and_tensor_shapes_match_ultralytics(scale: str) -> None:
     net, ref = yolov8(scale), reference_v2()[scale]
+    positions = positional_paths(net)
     ours = [
         (path, YOLO_TORCH_TYPES.get(layer.kind.name, layer.kind.name), [[1, *layer.out_shape]])
         for layer in net.layers
-        if (path := ultralytics_path(layer)) is not None
+        if (path := ultralytics_path(layer, positions[id(layer)])) is not None
     ]
     assert ours == [tuple(leaf) for leaf in ref["leaf_outputs"]]
     theirs = sorted(tuple(shape) for key, shape in ref["param_shapes"].items() if key != YOLOV8_DFL)
@@ -465,7 +487,7 @@ def test_yolov8_class_count_is_a_parameter() -> None:
     net = cnndsl.load(ARCHITECTURES / "yolov8.cnn", nc=20)
     assert [tuple(shape) for shape in net.output_shapes] == [(64 + 20, 640 // s, 640 // s) for s in (8, 16, 32)]
     widths = {layer.path: layer.out_shape[0] for layer in net.layers if layer.kind.name == "Conv"}
-    assert (widths["cls3.0.conv"], widths["cls3.2"], widths["box3.0.conv"]) == (64, 20, 64)
+    assert (widths["cls3.cbs1.conv"], widths["cls3.conv"], widths["box3.cbs1.conv"]) == (64, 20, 64)
 
 
 @pytest.mark.parametrize("stem", sorted(ZOO) + sorted(ZOO_V2))

@@ -26,7 +26,7 @@ from ..layers import KINDS, LayerError, LayerKind, MergeKind, lookup
 from ..layers.base import REQUIRED, ArgSpec, TensorRef, check_input_rank, check_spelling_rank, format_value
 from ..layers.upsample import ConvTranspose
 from ..limits import MAX_ERRORS
-from ..names import module_names
+from ..names import GROUP_STEM, REFERENCE_STEM, REPEAT_STEM, element_names, snake_case
 from ..receptive import Field
 from ..shapes import Shape, Sizes, Window
 from ..terms import merged_terms, output_terms
@@ -313,7 +313,9 @@ class Checker:
         self.budget.count_node(scope, None)
         items = list(items)
         nodes: list[Node] = []
-        names = module_names([item.label if isinstance(item, syntax.Labeled) else str(i) for i, item in enumerate(items)])
+        names = element_names(
+            [item.label if isinstance(item, syntax.Labeled) else None for item in items], [_stem(item) for item in items]
+        )
         for item, name in zip(items, names, strict=True):
             self.budget.last_pos = item.pos
             node = self._element(item, scope, state, name, _join(path, name), 0)
@@ -748,12 +750,12 @@ class Checker:
                 reach = {BLOCK_PARAMETER + p: self._network_params(term) for p, term in caller_terms.items()}
                 reach[IN_CHANNELS] = self._network_params(entry_channels)  # both over the caller's names
                 self._reach = reach
-            own = self._own_terms_by_block.get(block.name)
-            if own is None:  # the same for every call: made once (a block of many parameters is called many times)
-                own = self._own_terms_by_block[block.name] = {
+            own_terms = self._own_terms_by_block.get(block.name)
+            if own_terms is None:  # the same for every call: made once (a block of many parameters is called many times)
+                own_terms = self._own_terms_by_block[block.name] = {
                     p.name: parameter_term(BLOCK_PARAMETER + p.name) for p in block.params
                 }
-            symbols = ChainMap(own, self._symbols)
+            symbols = ChainMap(own_terms, self._symbols)
             state.channels, state.size = parameter_term(IN_CHANNELS), frozenset()
             self._symbolic = True
         inner = Scope(values, (*scope.calls, (block.name, text, call.pos)), symbols)
@@ -772,8 +774,10 @@ class Checker:
         try:
             if isinstance(body, syntax.Group):
                 children = self._sequence(body.items, inner, state, path)
-            else:
-                node = self._element(block.body, inner, state, "0", _join(path, "0"), 0)
+            else:  # one element, named as the only element of a sequence is
+                own_label = block.body.label if isinstance(block.body, syntax.Labeled) else None
+                own = element_names([own_label], [_stem(block.body)])[0]
+                node = self._element(block.body, inner, state, own, _join(path, own), 0)
                 children = [node] if node is not None else []
         finally:
             self._namespace = outer
@@ -1121,3 +1125,21 @@ def _with_index(scope: Scope, index: str | None, value: Value) -> Scope:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def _stem(el: syntax.Element) -> str:
+    """What an unlabelled element of a sequence is named after (cnndsl.names): its layer kind's
+    attribute_stem, its block's name in snake_case, or the stem of a group, repetition or reference."""
+    if isinstance(el, syntax.Call):
+        kind = lookup(el.name)
+        return kind.attribute_stem if kind is not None else snake_case(el.name)
+    if isinstance(el, syntax.Merge):
+        merge = MERGES.get(el.op.lower())
+        return merge.attribute_stem if merge is not None else snake_case(el.op)
+    if isinstance(el, syntax.Group):
+        return GROUP_STEM
+    if isinstance(el, syntax.Repeat):
+        return REPEAT_STEM
+    if isinstance(el, syntax.Reference):
+        return REFERENCE_STEM
+    return ""  # a labelled element: its label names it

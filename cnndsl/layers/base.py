@@ -183,6 +183,18 @@ class LayerKind:
     """True when the output is a new tensor that autograd does not keep for backward (Conv,
     DWConv, BatchNorm, FC): a following activation may run in place on it, and a merge may
     accumulate into it (cnndsl.torch_plan's in-place rules)."""
+    attribute_stem: ClassVar[str]
+    """The module name an unlabelled layer of this kind gets in a sequence (`conv`, `bn`, `fc`:
+    `conv1`, `conv2` when several siblings share it; see cnndsl.names). Declared beside the
+    signature where torchvision's name differs from the kind's name in lower case (BatchNorm:
+    `bn`, GlobalAvgPool: `avgpool`); otherwise that lower-case name, set by __init_subclass__."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A kind that names itself without declaring a stem gets its name's: a subclass that
+        # renames its base (Dropout2d of _MaskedDropout) must not inherit the base's stem.
+        if "name" in cls.__dict__ and "attribute_stem" not in cls.__dict__:
+            cls.attribute_stem = cls.name.lower()
 
     def infer(self, args: Args, shape: Shape) -> Shape:
         """The output shape for an input shape of the declared `input_rank`; raise LayerError when it does not apply."""

@@ -75,6 +75,7 @@ class Dropout2d(_MaskedDropout):
     """
 
     name = "Dropout2d"
+    attribute_stem = "dropout"
     aliases = ("Dropout1d", "Dropout3d")
     spelling_ranks = {"Dropout1d": (1,), "Dropout2d": (2,), "Dropout3d": (3,)}
     input_rank = "spatial"
@@ -109,6 +110,7 @@ class StochasticDepth(_MaskedDropout):
     """
 
     name = "StochasticDepth"
+    attribute_stem = "stochastic_depth"  # torchvision's
     signature = (ArgSpec("p", "float"), ArgSpec("mode", "choice", "row", choices=("row", "batch")))
 
     def resolve(self, args: Args, shape: Shape | None) -> Args:

@@ -33,6 +33,7 @@ class BatchNorm(LayerKind):
     """
 
     name = "BatchNorm"
+    attribute_stem = "bn"  # torchvision's bn1, bn2
     aliases = ("BN", "BatchNorm2d", "BatchNorm1d", "BatchNorm3d")
     spelling_ranks = {"BatchNorm1d": (0, 1), "BatchNorm2d": (2,), "BatchNorm3d": (3,)}
     family = "norm"

@@ -471,6 +471,7 @@ class LocalResponseNorm(LayerKind):
     """
 
     name = "LocalResponseNorm"
+    attribute_stem = "lrn"
     aliases = ("LRN",)
     family = "norm"
     input_rank = "spatial"

@@ -146,6 +146,7 @@ class GlobalAvgPool(LayerKind):
     """
 
     name = "GlobalAvgPool"
+    attribute_stem = "avgpool"  # torchvision's ResNet: avgpool = nn.AdaptiveAvgPool2d((1, 1))
     aliases = ("GAP",)
     family = "pool"
     input_rank = "spatial"
@@ -178,6 +179,7 @@ class AdaptiveAvgPool(LayerKind):
     """
 
     name = "AdaptiveAvgPool"
+    attribute_stem = "avgpool"
     aliases = ("AdaptiveAvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool3d")
     family = "pool"
     input_rank = "spatial"
@@ -342,6 +344,7 @@ class GlobalMaxPool(LayerKind):
     """
 
     name = "GlobalMaxPool"
+    attribute_stem = "maxpool"
     aliases = ("GMP",)
     family = "pool"
     input_rank = "spatial"
@@ -380,6 +383,7 @@ class AdaptiveMaxPool(LayerKind):
     """
 
     name = "AdaptiveMaxPool"
+    attribute_stem = "maxpool"
     aliases = ("AdaptiveMaxPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool3d")
     family = "pool"
     input_rank = "spatial"

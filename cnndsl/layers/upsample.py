@@ -689,7 +689,7 @@ def integer_factor(args: Args, size: int, out: int) -> int | None:
     return factor
 
 
-def _phases(factor: int) -> list[tuple[slice, int, float, float]]:
+def _linear_phases(factor: int) -> list[tuple[slice, int, float, float]]:
     """Output s*i + r of an integer-factor linear axis of `size` inputs, per phase r: (inner, edge,
     a, b). For i in `inner` it is a * x[j] + b * x[j + 1] with j = i (or i - 1 for phases left of
     the input's centre), so that over `inner` the pairs are x[:-1] and x[1:]; output `edge`'s pair
@@ -719,7 +719,7 @@ def _phase_upsample(x: np.ndarray, axis: int, factor: int) -> np.ndarray:
     lead, trail = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
     source = x.reshape(lead, size, trail)
     y = np.empty((lead, size, factor, trail), x.dtype)
-    phases = _phases(factor)
+    phases = _linear_phases(factor)
     weights = sorted({w for _, _, a, b in phases for w in (a, b) if b != 0.0})
     step = max(1, _PHASE_BLOCK // (size * trail))
     products = np.empty((len(weights), min(step, lead), size, trail), x.dtype)
@@ -746,7 +746,7 @@ def _phase_upsample_backward(g: np.ndarray, axis: int, factor: int) -> np.ndarra
     lead, trail = math.prod(g.shape[:axis]), math.prod(g.shape[axis + 1 :])
     phased = g.reshape(lead, size, factor, trail)
     dx = np.empty((lead, size, trail), g.dtype)
-    phases = _phases(factor)
+    phases = _linear_phases(factor)
     weights = sorted({w for _, _, a, b in phases for w in (a, b) if b != 0.0})
     step = max(1, _PHASE_BLOCK // (size * trail))
     sums = np.empty((len(weights), min(step, lead), size, trail), g.dtype)
