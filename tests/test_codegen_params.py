@@ -118,12 +118,12 @@ def test_blocks_record_their_terms_over_their_own_parameters() -> None:
     the network-level terms are these composed (Network.terms)."""
     network = cnndsl.parse(EXPRESSIONS)
     by_path = {node.path: node for node, _ in walk(network.root)}
-    res, unit = by_path["2"], by_path["2.0.0.0"]
+    res, unit = by_path["res"], by_path["res.add.0.unit"]
     assert isinstance(res, Sequence) and isinstance(unit, Sequence)
     assert res.call_terms == {"c": param("width")} and res.call_keys == {"0": "c"}
     assert unit.call_terms == {"c": param("block:c"), "kernel": 3}  # Unit(c) inside Res: over Res's own `c`
     assert unit.in_channels_term == param("in_channels:") and res.in_channels_term == param("width")  # Res's input
-    conv = by_path["2.0.0.0.0"]
+    conv = by_path["res.add.0.unit.conv"]
     assert isinstance(conv, Layer) and conv.terms is not None
     kernel = param("block:kernel")
     assert conv.terms.args == {"out": param("block:c"), "kernel": (kernel, kernel), "pad": (binary("//", kernel, 2),) * 2}

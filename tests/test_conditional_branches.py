@@ -73,9 +73,9 @@ def test_a_false_condition_leaves_the_branch_out_and_one_branch_passes_through()
     assert on.params == off.params  # Identity and MaxPool hold no parameter
     assert off.output_shape == (12, 8, 8) and on.output_shape == (6, 8, 8)  # 4 + 2 (+ 6)
     # The merge keeps its branch 0, so the keys of branch 0 are the same whether the condition holds or not.
-    keys_on = [k for k in on.to_torch(seed=0).state_dict() if k.startswith("1.")]
-    keys_off = [k for k in off.to_torch(seed=0).state_dict() if k.startswith("1.")]
-    assert keys_on == keys_off and "1.0.0.0.cv1.0.weight" in keys_on
+    keys_on = [k for k in on.to_torch(seed=0).state_dict() if k.startswith("blocks.")]
+    keys_off = [k for k in off.to_torch(seed=0).state_dict() if k.startswith("blocks.")]
+    assert keys_on == keys_off and "blocks.0.add.0.cv1.conv.weight" in keys_on
     # The branches left out are not numbered: the ones present are 0, 1, ... in the order written.
     assert [b.name for b in merges(off)[-1].branches] == ["0", "1", "2"]
     assert [b.name for b in merges(cnndsl.parse(RESIDUAL, width=4))[-1].branches] == ["0"]

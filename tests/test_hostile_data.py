@@ -322,6 +322,11 @@ def resume_numpy(tmp_path: Path) -> None:
     train(cnndsl.parse(SMALL), quick(backend="numpy", checkpoint_dir=tmp_path, resume=True, epochs=2))
 
 
+def _first_momentum_weight(arrays: dict[str, np.ndarray]) -> str:
+    """The first layer weight's momentum key (whatever its layer is named): the damage must hit a real entry."""
+    return next(k for k in arrays if k.startswith("momentum/") and k.endswith(".weight"))
+
+
 def _meta(meta: dict[str, Any], **changes: Any) -> dict[str, Any]:
     meta = dict(meta)
     for key, value in changes.items():
@@ -355,7 +360,7 @@ NUMPY_DAMAGE = {
         "unknown parameters: ghost.weight",
     ),
     "momentum integers": (
-        lambda a, m: ({k: (v.astype(np.int64) if k == "momentum/0.weight" else v) for k, v in a.items()}, m),
+        lambda a, m: ({k: (v.astype(np.int64) if k == _first_momentum_weight(a) else v) for k, v in a.items()}, m),
         "holds int64, not floating point",
     ),
 }

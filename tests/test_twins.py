@@ -343,8 +343,8 @@ def test_yolov8n_is_ultralytics_detection_model(tmp_path: Path) -> None:
     report = module.weights_report
     assert report is not None and len(report.matched) == 120, str(report)
     assert report.skipped == ["model.22.dfl.conv"] and not (report.unmatched or report.reinitialised), str(report)
-    assert ("c3.m.1.0.0.cv2.conv", "model.4.m.1.cv2.conv") in report.matched  # C2f runs m before cv2 but registers it after
-    assert ("cls5.2", "model.22.cv3.2.2") in report.matched
+    assert ("c3.m.1.add.0.cv2.conv", "model.4.m.1.cv2.conv") in report.matched  # C2f runs m before cv2 but registers it after
+    assert ("cls5.conv", "model.22.cv3.2.2") in report.matched
     with torch.no_grad():
         assert_maps(module(x), expected, "the torch module")
 
