@@ -165,6 +165,8 @@ LAYER_CASES: dict[str, list[tuple[str, str, tuple[int, ...], int, int, int]]] = 
         ("MaxPool(2), Upsample(like=@input, mode=linear)", "3x9", (3, 9), 0, 0, 0),
         ("Upsample(size=(3, 8, 8), mode=trilinear)", "2x2x4x4", (2, 3, 8, 8), 0, 0, 0),
         ("Upsample(2)", "2x2x3x4", (2, 4, 6, 8), 0, 0, 0),
+        ("Upsample(scale_factor=(2, 1), mode=bilinear)", "2x4x5", (2, 8, 5), 0, 0, 0),
+        ("Upsample((1, 2, 1.5))", "2x2x3x4", (2, 2, 6, 6), 0, 0, 0),
     ],
     "Reshape": [
         ("Reshape(4, 2, 3)", "24", (4, 2, 3), 0, 0, 0),
@@ -447,6 +449,9 @@ GROW_ERRORS = [
         "Upsample: like=@input is a 1-D signal 3x9 (CxL), but the input here is an image",
     ),
     ("3x4x4", "Upsample(0.1)", "Upsample: scale 0.1 leaves no pixels: floor(4·0.1) x floor(4·0.1) = 0x0"),
+    ("3x4x4", "Upsample((2, 0.1))", "Upsample: scale (2, 0.1) leaves no pixels: floor(4·2) x floor(4·0.1) = 8x0"),
+    ("3x9", "Upsample((2, 2))", "Upsample: `scale` (2, 2) has 2 entries but the input has 1 spatial axis (L)"),
+    ("3x4x4", "Upsample((2, true))", "Upsample: `scale` must be a number or a tuple of them"),
     (
         "3x4x4",
         "Upsample(2, mode=area)",

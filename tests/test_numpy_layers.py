@@ -119,6 +119,9 @@ NUMPY_CASES: dict[str, list[tuple[str, str]]] = {
         ("2x5", "Upsample(scale_factor=1.5, mode=linear, align_corners=true)"),
         ("2x8", "MaxPool(2), Upsample(like=@input, mode=linear)"),
         ("2x2x3x4", "Upsample(2)"),
+        ("2x3x4", "Upsample((2, 1.5), mode=bilinear)"),  # one factor per axis, as nn.Upsample's scale_factor tuple
+        ("2x3x4", "Upsample(scale_factor=(3, 1))"),
+        ("2x2x3x4", "Upsample((1, 2, 3), mode=trilinear)"),
         ("2x2x3x4", "Upsample(size=(3, 5, 7), mode=trilinear)"),
         ("2x3x4x3", "Upsample(1.5, mode=trilinear, align_corners=true)"),
         ("2x4x6x5", "Upsample(size=(2, 3, 4), mode=trilinear)"),  # shrinking

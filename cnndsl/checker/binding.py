@@ -305,4 +305,9 @@ def coerce(owner: str, spec: ArgSpec, value: Value, pos: Position) -> Value:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("a number")
         return float(value)
+    if spec.type == "floats":  # a number, or one per spatial axis (Upsample's scale, as nn.Upsample's scale_factor)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if not numbers or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+            raise fail("a number or a tuple of them (one per spatial axis: (h, w), (d, h, w))")
+        return tuple(numbers) if isinstance(value, tuple) else float(value)  # a tuple as written, for messages
     raise AssertionError(spec.type)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the NumPy backend's types; importing them here would load n
 
     from ..numpy_ops import Backward, NpContext, Tensors, TorchRandom
 
-ArgType = Literal["int", "pair", "pad", "bool", "float", "choice", "reference"]
+ArgType = Literal["int", "pair", "pad", "bool", "float", "floats", "choice", "reference"]
 """How an argument's value is read: int, a whole number; pair, an int or a tuple with one
 entry per spatial axis (`(h, w)`, `(d, h, w)`); pad, a pair or `same`; bool, `true`/`false`;
 float, any number; choice, one of the bare words in `ArgSpec.choices` (`pad_mode=reflect`,
@@ -381,9 +381,9 @@ def as_pair(value: int | Sizes) -> Sizes:
     return value if isinstance(value, tuple) else (value, value)
 
 
-def spatial_tuple(kind: str, name: str, value: int | Sizes, rank: int) -> Sizes:
-    """An argument as one entry per spatial axis: an int means the same on every axis; a tuple
-    must have `rank` entries."""
+def spatial_tuple(kind: str, name: str, value: Any, rank: int, noun: str = "int") -> Any:
+    """An argument as one entry per spatial axis: an int (a `noun`) means the same on every axis;
+    a tuple must have `rank` entries."""
     if not isinstance(value, tuple):
         return (value,) * rank
     if len(value) != rank:
@@ -391,9 +391,9 @@ def spatial_tuple(kind: str, name: str, value: int | Sizes, rank: int) -> Sizes:
         raise LayerError(
             f"{kind}: `{name}` {format_value(value)} has {len(value)} entries but the input has {rank} spatial "
             f"ax{'is' if rank == 1 else 'es'} ({axes})",
-            f"give one int (the same on every axis) or {rank} entries, one per axis {axes}"
+            f"give one {noun} (the same on every axis) or {rank} entries, one per axis {axes}"
             if rank > 1
-            else "give one int: a 1-D input has one spatial axis",
+            else f"give one {noun}: a 1-D input has one spatial axis",
             arg=name,
         )
     return value

@@ -678,13 +678,13 @@ _PHASE_RANKS = (1,)
 """Ranks whose integer-factor linear upsampling takes the phase blends even when the axes are small."""
 
 
-def integer_factor(args: Args, size: int, out: int) -> int | None:
-    """The integer scale s of one axis when linear interpolation along it is periodic (align_corners
+def integer_factor(args: Args, axis: int, size: int, out: int) -> int | None:
+    """The integer scale s of spatial axis `axis` when linear interpolation along it is periodic (align_corners
     false, out = s * size, PyTorch's ratio exactly 1 / s), else None."""
     if args["mode"] == "nearest" or args["align_corners"] or out % size:
         return None
     factor = out // size
-    if args["scale"] is not None and args["scale"][0] != factor:  # floor(size * 2.5) can be a multiple of size
+    if args["scale"] is not None and args["scale"][axis] != factor:  # floor(size * 2.5) can be a multiple of size
         return None
     return factor
 
@@ -771,11 +771,18 @@ def _phase_upsample_backward(g: np.ndarray, axis: int, factor: int) -> np.ndarra
     return dx.reshape(*g.shape[:axis], size, *g.shape[axis + 1 :])
 
 
+def _scale_text(scale: tuple[float, ...]) -> str:
+    """`2`, or `(2, 1)` for factors that differ between axes."""
+    texts = [f"{s:g}" for s in scale]
+    return texts[0] if len(set(texts)) == 1 else f"({', '.join(texts)})"
+
+
 def upsample_taps(args: Args, in_sizes: Sizes, out_sizes: Sizes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """`axis_taps` for every spatial axis (Upsample is separable)."""
-    scale = None if args["scale"] is None else args["scale"][0]
+    scales = args["scale"] if args["scale"] is not None else (None,) * len(in_sizes)
     return [
-        axis_taps(size, out, scale, args["mode"], args["align_corners"]) for size, out in zip(in_sizes, out_sizes, strict=True)
+        axis_taps(size, out, scale, args["mode"], args["align_corners"])
+        for size, out, scale in zip(in_sizes, out_sizes, scales, strict=True)
     ]
 
 
@@ -783,7 +790,7 @@ def upsample_taps(args: Args, in_sizes: Sizes, out_sizes: Sizes) -> list[tuple[n
 class Upsample(LayerKind):
     """Resizes the map by interpolation (nn.Upsample) over 1, 2 or 3 spatial axes: nearest; linear (1-D), bilinear or bicubic (2-D), trilinear (3-D).
 
-    Args: scale (a number; PyTorch's scale_factor), size (an int or one entry per spatial
+    Args: scale (a number, or one per spatial axis; PyTorch's scale_factor), size (an int or one entry per spatial
     axis) instead of scale, or like=@name instead of either: the spatial size of that
     earlier tensor (`@input`: the body's input), as FCN and DeepLab return to the input's
     size; mode=nearest (linear on a signal, bilinear or bicubic on an image, trilinear on a
@@ -801,7 +808,7 @@ class Upsample(LayerKind):
     family = "reshape"
     input_rank = "spatial"
     signature = (
-        ArgSpec("scale", "float", None, keywords=("scale_factor",)),
+        ArgSpec("scale", "floats", None, keywords=("scale_factor",)),
         ArgSpec("mode", "choice", "nearest", choices=UPSAMPLE_MODES),
         ArgSpec("align_corners", "bool", False),
         ArgSpec("size", "pair", None, minimum=1),
@@ -814,7 +821,7 @@ class Upsample(LayerKind):
         # input-rank check reports) two, as for an image.
         rank = shape.spatial_rank if shape is not None and shape.has_space else 2
         if out["scale"] is not None:
-            out["scale"] = (out["scale"],) * rank
+            out["scale"] = spatial_tuple(self.name, "scale", out["scale"], rank, "number")
         if out["size"] is not None:
             out["size"] = spatial_tuple(self.name, "size", out["size"], rank)
         like: TensorRef | None = out["like"]
@@ -868,13 +875,13 @@ class Upsample(LayerKind):
             )
         if size is not None:
             return Shape((shape.channels, *size))
-        if scale[0] <= 0:
-            raise LayerError(f"Upsample: scale must be positive; got {scale[0]:g}", "use a factor such as 2", arg="scale")
-        dims = [math.floor(n * scale[0]) for n in shape.spatial]
+        if min(scale) <= 0:
+            raise LayerError(f"Upsample: scale must be positive; got {_scale_text(scale)}", "use a factor such as 2", arg="scale")
+        dims = [math.floor(n * s) for n, s in zip(shape.spatial, scale, strict=True)]
         if min(dims) < 1:
             raise LayerError(
-                f"Upsample: scale {scale[0]:g} leaves no pixels: "
-                + " x ".join(f"floor({n}·{scale[0]:g})" for n in shape.spatial)
+                f"Upsample: scale {_scale_text(scale)} leaves no pixels: "
+                + " x ".join(f"floor({n}·{s:g})" for n, s in zip(shape.spatial, scale, strict=True))
                 + f" = {'x'.join(map(str, dims))}",
                 "use a larger scale, or give size="
                 + ("n" if rank == 1 else f"({SPATIAL_AXES[rank].lower().replace('x', ', ')})"),
@@ -888,11 +895,11 @@ class Upsample(LayerKind):
         # (in - 1)/(out - 1) with align_corners.
         out = self.infer(args, shape).spatial
         ratios = []
-        for size, new in zip(shape.spatial, out, strict=True):
+        for axis, (size, new) in enumerate(zip(shape.spatial, out, strict=True)):
             if args["align_corners"] and new > 1:
                 ratios.append(Fraction(size - 1, new - 1))
             elif args["scale"] is not None:
-                ratios.append(1 / Fraction(args["scale"][0]).limit_denominator(MAX_PERIOD))
+                ratios.append(1 / Fraction(args["scale"][axis]).limit_denominator(MAX_PERIOD))
             else:
                 ratios.append(Fraction(size, new))
         return tuple(axis.resample(ratio, args["mode"], args["align_corners"]) for axis, ratio in zip(field, ratios, strict=True))
@@ -902,8 +909,8 @@ class Upsample(LayerKind):
         if args["size"] is not None:
             kwargs.append(("size", torch_pair(args["size"])))
         else:
-            scale = args["scale"][0]
-            kwargs.append(("scale_factor", int(scale) if float(scale).is_integer() else scale))
+            scales = tuple(int(s) if float(s).is_integer() else s for s in args["scale"])
+            kwargs.append(("scale_factor", scales[0] if len(set(scales)) == 1 else scales))
         if args["mode"] != "nearest":
             kwargs.append(("mode", args["mode"]))
             kwargs.append(("align_corners", args["align_corners"]))
@@ -923,9 +930,17 @@ class Upsample(LayerKind):
 
     def np_forward(self, args: Args, params: Tensors, x: np.ndarray, ctx: NpContext, train: bool) -> np.ndarray:
         in_sizes = x.shape[2:]
-        out_sizes = tuple(args["size"]) if args["size"] is not None else tuple(math.floor(n * args["scale"][0]) for n in in_sizes)
+        out_sizes = (
+            tuple(args["size"])
+            if args["size"] is not None
+            else tuple(math.floor(n * s) for n, s in zip(in_sizes, args["scale"], strict=True))
+        )
         small = all(size * out <= _MATRIX_LIMIT for size, out in zip(in_sizes, out_sizes, strict=True))
-        factors = [factor for size, out in zip(in_sizes, out_sizes, strict=True) if (factor := integer_factor(args, size, out))]
+        factors = [
+            factor
+            for axis, (size, out) in enumerate(zip(in_sizes, out_sizes, strict=True))
+            if (factor := integer_factor(args, axis, size, out))
+        ]
         if (len(in_sizes) in _PHASE_RANKS or not small) and len(factors) == len(in_sizes):
             # An integer factor (linear modes, align_corners false): per-axis phase blends. Faster
             # than gathers, and than the matrix product on a signal; an image's or a volume's small
@@ -963,7 +978,7 @@ class Upsample(LayerKind):
         return g, {}
 
     def describe(self, args: Args) -> str:
-        what = f"to {pair_text(args['size'])}" if args["size"] is not None else f"x{args['scale'][0]:g}"
+        what = f"to {pair_text(args['size'])}" if args["size"] is not None else f"x{_scale_text(args['scale'])}"
         if args["like"] is not None:
             what += f" (like {args['like']})"
         corners = " corners" if args["align_corners"] else ""
