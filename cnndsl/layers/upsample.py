@@ -689,12 +689,14 @@ def integer_factor(args: Args, axis: int, size: int, out: int) -> int | None:
     return factor
 
 
-def _linear_phases(factor: int) -> list[tuple[slice, int, float, float]]:
+def _linear_phases(factor: int) -> tuple[list[tuple[slice, int, float, float]], list[float]]:
     """Output s*i + r of an integer-factor linear axis of `size` inputs, per phase r: (inner, edge,
     a, b). For i in `inner` it is a * x[j] + b * x[j + 1] with j = i (or i - 1 for phases left of
     the input's centre), so that over `inner` the pairs are x[:-1] and x[1:]; output `edge`'s pair
     falls off the border, where PyTorch clamps and reads x[edge] alone. Weights as PyTorch's:
-    source position i + (r + 0.5) / s - 0.5, the fraction past j on x[j + 1]."""
+    source position i + (r + 0.5) / s - 0.5, the fraction past j on x[j + 1]. Also the distinct
+    weights of the phases that blend two inputs, which the forward multiplies by and the backward
+    gathers under."""
     phases = []
     for r in range(factor):
         offset = (r + 0.5) / factor - 0.5
@@ -702,7 +704,7 @@ def _linear_phases(factor: int) -> list[tuple[slice, int, float, float]]:
             phases.append((slice(0, -1), -1, 1.0 - offset, offset))
         else:
             phases.append((slice(1, None), 0, -offset, 1.0 + offset))
-    return phases
+    return phases, sorted({w for _, _, a, b in phases for w in (a, b) if b != 0.0})
 
 
 _PHASE_BLOCK = 1 << 15
@@ -719,8 +721,7 @@ def _phase_upsample(x: np.ndarray, axis: int, factor: int) -> np.ndarray:
     lead, trail = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
     source = x.reshape(lead, size, trail)
     y = np.empty((lead, size, factor, trail), x.dtype)
-    phases = _linear_phases(factor)
-    weights = sorted({w for _, _, a, b in phases for w in (a, b) if b != 0.0})
+    phases, weights = _linear_phases(factor)
     step = max(1, _PHASE_BLOCK // (size * trail))
     products = np.empty((len(weights), min(step, lead), size, trail), x.dtype)
     for begin in range(0, lead, step):
@@ -746,8 +747,7 @@ def _phase_upsample_backward(g: np.ndarray, axis: int, factor: int) -> np.ndarra
     lead, trail = math.prod(g.shape[:axis]), math.prod(g.shape[axis + 1 :])
     phased = g.reshape(lead, size, factor, trail)
     dx = np.empty((lead, size, trail), g.dtype)
-    phases = _linear_phases(factor)
-    weights = sorted({w for _, _, a, b in phases for w in (a, b) if b != 0.0})
+    phases, weights = _linear_phases(factor)
     step = max(1, _PHASE_BLOCK // (size * trail))
     sums = np.empty((len(weights), min(step, lead), size, trail), g.dtype)
     for begin in range(0, lead, step):
