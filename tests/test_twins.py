@@ -178,6 +178,32 @@ def assert_close(actual: Any, expected: torch.Tensor, what: str) -> None:
     )
 
 
+def assert_generated_numpy_and_back(
+    network: cnndsl.Network,
+    module: nn.Module,
+    twin: nn.Module,
+    fresh: nn.Module,
+    saved: Path,
+    x: torch.Tensor,
+    expected: torch.Tensor,
+    tmp_path: Path,
+) -> None:
+    """After the torch module: the generated file and the NumPy backend, loaded from the same twin
+    checkpoint, give the twin's output; the weights exported in the twin's layout have its keys,
+    every layer matched, and load strictly into `fresh` (an untrained twin), which then gives it too."""
+    generated = compiled_with_weights(network, saved, tmp_path)
+    with torch.no_grad():
+        assert_close(generated(x), expected, "the generated file")
+    assert_close(network.to_numpy(saved)(x.numpy()), expected, "the NumPy backend")
+
+    back, back_report = to_layout(network, module.state_dict(), twin.state_dict())
+    layers = len({key.rpartition(".")[0] for key in twin.state_dict()})
+    assert list(back) == list(twin.state_dict()) and len(back_report.matched) == layers
+    fresh.load_state_dict(back, strict=True)
+    with torch.no_grad():
+        assert_close(twin_output(fresh(x)), expected, "the twin with the weights exported back")
+
+
 @pytest.mark.parametrize("name", TWINS)
 def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: ModuleType, tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -205,18 +231,7 @@ def test_twin_weights_load_by_structure_and_go_back(name: str, torchvision: Modu
     with torch.no_grad():
         assert_close(module(x), expected, "the torch module")
 
-    generated = compiled_with_weights(network, saved, tmp_path)
-    with torch.no_grad():
-        assert_close(generated(x), expected, "the generated file")
-
-    assert_close(network.to_numpy(saved)(x.numpy()), expected, "the NumPy backend")
-
-    back, back_report = to_layout(network, module.state_dict(), twin.state_dict())
-    assert list(back) == list(twin.state_dict()) and len(back_report.matched) == layers
-    fresh = make_twin(torchvision, name).eval()
-    fresh.load_state_dict(back, strict=True)
-    with torch.no_grad():
-        assert_close(twin_output(fresh(x)), expected, "the twin with the weights exported back")
+    assert_generated_numpy_and_back(network, module, twin, make_twin(torchvision, name).eval(), saved, x, expected, tmp_path)
 
 
 def test_the_twins_are_the_reference_models(torchvision: ModuleType) -> None:
@@ -437,14 +452,5 @@ def test_convnext_tiny_is_torchvisions(torchvision: ModuleType, tmp_path: Path) 
     assert report is not None and len(report.matched) == layers and not (report.reinitialised or report.unmatched), str(report)
     with torch.no_grad():
         assert_close(module(x), expected, "the torch module")
-    generated = compiled_with_weights(network, saved, tmp_path)
-    with torch.no_grad():
-        assert_close(generated(x), expected, "the generated file")
-    assert_close(network.to_numpy(saved)(x.numpy()), expected, "the NumPy backend")
-
-    back, back_report = to_layout(network, module.state_dict(), twin.state_dict())
-    assert list(back) == list(twin.state_dict()) and len(back_report.matched) == layers
     fresh = torchvision.models.convnext_tiny().eval()
-    fresh.load_state_dict(back, strict=True)
-    with torch.no_grad():
-        assert_close(fresh(x), expected, "the twin with the weights exported back")
+    assert_generated_numpy_and_back(network, module, twin, fresh, saved, x, expected, tmp_path)
