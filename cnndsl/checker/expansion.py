@@ -164,6 +164,10 @@ class Checker:
         self._namespace: Namespace | None = None
         self._declared_by_block: dict[str, dict[str, Position]] = {}
         self._own_terms_by_block: dict[str, dict[str, Term]] = {}
+        # The element names of each sequence in the text, by the identity of its AST items (kept
+        # alive beside the names, so an id is never reused): they depend on the text alone, and a
+        # block body or a repeated group is expanded once per call or iteration.
+        self._names_by_items: dict[int, tuple[object, list[str]]] = {}
 
     # -- entry point -------------------------------------------------------------------
 
@@ -309,14 +313,19 @@ class Checker:
 
     # -- structure ---------------------------------------------------------------------
 
-    def _sequence(self, items: Iterable[syntax.Element], scope: Scope, state: State, path: str) -> list[Node]:
+    def _sequence(
+        self, items: tuple[syntax.Element, ...] | list[syntax.Element], scope: Scope, state: State, path: str
+    ) -> list[Node]:
         self.budget.count_node(scope, None)
-        items = list(items)
+        cached = self._names_by_items.get(id(items))
+        if cached is None:
+            written = list(items)
+            names = element_names(
+                [item.label if isinstance(item, syntax.Labeled) else None for item in written], [_stem(item) for item in written]
+            )
+            cached = self._names_by_items[id(items)] = (items, names)
         nodes: list[Node] = []
-        names = element_names(
-            [item.label if isinstance(item, syntax.Labeled) else None for item in items], [_stem(item) for item in items]
-        )
-        for item, name in zip(items, names, strict=True):
+        for item, name in zip(items, cached[1], strict=True):
             self.budget.last_pos = item.pos
             node = self._element(item, scope, state, name, _join(path, name), 0)
             if node is not None:
