@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ..errors import CnnDslError, error
 from ..receptive import Field
@@ -381,7 +381,11 @@ def as_pair(value: int | Sizes) -> Sizes:
     return value if isinstance(value, tuple) else (value, value)
 
 
-def spatial_tuple(kind: str, name: str, value: Any, rank: int, noun: str = "int") -> Any:
+Number = TypeVar("Number", int, float)
+"""One spatial axis's entry: a size (int) or a scale factor (float)."""
+
+
+def spatial_tuple(kind: str, name: str, value: Number | tuple[Number, ...], rank: int, noun: str = "int") -> tuple[Number, ...]:
     """An argument as one entry per spatial axis: an int (a `noun`) means the same on every axis;
     a tuple must have `rank` entries."""
     if not isinstance(value, tuple):
